@@ -1,0 +1,37 @@
+# Every target installs what it needs first, so each works on a fresh machine.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# uv does not read pip's config: hand it pip's find-links (where the CPU torch wheel lives).
+FIND_LINKS := $(or $(PIP_FIND_LINKS),$(shell pip config get global.find-links 2>/dev/null))
+UV_FLAGS := $(foreach d,$(FIND_LINKS),--find-links $(d))
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install test test-fast check bench decompose-demo clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade uv
+	$(PY) -m uv pip install -q -p $(PY) $(UV_FLAGS) -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The README's test command: installs what is missing, then runs every tier.
+test: install
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Local loop: skip the slow tiers.
+test-fast: install
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+check: install
+	$(PY) -m ruff check spd_core spd_mcp tests bench
+	$(PY) -m basedpyright
+
+bench: install
+	OMP_NUM_THREADS=1 $(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""Agent prompt templates (markdown with named placeholders), installed as ``spd_mcp.prompts``."""

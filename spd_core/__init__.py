@@ -1,0 +1,1 @@
+"""SPD maths over a loaded decomposition: components, causal importance, losses, training, analyses."""

@@ -1,0 +1,1 @@
+"""Analyses over a loaded decomposition: CI, attributions, influence, circuits, interventions, editing."""

@@ -1,0 +1,115 @@
+"""Causal-importance (CI) functions and the leaky hard sigmoids that turn their outputs into CIs.
+
+Three CI function types, one per decomposed layer:
+- ``mlp``: one tiny MLP per component reading only that component's inner activation (the paper's).
+- ``vector_mlp``: one MLP per component reading the layer's whole input vector.
+- ``shared_mlp``: one MLP per layer mapping the input vector to all C pre-sigmoid values.
+Embedding layers feed their component activations (V[token]) to every type.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+import einops
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+CIFnType = Literal["mlp", "vector_mlp", "shared_mlp"]
+LEAK = 0.01
+
+
+class _LowerLeakyHard(torch.autograd.Function):
+    """Forward: clamp to [0, 1]. Backward: 1 inside (0, 1]; 0 above 1; below 0 only a leak α·grad
+    when the incoming gradient is negative, so that a dead component can be pushed back up."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, alpha: float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.alpha = alpha
+        return x.clamp(0.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        inside = (x > 0) & (x <= 1)
+        below = (x <= 0) & (grad < 0)
+        return grad * inside + ctx.alpha * grad * below, None
+
+
+def lower_leaky_hard_sigmoid(x: Tensor, alpha: float = LEAK) -> Tensor:
+    """Clamp to [0, 1] with a leaky backward below 0 (used for masks and for the CI that is reported)."""
+    return _LowerLeakyHard.apply(x, alpha)  # type: ignore[return-value]
+
+
+def upper_leaky_hard_sigmoid(x: Tensor, alpha: float = LEAK) -> Tensor:
+    """0 below 0, identity on [0, 1], 1 + α(x − 1) above 1 (used by the importance penalty)."""
+    return torch.where(x > 1, 1 + alpha * (x - 1), x.clamp(min=0.0))
+
+
+class MLPCI(nn.Module):
+    """Per-component scalar MLPs 1 → hidden → 1, evaluated in parallel for all C components."""
+
+    def __init__(self, C: int, hidden: int) -> None:
+        super().__init__()
+        self.W_in = nn.Parameter(torch.randn(C, hidden) * (2.0**0.5))
+        self.b_in = nn.Parameter(torch.zeros(C, hidden))
+        self.W_out = nn.Parameter(torch.randn(C, hidden) / hidden**0.5)
+        self.b_out = nn.Parameter(torch.zeros(C))
+
+    def forward(self, acts: Tensor) -> Tensor:
+        h = F.gelu(acts.unsqueeze(-1) * self.W_in + self.b_in)  # (..., C, hidden)
+        return einops.einsum(h, self.W_out, "... C hidden, C hidden -> ... C") + self.b_out
+
+
+class VectorMLPCI(nn.Module):
+    """Per-component MLPs d_in → hidden → 1 reading the whole input vector."""
+
+    def __init__(self, d_in: int, C: int, hidden: int) -> None:
+        super().__init__()
+        self.W_in = nn.Parameter(torch.randn(C, d_in, hidden) / d_in**0.5)
+        self.b_in = nn.Parameter(torch.zeros(C, hidden))
+        self.W_out = nn.Parameter(torch.randn(C, hidden) / hidden**0.5)
+        self.b_out = nn.Parameter(torch.zeros(C))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.gelu(einops.einsum(x, self.W_in, "... d_in, C d_in hidden -> ... C hidden") + self.b_in)
+        return einops.einsum(h, self.W_out, "... C hidden, C hidden -> ... C") + self.b_out
+
+
+class SharedMLPCI(nn.Module):
+    """One MLP per layer, d_in → hidden → C."""
+
+    def __init__(self, d_in: int, C: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, C))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def make_ci_fn(fn_type: CIFnType, d_in: int, C: int, hidden: int) -> nn.Module:
+    if fn_type == "mlp":
+        return MLPCI(C, hidden)
+    if fn_type == "vector_mlp":
+        return VectorMLPCI(d_in, C, hidden)
+    if fn_type == "shared_mlp":
+        return SharedMLPCI(d_in, C, hidden)
+    raise ValueError(f"unknown CI function type {fn_type!r}; valid: mlp, vector_mlp, shared_mlp")
+
+
+@dataclass
+class CausalImportance:
+    """Per layer: ``lower`` (masks, reporting), ``upper`` (sparsity penalty), ``pre`` (pre-sigmoid)."""
+
+    lower: dict[str, Tensor]
+    upper: dict[str, Tensor]
+    pre: dict[str, Tensor]
+
+
+def sigmoids(pre: dict[str, Tensor]) -> CausalImportance:
+    return CausalImportance(
+        lower={k: lower_leaky_hard_sigmoid(v) for k, v in pre.items()},
+        upper={k: upper_leaky_hard_sigmoid(v) for k, v in pre.items()},
+        pre=pre,
+    )

@@ -1,0 +1,158 @@
+"""Rank-1 component layers for Linear, transformers Conv1D and Embedding targets.
+
+A decomposed weight W (d_out × d_in) is C rank-1 components: W ≈ (V U)ᵀ with V (d_in × C) the read
+vectors and U (C × d_out) the write vectors. The inner activation is a = x·V; the output is
+(a ⊙ mask)·U + bias, plus the weight delta Δ = W − (V U)ᵀ applied to x and scaled by its own mask.
+With an all-ones mask and delta mask 1 the output equals the target's exactly.
+"""
+
+import math
+from typing import Literal
+
+import einops
+import torch
+from torch import Tensor, nn
+
+ComponentKind = Literal["linear", "conv1d", "embedding"]
+
+
+class Components(nn.Module):
+    """C rank-1 components of one frozen weight; subclasses say how the input is read."""
+
+    kind: ComponentKind
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, C: int) -> None:
+        """``weight`` is the target weight in Linear orientation (d_out × d_in), detached and frozen."""
+        super().__init__()
+        assert weight.ndim == 2, f"weight must be 2-D (d_out × d_in), got shape {tuple(weight.shape)}"
+        assert C >= 1, f"C must be ≥ 1, got {C}"
+        d_out, d_in = weight.shape
+        self.C, self.d_in, self.d_out = C, d_in, d_out
+        self.register_buffer("target_weight", weight.detach().clone(), persistent=False)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone(), persistent=False)
+        self.V = nn.Parameter(torch.empty(d_in, C, dtype=weight.dtype, device=weight.device))
+        self.U = nn.Parameter(torch.empty(C, d_out, dtype=weight.dtype, device=weight.device))
+        nn.init.normal_(self.V, std=1.0 / math.sqrt(d_in))
+        nn.init.normal_(self.U, std=1.0 / math.sqrt(C))
+
+    target_weight: Tensor
+    bias: Tensor | None
+
+    def weight(self) -> Tensor:
+        """The summed component weight (V U)ᵀ, shape (d_out, d_in)."""
+        return einops.einsum(self.V, self.U, "d_in C, C d_out -> d_out d_in")
+
+    def weight_delta(self) -> Tensor:
+        """Δ = W − (V U)ᵀ, shape (d_out, d_in); differentiable in V and U."""
+        return self.target_weight - self.weight()
+
+    def component_weight(self, c: int) -> Tensor:
+        """The rank-1 weight of component c, shape (d_out, d_in)."""
+        return torch.outer(self.U[c], self.V[:, c])
+
+    def inner_acts(self, x: Tensor) -> Tensor:
+        """a = x·V, shape (..., C)."""
+        return einops.einsum(x, self.V, "... d_in, d_in C -> ... C")
+
+    def target_forward(self, x: Tensor) -> Tensor:
+        """The frozen target layer's own output."""
+        out = einops.einsum(x, self.target_weight, "... d_in, d_out d_in -> ... d_out")
+        return out if self.bias is None else out + self.bias
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        delta_mask: Tensor | None = None,
+        acts: Tensor | None = None,
+    ) -> Tensor:
+        """Masked component output. ``mask`` (..., C) defaults to ones; ``delta_mask`` (...) to no delta.
+
+        ``acts`` may pass precomputed inner activations (x·V) to avoid computing them twice.
+        """
+        a = self.inner_acts(x) if acts is None else acts
+        if mask is not None:
+            a = a * mask
+        out = einops.einsum(a, self.U, "... C, C d_out -> ... d_out")
+        if delta_mask is not None:
+            delta_out = einops.einsum(x, self.weight_delta(), "... d_in, d_out d_in -> ... d_out")
+            out = out + delta_mask.unsqueeze(-1) * delta_out
+        return out if self.bias is None else out + self.bias
+
+
+class LinearComponents(Components):
+    kind: ComponentKind = "linear"
+
+    @classmethod
+    def from_module(cls, module: nn.Linear, C: int) -> "LinearComponents":
+        return cls(module.weight, module.bias, C)
+
+
+class Conv1DComponents(Components):
+    """transformers' Conv1D stores its weight as (d_in × d_out); components use Linear orientation."""
+
+    kind: ComponentKind = "conv1d"
+
+    @classmethod
+    def from_module(cls, module: nn.Module, C: int) -> "Conv1DComponents":
+        weight = module.weight
+        assert isinstance(weight, Tensor)
+        return cls(weight.T, getattr(module, "bias", None), C)
+
+
+class EmbeddingComponents(Components):
+    """Embedding W (vocab × d_embed) as components: V (vocab × C) indexed by token id, U (C × d_embed).
+
+    In Linear orientation the weight is Wᵀ (d_embed × vocab) with a one-hot input; the one-hot product
+    is done by indexing.
+    """
+
+    kind: ComponentKind = "embedding"
+
+    def __init__(self, weight: Tensor, C: int, padding_idx: int | None = None) -> None:
+        super().__init__(weight.T, None, C)
+        self.padding_idx = padding_idx
+
+    @classmethod
+    def from_module(cls, module: nn.Embedding, C: int) -> "EmbeddingComponents":
+        return cls(module.weight, C, module.padding_idx)
+
+    def inner_acts(self, x: Tensor) -> Tensor:
+        assert not x.is_floating_point(), f"embedding components take token ids, got dtype {x.dtype}"
+        return self.V[x]
+
+    def target_forward(self, x: Tensor) -> Tensor:
+        return self.target_weight.T[x]
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        delta_mask: Tensor | None = None,
+        acts: Tensor | None = None,
+    ) -> Tensor:
+        a = self.inner_acts(x) if acts is None else acts
+        if mask is not None:
+            a = a * mask
+        out = einops.einsum(a, self.U, "... C, C d_out -> ... d_out")
+        if delta_mask is not None:
+            delta_rows = self.weight_delta().T[x]
+            out = out + delta_mask.unsqueeze(-1) * delta_rows
+        return out
+
+
+def is_conv1d(module: nn.Module) -> bool:
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+
+
+def make_components(module: nn.Module, C: int) -> Components:
+    """Components for a supported module; anything else is an error naming what is supported."""
+    if isinstance(module, nn.Linear):
+        return LinearComponents.from_module(module, C)
+    if isinstance(module, nn.Embedding):
+        return EmbeddingComponents.from_module(module, C)
+    if is_conv1d(module):
+        return Conv1DComponents.from_module(module, C)
+    raise TypeError(
+        f"cannot decompose a {type(module).__name__}; supported: nn.Linear, nn.Embedding, transformers Conv1D"
+    )

@@ -1,0 +1,162 @@
+"""SPD losses: faithfulness, importance minimality, stochastic / CI-masked reconstruction (all layers,
+layerwise, per-position layer subsets, one random layer) and PGD reconstruction.
+
+Reconstruction compares the masked model's output with the target's: MSE (mean over elements) for
+toys, KL(target ‖ masked) per position, averaged over positions, for language models.
+"""
+
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from spd_core.masks import Sampling, layer_subset_routing, stochastic_masks
+from spd_core.model import ComponentModel
+
+OutputLoss = Literal["mse", "kl"]
+ReconMode = Literal["all", "layerwise", "subset", "random_layer"]
+
+
+def output_loss(pred: Tensor, target: Tensor, kind: OutputLoss) -> Tensor:
+    """MSE over all elements, or KL(target ‖ pred) over the last (vocab) dim, averaged over positions."""
+    if kind == "mse":
+        return F.mse_loss(pred.float(), target.float())
+    if kind == "kl":
+        log_p = F.log_softmax(target.float(), dim=-1)
+        log_q = F.log_softmax(pred.float(), dim=-1)
+        return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+    raise ValueError(f"unknown output loss {kind!r}; valid: mse, kl")
+
+
+def faithfulness_loss(model: ComponentModel) -> Tensor:
+    """Σ_layers ‖W − (V U)ᵀ‖²_F divided by the total number of decomposed weight entries."""
+    deltas = model.weight_deltas().values()
+    return sum(d.pow(2).sum() for d in deltas) / sum(d.numel() for d in deltas)  # type: ignore[return-value]
+
+
+def importance_minimality_loss(ci_upper: Mapping[str, Tensor], p: float, eps: float = 1e-12) -> Tensor:
+    """Σ_layers Σ_c mean over batch and positions of (g_upper + ε)^p."""
+    total = torch.zeros((), device=next(iter(ci_upper.values())).device)
+    for g in ci_upper.values():
+        total = total + (g.float() + eps).pow(p).flatten(0, -2).mean(0).sum()
+    return total
+
+
+def _layer_sets(model: ComponentModel, mode: ReconMode) -> list[list[str]]:
+    layers = list(model.layers)
+    if mode in ("all", "subset"):
+        return [layers]
+    if mode == "layerwise":
+        return [[name] for name in layers]
+    if mode == "random_layer":
+        return [[layers[int(torch.randint(len(layers), ()))]]]
+    raise ValueError(f"unknown reconstruction mode {mode!r}; valid: all, layerwise, subset, random_layer")
+
+
+def masked_recon_loss(
+    model: ComponentModel,
+    x: Tensor,
+    target_out: Tensor,
+    masks: Mapping[str, Tensor],
+    delta_masks: Mapping[str, Tensor] | None,
+    kind: OutputLoss,
+    mode: ReconMode = "all",
+) -> Tensor:
+    """Mean output loss over the layer sets of ``mode`` with the given masks."""
+    sets = _layer_sets(model, mode)
+    total = torch.zeros((), device=target_out.device)
+    for layer_set in sets:
+        sub_masks = {k: masks[k] for k in layer_set}
+        sub_delta = None if delta_masks is None else {k: delta_masks[k] for k in layer_set}
+        routing = None
+        if mode == "subset":
+            leading = next(iter(masks.values())).shape[:-1]
+            routing = layer_subset_routing(layer_set, leading, target_out.device)
+        out = model(x, masks=sub_masks, delta_masks=sub_delta, routing=routing).output
+        total = total + output_loss(out, target_out, kind)
+    return total / len(sets)
+
+
+def stochastic_recon_loss(
+    model: ComponentModel,
+    x: Tensor,
+    target_out: Tensor,
+    ci_lower: Mapping[str, Tensor],
+    kind: OutputLoss,
+    mode: ReconMode = "all",
+    sampling: Sampling = "continuous",
+    n_samples: int = 1,
+    use_delta: bool = True,
+) -> Tensor:
+    """Reconstruction under masks sampled uniformly in [ci, 1] (mean over ``n_samples``)."""
+    total = torch.zeros((), device=target_out.device)
+    for _ in range(n_samples):
+        masks, delta = stochastic_masks(ci_lower, sampling)
+        total = total + masked_recon_loss(model, x, target_out, masks, delta if use_delta else None, kind, mode)
+    return total / n_samples
+
+
+def ci_recon_loss(
+    model: ComponentModel,
+    x: Tensor,
+    target_out: Tensor,
+    ci_lower: Mapping[str, Tensor],
+    kind: OutputLoss,
+    mode: ReconMode = "all",
+) -> Tensor:
+    """Reconstruction with the CI itself as the mask and no weight delta."""
+    return masked_recon_loss(model, x, target_out, ci_lower, None, kind, mode)
+
+
+def pgd_masks(
+    model: ComponentModel,
+    x: Tensor,
+    target_out: Tensor,
+    ci_lower: Mapping[str, Tensor],
+    kind: OutputLoss,
+    steps: int,
+    step_size: float,
+    mode: ReconMode = "all",
+    init: Literal["random", "ones", "zeros"] = "random",
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Adversarial masks m = g + (1 − g)·s whose sources s maximise the reconstruction loss.
+
+    ``steps`` signed-gradient ascent steps of size ``step_size`` on s (the last source coordinate is the
+    delta mask), clamped to [0, 1]. Gradients flow back to g through the returned masks, not to s.
+    """
+    ci_d = {k: g.detach() for k, g in ci_lower.items()}
+    make = {"random": torch.rand_like, "ones": torch.ones_like, "zeros": torch.zeros_like}[init]
+    sources = {k: make(torch.cat([g, g[..., :1]], dim=-1)) for k, g in ci_d.items()}
+
+    def split(src: Mapping[str, Tensor], ci: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        return (
+            {k: ci[k] + (1 - ci[k]) * s[..., :-1] for k, s in src.items()},
+            {k: s[..., -1] for k, s in src.items()},
+        )
+
+    for _ in range(steps):
+        for s in sources.values():
+            s.requires_grad_(True)
+        masks, delta = split(sources, ci_d)
+        loss = masked_recon_loss(model, x, target_out, masks, delta, kind, mode)
+        grads = torch.autograd.grad(loss, list(sources.values()))
+        with torch.no_grad():
+            sources = {k: (s + step_size * g.sign()).clamp(0, 1) for (k, s), g in zip(sources.items(), grads, strict=True)}
+    return split({k: s.detach() for k, s in sources.items()}, ci_lower)
+
+
+def pgd_recon_loss(
+    model: ComponentModel,
+    x: Tensor,
+    target_out: Tensor,
+    ci_lower: Mapping[str, Tensor],
+    kind: OutputLoss,
+    steps: int,
+    step_size: float,
+    mode: ReconMode = "all",
+) -> Tensor:
+    """Reconstruction loss at the PGD adversary's masks (see ``pgd_masks``)."""
+    masks, delta = pgd_masks(model, x, target_out, ci_lower, kind, steps, step_size, mode)
+    return masked_recon_loss(model, x, target_out, masks, delta, kind, mode)

@@ -1,0 +1,52 @@
+"""Masks over components: CI, stochastic (continuous or binomial), rounded, all-ones, and per-position
+random layer subsets (routing). Adversarial (PGD) masks live in ``losses.py`` next to their loss.
+
+A stochastic mask is m = g + (1 − g)·s with g the lower-leaky CI and s ~ U(0, 1) (``continuous``) or
+s ∈ {0, 1} with probability ½ (``binomial``): m is uniform in [g, 1] and gradients reach g.
+The weight delta gets its own mask per position, U(0, 1) (or {0, 1}) in the stochastic case.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Sampling = Literal["continuous", "binomial"]
+Masks = dict[str, Tensor]
+
+
+def _source(shape: torch.Size, like: Tensor, sampling: Sampling) -> Tensor:
+    if sampling == "continuous":
+        return torch.rand(shape, device=like.device, dtype=like.dtype)
+    if sampling == "binomial":
+        return torch.randint(0, 2, shape, device=like.device).to(like.dtype)
+    raise ValueError(f"unknown sampling {sampling!r}; valid: continuous, binomial")
+
+
+def stochastic_masks(ci: Mapping[str, Tensor], sampling: Sampling = "continuous") -> tuple[Masks, Masks]:
+    """(component masks uniform in [ci, 1], delta masks) for every layer in ``ci``."""
+    masks = {k: g + (1 - g) * _source(g.shape, g, sampling) for k, g in ci.items()}
+    delta = {k: _source(g.shape[:-1], g, sampling) for k, g in ci.items()}
+    return masks, delta
+
+
+def rounded_masks(ci: Mapping[str, Tensor], threshold: float) -> Masks:
+    """1 where CI > threshold, else 0."""
+    return {k: (g > threshold).to(g.dtype) for k, g in ci.items()}
+
+
+def ones_masks(ci: Mapping[str, Tensor]) -> tuple[Masks, Masks]:
+    """All components on and the delta on: reproduces the target exactly."""
+    return {k: torch.ones_like(g) for k, g in ci.items()}, {k: torch.ones_like(g[..., 0]) for k, g in ci.items()}
+
+
+def layer_subset_routing(layers: Sequence[str], leading_shape: torch.Size, device: torch.device) -> Masks:
+    """Per position, k ~ U{1..L} layers chosen uniformly at random route through components."""
+    n = len(layers)
+    assert n >= 1, "routing needs at least one layer"
+    scores = torch.rand((*leading_shape, n), device=device)
+    k = torch.randint(1, n + 1, (*leading_shape, 1), device=device)
+    ranks = scores.argsort(dim=-1).argsort(dim=-1)
+    chosen = ranks < k
+    return {name: chosen[..., i] for i, name in enumerate(layers)}

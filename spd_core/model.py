@@ -1,0 +1,196 @@
+"""ComponentModel: a frozen target whose chosen modules can run as masked rank-1 components.
+
+Modules are chosen by fnmatch patterns over module paths and given canonical layer names
+(``spd_core.keys.canonical_layer_name``). A forward pass with masks temporarily swaps the forward
+of each decomposed module for its component forward; without masks the target runs untouched.
+"""
+
+import fnmatch
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor, nn
+
+from spd_core.ci import CausalImportance, CIFnType, make_ci_fn, sigmoids
+from spd_core.components import Components, ComponentKind, make_components
+from spd_core.keys import canonical_layer_name
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    path: str
+    kind: ComponentKind
+    d_in: int
+    d_out: int
+    C: int
+
+
+@dataclass
+class ForwardOutput:
+    output: Tensor
+    inputs: dict[str, Tensor] = field(default_factory=dict)
+
+
+def _decomposable(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear | nn.Embedding) or type(module).__name__ == "Conv1D"
+
+
+def match_modules(target: nn.Module, patterns: Sequence[tuple[str, int]]) -> dict[str, int]:
+    """Module path -> C for every decomposable module matched by a pattern (first match wins).
+
+    A pattern that matches no decomposable module is an error listing the candidates.
+    """
+    candidates = [name for name, m in target.named_modules() if name and _decomposable(m)]
+    out: dict[str, int] = {}
+    for pattern, C in patterns:
+        hits = [name for name in candidates if fnmatch.fnmatchcase(name, pattern)]
+        if not hits:
+            raise ValueError(
+                f"module pattern {pattern!r} matches no decomposable module; candidates: {', '.join(candidates)}"
+            )
+        for name in hits:
+            out.setdefault(name, C)
+    return out
+
+
+class ComponentModel(nn.Module):
+    def __init__(
+        self,
+        target: nn.Module,
+        patterns: Sequence[tuple[str, int]],
+        ci_fn_type: CIFnType = "mlp",
+        ci_hidden: int = 16,
+        output_attr: str | None = None,
+        target_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        target.requires_grad_(False)
+        target.eval()
+        self.target = target
+        self.output_attr = output_attr
+        self.target_kwargs = dict(target_kwargs or {})
+        self.ci_fn_type: CIFnType = ci_fn_type
+        self.layers: dict[str, LayerInfo] = {}
+        self._modules_by_layer: dict[str, nn.Module] = {}
+        components: dict[str, Components] = {}
+        ci_fns: dict[str, nn.Module] = {}
+        for path, C in match_modules(target, patterns).items():
+            module = target.get_submodule(path)
+            name = canonical_layer_name(path)
+            assert name not in self.layers, f"two modules map to layer name {name!r}"
+            comp = make_components(module, C)
+            ci_in = C if comp.kind == "embedding" else comp.d_in  # embeddings feed V[token] to the CI fn
+            components[_key(name)] = comp
+            ci_fns[_key(name)] = make_ci_fn(ci_fn_type, ci_in, C, ci_hidden)
+            self.layers[name] = LayerInfo(name, path, comp.kind, comp.d_in, comp.d_out, C)
+            self._modules_by_layer[name] = module
+        self.components = nn.ModuleDict(components)
+        self.ci_fns = nn.ModuleDict(ci_fns)
+
+    # --- accessors -------------------------------------------------------------------------------
+    def comp(self, layer: str) -> Components:
+        assert layer in self.layers, f"unknown layer {layer!r}; valid layers: {', '.join(self.layers)}"
+        out = self.components[_key(layer)]
+        assert isinstance(out, Components)
+        return out
+
+    def layer_c(self) -> dict[str, int]:
+        return {name: info.C for name, info in self.layers.items()}
+
+    def trainable_state(self) -> dict[str, Tensor]:
+        """Component and CI-function parameters (the target is stored separately)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("target.")}
+
+    # --- forward ---------------------------------------------------------------------------------
+    def target_output(self, x: Tensor) -> Tensor:
+        out = self.target(x, **self.target_kwargs)
+        return getattr(out, self.output_attr) if self.output_attr else out
+
+    def forward(
+        self,
+        x: Tensor,
+        masks: Mapping[str, Tensor] | None = None,
+        delta_masks: Mapping[str, Tensor] | None = None,
+        routing: Mapping[str, Tensor] | None = None,
+        cache_inputs: bool = False,
+    ) -> ForwardOutput:
+        """Run the target with the layers in ``masks`` replaced by masked components.
+
+        ``masks[layer]`` (..., C); ``delta_masks[layer]`` (...) scales the weight delta (absent: no
+        delta); ``routing[layer]`` (...) bool picks components (True) or the target layer (False)
+        per position. ``cache_inputs`` records each decomposed layer's input.
+        """
+        masks = masks or {}
+        for name in masks:
+            assert name in self.layers, f"mask for unknown layer {name!r}; valid layers: {', '.join(self.layers)}"
+        inputs: dict[str, Tensor] = {}
+        if not masks and not cache_inputs:
+            return ForwardOutput(self.target_output(x))
+        with self._patched(masks, delta_masks or {}, routing or {}, inputs if cache_inputs else None):
+            out = self.target_output(x)
+        return ForwardOutput(out, inputs)
+
+    @contextmanager
+    def _patched(
+        self,
+        masks: Mapping[str, Tensor],
+        delta_masks: Mapping[str, Tensor],
+        routing: Mapping[str, Tensor],
+        cache: dict[str, Tensor] | None,
+    ) -> Iterator[None]:
+        patched: list[nn.Module] = []
+        try:
+            for name, module in self._modules_by_layer.items():
+                if name not in masks and cache is None:
+                    continue
+                module.forward = self._layer_forward(name, module.forward, masks, delta_masks, routing, cache)  # type: ignore[method-assign]
+                patched.append(module)
+            yield
+        finally:
+            for module in patched:
+                del module.forward
+
+    def _layer_forward(
+        self,
+        name: str,
+        original: Callable[..., Tensor],
+        masks: Mapping[str, Tensor],
+        delta_masks: Mapping[str, Tensor],
+        routing: Mapping[str, Tensor],
+        cache: dict[str, Tensor] | None,
+    ) -> Callable[..., Tensor]:
+        comp = self.comp(name)
+
+        def forward(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+            if cache is not None:
+                cache[name] = x
+            if name not in masks:
+                return original(x, *args, **kwargs)
+            out = comp(x, masks[name], delta_masks.get(name))
+            if name in routing:
+                out = routing[name].unsqueeze(-1).where(out, comp.target_forward(x))
+            return out
+
+        return forward
+
+    # --- causal importance ------------------------------------------------------------------------
+    def causal_importance(self, inputs: Mapping[str, Tensor]) -> CausalImportance:
+        """CI of every layer from its cached input (see ``forward(..., cache_inputs=True)``)."""
+        pre: dict[str, Tensor] = {}
+        for name, x in inputs.items():
+            comp = self.comp(name)
+            reads_acts = self.ci_fn_type == "mlp" or comp.kind == "embedding"
+            feats = comp.inner_acts(x) if reads_acts else x
+            pre[name] = self.ci_fns[_key(name)](feats)
+        return sigmoids(pre)
+
+    def weight_deltas(self) -> dict[str, Tensor]:
+        return {name: self.comp(name).weight_delta() for name in self.layers}
+
+
+def _key(layer: str) -> str:
+    """ModuleDict keys may not contain dots."""
+    return layer.replace(".", "-")

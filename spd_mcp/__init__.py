@@ -1,0 +1,1 @@
+"""spd-mcp: the MCP server over a decomposition and the launcher of investigations."""

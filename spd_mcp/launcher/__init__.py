@@ -1,0 +1,1 @@
+"""spd-investigate: specs, submission, the job body, agent back ends, lockdown, swarms. Never imports torch."""

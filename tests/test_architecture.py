@@ -1,0 +1,44 @@
+"""Imports flow one way (ARCHITECTURE.md): launcher -> nothing of ours; server -> spd_core;
+spd_core -> torch/einops/transformers only. Nothing imports tests."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FORBIDDEN = {
+    "spd_core": {"mcp", "submitit", "spd_mcp", "anthropic", "tests"},
+    "spd_mcp/server": {"submitit", "spd_mcp.launcher", "tests"},
+    "spd_mcp/launcher": {"torch", "spd_core", "spd_mcp.server", "transformers", "einops", "tests"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _violations(package: str, banned: set[str]) -> list[str]:
+    out = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for name in _imports(path):
+            if any(name == b or name.startswith(b + ".") for b in banned):
+                out.append(f"{path.relative_to(ROOT)} imports {name}")
+    return out
+
+
+def test_imports_flow_one_way() -> None:
+    problems = [v for pkg, banned in FORBIDDEN.items() for v in _violations(pkg, banned)]
+    assert not problems, "import direction broken (see ARCHITECTURE.md):\n" + "\n".join(problems)
+
+
+def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import submitit\nfrom mcp.server import Server\n")
+    assert _imports(bad) == {"submitit", "mcp.server"}
