@@ -48,18 +48,37 @@ def upper_leaky_hard_sigmoid(x: Tensor, alpha: float = LEAK) -> Tensor:
 
 
 class MLPCI(nn.Module):
-    """Per-component scalar MLPs 1 → hidden → 1, evaluated in parallel for all C components."""
+    """Per-component scalar MLPs 1 → hidden → 1, evaluated in parallel for all C components.
+
+    Computed component-major, (C, N, hidden), so both layers are batched matmuls over C.
+    """
 
     def __init__(self, C: int, hidden: int) -> None:
         super().__init__()
-        self.W_in = nn.Parameter(torch.randn(C, hidden) * (2.0**0.5))
-        self.b_in = nn.Parameter(torch.zeros(C, hidden))
-        self.W_out = nn.Parameter(torch.randn(C, hidden) / hidden**0.5)
+        self.W_in = nn.Parameter(torch.randn(C, 1, hidden) * (2.0**0.5))
+        self.b_in = nn.Parameter(torch.zeros(C, 1, hidden))
+        self.W_out = nn.Parameter(torch.randn(C, hidden, 1) / hidden**0.5)
         self.b_out = nn.Parameter(torch.zeros(C))
 
     def forward(self, acts: Tensor) -> Tensor:
-        h = F.gelu(acts.unsqueeze(-1) * self.W_in + self.b_in)  # (..., C, hidden)
-        return einops.einsum(h, self.W_out, "... C hidden, C hidden -> ... C") + self.b_out
+        lead, C = acts.shape[:-1], acts.shape[-1]
+        flat = acts.reshape(-1, C)
+        live = flat.any(dim=-1)
+        n_live = int(live.sum())
+        if n_live * 2 > flat.shape[0]:
+            return self._mlp(flat).reshape(*lead, C)
+        # Sparse inputs (toy models): rows whose inner activations are all exactly 0 share one value,
+        # so the MLP runs on the live rows plus a single zero row. Same outputs and gradients.
+        zero_out = self._mlp(flat.new_zeros(1, C))
+        out = zero_out.expand(flat.shape[0], C)
+        if n_live:
+            out = out.index_put((live.nonzero().squeeze(-1),), self._mlp(flat[live]))
+        return out.reshape(*lead, C)
+
+    def _mlp(self, flat: Tensor) -> Tensor:
+        a = flat.T.unsqueeze(-1)  # (C, N, 1)
+        h = F.gelu(torch.baddbmm(self.b_in, a, self.W_in))  # (C, N, hidden)
+        return torch.bmm(h, self.W_out).squeeze(-1).T + self.b_out  # (N, C)
 
 
 class VectorMLPCI(nn.Module):

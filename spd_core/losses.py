@@ -69,7 +69,7 @@ def masked_recon_loss(
     total = torch.zeros((), device=target_out.device)
     for layer_set in sets:
         sub_masks = {k: masks[k] for k in layer_set}
-        sub_delta = None if delta_masks is None else {k: delta_masks[k] for k in layer_set}
+        sub_delta = None if delta_masks is None else {k: delta_masks[k] for k in layer_set if k in delta_masks}
         routing = None
         if mode == "subset":
             leading = next(iter(masks.values())).shape[:-1]

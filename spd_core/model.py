@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from spd_core.ci import CausalImportance, CIFnType, make_ci_fn, sigmoids
@@ -171,7 +172,7 @@ class ComponentModel(nn.Module):
                 return original(x, *args, **kwargs)
             out = comp(x, masks[name], delta_masks.get(name))
             if name in routing:
-                out = routing[name].unsqueeze(-1).where(out, comp.target_forward(x))
+                out = torch.where(routing[name].unsqueeze(-1), out, comp.target_forward(x))
             return out
 
         return forward

@@ -1,0 +1,114 @@
+"""spd-decompose: train (or load) a target, decompose it with a progress bar, save the run directory.
+
+    spd-decompose tms_5-2                      # a built-in experiment
+    spd-decompose my_config.json --steps 500    # {"target": {...}, "decomposition": {...}}
+    spd-decompose --list
+"""
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+from pydantic import ValidationError
+
+from spd_core.decompose import decompose
+from spd_core.experiments import EXPERIMENTS, Experiment, get_experiment
+from spd_core.run import build_component_model, save_run
+from spd_core.model import match_modules
+from spd_core.targets.spec import build_target, data_source, load_target, save_target, untrained_target
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spd-decompose", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", nargs="?", help=f"built-in experiment ({', '.join(EXPERIMENTS)}) or a JSON config file")
+    p.add_argument("--list", action="store_true", help="list the built-in experiments and exit")
+    p.add_argument("--steps", type=int, help="override the number of training steps")
+    p.add_argument("--batch-size", type=int, help="override the batch size")
+    p.add_argument("--seed", type=int, help="override the decomposition seed")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the device (default: auto)")
+    p.add_argument("--out", type=Path, help="run directory (default: runs/<experiment>); resumes a checkpoint found there")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: faster on shared machines)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def load_experiment(arg: str) -> tuple[str, Experiment]:
+    path = Path(arg)
+    if arg.endswith(".json") or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {arg} does not exist")
+        try:
+            return path.stem, Experiment.model_validate(json.loads(path.read_text()))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{arg} is not valid JSON: {err}") from err
+    return arg, get_experiment(arg)
+
+
+def _apply_overrides(exp: Experiment, args: argparse.Namespace) -> Experiment:
+    overrides = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "device": args.device,
+        "checkpoint_freq": args.checkpoint_every,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if not overrides:
+        return exp
+    return exp.model_copy(update={"decomposition": exp.decomposition.model_validate({**exp.decomposition.model_dump(), **overrides})})
+
+
+def run(args: argparse.Namespace) -> Path:
+    name, exp = load_experiment(args.experiment)
+    exp = _apply_overrides(exp, args)
+    out = args.out or Path("runs") / name
+    match_modules(untrained_target(exp.target), [(m.pattern, m.C) for m in exp.decomposition.modules])
+    target_dir = out / "target"
+    if (target_dir / "model.safetensors").is_file() or (target_dir / "config.json").is_file():
+        target, info = load_target(exp.target, target_dir), {}
+    else:
+        target, info = build_target(exp.target)
+        save_target(exp.target, target, target_dir)
+    torch.manual_seed(exp.decomposition.seed)  # component and CI-function initialisation
+    model = build_component_model(exp.target, target, exp.decomposition)
+    data = data_source(exp.target, target, exp.decomposition.seq_len)
+    result = decompose(model, data, exp.decomposition, out_dir=out, progress=not args.no_progress)
+    metrics = {**result.metrics, "train_seconds": result.seconds}
+    save_run(out, model, exp.target, exp.decomposition, metrics, info=info)
+    for k, v in metrics.items():
+        print(f"{k:32s} {v:.6g}")
+    resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
+    print(f"run directory: {out}{resumed}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.list:
+        for name, exp in EXPERIMENTS.items():
+            d = exp.decomposition
+            print(f"{name:14s} {exp.target.kind:10s} steps={d.steps} batch={d.batch_size} modules={[m.pattern for m in d.modules]}")
+        return 0
+    if not args.experiment:
+        print(f"spd-decompose: name an experiment ({', '.join(EXPERIMENTS)}) or a JSON config file", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    try:
+        run(args)
+    except (KeyError, ValueError, FileNotFoundError, ValidationError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) else str(err)
+        print(f"spd-decompose: {msg}", file=sys.stderr)
+        return 2
+    print(f"total time: {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The SPD training loop: faithfulness warm-up, then AdamW on components and CI functions with the
+configured losses, a live progress bar, periodic evaluation, and checkpoints that resume after a kill.
+"""
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from spd_core.config import DecompositionConfig
+from spd_core.losses import (
+    ci_recon_loss,
+    faithfulness_loss,
+    importance_minimality_loss,
+    masked_recon_loss,
+    pgd_recon_loss,
+    stochastic_recon_loss,
+)
+from spd_core.masks import ones_masks
+from spd_core.model import ComponentModel
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+
+
+class DataSource(Protocol):
+    def batch(self, batch_size: int, generator: torch.Generator) -> Tensor: ...
+
+
+@dataclass
+class TrainResult:
+    metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: int | None = None
+    seconds: float = 0.0
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available; valid here: auto, cpu")
+    return torch.device(name)
+
+
+def l0_per_layer(ci_lower: dict[str, Tensor], threshold: float) -> dict[str, float]:
+    """Mean number of components with CI > threshold per position, per layer."""
+    return {k: float((g > threshold).float().flatten(0, -2).sum(-1).mean()) for k, g in ci_lower.items()}
+
+
+def loss_terms(
+    model: ComponentModel, x: Tensor, config: DecompositionConfig, step: int
+) -> tuple[Tensor, dict[str, float], dict[str, Tensor]]:
+    """Total loss at ``step`` with each weighted term's value, and the lower CI (for logging)."""
+    with torch.no_grad():
+        tgt = model(x, cache_inputs=True)
+    ci = model.causal_importance(tgt.inputs)
+    y = tgt.output
+    kind = config.output_loss
+    terms: dict[str, tuple[float, Callable[[], Tensor]]] = {
+        "faithfulness": (config.faithfulness_coeff, lambda: faithfulness_loss(model)),
+        "importance": (config.importance_coeff, lambda: importance_minimality_loss(ci.upper, config.p_at(step))),
+        "stochastic": (
+            config.stochastic_recon_coeff,
+            lambda: stochastic_recon_loss(model, x, y, ci.lower, kind, "all", config.sampling, config.n_mask_samples),
+        ),
+        "stochastic_layerwise": (
+            config.stochastic_layerwise_coeff,
+            lambda: stochastic_recon_loss(model, x, y, ci.lower, kind, "layerwise", config.sampling, config.n_mask_samples),
+        ),
+        "stochastic_subset": (
+            config.stochastic_subset_coeff,
+            lambda: stochastic_recon_loss(model, x, y, ci.lower, kind, "subset", config.sampling, config.n_mask_samples),
+        ),
+        "ci_recon": (config.ci_recon_coeff, lambda: ci_recon_loss(model, x, y, ci.lower, kind, config.ci_recon_mode)),
+        "pgd": (
+            config.pgd_recon_coeff,
+            lambda: pgd_recon_loss(model, x, y, ci.lower, kind, config.pgd_steps, config.pgd_step_size, config.pgd_mode),
+        ),
+    }
+    total = torch.zeros((), device=y.device)
+    values: dict[str, float] = {}
+    for name, (coeff, fn) in terms.items():
+        if coeff:
+            value = fn()
+            total = total + coeff * value
+            values[name] = float(value.detach())
+    return total, values, ci.lower
+
+
+@torch.no_grad()
+def evaluate(model: ComponentModel, data: DataSource, config: DecompositionConfig, device: torch.device) -> dict[str, float]:
+    """Reconstruction under each mask regime and L0 per layer on fixed evaluation batches."""
+    gen = torch.Generator().manual_seed(config.seed + 10_000)
+    sums: dict[str, float] = {}
+    for _ in range(config.eval_batches):
+        x = data.batch(config.batch_size, gen).to(device)
+        tgt = model(x, cache_inputs=True)
+        ci = model.causal_importance(tgt.inputs).lower
+        y, kind = tgt.output, config.output_loss
+        ones, ones_delta = ones_masks(ci)
+        row = {
+            "recon_unmasked": masked_recon_loss(model, x, y, ones, ones_delta, kind),
+            "recon_ci": ci_recon_loss(model, x, y, ci, kind),
+            "recon_stochastic": stochastic_recon_loss(model, x, y, ci, kind),
+            "recon_stochastic_layerwise": stochastic_recon_loss(model, x, y, ci, kind, "layerwise"),
+        }
+        for k, v in row.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        for layer, l0 in l0_per_layer(ci, config.ci_alive_threshold).items():
+            sums[f"l0/{layer}"] = sums.get(f"l0/{layer}", 0.0) + l0
+    return {k: v / config.eval_batches for k, v in sums.items()}
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _faithfulness_warmup(model: ComponentModel, config: DecompositionConfig) -> None:
+    params = [p for name, p in model.named_parameters() if name.startswith("components.")]
+    opt = torch.optim.AdamW(params, lr=config.faithfulness_warmup_lr, weight_decay=config.faithfulness_warmup_wd)
+    for _ in range(config.faithfulness_warmup_steps):
+        loss = faithfulness_loss(model)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def decompose(
+    model: ComponentModel,
+    data: DataSource,
+    config: DecompositionConfig,
+    out_dir: Path | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model``'s components and CI functions in place. With ``out_dir``, checkpoints are
+    written there every ``checkpoint_freq`` steps and an existing checkpoint is resumed."""
+    device = pick_device(config.device)
+    model.to(device)
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    start, history, resumed_from = 0, [], None
+    ckpt_path = None if out_dir is None else Path(out_dir) / CHECKPOINT
+    if ckpt_path is not None and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        assert state["config"] == config.model_dump(), (
+            f"checkpoint {ckpt_path} was written with a different config; delete it or use another --out"
+        )
+        model.load_state_dict(state["model"], strict=False)
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["data_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        start, history, resumed_from = state["step"], state["history"], state["step"]
+        log.info("resumed from step %d (%s)", start, ckpt_path)
+    else:
+        _faithfulness_warmup(model, config)
+
+    def checkpoint(step: int) -> None:
+        assert ckpt_path is not None
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_save(
+            {
+                "step": step,
+                "model": model.trainable_state(),
+                "optimizer": opt.state_dict(),
+                "data_rng": gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                "history": history,
+                "config": config.model_dump(),
+            },
+            ckpt_path,
+        )
+
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = config.lr_at(step)
+        x = data.batch(config.batch_size, gen).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.autocast_bf16):
+            loss, values, ci = loss_terms(model, x, config, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        opt.step()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {float(loss.detach())} at step {step}; terms: {values}")
+        if step % config.log_freq == 0 or step == config.steps - 1:
+            l0 = sum(l0_per_layer(ci, config.ci_alive_threshold).values())
+            row = {"step": float(step), "loss": float(loss.detach()), **values, "l0_total": l0}
+            history.append(row)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"}, refresh=False)
+        done = step + 1
+        if done % config.eval_freq == 0 and done < config.steps:
+            history.append({"step": float(done), **evaluate(model, data, config, device)})
+        if ckpt_path is not None and done % config.checkpoint_freq == 0 and done < config.steps:
+            checkpoint(done)
+    bar.close()
+    metrics = evaluate(model, data, config, device)
+    if ckpt_path is not None:
+        checkpoint(config.steps)
+    return TrainResult(metrics, history, resumed_from, time.perf_counter() - t0)

@@ -1,0 +1,138 @@
+"""The run directory: one decomposition on disk, saved and loaded by this module only.
+
+Layout: ``run.json`` (format version, target spec, decomposition config, layer map, dtype, metrics),
+``target/`` (toy weights + spec, or a transformers ``save_pretrained`` directory),
+``components.safetensors`` (V, U and CI-function parameters), optional ``tokenizer/``,
+``harvest.sqlite`` and ``prompts.jsonl``. ``run.json`` is written last, so a directory without it
+is not a run.
+"""
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from spd_core.config import DecompositionConfig
+from spd_core.model import ComponentModel
+from spd_core.targets.spec import (
+    HFSpec,
+    ResidMLPSpec,
+    TMSSpec,
+    load_target,
+    model_kwargs,
+    parse_target_spec,
+    save_target,
+)
+
+FORMAT_VERSION = 1
+DEMO_RUN = Path(__file__).resolve().parent / "demo_run"
+
+
+@dataclass
+class LoadedRun:
+    model: ComponentModel
+    target_spec: TMSSpec | ResidMLPSpec | HFSpec
+    config: DecompositionConfig
+    metrics: dict[str, Any]
+    path: Path | None = None
+    tokenizer: Any = None
+    probes: list[dict[str, Any]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def harvest_path(self) -> Path | None:
+        if self.path is None:
+            return None
+        p = self.path / "harvest.sqlite"
+        return p if p.exists() else None
+
+
+def build_component_model(spec: TMSSpec | ResidMLPSpec | HFSpec, target: torch.nn.Module, config: DecompositionConfig) -> ComponentModel:
+    return ComponentModel(
+        target,
+        [(m.pattern, m.C) for m in config.modules],
+        ci_fn_type=config.ci_fn_type,
+        ci_hidden=config.ci_hidden,
+        **model_kwargs(spec),
+    )
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_run(
+    out_dir: Path,
+    model: ComponentModel,
+    target_spec: TMSSpec | ResidMLPSpec | HFSpec,
+    config: DecompositionConfig,
+    metrics: dict[str, Any],
+    tokenizer: Any = None,
+    probes: list[dict[str, Any]] | None = None,
+    info: dict[str, Any] | None = None,
+) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "run.json").unlink(missing_ok=True)
+    save_target(target_spec, model.target, out_dir / "target")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state().items()}
+    save_file(state, str(out_dir / "components.safetensors.tmp"))
+    os.replace(out_dir / "components.safetensors.tmp", out_dir / "components.safetensors")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out_dir / "tokenizer")
+    if probes is not None:
+        _write_text_atomic(out_dir / "prompts.jsonl", "".join(json.dumps(p) + "\n" for p in probes))
+    dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "target_spec": target_spec.model_dump(),
+        "config": config.model_dump(),
+        "layers": [asdict(info) for info in model.layers.values()],
+        "dtype": dtype,
+        "metrics": metrics,
+        "info": info or {},
+        "versions": {"torch": torch.__version__},
+    }
+    _write_text_atomic(out_dir / "run.json", json.dumps(meta, indent=2))
+    return out_dir
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+    """Load a run directory, or the shipped demo run by the name ``demo``."""
+    run_dir = DEMO_RUN if str(path) == "demo" else Path(path)
+    meta_path = run_dir / "run.json"
+    if not meta_path.is_file():
+        hint = " (the demo run is not built yet: make demo-run)" if str(path) == "demo" else ""
+        raise FileNotFoundError(f"{run_dir} is not a run directory: no run.json{hint}")
+    meta = json.loads(meta_path.read_text())
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{run_dir}: run format version {version!r}; this spd-mcp reads version {FORMAT_VERSION}")
+    spec = parse_target_spec(meta["target_spec"])
+    config = DecompositionConfig.model_validate(meta["config"])
+    target = load_target(spec, run_dir / "target")
+    model = build_component_model(spec, target, config)
+    missing, unexpected = model.load_state_dict(load_file(str(run_dir / "components.safetensors")), strict=False)
+    missing = [k for k in missing if not k.startswith("target.")]
+    assert not missing and not unexpected, f"{run_dir}: component state mismatch: missing {missing}, unexpected {unexpected}"
+    tokenizer = None
+    if (run_dir / "tokenizer").is_dir():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer", local_files_only=True)
+    probes = []
+    if (run_dir / "prompts.jsonl").is_file():
+        probes = [json.loads(line) for line in (run_dir / "prompts.jsonl").read_text().splitlines() if line.strip()]
+    model.to(device)
+    return LoadedRun(model, spec, config, meta.get("metrics", {}), run_dir, tokenizer, probes, meta.get("info", {}))

@@ -1,0 +1,108 @@
+"""All-ones masks with the weight delta reproduce the target exactly; component weights add up."""
+
+import pytest
+import torch
+from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers.pytorch_utils import Conv1D
+
+from spd_core.components import make_components
+from spd_core.masks import ones_masks
+from spd_core.model import ComponentModel, match_modules
+
+ATOL = 1e-5
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv1d", "embedding"])
+def test_all_ones_mask_with_delta_reproduces_module(kind: str) -> None:
+    if kind == "linear":
+        module, x = nn.Linear(7, 5), torch.randn(3, 4, 7)
+    elif kind == "conv1d":
+        module, x = Conv1D(5, 7), torch.randn(3, 4, 7)
+        nn.init.normal_(module.weight)
+        nn.init.normal_(module.bias)
+    else:
+        module, x = nn.Embedding(11, 5), torch.randint(0, 11, (3, 4))
+    comp = make_components(module, C=3)
+    with torch.no_grad():
+        expected = module(x)
+        ones = torch.ones(*x.shape[: 2 if kind == "embedding" else 2], 3)
+        got = comp(x, ones, torch.ones(ones.shape[:-1]))
+        without_delta = comp(x, ones)
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=1e-5)
+    assert (without_delta - expected).abs().max() > 1e-3, "untrained components alone should not match"
+
+
+def test_component_weights_sum_to_weight_and_delta_closes_the_gap() -> None:
+    comp = make_components(nn.Linear(6, 4), C=5)
+    total = sum(comp.component_weight(c) for c in range(5))
+    torch.testing.assert_close(total, comp.weight())
+    torch.testing.assert_close(comp.weight() + comp.weight_delta(), comp.target_weight)
+
+
+def test_masked_forward_equals_hand_computation() -> None:
+    comp = make_components(nn.Linear(3, 2), C=4)
+    x, mask, dm = torch.randn(5, 3), torch.rand(5, 4), torch.rand(5)
+    with torch.no_grad():
+        expected = ((x @ comp.V) * mask) @ comp.U + dm[:, None] * (x @ comp.weight_delta().T) + comp.bias
+        torch.testing.assert_close(comp(x, mask, dm), expected)
+
+
+def _tiny_llama() -> LlamaForCausalLM:
+    cfg = LlamaConfig(vocab_size=23, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _tiny_gpt2() -> GPT2LMHeadModel:
+    cfg = GPT2Config(vocab_size=19, n_embd=16, n_layer=2, n_head=2, n_positions=32)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+@pytest.mark.parametrize(
+    ("make", "patterns", "layers"),
+    [
+        (_tiny_llama, [("model.embed_tokens", 8), ("model.layers.*.self_attn.*_proj", 4), ("model.layers.*.mlp.*_proj", 6)],
+         {"embed", "0.attn.q", "1.mlp.down"}),
+        (_tiny_gpt2, [("transformer.wte", 8), ("transformer.h.*.attn.c_*", 4), ("transformer.h.*.mlp.c_*", 6)],
+         {"embed", "0.attn.qkv", "1.attn.o", "1.mlp.up"}),
+    ],
+)
+def test_component_model_all_ones_reproduces_language_model(make, patterns, layers) -> None:
+    lm = make()
+    model = ComponentModel(lm, patterns, output_attr="logits", target_kwargs={"use_cache": False})
+    assert layers <= set(model.layers)
+    ids = torch.randint(0, lm.config.vocab_size, (2, 9))
+    with torch.no_grad():
+        target = model(ids, cache_inputs=True)
+        ci = model.causal_importance(target.inputs).lower
+        masks, delta = ones_masks(ci)
+        got = model(ids, masks=masks, delta_masks=delta).output
+        no_delta = model(ids, masks=masks).output
+    torch.testing.assert_close(got, target.output, atol=ATOL, rtol=1e-5)
+    assert (no_delta - target.output).abs().max() > 1e-3
+    assert set(target.inputs) == set(model.layers)
+    assert all(ci[k].shape == (2, 9, model.layers[k].C) for k in model.layers)
+
+
+def test_pattern_matching_no_module_lists_candidates() -> None:
+    with pytest.raises(ValueError, match=r"matches no decomposable module; candidates: .*model\.layers\.0\.mlp\.up_proj"):
+        match_modules(_tiny_llama(), [("model.layers.*.nonexistent", 4)])
+
+
+def test_unsupported_module_is_an_error_naming_supported_ones() -> None:
+    with pytest.raises(TypeError, match="supported: nn.Linear, nn.Embedding, transformers Conv1D"):
+        make_components(nn.Conv2d(2, 2, 3), C=2)
+
+
+def test_target_untouched_after_masked_forward() -> None:
+    lm = _tiny_llama()
+    model = ComponentModel(lm, [("model.layers.*.mlp.*_proj", 4)], output_attr="logits", target_kwargs={"use_cache": False})
+    ids = torch.randint(0, 23, (1, 5))
+    with torch.no_grad():
+        before = lm(ids).logits
+        zeros = {k: torch.zeros(1, 5, 4) for k in model.layers}
+        changed = model(ids, masks=zeros).output
+        after = lm(ids).logits
+    torch.testing.assert_close(before, after)
+    assert (changed - before).abs().max() > 1e-4

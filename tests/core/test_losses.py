@@ -1,0 +1,147 @@
+"""Each loss against a value computed by hand on tiny tensors; PGD raises the loss; gradients flow."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from spd_core.ci import lower_leaky_hard_sigmoid, upper_leaky_hard_sigmoid
+from spd_core.config import DecompositionConfig, ModulePattern
+from spd_core.decompose import loss_terms
+from spd_core.losses import (
+    faithfulness_loss,
+    importance_minimality_loss,
+    masked_recon_loss,
+    output_loss,
+    pgd_masks,
+)
+from spd_core.masks import layer_subset_routing, rounded_masks, stochastic_masks
+from spd_core.model import ComponentModel
+
+
+class TwoLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(3, 4, bias=False)
+        self.b = nn.Linear(4, 2, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+def _model(ci_fn_type="mlp") -> ComponentModel:
+    return ComponentModel(TwoLinear(), [("a", 3), ("b", 2)], ci_fn_type=ci_fn_type)
+
+
+def test_mse_and_kl_output_losses_match_hand_values() -> None:
+    pred, target = torch.tensor([[1.0, 2.0], [0.0, -1.0]]), torch.tensor([[0.0, 2.0], [1.0, 1.0]])
+    assert output_loss(pred, target, "mse").item() == pytest.approx((1 + 0 + 1 + 4) / 4)
+    p = [math.exp(0) / (math.exp(0) + math.exp(2)), math.exp(2) / (math.exp(0) + math.exp(2))]
+    q = [math.exp(1) / (math.exp(1) + math.exp(2)), math.exp(2) / (math.exp(1) + math.exp(2))]
+    kl0 = sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
+    p1 = [0.5, 0.5]
+    q1 = [math.exp(0) / (1 + math.exp(-1)), math.exp(-1) / (1 + math.exp(-1))]
+    kl1 = sum(pi * math.log(pi / qi) for pi, qi in zip(p1, q1, strict=True))
+    assert output_loss(pred, target, "kl").item() == pytest.approx((kl0 + kl1) / 2, rel=1e-5)
+
+
+def test_faithfulness_is_mean_squared_delta() -> None:
+    model = _model()
+    with torch.no_grad():
+        model.comp("a").V.zero_()
+        model.comp("b").V.zero_()
+    wa, wb = model.comp("a").target_weight, model.comp("b").target_weight
+    expected = (wa.pow(2).sum() + wb.pow(2).sum()) / (wa.numel() + wb.numel())
+    assert faithfulness_loss(model).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_importance_minimality_hand_value() -> None:
+    g = {"x": torch.tensor([[0.5, 0.0], [1.0, 0.2]]), "y": torch.tensor([[[0.3]], [[0.1]]])}
+    # p = 1: per component means over batch: x -> [0.75, 0.1]; y -> [0.2]
+    assert importance_minimality_loss(g, p=1.0, eps=0).item() == pytest.approx(0.75 + 0.1 + 0.2)
+    # p = 2: x -> [(0.25 + 1) / 2, (0 + 0.04) / 2]; y -> [(0.09 + 0.01) / 2]
+    assert importance_minimality_loss(g, p=2.0, eps=0).item() == pytest.approx(0.625 + 0.02 + 0.05)
+
+
+def test_leaky_hard_sigmoids_values_and_gradients() -> None:
+    x = torch.tensor([-1.0, 0.5, 1.5], requires_grad=True)
+    assert upper_leaky_hard_sigmoid(x).tolist() == pytest.approx([0.0, 0.5, 1.005])
+    lower = lower_leaky_hard_sigmoid(x)
+    assert lower.tolist() == [0.0, 0.5, 1.0]
+    # A loss that wants every value larger: gradient of -sum is -1 everywhere.
+    (grad_up,) = torch.autograd.grad(-lower.sum(), x)
+    assert grad_up.tolist() == pytest.approx([-0.01, -1.0, 0.0])
+    # A loss that wants them smaller: no leak below 0.
+    (grad_down,) = torch.autograd.grad(lower_leaky_hard_sigmoid(x).sum(), x)
+    assert grad_down.tolist() == pytest.approx([0.0, 1.0, 0.0])
+
+
+def test_stochastic_masks_lie_between_ci_and_one() -> None:
+    ci = {"a": torch.rand(64, 5)}
+    masks, delta = stochastic_masks(ci, "continuous")
+    assert (masks["a"] >= ci["a"] - 1e-7).all() and (masks["a"] <= 1 + 1e-7).all()
+    assert delta["a"].shape == (64,) and ((0 <= delta["a"]) & (delta["a"] <= 1)).all()
+    masks_b, delta_b = stochastic_masks(ci, "binomial")
+    on_ci = torch.isclose(masks_b["a"], ci["a"])
+    assert (on_ci | torch.isclose(masks_b["a"], torch.ones(()))).all()
+    assert set(delta_b["a"].unique().tolist()) <= {0.0, 1.0}
+    assert rounded_masks({"a": torch.tensor([0.05, 0.5])}, 0.1)["a"].tolist() == [0.0, 1.0]
+
+
+def test_subset_routing_picks_at_least_one_layer_per_position() -> None:
+    routing = layer_subset_routing(["a", "b", "c"], torch.Size([500]), torch.device("cpu"))
+    chosen = torch.stack(list(routing.values()), dim=-1)
+    assert chosen.any(-1).all()
+    counts = chosen.sum(-1).bincount(minlength=4)[1:].float() / 500
+    assert all(0.2 < c < 0.47 for c in counts.tolist()), f"k should be ~uniform on 1..3, got {counts}"
+
+
+def test_masked_recon_matches_hand_forward() -> None:
+    model = _model()
+    x = torch.randn(6, 3)
+    y = model.target_output(x)
+    ma, mb, da = torch.rand(6, 3), torch.rand(6, 2), torch.rand(6)
+    a, b = model.comp("a"), model.comp("b")
+    with torch.no_grad():
+        h = torch.relu(((x @ a.V) * ma) @ a.U + da[:, None] * (x @ a.weight_delta().T))
+        out = ((h @ b.V) * mb) @ b.U + b.bias
+        expected = (out - y).pow(2).mean()
+        got = masked_recon_loss(model, x, y, {"a": ma, "b": mb}, {"a": da}, "mse")
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    # layerwise: mean of the two single-layer losses
+    with torch.no_grad():
+        only_a = (((torch.relu(((x @ a.V) * ma) @ a.U + da[:, None] * (x @ a.weight_delta().T))) @ b.target_weight.T + b.bias) - y).pow(2).mean()
+        only_b = (((torch.relu(x @ a.target_weight.T) @ b.V) * mb) @ b.U + b.bias - y).pow(2).mean()
+        lw = masked_recon_loss(model, x, y, {"a": ma, "b": mb}, {"a": da, "b": torch.zeros(6)}, "mse", "layerwise")
+    assert lw.item() == pytest.approx(((only_a + only_b) / 2).item(), rel=1e-5)
+
+
+def test_pgd_steps_increase_reconstruction_loss() -> None:
+    model = _model()
+    x = torch.randn(256, 3)
+    y = model.target_output(x)
+    ci = model.causal_importance(model(x, cache_inputs=True).inputs).lower
+    ci = {k: (0.5 * v).detach() for k, v in ci.items()}
+    torch.manual_seed(1)
+    start = masked_recon_loss(model, x, y, *pgd_masks(model, x, y, ci, "mse", steps=0, step_size=0.1), "mse")
+    torch.manual_seed(1)
+    adv = masked_recon_loss(model, x, y, *pgd_masks(model, x, y, ci, "mse", steps=5, step_size=0.1), "mse")
+    assert adv.item() > start.item() * 1.05, (start.item(), adv.item())
+
+
+@pytest.mark.parametrize("ci_fn_type", ["mlp", "vector_mlp", "shared_mlp"])
+def test_gradients_reach_components_and_ci_functions(ci_fn_type: str) -> None:
+    model = _model(ci_fn_type)
+    config = DecompositionConfig(
+        steps=10, batch_size=8, modules=[ModulePattern(pattern="a", C=3)], importance_coeff=1e-2,
+        faithfulness_coeff=1.0, stochastic_subset_coeff=1.0, ci_recon_coeff=1.0, pgd_recon_coeff=1.0, pgd_steps=2,
+    )
+    loss, values, _ = loss_terms(model, torch.randn(16, 3), config, step=0)
+    loss.backward()
+    assert set(values) == {"faithfulness", "importance", "stochastic", "stochastic_layerwise", "stochastic_subset", "ci_recon", "pgd"}
+    for name, p in model.named_parameters():
+        if name.startswith(("components.", "ci_fns.")):
+            assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reached {name}"
+        else:
+            assert p.grad is None, f"the frozen target got a gradient at {name}"
