@@ -13,15 +13,15 @@ daemons() {
 
 # pid_of NAME PIDFILE: prints the PID if that daemon of this cluster is running, else fails.
 pid_of() {
-  local name=$1 file=$2 pid state
+  local name=$1 file=$2 pid state text
   [ -s "$file" ] || return 1
-  pid=$(tr -dc '0-9' <"$file")
+  pid=$({ tr -dc '0-9' <"$file"; } 2>/dev/null || true)
   [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
   state=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) || return 1
   [ "$state" != Z ] && [ "$state" != X ] || return 1
   [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || return 1
-  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$D/" \
-    || tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qF "$D/" || return 1
+  text=$({ tr '\0' '\n' <"/proc/$pid/cmdline"; tr '\0' '\n' <"/proc/$pid/environ"; } 2>/dev/null || true)
+  [[ "$text" == *"$D/"* ]] || return 1
   echo "$pid"
 }
 

@@ -123,9 +123,14 @@ wait_for() {
     sleep 0.1
   done
 }
+T0=$(date +%s.%N)
+step() {  # SPD_SLURM_TIMING=1 prints the elapsed time at each step to stderr
+  [ -z "${SPD_SLURM_TIMING:-}" ] || awk -v s="$T0" -v e="$(date +%s.%N)" -v m="$*" 'BEGIN{printf "%6.2f s  %s\n", e-s, m}' >&2
+}
 fail() { echo "up.sh: $*" >&2; for f in "$D"/log/*.log "$D"/munge/munged.log; do
   [ -f "$f" ] && { echo "--- $f" >&2; tail -n 15 "$f" >&2; }; done; exit 1; }
 
+step "config written"
 # --- munged ------------------------------------------------------------------------------------
 if ! pid_of munged "$D/munge/munged.pid" >/dev/null; then
   [ -s "$D/munge/munge.key" ] || mungekey -c -k "$D/munge/munge.key"
@@ -138,21 +143,26 @@ fi
 wait_for 10 sh -c "munge -S '$D/munge/munge.socket' -n | unmunge -S '$D/munge/munge.socket'" \
   || fail "munge does not answer on $D/munge/munge.socket"
 
+step "munged answers"
 # --- accounting: mariadb + slurmdbd ------------------------------------------------------------
 if [ $ACCT = 1 ]; then
   SQL=(mariadb --no-defaults --socket="$D/mysql.sock" -uroot)
+  # A throw-away test database: small files, no durability (no doublewrite, no fsync per commit).
+  INNODB=(--innodb-buffer-pool-size=64M --innodb-log-file-size=16M --innodb-doublewrite=0
+          --innodb-flush-log-at-trx-commit=0 --innodb-lock-wait-timeout=900)
   if ! pid_of mariadbd "$D/mariadb.pid" >/dev/null; then
     port_busy "$DB_PORT" && fail "port $DB_PORT (mariadb) is taken by another process; set SPD_SLURM_PORT_BASE"
     if [ ! -d "$D/mysql/mysql" ]; then
       mariadb-install-db --no-defaults --user=root --datadir="$D/mysql" --auth-root-authentication-method=normal \
-        --skip-test-db >"$D/log/mariadb-install.log" 2>&1 || fail "mariadb-install-db failed"
+        --skip-test-db --skip-name-resolve "${INNODB[@]}" >"$D/log/mariadb-install.log" 2>&1 || fail "mariadb-install-db failed"
     fi
     mkdir -p "$D/mysql-tmp"
     # setsid + nohup: the server must outlive this shell and not hold the caller's terminal or pipes.
     setsid nohup mariadbd --no-defaults --user=root --datadir="$D/mysql" --tmpdir="$D/mysql-tmp" \
       --socket="$D/mysql.sock" --pid-file="$D/mariadb.pid" --bind-address=127.0.0.1 --port="$DB_PORT" \
       --log-error="$D/log/mariadb.log" --skip-log-bin --skip-name-resolve \
-      --innodb-buffer-pool-size=64M </dev/null >/dev/null 2>&1 &
+      "${INNODB[@]}" </dev/null >/dev/null 2>&1 &
+    step "mariadb datadir ready"
     wait_for 30 "${SQL[@]}" -e 'select 1' || fail "mariadb did not answer on $D/mysql.sock"
     "${SQL[@]}" -e "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm';
       GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';" || fail "could not create the slurm db user"
@@ -176,13 +186,16 @@ CONF
   chmod 600 "$D/slurmdbd.conf"
   if ! pid_of slurmdbd "$D/slurmdbd.pid" >/dev/null; then
     port_busy "$DBD_PORT" && fail "port $DBD_PORT (slurmdbd) is taken by another process; set SPD_SLURM_PORT_BASE"
+    step "mariadb answers"
     slurmdbd || fail "slurmdbd did not start"
   fi
   wait_for 30 sacctmgr -n list cluster || fail "slurmdbd does not answer (sacctmgr list cluster)"
-  sacctmgr -n -P list cluster format=cluster | grep -qx local \
+  clusters=$(sacctmgr -n -P list cluster format=cluster)
+  [[ $'\n'"$clusters"$'\n' == *$'\n'local$'\n'* ]] \
     || sacctmgr -i add cluster local >/dev/null || fail "sacctmgr add cluster failed"
 fi
 
+step "accounting ready"
 # --- slurmctld + slurmd -------------------------------------------------------------------------
 if ! pid_of slurmctld "$D/slurmctld.pid" >/dev/null; then
   port_busy "$CTLD_PORT" && fail "port $CTLD_PORT (slurmctld) is taken by another process; set SPD_SLURM_PORT_BASE"
@@ -193,6 +206,7 @@ if ! pid_of slurmd "$D/slurmd.pid" >/dev/null; then
   slurmd -f "$SLURM_CONF" -N localhost || fail "slurmd did not start"
 fi
 
+step "slurmctld and slurmd started"
 deadline=$(( $(date +%s) + 30 ))
 resumed=0
 while :; do
@@ -205,4 +219,5 @@ while :; do
   [ "$(date +%s)" -lt "$deadline" ] || fail "node did not become idle (state: '${state:-no answer}')"
   sleep 0.2
 done
+step "node idle"
 echo "slurm up: SLURM_CONF=$SLURM_CONF ($(sinfo -h -N -o '%N %T, %c CPUs, %m MB'), accounting=$([ $ACCT = 1 ] && echo on || echo off))"
