@@ -28,9 +28,12 @@ def _executor(folder: Path, partition: str) -> submitit.AutoExecutor:
     return executor
 
 
-def test_sinfo_shows_the_idle_node_with_the_machines_cpus(slurm_cluster: SlurmCluster) -> None:
-    out = slurm_cluster.run("sinfo", "-h", "-N", "-o", "%N|%P|%c").stdout.split()
-    assert out == [f"localhost|{slurm_cluster.partition}*|{os.cpu_count()}"]
+def test_sinfo_shows_one_usable_node_with_the_machines_cpus(slurm_cluster: SlurmCluster) -> None:
+    rows = slurm_cluster.run("sinfo", "-h", "-N", "-o", "%N|%P|%c|%T").stdout.split()
+    assert len(rows) == 1, f"expected one node in one partition, got {rows}"
+    node, partition, cpus, state = rows[0].split("|")
+    assert (node, partition, int(cpus)) == ("localhost", f"{slurm_cluster.partition}*", os.cpu_count())
+    assert state in ("idle", "mixed", "allocated"), f"node state {state}"
 
 
 def test_sbatch_wrap_completes_and_sacct_records_it(
