@@ -24,11 +24,11 @@ want=()
   || want+=("@modelcontextprotocol/inspector@$INSPECTOR_VERSION")
 [ ${#want[@]} -eq 0 ] && exit 0
 
-command -v node >/dev/null && command -v npm >/dev/null || {
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "install_node_tools.sh: node and npm are required (node >= $MIN_NODE_MAJOR; Debian: apt-get install nodejs npm," \
        "or NodeSource for a newer node)" >&2
   exit 1
-}
+fi
 major=$(node --version | sed 's/^v\([0-9]*\).*/\1/')
 if [ "$major" -lt "$MIN_NODE_MAJOR" ]; then
   echo "install_node_tools.sh: node $(node --version) is too old; the Inspector CLI needs node >= $MIN_NODE_MAJOR" >&2

@@ -14,7 +14,7 @@ case "${2:-}" in
   "") ;;
   *) echo "down.sh: unknown option '$2' (valid: --purge)" >&2; exit 2 ;;
 esac
-# shellcheck source=lib.sh
+# shellcheck source=scripts/slurm/lib.sh
 . "$HERE/lib.sh"
 [ -d "$D" ] || exit 0
 export SLURM_CONF="$D/slurm.conf"

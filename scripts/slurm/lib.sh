@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers of up.sh and down.sh: the daemons of one cluster directory and their liveness.
 # Sourced, not run. A daemon counts as ours only if its PID file is in $D, the process is not a
 # zombie, its name matches, and its command line or environment names $D (guards against PID reuse).

@@ -19,7 +19,7 @@ case "${2:-}" in
   "") ;;
   *) echo "up.sh: unknown option '$2' (valid: --accounting)" >&2; exit 2 ;;
 esac
-# shellcheck source=lib.sh
+# shellcheck source=scripts/slurm/lib.sh
 . "$HERE/lib.sh"
 
 for bin in munged mungekey slurmctld slurmd sinfo scontrol; do

@@ -32,7 +32,11 @@ def test_sinfo_shows_one_usable_node_with_the_machines_cpus(slurm_cluster: Slurm
     rows = slurm_cluster.run("sinfo", "-h", "-N", "-o", "%N|%P|%c|%T").stdout.split()
     assert len(rows) == 1, f"expected one node in one partition, got {rows}"
     node, partition, cpus, state = rows[0].split("|")
-    assert (node, partition, int(cpus)) == ("localhost", f"{slurm_cluster.partition}*", os.cpu_count())
+    assert (node, partition, int(cpus)) == (
+        "localhost",
+        f"{slurm_cluster.partition}*",
+        os.cpu_count(),
+    )
     assert state in ("idle", "mixed", "allocated"), f"node state {state}"
 
 
