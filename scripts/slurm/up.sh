@@ -39,15 +39,20 @@ chmod 755 "$D" "$D/munge"   # munged wants its socket directory traversable by e
 export SLURM_CONF="$D/slurm.conf"
 
 # --- ports -------------------------------------------------------------------------------------
+any_running() {
+  while IFS=: read -r name file; do pid_of "$name" "$file" >/dev/null && return 0; done < <(daemons)
+  return 1
+}
+ports_busy() { port_busy "$1" || port_busy $(($1 + 1)) || port_busy $(($1 + 2)) || port_busy $(($1 + 3)); }
 if [ -n "${SPD_SLURM_PORT_BASE:-}" ]; then
   BASE=$SPD_SLURM_PORT_BASE
-elif [ -s "$D/ports.env" ]; then
+elif [ -s "$D/ports.env" ] && { any_running || ! ports_busy "$(sed -n 's/^BASE=//p' "$D/ports.env")"; }; then
   BASE=$(sed -n 's/^BASE=//p' "$D/ports.env")
 else
   # Below the kernel's ephemeral range (32768+), 4 consecutive free ports, start derived from DIR.
   BASE=$(( 10000 + ($(printf '%s' "$D" | cksum | cut -d' ' -f1) % 5500) * 4 ))
   for _ in $(seq 1 200); do
-    port_busy "$BASE" || port_busy $((BASE + 1)) || port_busy $((BASE + 2)) || port_busy $((BASE + 3)) || break
+    ports_busy "$BASE" || break
     BASE=$(( BASE + 4 > 31996 ? 10000 : BASE + 4 ))
   done
 fi
@@ -101,10 +106,6 @@ NodeName=localhost NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 CONF
 
-any_running() {
-  while IFS=: read -r name file; do pid_of "$name" "$file" >/dev/null && return 0; done < <(daemons)
-  return 1
-}
 if [ -f "$D/slurm.conf" ] && ! cmp -s "$D/slurm.conf" "$D/slurm.conf.new"; then
   if any_running; then
     rm -f "$D/slurm.conf.new"
