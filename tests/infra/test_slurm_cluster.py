@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import submitit
 
-from tests.support.slurm import SlurmCluster, bounded
+from tests.support.slurm import SlurmCluster, bounded, cluster_running, start_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -97,3 +97,13 @@ def test_scancel_makes_job_result_raise_instead_of_hanging(
         bounded(job.result, RESULT_TIMEOUT_S)
     assert time.monotonic() - started < RESULT_TIMEOUT_S
     assert slurm_env.sacct_state(job.job_id).startswith("CANCELLED")
+
+
+def test_up_again_is_a_no_op_on_a_running_cluster(slurm_cluster: SlurmCluster) -> None:
+    conf_before = slurm_cluster.conf.read_bytes()
+    ctld_pid_before = (slurm_cluster.dir / "slurmctld.pid").read_text()
+    proc = start_cluster(slurm_cluster.dir)
+    assert proc.returncode == 0, proc.stderr
+    assert slurm_cluster.conf.read_bytes() == conf_before
+    assert (slurm_cluster.dir / "slurmctld.pid").read_text() == ctld_pid_before
+    assert cluster_running(slurm_cluster.dir)
