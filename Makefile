@@ -8,7 +8,9 @@ UV_FLAGS := $(foreach d,$(FIND_LINKS),--find-links $(d))
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast check bench decompose-demo clean
+.PHONY: install test test-fast check bench clean
+
+include mk/infra.mk
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +21,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The README's test command: installs what is missing, then runs every tier.
-test: install
+test: install infra
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Local loop: skip the slow tiers.

@@ -65,7 +65,7 @@ class MLPCI(nn.Module):
         flat = acts.reshape(-1, C)
         live = flat.any(dim=-1)
         n_live = int(live.sum())
-        if n_live * 2 > flat.shape[0]:
+        if n_live * 4 > flat.shape[0] * 3:
             return self._mlp(flat).reshape(*lead, C)
         # Sparse inputs (toy models): rows whose inner activations are all exactly 0 share one value,
         # so the MLP runs on the live rows plus a single zero row. Same outputs and gradients.

@@ -17,9 +17,15 @@ from pydantic import ValidationError
 
 from spd_core.decompose import decompose
 from spd_core.experiments import EXPERIMENTS, Experiment, get_experiment
-from spd_core.run import build_component_model, save_run
 from spd_core.model import match_modules
-from spd_core.targets.spec import build_target, data_source, load_target, save_target, untrained_target
+from spd_core.run import build_component_model, save_run
+from spd_core.targets.spec import (
+    build_target,
+    data_source,
+    load_target,
+    save_target,
+    untrained_target,
+)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -24,15 +24,15 @@ class DecompositionConfig(BaseModel):
     seed: int = 0
     steps: int = Field(ge=1)
     batch_size: int = Field(ge=1)
-    seq_len: int | None = Field(None, description="tokens per sequence for language models")
+    seq_len: int | None = Field(default=None, description="tokens per sequence for language models")
     modules: list[ModulePattern] = Field(min_length=1)
     ci_fn_type: CIFnType = "mlp"
     ci_hidden: int = 16
 
     lr: float = 1e-3
     lr_schedule: Literal["constant", "cosine"] = "cosine"
-    lr_warmup_frac: float = Field(0.0, ge=0, le=1)
-    lr_final_frac: float = Field(0.0, ge=0, le=1)
+    lr_warmup_frac: float = Field(default=0.0, ge=0, le=1)
+    lr_final_frac: float = Field(default=0.0, ge=0, le=1)
     grad_clip: float | None = None
 
     faithfulness_warmup_steps: int = 0

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from spd_core.ci import CausalImportance, CIFnType, make_ci_fn, sigmoids
-from spd_core.components import Components, ComponentKind, make_components
+from spd_core.components import ComponentKind, Components, make_components
 from spd_core.keys import canonical_layer_name
 
 

@@ -4,6 +4,8 @@ import random
 import pytest
 import torch
 
+pytest_plugins = ["tests.support.slurm", "tests.support.node_tools"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(1)

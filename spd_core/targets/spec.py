@@ -20,7 +20,7 @@ class HFSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["hf"] = "hf"
     source: str = Field(description="directory the model was loaded from (informational once saved in a run)")
-    data_text: str | None = Field(None, description="optional text file, one sample per line")
+    data_text: str | None = Field(default=None, description="optional text file, one sample per line")
 
 
 TargetSpec = Annotated[TMSSpec | ResidMLPSpec | HFSpec, Field(discriminator="kind")]
