@@ -9,6 +9,8 @@ agent the research log so far.
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from datetime import UTC, datetime
@@ -111,7 +113,7 @@ def run_job(spec: JobSpec, job_id: str) -> dict[str, Any]:
     resumed = meta["attempts"] > 1
     events = EventLog(inv.events, spec.inv_id)
     events.emit("job_resumed" if resumed else "job_started", job_id=job_id, attempt=meta["attempts"],
-                agent=spec.agent, executor=spec.executor)
+                agent=spec.agent, executor=spec.executor, pid=os.getpid(), host=socket.gethostname())
     t0 = time.monotonic()
     server: ServerProcess | None = None
     result: AgentResult | None = None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -61,6 +60,8 @@ class FakeMessagesAPI:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
+        self._server.block_on_close = False
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -87,6 +88,7 @@ class FakeMessagesAPI:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -152,17 +154,20 @@ class FakeMessagesAPI:
                 turn, idx = api._take_turn(body)
                 api.requests.append(Recorded(self.path, dict(self.headers), body, idx))
                 if turn is not None and turn.delay_s:
-                    time.sleep(turn.delay_s)
+                    api._closing.wait(turn.delay_s)
                 if turn is not None and turn.status != 200:
                     kind = ERROR_TYPES.get(turn.status, "api_error")
                     self._send_json(turn.status, {"type": "error",
                                                   "error": {"type": kind, "message": f"fake {kind}"}})
                     return
                 msg = api._message(turn, body, len(api.requests))
-                if body.get("stream"):
-                    self._stream(msg)
-                else:
-                    self._send_json(200, msg)
+                try:
+                    if body.get("stream"):
+                        self._stream(msg)
+                    else:
+                        self._send_json(200, msg)
+                except (BrokenPipeError, ConnectionResetError):  # the client went away (killed job)
+                    self.close_connection = True
 
             def _stream(self, msg: dict[str, Any]) -> None:
                 self.send_response(200)
