@@ -46,7 +46,13 @@ class EventLog:
                          "ts": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
                          "t": round(now, 3), "agent_id": self.agent_id, "source": "launcher",
                          "kind": kind, **fields}
-                f.seek(0, os.SEEK_END)
+                end = f.seek(0, os.SEEK_END)
+                if end:
+                    f.seek(end - 1)
+                    torn = f.read(1) != b"\n"  # a writer died mid-line: start on a fresh line
+                    f.seek(0, os.SEEK_END)
+                    if torn:
+                        f.write(b"\n")
                 f.write((json.dumps(event, default=str) + "\n").encode())
                 f.flush()
                 os.fsync(f.fileno())

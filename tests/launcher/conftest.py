@@ -31,3 +31,20 @@ def make_spec(out: Path, agent: str = "anthropic_api", server_argv: tuple[str, .
     req = LaunchRequest(question=kw.pop("question", "How does the model choose between he and she?"),
                         agent=agent, executor="local", out=str(out), server_argv=server_argv, **kw)
     return resolve(req, env)
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory: pytest.TempPathFactory):
+    """A running stand-in server (one per test module); yields (ServerProcess, tools, workspace)."""
+    from spd_mcp.launcher.mcp_link import wait_until_answers
+    from spd_mcp.launcher.server_proc import server_argv, start_server, stop_server, wait_for_port
+
+    inv = tmp_path_factory.mktemp("standin")
+    server = start_server(server_argv("demo", inv, inv / "server.port", STANDIN), inv / "server.log",
+                          inv / "server.port")
+    try:
+        wait_for_port(server, 60)
+        tools = wait_until_answers(server.url, server.token, server.proc, timeout_s=60)
+        yield server, tools, inv
+    finally:
+        stop_server(server, grace_s=5)

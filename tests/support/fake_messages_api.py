@@ -74,14 +74,16 @@ class FakeMessagesAPI:
         return self._next
 
     def tool_results(self) -> list[dict[str, Any]]:
-        """Every tool_result block the client sent, in order."""
-        out = []
+        """Every distinct tool_result block the client sent (any message of any request), in order."""
+        out: dict[str, dict[str, Any]] = {}
         for rec in self.requests:
-            for msg in rec.body.get("messages", [])[-1:]:
+            for msg in rec.body.get("messages", []):
                 content = msg.get("content")
                 if isinstance(content, list):
-                    out += [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
-        return out
+                    for b in content:
+                        if isinstance(b, dict) and b.get("type") == "tool_result":
+                            out.setdefault(b.get("tool_use_id", ""), b)
+        return list(out.values())
 
     def __enter__(self) -> FakeMessagesAPI:
         self._thread.start()

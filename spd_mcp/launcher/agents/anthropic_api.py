@@ -43,6 +43,13 @@ def usage_cost(model: str, usage: Any) -> float:
     return (tokens_in * p_in + (getattr(usage, "output_tokens", 0) or 0) * p_out) / 1e6
 
 
+def describe(exc: BaseException) -> str:
+    """`Type: message` of the first leaf exception inside (possibly nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
 def retryable(exc: BaseException) -> bool:
     if isinstance(exc, anthropic.APIConnectionError | anthropic.RateLimitError):
         return True
@@ -116,7 +123,7 @@ async def _loop(ctx: AgentContext, backoff_base_s: float) -> AgentResult:
                                       "message": {"role": "user", "content": tool_results},
                                       "t": time.time()})
     except Exception as exc:
-        result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"[:1000]
+        result.status, result.error = "failed", describe(exc)[:1000]
     finally:
         await client.close()
     return flag_no_model_tool(result)
