@@ -136,7 +136,12 @@ def launch_main(a: argparse.Namespace) -> int:
     from spd_mcp.launcher.watch import follow, report_text
 
     inv = InvestigationDir(Path(spec.inv_dir))
-    outcome = follow(inv, out, job_done=job.done)
+    try:
+        outcome = follow(inv, out, job_done=job.done)
+    except KeyboardInterrupt:
+        out.write(f"\nstopped following ({spec.executor} jobs started from this terminal stop with it "
+                  f"when local); status: spd-investigate status {spec.inv_id} --out {a.out}\n")
+        return 130
     out.write(report_text(inv))
     return 0 if outcome.get("ok") else 1
 

@@ -13,7 +13,6 @@ import os
 import socket
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,11 @@ from spd_mcp.launcher.agents import AgentContext, AgentResult, TranscriptWriter,
 from spd_mcp.launcher.events import EventLog
 from spd_mcp.launcher.layout import (
     InvestigationDir,
+    init_metadata,
+    now_iso,
     read_json,
+    record_job_id,
     update_json,
-    versions,
     write_json_atomic,
 )
 from spd_mcp.launcher.prompting import render_kickoff, render_system_prompt
@@ -43,31 +44,6 @@ from spd_mcp.launcher.spec import JobSpec
 
 # Set by the checkpoint handler (submit.py): the job is being requeued, not finished.
 PREEMPTED = threading.Event()
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def init_metadata(spec: JobSpec, inv: InvestigationDir) -> None:
-    """Create the directory and metadata.json from the spec (the launcher calls this at submit)."""
-    inv.root.mkdir(parents=True, exist_ok=True)
-
-    def fill(meta: dict[str, Any]) -> None:
-        if not meta:
-            meta.update(spec.model_dump(mode="json"))
-            meta.update(created=now_iso(), status="submitted", attempts=0, job_ids=[],
-                        versions=versions())
-
-    update_json(inv.metadata, fill)
-
-
-def record_job_id(inv: InvestigationDir, job_id: str) -> None:
-    def add(meta: dict[str, Any]) -> None:
-        if job_id not in meta.setdefault("job_ids", []):
-            meta["job_ids"].append(job_id)
-
-    update_json(inv.metadata, add)
 
 
 def fetch_model_info(url: str, token: str, tools: list[mcp_link.ToolInfo]) -> dict[str, Any] | None:

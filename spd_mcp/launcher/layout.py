@@ -7,9 +7,13 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import metadata as pkg_metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spd_mcp.launcher.spec import JobSpec
 
 
 @dataclass(frozen=True)
@@ -91,3 +95,28 @@ def versions() -> dict[str, str]:
             out[name] = "not installed"
     out["python"] = ".".join(map(str, sys.version_info[:3]))
     return out
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def init_metadata(spec: JobSpec, inv: InvestigationDir) -> None:
+    """Create the directory and metadata.json from the spec (the launcher calls this at submit)."""
+    inv.root.mkdir(parents=True, exist_ok=True)
+
+    def fill(meta: dict[str, Any]) -> None:
+        if not meta:
+            meta.update(spec.model_dump(mode="json"))
+            meta.update(created=now_iso(), status="submitted", attempts=0, job_ids=[],
+                        versions=versions())
+
+    update_json(inv.metadata, fill)
+
+
+def record_job_id(inv: InvestigationDir, job_id: str) -> None:
+    def add(meta: dict[str, Any]) -> None:
+        if job_id not in meta.setdefault("job_ids", []):
+            meta["job_ids"].append(job_id)
+
+    update_json(inv.metadata, add)

@@ -22,6 +22,8 @@ Executor = Literal["local", "slurm"]
 
 AGENT_CHOICES: tuple[str, ...] = ("auto", "claude_code", "anthropic_api", "builtin")
 EXECUTOR_CHOICES: tuple[str, ...] = ("auto", "local", "slurm")
+# Back ends this build can run (the built-in protocol agent is not here yet).
+AVAILABLE_AGENTS: tuple[str, ...] = ("claude_code", "anthropic_api")
 DEFAULT_MODELS: dict[str, str] = {"claude_code": "opus", "anthropic_api": "claude-opus-4-5",
                                   "builtin": "none"}
 DEFAULT_OUT = "investigations/runs"
@@ -44,15 +46,16 @@ def slurm_time_minutes(text: str) -> int:
     m = _TIME.match(text.strip())
     if not m:
         raise ValueError(f"time {text!r} is not a SLURM time: use MM, HH:MM:SS or D-HH:MM:SS")
-    days, a, b, c = (int(g) if g else None for g in m.groups())
+    days, a, b, c = m.groups()
+    n = [int(g or 0) for g in (days, a, b, c)]
     if days is not None:  # D-HH[:MM[:SS]]
-        secs = days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
+        secs = n[0] * 86400 + n[1] * 3600 + n[2] * 60 + n[3]
     elif c is not None:  # HH:MM:SS
-        secs = a * 3600 + b * 60 + c
+        secs = n[1] * 3600 + n[2] * 60 + n[3]
     elif b is not None:  # MM:SS
-        secs = a * 60 + b
+        secs = n[1] * 60 + n[2]
     else:  # MM
-        secs = a * 60
+        secs = n[1] * 60
     if secs <= 0:
         raise ValueError(f"time {text!r} is zero: give a positive limit such as 4:00:00")
     return -(-secs // 60)
@@ -61,13 +64,13 @@ def slurm_time_minutes(text: str) -> int:
 class SlurmResources(Frozen):
     """Resources of the SLURM job (sbatch options)."""
 
-    partition: str | None = Field(None, description="sbatch --partition; cluster default if unset")
-    time: str = Field("8:00:00", description="sbatch --time, e.g. 4:00:00 or 1-00:00:00")
-    gpus: int = Field(0, ge=0, le=16, description="GPUs per node")
-    cpus: int = Field(4, ge=1, le=256, description="CPUs per task")
-    mem: str | None = Field(None, description="memory per node, e.g. 32G")
-    account: str | None = Field(None, description="sbatch --account")
-    qos: str | None = Field(None, description="sbatch --qos")
+    partition: str | None = Field(default=None, description="sbatch --partition; cluster default if unset")
+    time: str = Field(default="8:00:00", description="sbatch --time, e.g. 4:00:00 or 1-00:00:00")
+    gpus: int = Field(default=0, ge=0, le=16, description="GPUs per node")
+    cpus: int = Field(default=4, ge=1, le=256, description="CPUs per task")
+    mem: str | None = Field(default=None, description="memory per node, e.g. 32G")
+    account: str | None = Field(default=None, description="sbatch --account")
+    qos: str | None = Field(default=None, description="sbatch --qos")
 
     @field_validator("time")
     @classmethod
@@ -96,8 +99,8 @@ class LaunchRequest(Frozen):
     agent: AgentChoice = "auto"
     executor: ExecutorChoice = "auto"
     slurm: SlurmResources | None = None
-    max_turns: int = Field(50, ge=1, le=2000)
-    budget_usd: float = Field(10.0, gt=0, le=10_000)
+    max_turns: int = Field(default=50, ge=1, le=2000)
+    budget_usd: float = Field(default=10.0, gt=0, le=10_000)
     model: str | None = None
     follow: bool = False
     out: str = DEFAULT_OUT
@@ -133,8 +136,8 @@ class JobSpec(Frozen):
     model: str
     claude_bin: str | None = None
     server_argv: tuple[str, ...] | None = None
-    server_start_timeout_s: float = Field(240.0, gt=0)
-    server_stop_grace_s: float = Field(10.0, ge=0)
+    server_start_timeout_s: float = Field(default=240.0, gt=0)
+    server_stop_grace_s: float = Field(default=10.0, ge=0)
     agent_timeout_s: float | None = None
 
 
@@ -237,6 +240,9 @@ def resolve(request: LaunchRequest, env: Environment, inv_id: str | None = None)
     run = resolve_run(request.run)
     agent, agent_reason = choose_agent(request.agent, env)
     executor, executor_reason = choose_executor(request.executor, request.slurm is not None, env)
+    if agent not in AVAILABLE_AGENTS:
+        raise SpecError(f"agent {agent!r} ({agent_reason}) is not available in this build yet: set "
+                        "ANTHROPIC_API_KEY, or install and authenticate the claude CLI")
     if agent == "builtin" and request.model:
         raise SpecError("--model has no effect with the built-in agent (it uses no language model): "
                         "drop --model, or choose --agent claude_code / anthropic_api")

@@ -13,8 +13,7 @@ import submitit
 from submitit.helpers import DelayedSubmission
 
 from spd_mcp.launcher.events import EventLog
-from spd_mcp.launcher.job import PREEMPTED, init_metadata, record_job_id, run_job
-from spd_mcp.launcher.layout import InvestigationDir
+from spd_mcp.launcher.layout import InvestigationDir, init_metadata, record_job_id
 from spd_mcp.launcher.spec import LOCAL_TIMEOUT_MIN, JobSpec, SlurmResources
 
 MAX_REQUEUES = 3
@@ -27,10 +26,14 @@ class InvestigationJob(submitit.helpers.Checkpointable):
         self.spec = spec
 
     def __call__(self) -> dict[str, Any]:
+        from spd_mcp.launcher.job import run_job  # the MCP client and agents load only in the job
+
         env = submitit.JobEnvironment()
         return run_job(self.spec, job_id=str(env.job_id))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
+        from spd_mcp.launcher.job import PREEMPTED
+
         PREEMPTED.set()
         EventLog(InvestigationDir(Path(self.spec.inv_dir)).events, self.spec.inv_id).emit(
             "checkpoint", note="preempted or timed out: requeued, will resume in this directory")

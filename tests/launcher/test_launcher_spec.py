@@ -78,14 +78,20 @@ def test_executor_choice() -> None:
 
 def test_resolve_builds_a_complete_spec(tmp_path: Path) -> None:
     req = LaunchRequest(question="Q?", out=str(tmp_path / "runs"), slurm=SlurmResources(time="1:00:00"))
-    spec = resolve(req, SLURM, inv_id="inv-x")
+    spec = resolve(req, SLURM.model_copy(update={"api_key_set": True}), inv_id="inv-x")
     assert isinstance(spec, JobSpec)
-    assert (spec.agent, spec.executor, spec.model) == ("builtin", "slurm", "none")
+    assert (spec.agent, spec.executor, spec.model) == ("anthropic_api", "slurm", "claude-opus-4-5")
     assert spec.inv_dir == str((tmp_path / "runs" / "inv-x").resolve())
     assert spec.slurm is not None and spec.slurm.time_min == 60
     assert not (tmp_path / "runs").exists(), "resolve must not touch the disk"
-    local = resolve(LaunchRequest(question="Q?", out=str(tmp_path)), NO_TOOLS)
-    assert local.executor == "local" and local.slurm is None
+    local = resolve(LaunchRequest(question="Q?", out=str(tmp_path), model="claude-haiku-4-5"),
+                    NO_TOOLS.model_copy(update={"api_key_set": True}))
+    assert local.executor == "local" and local.slurm is None and local.model == "claude-haiku-4-5"
+
+
+def test_builtin_agent_is_refused_until_it_exists(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="not available in this build yet"):
+        resolve(LaunchRequest(question="Q?", out=str(tmp_path)), NO_TOOLS)
 
 
 def test_question_from_file(tmp_path: Path) -> None:

@@ -10,10 +10,8 @@ from typing import Any
 from spd_mcp.launcher.events import EventLog
 from spd_mcp.launcher.layout import InvestigationDir
 from spd_mcp.launcher.mcp_link import ToolInfo
-from spd_mcp.launcher.spec import JobSpec
+from spd_mcp.launcher.spec import AVAILABLE_AGENTS, JobSpec
 from spd_mcp.launcher.tool_names import RECORD_TOOLS
-
-AVAILABLE_AGENTS: tuple[str, ...] = ("claude_code", "anthropic_api")
 
 
 class TranscriptWriter:

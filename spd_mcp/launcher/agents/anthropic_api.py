@@ -54,7 +54,8 @@ def retryable(exc: BaseException) -> bool:
     if isinstance(exc, anthropic.APIConnectionError | anthropic.RateLimitError):
         return True
     if isinstance(exc, anthropic.APIStatusError):
-        return exc.status_code in (429, 500, 502, 503, 529) or "overloaded" in str(exc)
+        status: int = exc.status_code
+        return status in (429, 500, 502, 503, 529) or "overloaded" in str(exc)
     return False
 
 
