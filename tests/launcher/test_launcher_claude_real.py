@@ -58,6 +58,8 @@ def test_locked_down_claude_calls_our_tools_and_nothing_else(tmp_path: Path, api
         f"mcp__spd__{t}" for t in ("get_model_info", "run_prompt", "set_investigation_summary",
                                    "update_research_log"))
     assert first.headers.get("x-api-key") == "sk-ant-dummy"
+    system = json.dumps(first.body.get("system"))
+    assert "You are investigating a neural network" in system and "choose between he and she" in system
     assert json.loads(results[1]["content"].split("\n\n<system-reminder>")[0])["top_tokens"] == ["ehs", "dias"]
     events = read_events(inv.events)
     blocked = sorted(e["tool_name"] for e in events if e["kind"] == "tool_unavailable")

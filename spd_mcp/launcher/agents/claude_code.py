@@ -10,6 +10,7 @@ from typing import Any
 
 from spd_mcp.launcher.agents import AgentContext, AgentResult, flag_no_model_tool, is_model_tool
 from spd_mcp.launcher.sandbox import SandboxPaths, claude_argv, claude_env
+from spd_mcp.launcher.server_proc import die_with_parent
 from spd_mcp.launcher.tool_names import SERVER_NAME, bare_tool_name
 
 RESULT_STATUS = {"success": "completed", "error_max_turns": "max_turns",
@@ -120,7 +121,8 @@ def run_claude_code(ctx: AgentContext) -> AgentResult:
     messages: list[dict[str, Any]] = []
     with (ctx.inv.root / "agent_stderr.log").open("ab") as err:
         proc = subprocess.Popen(argv, cwd=paths.cwd, env=claude_env(paths), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1)
+                                stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1,
+                                preexec_fn=die_with_parent)
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
