@@ -1,0 +1,180 @@
+"""`spd-investigate`: launch an investigation, or list / status / follow / report existing ones.
+
+Only argparse is imported before the arguments are parsed, so `--help` is instant; the launcher
+never imports torch or the server (it starts the server as a process inside the job).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+WATCH_COMMANDS = ("list", "status", "follow", "report")
+DEFAULT_OUT = "investigations/runs"
+SLURM_FLAGS = ("partition", "time", "gpus", "cpus", "mem", "account", "qos")
+
+EPILOG = """watching:
+  spd-investigate list                 investigations under --out, newest last
+  spd-investigate status ID            metadata, outcome and last events (ID: id, part of one, latest)
+  spd-investigate follow ID            print the research log and events as they grow
+  spd-investigate report ID            the final summary
+
+examples:
+  spd-investigate "How does the model choose between he and she?"
+  spd-investigate @question.md --run runs/my-run --executor slurm --partition gpu --time 4:00:00
+"""
+
+
+def launch_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="spd-investigate", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run an agent that investigates a decomposed model through the spd MCP server.")
+    p.add_argument("question", help="the research question, or @path to a file holding it")
+    p.add_argument("--run", default="demo", help="run directory, or 'demo' (default) for the shipped demo run")
+    p.add_argument("--agent", default="auto",
+                   help="auto (default: claude if authenticated, else Anthropic API if "
+                        "ANTHROPIC_API_KEY is set, else built-in) | claude_code | anthropic_api | builtin")
+    p.add_argument("--executor", default="auto",
+                   help="auto (default: SLURM if sbatch answers, else local) | local | slurm")
+    p.add_argument("--max-turns", type=int, default=50, help="agent turns (default 50)")
+    p.add_argument("--budget-usd", type=float, default=10.0, help="dollar budget of the agent (default 10)")
+    p.add_argument("--model", default=None, help="model name (default: opus for Claude Code, "
+                                                 "claude-opus-4-5 for the API agent)")
+    p.add_argument("--follow", action="store_true", help="after submitting, follow the log until the job ends")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"investigations root (default {DEFAULT_OUT})")
+    s = p.add_argument_group("SLURM (only with a SLURM executor)")
+    s.add_argument("--partition", help="partition (cluster default if unset)")
+    s.add_argument("--time", help="time limit, e.g. 4:00:00 (default 8:00:00)")
+    s.add_argument("--gpus", type=int, help="GPUs per node (default 0)")
+    s.add_argument("--cpus", type=int, help="CPUs per task (default 4)")
+    s.add_argument("--mem", help="memory per node, e.g. 32G")
+    s.add_argument("--account", help="account to charge")
+    s.add_argument("--qos", help="quality of service")
+    p.add_argument("--server-cmd", help=argparse.SUPPRESS)  # tests: replaces `python -m spd_mcp.server`
+    return p
+
+
+def watch_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spd-investigate", description="Watch investigations.")
+    p.add_argument("command", choices=WATCH_COMMANDS)
+    p.add_argument("ref", nargs="?", default="latest", help="investigation id, part of one, 'latest' or a path")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"investigations root (default {DEFAULT_OUT})")
+    return p
+
+
+def fail(message: str) -> int:
+    sys.stderr.write(f"spd-investigate: error: {message}\n")
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in WATCH_COMMANDS:
+        return watch_main(watch_parser().parse_args(argv))
+    return launch_main(launch_parser().parse_args(argv))
+
+
+def build_request(a: argparse.Namespace):  # -> LaunchRequest
+    import shlex
+
+    from pydantic import ValidationError
+
+    from spd_mcp.launcher.spec import (
+        LaunchRequest,
+        SlurmResources,
+        SpecError,
+        load_question,
+        one_line,
+    )
+
+    question, source = load_question(a.question)
+    given = {k: getattr(a, k) for k in SLURM_FLAGS if getattr(a, k) is not None}
+    try:
+        return LaunchRequest(
+            question=question, question_file=source, run=a.run, agent=a.agent, executor=a.executor,
+            slurm=SlurmResources(**given) if given else None, max_turns=a.max_turns,
+            budget_usd=a.budget_usd, model=a.model, follow=a.follow, out=a.out,
+            server_argv=tuple(shlex.split(a.server_cmd)) if a.server_cmd else None)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        if field in ("agent", "executor"):
+            from spd_mcp.launcher.spec import AGENT_CHOICES, EXECUTOR_CHOICES
+
+            choices = AGENT_CHOICES if field == "agent" else EXECUTOR_CHOICES
+            raise SpecError(f"unknown {field} {getattr(a, field)!r}: choose one of "
+                            f"{', '.join(choices)}") from None
+        raise SpecError("--" + one_line(err).replace("_", "-").replace("slurm.", "", 1)) from None
+
+
+def launch_main(a: argparse.Namespace) -> int:
+    from spd_mcp.launcher.spec import SpecError, resolve
+
+    try:
+        request = build_request(a)
+        from spd_mcp.launcher.detect import probe
+
+        env = probe(request.agent, request.executor)
+        spec = resolve(request, env)
+    except SpecError as err:
+        return fail(str(err))
+    out = sys.stdout
+    out.write(f"agent: {spec.agent} ({spec.agent_reason})\n")
+    out.write(f"executor: {spec.executor} ({spec.executor_reason})\n")
+    from spd_mcp.launcher.submit import submit
+
+    job = submit(spec)
+    out.write(f"submitted job {job.job_id}: {spec.inv_dir}\n")
+    out.write(f"follow it with: spd-investigate follow {spec.inv_id} --out {a.out}\n")
+    out.flush()
+    if not request.follow:
+        return 0
+    from spd_mcp.launcher.layout import InvestigationDir
+    from spd_mcp.launcher.watch import follow, report_text
+
+    inv = InvestigationDir(Path(spec.inv_dir))
+    try:
+        outcome = follow(inv, out, job_done=job.done)
+    except KeyboardInterrupt:
+        out.write(f"\nstopped following ({spec.executor} jobs started from this terminal stop with it "
+                  f"when local); status: spd-investigate status {spec.inv_id} --out {a.out}\n")
+        return 130
+    out.write(report_text(inv))
+    return 0 if outcome.get("ok") else 1
+
+
+def watch_main(a: argparse.Namespace) -> int:
+    from spd_mcp.launcher import watch
+
+    root = Path(a.out)
+    out = sys.stdout
+    if a.command == "list":
+        rows = watch.list_investigations(root)
+        for r in rows:
+            out.write(f"{r['id']}  {r['status']:<22} {r['agent'] or '?':<14} {r['executor'] or '?':<6} "
+                      f"{r['question']}\n")
+        if not rows:
+            out.write(f"no investigations under {root}\n")
+        return 0
+    try:
+        inv = watch.find_investigation(a.ref, root)
+    except ValueError as err:
+        return fail(str(err))
+    if a.command == "status":
+        out.write(watch.status_text(inv) + "\n")
+    elif a.command == "report":
+        out.write(watch.report_text(inv))
+    else:
+        try:
+            watch.follow(inv, out)
+        except KeyboardInterrupt:
+            return 130
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Render the agent's prompts from the templates in prompts/ (named `{{placeholders}}`)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from spd_mcp.launcher.mcp_link import ToolInfo
+from spd_mcp.launcher.tool_names import TOOL_GROUPS
+
+PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
+MAX_LOG_CHARS = 30_000
+MAX_FACTS_CHARS = 4_000
+
+
+def prompts_dir() -> Path:
+    """The prompts/ of this source tree when present, else the installed `spd_mcp.prompts`."""
+    tree = Path(__file__).resolve().parents[2] / "prompts"
+    if (tree / "system.md").is_file():
+        return tree
+    return Path(str(resources.files("spd_mcp.prompts")))
+
+
+def template(name: str) -> str:
+    return (prompts_dir() / f"{name}.md").read_text()
+
+
+def fill(text: str, values: Mapping[str, str]) -> str:
+    """Replace every `{{name}}`; every placeholder must have a value and every value a placeholder."""
+    used = set(PLACEHOLDER.findall(text))
+    missing = used - set(values)
+    assert not missing, f"no value for placeholders {sorted(missing)}; given {sorted(values)}"
+    unused = set(values) - used
+    assert not unused, f"values {sorted(unused)} match no placeholder; placeholders are {sorted(used)}"
+    return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+
+def render_tool_groups(tools: Sequence[ToolInfo]) -> str:
+    """The live tools as markdown, grouped like TOOLS.md; unknown tools under 'other'."""
+    by_name = {t.name: t for t in tools}
+    lines: list[str] = []
+    seen: set[str] = set()
+    for group, names in [*TOOL_GROUPS.items(), ("other", tuple(sorted(by_name)))]:
+        present = [n for n in names if n in by_name and n not in seen]
+        if not present:
+            continue
+        lines.append(f"**{group.capitalize()}**")
+        for n in present:
+            seen.add(n)
+            first = (by_name[n].description.strip().splitlines() or [""])[0]
+            lines.append(f"- `{n}`: {first}" if first else f"- `{n}`")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def render_model_facts(info: Mapping[str, Any] | None) -> str:
+    """get_model_info's answer as a short markdown block (its summary first)."""
+    if not info:
+        return "(get_model_info could not be read before the start: call it first.)"
+    summary = info.get("summary")
+    rest = {k: v for k, v in info.items() if k != "summary"}
+    body = json.dumps(rest, indent=1, default=str)
+    if len(body) > MAX_FACTS_CHARS:
+        body = body[:MAX_FACTS_CHARS] + "\n... (truncated: call get_model_info for everything)"
+    head = f"{summary}\n\n" if summary else ""
+    return f"{head}```json\n{body}\n```"
+
+
+def render_system_prompt(*, question: str, model_info: Mapping[str, Any] | None,
+                         tools: Sequence[ToolInfo], max_turns: int, inv_id: str, run: str,
+                         agent: str, started: str) -> str:
+    return fill(template("system"), {
+        "question": question.strip(),
+        "model_facts": render_model_facts(model_info),
+        "tool_groups": render_tool_groups(tools),
+        "methodology": template("methodology").strip(),
+        "max_turns": str(max_turns),
+        "inv_id": inv_id, "run": run, "agent": agent, "started": started,
+    })
+
+
+def render_kickoff(research_log: str | None) -> str:
+    """The first user message; on a restart it carries the research log so far (its tail if long)."""
+    resume = ""
+    if research_log is not None:
+        log = research_log.strip() or "(the log is empty)"
+        if len(log) > MAX_LOG_CHARS:
+            log = "... (earlier entries cut)\n" + log[-MAX_LOG_CHARS:]
+        resume = fill(template("resume"), {"research_log": log})
+    return fill(template("kickoff"), {"resume_context": resume}).strip() + "\n"

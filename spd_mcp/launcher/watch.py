@@ -1,0 +1,127 @@
+"""Watch investigations: list them, show one's status, follow its log and events live, print its report."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from spd_mcp.launcher.events import read_events
+from spd_mcp.launcher.layout import InvestigationDir, read_json
+
+DONE = frozenset({"completed", "max_turns", "budget", "no_model_tool_called", "failed"})
+
+
+def find_investigation(ref: str, out_root: Path) -> InvestigationDir:
+    """An investigation by path, id, unique id fragment, or `latest`; ValueError naming the choices."""
+    path = Path(ref).expanduser()
+    if (path / "metadata.json").is_file():
+        return InvestigationDir(path.resolve())
+    ids = sorted(p.name for p in out_root.glob("inv-*") if (p / "metadata.json").is_file())
+    if ref == "latest" and ids:
+        return InvestigationDir(out_root / ids[-1])
+    hits = [i for i in ids if ref in i]
+    if len(hits) == 1:
+        return InvestigationDir(out_root / hits[0])
+    shown = ", ".join(ids[-5:]) or "none"
+    why = f"{len(hits)} match" if hits else "none matches"
+    raise ValueError(f"investigation {ref!r}: {why} under {out_root} (latest: {shown}); "
+                     "give an id, a unique part of one, 'latest' or a directory")
+
+
+def list_investigations(out_root: Path) -> list[dict[str, Any]]:
+    rows = []
+    for d in sorted(out_root.glob("inv-*")):
+        meta = read_json(d / "metadata.json")
+        if meta:
+            rows.append({"id": d.name, "status": meta.get("status", "?"), "agent": meta.get("agent"),
+                         "executor": meta.get("executor"), "created": meta.get("created"),
+                         "question": " ".join(meta.get("question", "").split())[:70]})
+    return rows
+
+
+def format_event(e: dict[str, Any]) -> str:
+    skip = {"schema", "seq", "ts", "t", "agent_id", "source", "kind"}
+    fields = " ".join(f"{k}={json.dumps(v, default=str)[:80]}" for k, v in e.items() if k not in skip)
+    return f"[{str(e.get('ts', ''))[11:19]}] {e.get('source', '?')}:{e.get('kind', '?')} {fields}".rstrip()
+
+
+def status_text(inv: InvestigationDir, last_events: int = 8) -> str:
+    meta = read_json(inv.metadata)
+    summary = read_json(inv.summary)
+    lines = [f"investigation {inv.root.name}: {meta.get('status', '?')}",
+             f"  question: {' '.join(meta.get('question', '').split())[:200]}",
+             f"  agent: {meta.get('agent')} ({meta.get('agent_reason', '')}), model {meta.get('model')}",
+             f"  executor: {meta.get('executor')} ({meta.get('executor_reason', '')}), "
+             f"job ids {meta.get('job_ids', [])}, attempts {meta.get('attempts', 0)}",
+             f"  directory: {inv.root}"]
+    if meta.get("outcome"):
+        o = meta["outcome"]
+        lines.append(f"  outcome: {o.get('status')} turns={o.get('turns')} cost_usd={o.get('cost_usd')} "
+                     f"denials={o.get('denials')} error={o.get('error')}")
+    if summary:
+        lines.append(f"  summary ({summary.get('status')}): {summary.get('title', '')}")
+    events = read_events(inv.events)[-last_events:]
+    if events:
+        lines.append("  last events:")
+        lines += ["    " + format_event(e) for e in events]
+    return "\n".join(lines)
+
+
+def report_text(inv: InvestigationDir) -> str:
+    summary = read_json(inv.summary)
+    parts = [f"# {summary.get('title') or inv.root.name}", "",
+             f"status: {summary.get('status', 'no summary yet')}", "", summary.get("summary", "")]
+    explanations = inv.root / "explanations.jsonl"
+    if explanations.exists():
+        n = sum(1 for line in explanations.read_text().splitlines() if line.strip())
+        parts += ["", f"{n} explanation(s) in {explanations}"]
+    parts += ["", f"research log: {inv.research_log}" + ("" if inv.research_log.exists() else " (none)")]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+class _Tail:
+    """New complete lines of a growing file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.pos, self.buf = path, 0, ""
+
+    def read(self) -> list[str]:
+        if not self.path.exists():
+            return []
+        with self.path.open() as f:
+            f.seek(self.pos)
+            chunk = f.read()
+            self.pos = f.tell()
+        self.buf += chunk
+        *lines, self.buf = self.buf.split("\n")
+        return lines
+
+
+def follow(inv: InvestigationDir, out: TextIO, poll_s: float = 0.5, timeout_s: float | None = None,
+           job_done: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Print the research log and events as they grow until the job finishes; its outcome."""
+    log, events = _Tail(inv.research_log), _Tail(inv.events)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        for line in log.read():
+            out.write(f"log | {line}\n")
+        finished = False
+        for line in events.read():
+            try:
+                e = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            out.write(format_event(e) + "\n")
+            finished |= e.get("kind") == "job_finished"
+        out.flush()
+        status = read_json(inv.metadata).get("status")
+        if finished or status in DONE or (job_done is not None and job_done()):
+            for line in log.read():
+                out.write(f"log | {line}\n")
+            return read_json(inv.metadata).get("outcome", {})
+        if deadline is not None and time.monotonic() > deadline:
+            return {}
+        time.sleep(poll_s)
