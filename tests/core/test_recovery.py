@@ -41,4 +41,4 @@ def test_resid_mlp1_w_in_splits_into_per_feature_components() -> None:
     assert owned >= 90, f"only {owned}/100 features owned by exactly one mlp_in component"
 
 
-RESID_STEPS, RESID_BATCH = 6000, 256
+RESID_STEPS, RESID_BATCH = 8000, 256
