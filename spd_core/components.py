@@ -52,7 +52,7 @@ class Components(nn.Module):
 
     def inner_acts(self, x: Tensor) -> Tensor:
         """a = x·V, shape (..., C)."""
-        return einops.einsum(x, self.V, "... d_in, d_in C -> ... C")
+        return x @ self.V
 
     def target_forward(self, x: Tensor) -> Tensor:
         """The frozen target layer's own output."""
@@ -71,13 +71,21 @@ class Components(nn.Module):
         ``acts`` may pass precomputed inner activations (x·V) to avoid computing them twice.
         """
         a = self.inner_acts(x) if acts is None else acts
-        if mask is not None:
-            a = a * mask
-        out = einops.einsum(a, self.U, "... C, C d_out -> ... d_out")
-        if delta_mask is not None:
-            delta_out = einops.einsum(x, self.weight_delta(), "... d_in, d_out d_in -> ... d_out")
-            out = out + delta_mask.unsqueeze(-1) * delta_out
+        out = self._masked_out(x, a, mask, delta_mask)
         return out if self.bias is None else out + self.bias
+
+    def _masked_out(self, x: Tensor, a: Tensor, mask: Tensor | None, delta_mask: Tensor | None) -> Tensor:
+        """(a ⊙ m)·U + d·(x·Δᵀ), computed as (a ⊙ (m − d))·U + d·(x·Wᵀ): the same function of V and U
+        without forming Δ or its weight gradient."""
+        m = mask if mask is not None else torch.ones_like(a)
+        if delta_mask is None:
+            return (a * m) @ self.U
+        d = delta_mask.unsqueeze(-1)
+        return (a * (m - d)) @ self.U + d * self._frozen_out(x)
+
+    def _frozen_out(self, x: Tensor) -> Tensor:
+        """x·Wᵀ with the frozen target weight (no bias)."""
+        return x @ self.target_weight.T
 
 
 class LinearComponents(Components):
@@ -132,13 +140,10 @@ class EmbeddingComponents(Components):
         acts: Tensor | None = None,
     ) -> Tensor:
         a = self.inner_acts(x) if acts is None else acts
-        if mask is not None:
-            a = a * mask
-        out = einops.einsum(a, self.U, "... C, C d_out -> ... d_out")
-        if delta_mask is not None:
-            delta_rows = self.weight_delta().T[x]
-            out = out + delta_mask.unsqueeze(-1) * delta_rows
-        return out
+        return self._masked_out(x, a, mask, delta_mask)
+
+    def _frozen_out(self, x: Tensor) -> Tensor:
+        return self.target_weight.T[x]
 
 
 def is_conv1d(module: nn.Module) -> bool:

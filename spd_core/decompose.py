@@ -61,7 +61,8 @@ def loss_terms(
     """Total loss at ``step`` with each weighted term's value, and the lower CI (for logging)."""
     with torch.no_grad():
         tgt = model(x, cache_inputs=True)
-    ci = model.causal_importance(tgt.inputs)
+    acts = model.inner_acts(tgt.inputs)
+    ci = model.causal_importance(tgt.inputs, acts)
     y = tgt.output
     kind = config.output_loss
     terms: dict[str, tuple[float, Callable[[], Tensor]]] = {
@@ -73,13 +74,13 @@ def loss_terms(
         ),
         "stochastic_layerwise": (
             config.stochastic_layerwise_coeff,
-            lambda: stochastic_recon_loss(model, x, y, ci.lower, kind, "layerwise", config.sampling, config.n_mask_samples),
+            lambda: stochastic_recon_loss(model, x, y, ci.lower, kind, "layerwise", config.sampling, config.n_mask_samples, acts=acts),
         ),
         "stochastic_subset": (
             config.stochastic_subset_coeff,
             lambda: stochastic_recon_loss(model, x, y, ci.lower, kind, "subset", config.sampling, config.n_mask_samples),
         ),
-        "ci_recon": (config.ci_recon_coeff, lambda: ci_recon_loss(model, x, y, ci.lower, kind, config.ci_recon_mode)),
+        "ci_recon": (config.ci_recon_coeff, lambda: ci_recon_loss(model, x, y, ci.lower, kind, config.ci_recon_mode, acts)),
         "pgd": (
             config.pgd_recon_coeff,
             lambda: pgd_recon_loss(model, x, y, ci.lower, kind, config.pgd_steps, config.pgd_step_size, config.pgd_mode),

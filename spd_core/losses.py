@@ -63,8 +63,13 @@ def masked_recon_loss(
     delta_masks: Mapping[str, Tensor] | None,
     kind: OutputLoss,
     mode: ReconMode = "all",
+    acts: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
-    """Mean output loss over the layer sets of ``mode`` with the given masks."""
+    """Mean output loss over the layer sets of ``mode`` with the given masks.
+
+    ``acts`` (inner activations from the target pass) are reused where a layer runs alone, since
+    its input is then the target's.
+    """
     sets = _layer_sets(model, mode)
     total = torch.zeros((), device=target_out.device)
     for layer_set in sets:
@@ -74,7 +79,9 @@ def masked_recon_loss(
         if mode == "subset":
             leading = next(iter(masks.values())).shape[:-1]
             routing = layer_subset_routing(layer_set, leading, target_out.device)
-        out = model(x, masks=sub_masks, delta_masks=sub_delta, routing=routing).output
+        alone = acts is not None and len(layer_set) == 1 and routing is None
+        sub_acts = {layer_set[0]: acts[layer_set[0]]} if alone and acts is not None else None
+        out = model(x, masks=sub_masks, delta_masks=sub_delta, routing=routing, acts=sub_acts).output
         total = total + output_loss(out, target_out, kind)
     return total / len(sets)
 
@@ -89,12 +96,13 @@ def stochastic_recon_loss(
     sampling: Sampling = "continuous",
     n_samples: int = 1,
     use_delta: bool = True,
+    acts: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     """Reconstruction under masks sampled uniformly in [ci, 1] (mean over ``n_samples``)."""
     total = torch.zeros((), device=target_out.device)
     for _ in range(n_samples):
         masks, delta = stochastic_masks(ci_lower, sampling)
-        total = total + masked_recon_loss(model, x, target_out, masks, delta if use_delta else None, kind, mode)
+        total = total + masked_recon_loss(model, x, target_out, masks, delta if use_delta else None, kind, mode, acts)
     return total / n_samples
 
 
@@ -105,9 +113,10 @@ def ci_recon_loss(
     ci_lower: Mapping[str, Tensor],
     kind: OutputLoss,
     mode: ReconMode = "all",
+    acts: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     """Reconstruction with the CI itself as the mask and no weight delta."""
-    return masked_recon_loss(model, x, target_out, ci_lower, None, kind, mode)
+    return masked_recon_loss(model, x, target_out, ci_lower, None, kind, mode, acts)
 
 
 def pgd_masks(

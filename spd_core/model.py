@@ -117,12 +117,15 @@ class ComponentModel(nn.Module):
         delta_masks: Mapping[str, Tensor] | None = None,
         routing: Mapping[str, Tensor] | None = None,
         cache_inputs: bool = False,
+        acts: Mapping[str, Tensor] | None = None,
     ) -> ForwardOutput:
         """Run the target with the layers in ``masks`` replaced by masked components.
 
         ``masks[layer]`` (..., C); ``delta_masks[layer]`` (...) scales the weight delta (absent: no
         delta); ``routing[layer]`` (...) bool picks components (True) or the target layer (False)
-        per position. ``cache_inputs`` records each decomposed layer's input.
+        per position. ``cache_inputs`` records each decomposed layer's input. ``acts[layer]`` may
+        supply that layer's inner activations when its input is known to equal the cached one (e.g.
+        when it is the only masked layer), saving the x·V product.
         """
         masks = masks or {}
         for name in masks:
@@ -130,7 +133,7 @@ class ComponentModel(nn.Module):
         inputs: dict[str, Tensor] = {}
         if not masks and not cache_inputs:
             return ForwardOutput(self.target_output(x))
-        with self._patched(masks, delta_masks or {}, routing or {}, inputs if cache_inputs else None):
+        with self._patched(masks, delta_masks or {}, routing or {}, acts or {}, inputs if cache_inputs else None):
             out = self.target_output(x)
         return ForwardOutput(out, inputs)
 
@@ -140,6 +143,7 @@ class ComponentModel(nn.Module):
         masks: Mapping[str, Tensor],
         delta_masks: Mapping[str, Tensor],
         routing: Mapping[str, Tensor],
+        acts: Mapping[str, Tensor],
         cache: dict[str, Tensor] | None,
     ) -> Iterator[None]:
         patched: list[nn.Module] = []
@@ -147,7 +151,7 @@ class ComponentModel(nn.Module):
             for name, module in self._modules_by_layer.items():
                 if name not in masks and cache is None:
                     continue
-                module.forward = self._layer_forward(name, module.forward, masks, delta_masks, routing, cache)  # type: ignore[method-assign]
+                module.forward = self._layer_forward(name, module.forward, masks, delta_masks, routing, acts, cache)  # type: ignore[method-assign]
                 patched.append(module)
             yield
         finally:
@@ -161,6 +165,7 @@ class ComponentModel(nn.Module):
         masks: Mapping[str, Tensor],
         delta_masks: Mapping[str, Tensor],
         routing: Mapping[str, Tensor],
+        acts: Mapping[str, Tensor],
         cache: dict[str, Tensor] | None,
     ) -> Callable[..., Tensor]:
         comp = self.comp(name)
@@ -170,7 +175,7 @@ class ComponentModel(nn.Module):
                 cache[name] = x
             if name not in masks:
                 return original(x, *args, **kwargs)
-            out = comp(x, masks[name], delta_masks.get(name))
+            out = comp(x, masks[name], delta_masks.get(name), acts.get(name))
             if name in routing:
                 out = torch.where(routing[name].unsqueeze(-1), out, comp.target_forward(x))
             return out
@@ -178,13 +183,21 @@ class ComponentModel(nn.Module):
         return forward
 
     # --- causal importance ------------------------------------------------------------------------
-    def causal_importance(self, inputs: Mapping[str, Tensor]) -> CausalImportance:
-        """CI of every layer from its cached input (see ``forward(..., cache_inputs=True)``)."""
+    def inner_acts(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """x·V of every layer from its cached input, (..., C) each."""
+        return {name: self.comp(name).inner_acts(x) for name, x in inputs.items()}
+
+    def causal_importance(self, inputs: Mapping[str, Tensor], acts: Mapping[str, Tensor] | None = None) -> CausalImportance:
+        """CI of every layer from its cached input (see ``forward(..., cache_inputs=True)``);
+        ``acts`` may pass the inner activations already computed from those inputs."""
         pre: dict[str, Tensor] = {}
         for name, x in inputs.items():
             comp = self.comp(name)
             reads_acts = self.ci_fn_type == "mlp" or comp.kind == "embedding"
-            feats = comp.inner_acts(x) if reads_acts else x
+            if reads_acts:
+                feats = acts[name] if acts is not None else comp.inner_acts(x)
+            else:
+                feats = x
             pre[name] = self.ci_fns[_key(name)](feats)
         return sigmoids(pre)
 

@@ -145,3 +145,22 @@ def test_gradients_reach_components_and_ci_functions(ci_fn_type: str) -> None:
             assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reached {name}"
         else:
             assert p.grad is None, f"the frozen target got a gradient at {name}"
+
+
+def test_layerwise_reuse_of_inner_acts_changes_nothing() -> None:
+    model = _model()
+    x = torch.randn(32, 3)
+    tgt = model(x, cache_inputs=True)
+    acts = model.inner_acts(tgt.inputs)
+    ci = model.causal_importance(tgt.inputs, acts).lower
+    masks, delta = stochastic_masks(ci)
+    plain = masked_recon_loss(model, x, tgt.output, masks, delta, "mse", "layerwise")
+    reused = masked_recon_loss(model, x, tgt.output, masks, delta, "mse", "layerwise", acts)
+    assert reused.item() == pytest.approx(plain.item(), rel=1e-6)
+    g_plain = torch.autograd.grad(plain, [model.comp("a").V, model.comp("b").U])
+    g_reused = torch.autograd.grad(
+        masked_recon_loss(model, x, tgt.output, masks, delta, "mse", "layerwise", model.inner_acts(tgt.inputs)),
+        [model.comp("a").V, model.comp("b").U],
+    )
+    for a, b in zip(g_plain, g_reused, strict=True):
+        torch.testing.assert_close(a, b)
