@@ -152,7 +152,7 @@ def test_layerwise_reuse_of_inner_acts_changes_nothing() -> None:
     x = torch.randn(32, 3)
     tgt = model(x, cache_inputs=True)
     acts = model.inner_acts(tgt.inputs)
-    ci = model.causal_importance(tgt.inputs, acts).lower
+    ci = {k: v.detach() for k, v in model.causal_importance(tgt.inputs, acts).lower.items()}
     masks, delta = stochastic_masks(ci)
     plain = masked_recon_loss(model, x, tgt.output, masks, delta, "mse", "layerwise")
     reused = masked_recon_loss(model, x, tgt.output, masks, delta, "mse", "layerwise", acts)
