@@ -1,0 +1,79 @@
+"""Wire models shared by several tools: job views, stored graphs, token probabilities."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobStatusName = Literal["queued", "running", "done", "error", "cancelled"]
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Input(BaseModel):
+    """Base of every tool's input model: frozen, unknown fields rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TokenProb(Wire):
+    token: str = Field(description="display string of the token")
+    token_id: int
+    prob: float = Field(description="probability in [0, 1]")
+
+
+class JobBrief(Wire):
+    job_id: str
+    kind: Literal["call", "job"] = Field(description="'call': a short tool call; 'job': a long tool run as a job")
+    tool: str
+    status: JobStatusName
+    step: float
+    total: float | None
+    message: str
+    elapsed_s: float
+
+
+class JobView(Wire):
+    """A long tool's answer: its result when it finished within wait_s, else the job to poll."""
+
+    job_id: str
+    tool: str
+    status: JobStatusName
+    step: float = Field(description="progress so far, in units of `total`")
+    total: float | None
+    message: str
+    elapsed_s: float
+    result: dict[str, Any] | None = Field(description="the tool's result once status is 'done'")
+    error: str | None
+    summary: str
+
+
+# --- graphs in the store (written by attribution/circuit tools, read by save_graph_artifact) ----------
+
+
+class GraphNode(Wire):
+    key: str = Field(description="'<layer>:<pos>:<c>'; pseudo-nodes use layer 'embed' or 'output'")
+    layer: str
+    pos: int
+    c: int = Field(description="component index (token id for embed/output pseudo-nodes)")
+    ci: float | None = Field(default=None, description="causal importance; None for pseudo-nodes")
+    act: float | None = None
+    label: str | None = None
+
+
+class GraphEdge(Wire):
+    src: str
+    tgt: str
+    value: float = Field(description="signed attribution (gradient x activation)")
+
+
+class StoredGraph(Wire):
+    """The payload a graph is stored with (``Store.add_graph``)."""
+
+    tokens: list[str]
+    layers: list[str] = Field(description="row order from input to output")
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+    target: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
