@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from spd_mcp.server.state import ServerConfig
+from spd_mcp.server.state import ServedRun, ServerConfig
 from spd_mcp.server.workspace import SERVER_LOG
 
 
@@ -43,15 +43,14 @@ def setup_logging(config: ServerConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    config = parse_args(argv)
-    setup_logging(config)
+def serve(config: ServerConfig, run: ServedRun | None = None) -> None:
+    """Serve until the transport closes; ``run`` given: serve it instead of loading ``config.run``."""
     import torch
 
     torch.set_num_threads(max(1, config.threads))
     from spd_mcp.server.app import build_server
 
-    server = build_server(config)
+    server = build_server(config, run)
     try:
         if config.transport == "stdio":
             server.run("stdio")
@@ -65,6 +64,12 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("spd_mcp.server").exception("server failed")
         print(f"spd-mcp-server: {exc}", file=sys.stderr)
         raise SystemExit(1) from exc
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv)
+    setup_logging(config)
+    serve(config)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,15 @@
+"""Entry point for transport tests: the real server CLI, serving a tiny run built in code.
+
+Usage: python -m tests.server.serve_tiny [lm|toy] <spd-mcp-server args...>
+"""
+
+import sys
+
+from spd_mcp.server.__main__ import parse_args, serve, setup_logging
+from tests.server.runs import lm_run, toy_run
+
+if __name__ == "__main__":
+    kind, argv = sys.argv[1], sys.argv[2:]
+    config = parse_args(["--run", kind, *argv])
+    setup_logging(config)
+    serve(config, lm_run() if kind == "lm" else toy_run())
