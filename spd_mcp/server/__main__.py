@@ -5,10 +5,15 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spd_mcp.server.state import ServedRun, ServerConfig
 from spd_mcp.server.workspace import SERVER_LOG
+
+if TYPE_CHECKING:
+    from spd_mcp.server.tooling import ToolSpec
 
 
 def parse_args(argv: list[str] | None = None) -> ServerConfig:
@@ -16,7 +21,7 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     p.add_argument("--run", required=True, help="'demo' or a run directory")
     p.add_argument("--workspace", type=Path, help="directory for the research log, events, store and artifacts")
     p.add_argument("--transport", choices=["stdio", "http"], default="stdio")
-    p.add_argument("--host", default="127.0.0.1", help="HTTP only; 127.0.0.1 or localhost")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP only: the server binds only to 127.0.0.1 (or localhost)")
     p.add_argument("--port", type=int, default=0, help="HTTP port; 0 lets the OS pick (see --port-file)")
     p.add_argument("--port-file", type=Path, help="HTTP: write the actual port here once serving")
     p.add_argument("--token-file", type=Path, help="HTTP: bearer token file (created, mode 0600, if missing)")
@@ -25,6 +30,8 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     p.add_argument("--agent-id", default=os.environ.get("SPD_AGENT_ID", "agent"), help="recorded in every event")
     p.add_argument("--short-wait-s", type=float, default=3.0, help="how long short tools wait for a busy device")
     a = p.parse_args(argv)
+    if a.host not in ("127.0.0.1", "localhost"):
+        p.error(f"--host {a.host!r} refused: the server binds only to 127.0.0.1 (or localhost)")
     return ServerConfig(
         run=a.run, workspace=a.workspace, transport=a.transport, host=a.host, port=a.port, port_file=a.port_file,
         token_file=a.token_file, device=a.device, threads=a.threads, agent_id=a.agent_id, short_wait_s=a.short_wait_s,
@@ -43,14 +50,14 @@ def setup_logging(config: ServerConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
 
 
-def serve(config: ServerConfig, run: ServedRun | None = None) -> None:
+def serve(config: ServerConfig, run: ServedRun | None = None, extra_tools: Sequence["ToolSpec"] = ()) -> None:
     """Serve until the transport closes; ``run`` given: serve it instead of loading ``config.run``."""
     import torch
 
     torch.set_num_threads(max(1, config.threads))
     from spd_mcp.server.app import build_server
 
-    server = build_server(config, run)
+    server = build_server(config, run, extra_tools)
     try:
         if config.transport == "stdio":
             server.run("stdio")

@@ -39,6 +39,7 @@ class EventLog:
         self._seq = 0
         self._fd: int | None = None
         if path is not None:
+            _drop_torn_tail(path)
             self._seq = _last_seq(path)
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
 
@@ -70,6 +71,16 @@ class EventLog:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut an unterminated last line (never acknowledged: only a power loss can leave one)."""
+    if not path.exists() or path.is_symlink():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
 
 
 def _last_seq(path: Path) -> int:

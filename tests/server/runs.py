@@ -1,11 +1,7 @@
 """Tiny runs built in code for server tests: a 2-layer Llama with a word-level tokenizer, and a TMS-like toy."""
 
 import torch
-from tokenizers import Tokenizer
-from tokenizers.models import WordLevel
-from tokenizers.pre_tokenizers import WhitespaceSplit
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from spd_core.model import ComponentModel
 from spd_mcp.server.state import ProbePrompt, ServedRun
@@ -16,13 +12,21 @@ WORDS = (
 ).split()
 
 
-def word_tokenizer() -> PreTrainedTokenizerFast:
+def word_tokenizer():
+    """A word-level tokenizer wrapped as a transformers fast tokenizer (imported lazily: toy runs skip it)."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+    from transformers import PreTrainedTokenizerFast
+
     tok = Tokenizer(WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
     tok.pre_tokenizer = WhitespaceSplit()
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
 
 
 def lm_run(seed: int = 0) -> ServedRun:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=len(WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
