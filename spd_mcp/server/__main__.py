@@ -69,7 +69,7 @@ def serve(config: ServerConfig, run: ServedRun | None = None, extra_tools: Seque
         pass
     except Exception as exc:  # a clear one-line reason on stderr, the traceback in server.log
         logging.getLogger("spd_mcp.server").exception("server failed")
-        print(f"spd-mcp-server: {exc}", file=sys.stderr)
+        sys.stderr.write(f"spd-mcp-server: {exc}\n")
         raise SystemExit(1) from exc
 
 

@@ -94,6 +94,7 @@ def bind_local(host: str, port: int) -> socket.socket:
         raise ValueError(f"--host {host!r} refused: the server binds only to 127.0.0.1 (or localhost)")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", port))
     return sock
 

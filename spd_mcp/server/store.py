@@ -41,6 +41,7 @@ def _dump(obj: Any) -> str:
 class Store:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
+        self._pending = 0
 
     @classmethod
     async def open(cls, path: Path | None) -> "Store":
@@ -53,6 +54,7 @@ class Store:
         return cls(conn)
 
     async def close(self) -> None:
+        await self.commit()
         await self._conn.close()
 
     async def _insert(self, sql: str, values: tuple[Any, ...]) -> int:
@@ -147,13 +149,22 @@ class Store:
     async def add_tool_call(
         self, seq: int, tool: str, args: dict[str, Any], duration_ms: float, outcome: str, error: str | None
     ) -> None:
-        await self._insert(
+        """Committed with the next write, every 50 calls, or at close (events.jsonl is the durable record)."""
+        await self._conn.execute(
             "INSERT INTO tool_calls (seq, tool, args, duration_ms, outcome, error, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (seq, tool, _dump(args), duration_ms, outcome, error, time.time()),
         )
+        self._pending += 1
+        if self._pending >= 50:
+            await self.commit()
+
+    async def commit(self) -> None:
+        await self._conn.commit()
+        self._pending = 0
 
     async def count(self, table: str) -> int:
         assert table in {"prompts", "graphs", "circuits", "interventions", "edits", "jobs", "tool_calls"}, table
+        await self.commit()
         async with self._conn.execute(f"SELECT COUNT(*) FROM {table}") as cur:
             row = await cur.fetchone()
         assert row is not None

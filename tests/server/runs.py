@@ -6,10 +6,7 @@ from torch import nn
 from spd_core.model import ComponentModel
 from spd_mcp.server.state import ProbePrompt, ServedRun
 
-WORDS = (
-    "[UNK] the a cat dog sat on mat ran to park is big small red blue and then it was happy sad "
-    "Paris France capital of city when Mary John went store gave drink milk bird tree sky green"
-).split()
+WORDS = ["[UNK]", "the", "a", "cat", "dog", "sat", "on", "mat", "ran", "to", "park", "is", "big", "small", "red", "blue", "and", "then", "it", "was", "happy", "sad", "Paris", "France", "capital", "of", "city", "when", "Mary", "John", "went", "store", "gave", "drink", "milk", "bird", "tree", "sky", "green"]
 
 
 def word_tokenizer():

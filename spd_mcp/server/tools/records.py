@@ -108,8 +108,10 @@ class ComponentRole(Input):
 
 
 class EvidenceItem(Input):
-    kind: Literal["ablation", "attribution", "activation_pattern", "steering", "edit", "correlation", "other"]
-    description: str = Field(min_length=1, max_length=2000)
+    kind: Literal["ablation", "attribution", "activation_pattern", "steering", "edit", "correlation", "other"] = Field(
+        description="what kind of experiment this evidence comes from"
+    )
+    description: str = Field(min_length=1, max_length=2000, description="what was observed, with numbers")
     reference: str = Field("", max_length=200, description="a graph_id, job_id or artifact id this rests on")
 
 
@@ -118,10 +120,12 @@ class ExplanationInput(Input):
     behaviour: str = Field(min_length=1, max_length=2000, description="the behaviour, e.g. 'predicts Paris after capital of France'")
     explanation: str = Field(min_length=1, max_length=20000, description="the mechanism in plain words")
     components: list[ComponentRole] = Field(min_length=1, max_length=64, description="components involved, each with its role")
-    evidence: list[EvidenceItem] = Field(default_factory=list, max_length=64)
-    confidence: Literal["high", "medium", "low"]
+    evidence: list[EvidenceItem] = Field(default_factory=list, max_length=64, description="experiments supporting it")
+    confidence: Literal["high", "medium", "low"] = Field(description="high, medium or low")
     alternatives: list[Annotated[str, Field(max_length=2000)]] = Field(default_factory=list, max_length=20, description="alternative explanations considered")
-    limitations: list[Annotated[str, Field(max_length=2000)]] = Field(default_factory=list, max_length=20)
+    limitations: list[Annotated[str, Field(max_length=2000)]] = Field(
+        default_factory=list, max_length=20, description="what the evidence does not show"
+    )
 
 
 class ExplanationResult(Wire):
@@ -163,7 +167,7 @@ async def save_explanation(state: AppState, inp: ExplanationInput, ctx: Context)
 class SummaryInput(Input):
     title: str = Field(min_length=1, max_length=200, description="short title of the investigation")
     summary: str = Field(min_length=1, max_length=20000, description="what was found, in a paragraph or two")
-    status: Literal["in_progress", "completed", "inconclusive"] = Field("in_progress")
+    status: Literal["in_progress", "completed", "inconclusive"] = Field("in_progress", description="in_progress, completed or inconclusive")
 
 
 class SummaryResult(Wire):
@@ -188,7 +192,7 @@ class GraphArtifactInput(Input):
     artifact_id: SafeId | None = Field(None, description=f"file name stem; default 'graph_<graph_id>'. {ID_RULE}", json_schema_extra=_ID_SCHEMA)
     min_ci: float = Field(0.0, ge=0, le=1, description="keep only nodes with causal importance ≥ this")
     max_edges: int = Field(200, ge=1, le=5000, description="keep at most this many edges, largest |value| first")
-    caption: str = Field("", max_length=500)
+    caption: str = Field("", max_length=500, description="title drawn on the SVG and used as the image alt text")
 
 
 class GraphArtifactResult(Wire):
