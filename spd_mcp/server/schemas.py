@@ -17,6 +17,16 @@ class Input(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class LongInput(Input):
+    """Base of a long tool's input: it answers with a job once it runs longer than ``wait_s``."""
+
+    wait_s: float = Field(
+        20.0, ge=0, le=30,
+        description="seconds to wait for the result (0-30); after that the answer is {job_id, status: 'running'} "
+        "and get_job(job_id, wait_s=30) fetches the result",
+    )
+
+
 class TokenProb(Wire):
     token: str = Field(description="display string of the token")
     token_id: int

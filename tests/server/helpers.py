@@ -11,16 +11,15 @@ from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from spd_mcp.server.app import build_server
-from spd_mcp.server.schemas import Input, JobView, Wire
+from spd_mcp.server.schemas import JobView, LongInput, Wire
 from spd_mcp.server.state import AppState, ServedRun, ServerConfig
 from spd_mcp.server.tooling import ToolSpec
 from spd_mcp.server.tools.jobs import run_as_job
 
 
-class SleepInput(Input):
+class SleepInput(LongInput):
     seconds: float = Field(1.0, ge=0, le=30, description="total sleep")
     steps: int = Field(10, ge=1, le=1000, description="progress steps")
-    wait_s: float = Field(20.0, ge=0, le=30, description="wait this long before answering with a job")
 
 
 class SleepResult(Wire):

@@ -208,3 +208,13 @@ def test_stdio_stdout_carries_only_protocol(tmp_path: Path) -> None:
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     assert lines and all(ln.startswith('{"jsonrpc":"2.0"') or ln.startswith('{"id":') for ln in lines), proc.stdout[:500]
     assert (tmp_path / "server.log").exists()
+
+
+def test_a_run_that_cannot_load_fails_clearly(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "spd_mcp.server", "--run", str(tmp_path / "missing"), "--workspace", str(tmp_path / "ws")],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120, input="",
+    )
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("spd-mcp-server: ")
+    assert "missing" in proc.stderr or "spd_core.run" in proc.stderr
+    assert proc.stdout == ""
