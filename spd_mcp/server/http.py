@@ -64,8 +64,11 @@ class LocalGuard:
         self.origins = {f"http://{h}:{port}".encode() for h in LOCAL_HOSTS}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":  # no websockets or anything else
+            await send({"type": "websocket.close", "code": 1008})
             return
         headers = dict(scope["headers"])
         if headers.get(b"host") not in self.hosts:

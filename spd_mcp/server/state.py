@@ -85,15 +85,16 @@ def served_from_loaded(loaded: Any) -> ServedRun:
     spec = getattr(loaded, "target_spec", None)
     cfg = getattr(model.target, "config", None)
     first = next(iter(model.layers.values()))
+    tokenizer = getattr(loaded, "tokenizer", None)
     return ServedRun(
         model=model,
-        tokenizer=getattr(loaded, "tokenizer", None),
+        tokenizer=tokenizer,
         name=path.name if path else str(_get(spec, "name", "run") if spec is not None else "run"),
         metrics=dict(getattr(loaded, "metrics", None) or {}),
         probes=probes,
         path=path,
-        input_dim=_get(spec, "n_features", None) if spec is not None else first.d_in,
-        context_length=getattr(cfg, "max_position_embeddings", None),
+        input_dim=None if tokenizer is not None else (_get(spec, "n_features", None) or first.d_in),
+        context_length=getattr(cfg, "max_position_embeddings", None) or _get(spec, "context_length", None),
         description=str(_get(spec, "description", "") if spec is not None else ""),
     )
 

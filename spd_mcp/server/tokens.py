@@ -44,11 +44,7 @@ class TokenizerView:
             cids = self.encode(cand)
             tag = "one token" if len(cids) == 1 else f"{len(cids)} tokens"
             variants.append(f"{cand!r} -> {self.pieces(cids)} ({tag})")
-        return _raise_not_single(token, ids, variants)
-
-
-def _raise_not_single(token: str, ids: list[int], variants: list[str]) -> int:
-    raise ValueError(
-        f"target token {token!r} tokenizes to {len(ids)} tokens, but it must be exactly one; tokenizations: "
-        + "; ".join(variants)
-    )
+        raise ValueError(
+            f"target token {token!r} tokenizes to {len(ids)} tokens, but it must be exactly one; tokenizations: "
+            + "; ".join(variants)
+        )

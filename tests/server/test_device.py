@@ -49,7 +49,7 @@ async def test_short_call_gets_busy_error_naming_the_job() -> None:
     t0 = time.monotonic()
     with pytest.raises(BusyError) as info:
         await dev.call("run_prompt", lambda: 1)
-    assert time.monotonic() - t0 < 0.6
+    assert time.monotonic() - t0 < 1.5
     msg = str(info.value)
     assert job.id in msg and "optimize_circuit" in msg and "step" in msg and "get_job" in msg
     await dev.wait(job, 5)
@@ -68,7 +68,7 @@ async def test_cancel_running_and_queued_jobs() -> None:
     assert "next progress step" in dev.cancel(running)
     t0 = time.monotonic()
     await dev.wait(running, 2)
-    assert running.status == "cancelled" and time.monotonic() - t0 < 0.5
+    assert running.status == "cancelled" and time.monotonic() - t0 < 1.0
     await dev.wait(queued, 1)
     assert queued.status == "cancelled" and queued.done_evt.is_set()
     assert "already cancelled" in dev.cancel(running)
@@ -111,7 +111,7 @@ async def test_wait_returns_after_wait_s_while_the_job_keeps_running() -> None:
     job = dev.submit("t", sleeper(0.8))
     t0 = time.monotonic()
     await dev.wait(job, 0.2)
-    assert job.status == "running" and 0.15 < time.monotonic() - t0 < 0.5
+    assert job.status == "running" and 0.15 < time.monotonic() - t0 < 1.0
     await dev.wait(job, 5)
     assert job.status == "done"
     await dev.shutdown()

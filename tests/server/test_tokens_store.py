@@ -55,3 +55,24 @@ async def test_store_round_trips(tmp_path: Path) -> None:
     import sqlite3
 
     assert sqlite3.connect(tmp_path / "store.sqlite").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_loaded_run_adapts_to_a_served_run(toy) -> None:
+    from dataclasses import dataclass
+
+    from spd_mcp.server.state import served_from_loaded
+
+    @dataclass
+    class Loaded:  # the shape of spd_core.run.LoadedRun
+        model: object
+        tokenizer: object
+        target_spec: dict
+        config: dict
+        metrics: dict
+        path: str
+        probes: list
+
+    served = served_from_loaded(Loaded(toy.model, None, {"name": "tms_5-2", "n_features": 5}, {}, {"faithfulness": 0.1},
+                                       "/tmp/runs/tms", [{"text": "x", "target_token": "y", "mechanism": "m"}]))
+    assert served.name == "tms" and served.input_dim == 5 and not served.is_lm and served.metrics == {"faithfulness": 0.1}
+    assert served.probes[0].mechanism == "m" and served.path == Path("/tmp/runs/tms") and not served.has_harvest

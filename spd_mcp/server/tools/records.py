@@ -1,6 +1,7 @@
 """Records of the investigation: research log, hypotheses, explanations, summary, graph artifacts."""
 
 import functools
+import json
 from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context
@@ -207,8 +208,6 @@ class GraphArtifactResult(Wire):
 
 
 def _write_artifact(ws: Workspace, artifact_id: str, payload: dict, svg: str) -> None:
-    import json
-
     ws.write_artifact(artifact_id, ".json", json.dumps(payload, indent=1, ensure_ascii=False, allow_nan=False))
     ws.write_artifact(artifact_id, ".svg", svg)
 
