@@ -1,0 +1,107 @@
+"""Builds the MCP server "spd": its tools, the call-logging middleware and the lifespan that owns AppState."""
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import torch
+from mcp.server.mcpserver import MCPServer
+
+from spd_mcp.server.call_log import log_tool_calls
+from spd_mcp.server.device import DeviceWorker, Job
+from spd_mcp.server.events import EventLog
+from spd_mcp.server.state import AppState, ServedRun, ServerConfig, load_served_run
+from spd_mcp.server.store import Store
+from spd_mcp.server.tooling import ToolSpec, build_tool
+from spd_mcp.server.tools import ALL_TOOLS
+from spd_mcp.server.workspace import EVENTS, STORE, Workspace
+
+log = logging.getLogger(__name__)
+
+INSTRUCTIONS = """\
+Tools over a Stochastic Parameter Decomposition (SPD) of a neural network: every weight matrix is a
+sum of rank-1 components, each with a causal importance (CI) saying on which inputs it matters.
+Start with get_model_info. Components are '<layer>:<c>', graph nodes '<layer>:<pos>:<c>', positions
+are 0-based token indices (negative counts from the end). Long tools return {job_id, status}; poll
+with get_job. Record findings with update_research_log, record_hypothesis and save_explanation."""
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _prepare_run(config: ServerConfig, run: ServedRun | None) -> ServedRun:
+    """Runs on the device thread: load (if needed) and move the model to its device."""
+    served = run if run is not None else load_served_run(config.run)
+    served.model.to(resolve_device(config.device))
+    served.model.eval()
+    return served
+
+
+async def open_state(config: ServerConfig, run: ServedRun | None) -> AppState:
+    workspace = Workspace(config.workspace) if config.workspace is not None else None
+    events = EventLog(workspace.path(EVENTS) if workspace else None, config.agent_id)
+    store = await Store.open(workspace.path(STORE) if workspace else None)
+    device = DeviceWorker(short_wait_s=config.short_wait_s)
+    try:
+        served = await device.call("load_run", functools.partial(_prepare_run, config, run))
+    except BaseException:
+        await device.shutdown()
+        await store.close()
+        events.close()
+        raise
+    state = AppState(config=config, run=served, device=device, store=store, events=events, workspace=workspace)
+    device.on_finished = functools.partial(_job_finished, state)
+    await state.run_io(
+        functools.partial(
+            events.write, "server_start", run=served.name, transport=config.transport,
+            device=str(next(served.model.parameters()).device), layers=len(served.model.layers),
+        )
+    )
+    return state
+
+
+async def _job_finished(state: AppState, job: Job) -> None:
+    await state.run_io(
+        functools.partial(
+            state.events.write, "job_finished", job_id=job.id, tool=job.tool, status=job.status,
+            duration_s=round(job.elapsed_s(), 3), error=job.error,
+        )
+    )
+    result = job.result if job.status == "done" and isinstance(job.result, dict) else None
+    await state.store.put_job(job.id, job.tool, job.status, job.params, job.created, result, job.error, job.finished)
+
+
+async def close_state(state: AppState) -> None:
+    await state.device.shutdown()
+    try:
+        await state.run_io(functools.partial(state.events.write, "server_stop", calls=dict(state.calls)))
+    finally:
+        state.events.close()
+        state.io.shutdown(wait=True)
+        await state.store.close()
+
+
+def build_server(
+    config: ServerConfig, run: ServedRun | None = None, extra_tools: Sequence[ToolSpec] = ()
+) -> MCPServer[AppState]:
+    """The MCP server. ``run`` given: serve it (tests); else load ``config.run`` at startup."""
+
+    @asynccontextmanager
+    async def lifespan(_server: MCPServer[AppState]) -> AsyncIterator[AppState]:
+        state = await open_state(config, run)
+        try:
+            yield state
+        finally:
+            await close_state(state)
+
+    tools = [build_tool(spec) for spec in [*ALL_TOOLS, *extra_tools]]
+    return MCPServer(
+        "spd", instructions=INSTRUCTIONS, lifespan=lifespan, tools=tools, log_level="WARNING",
+        middleware=[log_tool_calls],
+    )

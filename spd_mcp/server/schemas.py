@@ -1,0 +1,89 @@
+"""Wire models shared by several tools: job views, stored graphs, token probabilities."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobStatusName = Literal["queued", "running", "done", "error", "cancelled"]
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Input(BaseModel):
+    """Base of every tool's input model: frozen, unknown fields rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LongInput(Input):
+    """Base of a long tool's input: it answers with a job once it runs longer than ``wait_s``."""
+
+    wait_s: float = Field(
+        20.0, ge=0, le=30,
+        description="seconds to wait for the result (0-30); after that the answer is {job_id, status: 'running'} "
+        "and get_job(job_id, wait_s=30) fetches the result",
+    )
+
+
+class TokenProb(Wire):
+    token: str = Field(description="display string of the token")
+    token_id: int
+    prob: float = Field(description="probability in [0, 1]")
+
+
+class JobBrief(Wire):
+    job_id: str
+    kind: Literal["call", "job"] = Field(description="'call': a short tool call; 'job': a long tool run as a job")
+    tool: str
+    status: JobStatusName
+    step: float
+    total: float | None
+    message: str
+    elapsed_s: float
+
+
+class JobView(Wire):
+    """A long tool's answer: its result when it finished within wait_s, else the job to poll."""
+
+    job_id: str
+    tool: str
+    status: JobStatusName
+    step: float = Field(description="progress so far, in units of `total`")
+    total: float | None
+    message: str
+    elapsed_s: float
+    result: dict[str, Any] | None = Field(description="the tool's result once status is 'done'")
+    error: str | None
+    summary: str
+
+
+# --- graphs in the store (written by attribution/circuit tools, read by save_graph_artifact) ----------
+
+
+class GraphNode(Wire):
+    key: str = Field(description="'<layer>:<pos>:<c>'; pseudo-nodes use layer 'embed' or 'output'")
+    layer: str
+    pos: int
+    c: int = Field(description="component index (token id for embed/output pseudo-nodes)")
+    ci: float | None = Field(default=None, description="causal importance; None for pseudo-nodes")
+    act: float | None = None
+    label: str | None = None
+
+
+class GraphEdge(Wire):
+    src: str
+    tgt: str
+    value: float = Field(description="signed attribution (gradient x activation)")
+
+
+class StoredGraph(Wire):
+    """The payload a graph is stored with (``Store.add_graph``)."""
+
+    tokens: list[str]
+    layers: list[str] = Field(description="row order from input to output")
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+    target: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)

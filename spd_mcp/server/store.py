@@ -1,0 +1,171 @@
+"""The SQLite store (aiosqlite, WAL): prompts, graphs, circuits, interventions, edits, jobs, tool calls.
+
+Rows keep their payload as JSON text; graphs are retrievable by their integer ``graph_id``.
+Without a workspace the store lives in memory.
+"""
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS prompts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, text TEXT NOT NULL, token_ids TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS graphs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, prompt_id INTEGER, params TEXT NOT NULL,
+    data TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS circuits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, graph_id INTEGER, prompt_id INTEGER, params TEXT NOT NULL,
+    data TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS interventions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, params TEXT NOT NULL, data TEXT NOT NULL,
+    created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS edits (
+    id TEXT PRIMARY KEY, params TEXT NOT NULL, data TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, tool TEXT NOT NULL, status TEXT NOT NULL, params TEXT NOT NULL, result TEXT,
+    error TEXT, created REAL NOT NULL, finished REAL);
+CREATE TABLE IF NOT EXISTS tool_calls (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER, tool TEXT NOT NULL, args TEXT NOT NULL,
+    duration_ms REAL NOT NULL, outcome TEXT NOT NULL, error TEXT, created REAL NOT NULL);
+"""
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, default=str)
+
+
+class Store:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._pending = 0
+
+    @classmethod
+    async def open(cls, path: Path | None) -> "Store":
+        conn = await aiosqlite.connect(":memory:" if path is None else str(path))
+        if path is not None:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.executescript(_SCHEMA)
+        await conn.commit()
+        return cls(conn)
+
+    async def close(self) -> None:
+        await self.commit()
+        await self._conn.close()
+
+    async def _insert(self, sql: str, values: tuple[Any, ...]) -> int:
+        cur = await self._conn.execute(sql, values)
+        await self._conn.commit()
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    # --- prompts and graphs -----------------------------------------------------------------------
+    async def add_prompt(self, text: str, token_ids: list[int]) -> int:
+        return await self._insert(
+            "INSERT INTO prompts (text, token_ids, created) VALUES (?, ?, ?)", (text, _dump(token_ids), time.time())
+        )
+
+    async def add_graph(
+        self, data: dict[str, Any], kind: str, prompt_id: int | None = None, params: dict[str, Any] | None = None
+    ) -> int:
+        """Store a graph payload (see ``schemas.StoredGraph``); returns its graph_id."""
+        return await self._insert(
+            "INSERT INTO graphs (kind, prompt_id, params, data, created) VALUES (?, ?, ?, ?, ?)",
+            (kind, prompt_id, _dump(params or {}), _dump(data), time.time()),
+        )
+
+    async def get_graph(self, graph_id: int) -> dict[str, Any]:
+        async with self._conn.execute("SELECT data FROM graphs WHERE id = ?", (graph_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            ids = await self.graph_ids()
+            valid = ", ".join(map(str, ids[-20:])) if ids else "none yet (get_attributions and optimize_circuit store graphs)"
+            raise ValueError(f"unknown graph_id {graph_id}; stored graph ids: {valid}")
+        return json.loads(row[0])
+
+    async def graph_ids(self) -> list[int]:
+        async with self._conn.execute("SELECT id FROM graphs ORDER BY id") as cur:
+            return [r[0] for r in await cur.fetchall()]
+
+    # --- circuits, interventions, edits -----------------------------------------------------------
+    async def add_circuit(
+        self, data: dict[str, Any], params: dict[str, Any], graph_id: int | None = None, prompt_id: int | None = None
+    ) -> int:
+        return await self._insert(
+            "INSERT INTO circuits (graph_id, prompt_id, params, data, created) VALUES (?, ?, ?, ?, ?)",
+            (graph_id, prompt_id, _dump(params), _dump(data), time.time()),
+        )
+
+    async def add_intervention(self, kind: str, params: dict[str, Any], data: dict[str, Any]) -> int:
+        return await self._insert(
+            "INSERT INTO interventions (kind, params, data, created) VALUES (?, ?, ?, ?)",
+            (kind, _dump(params), _dump(data), time.time()),
+        )
+
+    async def put_edit(self, edit_id: str, params: dict[str, Any], data: dict[str, Any]) -> None:
+        await self._conn.execute(
+            "INSERT OR REPLACE INTO edits (id, params, data, created) VALUES (?, ?, ?, ?)",
+            (edit_id, _dump(params), _dump(data), time.time()),
+        )
+        await self._conn.commit()
+
+    async def get_edit(self, edit_id: str) -> dict[str, Any]:
+        async with self._conn.execute("SELECT data FROM edits WHERE id = ?", (edit_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            async with self._conn.execute("SELECT id FROM edits ORDER BY created") as cur:
+                ids = [r[0] for r in await cur.fetchall()]
+            raise ValueError(f"unknown edit_id {edit_id!r}; stored edits: {', '.join(ids) or 'none'}")
+        return json.loads(row[0])
+
+    # --- jobs and tool calls ----------------------------------------------------------------------
+    async def put_job(
+        self, job_id: str, tool: str, status: str, params: dict[str, Any], created: float,
+        result: Any = None, error: str | None = None, finished: float | None = None,
+    ) -> None:
+        await self._conn.execute(
+            "INSERT OR REPLACE INTO jobs (id, tool, status, params, result, error, created, finished) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (job_id, tool, status, _dump(params), None if result is None else _dump(result), error, created, finished),
+        )
+        await self._conn.commit()
+
+    async def get_job(self, job_id: str) -> dict[str, Any] | None:
+        async with self._conn.execute(
+            "SELECT id, tool, status, result, error, created, finished FROM jobs WHERE id = ?", (job_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        keys = ("id", "tool", "status", "result", "error", "created", "finished")
+        out = dict(zip(keys, row, strict=True))
+        out["result"] = None if out["result"] is None else json.loads(out["result"])
+        return out
+
+    async def add_tool_call(
+        self, seq: int, tool: str, args: dict[str, Any], duration_ms: float, outcome: str, error: str | None
+    ) -> None:
+        """Committed with the next write, every 50 calls, or at close (events.jsonl is the durable record)."""
+        await self._conn.execute(
+            "INSERT INTO tool_calls (seq, tool, args, duration_ms, outcome, error, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (seq, tool, _dump(args), duration_ms, outcome, error, time.time()),
+        )
+        self._pending += 1
+        if self._pending >= 50:
+            await self.commit()
+
+    async def commit(self) -> None:
+        await self._conn.commit()
+        self._pending = 0
+
+    async def count(self, table: str) -> int:
+        assert table in {"prompts", "graphs", "circuits", "interventions", "edits", "jobs", "tool_calls"}, table
+        await self.commit()
+        async with self._conn.execute(f"SELECT COUNT(*) FROM {table}") as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])

@@ -1,0 +1,225 @@
+"""Jobs and status: get_job, cancel_job, server_status; and ``run_as_job`` for long tools.
+
+A long tool calls ``run_as_job(state, ctx, tool, fn, finish, wait_s, params)`` where ``fn(progress)``
+is the core function (``progress(step, total, message)`` also raises once the job is cancelled) and
+``finish(raw)`` turns its raw result into the tool's pydantic result (it may use the store).
+"""
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mcp.server.mcpserver import Context
+from pydantic import BaseModel, Field
+
+from spd_mcp.server.device import Job, Progress
+from spd_mcp.server.schemas import Input, JobBrief, JobView, Wire
+from spd_mcp.server.state import AppState
+from spd_mcp.server.tooling import ToolSpec, current_call
+
+MAX_WAIT_S = 30.0
+
+
+def job_view(job: Job) -> JobView:
+    result = job.result if job.status == "done" and isinstance(job.result, dict) else None
+    if job.status == "done":
+        summary = (result or {}).get("summary") or f"job {job.id} ({job.tool}) finished in {job.elapsed_s():.1f} s"
+    elif job.status in ("queued", "running"):
+        of = f" of {job.total:g}" if job.total else ""
+        summary = (
+            f"job {job.id} ({job.tool}) is {job.status} after {job.elapsed_s():.1f} s, at step {job.step:g}{of}"
+            f"{' (' + job.message + ')' if job.message else ''}; call get_job(job_id='{job.id}', wait_s=30) to wait for it"
+        )
+    else:
+        summary = f"job {job.id} ({job.tool}) {job.status}: {job.error}"
+    return JobView(
+        job_id=job.id, tool=job.tool, status=job.status, step=job.step, total=job.total, message=job.message,
+        elapsed_s=round(job.elapsed_s(), 3), result=result, error=job.error, summary=summary,
+    )
+
+
+def job_brief(job: Job) -> JobBrief:
+    return JobBrief(
+        job_id=job.id, kind=job.kind, tool=job.tool, status=job.status, step=job.step, total=job.total,
+        message=job.message, elapsed_s=round(job.elapsed_s(), 3),
+    )
+
+
+def _reporter(ctx: Context) -> Callable[[float, float | None, str], Awaitable[None]]:
+    async def report(step: float, total: float | None, message: str) -> None:
+        await ctx.report_progress(step, total, message or None)
+
+    return report
+
+
+async def run_as_job(
+    state: AppState,
+    ctx: Context,
+    tool: str,
+    fn: Callable[[Progress], Any],
+    finish: Callable[[Any], Awaitable[BaseModel]],
+    wait_s: float,
+    params: dict[str, Any] | None = None,
+) -> JobView:
+    """Queue ``fn`` on the device as a job; wait up to ``wait_s`` with MCP progress; return its view."""
+
+    async def finish_dump(raw: Any) -> dict[str, Any]:
+        return (await finish(raw)).model_dump(mode="json")
+
+    job = state.device.submit(tool, fn, params, finish_dump)
+    rec = current_call.get()
+    if rec is not None:
+        rec.job_id = job.id
+    await state.device.wait(job, min(wait_s, MAX_WAIT_S), _reporter(ctx))
+    if job.status == "error" and job.exception is not None:
+        raise job.exception
+    return job_view(job)
+
+
+# --- get_job ---------------------------------------------------------------------------------------
+
+
+class GetJobInput(Input):
+    job_id: str = Field(description="the job_id a long tool returned, e.g. 'j3'", max_length=64)
+    wait_s: float = Field(10.0, ge=0, le=MAX_WAIT_S, description="seconds to wait for the job to finish (0-30)")
+
+
+async def get_job(state: AppState, inp: GetJobInput, ctx: Context) -> JobView:
+    job = state.device.job(inp.job_id)
+    if job is None:
+        row = await state.store.get_job(inp.job_id)
+        if row is not None:
+            return JobView(
+                job_id=row["id"], tool=row["tool"], status=row["status"], step=0, total=None, message="",
+                elapsed_s=round((row["finished"] or time.time()) - row["created"], 3), result=row["result"],
+                error=row["error"], summary=f"job {row['id']} ({row['tool']}) {row['status']} (from the store)",
+            )
+        known = ", ".join(j.id for j in state.device.recent_jobs(10)) or "none yet"
+        raise ValueError(f"unknown job_id {inp.job_id!r}; recent jobs: {known}")
+    await state.device.wait(job, inp.wait_s, _reporter(ctx))
+    if job.status == "error" and job.exception is not None:
+        raise ValueError(f"job {job.id} ({job.tool}) failed: {job.exception}")
+    return job_view(job)
+
+
+# --- cancel_job ------------------------------------------------------------------------------------
+
+
+class CancelJobInput(Input):
+    job_id: str = Field(description="the job to cancel, e.g. 'j3'", max_length=64)
+
+
+async def cancel_job(state: AppState, inp: CancelJobInput, ctx: Context) -> JobView:
+    job = state.device.job(inp.job_id)
+    if job is None:
+        known = ", ".join(j.id for j in state.device.recent_jobs(10)) or "none yet"
+        raise ValueError(f"unknown job_id {inp.job_id!r}; recent jobs: {known}")
+    note = state.device.cancel(job)
+    await state.device.wait(job, 0.5)
+    view = job_view(job)
+    return view.model_copy(update={"summary": f"{note}. {view.summary}"})
+
+
+# --- server_status ---------------------------------------------------------------------------------
+
+
+class StatusInput(Input):
+    pass
+
+
+class ServerStatus(Wire):
+    summary: str
+    run: str
+    device: str
+    uptime_s: float
+    calls_served: int
+    calls_by_outcome: dict[str, int] = Field(description="counts of ok / error / busy tool calls")
+    current: JobBrief | None = Field(description="what the device is running now")
+    queue: list[JobBrief]
+    recent_jobs: list[JobBrief]
+    rss_mb: float = Field(description="resident memory of the server process, MB")
+    workspace: str | None
+    events_logged: int
+
+
+def rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def server_status(state: AppState, inp: StatusInput, ctx: Context) -> ServerStatus:
+    cur = state.device.current()
+    queue = state.device.queued()
+    served = state.calls["total"]
+    busy = f"running {cur.describe()}" if cur else "idle"
+    dev = str(next(state.run.model.parameters()).device)
+    return ServerStatus(
+        summary=f"Serving run {state.run.name!r} on {dev}; device {busy}; {len(queue)} queued; {served} calls served.",
+        run=state.run.name,
+        device=dev,
+        uptime_s=round(time.time() - state.started, 3),
+        calls_served=served,
+        calls_by_outcome={k: v for k, v in state.calls.items() if k != "total"},
+        current=job_brief(cur) if cur else None,
+        queue=[job_brief(j) for j in queue],
+        recent_jobs=[job_brief(j) for j in state.device.recent_jobs(5)],
+        rss_mb=round(rss_mb(), 1),
+        workspace=str(state.workspace.root) if state.workspace else None,
+        events_logged=state.events.seq,
+    )
+
+
+TOOLS = [
+    ToolSpec(
+        name="get_job",
+        title="Get a job's status and result",
+        description=(
+            "Status, progress and, when done, the result of a job started by a long tool (those tools "
+            "return {job_id, status: 'running'} when they take longer than their wait_s). Waits up to "
+            "wait_s seconds (0-30, default 10) for the job to finish, sending progress notifications. "
+            "The result field holds exactly what the long tool would have returned. Takes at most wait_s. "
+            "Example: get_job(job_id='j3', wait_s=30)."
+        ),
+        input_model=GetJobInput,
+        result_model=JobView,
+        handler=get_job,
+        read_only=True,
+        idempotent=True,
+    ),
+    ToolSpec(
+        name="cancel_job",
+        title="Cancel a job",
+        description=(
+            "Cancel a queued or running job. A queued job is cancelled at once; a running one stops at its "
+            "next progress step (usually well under a second) and its status becomes 'cancelled'. "
+            "Example: cancel_job(job_id='j3')."
+        ),
+        input_model=CancelJobInput,
+        result_model=JobView,
+        handler=cancel_job,
+        read_only=False,
+        destructive=True,
+        idempotent=True,
+    ),
+    ToolSpec(
+        name="server_status",
+        title="Server status",
+        description=(
+            "What the server is doing, without waiting for the device: the job or call running now with its "
+            "progress, the queue, recent jobs, uptime (s), calls served by outcome, and resident memory (MB). "
+            "Answers in milliseconds even while a long job runs. Example: server_status()."
+        ),
+        input_model=StatusInput,
+        result_model=ServerStatus,
+        handler=server_status,
+        read_only=True,
+    ),
+]

@@ -1,0 +1,288 @@
+"""Model and data tools: get_model_info, run_prompt, list_probe_prompts."""
+
+import math
+from collections import Counter
+from typing import Any
+
+import torch
+from mcp.server.mcpserver import Context
+from pydantic import Field, model_validator
+
+from spd_mcp.server.errors import check_finite_values
+from spd_mcp.server.predict import predict_tokens, predict_vector
+from spd_mcp.server.schemas import Input, TokenProb, Wire
+from spd_mcp.server.state import AppState
+from spd_mcp.server.tooling import ToolSpec
+
+# --- get_model_info --------------------------------------------------------------------------------
+
+
+class ModelInfoInput(Input):
+    pass
+
+
+class LayerRow(Wire):
+    layer: str = Field(description="canonical layer name used in component keys")
+    kind: str = Field(description="linear, conv1d or embedding")
+    d_in: int
+    d_out: int
+    C: int = Field(description="number of components; valid c is 0..C-1")
+    alive: int | None = Field(description="components that fire somewhere in the data, if the run measured it")
+
+
+class ModelInfo(Wire):
+    summary: str
+    run: str
+    description: str
+    architecture: str = Field(description="class name of the target model")
+    is_language_model: bool = Field(description="True: tools take text; False: toy model taking a feature vector")
+    dtype: str
+    device: str
+    vocab_size: int | None
+    context_length: int | None = Field(description="maximum tokens per text")
+    input_dim: int | None = Field(description="toy models: length of the input feature vector")
+    n_params_target: int
+    n_components_total: int
+    layers: list[LayerRow] = Field(description="decomposed layers in network order")
+    metrics: dict[str, Any] = Field(description="decomposition quality from the run (faithfulness, reconstruction per regime, L0)")
+    has_harvest: bool = Field(description="activation examples and token statistics exist for this run")
+    has_probe_suite: bool
+    n_probe_prompts: int
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
+    """Metrics as plain JSON: tensors to floats, non-finite numbers to None, bounded depth."""
+    if isinstance(value, torch.Tensor):
+        value = value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if depth > 4:
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _clean(v, depth + 1) for k, v in list(value.items())[:200]}
+    if isinstance(value, list | tuple):
+        return [_clean(v, depth + 1) for v in list(value)[:200]]
+    return str(value)
+
+
+async def get_model_info(state: AppState, inp: ModelInfoInput, ctx: Context) -> ModelInfo:
+    run, model = state.run, state.run.model
+    param = next(model.parameters())
+    alive = run.metrics.get("alive") if isinstance(run.metrics.get("alive"), dict) else {}
+    layers = [
+        LayerRow(layer=i.name, kind=i.kind, d_in=i.d_in, d_out=i.d_out, C=i.C,
+                 alive=int(alive[i.name]) if i.name in alive else None)
+        for i in model.layers.values()
+    ]
+    vocab = state.tok.vocab_size if run.is_lm else None
+    n_comp = sum(r.C for r in layers)
+    kind = f"language model, vocab {vocab}, context {run.context_length}" if run.is_lm else (
+        f"toy model taking a feature vector of length {run.input_dim}"
+    )
+    return ModelInfo(
+        summary=(
+            f"Run {run.name!r}: {type(model.target).__name__} ({kind}) with {len(layers)} decomposed layers and "
+            f"{n_comp} components in total. Harvest data: {'yes' if run.has_harvest else 'no'}; "
+            f"probe prompts: {len(run.probes)}."
+        ),
+        run=run.name,
+        description=run.description,
+        architecture=type(model.target).__name__,
+        is_language_model=run.is_lm,
+        dtype=str(param.dtype).removeprefix("torch."),
+        device=str(param.device),
+        vocab_size=vocab,
+        context_length=run.context_length,
+        input_dim=None if run.is_lm else run.input_dim,
+        n_params_target=sum(p.numel() for p in model.target.parameters()),
+        n_components_total=n_comp,
+        layers=layers,
+        metrics=_clean(run.metrics),
+        has_harvest=run.has_harvest,
+        has_probe_suite=bool(run.probes),
+        n_probe_prompts=len(run.probes),
+    )
+
+
+# --- run_prompt ------------------------------------------------------------------------------------
+
+
+class RunPromptInput(Input):
+    text: str | None = Field(
+        None, max_length=20000, description="language models: the text to run (no special tokens are added)",
+        examples=["The cat sat on the"],
+    )
+    features: list[float] | None = Field(
+        None, max_length=4096, description="toy models only: the input feature vector (length input_dim from get_model_info)"
+    )
+    top_k: int = Field(10, ge=1, le=100, description="how many most likely next tokens (or largest outputs) to return")
+    all_positions: bool = Field(False, description="top-k at every position instead of only the last")
+
+    @model_validator(mode="after")
+    def _one_input(self) -> "RunPromptInput":
+        if (self.text is None) == (self.features is None):
+            raise ValueError("give exactly one of 'text' (language models) or 'features' (toy models)")
+        return self
+
+
+class PositionPrediction(Wire):
+    position: int
+    token: str = Field(description="the token at this position")
+    top: list[TokenProb] = Field(description="most likely next tokens after this position")
+
+
+class OutputValue(Wire):
+    index: int
+    value: float
+
+
+class RunPromptResult(Wire):
+    summary: str
+    prompt_id: int | None = Field(description="id of the stored prompt (language models)")
+    tokens: list[str] = Field(description="display strings of the input tokens")
+    token_ids: list[int]
+    predictions: list[PositionPrediction]
+    next_token_probs: list[float | None] = Field(
+        description="entry i: probability of the actual token i+1 given tokens 0..i; None at the last position"
+    )
+    outputs: list[float] | None = Field(description="toy models: the full output vector")
+    top_outputs: list[OutputValue] | None = Field(description="toy models: the top_k largest outputs")
+
+
+async def run_prompt(state: AppState, inp: RunPromptInput, ctx: Context) -> RunPromptResult:
+    run = state.run
+    if inp.features is not None:
+        if run.is_lm:
+            raise ValueError("this is a language model: give 'text', not 'features'")
+        check_finite_values(inp.features, "features")
+        if run.input_dim is not None and len(inp.features) != run.input_dim:
+            raise ValueError(f"features has length {len(inp.features)}; this model takes exactly {run.input_dim} values")
+        out = await state.device.call("run_prompt", lambda: predict_vector(run.model, list(inp.features or [])))
+        order = sorted(range(len(out.values)), key=lambda i: -out.values[i])[: inp.top_k]
+        top = [OutputValue(index=i, value=out.values[i]) for i in order]
+        return RunPromptResult(
+            summary=f"Output vector of length {len(out.values)}; largest: "
+            + ", ".join(f"[{t.index}]={t.value:.4g}" for t in top[:5]),
+            prompt_id=None, tokens=[], token_ids=[], predictions=[], next_token_probs=[],
+            outputs=out.values[:4096], top_outputs=top,
+        )
+    assert inp.text is not None
+    ids = state.tok.tokenize(inp.text, run.context_length)
+    pred = await state.device.call("run_prompt", lambda: predict_tokens(run.model, ids, inp.top_k, inp.all_positions))
+    pieces = state.tok.pieces(ids)
+    predictions = [
+        PositionPrediction(
+            position=pos, token=pieces[pos],
+            top=[TokenProb(token=state.tok.display(t.token_id), token_id=t.token_id, prob=t.prob) for t in top],
+        )
+        for pos, top in zip(pred.positions, pred.top, strict=True)
+    ]
+    prompt_id = await state.store.add_prompt(inp.text, ids)
+    last = predictions[-1].top
+    return RunPromptResult(
+        summary=f"{len(ids)} tokens; after the last token {pieces[-1]!r} the model predicts "
+        + ", ".join(f"{t.token!r} ({t.prob:.3f})" for t in last[:5]) + ".",
+        prompt_id=prompt_id, tokens=pieces, token_ids=ids, predictions=predictions,
+        next_token_probs=pred.next_token_probs, outputs=None, top_outputs=None,
+    )
+
+
+# --- list_probe_prompts ----------------------------------------------------------------------------
+
+
+class ProbeInput(Input):
+    mechanism: str | None = Field(None, max_length=200, description="only prompts with this mechanism tag")
+    offset: int = Field(0, ge=0, description="skip this many prompts")
+    limit: int = Field(50, ge=1, le=200, description="return at most this many prompts")
+
+
+class ProbeRow(Wire):
+    index: int
+    text: str
+    target_token: str = Field(description="the expected next token (exactly one token)")
+    mechanism: str
+    position: int | None
+
+
+class ProbeList(Wire):
+    summary: str
+    total: int
+    offset: int
+    limit: int
+    mechanisms: dict[str, int] = Field(description="every mechanism tag with its number of prompts")
+    prompts: list[ProbeRow]
+
+
+async def list_probe_prompts(state: AppState, inp: ProbeInput, ctx: Context) -> ProbeList:
+    probes = state.run.probes
+    tags = Counter(p.mechanism for p in probes)
+    if inp.mechanism is not None and inp.mechanism not in tags:
+        raise ValueError(f"unknown mechanism {inp.mechanism!r}; valid: {', '.join(sorted(tags)) or 'none (no probe suite)'}")
+    rows = [
+        ProbeRow(index=i, text=p.text, target_token=p.target_token, mechanism=p.mechanism, position=p.position)
+        for i, p in enumerate(probes)
+        if inp.mechanism is None or p.mechanism == inp.mechanism
+    ]
+    page = rows[inp.offset : inp.offset + inp.limit]
+    if not probes:
+        summary = f"Run {state.run.name!r} ships no probe prompts."
+    else:
+        summary = (
+            f"{len(rows)} probe prompts{' tagged ' + repr(inp.mechanism) if inp.mechanism else ''}; showing "
+            f"{len(page)} from offset {inp.offset}. Mechanisms: " + ", ".join(f"{k} ({v})" for k, v in sorted(tags.items()))
+        )
+    return ProbeList(summary=summary, total=len(rows), offset=inp.offset, limit=inp.limit, mechanisms=dict(tags), prompts=page)
+
+
+TOOLS = [
+    ToolSpec(
+        name="get_model_info",
+        title="Model and decomposition overview",
+        description=(
+            "What model is this and how good is its decomposition? Returns the architecture, dtype, device, "
+            "vocabulary and context length (or, for toy models, the input feature length), every decomposed "
+            "layer as {layer, kind, d_in, d_out, C, alive}, the run's quality metrics, and whether harvest "
+            "data and a probe suite exist. Call it first: layer names here are the ones component keys use "
+            "('<layer>:<c>'). Instant. Example: get_model_info()."
+        ),
+        input_model=ModelInfoInput,
+        result_model=ModelInfo,
+        handler=get_model_info,
+        read_only=True,
+        idempotent=True,
+    ),
+    ToolSpec(
+        name="run_prompt",
+        title="Run the model on a prompt",
+        description=(
+            "What does the model predict here? Language models: tokenizes 'text' (no special tokens), runs the "
+            "original (target) model and returns the tokens, the top_k next tokens with probabilities (0-1) "
+            "after the last position (or every position with all_positions=true), and the probability of "
+            "each actual next token. Toy models (is_language_model=false in get_model_info) take 'features', "
+            "a feature vector, instead of text and return the output vector. Usually well under a second; "
+            "waits up to a few seconds for the device, then says it is busy. "
+            "Example: run_prompt(text='The cat sat on the', top_k=5)."
+        ),
+        input_model=RunPromptInput,
+        result_model=RunPromptResult,
+        handler=run_prompt,
+        read_only=True,
+        idempotent=True,
+    ),
+    ToolSpec(
+        name="list_probe_prompts",
+        title="List the run's probe prompts",
+        description=(
+            "Which prompts ship with this run, by mechanism? Returns probe prompts (text, the expected next "
+            "token, a mechanism tag) with total/offset/limit paging and the count per mechanism tag. Filter "
+            "with 'mechanism'. Instant. Example: list_probe_prompts(mechanism='induction', limit=10)."
+        ),
+        input_model=ProbeInput,
+        result_model=ProbeList,
+        handler=list_probe_prompts,
+        read_only=True,
+        idempotent=True,
+    ),
+]

@@ -1,0 +1,169 @@
+"""Schema-driven fuzzing of every tool: arguments drawn from each tool's own input schema, mixed with
+wrong types, unknown and missing keys. No call may crash the server; every failure is a tool error
+whose message says what is valid; every success matches the tool's output schema.
+"""
+
+import os
+import re
+from typing import Any
+
+import anyio
+import jsonschema
+import pytest
+from anyio.from_thread import start_blocking_portal
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mcp import Client
+
+from tests.server.helpers import make_server
+from tests.server.test_tools_records import store_graph
+
+EXAMPLES = int(os.environ.get("SPD_FUZZ_EXAMPLES", "200"))
+HELPFUL = re.compile(
+    r"valid|should be|must|expected|required|at most|at least|exactly|unknown|give |needs|"
+    r"refus|out of range|tokeniz|no probe|not permitted|workspace|letters, digits",
+    re.I,
+)
+INTERESTING = ["the cat sat on the", "Paris is the capital of", "0.mlp.up:3", "1.attn.q:7", "0.mlp.up:99",
+               "h1", "j1", "copying", "ioi", "../x", "", " ", "é\u2028"]
+# Field names whose valid values are rare at random: drawn from meaningful values half the time.
+HINTS = {
+    "component": st.sampled_from(["0.mlp.up:3", "1.attn.q:7", "0.attn.o:0", "1.mlp.down:7", "0.mlp.up:8", "x:1"]),
+    "graph_id": st.integers(0, 3),
+    "mechanism": st.sampled_from(["copying", "ioi", "recall", "other"]),
+    "text": st.sampled_from(["the cat sat on the", "Paris is the capital of", "the"]),
+}
+JUNK = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False),
+                 st.text(max_size=12), st.lists(st.integers(-5, 5), max_size=3), st.just({"a": 1}))
+
+
+def strategy(schema: dict[str, Any], defs: dict[str, Any], depth: int = 0) -> st.SearchStrategy:
+    if "$ref" in schema:
+        return strategy(defs[schema["$ref"].split("/")[-1]], defs, depth)
+    if "anyOf" in schema:
+        return st.one_of(*(strategy(s, defs, depth) for s in schema["anyOf"]))
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
+    if "const" in schema:
+        return st.just(schema["const"])
+    kind = schema.get("type")
+    if kind == "null":
+        return st.none()
+    if kind == "boolean":
+        return st.booleans()
+    if kind == "integer":
+        lo = schema.get("minimum", schema.get("exclusiveMinimum", -10**4 - 1) + 1)
+        hi = schema.get("maximum", schema.get("exclusiveMaximum", 10**4 + 1) - 1)
+        return st.integers(lo - 1, hi + 1) if depth == 0 else st.integers(lo, hi)
+    if kind == "number":
+        lo, hi = schema.get("minimum", -1e4), schema.get("maximum", 1e4)
+        return st.floats(lo, hi, allow_nan=False, allow_infinity=False) | st.sampled_from([lo - 1, hi + 1])
+    if kind == "string":
+        hi = min(schema.get("maxLength", 80), 80)
+        text = st.text(max_size=hi) | st.sampled_from(INTERESTING)
+        if "pattern" in schema:
+            text = text | st.from_regex(schema["pattern"], fullmatch=True)
+        return text
+    if kind == "array":
+        items = strategy(schema.get("items", {}), defs, depth + 1) if schema.get("items") else JUNK
+        return st.lists(items, min_size=schema.get("minItems", 0), max_size=min(schema.get("maxItems", 4), 4))
+    if kind == "object":
+        return object_strategy(schema, defs, depth + 1)
+    return JUNK
+
+
+def object_strategy(schema: dict[str, Any], defs: dict[str, Any], depth: int, clean: bool = False) -> st.SearchStrategy:
+    """Objects of the schema; unless ``clean``, fields are sometimes junk or missing and keys unknown."""
+    props = schema.get("properties", {})
+    required = set(schema.get("required", []))
+
+    @st.composite
+    def build(draw: st.DrawFn) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, sub in props.items():
+            mode = "valid" if clean else draw(st.sampled_from(["valid"] * 6 + ["junk", "skip"]))
+            if mode == "skip" or (name not in required and draw(st.booleans())):
+                continue
+            valid = strategy(sub, defs, depth) if not clean else clean_strategy(sub, defs)
+            if name in HINTS:
+                valid = HINTS[name] | valid
+            out[name] = draw(JUNK if mode == "junk" else valid)
+        if not clean and draw(st.integers(0, 9)) == 0:
+            out[draw(st.sampled_from(["extra", "topk", "Text", "x"]))] = draw(JUNK)
+        return out
+
+    return build()
+
+
+def clean_strategy(schema: dict[str, Any], defs: dict[str, Any]) -> st.SearchStrategy:
+    """Values inside the schema's bounds (nested objects clean too)."""
+    if "$ref" in schema:
+        return clean_strategy(defs[schema["$ref"].split("/")[-1]], defs)
+    if "anyOf" in schema:
+        return st.one_of(*(clean_strategy(s, defs) for s in schema["anyOf"]))
+    if "enum" in schema or "const" in schema:
+        return strategy(schema, defs, 1)
+    kind = schema.get("type")
+    if kind == "integer":
+        return st.integers(schema.get("minimum", -100), schema.get("maximum", 100))
+    if kind == "number":
+        return st.floats(schema.get("minimum", -100.0), min(schema.get("maximum", 100.0), 3.0), allow_nan=False)
+    if kind == "string" and "pattern" in schema:
+        return st.from_regex(schema["pattern"], fullmatch=True)
+    if kind == "string":
+        lo = schema.get("minLength", 0)
+        return st.text(min_size=lo, max_size=max(lo, min(schema.get("maxLength", 40), 40))) | st.sampled_from(INTERESTING[:3])
+    if kind == "array":
+        items = clean_strategy(schema["items"], defs) if schema.get("items") else JUNK
+        return st.lists(items, min_size=schema.get("minItems", 0), max_size=min(schema.get("maxItems", 3), 3))
+    if kind == "object":
+        return object_strategy(schema, defs, 1, clean=True)
+    return strategy(schema, defs, 1)
+
+
+def args_strategy(schema: dict[str, Any]) -> st.SearchStrategy:
+    defs = schema.get("$defs", {})
+    return object_strategy(schema, defs, 0, clean=True) | object_strategy(schema, defs, 0)
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(tmp_path_factory, lm):
+    ws = tmp_path_factory.mktemp("fuzz")
+    anyio.run(store_graph, ws)
+    with start_blocking_portal() as portal, portal.wrap_async_context_manager(Client(make_server(lm, ws))) as client:
+        tools = {t.name: t for t in portal.call(client.list_tools).tools}
+        yield portal, client, tools, ws
+
+
+TOOL_NAMES = ["get_model_info", "run_prompt", "list_probe_prompts", "update_research_log", "record_hypothesis",
+              "save_explanation", "set_investigation_summary", "save_graph_artifact", "get_job", "cancel_job",
+              "server_status"]
+
+
+@pytest.mark.parametrize("name", TOOL_NAMES)
+def test_fuzz_tool(fuzz_client, name: str) -> None:
+    portal, client, tools, _ws = fuzz_client
+    tool = tools[name]
+    schema = tool.input_schema
+    outcomes = {"ok": 0, "error": 0}
+
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+    @given(args=args_strategy(schema))
+    def one(args: dict[str, Any]) -> None:
+        r = portal.call(client.call_tool, name, args)
+        if r.is_error:
+            outcomes["error"] += 1
+            text = r.content[0].text if r.content else ""
+            assert text and "internal error" not in text, f"{name}({args!r}) -> {text!r}"
+            assert text.strip() != f"Error executing tool {name}", f"{name}({args!r}) crashed"
+            assert HELPFUL.search(text), f"{name}({args!r}): message does not say what is valid: {text!r}"
+        else:
+            outcomes["ok"] += 1
+            jsonschema.validate(r.structured_content, tool.output_schema)
+
+    one()
+    print(f"\nfuzz {name}: {outcomes}")
+    assert sum(outcomes.values()) >= EXAMPLES
+    status = portal.call(client.call_tool, "server_status", {})
+    assert not status.is_error  # the server survived

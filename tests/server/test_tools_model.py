@@ -1,0 +1,116 @@
+"""get_model_info, run_prompt and list_probe_prompts through a real in-memory MCP client."""
+
+import copy
+import math
+
+import pytest
+import torch
+from mcp import Client
+
+from tests.server.helpers import err, make_server, ok
+from tests.server.runs import toy_run
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_model_info_matches_the_component_model(lm) -> None:
+    async with Client(make_server(lm)) as c:
+        info = await ok(c, "get_model_info")
+    expected = [(i.name, i.kind, i.d_in, i.d_out, i.C) for i in lm.model.layers.values()]
+    assert [(r["layer"], r["kind"], r["d_in"], r["d_out"], r["C"]) for r in info["layers"]] == expected
+    assert info["n_components_total"] == sum(i.C for i in lm.model.layers.values())
+    assert info["vocab_size"] == len(lm.tokenizer) and info["context_length"] == 64
+    assert info["is_language_model"] and info["has_probe_suite"] and not info["has_harvest"]
+    assert {r["layer"]: r["alive"] for r in info["layers"]}["0.mlp.up"] == 5
+    assert info["metrics"]["recon_kl"]["stochastic"] == 0.01
+    assert "tiny-llama" in info["summary"]
+
+
+async def test_run_prompt_probabilities_equal_a_direct_forward(lm) -> None:
+    text = "the cat sat on the"
+    async with Client(make_server(lm)) as c:
+        res = await ok(c, "run_prompt", {"text": text, "top_k": 5, "all_positions": True})
+    ids = lm.tokenizer.encode(text, add_special_tokens=False)
+    assert res["token_ids"] == ids and res["tokens"] == ["the", "cat", "sat", "on", "the"]
+    with torch.no_grad():
+        probs = lm.model.target(torch.tensor([ids]), use_cache=False).logits[0].softmax(-1)
+    assert [p["position"] for p in res["predictions"]] == list(range(len(ids)))
+    for pred in res["predictions"]:
+        ref_p, ref_i = probs[pred["position"]].topk(5)
+        assert [t["token_id"] for t in pred["top"]] == ref_i.tolist()
+        assert [t["prob"] for t in pred["top"]] == pytest.approx(ref_p.tolist(), abs=1e-6)
+    nxt = res["next_token_probs"]
+    assert nxt[-1] is None
+    assert nxt[:-1] == pytest.approx([probs[i, ids[i + 1]].item() for i in range(len(ids) - 1)], abs=1e-6)
+    assert res["prompt_id"] >= 1
+
+
+async def test_run_prompt_last_position_only_by_default(lm) -> None:
+    async with Client(make_server(lm)) as c:
+        res = await ok(c, "run_prompt", {"text": "the dog", "top_k": 3})
+    assert [p["position"] for p in res["predictions"]] == [1]
+    assert len(res["predictions"][0]["top"]) == 3
+    assert sum(t["prob"] for t in res["predictions"][0]["top"]) <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ({"text": "the", "features": [1.0]}, "exactly one of"),
+        ({}, "exactly one of"),
+        ({"features": [1.0, 2.0]}, "give 'text'"),
+        ({"text": " ".join(["the"] * 65)}, "at most 64"),
+        ({"text": "   "}, "0 tokens"),
+        ({"text": "the", "top_k": 0}, "top_k"),
+        ({"text": "the", "top_k": 101}, "top_k"),
+        ({"text": "the", "topk": 3}, "valid arguments: all_positions, features, text, top_k"),
+    ],
+)
+async def test_run_prompt_errors_on_lm(lm, args, needle) -> None:
+    async with Client(make_server(lm)) as c:
+        assert needle in await err(c, "run_prompt", args)
+
+
+async def test_toy_run_takes_a_feature_vector(toy) -> None:
+    x = [1.0, 0.0, 0.5, 0.0, 0.25]
+    async with Client(make_server(toy)) as c:
+        res = await ok(c, "run_prompt", {"features": x, "top_k": 2})
+        info = await ok(c, "get_model_info")
+        assert "feature vector of length 5" in await err(c, "run_prompt", {"text": "hello"})
+        assert "exactly 5" in await err(c, "run_prompt", {"features": [1.0, 2.0]})
+    with torch.no_grad():
+        ref = toy.model.target(torch.tensor([x]))[0].tolist()
+    assert res["outputs"] == pytest.approx(ref, abs=1e-6)
+    best = sorted(range(5), key=lambda i: -ref[i])[:2]
+    assert [o["index"] for o in res["top_outputs"]] == best
+    assert not info["is_language_model"] and info["input_dim"] == 5 and info["vocab_size"] is None
+
+
+async def test_non_finite_input_and_activation_are_named(toy) -> None:
+    async with Client(make_server(toy)) as c:
+        # JSON cannot carry NaN: the client sends null, which the input schema rejects by position.
+        msg = await err(c, "run_prompt", {"features": [1.0, math.nan, 0, 0, 0]})
+        assert "features.1" in msg and "valid number" in msg
+    broken = toy_run()
+    broken.model = copy.deepcopy(toy.model)
+    with torch.no_grad():
+        broken.model.target.linear1.weight[0, 0] = math.nan
+    async with Client(make_server(broken)) as c:
+        msg = await err(c, "run_prompt", {"features": [1.0, 1.0, 1.0, 1.0, 1.0]})
+    assert "NaN first appeared in the output of layer linear1" in msg
+
+
+async def test_probe_prompts_filter_and_page(lm) -> None:
+    async with Client(make_server(lm)) as c:
+        all_ = await ok(c, "list_probe_prompts")
+        page = await ok(c, "list_probe_prompts", {"mechanism": "copying", "offset": 1, "limit": 1})
+        msg = await err(c, "list_probe_prompts", {"mechanism": "nope"})
+    assert all_["total"] == 4 and all_["mechanisms"] == {"copying": 2, "ioi": 1, "recall": 1}
+    assert page["total"] == 2 and [p["text"] for p in page["prompts"]] == ["the dog ran to the"]
+    assert "valid: copying, ioi, recall" in msg
+
+
+async def test_toy_run_has_no_probe_suite(toy) -> None:
+    async with Client(make_server(toy)) as c:
+        res = await ok(c, "list_probe_prompts")
+    assert res["total"] == 0 and "no probe prompts" in res["summary"]
