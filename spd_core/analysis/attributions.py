@@ -23,7 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from spd_core.analysis.ci import model_ci
 from spd_core.analysis.common import check_single_input, per_position, resolve
-from spd_core.analysis.health import check_input, raise_if_nonfinite
+from spd_core.analysis.health import check_input, flagged, raise_if_nonfinite
 from spd_core.analysis.overlay import Edit, applied
 from spd_core.keys import NodeKey
 from spd_core.model import ComponentModel
@@ -124,9 +124,9 @@ def _graph_pass(model: ComponentModel, x: Tensor, through_delta: bool) -> _Graph
     gp = _GraphPass({}, {}, [], None, torch.empty(0))
     check_input(x)
     # The math attention kernel has batching rules; the fused CPU kernel falls back to a loop under vmap.
-    with torch.enable_grad(), _releafed(model, gp, through_delta), sdpa_kernel([SDPBackend.MATH]):
+    with torch.enable_grad(), _releafed(model, gp, through_delta), sdpa_kernel([SDPBackend.MATH]), flagged(model) as flags:
         gp.output = model.target_output(x)
-    raise_if_nonfinite(model, gp.output.detach(), lambda: model.target_output(x), "attribution-graph forward")
+    raise_if_nonfinite(model, gp.output.detach(), lambda: model.target_output(x), "attribution-graph forward", flags)
     return gp
 
 

@@ -1,8 +1,10 @@
 """Numerical health of forward passes: a NaN or Inf is an error naming the first layer where it appeared.
 
-``checked_forward`` runs the model, checks its input and output, and only when something is not
-finite re-runs the same pass with forward hooks on every module to find the first one (in execution
-order) whose output is not finite, reporting its canonical layer name (or module path) and position.
+``checked_forward`` runs the model with cheap hooks that flag a non-finite output of any decomposed
+layer (some kernels, e.g. CPU fused attention, can swallow a NaN so the final output looks fine),
+checks the input and output, and only when something is not finite re-runs the same pass with hooks
+on every module to find the first one (in execution order) whose output is not finite, reporting its
+canonical layer name (or module path) and position.
 """
 
 from collections.abc import Callable, Iterator, Mapping
@@ -89,9 +91,30 @@ def locate_nonfinite(model: ComponentModel, run: Callable[[], Any]) -> Site | No
     return found[0] if found else None
 
 
-def raise_if_nonfinite(model: ComponentModel, out: Tensor, rerun: Callable[[], Any], what: str) -> None:
-    """Raise ``NonFiniteError`` naming the first bad module if ``out`` is not finite."""
-    if bool(torch.isfinite(out).all()):
+@contextmanager
+def flagged(model: ComponentModel) -> Iterator[list[Tensor]]:
+    """Collect, without synchronising, one "has a non-finite value" flag per decomposed-layer output."""
+    flags: list[Tensor] = []
+
+    def hook(module: nn.Module, args: Any, out: Any) -> None:
+        t = _first_tensor(out)
+        if t is not None and t.is_floating_point():
+            flags.append(~torch.isfinite(t).all())
+
+    handles = [model.target.get_submodule(info.path).register_forward_hook(hook) for info in model.layers.values()]
+    try:
+        yield flags
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def raise_if_nonfinite(
+    model: ComponentModel, out: Tensor, rerun: Callable[[], Any], what: str, flags: list[Tensor] | None = None
+) -> None:
+    """Raise ``NonFiniteError`` naming the first bad module if ``out`` (or a flagged layer) is not finite."""
+    layers_ok = not flags or not bool(torch.stack(flags).any())
+    if layers_ok and bool(torch.isfinite(out).all()):
         return
     site = locate_nonfinite(model, rerun)
     if site is None:
@@ -109,8 +132,9 @@ def checked_forward(
 ) -> ForwardOutput:
     """``model(x, ...)`` with its input and output checked for NaN/Inf (see ``NonFiniteError``)."""
     check_input(x)
-    out = model(x, masks=masks, delta_masks=delta_masks, cache_inputs=cache_inputs)
-    raise_if_nonfinite(model, out.output, lambda: model(x, masks=masks, delta_masks=delta_masks), what)
+    with flagged(model) as flags:
+        out = model(x, masks=masks, delta_masks=delta_masks, cache_inputs=cache_inputs)
+    raise_if_nonfinite(model, out.output, lambda: model(x, masks=masks, delta_masks=delta_masks), what, flags)
     return out
 
 

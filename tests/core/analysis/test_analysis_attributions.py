@@ -5,10 +5,15 @@ import pytest
 import torch
 from torch import nn
 
-from spd_core.analysis.attributions import EMBED, OUTPUT, attribution_graph, attribution_graph_reference
+from spd_core.analysis.attributions import (
+    EMBED,
+    OUTPUT,
+    attribution_graph,
+    attribution_graph_reference,
+)
 from spd_core.keys import NodeKey
 from spd_core.model import ComponentModel
-from tests.core.analysis.conftest import tiny_gpt2, tiny_llama
+from tests.core.analysis.tiny_models import tiny_gpt2, tiny_llama
 
 
 @pytest.mark.parametrize("through_delta", [False, True])

@@ -15,19 +15,19 @@ def test_tms_like_components_reproduce_target() -> None:
 
 def test_circuit_finds_active_feature_component() -> None:
     model = tms_like()
-    for feature in range(5):
+    for feature in (0, 3):
         x = torch.zeros(1, 5)
         x[0, feature] = 1.0
         circ = optimize_circuit(
             model, x, target_token=feature, position=0,
-            config=CircuitConfig(steps=150, lr=0.1, sparsity=0.05, seed=0),
+            config=CircuitConfig(steps=100, lr=0.1, sparsity=0.05, seed=0),
             regimes=RegimeSettings(n_samples=4, pgd_steps=5),
         )
         kept = {(n.layer, n.c) for n, ci in circ.nodes if ci > 0.1}
         assert kept == {("linear1", feature), ("linear2", feature)}, (feature, circ.nodes)
         assert circ.l0 == {"linear1": 1, "linear2": 1} or all(v >= 1 for v in circ.l0.values())
         assert abs(circ.probs["unmasked"] - circ.probs["target"]) < 1e-5
-        assert len(circ.loss_trace) == 150
+        assert len(circ.loss_trace) == 100
 
 
 def test_circuit_is_seeded_and_reports_progress() -> None:
