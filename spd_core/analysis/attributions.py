@@ -88,18 +88,19 @@ def _releafed(model: ComponentModel, gp: _GraphPass, through_delta: bool) -> Ite
 
     def layer_hook(name: str) -> Callable[..., Tensor]:
         comp = model.comp(name)
-        U = comp.U.detach()
-        delta = comp.weight_delta().detach()
+        V, U = comp.V.detach(), comp.U.detach()
+        delta = comp.target_weight - (V @ U).T  # Δ = W − (V U)ᵀ, (d_out, d_in)
+        embedding = comp.kind == "embedding"
 
         def hook(module: nn.Module, args: tuple[Any, ...], out: Tensor) -> Tensor:
             x = args[0]
-            pre = comp.inner_acts(x)
+            pre = V[x] if embedding else x @ V
             leaf = pre.detach().requires_grad_(True)
             gp.pre[name], gp.leaves[name] = pre, leaf
             gp.order.append(name)
             new = leaf @ U
             x_delta = x if through_delta else x.detach()
-            new = new + (delta.T[x] if comp.kind == "embedding" else x_delta @ delta.T)
+            new = new + (delta.T[x] if embedding else x_delta @ delta.T)
             return new if comp.bias is None else new + comp.bias
 
         return hook
@@ -165,6 +166,42 @@ def _sources(gp: _GraphPass, layout: _Layout, target: str) -> list[str]:
     return ([EMBED] if gp.embed is not None else []) + [k for k in before if layout.flat[k].numel()]
 
 
+def _reachable(gp: _GraphPass, layout: _Layout) -> dict[str, set[str]]:
+    """Per target layer, the source layers its autograd graph reaches (one memoised walk of the graph)."""
+    leaf_ids = {id(gp.leaves[k]): k for k in gp.order}
+    if gp.embed is not None:
+        leaf_ids[id(gp.embed)] = EMBED
+    memo: dict[object, frozenset[str]] = {}
+
+    def walk(root: object) -> frozenset[str]:
+        stack: list[tuple[object, bool]] = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if node in memo:
+                continue
+            children = [f for f, _ in getattr(node, "next_functions", ()) if f is not None]
+            if not expanded:
+                stack.append((node, True))
+                stack.extend((c, False) for c in children if c not in memo)
+                continue
+            found: set[str] = set()
+            var = getattr(node, "variable", None)
+            if var is not None and id(var) in leaf_ids:
+                found.add(leaf_ids[id(var)])
+            for c in children:
+                found |= memo[c]
+            memo[node] = frozenset(found)
+        return memo[root]
+
+    out = {}
+    for t in layout.layers:
+        if _pseudo_embed(gp, t):
+            continue
+        fn = _target_tensor(gp, t).grad_fn
+        out[t] = set() if fn is None else set(walk(fn))
+    return out
+
+
 def _pseudo_embed(gp: _GraphPass, layer: str) -> bool:
     return layer == EMBED and gp.embed is not None
 
@@ -197,6 +234,98 @@ def _fill(
         start = layout.offset[src]
         edges[rows, start : start + signed.shape[1]] = signed
         edges_abs[rows, start : start + signed.shape[1]] = absval
+
+
+def _probe_cotangents(t_tensor: Tensor, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Random cotangents on the positions whose bit b is 1 (or 0), for every bit of the position index,
+    and the (rows, seq) position selections. Two different positions differ in some bit, so a target
+    that depends on a source at another position leaves a nonzero gradient on the complementary
+    positions of some row (with probability 1)."""
+    seq = t_tensor.shape[1]
+    pos = torch.arange(seq)
+    bits = max(1, (seq - 1).bit_length())
+    sel = torch.stack([((pos >> b) & 1) == v for b in range(bits) for v in (1, 0)])  # (rows, seq)
+    cot = torch.randn(sel.shape[0], *t_tensor.shape, generator=torch.Generator().manual_seed(seed), dtype=t_tensor.dtype)
+    cot = cot * sel.view(sel.shape[0], 1, seq, *([1] * (t_tensor.ndim - 2))).to(cot.dtype)
+    return cot, sel
+
+
+def _leaky_sources(gp: _GraphPass, layout: _Layout) -> set[str]:
+    """Sources that some target depends on at another position (one joint probe over all targets;
+    a sum of independent random probes leaks iff one of them does, with probability 1)."""
+    targets = [
+        t for t in layout.layers
+        if not _pseudo_embed(gp, t) and layout.flat[t].numel() and _target_tensor(gp, t).requires_grad
+    ]
+    sources = ([EMBED] if gp.embed is not None else []) + [k for k in gp.order if layout.flat[k].numel()]
+    tensors = [_target_tensor(gp, t) for t in targets]
+    if not targets or not sources or any(t.ndim < 3 for t in tensors):
+        return set()
+    probes = [_probe_cotangents(t, seed=i) for i, t in enumerate(tensors)]
+    sel = probes[0][1]
+    grads = torch.autograd.grad(
+        tensors, [_source_tensor(gp, s) for s in sources], [p for p, _ in probes],
+        retain_graph=True, allow_unused=True, is_grads_batched=True,
+    )
+    leaky = set()
+    for src, g in zip(sources, grads, strict=True):
+        if g is not None and bool((g.reshape(sel.shape[0], sel.shape[1], -1).abs().sum(-1) * (~sel)).any()):
+            leaky.add(src)
+    return leaky
+
+
+def _packed_edges(
+    edges: Tensor, edges_abs: Tensor, gp: _GraphPass, layout: _Layout, target: str, sources: list[str],
+    probe: bool = True,
+) -> list[bool]:
+    """Edges from the sources the target depends on only at its own position; returns per source
+    whether it is such a local source (the others need ``_fill`` with one row per target node).
+
+    One batched backward holds the locality probes (``_probe_cotangents``) and m packed rows: row r
+    carries the r-th alive target node of every position at once, which positions cannot mix.
+    """
+    t_tensor = _target_tensor(gp, target)
+    idx = layout.flat[target]
+    width = layout.width[target]
+    t_pos = idx // width
+    first = torch.searchsorted(idx, t_pos * width)  # idx is sorted: rank within the node's position
+    rank = torch.arange(idx.numel()) - first
+    m = int(rank.max()) + 1
+    packed = torch.zeros(m, t_tensor.numel(), dtype=t_tensor.dtype)
+    packed[rank, idx] = 1.0
+    has_seq = probe and t_tensor.ndim >= 3
+    probe, sel = _probe_cotangents(t_tensor) if has_seq else (torch.zeros(0, *t_tensor.shape), torch.zeros(0, 1))
+    n_probe = probe.shape[0]
+    grads = torch.autograd.grad(
+        t_tensor, [_source_tensor(gp, s) for s in sources], torch.cat([probe, packed.view(m, *t_tensor.shape)]),
+        retain_graph=True, allow_unused=True, is_grads_batched=True,
+    )
+    rows = layout.offset[target] + torch.arange(idx.numel())
+    local = []
+    for src, g_all in zip(sources, grads, strict=True):
+        if g_all is None:
+            local.append(True)
+            continue
+        if has_seq:
+            leaks = g_all[:n_probe].reshape(n_probe, sel.shape[1], -1).abs().sum(-1) * (~sel).to(g_all.dtype)
+            if bool(leaks.any()):
+                local.append(False)
+                continue
+        local.append(True)
+        g = g_all[n_probe:]
+        act = _source_tensor(gp, src).detach()
+        start = layout.offset[src]
+        if _pseudo_embed(gp, src):  # one node per position: sum over d_model at the target's own position
+            ga = (g * act).reshape(m, -1, act.shape[-1])[rank, t_pos]  # (n_t, d_model)
+            edges[rows, start + t_pos] = ga.sum(-1)
+            edges_abs[rows, start + t_pos] = ga.abs().sum(-1)
+            continue
+        cols = layout.flat[src]
+        same = t_pos[:, None] == (cols // layout.width[src])[None, :]  # (n_t, n_s)
+        vals = g.reshape(m, -1)[:, cols][rank] * act.reshape(-1)[cols] * same
+        edges[rows, start : start + cols.numel()] = vals
+        edges_abs[rows, start : start + cols.numel()] = vals.abs()
+    return local
 
 
 def _outputs(gp: _GraphPass, outputs: Sequence[tuple[int, int]] | None, top_k_outputs: int) -> list[tuple[int, int]]:
@@ -254,6 +383,8 @@ def attribution_graph(
         )
         edges = torch.zeros(n, n, dtype=torch.float32)
         edges_abs = torch.zeros(n, n, dtype=torch.float32)
+        leaky = _leaky_sources(gp, layout) if method == "batched" else set()
+        reach = _reachable(gp, layout) if method == "batched" else {}
         for target in layout.layers:
             if _pseudo_embed(gp, target):
                 continue
@@ -262,18 +393,29 @@ def attribution_graph(
             if not sources or not idx.numel():
                 continue
             t_tensor = _target_tensor(gp, target)
+            if not t_tensor.requires_grad:  # e.g. a decomposed embedding: nothing feeds it
+                continue
             src_tensors = [_source_tensor(gp, s) for s in sources]
             base = layout.offset[target]
             if method == "batched":
-                for lo in range(0, idx.numel(), chunk):
+                sure = [s for s in sources if s in reach[target] and s not in leaky]
+                maybe = [s for s in sources if s in reach[target] and s in leaky]
+                if sure:
+                    _packed_edges(edges, edges_abs, gp, layout, target, sure, probe=False)
+                cross: list[str] = []
+                if maybe:
+                    local = _packed_edges(edges, edges_abs, gp, layout, target, maybe, probe=True)
+                    cross = [s for s, is_local in zip(maybe, local, strict=True) if not is_local]
+                cross_tensors = [_source_tensor(gp, s) for s in cross]
+                for lo in range(0, idx.numel() if cross else 0, chunk):
                     part = idx[lo : lo + chunk]
                     cot = torch.zeros(part.numel(), t_tensor.numel(), dtype=t_tensor.dtype)
                     cot[torch.arange(part.numel()), part] = 1.0
                     grads = torch.autograd.grad(
-                        t_tensor, src_tensors, cot.view(part.numel(), *t_tensor.shape),
+                        t_tensor, cross_tensors, cot.view(part.numel(), *t_tensor.shape),
                         retain_graph=True, allow_unused=True, is_grads_batched=True,
                     )
-                    _fill(edges, edges_abs, gp, layout, target, base + lo + torch.arange(part.numel()), sources, grads)
+                    _fill(edges, edges_abs, gp, layout, target, base + lo + torch.arange(part.numel()), cross, grads)
             else:
                 flat_t = t_tensor.reshape(-1)
                 for i, f in enumerate(idx.tolist()):

@@ -20,7 +20,7 @@ from spd_core.analysis.common import check_single_input, per_position, resolve
 from spd_core.analysis.health import checked_forward
 from spd_core.analysis.overlay import Edit, applied
 from spd_core.analysis.regimes import Regime, RegimeSettings, regime_outputs
-from spd_core.ci import sigmoids
+from spd_core.ci import lower_leaky_hard_sigmoid, upper_leaky_hard_sigmoid
 from spd_core.keys import NodeKey
 from spd_core.losses import importance_minimality_loss, pgd_masks
 from spd_core.masks import stochastic_masks
@@ -95,35 +95,41 @@ def optimize_circuit(
         vocab = target_out.shape[-1]
         assert 0 <= target_token < vocab, f"target token id {target_token} out of range; valid: 0..{vocab - 1}"
         pos = resolve(position, per_position(target_out).shape[0])
-        alive = {k: g > 0 for k, g in ci0.lower.items()}
-        params = {k: ci0.pre[k][alive[k]].detach().clone().requires_grad_(True) for k in alive}
-        opt = torch.optim.AdamW(list(params.values()), lr=config.lr, weight_decay=0.0)
+        # All layers share the leading (1, seq) shape: one (1, seq, ΣC) parameter, split into layer views.
+        names = list(ci0.pre)
+        sizes = [ci0.pre[k].shape[-1] for k in names]
+        alive = torch.cat([ci0.lower[k] > 0 for k in names], dim=-1)
+        param = torch.cat([ci0.pre[k] for k in names], dim=-1).detach().clone().requires_grad_(True)
+        keep = alive.to(param.dtype)
+        opt = torch.optim.AdamW([param], lr=config.lr, weight_decay=0.0)
         trace: list[float] = []
         for step in range(config.steps):
-            ci = sigmoids({k: torch.zeros_like(ci0.pre[k]).masked_scatter(alive[k], params[k]) for k in params})
+            pre = param * keep  # entries with natural CI 0 stay off (their gradient is 0)
+            lower = dict(zip(names, lower_leaky_hard_sigmoid(pre).split(sizes, dim=-1), strict=True))
             if config.mask == "ci":
-                out = checked_forward(model, x, masks=ci.lower, what="circuit CI-masked forward").output
+                out = checked_forward(model, x, masks=lower, what="circuit CI-masked forward", layer_flags=False).output
             else:
-                masks, delta = stochastic_masks(ci.lower)
-                out = checked_forward(model, x, masks=masks, delta_masks=delta, what="circuit stochastic forward").output
+                masks, delta = stochastic_masks(lower)
+                out = checked_forward(
+                    model, x, masks=masks, delta_masks=delta, what="circuit stochastic forward", layer_flags=False
+                ).output
             loss = config.ce_coeff * _position_loss(out, target_out, pos, target_token, config.loss)
             if config.adversarial_steps:
                 masks, delta = pgd_masks(
-                    model, x, target_out, ci.lower, "kl", config.adversarial_steps, config.adversarial_step_size
+                    model, x, target_out, lower, "kl", config.adversarial_steps, config.adversarial_step_size
                 )
                 adv = checked_forward(model, x, masks=masks, delta_masks=delta, what="circuit adversarial forward").output
                 loss = loss + config.ce_coeff * _position_loss(adv, target_out, pos, target_token, config.loss)
-            loss = loss + config.sparsity * importance_minimality_loss(ci.upper, config.p)
+            # Σ_layers Σ_c mean over positions, as importance_minimality_loss computes it per layer
+            loss = loss + config.sparsity * importance_minimality_loss({"all": upper_leaky_hard_sigmoid(pre)}, config.p)
             # autograd.grad, not backward: nothing accumulates in the model's own .grad fields
-            grads = torch.autograd.grad(loss, list(params.values()))
-            for prm, g in zip(params.values(), grads, strict=True):
-                prm.grad = g
+            (param.grad,) = torch.autograd.grad(loss, [param])
             opt.step()
             trace.append(float(loss.detach()))
             if progress is not None:
                 progress(step + 1, config.steps, trace[-1])
         with torch.no_grad():
-            final = sigmoids({k: torch.zeros_like(ci0.pre[k]).masked_scatter(alive[k], params[k]) for k in params}).lower
+            final = dict(zip(names, lower_leaky_hard_sigmoid(param * keep).split(sizes, dim=-1), strict=True))
         outs = regime_outputs(model, x, final, target_out, regimes)
     probs = {
         r: float(torch.stack([per_position(o)[pos].float().softmax(-1)[target_token] for o in os]).mean())

@@ -8,7 +8,7 @@ canonical layer name (or module path) and position.
 """
 
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,10 +129,14 @@ def checked_forward(
     delta_masks: Mapping[str, Tensor] | None = None,
     cache_inputs: bool = False,
     what: str = "forward pass",
+    layer_flags: bool = True,
 ) -> ForwardOutput:
-    """``model(x, ...)`` with its input and output checked for NaN/Inf (see ``NonFiniteError``)."""
+    """``model(x, ...)`` with its input and output checked for NaN/Inf (see ``NonFiniteError``).
+
+    ``layer_flags=False`` skips the per-layer flags (for tight loops whose first pass was checked).
+    """
     check_input(x)
-    with flagged(model) as flags:
+    with flagged(model) if layer_flags else nullcontext([]) as flags:
         out = model(x, masks=masks, delta_masks=delta_masks, cache_inputs=cache_inputs)
     raise_if_nonfinite(model, out.output, lambda: model(x, masks=masks, delta_masks=delta_masks), what, flags)
     return out
