@@ -66,10 +66,11 @@ def bench_analysis(repeats: int = 3, seq: int = 32, active_per_token: int = 48, 
     stamps: list[float] = []
     cfg = CircuitConfig(steps=circuit_steps)
     regimes = RegimeSettings(n_samples=4, pgd_steps=10)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     optimize_circuit(model, x, target_token=5, position=-1, config=cfg, regimes=regimes,
                      progress=lambda s, n, loss: stamps.append(time.perf_counter()))
     out["circuit_total_s"] = time.perf_counter() - t0
+    out["circuit_total_cpu_s"] = time.process_time() - c0
     out["circuit_steps"] = circuit_steps
     out["circuit_steps_s"] = stamps[-1] - t0
     return out

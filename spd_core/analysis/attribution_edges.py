@@ -1,0 +1,136 @@
+"""Edge computation for attribution graphs: batched backwards that exploit position locality.
+
+For each target layer, sources it depends on only at the target's own position (checked per prompt
+with random probe cotangents, exact with probability 1) are handled by one batched backward whose
+row r holds the r-th alive target node of every position at once; sources reached across positions
+(e.g. keys and values feeding an attention output) get one batched row per target node. Only the
+sources a target's autograd graph reaches are differentiated.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from spd_core.analysis.graph_pass import (
+    EMBED,
+    GraphPass,
+    Layout,
+    pseudo_embed,
+    source_tensor,
+    target_tensor,
+)
+
+
+def fill_rows(
+    edges: Tensor, edges_abs: Tensor, gp: GraphPass, layout: Layout, target: str, rows: Tensor,
+    sources: list[str], grads: Sequence[Tensor | None],
+) -> None:
+    """Write grad × act of one batch of target rows (grads: per source (n, *source shape))."""
+    n = rows.numel()
+    for src, g in zip(sources, grads, strict=True):
+        if g is None:
+            continue
+        act = source_tensor(gp, src).detach()
+        if pseudo_embed(gp, src):  # every position is a node: sum grad × act over d_model
+            ga = (g * act).reshape(n, -1, act.shape[-1])
+            signed, absval = ga.sum(-1), ga.abs().sum(-1)
+        else:  # read the gradient at alive source nodes only
+            cols = layout.flat[src]
+            signed = g.reshape(n, -1)[:, cols] * act.reshape(-1)[cols]
+            absval = signed.abs()
+        start = layout.offset[src]
+        edges[rows, start : start + signed.shape[1]] = signed
+        edges_abs[rows, start : start + signed.shape[1]] = absval
+
+
+def probe_cotangents(t_tensor: Tensor, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Random cotangents on the positions whose bit b is 1 (or 0), for every bit of the position index,
+    and the (rows, seq) position selections. Two different positions differ in some bit, so a target
+    that depends on a source at another position leaves a nonzero gradient on the complementary
+    positions of some row (with probability 1)."""
+    seq = t_tensor.shape[1]
+    pos = torch.arange(seq)
+    bits = max(1, (seq - 1).bit_length())
+    sel = torch.stack([((pos >> b) & 1) == v for b in range(bits) for v in (1, 0)])  # (rows, seq)
+    cot = torch.randn(sel.shape[0], *t_tensor.shape, generator=torch.Generator().manual_seed(seed), dtype=t_tensor.dtype)
+    cot = cot * sel.view(sel.shape[0], 1, seq, *([1] * (t_tensor.ndim - 2))).to(cot.dtype)
+    return cot, sel
+
+
+def leaky_sources(gp: GraphPass, layout: Layout) -> set[str]:
+    """Sources that some target depends on at another position (one joint probe over all targets;
+    a sum of independent random probes leaks iff one of them does, with probability 1)."""
+    targets = [
+        t for t in layout.layers
+        if not pseudo_embed(gp, t) and layout.flat[t].numel() and target_tensor(gp, t).requires_grad
+    ]
+    sources = ([EMBED] if gp.embed is not None else []) + [k for k in gp.order if layout.flat[k].numel()]
+    tensors = [target_tensor(gp, t) for t in targets]
+    if not targets or not sources or any(t.ndim < 3 for t in tensors):
+        return set()
+    probes = [probe_cotangents(t, seed=i) for i, t in enumerate(tensors)]
+    sel = probes[0][1]
+    grads = torch.autograd.grad(
+        tensors, [source_tensor(gp, s) for s in sources], [p for p, _ in probes],
+        retain_graph=True, allow_unused=True, is_grads_batched=True,
+    )
+    leaky = set()
+    for src, g in zip(sources, grads, strict=True):
+        if g is not None and bool((g.reshape(sel.shape[0], sel.shape[1], -1).abs().sum(-1) * (~sel)).any()):
+            leaky.add(src)
+    return leaky
+
+
+def packed_edges(
+    edges: Tensor, edges_abs: Tensor, gp: GraphPass, layout: Layout, target: str, sources: list[str],
+    probe: bool = True,
+) -> list[bool]:
+    """Edges from the sources the target depends on only at its own position; returns per source
+    whether it is such a local source (the others need ``fill_rows`` with one row per target node).
+
+    One batched backward holds the locality probes (``probe_cotangents``) and m packed rows: row r
+    carries the r-th alive target node of every position at once, which positions cannot mix.
+    """
+    t_tensor = target_tensor(gp, target)
+    idx = layout.flat[target]
+    width = layout.width[target]
+    t_pos = idx // width
+    first = torch.searchsorted(idx, t_pos * width)  # idx is sorted: rank within the node's position
+    rank = torch.arange(idx.numel()) - first
+    m = int(rank.max()) + 1
+    packed = torch.zeros(m, t_tensor.numel(), dtype=t_tensor.dtype)
+    packed[rank, idx] = 1.0
+    has_seq = probe and t_tensor.ndim >= 3
+    probe, sel = probe_cotangents(t_tensor) if has_seq else (torch.zeros(0, *t_tensor.shape), torch.zeros(0, 1))
+    n_probe = probe.shape[0]
+    grads = torch.autograd.grad(
+        t_tensor, [source_tensor(gp, s) for s in sources], torch.cat([probe, packed.view(m, *t_tensor.shape)]),
+        retain_graph=True, allow_unused=True, is_grads_batched=True,
+    )
+    rows = layout.offset[target] + torch.arange(idx.numel())
+    local = []
+    for src, g_all in zip(sources, grads, strict=True):
+        if g_all is None:
+            local.append(True)
+            continue
+        if has_seq:
+            leaks = g_all[:n_probe].reshape(n_probe, sel.shape[1], -1).abs().sum(-1) * (~sel).to(g_all.dtype)
+            if bool(leaks.any()):
+                local.append(False)
+                continue
+        local.append(True)
+        g = g_all[n_probe:]
+        act = source_tensor(gp, src).detach()
+        start = layout.offset[src]
+        if pseudo_embed(gp, src):  # one node per position: sum over d_model at the target's own position
+            ga = (g * act).reshape(m, -1, act.shape[-1])[rank, t_pos]  # (n_t, d_model)
+            edges[rows, start + t_pos] = ga.sum(-1)
+            edges_abs[rows, start + t_pos] = ga.abs().sum(-1)
+            continue
+        cols = layout.flat[src]
+        same = t_pos[:, None] == (cols // layout.width[src])[None, :]  # (n_t, n_s)
+        vals = g.reshape(m, -1)[:, cols][rank] * act.reshape(-1)[cols] * same
+        edges[rows, start : start + cols.numel()] = vals
+        edges_abs[rows, start : start + cols.numel()] = vals.abs()
+    return local
