@@ -104,3 +104,24 @@ def test_max_nodes_error_names_the_fix(tokens: torch.Tensor) -> None:
     model = tiny_llama()
     with pytest.raises(AssertionError, match="raise the CI threshold"):
         attribution_graph(model, tokens, threshold=0.0, max_nodes=10)
+
+
+def test_graph_under_an_edit_uses_the_edited_model(llama: ComponentModel, tokens: torch.Tensor) -> None:
+    from spd_core.analysis.editing import remove_edit
+    from spd_core.analysis.overlay import applied
+    from spd_core.keys import ComponentKey
+
+    edit = remove_edit(llama, [ComponentKey("1.mlp.down", 0)])
+    g = attribution_graph(llama, tokens, threshold=0.5, edit=edit)
+    with torch.no_grad(), applied(llama, edit):
+        edited = llama.target_output(tokens)[0]
+    assert (g.logits - edited).abs().max() <= 1e-5
+    assert (g.logits - llama.target_output(tokens)[0].detach()).abs().max() > 1e-4
+
+
+def test_bench_function_smoke() -> None:
+    from bench.bench_analysis import bench_analysis
+
+    out = bench_analysis(repeats=1, seq=6, circuit_steps=3)
+    assert out["attr_max_abs_diff"] <= 1e-5 and out["circuit_steps"] == 3
+    assert out["attr_speedup"] > 0 and out["circuit_total_s"] > 0

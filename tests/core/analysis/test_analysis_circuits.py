@@ -41,3 +41,16 @@ def test_circuit_is_seeded_and_reports_progress() -> None:
     assert seen == list(range(1, 21))
     assert a.loss_trace == b.loss_trace
     assert a.probs == b.probs
+
+
+def test_circuit_on_language_model_reports_every_regime(llama, tokens) -> None:  # noqa: ANN001
+    with torch.no_grad():
+        token = int(llama.target_output(tokens)[0, -1].argmax())
+    circ = optimize_circuit(
+        llama, tokens, token, -1, CircuitConfig(steps=8, loss="kl", mask="stochastic", adversarial_steps=1),
+        RegimeSettings(n_samples=2, pgd_steps=2),
+    )
+    assert set(circ.probs) == {"target", "ci", "stochastic", "adversarial", "unmasked"}
+    assert abs(circ.probs["unmasked"] - circ.probs["target"]) < 1e-5
+    assert circ.position == tokens.shape[1] - 1 and len(circ.loss_trace) == 8
+    assert sum(circ.l0.values()) == len(circ.nodes)
