@@ -7,7 +7,9 @@ row r holds the r-th alive target node of every position at once; sources reache
 sources a target's autograd graph reaches are differentiated.
 """
 
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -44,15 +46,21 @@ def fill_rows(
         edges_abs[rows, start : start + signed.shape[1]] = absval
 
 
+@functools.lru_cache(maxsize=64)
+def _position_bit_sets(seq: int) -> Tensor:
+    """(2·bits, seq) bool: row 2b selects positions whose bit b is 1, row 2b+1 those whose bit b is 0."""
+    pos = torch.arange(seq)
+    bits = max(1, (seq - 1).bit_length())
+    return torch.stack([((pos >> b) & 1) == v for b in range(bits) for v in (1, 0)])
+
+
 def probe_cotangents(t_tensor: Tensor, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Random cotangents on the positions whose bit b is 1 (or 0), for every bit of the position index,
     and the (rows, seq) position selections. Two different positions differ in some bit, so a target
     that depends on a source at another position leaves a nonzero gradient on the complementary
     positions of some row (with probability 1)."""
     seq = t_tensor.shape[1]
-    pos = torch.arange(seq)
-    bits = max(1, (seq - 1).bit_length())
-    sel = torch.stack([((pos >> b) & 1) == v for b in range(bits) for v in (1, 0)])  # (rows, seq)
+    sel = _position_bit_sets(seq)
     cot = torch.randn(sel.shape[0], *t_tensor.shape, generator=torch.Generator().manual_seed(seed), dtype=t_tensor.dtype)
     cot = cot * sel.view(sel.shape[0], 1, seq, *([1] * (t_tensor.ndim - 2))).to(cot.dtype)
     return cot, sel
@@ -82,16 +90,18 @@ def leaky_sources(gp: GraphPass, layout: Layout) -> set[str]:
     return leaky
 
 
-def packed_edges(
-    edges: Tensor, edges_abs: Tensor, gp: GraphPass, layout: Layout, target: str, sources: list[str],
-    probe: bool = True,
-) -> list[bool]:
-    """Edges from the sources the target depends on only at its own position; returns per source
-    whether it is such a local source (the others need ``fill_rows`` with one row per target node).
+@dataclass
+class _Packing:
+    """Row r of ``cot`` (m, *target shape) selects the r-th alive node of the target at every position."""
 
-    One batched backward holds the locality probes (``probe_cotangents``) and m packed rows: row r
-    carries the r-th alive target node of every position at once, which positions cannot mix.
-    """
+    target: str
+    t_pos: Tensor  # (n_t,) position of each alive target node
+    rank: Tensor  # (n_t,) its row
+    m: int
+    cot: Tensor
+
+
+def _packing(gp: GraphPass, layout: Layout, target: str) -> _Packing:
     t_tensor = target_tensor(gp, target)
     idx = layout.flat[target]
     width = layout.width[target]
@@ -99,16 +109,71 @@ def packed_edges(
     first = torch.searchsorted(idx, t_pos * width)  # idx is sorted: rank within the node's position
     rank = torch.arange(idx.numel()) - first
     m = int(rank.max()) + 1
-    packed = torch.zeros(m, t_tensor.numel(), dtype=t_tensor.dtype)
-    packed[rank, idx] = 1.0
-    has_seq = probe and t_tensor.ndim >= 3
+    cot = torch.zeros(m, t_tensor.numel(), dtype=t_tensor.dtype)
+    cot[rank, idx] = 1.0
+    return _Packing(target, t_pos, rank, m, cot.view(m, *t_tensor.shape))
+
+
+def _read_packed(edges: Tensor, edges_abs: Tensor, gp: GraphPass, layout: Layout, pk: _Packing, src: str, g: Tensor) -> None:
+    """Write the edges of one local source from its packed gradients g (m, *source shape)."""
+    rows = layout.offset[pk.target] + torch.arange(pk.t_pos.numel())
+    act = source_tensor(gp, src).detach()
+    start = layout.offset[src]
+    if pseudo_embed(gp, src):  # one node per position: sum over d_model at the target's own position
+        ga = (g * act).reshape(pk.m, -1, act.shape[-1])[pk.rank, pk.t_pos]  # (n_t, d_model)
+        edges[rows, start + pk.t_pos] = ga.sum(-1)
+        edges_abs[rows, start + pk.t_pos] = ga.abs().sum(-1)
+        return
+    cols = layout.flat[src]
+    same = pk.t_pos[:, None] == (cols // layout.width[src])[None, :]  # (n_t, n_s)
+    vals = g.reshape(pk.m, -1)[:, cols][pk.rank] * act.reshape(-1)[cols] * same
+    edges[rows, start : start + cols.numel()] = vals
+    edges_abs[rows, start : start + cols.numel()] = vals.abs()
+
+
+def packed_edges_group(
+    edges: Tensor, edges_abs: Tensor, gp: GraphPass, layout: Layout, targets: list[str], sources: list[str]
+) -> None:
+    """Edges from sources known to be local to every target in ``targets``: one batched backward with
+    the targets' packed rows stacked (each target's rows are zero on the other targets)."""
+    pks = [_packing(gp, layout, t) for t in targets]
+    total = sum(pk.m for pk in pks)
+    grad_outputs, offset = [], 0
+    for pk in pks:
+        go = torch.zeros(total, *pk.cot.shape[1:], dtype=pk.cot.dtype)
+        go[offset : offset + pk.m] = pk.cot
+        grad_outputs.append(go)
+        offset += pk.m
+    grads = torch.autograd.grad(
+        [target_tensor(gp, t) for t in targets], [source_tensor(gp, s) for s in sources], grad_outputs,
+        retain_graph=True, allow_unused=True, is_grads_batched=True,
+    )
+    for src, g in zip(sources, grads, strict=True):
+        if g is None:
+            continue
+        offset = 0
+        for pk in pks:
+            _read_packed(edges, edges_abs, gp, layout, pk, src, g[offset : offset + pk.m])
+            offset += pk.m
+
+
+def packed_edges(
+    edges: Tensor, edges_abs: Tensor, gp: GraphPass, layout: Layout, target: str, sources: list[str]
+) -> list[bool]:
+    """Edges from the sources the target depends on only at its own position; returns per source
+    whether it is such a local source (the others need ``fill_rows`` with one row per target node).
+
+    One batched backward holds the locality probes (``probe_cotangents``) and the packed rows.
+    """
+    t_tensor = target_tensor(gp, target)
+    pk = _packing(gp, layout, target)
+    has_seq = t_tensor.ndim >= 3
     probe, sel = probe_cotangents(t_tensor) if has_seq else (torch.zeros(0, *t_tensor.shape), torch.zeros(0, 1))
     n_probe = probe.shape[0]
     grads = torch.autograd.grad(
-        t_tensor, [source_tensor(gp, s) for s in sources], torch.cat([probe, packed.view(m, *t_tensor.shape)]),
+        t_tensor, [source_tensor(gp, s) for s in sources], torch.cat([probe, pk.cot]),
         retain_graph=True, allow_unused=True, is_grads_batched=True,
     )
-    rows = layout.offset[target] + torch.arange(idx.numel())
     local = []
     for src, g_all in zip(sources, grads, strict=True):
         if g_all is None:
@@ -120,17 +185,5 @@ def packed_edges(
                 local.append(False)
                 continue
         local.append(True)
-        g = g_all[n_probe:]
-        act = source_tensor(gp, src).detach()
-        start = layout.offset[src]
-        if pseudo_embed(gp, src):  # one node per position: sum over d_model at the target's own position
-            ga = (g * act).reshape(m, -1, act.shape[-1])[rank, t_pos]  # (n_t, d_model)
-            edges[rows, start + t_pos] = ga.sum(-1)
-            edges_abs[rows, start + t_pos] = ga.abs().sum(-1)
-            continue
-        cols = layout.flat[src]
-        same = t_pos[:, None] == (cols // layout.width[src])[None, :]  # (n_t, n_s)
-        vals = g.reshape(m, -1)[:, cols][rank] * act.reshape(-1)[cols] * same
-        edges[rows, start : start + cols.numel()] = vals
-        edges_abs[rows, start : start + cols.numel()] = vals.abs()
+        _read_packed(edges, edges_abs, gp, layout, pk, src, g_all[n_probe:])
     return local

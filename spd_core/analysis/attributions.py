@@ -20,7 +20,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from spd_core.analysis.attribution_edges import fill_rows, leaky_sources, packed_edges
+from spd_core.analysis.attribution_edges import (
+    fill_rows,
+    leaky_sources,
+    packed_edges,
+    packed_edges_group,
+)
 from spd_core.analysis.ci import model_ci
 from spd_core.analysis.common import check_single_input, per_position, resolve
 from spd_core.analysis.graph_pass import (
@@ -133,6 +138,18 @@ def attribution_graph(
         edges_abs = torch.zeros(n, n, dtype=torch.float32)
         leaky = leaky_sources(gp, layout) if method == "batched" else set()
         reach = reachable(gp, layout) if method == "batched" else {}
+        if method == "batched":  # targets with the same local sources share one packed backward
+            groups: dict[tuple[str, ...], list[str]] = {}
+            for target in layout.layers:
+                if pseudo_embed(gp, target) or not layout.flat[target].numel():
+                    continue
+                if not target_tensor(gp, target).requires_grad:
+                    continue
+                sure = tuple(s for s in sources_of(gp, layout, target) if s in reach[target] and s not in leaky)
+                if sure:
+                    groups.setdefault(sure, []).append(target)
+            for sure, targets in groups.items():
+                packed_edges_group(edges, edges_abs, gp, layout, targets, list(sure))
         for target in layout.layers:
             if pseudo_embed(gp, target):
                 continue
@@ -146,13 +163,10 @@ def attribution_graph(
             src_tensors = [source_tensor(gp, s) for s in sources]
             base = layout.offset[target]
             if method == "batched":
-                sure = [s for s in sources if s in reach[target] and s not in leaky]
                 maybe = [s for s in sources if s in reach[target] and s in leaky]
-                if sure:
-                    packed_edges(edges, edges_abs, gp, layout, target, sure, probe=False)
                 cross: list[str] = []
                 if maybe:
-                    local = packed_edges(edges, edges_abs, gp, layout, target, maybe, probe=True)
+                    local = packed_edges(edges, edges_abs, gp, layout, target, maybe)
                     cross = [s for s, is_local in zip(maybe, local, strict=True) if not is_local]
                 cross_tensors = [source_tensor(gp, s) for s in cross]
                 for lo in range(0, idx.numel() if cross else 0, chunk):

@@ -108,7 +108,7 @@ def layout_nodes(gp: GraphPass, ci: dict[str, Tensor], threshold: float, outputs
     def add(layer: str, idx: Tensor, w: int) -> None:
         layers.append(layer)
         flat[layer], offset[layer], width[layer] = idx, len(nodes), w
-        nodes.extend(NodeKey(layer, int(i) // w, int(i) % w) for i in idx)
+        nodes.extend(NodeKey(layer, i // w, i % w) for i in idx.tolist())
 
     if gp.embed is not None:
         add(EMBED, torch.arange(per_position(gp.embed).shape[0]), 1)
