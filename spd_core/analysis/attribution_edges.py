@@ -1,10 +1,10 @@
 """Edge computation for attribution graphs: batched backwards that exploit position locality.
 
-For each target layer, sources it depends on only at the target's own position (checked per prompt
-with random probe cotangents, exact with probability 1) are handled by one batched backward whose
-row r holds the r-th alive target node of every position at once; sources reached across positions
-(e.g. keys and values feeding an attention output) get one batched row per target node. Only the
-sources a target's autograd graph reaches are differentiated.
+Sources that no target reads at another position (one joint random probe per prompt, exact with
+probability 1) are handled by packed backwards whose row r holds the r-th alive node of a target
+layer at every position at once; targets with the same such sources share one backward. Sources
+read across positions (e.g. keys and values feeding an attention output) get one batched row per
+target node (``fill_rows``). Only the sources a target's autograd graph reaches are differentiated.
 """
 
 import functools
@@ -155,35 +155,3 @@ def packed_edges_group(
         for pk in pks:
             _read_packed(edges, edges_abs, gp, layout, pk, src, g[offset : offset + pk.m])
             offset += pk.m
-
-
-def packed_edges(
-    edges: Tensor, edges_abs: Tensor, gp: GraphPass, layout: Layout, target: str, sources: list[str]
-) -> list[bool]:
-    """Edges from the sources the target depends on only at its own position; returns per source
-    whether it is such a local source (the others need ``fill_rows`` with one row per target node).
-
-    One batched backward holds the locality probes (``probe_cotangents``) and the packed rows.
-    """
-    t_tensor = target_tensor(gp, target)
-    pk = _packing(gp, layout, target)
-    has_seq = t_tensor.ndim >= 3
-    probe, sel = probe_cotangents(t_tensor) if has_seq else (torch.zeros(0, *t_tensor.shape), torch.zeros(0, 1))
-    n_probe = probe.shape[0]
-    grads = torch.autograd.grad(
-        t_tensor, [source_tensor(gp, s) for s in sources], torch.cat([probe, pk.cot]),
-        retain_graph=True, allow_unused=True, is_grads_batched=True,
-    )
-    local = []
-    for src, g_all in zip(sources, grads, strict=True):
-        if g_all is None:
-            local.append(True)
-            continue
-        if has_seq:
-            leaks = g_all[:n_probe].reshape(n_probe, sel.shape[1], -1).abs().sum(-1) * (~sel).to(g_all.dtype)
-            if bool(leaks.any()):
-                local.append(False)
-                continue
-        local.append(True)
-        _read_packed(edges, edges_abs, gp, layout, pk, src, g_all[n_probe:])
-    return local

@@ -23,7 +23,6 @@ from torch import Tensor
 from spd_core.analysis.attribution_edges import (
     fill_rows,
     leaky_sources,
-    packed_edges,
     packed_edges_group,
 )
 from spd_core.analysis.ci import model_ci
@@ -163,11 +162,8 @@ def attribution_graph(
             src_tensors = [source_tensor(gp, s) for s in sources]
             base = layout.offset[target]
             if method == "batched":
-                maybe = [s for s in sources if s in reach[target] and s in leaky]
-                cross: list[str] = []
-                if maybe:
-                    local = packed_edges(edges, edges_abs, gp, layout, target, maybe)
-                    cross = [s for s, is_local in zip(maybe, local, strict=True) if not is_local]
+                # sources some target reads across positions: one row per target node, all positions
+                cross = [s for s in sources if s in reach[target] and s in leaky]
                 cross_tensors = [source_tensor(gp, s) for s in cross]
                 for lo in range(0, idx.numel() if cross else 0, chunk):
                     part = idx[lo : lo + chunk]
