@@ -101,7 +101,7 @@ def attribution_graph(
     top_k_outputs: int = 3,
     method: Literal["batched", "reference"] = "batched",
     chunk: int = 512,
-    max_nodes: int = 20_000,
+    max_nodes: int = 8_000,
     ci: dict[str, Tensor] | None = None,
     through_delta: bool = False,
     edit: Edit | None = None,
