@@ -32,16 +32,18 @@ def demo_size_model(seed: int = 0, vocab: int = 128, d_model: int = 64, d_mlp: i
     )
 
 
-def _median_time(fn, repeats: int) -> float:  # noqa: ANN001
-    times = []
+def _interleaved_medians(fns: list, repeats: int) -> list[float]:  # noqa: ANN001
+    """Median seconds of each function, timed alternately so that load drift hits both alike."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
-def bench_analysis(repeats: int = 3, seq: int = 32, active_per_token: int = 48, circuit_steps: int = 200) -> dict:
+def bench_analysis(repeats: int = 5, seq: int = 32, active_per_token: int = 48, circuit_steps: int = 200) -> dict:
     """Median seconds of the batched and per-node attribution graph, their ratio and max edge difference
     (default one-hop edges and the through-delta variant), and of ``circuit_steps`` circuit steps."""
     torch.set_num_threads(1)
@@ -54,9 +56,12 @@ def bench_analysis(repeats: int = 3, seq: int = 32, active_per_token: int = 48, 
     for label, through_delta in (("attr", False), ("attr_through_delta", True)):
         fast = attribution_graph(model, x, ci=ci, through_delta=through_delta)  # warm-up
         ref = attribution_graph(model, x, ci=ci, through_delta=through_delta, method="reference")
-        t_fast = _median_time(lambda td=through_delta: attribution_graph(model, x, ci=ci, through_delta=td), repeats)
-        t_ref = _median_time(
-            lambda td=through_delta: attribution_graph(model, x, ci=ci, through_delta=td, method="reference"), repeats
+        t_fast, t_ref = _interleaved_medians(
+            [
+                lambda td=through_delta: attribution_graph(model, x, ci=ci, through_delta=td),
+                lambda td=through_delta: attribution_graph(model, x, ci=ci, through_delta=td, method="reference"),
+            ],
+            repeats,
         )
         out[f"{label}_batched_s"] = t_fast
         out[f"{label}_per_node_s"] = t_ref

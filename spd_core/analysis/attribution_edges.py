@@ -25,25 +25,26 @@ from spd_core.analysis.graph_pass import (
 
 
 def fill_rows(
-    edges: Tensor, edges_abs: Tensor, gp: GraphPass, layout: Layout, target: str, rows: Tensor,
+    edges: Tensor, embed_abs: Tensor, gp: GraphPass, layout: Layout, target: str, rows: Tensor,
     sources: list[str], grads: Sequence[Tensor | None],
 ) -> None:
-    """Write grad × act of one batch of target rows (grads: per source (n, *source shape))."""
+    """Write grad × act of one batch of target rows (grads: per source (n, *source shape)).
+
+    ``embed_abs`` (n_nodes, seq) receives Σ_d |grad × act| of embedding sources (the abs variant).
+    """
     n = rows.numel()
     for src, g in zip(sources, grads, strict=True):
         if g is None:
             continue
         act = source_tensor(gp, src).detach()
+        start = layout.offset[src]
         if pseudo_embed(gp, src):  # every position is a node: sum grad × act over d_model
             ga = (g * act).reshape(n, -1, act.shape[-1])
-            signed, absval = ga.sum(-1), ga.abs().sum(-1)
+            edges[rows, start : start + ga.shape[1]] = ga.sum(-1)
+            embed_abs[rows] = ga.abs().sum(-1)
         else:  # read the gradient at alive source nodes only
             cols = layout.flat[src]
-            signed = g.reshape(n, -1)[:, cols] * act.reshape(-1)[cols]
-            absval = signed.abs()
-        start = layout.offset[src]
-        edges[rows, start : start + signed.shape[1]] = signed
-        edges_abs[rows, start : start + signed.shape[1]] = absval
+            edges[rows, start : start + cols.numel()] = g.reshape(n, -1)[:, cols] * act.reshape(-1)[cols]
 
 
 @functools.lru_cache(maxsize=64)
@@ -114,7 +115,7 @@ def _packing(gp: GraphPass, layout: Layout, target: str) -> _Packing:
     return _Packing(target, t_pos, rank, m, cot.view(m, *t_tensor.shape))
 
 
-def _read_packed(edges: Tensor, edges_abs: Tensor, gp: GraphPass, layout: Layout, pk: _Packing, src: str, g: Tensor) -> None:
+def _read_packed(edges: Tensor, embed_abs: Tensor, gp: GraphPass, layout: Layout, pk: _Packing, src: str, g: Tensor) -> None:
     """Write the edges of one local source from its packed gradients g (m, *source shape)."""
     rows = layout.offset[pk.target] + torch.arange(pk.t_pos.numel())
     act = source_tensor(gp, src).detach()
@@ -122,17 +123,16 @@ def _read_packed(edges: Tensor, edges_abs: Tensor, gp: GraphPass, layout: Layout
     if pseudo_embed(gp, src):  # one node per position: sum over d_model at the target's own position
         ga = (g * act).reshape(pk.m, -1, act.shape[-1])[pk.rank, pk.t_pos]  # (n_t, d_model)
         edges[rows, start + pk.t_pos] = ga.sum(-1)
-        edges_abs[rows, start + pk.t_pos] = ga.abs().sum(-1)
+        embed_abs[rows, pk.t_pos] = ga.abs().sum(-1)
         return
     cols = layout.flat[src]
     same = pk.t_pos[:, None] == (cols // layout.width[src])[None, :]  # (n_t, n_s)
     vals = g.reshape(pk.m, -1)[:, cols][pk.rank] * act.reshape(-1)[cols] * same
     edges[rows, start : start + cols.numel()] = vals
-    edges_abs[rows, start : start + cols.numel()] = vals.abs()
 
 
 def packed_edges_group(
-    edges: Tensor, edges_abs: Tensor, gp: GraphPass, layout: Layout, targets: list[str], sources: list[str]
+    edges: Tensor, embed_abs: Tensor, gp: GraphPass, layout: Layout, targets: list[str], sources: list[str]
 ) -> None:
     """Edges from sources known to be local to every target in ``targets``: one batched backward with
     the targets' packed rows stacked (each target's rows are zero on the other targets)."""
@@ -153,5 +153,5 @@ def packed_edges_group(
             continue
         offset = 0
         for pk in pks:
-            _read_packed(edges, edges_abs, gp, layout, pk, src, g[offset : offset + pk.m])
+            _read_packed(edges, embed_abs, gp, layout, pk, src, g[offset : offset + pk.m])
             offset += pk.m

@@ -54,7 +54,8 @@ class AttributionGraph:
     ``nodes`` are in topological order (embedding, decomposed layers in execution order, outputs).
     ``node_ci``: CI for component nodes, 1 for embedding nodes, probability for output nodes.
     ``node_acts``: inner activation, embedding norm, or logit. ``edges_abs`` sums |grad × act| (equal
-    to |edges| except for embedding sources, whose d_model terms are summed after abs).
+    to |edges| except for embedding sources, whose d_model terms are summed after abs; those columns
+    are ``embed_abs``, (n_nodes, seq), or (n_nodes, 0) when the embedding is decomposed).
     ``logits`` (seq, vocab) and ``probs`` are from the graph's own forward pass.
     """
 
@@ -62,10 +63,17 @@ class AttributionGraph:
     node_ci: Tensor
     node_acts: Tensor
     edges: Tensor
-    edges_abs: Tensor
+    embed_abs: Tensor
     logits: Tensor
     probs: Tensor
     threshold: float
+
+    @property
+    def edges_abs(self) -> Tensor:
+        """|grad × act| edges; embedding sources sum |grad × act| over d_model (kept in ``embed_abs``)."""
+        out = self.edges.abs()
+        out[:, : self.embed_abs.shape[1]] = self.embed_abs  # embedding nodes come first
+        return out
 
     def index(self) -> dict[NodeKey, int]:
         return {n: i for i, n in enumerate(self.nodes)}
@@ -134,7 +142,8 @@ def attribution_graph(
             f"{n} alive nodes exceed max_nodes={max_nodes}; raise the CI threshold (now {threshold}) or max_nodes"
         )
         edges = torch.zeros(n, n, dtype=torch.float32)
-        edges_abs = torch.zeros(n, n, dtype=torch.float32)
+        n_embed = layout.flat[EMBED].numel() if gp.embed is not None else 0
+        embed_abs = torch.zeros(n, n_embed, dtype=torch.float32)
         leaky = leaky_sources(gp, layout) if method == "batched" else set()
         reach = reachable(gp, layout) if method == "batched" else {}
         if method == "batched":  # targets with the same local sources share one packed backward
@@ -148,7 +157,7 @@ def attribution_graph(
                 if sure:
                     groups.setdefault(sure, []).append(target)
             for sure, targets in groups.items():
-                packed_edges_group(edges, edges_abs, gp, layout, targets, list(sure))
+                packed_edges_group(edges, embed_abs, gp, layout, targets, list(sure))
         for target in layout.layers:
             if pseudo_embed(gp, target):
                 continue
@@ -173,17 +182,17 @@ def attribution_graph(
                         t_tensor, cross_tensors, cot.view(part.numel(), *t_tensor.shape),
                         retain_graph=True, allow_unused=True, is_grads_batched=True,
                     )
-                    fill_rows(edges, edges_abs, gp, layout, target, base + lo + torch.arange(part.numel()), cross, grads)
+                    fill_rows(edges, embed_abs, gp, layout, target, base + lo + torch.arange(part.numel()), cross, grads)
             else:
                 flat_t = t_tensor.reshape(-1)
                 for i, f in enumerate(idx.tolist()):
                     grads = torch.autograd.grad(flat_t[f], src_tensors, retain_graph=True, allow_unused=True)
                     grads = [None if g is None else g.unsqueeze(0) for g in grads]
-                    fill_rows(edges, edges_abs, gp, layout, target, torch.tensor([base + i]), sources, grads)
+                    fill_rows(edges, embed_abs, gp, layout, target, torch.tensor([base + i]), sources, grads)
         node_ci, node_acts = _node_values(gp, layout, ci)
     logits = per_position(gp.output.detach())
     return AttributionGraph(
-        nodes=layout.nodes, node_ci=node_ci, node_acts=node_acts, edges=edges, edges_abs=edges_abs,
+        nodes=layout.nodes, node_ci=node_ci, node_acts=node_acts, edges=edges, embed_abs=embed_abs,
         logits=logits, probs=logits.float().softmax(-1), threshold=threshold,
     )
 

@@ -14,7 +14,7 @@ def _graph(edges: torch.Tensor) -> AttributionGraph:
     n = edges.shape[0]
     nodes = [NodeKey("L", i, 0) for i in range(n)]
     z = torch.zeros(n)
-    return AttributionGraph(nodes, z, z, edges, edges.abs(), torch.zeros(1, 2), torch.zeros(1, 2), 0.0)
+    return AttributionGraph(nodes, z, z, edges, torch.zeros(n, 0), torch.zeros(1, 2), torch.zeros(1, 2), 0.0)
 
 
 def test_signs_are_preserved_and_rows_normalised_by_abs_sums() -> None:
