@@ -8,6 +8,8 @@ target node (``fill_rows``). Only the sources a target's autograd graph reaches 
 """
 
 import functools
+import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,20 +50,27 @@ def fill_rows(
 
 
 @functools.lru_cache(maxsize=64)
-def _position_bit_sets(seq: int) -> Tensor:
-    """(2·bits, seq) bool: row 2b selects positions whose bit b is 1, row 2b+1 those whose bit b is 0."""
-    pos = torch.arange(seq)
-    bits = max(1, (seq - 1).bit_length())
-    return torch.stack([((pos >> b) & 1) == v for b in range(bits) for v in (1, 0)])
+def _separating_sets(seq: int) -> Tensor:
+    """(k, seq) bool rows such that for any two positions p ≠ q some row holds p but not q.
+
+    Each position gets a distinct ⌊k/2⌋-subset of the k rows (an antichain), so neither subset
+    contains the other; k is the smallest with C(k, ⌊k/2⌋) ≥ seq (7 rows for 32 positions).
+    """
+    k = 1
+    while math.comb(k, k // 2) < seq:
+        k += 1
+    sel = torch.zeros(k, seq, dtype=torch.bool)
+    for p, subset in zip(range(seq), itertools.combinations(range(k), k // 2), strict=False):
+        sel[list(subset), p] = True
+    return sel
 
 
 def probe_cotangents(t_tensor: Tensor, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Random cotangents on the positions whose bit b is 1 (or 0), for every bit of the position index,
-    and the (rows, seq) position selections. Two different positions differ in some bit, so a target
-    that depends on a source at another position leaves a nonzero gradient on the complementary
-    positions of some row (with probability 1)."""
+    """Random cotangents on the positions of each row of ``_separating_sets`` and those (rows, seq)
+    selections: a target that depends on a source at another position leaves a nonzero gradient
+    outside the selected positions of some row (with probability 1)."""
     seq = t_tensor.shape[1]
-    sel = _position_bit_sets(seq)
+    sel = _separating_sets(seq)
     cot = torch.randn(sel.shape[0], *t_tensor.shape, generator=torch.Generator().manual_seed(seed), dtype=t_tensor.dtype)
     cot = cot * sel.view(sel.shape[0], 1, seq, *([1] * (t_tensor.ndim - 2))).to(cot.dtype)
     return cot, sel

@@ -19,9 +19,10 @@ from tests.core.analysis.tiny_models import tiny_gpt2, tiny_llama
 @pytest.mark.parametrize("through_delta", [False, True])
 def test_batched_equals_reference_llama(llama: ComponentModel, tokens: torch.Tensor, through_delta: bool) -> None:
     outputs = [(-1, 3), (-1, 7), (4, 11)]
-    fast = attribution_graph(llama, tokens, threshold=0.2, outputs=outputs, through_delta=through_delta, chunk=7)
-    ref = attribution_graph_reference(llama, tokens, threshold=0.2, outputs=outputs, through_delta=through_delta)
+    fast = attribution_graph(llama, tokens, threshold=0.05, outputs=outputs, through_delta=through_delta, chunk=7)
+    ref = attribution_graph_reference(llama, tokens, threshold=0.05, outputs=outputs, through_delta=through_delta)
     assert fast.nodes == ref.nodes
+    assert {"0.attn.o", "1.attn.o"} <= {n.layer for n in fast.nodes}  # cross-position targets
     # Through the delta of an untrained decomposition edges reach ~1e3: compare at float32 resolution.
     scale = 1.0 if not through_delta else max(1.0, float(ref.edges.abs().max()))
     assert (fast.edges - ref.edges).abs().max() <= 1e-5 * scale
@@ -125,3 +126,24 @@ def test_bench_function_smoke() -> None:
     out = bench_analysis(repeats=1, seq=6, circuit_steps=3)
     assert out["attr_max_abs_diff"] <= 1e-5 and out["circuit_steps"] == 3
     assert out["attr_speedup"] > 0 and out["circuit_total_s"] > 0
+
+
+def test_separating_sets_separate_every_ordered_pair() -> None:
+    from spd_core.analysis.attribution_edges import _separating_sets
+
+    for seq in (1, 2, 7, 32, 70):
+        sel = _separating_sets(seq)
+        for p in range(seq):
+            for q in range(seq):
+                if p != q:
+                    assert bool((sel[:, p] & ~sel[:, q]).any()), (seq, p, q)
+
+
+def test_cross_position_edges_exist_only_where_attention_reads(llama: ComponentModel, tokens: torch.Tensor) -> None:
+    g = attribution_graph(llama, tokens, threshold=0.0)
+    assert any(n.layer.endswith("attn.o") for n in g.nodes)
+    nz = g.edges.nonzero().tolist()
+    cross = {(g.nodes[j].layer, g.nodes[i].layer) for i, j in nz if g.nodes[i].pos != g.nodes[j].pos}
+    assert cross, "keys/values should feed attention outputs at later positions"
+    assert all(t.endswith("attn.o") and s.split(".")[-1] in ("k", "v") for s, t in cross), cross
+    assert all(g.nodes[i].pos >= g.nodes[j].pos for i, j in nz), "edges must respect causality"
