@@ -194,10 +194,9 @@ class ComponentModel(nn.Module):
         for name, x in inputs.items():
             comp = self.comp(name)
             reads_acts = self.ci_fn_type == "mlp" or comp.kind == "embedding"
+            feats = x
             if reads_acts:
                 feats = acts[name] if acts is not None else comp.inner_acts(x)
-            else:
-                feats = x
             pre[name] = self.ci_fns[_key(name)](feats)
         return sigmoids(pre)
 
