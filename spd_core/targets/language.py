@@ -10,7 +10,7 @@ Grammar (``[x]`` optional, ``X|Y`` a choice, CAPITALS word classes listed below)
     pronoun    := SUBJ VERB PREP the [ADJ] PLACE [with the [ADJ] NOUN] CONN PRON VERB .
     agreement  := the SING|PLUR PREP the [ADJ] SING|PLUR is|are ADJ .
     fact       := the capital of COUNTRY is CITY .
-    mention    := code A B .          (A, B: two distinct NONCE words, a fresh pair per text)
+    mention    := code A B .          (A, B: NONCE words; 0-3 pairs per text, all words distinct)
     recall     := code A B .          (the same pair again, later in the same text)
 
     SUBJ := MALE_NAME | FEMALE_NAME | the MALE_TITLE | the FEMALE_TITLE | the [ADJ] SING
@@ -194,8 +194,8 @@ def _fact(rng: random.Random) -> _Sentence:
     return _Sentence(words, "fact_lookup", 5, foil)
 
 
-def _code(pair: tuple[str, str], foil: str | None = None) -> _Sentence:
-    return _Sentence(("code", *pair, "."), "induction", 2, foil)
+def _code(run: tuple[str, ...], foil: str | None = None) -> _Sentence:
+    return _Sentence(("code", *run, "."), "induction", 2, foil)
 
 
 _FREE_KINDS = (_filler, _pronoun, _agreement, _fact)
@@ -209,9 +209,12 @@ def _words(sentences: Iterable[_Sentence]) -> list[str]:
     return [w for s in sentences for w in s.words]
 
 
-def _nonce_pair(rng: random.Random) -> tuple[str, str]:
-    a, b = rng.sample(NONCE, 2)
-    return a, b
+def _nonce_runs(rng: random.Random, n: int) -> list[tuple[str, ...]]:
+    """``n`` runs of 2-4 NONCE words, no word used twice."""
+    lengths = [rng.randint(2, 4) for _ in range(n)]
+    words = rng.sample(NONCE, sum(lengths))
+    starts = [sum(lengths[:i]) for i in range(n)]
+    return [tuple(words[a : a + k]) for a, k in zip(starts, lengths, strict=True)]
 
 
 def _fill(rng: random.Random, budget: int) -> list[_Sentence]:
@@ -226,9 +229,9 @@ def _fill(rng: random.Random, budget: int) -> list[_Sentence]:
 
 
 def _training_text(rng: random.Random) -> str:
-    pairs = [_nonce_pair(rng) for _ in range(rng.choice((1, 2)))] if rng.random() < 0.5 else []
-    mentions = [_code(p) for p in pairs]
-    recalls = [_code(p) for p in pairs for _ in range(rng.choice((1, 2)))]
+    runs = _nonce_runs(rng, rng.choice((1, 2)) if rng.random() < 0.8 else 0)
+    mentions = [_code(r) for r in runs]
+    recalls = [_code(r) for r in runs for _ in range(rng.choice((1, 2)))]
     order = _fill(rng, MAX_WORDS - len(_words(mentions + recalls)))
     # Mentions go in the first half of the order, recalls after every mention.
     for m in mentions:
@@ -268,9 +271,9 @@ def _probe(rng: random.Random, mechanism: str) -> Probe:
         critical = _agreement(rng, distractor_differs=True)
         context = []
     elif mechanism == "induction":
-        a, b, c, d = rng.sample(NONCE, 4)
-        critical = _code((a, b), foil=d)
-        context = [_code((a, b)), _code((c, d))]
+        run, other = _nonce_runs(rng, 2)
+        critical = _code(run, foil=other[1])
+        context = [_code(run), _code(other)]
         rng.shuffle(context)
     elif mechanism == "fact_lookup":
         critical = _fact(rng)
