@@ -77,7 +77,9 @@ class DemoLMReport:
     scores: dict[str, MechanismScore]
 
 
-def build_demo_lm(config: DemoLMConfig, vocab_size: int, pad_id: int, bos_id: int) -> LlamaForCausalLM:
+def build_demo_lm(
+    config: DemoLMConfig, vocab_size: int, pad_id: int, bos_id: int
+) -> LlamaForCausalLM:
     """An untrained Llama with the config's shape, initialised from ``config.seed``."""
     assert config.d_model % config.n_heads == 0, (
         f"d_model ({config.d_model}) must be a multiple of n_heads ({config.n_heads})"
@@ -103,7 +105,9 @@ def _encode(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str]) -> tuple[T
     """(input_ids, attention_mask), both (batch, seq), right-padded with ``<pad>``."""
     enc = tokenizer(list(texts), padding=True, return_tensors="pt")
     assert enc["input_ids"].shape[1] <= MAX_WORDS + 1, "a text is longer than the model's context"
-    assert not (enc["input_ids"] == tokenizer.unk_token_id).any(), "a text has a word outside the vocabulary"
+    assert not (enc["input_ids"] == tokenizer.unk_token_id).any(), (
+        "a text has a word outside the vocabulary"
+    )
     return enc["input_ids"], enc["attention_mask"]
 
 
@@ -129,7 +133,9 @@ def train_demo_lm(
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        model = build_demo_lm(config, len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id)
+        model = build_demo_lm(
+            config, len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id
+        )
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, config))
         gen = torch.Generator().manual_seed(config.seed)
@@ -167,7 +173,9 @@ def train_demo_lm(
 
 
 @torch.no_grad()
-def next_token_probs(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, texts: Sequence[str]) -> Tensor:
+def next_token_probs(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, texts: Sequence[str]
+) -> Tensor:
     """(batch, vocab) next-token probabilities after each text's last word."""
     ids, mask = _encode(tokenizer, texts)
     logits = model(input_ids=ids, attention_mask=mask).logits  # (batch, seq, vocab)
@@ -216,7 +224,10 @@ def mechanism_accuracy(
 
 
 def save_demo_lm(
-    out_dir: Path, model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, probes: Sequence[Probe]
+    out_dir: Path,
+    model: LlamaForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    probes: Sequence[Probe],
 ) -> None:
     """Write model, tokenizer and ``prompts.jsonl`` (the probes) to ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,9 @@ def test_special_tokens(tokenizer: PreTrainedTokenizerFast) -> None:
         word_id(tokenizer, "the king")
 
 
-def test_save_and_load_offline_round_trip(tokenizer: PreTrainedTokenizerFast, tmp_path: Path) -> None:
+def test_save_and_load_offline_round_trip(
+    tokenizer: PreTrainedTokenizerFast, tmp_path: Path
+) -> None:
     tokenizer.save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     assert isinstance(loaded, PreTrainedTokenizerFast)

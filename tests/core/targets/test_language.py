@@ -139,7 +139,9 @@ def test_probe_foils_are_the_wrong_alternative() -> None:
             assert p.foil in {_gender(s) for s in _sentences(p.text)[:-1] if _gendered(s)}
         elif p.mechanism == "number_agreement":
             assert {p.target, p.foil} == {"is", "are"}
-            assert _is_plural(sent[1]) != _is_plural(sent[-1]), "probe distractors have the other number"
+            assert _is_plural(sent[1]) != _is_plural(sent[-1]), (
+                "probe distractors have the other number"
+            )
         elif p.mechanism == "induction":
             words = p.text.split()
             assert p.foil in words and p.foil in L.NONCE
@@ -183,7 +185,9 @@ def test_probes_are_held_out_from_the_corpus() -> None:
     corpus = L.training_corpus(0, 2000, exclude=exclude)
     assert len(corpus) == 2000
     assert not L.overlapping_probes(probes[5:6], corpus)
-    assert not L.overlapping_probes(probes, L.training_corpus(0, 2000, exclude=[p.text for p in probes]))
+    assert not L.overlapping_probes(
+        probes, L.training_corpus(0, 2000, exclude=[p.text for p in probes])
+    )
 
 
 def test_probes_round_trip_through_jsonl(tmp_path: Path) -> None:

@@ -45,7 +45,9 @@ def test_heads_must_divide_width() -> None:
 def test_training_is_deterministic(tiny) -> None:
     model, tokenizer, report = tiny
     again, _, report2 = train_demo_lm(TINY, progress=False)
-    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), again.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name
     assert report.final_loss == report2.final_loss
     assert report.n_params == sum(p.numel() for p in model.parameters())
@@ -81,7 +83,9 @@ def test_scores_match_one_prompt_at_a_time(tiny) -> None:
         assert s.mean_p_target == pytest.approx(sum(p_target) / len(mine), abs=1e-5)
         assert s.accuracy == pytest.approx(sum(hits) / len(mine))
         assert s.foil_win_rate == pytest.approx(sum(wins) / len(mine))
-    assert mechanism_accuracy(model, tokenizer, probes) == {m: s.accuracy for m, s in scores.items()}
+    assert mechanism_accuracy(model, tokenizer, probes) == {
+        m: s.accuracy for m, s in scores.items()
+    }
 
 
 def test_save_and_load_round_trip(tiny, tmp_path: Path) -> None:
