@@ -10,8 +10,9 @@ Grammar (``[x]`` optional, ``X|Y`` a choice, CAPITALS word classes listed below)
     pronoun    := SUBJ VERB PREP the [ADJ] PLACE [with the [ADJ] NOUN] CONN PRON VERB .
     agreement  := the SING|PLUR PREP the [ADJ] SING|PLUR is|are ADJ .
     fact       := the capital of COUNTRY is CITY .
-    mention    := code A B .          (A, B: NONCE words; 0-3 pairs per text, all words distinct)
-    recall     := code A B .          (the same pair again, later in the same text)
+    mention    := code A B C* .       (a run of RUN_MIN..RUN_MAX NONCE words; 0-2 runs per text,
+                                       no NONCE word twice in a text outside its run's repeats)
+    recall     := code A B C* .       (the same run again, after every mention of the text)
 
     SUBJ := MALE_NAME | FEMALE_NAME | the MALE_TITLE | the FEMALE_TITLE | the [ADJ] SING
     CONN := and then | because | so | but | until       (always followed by PRON)
@@ -24,7 +25,8 @@ Planted mechanisms; the correct next token is fixed by the text so far:
 - ``number_agreement``: ``is`` when the sentence's first noun is singular, ``are`` when plural,
   whatever the number of the distractor noun right before the verb.
 - ``induction``: after ``code A`` where ``code A B`` occurred earlier in the text, the next word is
-  ``B``. NONCE words appear nowhere else, so only copying predicts them.
+  ``B`` (and so on along the run). NONCE words appear nowhere else and runs are drawn afresh for
+  every text, so only copying predicts them.
 - ``fact_lookup``: after ``the capital of COUNTRY is`` comes that country's capital (``CAPITALS``).
 
 Sentences of all kinds are mixed in every text, so each mechanism is surrounded by the others as
@@ -42,6 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 MAX_WORDS = 47
+RUN_MIN, RUN_MAX = 3, 5  # NONCE words per code sentence
 
 MALE_NAMES = (
     "john", "james", "peter", "paul", "david", "mark", "tom", "george", "henry", "jack",
@@ -210,8 +213,8 @@ def _words(sentences: Iterable[_Sentence]) -> list[str]:
 
 
 def _nonce_runs(rng: random.Random, n: int) -> list[tuple[str, ...]]:
-    """``n`` runs of 2-4 NONCE words, no word used twice."""
-    lengths = [rng.randint(2, 4) for _ in range(n)]
+    """``n`` runs of RUN_MIN..RUN_MAX NONCE words, no word used twice."""
+    lengths = [rng.randint(RUN_MIN, RUN_MAX) for _ in range(n)]
     words = rng.sample(NONCE, sum(lengths))
     starts = [sum(lengths[:i]) for i in range(n)]
     return [tuple(words[a : a + k]) for a, k in zip(starts, lengths, strict=True)]

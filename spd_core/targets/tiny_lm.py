@@ -47,6 +47,7 @@ class DemoLMConfig(BaseModel):
     n_layers: int = Field(2, ge=1)
     n_heads: int = Field(4, ge=1)
     d_mlp: int = Field(256, ge=1, description="gated MLP width (intermediate_size)")
+    init_std: float = Field(0.02, gt=0, description="std of the normal weight init")
     steps: int = Field(3000, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(3e-3, gt=0)
@@ -94,6 +95,7 @@ def build_demo_lm(
         num_key_value_heads=config.n_heads,
         max_position_embeddings=MAX_WORDS + 1,
         tie_word_embeddings=False,
+        initializer_range=config.init_std,
         pad_token_id=pad_id,
         bos_token_id=bos_id,
         eos_token_id=None,

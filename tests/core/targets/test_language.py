@@ -102,11 +102,13 @@ def test_corpus_obeys_every_mechanism() -> None:
         for i in range(1, len(words)):
             prefix, nxt = " ".join(words[:i]), words[i]
             sent = _last_sentence(words[:i])
-            if sent and sent[-1] in CONNECTIVE_ENDS:
+            if not sent:
+                continue
+            if sent[-1] in CONNECTIVE_ENDS:
                 mechanism = "pronoun_gender"
             elif len(sent) in (5, 6) and sent[2] in L.PREPOSITIONS and sent[-1] in NOUNS:
                 mechanism = "number_agreement"
-            elif len(sent) >= 2 and sent[0] == "code" and words[:i].count(words[i - 1]) == 2:
+            elif sent[0] == "code" and len(sent) >= 2 and words[:i].count(words[i - 1]) >= 2:
                 mechanism = "induction"
             elif sent[:3] == ["the", "capital", "of"] and len(sent) == 5:
                 mechanism = "fact_lookup"
