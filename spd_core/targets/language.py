@@ -1,8 +1,9 @@
 """The demo synthetic language: a seeded generator of texts with four planted mechanisms and its probes.
 
 Words are lower-case and separated by single spaces; every word is one token (see ``tokenizer.py``).
-A text is a sequence of sentences, each ending in ``.``, at most ``MAX_WORDS`` words in all (the
-tokenizer adds ``<bos>``, so the model sees at most ``MAX_WORDS + 1`` tokens).
+A text is a sequence of sentences, each ending in ``.``; its length is drawn from
+``MIN_WORDS..MAX_WORDS`` (the tokenizer adds ``<bos>``, so the model sees at most ``MAX_WORDS + 1``
+tokens). Short texts make the induction signal less diluted, which speeds up its learning.
 
 Grammar (``[x]`` optional, ``X|Y`` a choice, CAPITALS word classes listed below):
 
@@ -12,7 +13,9 @@ Grammar (``[x]`` optional, ``X|Y`` a choice, CAPITALS word classes listed below)
     fact       := the capital of COUNTRY is CITY .
     mention    := code A B C* .       (a run of RUN_MIN..RUN_MAX NONCE words; 0-2 runs per text,
                                        no NONCE word twice in a text outside its run's repeats)
-    recall     := code A B C* .       (the same run again, after every mention of the text)
+    recall     := code A B C* .       (the same run again, 1-3 times, after every mention)
+
+Probe runs are RUN_MIN..RUN_MAX words long too; the probe asks only for the word after the first.
 
     SUBJ := MALE_NAME | FEMALE_NAME | the MALE_TITLE | the FEMALE_TITLE | the [ADJ] SING
     CONN := and then | because | so | but | until       (always followed by PRON)
@@ -44,7 +47,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 MAX_WORDS = 47
-RUN_MIN, RUN_MAX = 3, 5  # NONCE words per code sentence
+MIN_WORDS = 12  # texts stop at a length drawn from MIN_WORDS..MAX_WORDS
+RUN_MIN, RUN_MAX = 4, 7  # NONCE words per code sentence
 
 MALE_NAMES = (
     "john", "james", "peter", "paul", "david", "mark", "tom", "george", "henry", "jack",
@@ -232,10 +236,13 @@ def _fill(rng: random.Random, budget: int) -> list[_Sentence]:
 
 
 def _training_text(rng: random.Random) -> str:
-    runs = _nonce_runs(rng, rng.choice((1, 2)) if rng.random() < 0.8 else 0)
+    runs = _nonce_runs(rng, rng.choice((1, 2)) if rng.random() < 0.9 else 0)
     mentions = [_code(r) for r in runs]
-    recalls = [_code(r) for r in runs for _ in range(rng.choice((1, 2)))]
-    order = _fill(rng, MAX_WORDS - len(_words(mentions + recalls)))
+    recalls = [_code(r) for r in runs for _ in range(rng.choice((1, 2, 3)))]
+    while len(_words(mentions + recalls)) > MAX_WORDS:  # drop repeats, keep one recall per run
+        recalls.remove(next(r for r in recalls if recalls.count(r) > 1))
+    length = rng.randint(MIN_WORDS, MAX_WORDS)
+    order = _fill(rng, max(0, length - len(_words(mentions + recalls))))
     # Mentions go in the first half of the order, recalls after every mention.
     for m in mentions:
         order.insert(rng.randint(0, len(order) // 2), m)

@@ -89,9 +89,11 @@ def test_corpus_texts_fit_and_use_only_vocabulary_words() -> None:
     corpus = L.training_corpus(0, 300)
     for text in corpus:
         words = text.split()
-        assert 30 <= len(words) <= L.MAX_WORDS, text
+        assert len(words) <= L.MAX_WORDS, text
         assert set(words) <= vocab, set(words) - vocab
         assert words[-1] == ".", text
+    lengths = [len(t.split()) for t in corpus]
+    assert min(lengths) < 25 and max(lengths) > 40, "text lengths spread over MIN_WORDS..MAX_WORDS"
 
 
 def test_corpus_obeys_every_mechanism() -> None:
