@@ -1,6 +1,7 @@
 """Builds the MCP server "spd": its tools, the call-logging middleware and the lifespan that owns AppState."""
 
 import functools
+import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -55,6 +56,10 @@ async def open_state(config: ServerConfig, run: ServedRun | None) -> AppState:
         await store.close()
         events.close()
         raise
+    # The model and imports live as long as the server: keep them out of every later GC pass, so
+    # collections stay short and server_status answers fast.
+    gc.collect()
+    gc.freeze()
     state = AppState(config=config, run=served, device=device, store=store, events=events, workspace=workspace)
     device.on_finished = functools.partial(_job_finished, state)
     await state.run_io(

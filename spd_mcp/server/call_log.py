@@ -4,7 +4,6 @@ Runs as MCP server middleware, so calls rejected by the input schema or naming a
 recorded too. The event is written (and fsynced) before the answer leaves the server.
 """
 
-import functools
 import logging
 import time
 from typing import Any
@@ -53,12 +52,10 @@ async def record_call(
     args_fields = summarize_args(args)
     extra = {"job_id": rec.job_id} if rec.job_id else {}
     try:
-        event = await state.run_io(
-            functools.partial(
-                state.events.write, "tool_call", tool=tool, **args_fields, duration_ms=round(duration_ms, 3),
-                outcome=outcome, error=error, **extra,
-            )
+        event = state.events.append(
+            "tool_call", tool=tool, **args_fields, duration_ms=round(duration_ms, 3), outcome=outcome, error=error, **extra
         )
+        await state.run_io(state.events.sync, event["seq"])
         await state.store.add_tool_call(event["seq"], tool, args_fields, duration_ms, outcome, error)
     except Exception:  # the answer still goes out; the failure is in server.log
         log.exception("could not record tool call %s", tool)

@@ -142,7 +142,7 @@ class Store:
         if row is None:
             return None
         keys = ("id", "tool", "status", "result", "error", "created", "finished")
-        out = dict(zip(keys, row, strict=True))
+        out: dict[str, Any] = dict(zip(keys, row, strict=True))
         out["result"] = None if out["result"] is None else json.loads(out["result"])
         return out
 

@@ -100,7 +100,7 @@ def build_tool(spec: ToolSpec) -> Tool:
         ),
         structured_output=True,
     )
-    tool.fn_metadata.arg_model = _strict(tool.fn_metadata.arg_model, set(model.model_fields))
+    tool.fn_metadata.arg_model = _strict(tool.fn_metadata.arg_model, set(model.model_fields))  # pyright: ignore[reportAttributeAccessIssue]
     tool.parameters["additionalProperties"] = False
     return tool
 

@@ -70,7 +70,8 @@ def _clean(value: Any, depth: int = 0) -> Any:
 async def get_model_info(state: AppState, inp: ModelInfoInput, ctx: Context) -> ModelInfo:
     run, model = state.run, state.run.model
     param = next(model.parameters())
-    alive = run.metrics.get("alive") if isinstance(run.metrics.get("alive"), dict) else {}
+    raw_alive = run.metrics.get("alive")
+    alive: dict[str, Any] = raw_alive if isinstance(raw_alive, dict) else {}
     layers = [
         LayerRow(layer=i.name, kind=i.kind, d_in=i.d_in, d_out=i.d_out, C=i.C,
                  alive=int(alive[i.name]) if i.name in alive else None)

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context
 from pydantic import AfterValidator, Field
+from pydantic.config import JsonDict
 
 from spd_core.keys import parse_component_key
 from spd_mcp.server.graph_render import artifact_payload, markdown_snippet, render_svg, select
@@ -25,7 +26,7 @@ from spd_mcp.server.workspace import (
 )
 
 SafeId = Annotated[str, AfterValidator(functools.partial(validate_id, what="id"))]
-_ID_SCHEMA = {"pattern": f"^{ID_PATTERN}$"}
+_ID_SCHEMA: JsonDict = {"pattern": f"^{ID_PATTERN}$"}
 
 # --- update_research_log ---------------------------------------------------------------------------
 
@@ -73,11 +74,11 @@ class HypothesisResult(Wire):
     n_hypotheses: int
 
 
-def _record_hypothesis(ws: Workspace, inp: HypothesisInput) -> tuple[int, str | None, int]:
+def _record_hypothesis(ws: Workspace, inp: HypothesisInput) -> tuple[int, HypStatus | None, int]:
     lines = ws.read_jsonl(HYPOTHESES)
     mine = [h for h in lines if h.get("id") == inp.hypothesis_id]
     version = len(mine) + 1
-    previous = mine[-1].get("status") if mine else None
+    previous: HypStatus | None = mine[-1].get("status") if mine else None
     ws.append_jsonl(HYPOTHESES, {
         "id": inp.hypothesis_id, "version": version, "statement": inp.statement, "status": inp.status,
         "evidence": list(inp.evidence), "ts": now_iso(),
