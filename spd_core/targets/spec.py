@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from spd_core.targets.resid_mlp import ResidMLP, ResidMLPFeatures, ResidMLPSpec, train_resid_mlp
+from spd_core.targets.tiny_lm import DemoLMConfig
 from spd_core.targets.tms import SparseFeatures, TMSModel, TMSSpec, train_tms
 
 
@@ -23,19 +24,31 @@ class HFSpec(BaseModel):
     data_text: str | None = Field(default=None, description="optional text file, one sample per line")
 
 
-TargetSpec = Annotated[TMSSpec | ResidMLPSpec | HFSpec, Field(discriminator="kind")]
+class DemoLMSpec(BaseModel):
+    """The demo language model: a transformers Llama trained on the synthetic language
+    (``spd_core.targets.language``); decomposed on that language's corpus."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["demo_lm"] = "demo_lm"
+    lm: DemoLMConfig = Field(default_factory=DemoLMConfig)
+    corpus_seed: int = 1
+    n_corpus_texts: int = 20_000
+
+
+AnySpec = TMSSpec | ResidMLPSpec | HFSpec | DemoLMSpec
+TargetSpec = Annotated[AnySpec, Field(discriminator="kind")]
 
 
 class _SpecHolder(BaseModel):
     spec: TargetSpec
 
 
-def parse_target_spec(data: dict[str, Any]) -> TMSSpec | ResidMLPSpec | HFSpec:
+def parse_target_spec(data: dict[str, Any]) -> AnySpec:
     return _SpecHolder.model_validate({"spec": data}).spec
 
 
 def is_language_model(spec: BaseModel) -> bool:
-    return getattr(spec, "kind", None) == "hf"
+    return getattr(spec, "kind", None) in ("hf", "demo_lm")
 
 
 def model_kwargs(spec: BaseModel) -> dict[str, Any]:
@@ -45,22 +58,33 @@ def model_kwargs(spec: BaseModel) -> dict[str, Any]:
     return {}
 
 
-def build_target(spec: TMSSpec | ResidMLPSpec | HFSpec) -> tuple[nn.Module, dict[str, Any]]:
+def build_target(spec: AnySpec) -> tuple[nn.Module, dict[str, Any]]:
     """Train (toys) or load (HF) the target; returns it with facts worth recording (e.g. seed used)."""
     if isinstance(spec, TMSSpec):
         model, seed = train_tms(spec)
         return model, {"target_seed_used": seed}
     if isinstance(spec, ResidMLPSpec):
         return train_resid_mlp(spec), {}
+    if isinstance(spec, DemoLMSpec):
+        from spd_core.targets.tiny_lm import train_demo_lm
+
+        model, _, report = train_demo_lm(spec.lm)
+        return model, {"target_report": {m: vars(s) for m, s in report.scores.items()}, "target_train_seconds": report.train_seconds}
     return load_hf_model(Path(spec.source)), {}
 
 
-def untrained_target(spec: TMSSpec | ResidMLPSpec | HFSpec) -> nn.Module:
+def untrained_target(spec: AnySpec) -> nn.Module:
     """The target's architecture without training (for checking module patterns before any work)."""
     if isinstance(spec, TMSSpec):
         return TMSModel(spec)
     if isinstance(spec, ResidMLPSpec):
         return ResidMLP(spec)
+    if isinstance(spec, DemoLMSpec):
+        from spd_core.targets.tiny_lm import build_demo_lm
+        from spd_core.targets.tokenizer import build_tokenizer
+
+        tok = build_tokenizer()
+        return build_demo_lm(spec.lm, tok.vocab_size, tok.pad_token_id, tok.bos_token_id)
     return load_hf_model(Path(spec.source))
 
 
@@ -87,8 +111,8 @@ def save_target(spec: BaseModel, model: nn.Module, out: Path) -> None:
     (out / "spec.json").write_text(json.dumps(spec.model_dump(), indent=2))
 
 
-def load_target(spec: TMSSpec | ResidMLPSpec | HFSpec, directory: Path) -> nn.Module:
-    if isinstance(spec, HFSpec):
+def load_target(spec: AnySpec, directory: Path) -> nn.Module:
+    if isinstance(spec, HFSpec | DemoLMSpec):
         return load_hf_model(directory)
     model: nn.Module = TMSModel(spec) if isinstance(spec, TMSSpec) else ResidMLP(spec)
     model.load_state_dict(load_file(str(directory / "model.safetensors")))
@@ -105,10 +129,40 @@ class RandomTokens:
         return torch.randint(0, self.vocab_size, (batch_size, self.seq_len), generator=generator)
 
 
-def data_source(spec: TMSSpec | ResidMLPSpec | HFSpec, model: nn.Module, seq_len: int | None) -> Any:
+class CorpusTokens:
+    """Random rows of a pre-tokenised corpus, (n_texts, seq_len) right-padded token ids."""
+
+    def __init__(self, ids: Tensor) -> None:
+        self.ids = ids
+
+    def batch(self, batch_size: int, generator: torch.Generator) -> Tensor:
+        rows = torch.randint(0, self.ids.shape[0], (batch_size,), generator=generator)
+        return self.ids[rows]
+
+
+def corpus_texts(spec: AnySpec, n: int | None = None) -> list[str]:
+    """The texts a language-model run was decomposed on (the demo language's corpus, or a text file)."""
+    if isinstance(spec, DemoLMSpec):
+        from spd_core.targets.language import probe_prompts, training_corpus
+
+        held_out = [p.text for p in probe_prompts(spec.lm.seed, spec.lm.n_probes_per_mechanism)]
+        return training_corpus(spec.corpus_seed, n or spec.n_corpus_texts, exclude=held_out)
+    if isinstance(spec, HFSpec) and spec.data_text:
+        lines = [ln for ln in Path(spec.data_text).read_text().splitlines() if ln.strip()]
+        return lines[:n] if n else lines
+    raise ValueError(f"a {getattr(spec, 'kind', spec)} target has no text corpus; pass texts explicitly")
+
+
+def data_source(spec: AnySpec, model: nn.Module, seq_len: int | None) -> Any:
     if isinstance(spec, TMSSpec):
         return SparseFeatures(spec.n_features, spec.feature_prob)
     if isinstance(spec, ResidMLPSpec):
         return ResidMLPFeatures(spec.n_features, spec.feature_prob)
+    if isinstance(spec, DemoLMSpec):
+        from spd_core.targets.tokenizer import build_tokenizer
+
+        tok = build_tokenizer()
+        enc = tok(corpus_texts(spec), padding="max_length", max_length=seq_len or 48, truncation=True, return_tensors="pt")
+        return CorpusTokens(enc["input_ids"])
     vocab = int(model.config.vocab_size)  # type: ignore[union-attr]
     return RandomTokens(vocab, seq_len or 16)
