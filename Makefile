@@ -8,7 +8,7 @@ UV_FLAGS := $(foreach d,$(FIND_LINKS),--find-links $(d))
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast check bench clean
+.PHONY: install test test-fast check bench demo-run clean
 
 include mk/infra.mk
 
@@ -34,6 +34,10 @@ check: install
 
 bench: install
 	OMP_NUM_THREADS=1 $(PY) -m bench.run
+
+# Regenerates the shipped demo run (spd_core/demo_run) from scratch with fixed seeds.
+demo-run: install
+	OMP_NUM_THREADS=1 $(PY) -m spd_core.demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache
