@@ -20,9 +20,7 @@ from safetensors.torch import load_file, save_file
 from spd_core.config import DecompositionConfig
 from spd_core.model import ComponentModel
 from spd_core.targets.spec import (
-    HFSpec,
-    ResidMLPSpec,
-    TMSSpec,
+    AnySpec,
     load_target,
     model_kwargs,
     parse_target_spec,
@@ -36,7 +34,7 @@ DEMO_RUN = Path(__file__).resolve().parent / "demo_run"
 @dataclass
 class LoadedRun:
     model: ComponentModel
-    target_spec: TMSSpec | ResidMLPSpec | HFSpec
+    target_spec: AnySpec
     config: DecompositionConfig
     metrics: dict[str, Any]
     path: Path | None = None
@@ -52,7 +50,7 @@ class LoadedRun:
         return p if p.exists() else None
 
 
-def build_component_model(spec: TMSSpec | ResidMLPSpec | HFSpec, target: torch.nn.Module, config: DecompositionConfig) -> ComponentModel:
+def build_component_model(spec: AnySpec, target: torch.nn.Module, config: DecompositionConfig) -> ComponentModel:
     return ComponentModel(
         target,
         [(m.pattern, m.C) for m in config.modules],
@@ -74,7 +72,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 def save_run(
     out_dir: Path,
     model: ComponentModel,
-    target_spec: TMSSpec | ResidMLPSpec | HFSpec,
+    target_spec: AnySpec,
     config: DecompositionConfig,
     metrics: dict[str, Any],
     tokenizer: Any = None,

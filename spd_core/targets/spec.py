@@ -30,7 +30,7 @@ class DemoLMSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["demo_lm"] = "demo_lm"
-    lm: DemoLMConfig = Field(default_factory=DemoLMConfig)
+    lm: DemoLMConfig = Field(default_factory=lambda: DemoLMConfig())
     corpus_seed: int = 1
     n_corpus_texts: int = 20_000
 
@@ -84,7 +84,7 @@ def untrained_target(spec: AnySpec) -> nn.Module:
         from spd_core.targets.tokenizer import build_tokenizer
 
         tok = build_tokenizer()
-        return build_demo_lm(spec.lm, tok.vocab_size, tok.pad_token_id, tok.bos_token_id)
+        return build_demo_lm(spec.lm, tok.vocab_size, int(tok.pad_token_id), int(tok.bos_token_id))  # type: ignore[arg-type]
     return load_hf_model(Path(spec.source))
 
 
