@@ -2,6 +2,7 @@
 
     spd-decompose tms_5-2                      # a built-in experiment
     spd-decompose my_config.json --steps 500    # {"target": {...}, "decomposition": {...}}
+    spd-decompose --hf path/to/model_dir --module 'model.layers.*.mlp.*_proj:32' --steps 200
     spd-decompose --list
 """
 
@@ -15,11 +16,13 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
+from spd_core.config import DecompositionConfig, ModulePattern
 from spd_core.decompose import decompose
 from spd_core.experiments import EXPERIMENTS, Experiment, get_experiment
 from spd_core.model import match_modules
 from spd_core.run import build_component_model, save_run
 from spd_core.targets.spec import (
+    HFSpec,
     build_target,
     data_source,
     load_target,
@@ -32,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spd-decompose", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiment", nargs="?", help=f"built-in experiment ({', '.join(EXPERIMENTS)}) or a JSON config file")
     p.add_argument("--list", action="store_true", help="list the built-in experiments and exit")
+    p.add_argument("--hf", type=Path, help="a local transformers causal-LM directory (Llama-style or GPT-2) to decompose")
+    p.add_argument("--module", action="append", default=[], metavar="PATTERN:C",
+                   help="with --hf: module pattern and number of components (repeatable)")
+    p.add_argument("--seq-len", type=int, default=16, help="with --hf: tokens per random training sequence")
     p.add_argument("--steps", type=int, help="override the number of training steps")
     p.add_argument("--batch-size", type=int, help="override the batch size")
     p.add_argument("--seed", type=int, help="override the decomposition seed")
@@ -69,8 +76,29 @@ def _apply_overrides(exp: Experiment, args: argparse.Namespace) -> Experiment:
     return exp.model_copy(update={"decomposition": exp.decomposition.model_validate({**exp.decomposition.model_dump(), **overrides})})
 
 
+def hf_experiment(path: Path, modules: list[str], seq_len: int) -> Experiment:
+    """A decomposition of a local causal LM on random token sequences (KL output loss)."""
+    if not modules:
+        raise ValueError("--hf needs at least one --module PATTERN:C, e.g. 'model.layers.*.mlp.*_proj:32'")
+    patterns = []
+    for spec in modules:
+        pattern, sep, c = spec.rpartition(":")
+        if not sep or not c.isdigit() or int(c) < 1:
+            raise ValueError(f"malformed --module {spec!r}; expected PATTERN:C with C ≥ 1, e.g. 'transformer.h.*.mlp.c_fc:32'")
+        patterns.append(ModulePattern(pattern=pattern, C=int(c)))
+    config = DecompositionConfig(
+        steps=1000, batch_size=16, seq_len=seq_len, modules=patterns, importance_coeff=1e-3, p_start=2.0, p_end=1.0,
+        stochastic_layerwise_coeff=0.0, ci_recon_coeff=1.0, ci_recon_mode="random_layer", output_loss="kl",
+        faithfulness_warmup_steps=200, eval_freq=250, eval_batches=2,
+    )
+    return Experiment(target=HFSpec(source=str(path.resolve())), decomposition=config)
+
+
 def run(args: argparse.Namespace) -> Path:
-    name, exp = load_experiment(args.experiment)
+    if args.hf is not None:
+        name, exp = args.hf.name, hf_experiment(args.hf, args.module, args.seq_len)
+    else:
+        name, exp = load_experiment(args.experiment)
     exp = _apply_overrides(exp, args)
     out = args.out or Path("runs") / name
     match_modules(untrained_target(exp.target), [(m.pattern, m.C) for m in exp.decomposition.modules])
@@ -101,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             d = exp.decomposition
             print(f"{name:14s} {exp.target.kind:10s} steps={d.steps} batch={d.batch_size} modules={[m.pattern for m in d.modules]}")
         return 0
-    if not args.experiment:
+    if not args.experiment and args.hf is None:
         print(f"spd-decompose: name an experiment ({', '.join(EXPERIMENTS)}) or a JSON config file", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
