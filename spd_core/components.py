@@ -20,6 +20,7 @@ class Components(nn.Module):
     """C rank-1 components of one frozen weight; subclasses say how the input is read."""
 
     kind: ComponentKind
+    tied_to: str | None = None
 
     def __init__(self, weight: Tensor, bias: Tensor | None, C: int) -> None:
         """``weight`` is the target weight in Linear orientation (d_out × d_in), detached and frozen."""
@@ -161,3 +162,30 @@ def make_components(module: nn.Module, C: int) -> Components:
     raise TypeError(
         f"cannot decompose a {type(module).__name__}; supported: nn.Linear, nn.Embedding, transformers Conv1D"
     )
+
+
+class TransposedComponents(Components):
+    """Components tied to another layer's, transposed: V = source.Uᵀ and U = source.Vᵀ.
+
+    For targets whose weights are tied the same way (TMS: W2 = W1ᵀ); the source owns the parameters.
+    """
+
+    def __init__(self, source: Components, weight: Tensor, bias: Tensor | None, source_layer: str) -> None:
+        nn.Module.__init__(self)
+        assert weight.shape == (source.d_in, source.d_out), (
+            f"a layer tied to {source_layer!r} needs weight shape {(source.d_in, source.d_out)}, got {tuple(weight.shape)}"
+        )
+        self.C, self.d_in, self.d_out = source.C, source.d_out, source.d_in
+        self.kind = source.kind
+        self.tied_to = source_layer
+        object.__setattr__(self, "_source", source)  # not a submodule: its parameters live in one place
+        self.register_buffer("target_weight", weight.detach().clone(), persistent=False)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone(), persistent=False)
+
+    @property
+    def V(self) -> Tensor:  # type: ignore[override]
+        return self._source.U.T
+
+    @property
+    def U(self) -> Tensor:  # type: ignore[override]
+        return self._source.V.T

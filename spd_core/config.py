@@ -26,6 +26,7 @@ class DecompositionConfig(BaseModel):
     batch_size: int = Field(ge=1)
     seq_len: int | None = Field(default=None, description="tokens per sequence for language models")
     modules: list[ModulePattern] = Field(min_length=1)
+    tied: dict[str, str] = Field(default_factory=dict, description="layer -> layer whose components it shares, transposed")
     ci_fn_type: CIFnType = "mlp"
     ci_hidden: int = 16
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from spd_core.ci import CausalImportance, CIFnType, make_ci_fn, sigmoids
-from spd_core.components import ComponentKind, Components, make_components
+from spd_core.components import ComponentKind, Components, TransposedComponents, make_components
 from spd_core.keys import canonical_layer_name
 
 
@@ -66,7 +66,10 @@ class ComponentModel(nn.Module):
         ci_hidden: int = 16,
         output_attr: str | None = None,
         target_kwargs: Mapping[str, Any] | None = None,
+        tied: Mapping[str, str] | None = None,
     ) -> None:
+        """``tied`` maps a layer to the layer whose components it shares, transposed (see
+        ``TransposedComponents``); both must be decomposed."""
         super().__init__()
         target.requires_grad_(False)
         target.eval()
@@ -88,6 +91,12 @@ class ComponentModel(nn.Module):
             ci_fns[_key(name)] = make_ci_fn(ci_fn_type, ci_in, C, ci_hidden)
             self.layers[name] = LayerInfo(name, path, comp.kind, comp.d_in, comp.d_out, C)
             self._modules_by_layer[name] = module
+        for layer, source in (tied or {}).items():
+            assert layer in self.layers and source in self.layers, (
+                f"tie {layer!r} -> {source!r}: both must be decomposed layers; valid: {', '.join(self.layers)}"
+            )
+            own = components[_key(layer)]
+            components[_key(layer)] = TransposedComponents(components[_key(source)], own.target_weight, own.bias, source)
         self.components = nn.ModuleDict(components)
         self.ci_fns = nn.ModuleDict(ci_fns)
 

@@ -56,6 +56,7 @@ def build_component_model(spec: AnySpec, target: torch.nn.Module, config: Decomp
         [(m.pattern, m.C) for m in config.modules],
         ci_fn_type=config.ci_fn_type,
         ci_hidden=config.ci_hidden,
+        tied=config.tied,
         **model_kwargs(spec),
     )
 

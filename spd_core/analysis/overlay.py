@@ -35,6 +35,7 @@ def check_edit(model: ComponentModel, edit: Edit) -> None:
     for layer in edit.layers:
         assert layer in model.layers, f"edit {edit.name!r} names unknown layer {layer!r}; valid: {', '.join(model.layers)}"
         comp = model.comp(layer)
+        assert comp.tied_to is None, f"layer {layer!r} shares the components of {comp.tied_to!r} (tied); edit that layer instead"
         if layer in edit.dV:
             assert edit.dV[layer].shape == comp.V.shape, (
                 f"edit {edit.name!r}: dV[{layer!r}] has shape {tuple(edit.dV[layer].shape)}, valid: {tuple(comp.V.shape)}"

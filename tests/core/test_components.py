@@ -106,3 +106,28 @@ def test_target_untouched_after_masked_forward() -> None:
         after = lm(ids).logits
     torch.testing.assert_close(before, after)
     assert (changed - before).abs().max() > 1e-4
+
+
+def test_tied_layer_shares_transposed_components_and_stays_exact() -> None:
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear1 = nn.Linear(5, 2, bias=False)
+            self.linear2 = nn.Linear(2, 5)
+            with torch.no_grad():
+                self.linear2.weight.copy_(self.linear1.weight.T)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.linear2(self.linear1(x)))
+
+    model = ComponentModel(Tied(), [("linear*", 3)], tied={"linear2": "linear1"})
+    a, b = model.comp("linear1"), model.comp("linear2")
+    assert torch.equal(b.V, a.U.T) and torch.equal(b.U, a.V.T) and b.tied_to == "linear1"
+    assert not any(k.startswith("components.linear2") for k in model.trainable_state())
+    x = torch.rand(4, 5)
+    with torch.no_grad():
+        tgt = model(x, cache_inputs=True)
+        masks, delta = ones_masks(model.causal_importance(tgt.inputs).lower)
+        torch.testing.assert_close(model(x, masks=masks, delta_masks=delta).output, tgt.output)
+    with pytest.raises(AssertionError, match="both must be decomposed layers"):
+        ComponentModel(Tied(), [("linear1", 3)], tied={"linear2": "linear1"})
