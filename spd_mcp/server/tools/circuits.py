@@ -71,7 +71,7 @@ class AttributionsInput(TextOrFeatures):
     )
     top_k: int = Field(30, ge=1, le=500, description="how many edges (largest first) to return")
     multi_hop: bool = Field(False, description="also return each node's sign-preserving influence on the target through all paths")
-    node_limit: int = Field(60, ge=1, le=1000, description="return at most this many nodes (outputs first, then largest CI)")
+    node_limit: int = Field(40, ge=1, le=1000, description="return at most this many nodes (outputs first, then largest CI)")
     edit_id: str | None = Field(None, max_length=64, description=EDIT_DESC)
 
 

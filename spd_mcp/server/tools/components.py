@@ -44,7 +44,7 @@ class GetCIInput(TextOrFeatures):
     top_k: int = Field(10, ge=1, le=1000, description="at most this many components per (position, layer), largest CI first")
     edit_id: str | None = Field(None, max_length=64, description=EDIT_DESC)
     offset: int = Field(0, ge=0, description="skip this many entries of the (position, layer, CI) ordered list")
-    limit: int = Field(100, ge=1, le=500, description="return at most this many entries")
+    limit: int = Field(60, ge=1, le=500, description="return at most this many entries")
 
 
 class CIEntry(Wire):
