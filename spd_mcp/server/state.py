@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from spd_core.model import ComponentModel
 from spd_mcp.server.device import DeviceWorker
+from spd_mcp.server.edits import EditRegistry
 from spd_mcp.server.events import EventLog
 from spd_mcp.server.store import Store
 from spd_mcp.server.tokens import TokenizerView
@@ -132,6 +133,7 @@ class AppState:
     io: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="spd-io"))
     started: float = field(default_factory=time.time)
     calls: Counter[str] = field(default_factory=Counter)
+    edits: EditRegistry = field(default_factory=EditRegistry)
 
     @functools.cached_property
     def tok(self) -> TokenizerView:

@@ -33,6 +33,39 @@ HINTS = {
     "mechanism": st.sampled_from(["copying", "ioi", "recall", "other"]),
     "text": st.sampled_from(["the cat sat on the", "Paris is the capital of", "the"]),
 }
+KEYS = ["0.mlp.up:3", "1.attn.o:5", "0.mlp.down:1", "1.mlp.down:0", "0.attn.q:2", "1.mlp.gate:7", "0.mlp.up:8", "x:1",
+        "0.mlp.up"]
+NODES = ["0.mlp.up:4:3", "1.attn.o:-1:5", "0.mlp.down:0:1", "0.mlp.up:9:1", "output:4:7", "1.mlp.down:2"]
+TOKENS = ["mat", "the", "Paris", "mat cat", "", "output:4:7", "0.mlp.up:4:3", "1.attn.q:0:0"]
+EXAMPLE = st.fixed_dictionaries(
+    {"text": HINTS["text"], "target_token": st.sampled_from(TOKENS)}, optional={"position": st.integers(-6, 6)})
+# Field names whose values decide the cost of a call (kept tiny so each long tool's fuzz stays fast) or
+# whose valid values are rare at random: always drawn from these.
+FORCED = {
+    "steps": st.integers(0, 3),
+    "position": st.integers(-6, 6),
+    "adversarial_steps": st.sampled_from([0, 1, 2, 2]),
+    "max_new_tokens": st.integers(0, 3),
+    "n_samples": st.sampled_from([0, 1, 2, 3]),
+    "wait_s": st.sampled_from([0.0, 5.0, 31.0]),
+    "components": st.lists(st.sampled_from(KEYS), min_size=1, max_size=3) | st.just([]),
+    "nodes": st.lists(st.sampled_from(NODES), max_size=3),
+    "layers": st.none() | st.lists(st.sampled_from(["0.mlp.up", "1.attn.q", "nope"]), max_size=2),
+    "scales": st.dictionaries(st.sampled_from(KEYS), st.floats(-2, 2) | st.just(0.0), max_size=3),
+    "target": st.none() | st.sampled_from(TOKENS),
+    "target_token": st.sampled_from(TOKENS),
+    "token": st.sampled_from([None, None, "mat", "Paris", "mat cat", ""]),
+    "edit_id": st.sampled_from([None, None, None, "e1", "e2", "nope"]),
+    "examples": st.lists(EXAMPLE, max_size=2),
+    "preserve_prompts": st.lists(HINTS["text"], max_size=2),
+    "objective": st.none() | st.fixed_dictionaries({
+        "token": st.sampled_from(TOKENS), "direction": st.sampled_from(["suppress", "promote", "x"]),
+        "prompts": st.lists(HINTS["text"], max_size=2)}),
+    "regime": st.sampled_from(["deterministic", "stochastic", "adversarial", "all", "none"])
+    | st.lists(st.sampled_from(["deterministic", "stochastic", "adversarial"]), max_size=3),
+}
+HEAVY = {"optimize_circuit", "find_components", "edit_component", "steer", "ablate", "get_attributions"}
+ANALYSIS = HEAVY | {"get_ci", "probe_component", "run_prompt"}
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False),
                  st.text(max_size=12), st.lists(st.integers(-5, 5), max_size=3), st.just({"a": 1}))
 
@@ -72,7 +105,9 @@ def strategy(schema: dict[str, Any], defs: dict[str, Any], depth: int = 0) -> st
     return JUNK
 
 
-def object_strategy(schema: dict[str, Any], defs: dict[str, Any], depth: int, clean: bool = False) -> st.SearchStrategy:
+def object_strategy(
+    schema: dict[str, Any], defs: dict[str, Any], depth: int, clean: bool = False, forced: dict[str, Any] | None = None
+) -> st.SearchStrategy:
     """Objects of the schema; unless ``clean``, fields are sometimes junk or missing and keys unknown."""
     props = schema.get("properties", {})
     required = set(schema.get("required", []))
@@ -87,7 +122,9 @@ def object_strategy(schema: dict[str, Any], defs: dict[str, Any], depth: int, cl
             valid = strategy(sub, defs, depth) if not clean else clean_strategy(sub, defs)
             if name in HINTS:
                 valid = HINTS[name] | valid
-            out[name] = draw(JUNK if mode == "junk" else valid)
+            if forced and name in forced:
+                valid = forced[name]
+            out[name] = draw(JUNK if mode == "junk" and not (forced and name in forced) else valid)
         if not clean and draw(st.integers(0, 9)) == 0:
             out[draw(st.sampled_from(["extra", "topk", "Text", "x"]))] = draw(JUNK)
         return out
@@ -121,9 +158,9 @@ def clean_strategy(schema: dict[str, Any], defs: dict[str, Any]) -> st.SearchStr
     return strategy(schema, defs, 1)
 
 
-def args_strategy(schema: dict[str, Any]) -> st.SearchStrategy:
+def args_strategy(schema: dict[str, Any], forced: dict[str, Any] | None = None) -> st.SearchStrategy:
     defs = schema.get("$defs", {})
-    return object_strategy(schema, defs, 0, clean=True) | object_strategy(schema, defs, 0)
+    return object_strategy(schema, defs, 0, clean=True, forced=forced) | object_strategy(schema, defs, 0, forced=forced)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +174,8 @@ def fuzz_client(tmp_path_factory, lm):
 
 TOOL_NAMES = ["get_model_info", "run_prompt", "list_probe_prompts", "update_research_log", "record_hypothesis",
               "save_explanation", "set_investigation_summary", "save_graph_artifact", "get_job", "cancel_job",
-              "server_status"]
+              "server_status", "get_ci", "probe_component", "find_components", "get_attributions", "optimize_circuit",
+              "ablate", "steer", "edit_component"]
 
 
 @pytest.mark.parametrize("name", TOOL_NAMES)
@@ -146,10 +184,11 @@ def test_fuzz_tool(fuzz_client, name: str) -> None:
     tool = tools[name]
     schema = tool.input_schema
     outcomes = {"ok": 0, "error": 0}
+    n = max(10, EXAMPLES // 4) if name in HEAVY else EXAMPLES
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+    @settings(max_examples=n, deadline=None, database=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
-    @given(args=args_strategy(schema))
+    @given(args=args_strategy(schema, FORCED if name in ANALYSIS else None))
     def one(args: dict[str, Any]) -> None:
         r = portal.call(client.call_tool, name, args)
         if r.is_error:
@@ -164,6 +203,6 @@ def test_fuzz_tool(fuzz_client, name: str) -> None:
 
     one()
     print(f"\nfuzz {name}: {outcomes}")
-    assert sum(outcomes.values()) >= EXAMPLES
+    assert sum(outcomes.values()) >= n
     status = portal.call(client.call_tool, "server_status", {})
     assert not status.is_error  # the server survived

@@ -63,7 +63,7 @@ async def test_run_prompt_last_position_only_by_default(lm) -> None:
         ({"text": "   "}, "0 tokens"),
         ({"text": "the", "top_k": 0}, "top_k"),
         ({"text": "the", "top_k": 101}, "top_k"),
-        ({"text": "the", "topk": 3}, "valid arguments: all_positions, features, text, top_k"),
+        ({"text": "the", "topk": 3}, "valid arguments: all_positions, edit_id, features, text, top_k"),
     ],
 )
 async def test_run_prompt_errors_on_lm(lm, args, needle) -> None:

@@ -44,7 +44,19 @@ async def exercise(c: Client, gid: int) -> dict[str, Any]:
         "summary": await ok(c, "set_investigation_summary", {"title": "t", "summary": "s"}),
         "artifact": await ok(c, "save_graph_artifact", {"graph_id": gid}),
         "status": await ok(c, "server_status"),
+        "ci": await ok(c, "get_ci", {"text": "the cat sat on the", "position": -1, "top_k": 3}),
+        "probe": await ok(c, "probe_component", {"text": "the cat sat on the", "component": "0.mlp.up:3"}),
+        "attr": await ok(c, "get_attributions", {"text": "the cat sat on the", "target": "mat", "top_k": 5}),
+        "circuit": await ok(c, "optimize_circuit", {"text": "the cat sat on the", "target_token": "mat", "steps": 3}),
+        "found": await ok(c, "find_components", {"examples": [{"text": "the dog ran to the", "target_token": "park"}],
+                                                  "method": "ci", "ci_threshold": 0.3}),
+        "ablate": await ok(c, "ablate", {"text": "the cat sat on the", "components": ["0.mlp.up:3"], "regime": "all",
+                                         "n_samples": 2, "adversarial_steps": 2, "token": "mat"}),
+        "steer": await ok(c, "steer", {"text": "the cat", "scales": {"0.mlp.up:3": 0.0}, "max_new_tokens": 3}),
+        "edit": await ok(c, "edit_component", {"components": ["0.mlp.up:3"], "method": "remove"}),
     }
+    out["edited"] = await ok(c, "run_prompt", {"text": "the cat sat on the", "edit_id": out["edit"]["result"]["edit_id"]})
+    assert "unknown edit_id 'e9'" in await err(c, "ablate", {"text": "the", "components": ["0.mlp.up:3"], "edit_id": "e9"})
     assert "valid layers" in await err(c, "save_explanation", {
         "subject_prompt": "p", "behaviour": "b", "explanation": "e", "confidence": "low",
         "components": [{"component": "x:1", "role": "r"}]})
@@ -56,7 +68,12 @@ async def exercise(c: Client, gid: int) -> dict[str, Any]:
 
 
 def comparable(res: dict[str, Any]) -> dict[str, Any]:
-    return {"info": res["info"]["layers"], "prompt": res["prompt"]["predictions"], "probes": res["probes"]}
+    return {
+        "info": res["info"]["layers"], "prompt": res["prompt"]["predictions"], "probes": res["probes"],
+        "ci": res["ci"]["entries"], "probe": res["probe"]["positions"], "attr": res["attr"]["edges"],
+        "circuit": res["circuit"]["result"]["probs"], "found": res["found"]["result"]["components"],
+        "ablate": res["ablate"]["regimes"], "steer": res["steer"]["steered"], "edited": res["edited"]["predictions"],
+    }
 
 
 def stdio_params(ws: Path) -> StdioServerParameters:
@@ -116,7 +133,7 @@ async def test_same_calls_over_memory_stdio_and_http(lm, tmp_path: Path, http_se
         async with client as c:
             results[name] = await exercise(c, gid)
         events = read_events(ws / "events.jsonl")
-        assert sum(e["type"] == "tool_call" for e in events) == 14
+        assert sum(e["type"] == "tool_call" for e in events) == 24
         assert (ws / "artifacts" / f"graph_{gid}.svg").exists() and (ws / "research_log.md").exists()
     server, ws, gid = http_server
     async with server.client() as c:

@@ -2,17 +2,22 @@
 
 import math
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from mcp.server.mcpserver import Context
 from pydantic import Field, model_validator
 
+from spd_core.analysis.overlay import Edit, applied
+from spd_core.model import ComponentModel
 from spd_mcp.server.errors import check_finite_values
 from spd_mcp.server.predict import predict_tokens, predict_vector
 from spd_mcp.server.schemas import Input, TokenProb, Wire
 from spd_mcp.server.state import AppState
 from spd_mcp.server.tooling import ToolSpec
+
+T = TypeVar("T")
 
 # --- get_model_info --------------------------------------------------------------------------------
 
@@ -120,6 +125,9 @@ class RunPromptInput(Input):
     )
     top_k: int = Field(10, ge=1, le=100, description="how many most likely next tokens (or largest outputs) to return")
     all_positions: bool = Field(False, description="top-k at every position instead of only the last")
+    edit_id: str | None = Field(
+        None, max_length=64, description="run under this edit (an edit_id from edit_component); omit for the base model"
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> "RunPromptInput":
@@ -152,15 +160,22 @@ class RunPromptResult(Wire):
     top_outputs: list[OutputValue] | None = Field(description="toy models: the top_k largest outputs")
 
 
+def _under(model: ComponentModel, edit: Edit | None, fn: Callable[[], T]) -> T:
+    with applied(model, edit):
+        return fn()
+
+
 async def run_prompt(state: AppState, inp: RunPromptInput, ctx: Context) -> RunPromptResult:
     run = state.run
+    edit = state.edits.edit(inp.edit_id)
     if inp.features is not None:
         if run.is_lm:
             raise ValueError("this is a language model: give 'text', not 'features'")
         check_finite_values(inp.features, "features")
         if run.input_dim is not None and len(inp.features) != run.input_dim:
             raise ValueError(f"features has length {len(inp.features)}; this model takes exactly {run.input_dim} values")
-        out = await state.device.call("run_prompt", lambda: predict_vector(run.model, list(inp.features or [])))
+        features = list(inp.features)
+        out = await state.device.call("run_prompt", lambda: _under(run.model, edit, lambda: predict_vector(run.model, features)))
         order = sorted(range(len(out.values)), key=lambda i: -out.values[i])[: inp.top_k]
         top = [OutputValue(index=i, value=out.values[i]) for i in order]
         return RunPromptResult(
@@ -171,7 +186,9 @@ async def run_prompt(state: AppState, inp: RunPromptInput, ctx: Context) -> RunP
         )
     assert inp.text is not None
     ids = state.tok.tokenize(inp.text, run.context_length)
-    pred = await state.device.call("run_prompt", lambda: predict_tokens(run.model, ids, inp.top_k, inp.all_positions))
+    pred = await state.device.call(
+        "run_prompt", lambda: _under(run.model, edit, lambda: predict_tokens(run.model, ids, inp.top_k, inp.all_positions))
+    )
     pieces = state.tok.pieces(ids)
     predictions = [
         PositionPrediction(
@@ -261,7 +278,7 @@ TOOLS = [
             "What does the model predict here? Language models: tokenizes 'text' (no special tokens), runs the "
             "original (target) model and returns the tokens, the top_k next tokens with probabilities (0-1) "
             "after the last position (or every position with all_positions=true), and the probability of "
-            "each actual next token. Toy models (is_language_model=false in get_model_info) take 'features', "
+            "each actual next token. With edit_id, runs the model under that edit (see edit_component). Toy models (is_language_model=false in get_model_info) take 'features', "
             "a feature vector, instead of text and return the output vector. Usually well under a second; "
             "waits up to a few seconds for the device, then says it is busy. "
             "Example: run_prompt(text='The cat sat on the', top_k=5)."

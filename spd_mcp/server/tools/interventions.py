@@ -1,0 +1,385 @@
+"""Intervention tools: ablate (necessity / sufficiency), steer (scale and generate), edit_component (named edits)."""
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from mcp.server.mcpserver import Context
+from pydantic import Field
+
+from spd_core.analysis.ablation import AblationRegime, AblationResult
+from spd_core.analysis.ablation import ablate as core_ablate
+from spd_core.analysis.common import kl_div, per_position
+from spd_core.analysis.editing import (
+    FinetuneResult,
+    Objective,
+    edit_norms,
+    finetune_edit,
+    remove_edit,
+    scale_edit,
+)
+from spd_core.analysis.health import checked_forward
+from spd_core.analysis.overlay import Edit, applied
+from spd_core.analysis.steering import SteerResult
+from spd_core.analysis.steering import steer as core_steer
+from spd_core.keys import resolve_position
+from spd_core.model import ComponentModel
+from spd_mcp.server.edits import EditEntry
+from spd_mcp.server.errors import check_finite_values
+from spd_mcp.server.inputs import component_keys, node_keys, require_lm, target_token, text_input
+from spd_mcp.server.schemas import Input, JobView, LongInput, TokenProb, Wire
+from spd_mcp.server.state import AppState
+from spd_mcp.server.tooling import ToolSpec
+from spd_mcp.server.tools.components import EDIT_DESC
+from spd_mcp.server.tools.jobs import run_as_job
+
+ABLATION_REGIMES: tuple[AblationRegime, ...] = ("deterministic", "stochastic", "adversarial")
+COMPONENT_DESC = "component keys '<layer>:<c>', e.g. ['0.mlp.up:3', '1.attn.o:0']"
+
+
+def _probs(state: AppState, top: Sequence[tuple[int, float]]) -> list[TokenProb]:
+    return [TokenProb(token=state.tok.display(i), token_id=i, prob=p) for i, p in top]
+
+
+# --- ablate ----------------------------------------------------------------------------------------
+
+
+class AblateInput(Input):
+    text: str = Field(max_length=20000, description="the prompt", examples=["Paris is the capital of"])
+    components: list[str] = Field(default_factory=list, max_length=1000, description=COMPONENT_DESC + "; ablated at every position")
+    nodes: list[str] = Field(default_factory=list, max_length=1000, description="node keys '<layer>:<pos>:<c>'; ablated only at their position")
+    mode: Literal["remove", "keep_only"] = Field(
+        "remove", description="'remove': ablate the set (is it necessary?); 'keep_only': keep only the set (is it sufficient?)"
+    )
+    regime: AblationRegime | Literal["all"] | list[AblationRegime] = Field(
+        "deterministic",
+        description="'deterministic' (other components fully on), 'stochastic' (others sampled in [CI, 1], mean of "
+        "n_samples), 'adversarial' (others chosen to hurt most), a list of these, or 'all'",
+    )
+    position: int = Field(-1, ge=-100000, le=100000, description="position whose next-token distribution is compared (default: the last)")
+    token: str | None = Field(None, max_length=200, description="a token (exactly one) whose probability change is reported")
+    top_k: int = Field(5, ge=1, le=50, description="how many most likely tokens before and after")
+    n_samples: int = Field(8, ge=1, le=64, description="samples for the stochastic regime")
+    adversarial_steps: int = Field(20, ge=1, le=200, description="signed-gradient steps for the adversarial regime")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="random seed (stochastic and adversarial regimes)")
+    edit_id: str | None = Field(None, max_length=64, description=EDIT_DESC)
+
+
+class RegimeOutcome(Wire):
+    regime: AblationRegime
+    after: list[TokenProb] = Field(description="top_k tokens after ablation")
+    kl: float = Field(description="KL(before ‖ after) at the position, nats")
+    token_prob_after: float | None
+    token_prob_change: float | None = Field(description="after - before for 'token'")
+
+
+class AblateResult(Wire):
+    summary: str
+    mode: Literal["remove", "keep_only"]
+    position: int
+    tokens: list[str]
+    before: list[TokenProb] = Field(description="top_k tokens of the unablated model at the position")
+    token: str | None
+    token_id: int | None
+    token_prob_before: float | None
+    regimes: list[RegimeOutcome]
+
+
+def _regimes(regime: Any) -> list[AblationRegime]:
+    if regime == "all":
+        return list(ABLATION_REGIMES)
+    if isinstance(regime, str):
+        return [regime]  # type: ignore[list-item]
+    if not regime:
+        raise ValueError(f"give at least one regime; valid: {', '.join(ABLATION_REGIMES)} or 'all'")
+    return list(dict.fromkeys(regime))
+
+
+async def ablate(state: AppState, inp: AblateInput, ctx: Context) -> AblateResult:
+    require_lm(state, "ablate")
+    mi = text_input(state, inp.text)
+    comps = component_keys(state, inp.components)
+    nodes = node_keys(state, inp.nodes, mi.seq)
+    if not comps and not nodes:
+        raise ValueError("give at least one component ('<layer>:<c>') or node ('<layer>:<pos>:<c>') to ablate")
+    pos = resolve_position(inp.position, mi.seq)
+    tid = None if inp.token is None else target_token(state, inp.token)
+    edit = state.edits.edit(inp.edit_id)
+    regimes = _regimes(inp.regime)
+
+    def work() -> list[AblationResult]:
+        return [
+            core_ablate(
+                state.run.model, mi.x, comps, nodes, inp.mode, r, pos, tid, inp.top_k, inp.n_samples,
+                inp.adversarial_steps, seed=inp.seed, edit=edit,
+            )
+            for r in regimes
+        ]
+
+    results = await state.device.call("ablate", work)
+    first = results[0]
+    outcomes = [
+        RegimeOutcome(regime=r.regime, after=_probs(state, r.after_top), kl=r.kl, token_prob_after=r.token_prob_after,
+                      token_prob_change=r.token_prob_change)
+        for r in results
+    ]
+    label = None if tid is None else state.tok.display(tid)
+    what = f"{len(comps)} components and {len(nodes)} nodes"
+    parts = []
+    for o in outcomes:
+        part = f"{o.regime}: KL {o.kl:.4f} nats, top {o.after[0].token!r} ({o.after[0].prob:.3f})"
+        if o.token_prob_after is not None:
+            part += f", p({label!r}) {first.token_prob_before:.3f} -> {o.token_prob_after:.3f}"
+        parts.append(part)
+    verb = "Removing" if inp.mode == "remove" else "Keeping only"
+    await state.store.add_intervention("ablate", inp.model_dump(mode="json"), {"kl": {o.regime: o.kl for o in outcomes}})
+    return AblateResult(
+        summary=f"{verb} {what} at position {pos} ({mi.tokens[pos]!r}); before, the top token is "
+        f"{state.tok.display(first.before_top[0][0])!r} ({first.before_top[0][1]:.3f}). " + "; ".join(parts) + ".",
+        mode=inp.mode, position=pos, tokens=mi.tokens, before=_probs(state, first.before_top), token=label, token_id=tid,
+        token_prob_before=first.token_prob_before, regimes=outcomes,
+    )
+
+
+# --- steer -----------------------------------------------------------------------------------------
+
+
+class SteerInput(Input):
+    text: str = Field(max_length=20000, description="the prompt to continue", examples=["The cat sat on the"])
+    scales: dict[str, float] = Field(
+        description="component key -> factor on its mask (0 ablates, 1 leaves it, 2 doubles it), e.g. {'0.mlp.up:3': 0.0}"
+    )
+    max_new_tokens: int = Field(20, ge=0, le=200, description="tokens to generate")
+    n_samples: int = Field(1, ge=1, le=16, description="continuations per side (used when temperature > 0)")
+    temperature: float = Field(0.0, ge=0.0, le=5.0, description="0: greedy; > 0: sampled")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="random seed for sampling")
+    only_where_ci_above: float | None = Field(
+        None, ge=0.0, le=1.0, description="scale a component only at positions where its CI exceeds this; default everywhere"
+    )
+    top_k: int = Field(10, ge=1, le=50, description="how many tokens in the top lists and logit changes")
+    edit_id: str | None = Field(None, max_length=64, description=EDIT_DESC)
+
+
+class Continuation(Wire):
+    text: str
+    token_ids: list[int]
+
+
+class LogitChange(Wire):
+    token: str
+    token_id: int
+    logit_change: float = Field(description="steered - baseline logit at the prompt's last position")
+    baseline_prob: float
+    steered_prob: float
+
+
+class SteerResultWire(Wire):
+    summary: str
+    baseline: list[Continuation]
+    steered: list[Continuation]
+    baseline_top: list[TokenProb]
+    steered_top: list[TokenProb]
+    logit_changes: list[LogitChange] = Field(description="tokens with the largest |logit change|, largest first")
+
+
+def _cont(state: AppState, ids: list[int]) -> Continuation:
+    return Continuation(text=state.tok.raw.decode(ids), token_ids=ids)
+
+
+async def steer(state: AppState, inp: SteerInput, ctx: Context) -> SteerResultWire:
+    require_lm(state, "steer")
+    mi = text_input(state, inp.text)
+    check_finite_values(inp.scales.values(), "scales")
+    if not inp.scales:
+        raise ValueError("give at least one component to scale, e.g. scales={'0.mlp.up:3': 0.0}")
+    scales = dict(zip(component_keys(state, list(inp.scales)), inp.scales.values(), strict=True))
+    edit = state.edits.edit(inp.edit_id)
+    res: SteerResult = await state.device.call("steer", lambda: core_steer(
+        state.run.model, mi.x, scales, inp.max_new_tokens, inp.n_samples, inp.temperature, inp.seed,
+        inp.only_where_ci_above, inp.top_k, edit,
+    ))
+    base = [_cont(state, ids) for ids in res.baseline]
+    steered = [_cont(state, ids) for ids in res.steered]
+    changes = [
+        LogitChange(token=state.tok.display(c.token), token_id=c.token, logit_change=c.logit_change,
+                    baseline_prob=c.baseline_prob, steered_prob=c.steered_prob)
+        for c in res.changes
+    ]
+    await state.store.add_intervention("steer", inp.model_dump(mode="json"), {"baseline": base[0].text, "steered": steered[0].text})
+    return SteerResultWire(
+        summary=f"Baseline continues {base[0].text!r}; steered continues {steered[0].text!r}. Largest logit change: "
+        + ", ".join(f"{c.token!r} {c.logit_change:+.3g}" for c in changes[:3]) + ".",
+        baseline=base, steered=steered, baseline_top=_probs(state, res.baseline_top),
+        steered_top=_probs(state, res.steered_top), logit_changes=changes,
+    )
+
+
+# --- edit_component --------------------------------------------------------------------------------
+
+
+class ObjectiveInput(Input):
+    token: str = Field(max_length=200, description="the token to suppress or promote; exactly one token")
+    direction: Literal["suppress", "promote"] = Field(description="lower or raise its probability")
+    prompts: list[str] = Field(min_length=1, max_length=64, description="prompts on which to change it")
+    position: int = Field(-1, ge=-100000, le=100000, description="position of the prediction in each prompt (default: the last)")
+
+
+class EditInput(LongInput):
+    components: list[str] = Field(min_length=1, max_length=200, description=COMPONENT_DESC)
+    method: Literal["scale", "remove", "finetune"] = Field(
+        description="'scale': multiply the write vectors by 'factor'; 'remove': subtract the components' weights; "
+        "'finetune': train their vectors on 'objective'"
+    )
+    factor: float = Field(0.5, ge=-100.0, le=100.0, description="method 'scale': the factor on each write vector")
+    objective: ObjectiveInput | None = Field(None, description="method 'finetune': which token to suppress or promote on which prompts")
+    preserve_prompts: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="prompts whose outputs should not change (finetune: KL penalty; all methods: KL reported)",
+    )
+    train: Literal["U", "V", "both"] = Field("both", description="finetune: train write vectors (U), read vectors (V) or both")
+    steps: int = Field(100, ge=0, le=5000, description="finetune steps")
+    lr: float = Field(0.01, gt=0.0, le=10.0, description="finetune learning rate (AdamW)")
+    kl_bound: float = Field(0.05, ge=0.0, le=100.0, description="finetune keeps the best step whose preserve KL (nats) is within this")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="random seed")
+
+
+class EditResult(Wire):
+    summary: str
+    edit_id: str = Field(description="pass as edit_id to run_prompt, get_ci, ablate, steer")
+    method: str
+    components: list[str]
+    token: str | None = Field(description="the objective token (finetune)")
+    token_prob_before: float | None = Field(description="mean probability of the objective token before the edit")
+    token_prob_after: float | None
+    kl_preserve: float | None = Field(description="mean per-position KL(original ‖ edited) on preserve_prompts, nats")
+    kl_heldout: float | None = Field(description="the same on the run's probe prompts not used above")
+    weight_change: dict[str, float] = Field(description="per layer, Frobenius norm of the weight change")
+    relative_change: dict[str, float] = Field(description="per layer, the norm of the change over the layer's weight norm")
+    best_step: int | None = Field(description="finetune: the step kept")
+
+
+def _mean_kl(model: ComponentModel, edit: Edit, prompts: Sequence[torch.Tensor]) -> float | None:
+    if not prompts:
+        return None
+    with torch.no_grad():
+        base = [per_position(model.target_output(x)) for x in prompts]
+        with applied(model, edit):
+            after = [per_position(checked_forward(model, x, what="edited forward").output) for x in prompts]
+    return float(torch.stack([kl_div(b, a).mean() for b, a in zip(base, after, strict=True)]).mean())
+
+
+def _tensors(state: AppState, texts: Sequence[str]) -> list[torch.Tensor]:
+    return [text_input(state, t).x for t in texts]
+
+
+async def edit_component(state: AppState, inp: EditInput, ctx: Context) -> JobView:
+    keys = component_keys(state, inp.components)
+    model = state.run.model
+    edit_id = state.edits.new_id()
+    lm = state.run.is_lm
+    if (inp.preserve_prompts or inp.method == "finetune") and not lm:
+        require_lm(state, "edit_component with prompts or method 'finetune'")
+    preserve = _tensors(state, inp.preserve_prompts)
+    used = set(inp.preserve_prompts) | set(inp.objective.prompts if inp.objective else [])
+    heldout = _tensors(state, [p.text for p in state.run.probes if p.text not in used]) if lm else []
+    objective = None
+    if inp.method == "finetune":
+        if inp.objective is None:
+            raise ValueError("method 'finetune' needs an objective {token, direction, prompts}")
+        if not preserve:
+            raise ValueError("method 'finetune' needs at least one preserve prompt (its outputs are kept close)")
+        prompts = _tensors(state, inp.objective.prompts)
+        for x in prompts:
+            resolve_position(inp.objective.position, x.shape[1])
+        objective = Objective(prompts, target_token(state, inp.objective.token), inp.objective.direction, inp.objective.position)
+
+    def work(progress: Any) -> tuple[Edit, FinetuneResult | None, float | None, float | None]:
+        if objective is not None:
+            res = finetune_edit(
+                model, keys, objective, preserve, heldout, inp.train, inp.steps, inp.lr, kl_bound=inp.kl_bound,
+                seed=inp.seed, name=edit_id, progress=lambda s, n, v: progress(s, n, f"step {s}/{n}, loss {v:.4g}"),
+            )
+            return res.edit, res, res.kl_preserve, res.kl_heldout
+        edit = remove_edit(model, keys, edit_id) if inp.method == "remove" else scale_edit(model, dict.fromkeys(keys, inp.factor), edit_id)
+        return edit, None, _mean_kl(model, edit, preserve), _mean_kl(model, edit, heldout)
+
+    async def finish(raw: tuple[Edit, FinetuneResult | None, float | None, float | None]) -> EditResult:
+        edit, ft, kl_pres, kl_held = raw
+        norms = ft.norms if ft is not None else edit_norms(model, edit)
+        names = [str(k) for k in keys]
+        state.edits.add(EditEntry(edit_id, edit, inp.method, names, {"description": edit.description}))
+        token = None if objective is None else state.tok.display(objective.token)
+        result = EditResult(
+            summary="",
+            edit_id=edit_id, method=inp.method, components=names, token=token,
+            token_prob_before=None if ft is None else ft.token_prob_before,
+            token_prob_after=None if ft is None else ft.token_prob_after,
+            kl_preserve=kl_pres, kl_heldout=kl_held, weight_change=norms.weight_change, relative_change=norms.relative,
+            best_step=None if ft is None else ft.best_step,
+        )
+        await state.store.put_edit(edit_id, inp.model_dump(mode="json"), result.model_dump(mode="json"))
+        effect = (
+            f"; p({token!r}) {ft.token_prob_before:.3f} -> {ft.token_prob_after:.3f} (best step {ft.best_step})"
+            if ft is not None else ""
+        )
+        kls = "".join(
+            f"; KL on {name} {v:.4f} nats" for name, v in (("preserve prompts", kl_pres), ("held-out probe prompts", kl_held))
+            if v is not None
+        )
+        biggest = max(norms.relative.items(), key=lambda kv: kv[1])
+        result.summary = (
+            f"Edit {edit_id} ({edit.description}) is ready{effect}{kls}; largest relative weight change "
+            f"{biggest[1]:.3g} in {biggest[0]}. Pass edit_id='{edit_id}' to run_prompt, get_ci, ablate or steer; "
+            "the base model is unchanged."
+        )
+        return result
+
+    return await run_as_job(state, ctx, "edit_component", work, finish, inp.wait_s, inp.model_dump(mode="json"))
+
+
+TOOLS = [
+    ToolSpec(
+        name="ablate",
+        title="Ablate components (necessity / sufficiency)",
+        description=(
+            "Is this set of components necessary? Is it sufficient? Removes the listed components (all "
+            "positions) and nodes (one position) with mode='remove', or keeps only them with mode='keep_only', "
+            "and compares the next-token distribution at 'position' before and after: top_k tokens with "
+            "probabilities (0-1), KL(before ‖ after) in nats, and the change in the probability of 'token', for "
+            "each requested regime (deterministic, stochastic, adversarial, or 'all'). About a second per regime "
+            "on small models (adversarial: adversarial_steps passes). Language models only. "
+            "Example: ablate(text='Paris is the capital of', components=['1.mlp.down:7'], token=' France', regime='all')."
+        ),
+        input_model=AblateInput, result_model=AblateResult, handler=ablate, read_only=True, idempotent=True,
+    ),
+    ToolSpec(
+        name="steer",
+        title="Steer generation by scaling components",
+        description=(
+            "What does the model say if I scale these components? Generates max_new_tokens tokens from 'text' "
+            "with the original model and with each listed component's mask multiplied by its factor (0 "
+            "ablates, 2 doubles), optionally only where its CI is above only_where_ci_above, and returns both "
+            "continuations, the top tokens at the prompt's last position and the largest logit changes there. "
+            "Greedy at temperature 0, else n_samples seeded samples. About max_new_tokens forward passes per "
+            "continuation. Language models only. "
+            "Example: steer(text='The cat sat on the', scales={'0.mlp.up:3': 0.0}, max_new_tokens=10)."
+        ),
+        input_model=SteerInput, result_model=SteerResultWire, handler=steer, read_only=True, idempotent=True,
+    ),
+    ToolSpec(
+        name="edit_component",
+        title="Edit components (a named overlay)",
+        description=(
+            "Can I change this behaviour by editing these components, and at what cost? Creates a named edit "
+            "(edit_id) that never changes the base model: 'scale' multiplies the components' write vectors by "
+            "'factor', 'remove' subtracts their weights, 'finetune' trains only their vectors (train U, V or "
+            "both) to suppress or promote a token on the objective prompts while keeping preserve_prompts "
+            "close (KL). Returns edit_id, the effect on the objective token's probability, KL on the preserve "
+            "prompts and on held-out probe prompts (nats), and the norms of the weight change. scale/remove are "
+            "instant; finetune is a job ('steps' passes over the prompts), polled with get_job past wait_s. "
+            "Use the edit with run_prompt, get_ci, ablate, steer (edit_id=...). "
+            "Example: edit_component(components=['1.mlp.down:7'], method='remove', preserve_prompts=['The dog ran to the'])."
+        ),
+        input_model=EditInput, result_model=JobView, handler=edit_component, read_only=False,
+    ),
+]
