@@ -243,6 +243,8 @@ def _training_text(rng: random.Random) -> str:
         recalls.remove(next(r for r in recalls if recalls.count(r) > 1))
     length = rng.randint(MIN_WORDS, MAX_WORDS)
     order = _fill(rng, max(0, length - len(_words(mentions + recalls))))
+    if not order and not mentions:
+        order = [_free_sentence(rng)]
     # Mentions go in the first half of the order, each recall anywhere after its own mention.
     for m in mentions:
         order.insert(rng.randint(0, len(order) // 2), m)
