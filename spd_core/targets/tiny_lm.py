@@ -48,7 +48,7 @@ class DemoLMConfig(BaseModel):
     n_heads: int = Field(4, ge=1)
     d_mlp: int = Field(256, ge=1, description="gated MLP width (intermediate_size)")
     init_std: float = Field(0.1, gt=0, description="std of the normal weight init")
-    steps: int = Field(4000, ge=1)
+    steps: int = Field(7000, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(5e-3, gt=0)
     warmup_steps: int = Field(100, ge=0)
