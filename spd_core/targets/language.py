@@ -13,7 +13,7 @@ Grammar (``[x]`` optional, ``X|Y`` a choice, CAPITALS word classes listed below)
     fact       := the capital of COUNTRY is CITY .
     mention    := code A B C* .       (a run of RUN_MIN..RUN_MAX NONCE words; 0-2 runs per text,
                                        no NONCE word twice in a text outside its run's repeats)
-    recall     := code A B C* .       (the same run again, 1-3 times, after every mention)
+    recall     := code A B C* .       (the same run again, 1-3 times, after its mention)
 
 Probe runs are RUN_MIN..RUN_MAX words long too; the probe asks only for the word after the first.
 
@@ -243,12 +243,13 @@ def _training_text(rng: random.Random) -> str:
         recalls.remove(next(r for r in recalls if recalls.count(r) > 1))
     length = rng.randint(MIN_WORDS, MAX_WORDS)
     order = _fill(rng, max(0, length - len(_words(mentions + recalls))))
-    # Mentions go in the first half of the order, recalls after every mention.
+    if not order and not mentions:
+        order = [_free_sentence(rng)]
+    # Mentions go in the first half of the order, each recall anywhere after its own mention.
     for m in mentions:
         order.insert(rng.randint(0, len(order) // 2), m)
-    first_recall = max((order.index(m) for m in mentions), default=-1) + 1
     for r in recalls:
-        order.insert(rng.randint(first_recall, len(order)), r)
+        order.insert(rng.randint(order.index(r) + 1, len(order)), r)
     return " ".join(_words(order))
 
 
