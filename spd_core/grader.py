@@ -166,7 +166,7 @@ def search_circuit(
     pool: int = 16,
 ) -> list[ComponentKey]:
     """Greedy ablation search: from the ``pool`` best components by ``rank_by_ci``, repeatedly add the
-    one that most raises necessity + specificity, stopping at ``max_size`` or when nothing helps."""
+    one that most raises necessity + sufficiency + specificity, stopping at ``max_size`` or when nothing helps."""
     candidates = [k for k, _ in rank_by_ci(model, probes, mechanism)[:pool]]
     chosen: list[ComponentKey] = []
     best_score = float("-inf")
@@ -176,7 +176,7 @@ def search_circuit(
             if k in chosen:
                 continue
             g = grade_circuit(model, probes, mechanism, [*chosen, k])
-            trials.append((g.necessity + (g.specificity if g.specificity is not None else 1.0), k))
+            trials.append((g.necessity + g.sufficiency + (g.specificity if g.specificity is not None else 1.0), k))
         if not trials:
             break
         score, k = max(trials, key=lambda t: t[0])
