@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     h = harvest(run.model, run.tokenizer, texts, cfg)
     path = write_harvest(run.path, h)
-    print(f"harvested {len(h.texts)} texts ({h.n_tokens} tokens) in {time.perf_counter() - start:.1f} s -> {path}", file=sys.stderr)
+    sys.stderr.write(f"harvested {len(h.texts)} texts ({h.n_tokens} tokens) in {time.perf_counter() - start:.1f} s -> {path}\n")
     return 0
 
 

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
 
+from tests.server.harvested import harvested_run
 from tests.server.helpers import make_server
 from tests.server.test_tools_records import store_graph
 
@@ -32,6 +33,7 @@ HINTS = {
     "graph_id": st.integers(0, 3),
     "mechanism": st.sampled_from(["copying", "ioi", "recall", "other"]),
     "text": st.sampled_from(["the cat sat on the", "Paris is the capital of", "the"]),
+    "query": st.sampled_from(["the", "capital of", "cat sat", "zzz"]),
 }
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False),
                  st.text(max_size=12), st.lists(st.integers(-5, 5), max_size=3), st.just({"a": 1}))
@@ -130,14 +132,16 @@ def args_strategy(schema: dict[str, Any]) -> st.SearchStrategy:
 def fuzz_client(tmp_path_factory, lm):
     ws = tmp_path_factory.mktemp("fuzz")
     anyio.run(store_graph, ws)
-    with start_blocking_portal() as portal, portal.wrap_async_context_manager(Client(make_server(lm, ws))) as client:
+    run = harvested_run(lm, tmp_path_factory.mktemp("fuzz-run"))
+    with start_blocking_portal() as portal, portal.wrap_async_context_manager(Client(make_server(run, ws))) as client:
         tools = {t.name: t for t in portal.call(client.list_tools).tools}
         yield portal, client, tools, ws
 
 
 TOOL_NAMES = ["get_model_info", "run_prompt", "list_probe_prompts", "update_research_log", "record_hypothesis",
               "save_explanation", "set_investigation_summary", "save_graph_artifact", "get_job", "cancel_job",
-              "server_status"]
+              "server_status", "get_component_info", "get_activation_examples", "search_dataset",
+              "get_dataset_attributions"]
 
 
 @pytest.mark.parametrize("name", TOOL_NAMES)

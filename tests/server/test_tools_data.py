@@ -4,7 +4,12 @@ import pytest
 import torch
 from mcp import Client
 
-from spd_core.harvest_store import HarvestStore, activation_examples, component_summary, dataset_attributions
+from spd_core.harvest_store import (
+    HarvestStore,
+    activation_examples,
+    component_summary,
+    dataset_attributions,
+)
 from tests.server.harvested import corpus, harvested_run
 from tests.server.helpers import err, make_server, ok
 
