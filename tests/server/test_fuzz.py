@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
 
+from tests.server.harvested import harvested_run
 from tests.server.helpers import make_server
 from tests.server.test_tools_records import store_graph
 
@@ -32,6 +33,7 @@ HINTS = {
     "graph_id": st.integers(0, 3),
     "mechanism": st.sampled_from(["copying", "ioi", "recall", "other"]),
     "text": st.sampled_from(["the cat sat on the", "Paris is the capital of", "the"]),
+    "query": st.sampled_from(["the", "capital of", "cat sat", "zzz"]),
 }
 KEYS = ["0.mlp.up:3", "1.attn.o:5", "0.mlp.down:1", "1.mlp.down:0", "0.attn.q:2", "1.mlp.gate:7", "0.mlp.up:8", "x:1",
         "0.mlp.up"]
@@ -167,7 +169,8 @@ def args_strategy(schema: dict[str, Any], forced: dict[str, Any] | None = None) 
 def fuzz_client(tmp_path_factory, lm):
     ws = tmp_path_factory.mktemp("fuzz")
     anyio.run(store_graph, ws)
-    with start_blocking_portal() as portal, portal.wrap_async_context_manager(Client(make_server(lm, ws))) as client:
+    run = harvested_run(lm, tmp_path_factory.mktemp("fuzz-run"))
+    with start_blocking_portal() as portal, portal.wrap_async_context_manager(Client(make_server(run, ws))) as client:
         tools = {t.name: t for t in portal.call(client.list_tools).tools}
         yield portal, client, tools, ws
 
@@ -175,7 +178,8 @@ def fuzz_client(tmp_path_factory, lm):
 TOOL_NAMES = ["get_model_info", "run_prompt", "list_probe_prompts", "update_research_log", "record_hypothesis",
               "save_explanation", "set_investigation_summary", "save_graph_artifact", "get_job", "cancel_job",
               "server_status", "get_ci", "probe_component", "find_components", "get_attributions", "optimize_circuit",
-              "ablate", "steer", "edit_component"]
+              "ablate", "steer", "edit_component", "get_component_info", "get_activation_examples", "search_dataset",
+              "get_dataset_attributions"]
 
 
 @pytest.mark.parametrize("name", TOOL_NAMES)

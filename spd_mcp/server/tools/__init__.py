@@ -1,5 +1,7 @@
 """The tool handlers, grouped by the question they answer."""
 
-from spd_mcp.server.tools import circuits, components, interventions, jobs, model, records
+from spd_mcp.server.tools import circuits, components, data, interventions, jobs, model, records
 
-ALL_TOOLS = [*model.TOOLS, *components.TOOLS, *circuits.TOOLS, *interventions.TOOLS, *records.TOOLS, *jobs.TOOLS]
+ALL_TOOLS = [
+    *model.TOOLS, *data.TOOLS, *components.TOOLS, *circuits.TOOLS, *interventions.TOOLS, *records.TOOLS, *jobs.TOOLS,
+]
