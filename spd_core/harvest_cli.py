@@ -37,7 +37,7 @@ def load_texts(path: Path | None, run: object, n: int) -> list[str]:
             raise SystemExit(f"spd-harvest: --texts {path} is not a file")
         return [line for line in path.read_text().splitlines() if line.strip()][:n]
     try:
-        from spd_core.targets import corpus_for_run  # type: ignore[attr-defined]
+        from spd_core.targets import corpus_for_run
     except ImportError:
         raise SystemExit("spd-harvest: give --texts FILE (one text per line); this installation has no built-in corpus") from None
     return list(corpus_for_run(run, n))[:n]
