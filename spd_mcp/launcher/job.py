@@ -141,8 +141,9 @@ def run_job(spec: JobSpec, job_id: str) -> dict[str, Any]:
                "turns": result.turns if result else 0, "cost_usd": result.cost_usd if result else None,
                "denials": len(result.denials) if result else 0, "error": error or (result and result.error),
                "summary_written_by_launcher": wrote, "elapsed_s": round(time.monotonic() - t0, 2)}
-    events.emit("job_finished", **outcome)
+    # metadata first: a follower that sees job_finished reads the outcome from metadata.json
     update_json(inv.metadata, lambda m: m.update(status=status, finished=now_iso(), outcome=outcome))
+    events.emit("job_finished", **outcome)
     return outcome
 
 
