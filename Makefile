@@ -8,7 +8,7 @@ UV_FLAGS := $(foreach d,$(FIND_LINKS),--find-links $(d))
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast check bench demo-run clean
+.PHONY: install test test-fast check bench demo-run clean investigate
 
 include mk/infra.mk
 
@@ -31,6 +31,12 @@ test-fast: install
 check: install
 	$(PY) -m ruff check spd_core spd_mcp tests bench
 	$(PY) -m basedpyright
+
+# An investigation of the demo run, followed live: make investigate Q="Which components implement induction?"
+Q ?= How does the model choose between he and she?
+RUN ?= demo
+investigate: install
+	OMP_NUM_THREADS=1 $(VENV)/bin/spd-investigate "$(Q)" --run $(RUN) --follow
 
 bench: install
 	OMP_NUM_THREADS=1 $(PY) -m bench.run

@@ -24,6 +24,7 @@ LAUNCHER_KINDS = frozenset({
     "job_started", "job_resumed", "server_started", "server_ready", "server_failed",
     "server_stopped", "agent_started", "agent_finished", "agent_failed", "permission_denied",
     "tool_unavailable", "tool_error", "no_model_tool_called", "checkpoint", "job_finished",
+    "protocol_step", "job_cancelled", "job_ended_by_scheduler",
 })
 
 

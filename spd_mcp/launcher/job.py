@@ -10,6 +10,7 @@ agent the research log so far.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
@@ -44,6 +45,19 @@ from spd_mcp.launcher.spec import JobSpec
 
 # Set by the checkpoint handler (submit.py): the job is being requeued, not finished.
 PREEMPTED = threading.Event()
+# Set on SIGTERM (scancel, or a local kill) unless preempted: the job is being cancelled.
+TERMINATED = threading.Event()
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # Like submitit's own handler it does not exit (SLURM's SIGKILL follows); the job records why it ends.
+    TERMINATED.set()
+
+
+def _catch_sigterm() -> object | None:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def fetch_model_info(url: str, token: str, tools: list[mcp_link.ToolInfo]) -> dict[str, Any] | None:
@@ -91,6 +105,8 @@ def run_job(spec: JobSpec, job_id: str) -> dict[str, Any]:
     events.emit("job_resumed" if resumed else "job_started", job_id=job_id, attempt=meta["attempts"],
                 agent=spec.agent, executor=spec.executor, pid=os.getpid(), host=socket.gethostname())
     t0 = time.monotonic()
+    TERMINATED.clear()
+    previous_handler = _catch_sigterm()
     server: ServerProcess | None = None
     result: AgentResult | None = None
     error: str | None = None
@@ -128,21 +144,29 @@ def run_job(spec: JobSpec, job_id: str) -> dict[str, Any]:
     finally:
         if server is not None:
             events.emit("server_stopped", returncode=stop_server(server, spec.server_stop_grace_s))
+    if previous_handler is not None:
+        signal.signal(signal.SIGTERM, previous_handler)  # type: ignore[arg-type]
     if PREEMPTED.is_set():
         return {"status": "preempted", "job_id": job_id}
+    cancelled = TERMINATED.is_set()
+    if cancelled:
+        events.emit("job_cancelled", job_id=job_id, signal="SIGTERM",
+                    note="the job was terminated (scancel or a kill) before the investigation finished")
+        error = "cancelled: the job received SIGTERM (scancel or a kill)" + (f"; {error}" if error else "")
     if result is not None:
         events.emit("agent_finished", **result.as_event())
         if result.status == "no_model_tool_called":
             events.emit("no_model_tool_called", turns=result.turns,
                         note="the agent never called a tool that looks at the model")
     wrote = ensure_summary(spec, inv, result, error)
-    status = result.status if result is not None else "failed"
-    outcome = {"status": status, "ok": bool(result and result.ok), "job_id": job_id,
+    status = "cancelled" if cancelled else result.status if result is not None else "failed"
+    outcome = {"status": status, "ok": bool(result and result.ok) and not cancelled, "job_id": job_id,
                "turns": result.turns if result else 0, "cost_usd": result.cost_usd if result else None,
                "denials": len(result.denials) if result else 0, "error": error or (result and result.error),
                "summary_written_by_launcher": wrote, "elapsed_s": round(time.monotonic() - t0, 2)}
-    events.emit("job_finished", **outcome)
+    # metadata first: a follower that sees job_finished reads the outcome from metadata.json
     update_json(inv.metadata, lambda m: m.update(status=status, finished=now_iso(), outcome=outcome))
+    events.emit("job_finished", **outcome)
     return outcome
 
 

@@ -22,8 +22,8 @@ Executor = Literal["local", "slurm"]
 
 AGENT_CHOICES: tuple[str, ...] = ("auto", "claude_code", "anthropic_api", "builtin")
 EXECUTOR_CHOICES: tuple[str, ...] = ("auto", "local", "slurm")
-# Back ends this build can run (the built-in protocol agent is not here yet).
-AVAILABLE_AGENTS: tuple[str, ...] = ("claude_code", "anthropic_api")
+# Back ends this build can run.
+AVAILABLE_AGENTS: tuple[str, ...] = ("claude_code", "anthropic_api", "builtin")
 DEFAULT_MODELS: dict[str, str] = {"claude_code": "opus", "anthropic_api": "claude-opus-4-5",
                                   "builtin": "none"}
 DEFAULT_OUT = "investigations/runs"

@@ -10,8 +10,9 @@ from typing import Any, TextIO
 
 from spd_mcp.launcher.events import read_events
 from spd_mcp.launcher.layout import InvestigationDir, read_json
+from spd_mcp.launcher.scheduler_state import FINAL_STATUSES, reconcile
 
-DONE = frozenset({"completed", "max_turns", "budget", "no_model_tool_called", "failed"})
+DONE = FINAL_STATUSES
 
 
 def find_investigation(ref: str, out_root: Path) -> InvestigationDir:
@@ -34,6 +35,7 @@ def find_investigation(ref: str, out_root: Path) -> InvestigationDir:
 def list_investigations(out_root: Path) -> list[dict[str, Any]]:
     rows = []
     for d in sorted(out_root.glob("inv-*")):
+        reconcile(InvestigationDir(d))
         meta = read_json(d / "metadata.json")
         if meta:
             rows.append({"id": d.name, "status": meta.get("status", "?"), "agent": meta.get("agent"),
@@ -49,6 +51,7 @@ def format_event(e: dict[str, Any]) -> str:
 
 
 def status_text(inv: InvestigationDir, last_events: int = 8) -> str:
+    reconcile(inv)
     meta = read_json(inv.metadata)
     summary = read_json(inv.summary)
     lines = [f"investigation {inv.root.name}: {meta.get('status', '?')}",
@@ -118,7 +121,10 @@ def follow(inv: InvestigationDir, out: TextIO, poll_s: float = 0.5, timeout_s: f
             finished |= e.get("kind") == "job_finished"
         out.flush()
         status = read_json(inv.metadata).get("status")
-        if finished or status in DONE or (job_done is not None and job_done()):
+        ended = job_done is not None and job_done()
+        if ended and not finished:
+            status = reconcile(inv) or status
+        if finished or status in DONE or ended:
             for line in log.read():
                 out.write(f"log | {line}\n")
             return read_json(inv.metadata).get("outcome", {})

@@ -89,9 +89,11 @@ def test_resolve_builds_a_complete_spec(tmp_path: Path) -> None:
     assert local.executor == "local" and local.slurm is None and local.model == "claude-haiku-4-5"
 
 
-def test_builtin_agent_is_refused_until_it_exists(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match="not available in this build yet"):
-        resolve(LaunchRequest(question="Q?", out=str(tmp_path)), NO_TOOLS)
+def test_builtin_agent_is_the_default_without_a_language_model(tmp_path: Path) -> None:
+    spec = resolve(LaunchRequest(question="Q?", out=str(tmp_path)), NO_TOOLS)
+    assert spec.agent == "builtin" and spec.model == "none" and "no language model" in spec.agent_reason
+    with pytest.raises(SpecError, match="--model has no effect with the built-in agent"):
+        resolve(LaunchRequest(question="Q?", out=str(tmp_path), model="opus"), NO_TOOLS)
 
 
 def test_question_from_file(tmp_path: Path) -> None:

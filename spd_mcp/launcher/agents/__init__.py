@@ -48,7 +48,8 @@ class AgentContext:
 
 @dataclass
 class AgentResult:
-    """How an agent run ended. `status`: completed, max_turns, budget, no_model_tool_called, failed."""
+    """How an agent run ended. `status`: completed, max_turns, budget, no_model_tool_called, failed, or
+    incomplete (the built-in protocol reached its end but some steps could not be done)."""
 
     status: str
     turns: int = 0
@@ -94,5 +95,9 @@ def run_agent(ctx: AgentContext) -> AgentResult:
         from spd_mcp.launcher.agents.anthropic_api import run_anthropic_api
 
         return run_anthropic_api(ctx)
+    if ctx.spec.agent == "builtin":
+        from spd_mcp.launcher.agents.builtin import run_builtin
+
+        return run_builtin(ctx)
     raise NotImplementedError(f"agent {ctx.spec.agent!r} is not available in this build; available: "
                               f"{', '.join(AVAILABLE_AGENTS)}")

@@ -1,0 +1,182 @@
+"""Pure helpers of the built-in agent: pick the mechanism a question asks about, read tool results.
+
+Tool results are read defensively: a structured result is a dict whose exact fields may differ
+between server versions, so every reader returns None (and the caller says so) rather than raising
+when a field it looks for is absent.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+STOPWORDS = frozenset(
+    ["a", "an", "and", "are", "between", "by", "can", "choose", "chooses", "does", "do", "for", "from", "how", "in", "is", "it", "its", "of", "on", "or", "the", "this", "to", "what", "when", "where", "which", "who", "why", "with", "model", "models", "network"])
+# Question words that name a mechanism without appearing in its tag or its prompts' targets.
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "he": ("pronoun", "gender", "gendered"), "she": ("pronoun", "gender", "gendered"),
+    "him": ("pronoun", "gender"), "her": ("pronoun", "gender"), "his": ("pronoun", "gender"),
+    "hers": ("pronoun", "gender"), "pronoun": ("pronoun", "gender"), "pronouns": ("pronoun", "gender"),
+    "indirect": ("ioi",), "object": ("ioi",), "capital": ("recall", "fact", "factual"),
+    "induction": ("induction", "copying", "copy"), "copy": ("copying", "copy", "induction"),
+    "repeat": ("copying", "induction"), "fact": ("recall", "fact", "factual"),
+    "facts": ("recall", "fact", "factual"),
+}
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def question_terms(question: str) -> set[str]:
+    """The question's content words plus the mechanism words they stand for."""
+    terms = {w for w in words(question) if w not in STOPWORDS}
+    for w in list(terms):
+        terms.update(SYNONYMS.get(w, ()))
+    return terms
+
+
+def mechanism_scores(question: str, prompts: list[dict[str, Any]]) -> dict[str, int]:
+    """For every mechanism tag: how many question terms occur in the tag or its prompts' targets."""
+    terms = question_terms(question)
+    vocab: dict[str, set[str]] = {}
+    for p in prompts:
+        mech = str(p.get("mechanism") or "")
+        bag = vocab.setdefault(mech, set(words(mech.replace("_", " ").replace("-", " "))))
+        bag.update(words(str(p.get("target_token") or "")))
+    return {mech: len(terms & bag) for mech, bag in vocab.items()}
+
+
+def choose_mechanism(question: str, prompts: list[dict[str, Any]]) -> tuple[str | None, str]:
+    """The best matching mechanism and a sentence saying why (or that it fell back to the first)."""
+    if not prompts:
+        return None, "the run ships no probe prompts"
+    scores = mechanism_scores(question, prompts)
+    order = list(dict.fromkeys(str(p.get("mechanism") or "") for p in prompts))
+    best = max(order, key=lambda m: (scores[m], -order.index(m)))
+    if scores[best] > 0:
+        return best, (f"mechanism '{best}' matches {scores[best]} word(s) of the question "
+                      f"(scores: {', '.join(f'{m}={scores[m]}' for m in order)})")
+    return order[0], (f"no mechanism tag matches the question's words, so the first one, "
+                      f"'{order[0]}', was chosen (available: {', '.join(order)})")
+
+
+def norm_token(token: str) -> str:
+    return token.replace("Ġ", " ").replace("▁", " ").strip().lower()
+
+
+def top_tokens(run_prompt_result: dict[str, Any]) -> list[tuple[str, float]]:
+    """(token, prob) of the last position's top-k in a run_prompt result."""
+    preds = run_prompt_result.get("predictions") or []
+    if not preds:
+        return []
+    return [(str(t.get("token", "")), float(t.get("prob", 0.0))) for t in preds[-1].get("top") or []]
+
+
+def prob_of(top: list[tuple[str, float]], token: str) -> float | None:
+    """Probability of `token` in a top-k list (matching display strings loosely), None if absent."""
+    want = norm_token(token)
+    for tok, p in top:
+        if norm_token(tok) == want:
+            return p
+    return None
+
+
+def components_from_ci(ci_result: dict[str, Any], limit: int = 8) -> list[str]:
+    """The components of a get_ci result, largest CI first, without repeats."""
+    entries = sorted(ci_result.get("entries") or [], key=lambda e: -float(e.get("ci", 0.0)))
+    out: list[str] = []
+    for e in entries:
+        comp = e.get("component") or _component_of_node(str(e.get("node", "")))
+        if comp and comp not in out:
+            out.append(comp)
+    return out[:limit]
+
+
+def _component_of_node(node: str) -> str | None:
+    """'<layer>:<pos>:<c>' -> '<layer>:<c>'."""
+    parts = node.split(":")
+    if len(parts) != 3 or not parts[1].lstrip("-").isdigit():
+        return None
+    return f"{parts[0]}:{parts[2]}"
+
+
+def circuit_components(result: dict[str, Any]) -> list[str]:
+    """Component keys of an optimize_circuit result (from `components`, or the nodes' keys)."""
+    comps = result.get("components")
+    if isinstance(comps, list) and comps:
+        return list(dict.fromkeys(str(c.get("component") if isinstance(c, dict) else c) for c in comps))
+    out: list[str] = []
+    for n in result.get("nodes") or []:
+        if not isinstance(n, dict) or n.get("layer") in ("embed", "output"):
+            continue
+        comp = n.get("component") or _component_of_node(str(n.get("key") or n.get("node") or ""))
+        if comp and comp not in out:
+            out.append(comp)
+    return out
+
+
+def graph_id_of(result: dict[str, Any]) -> int | None:
+    gid = result.get("graph_id")
+    return int(gid) if isinstance(gid, int | float) and not isinstance(gid, bool) else None
+
+
+def find_numbers(obj: Any, path: str = "") -> dict[str, float]:
+    """Every numeric leaf of a nested result by its dotted path (lists indexed)."""
+    out: dict[str, float] = {}
+    if isinstance(obj, bool):
+        return out
+    if isinstance(obj, int | float):
+        out[path] = float(obj)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(find_numbers(v, f"{path}.{k}" if path else str(k)))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj[:50]):
+            out.update(find_numbers(v, f"{path}[{i}]"))
+    return out
+
+
+def _pick(numbers: dict[str, float], *patterns: str) -> float | None:
+    for pat in patterns:
+        rx = re.compile(pat)
+        for path, value in numbers.items():
+            if rx.search(path.lower()):
+                return value
+    return None
+
+
+def probability_change(result: dict[str, Any]) -> tuple[float | None, float | None, float | None]:
+    """(p_before, p_after, KL) of the named token in an ablate result, each None when not found."""
+    nums = find_numbers(result)
+    before = _pick(nums, r"(token|target)_?prob_?before", r"prob_?before", r"p_?before", r"before\.prob$",
+                   r"before_prob")
+    after = _pick(nums, r"(token|target)_?prob_?after", r"prob_?after", r"p_?after", r"after\.prob$",
+                  r"after_prob")
+    kl = _pick(nums, r"(^|\.)kl$", r"kl_?before_?after", r"kl")
+    return before, after, kl
+
+
+def steering_text(result: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(baseline, steered) first continuation of a steer result, None when not found."""
+    def first_text(v: Any) -> str | None:
+        if isinstance(v, str):
+            return v
+        if isinstance(v, list) and v:
+            return first_text(v[0])
+        if isinstance(v, dict):
+            for key in ("text", "continuation", "completion"):
+                if isinstance(v.get(key), str):
+                    return v[key]
+        return None
+
+    base = next((first_text(result[k]) for k in ("baseline", "baseline_continuations", "baseline_text")
+                 if k in result), None)
+    steered = next((first_text(result[k]) for k in ("steered", "steered_continuations", "steered_text")
+                    if k in result), None)
+    return base, steered
+
+
+def fmt(p: float | None, digits: int = 3) -> str:
+    return "n/a" if p is None else f"{p:.{digits}f}"
