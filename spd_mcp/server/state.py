@@ -78,7 +78,7 @@ def served_from_loaded(loaded: Any) -> ServedRun:
     path = Path(loaded.path) if getattr(loaded, "path", None) else None
     probes = [
         p if isinstance(p, ProbePrompt) else ProbePrompt(
-            text=_get(p, "text"), target_token=_get(p, "target_token", ""), mechanism=_get(p, "mechanism", "") or "",
+            text=_get(p, "text"), target_token=_get(p, "target_token", "") or _get(p, "target", ""), mechanism=_get(p, "mechanism", "") or "",
             position=_get(p, "position", None),
         )
         for p in (getattr(loaded, "probes", None) or [])
