@@ -118,6 +118,8 @@ class Protocol:
     async def until_done(self, tool: str, res: dict[str, Any]) -> dict[str, Any]:
         """A long tool's result: polls get_job while the answer is `{job_id, status: running}`."""
         deadline = time.monotonic() + JOB_DEADLINE_S
+        if res.get("job_id") and res.get("status") == "done" and "tool" in res:
+            res = {"job_id": res["job_id"], "status": "running"}  # finished while answering: fetch its result
         while res.get("job_id") and res.get("status") in ("queued", "running"):
             if time.monotonic() > deadline:
                 raise StepFailed(f"{tool} job {res['job_id']} did not finish within {JOB_DEADLINE_S:g} s")
