@@ -133,16 +133,6 @@ class EmbeddingComponents(Components):
     def target_forward(self, x: Tensor) -> Tensor:
         return self.target_weight.T[x]
 
-    def forward(
-        self,
-        x: Tensor,
-        mask: Tensor | None = None,
-        delta_mask: Tensor | None = None,
-        acts: Tensor | None = None,
-    ) -> Tensor:
-        a = self.inner_acts(x) if acts is None else acts
-        return self._masked_out(x, a, mask, delta_mask)
-
     def _frozen_out(self, x: Tensor) -> Tensor:
         return self.target_weight.T[x]
 
