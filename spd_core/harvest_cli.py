@@ -3,8 +3,8 @@
     spd-harvest runs/demo --texts corpus.txt               # one text per line
     spd-harvest runs/demo --texts corpus.txt --n-texts 500 --threshold 0.1 --batch 16
 
-Without --texts the corpus comes from ``spd_core.targets.corpus_for_run(run, n)`` when the
-installation provides it; otherwise --texts is required.
+Without --texts the corpus is the run's own (``spd_core.targets.corpus_for_run``: the demo
+language, or an HF run's text file); a run without one needs --texts.
 """
 
 import argparse
@@ -36,11 +36,12 @@ def load_texts(path: Path | None, run: object, n: int) -> list[str]:
         if not path.is_file():
             raise SystemExit(f"spd-harvest: --texts {path} is not a file")
         return [line for line in path.read_text().splitlines() if line.strip()][:n]
+    from spd_core.targets import corpus_for_run
+
     try:
-        from spd_core.targets import corpus_for_run
-    except ImportError:
-        raise SystemExit("spd-harvest: give --texts FILE (one text per line); this installation has no built-in corpus") from None
-    return list(corpus_for_run(run, n))[:n]
+        return list(corpus_for_run(run, n))[:n]
+    except ValueError as err:
+        raise SystemExit(f"spd-harvest: {err}: give --texts FILE (one text per line)") from None
 
 
 def main(argv: list[str] | None = None) -> int:
