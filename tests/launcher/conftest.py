@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-from spd_mcp.launcher.spec import Environment, JobSpec, LaunchRequest, resolve
-
-HERE = Path(__file__).resolve().parent
-STANDIN = (sys.executable, str(HERE / "standin_server.py"))
+from tests.launcher.launcher_support import HERE, STANDIN, make_spec  # noqa: F401  (re-exported)
 
 
 @pytest.fixture
@@ -22,15 +16,6 @@ def api_env(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-dummy")
 
     return point
-
-
-def make_spec(out: Path, agent: str = "anthropic_api", server_argv: tuple[str, ...] = STANDIN,
-              **kw) -> JobSpec:
-    env = Environment(api_key_set=True, claude_bin=kw.pop("claude_bin", None),
-                      claude_authenticated=True)
-    req = LaunchRequest(question=kw.pop("question", "How does the model choose between he and she?"),
-                        agent=agent, executor="local", out=str(out), server_argv=server_argv, **kw)
-    return resolve(req, env)
 
 
 @pytest.fixture(scope="module")

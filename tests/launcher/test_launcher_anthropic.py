@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import make_spec
 from support.fake_messages_api import FakeMessagesAPI, ToolCall, Turn
 
 from spd_mcp.launcher.agents import AgentContext, AgentResult, TranscriptWriter
 from spd_mcp.launcher.agents.anthropic_api import run_anthropic_api, usage_cost
 from spd_mcp.launcher.events import EventLog, read_events
 from spd_mcp.launcher.layout import InvestigationDir
+from tests.launcher.launcher_support import make_spec
 
 
 def _run(tmp_path: Path, standin, script: list[Turn], **spec_kw) -> tuple[AgentResult, FakeMessagesAPI,

@@ -12,12 +12,11 @@ import copy
 import json
 from pathlib import Path
 
-from conftest import make_spec
-
 from spd_mcp.launcher.agents import AgentContext, TranscriptWriter
 from spd_mcp.launcher.agents.claude_code import analyze_stream, check_init, result_from_stream
 from spd_mcp.launcher.events import EventLog, read_events
 from spd_mcp.launcher.layout import InvestigationDir
+from tests.launcher.launcher_support import make_spec
 
 STREAM = Path(__file__).parent / "golden" / "claude_stream_2.1.330.jsonl"
 TOOLS = ["get_model_info", "run_prompt", "set_investigation_summary", "update_research_log"]

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import STANDIN, make_spec
 from support.fake_messages_api import FakeMessagesAPI, ToolCall, Turn
 
 from spd_mcp.launcher import cli
@@ -19,6 +18,7 @@ from spd_mcp.launcher.job import run_job
 from spd_mcp.launcher.layout import InvestigationDir, read_json
 from spd_mcp.launcher.submit import submit
 from spd_mcp.launcher.watch import follow, list_investigations, report_text, status_text
+from tests.launcher.launcher_support import STANDIN, make_spec
 
 SCRIPT = [
     Turn(tool_calls=(ToolCall("update_research_log", {"req": {"markdown": "Plan: sanity checks."}}),)),

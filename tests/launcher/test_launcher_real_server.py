@@ -11,12 +11,12 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_spec
 from support.fake_messages_api import FakeMessagesAPI, ToolCall, Turn
 
 from spd_mcp.launcher.events import read_events
 from spd_mcp.launcher.job import run_job
 from spd_mcp.launcher.layout import InvestigationDir, read_json
+from tests.launcher.launcher_support import make_spec
 
 pytestmark = pytest.mark.slow
 REAL_SERVER = None  # make_spec(server_argv=None): the launcher's own `python -m spd_mcp.server`

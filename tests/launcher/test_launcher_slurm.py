@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import STANDIN
 
 from spd_mcp.launcher import cli
 from spd_mcp.launcher.detect import slurm_answers
@@ -18,6 +17,7 @@ from spd_mcp.launcher.events import read_events
 from spd_mcp.launcher.layout import InvestigationDir, read_json
 from spd_mcp.launcher.spec import Environment, LaunchRequest, SlurmResources, resolve
 from spd_mcp.launcher.submit import submit
+from tests.launcher.launcher_support import STANDIN
 
 pytestmark = pytest.mark.slow
 RESOURCES = SlurmResources(time="0:10:00", cpus=1)
