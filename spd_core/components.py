@@ -174,8 +174,8 @@ class TransposedComponents(Components):
 
     @property
     def V(self) -> Tensor:  # type: ignore[override]
-        return self._source.U.T
+        return self.source().U.T
 
     @property
     def U(self) -> Tensor:  # type: ignore[override]
-        return self._source.V.T
+        return self.source().V.T

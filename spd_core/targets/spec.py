@@ -30,7 +30,7 @@ class DemoLMSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["demo_lm"] = "demo_lm"
-    lm: DemoLMConfig = Field(default_factory=lambda: DemoLMConfig())
+    lm: DemoLMConfig = Field(default_factory=lambda: DemoLMConfig.model_validate({}))
     corpus_seed: int = 1
     n_corpus_texts: int = 20_000
 
