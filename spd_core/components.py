@@ -174,8 +174,8 @@ class TransposedComponents(Components):
 
     @property
     def V(self) -> Tensor:  # type: ignore[override]
-        return self.source().U.T
+        return self._source.U.T  # type: ignore[union-attr]
 
     @property
     def U(self) -> Tensor:  # type: ignore[override]
-        return self.source().V.T
+        return self._source.V.T  # type: ignore[union-attr]
