@@ -37,23 +37,23 @@ def _slurm_spec(out: Path, note: str, **kw):
                                  slurm=kw.pop("slurm", RESOURCES), **kw), env)
 
 
-def test_builtin_investigation_runs_under_slurm(slurm_env, tiny_lm_run: Path, tmp_path: Path) -> None:
+def test_builtin_investigation_runs_under_slurm(slurm_env, tmp_path: Path) -> None:
+    """The README's main command's investigation (demo run, built-in agent) as a real SLURM job."""
     ok, note = slurm_answers()
     assert ok, f"the slurm cluster is up but SLURM does not answer: {note}"
-    spec = _slurm_spec(tmp_path / "runs", note, run=str(tiny_lm_run))
+    spec = _slurm_spec(tmp_path / "runs", note, run="demo")
     job = submit(spec)
     outcome = job.result()
     inv = InvestigationDir(Path(spec.inv_dir))
     events = read_events(inv.events)
-    assert outcome["status"] in ("completed", "incomplete") and outcome["summary_written_by_launcher"] is False, \
-        outcome
+    assert outcome["status"] == "completed" and outcome["summary_written_by_launcher"] is False, outcome
     meta = read_json(inv.metadata)
     assert meta["executor"] == "slurm" and meta["job_ids"] == [str(job.job_id)] and meta["agent"] == "builtin"
     assert meta["status"] == outcome["status"]
     kinds = [e.get("kind") for e in events if e.get("source") == "launcher"]
     assert kinds[0] == "job_started" and kinds[-1] == "job_finished" and "server_stopped" in kinds
     steps = {e["step"]: e["outcome"] for e in events if e.get("kind") == "protocol_step"}
-    assert all(steps[s] == "ok" for s in ("model info", "probe prompts", "predictions", "hypotheses")), steps
+    assert steps and all(v == "ok" for v in steps.values()), steps
     assert "No language model was used" in inv.research_log.read_text()
     deadline = time.monotonic() + 60  # the result is written just before the job's process exits
     while (state := slurm_env.sacct_state(str(job.job_id))) != "COMPLETED":
