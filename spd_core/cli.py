@@ -25,6 +25,7 @@ from spd_core.targets.spec import (
     HFSpec,
     build_target,
     data_source,
+    load_hf_model,
     load_target,
     save_target,
     untrained_target,
@@ -101,12 +102,20 @@ def run(args: argparse.Namespace) -> Path:
         name, exp = load_experiment(args.experiment)
     exp = _apply_overrides(exp, args)
     out = args.out or Path("runs") / name
-    match_modules(untrained_target(exp.target), [(m.pattern, m.C) for m in exp.decomposition.modules])
     target_dir = out / "target"
-    if (target_dir / "model.safetensors").is_file() or (target_dir / "config.json").is_file():
-        target, info = load_target(exp.target, target_dir), {}
-    else:
+    saved = (target_dir / "model.safetensors").is_file() or (target_dir / "config.json").is_file()
+    # A saved or HF target is loaded once; a toy target to be trained is checked untrained first.
+    target: torch.nn.Module | None = None
+    if saved:
+        target = load_target(exp.target, target_dir)
+    elif isinstance(exp.target, HFSpec):
+        target = load_hf_model(Path(exp.target.source))
+    patterns = [(m.pattern, m.C) for m in exp.decomposition.modules]
+    match_modules(target if target is not None else untrained_target(exp.target), patterns)  # before any training
+    info: dict = {}
+    if target is None:
         target, info = build_target(exp.target)
+    if not saved:
         save_target(exp.target, target, target_dir)
     torch.manual_seed(exp.decomposition.seed)  # component and CI-function initialisation
     model = build_component_model(exp.target, target, exp.decomposition)
