@@ -55,7 +55,8 @@ async def record_call(
         event = state.events.append(
             "tool_call", tool=tool, **args_fields, duration_ms=round(duration_ms, 3), outcome=outcome, error=error, **extra
         )
-        await state.run_io(state.events.sync, event["seq"])
+        if state.events.needs_sync(event["seq"]):
+            await state.run_io(state.events.sync, event["seq"])
         await state.store.add_tool_call(event["seq"], tool, args_fields, duration_ms, outcome, error)
     except Exception:  # the answer still goes out; the failure is in server.log
         log.exception("could not record tool call %s", tool)

@@ -74,6 +74,10 @@ class EventLog:
                 os.write(self._fd, line.encode("utf-8", "backslashreplace"))
             return event
 
+    def needs_sync(self, seq: int) -> bool:
+        """Whether ``sync(seq)`` has work to do (no file, or an fsync already covered it: no thread hop needed)."""
+        return self._fd is not None and self._synced < seq
+
     def sync(self, seq: int) -> None:
         """fsync unless an earlier fsync already covered ``seq`` (group commit for concurrent calls)."""
         with self._sync_lock:

@@ -12,6 +12,7 @@ import os
 import secrets
 import socket
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
@@ -92,6 +93,61 @@ async def _reject(send: Send, status: int, text: str, extra: dict[bytes, bytes] 
     await send({"type": "http.response.body", "body": body})
 
 
+class _CoalescingTransport:
+    """Hands the socket one write per loop iteration: a response's head and body leave as one segment.
+
+    uvicorn writes the status line and headers, then the body, as separate writes; on a TCP_NODELAY
+    socket that is two segments and two wake-ups of the client. Everything else is the real transport's.
+    """
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(bytes(data))
+
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def _protocol_class() -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol when installed (C parser), else h11; writes coalesced per iteration."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import (
+            HttpToolsProtocol as Base,  # needs httptools
+        )
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as Base
+
+    class Coalescing(Base):  # type: ignore[misc, valid-type]
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(_CoalescingTransport(transport))  # type: ignore[arg-type]
+
+    return Coalescing
+
+
 def bind_local(host: str, port: int) -> socket.socket:
     if host not in LOCAL_HOSTS:
         raise ValueError(f"--host {host!r} refused: the server binds only to 127.0.0.1 (or localhost)")
@@ -113,7 +169,10 @@ async def serve_http(server: MCPServer, config: ServerConfig, token: str) -> Non
         ),
         host="127.0.0.1",
     )
-    uv = uvicorn.Server(uvicorn.Config(LocalGuard(app, token, port), log_config=None, log_level="warning", access_log=False))
+    uv = uvicorn.Server(uvicorn.Config(
+        LocalGuard(app, token, port), http=_protocol_class(), log_config=None, log_level="warning", access_log=False,
+        proxy_headers=False, server_header=False, date_header=False,
+    ))
 
     async def announce() -> None:
         while not uv.started:

@@ -144,6 +144,11 @@ class AppState:
             )
         return TokenizerView(self.run.tokenizer)
 
+    @functools.cached_property
+    def device_name(self) -> str:
+        """Where the model lives ('cpu', 'cuda:0'); the model never moves after loading."""
+        return str(next(self.run.model.parameters()).device)
+
     def require_workspace(self) -> Workspace:
         if self.workspace is None:
             raise ValueError("the server was started without --workspace DIR, so it keeps no investigation files")

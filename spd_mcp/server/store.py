@@ -41,7 +41,7 @@ def _dump(obj: Any) -> str:
 class Store:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
-        self._pending = 0
+        self._calls: list[tuple[Any, ...]] = []  # tool_calls rows not yet handed to SQLite
 
     @classmethod
     async def open(cls, path: Path | None) -> "Store":
@@ -58,6 +58,7 @@ class Store:
         await self._conn.close()
 
     async def _insert(self, sql: str, values: tuple[Any, ...]) -> int:
+        await self._flush_calls()
         cur = await self._conn.execute(sql, values)
         await self._conn.commit()
         assert cur.lastrowid is not None
@@ -107,6 +108,7 @@ class Store:
         )
 
     async def put_edit(self, edit_id: str, params: dict[str, Any], data: dict[str, Any]) -> None:
+        await self._flush_calls()
         await self._conn.execute(
             "INSERT OR REPLACE INTO edits (id, params, data, created) VALUES (?, ?, ?, ?)",
             (edit_id, _dump(params), _dump(data), time.time()),
@@ -127,6 +129,7 @@ class Store:
         self, job_id: str, tool: str, status: str, params: dict[str, Any], created: float,
         result: Any = None, error: str | None = None, finished: float | None = None,
     ) -> None:
+        await self._flush_calls()
         await self._conn.execute(
             "INSERT OR REPLACE INTO jobs (id, tool, status, params, result, error, created, finished) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -149,18 +152,22 @@ class Store:
     async def add_tool_call(
         self, seq: int, tool: str, args: dict[str, Any], duration_ms: float, outcome: str, error: str | None
     ) -> None:
-        """Committed with the next write, every 50 calls, or at close (events.jsonl is the durable record)."""
-        await self._conn.execute(
-            "INSERT INTO tool_calls (seq, tool, args, duration_ms, outcome, error, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (seq, tool, _dump(args), duration_ms, outcome, error, time.time()),
-        )
-        self._pending += 1
-        if self._pending >= 50:
+        """Buffered; written with the next write, every 50 calls, or at close (events.jsonl is the durable record)."""
+        self._calls.append((seq, tool, _dump(args), duration_ms, outcome, error, time.time()))
+        if len(self._calls) >= 50:
             await self.commit()
 
+    async def _flush_calls(self) -> None:
+        if self._calls:
+            rows, self._calls = self._calls, []
+            await self._conn.executemany(
+                "INSERT INTO tool_calls (seq, tool, args, duration_ms, outcome, error, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
     async def commit(self) -> None:
+        await self._flush_calls()
         await self._conn.commit()
-        self._pending = 0
 
     async def count(self, table: str) -> int:
         assert table in {"prompts", "graphs", "circuits", "interventions", "edits", "jobs", "tool_calls"}, table

@@ -5,6 +5,7 @@ is the core function (``progress(step, total, message)`` also raises once the jo
 ``finish(raw)`` turns its raw result into the tool's pydantic result (it may use the store).
 """
 
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,6 +19,7 @@ from spd_mcp.server.state import AppState
 from spd_mcp.server.tooling import ToolSpec, current_call
 
 MAX_WAIT_S = 30.0
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def job_view(job: Job) -> JobView:
@@ -143,12 +145,11 @@ class ServerStatus(Wire):
 
 
 def rss_mb() -> float:
+    """Resident memory from /proc/self/statm (one short line; cheap enough for every status call)."""
     try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * PAGE_BYTES / 2**20
+    except (OSError, IndexError, ValueError):
         pass
     import resource
 
@@ -160,7 +161,7 @@ async def server_status(state: AppState, inp: StatusInput, ctx: Context) -> Serv
     queue = state.device.queued()
     served = state.calls["total"]
     busy = f"running {cur.describe()}" if cur else "idle"
-    dev = str(next(state.run.model.parameters()).device)
+    dev = state.device_name
     return ServerStatus(
         summary=f"Serving run {state.run.name!r} on {dev}; device {busy}; {len(queue)} queued; {served} calls served.",
         run=state.run.name,
