@@ -1,6 +1,7 @@
 """Command line: ``spd-mcp-server --run demo|PATH [--workspace DIR] [--transport stdio|http] ...``."""
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -10,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from spd_mcp.server.state import ServedRun, ServerConfig
+from spd_mcp.server.config import ServerConfig
 from spd_mcp.server.workspace import SERVER_LOG
 
 if TYPE_CHECKING:
+    from spd_mcp.server.state import ServedRun
     from spd_mcp.server.tooling import ToolSpec
 
 
@@ -60,7 +62,7 @@ def loop_options() -> dict[str, Any]:
     return {"use_uvloop": True}
 
 
-def serve(config: ServerConfig, run: ServedRun | None = None, extra_tools: Sequence["ToolSpec"] = ()) -> None:
+def serve(config: ServerConfig, run: "ServedRun | None" = None, extra_tools: Sequence["ToolSpec"] = ()) -> None:
     """Serve until the transport closes; ``run`` given: serve it instead of loading ``config.run``."""
     import torch
 
@@ -87,6 +89,9 @@ def serve(config: ServerConfig, run: ServedRun | None = None, extra_tools: Seque
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
     setup_logging(config)
+    # Start-up allocates millions of long-lived objects (torch, transformers, the SDK, the model) and
+    # frees almost none: the cyclic GC would only rescan them. The lifespan freezes them and turns it back on.
+    gc.disable()
     serve(config)
 
 

@@ -9,8 +9,10 @@ from contextlib import asynccontextmanager
 import torch
 from mcp.server.mcpserver import MCPServer
 
+from spd_core.analysis.overlay import check_edit
 from spd_mcp.server.call_log import log_tool_calls
 from spd_mcp.server.device import DeviceWorker, Job
+from spd_mcp.server.edits import EditEntry, edit_from_bytes
 from spd_mcp.server.events import EventLog
 from spd_mcp.server.state import AppState, ServedRun, ServerConfig, load_served_run
 from spd_mcp.server.store import Store
@@ -57,18 +59,54 @@ async def open_state(config: ServerConfig, run: ServedRun | None) -> AppState:
         events.close()
         raise
     # The model and imports live as long as the server: keep them out of every later GC pass, so
-    # collections stay short and server_status answers fast.
-    gc.collect()
+    # collections stay short and server_status answers fast (no collect first: it costs start-up time
+    # and start-up leaves little garbage). The CLI disables the GC while starting; it is on from here.
     gc.freeze()
+    gc.enable()
     state = AppState(config=config, run=served, device=device, store=store, events=events, workspace=workspace)
     device.on_finished = functools.partial(_job_finished, state)
+    await reload_edits(state)
     await state.run_io(
         functools.partial(
             events.write, "server_start", run=served.name, transport=config.transport,
-            device=str(next(served.model.parameters()).device), layers=len(served.model.layers),
+            device=state.device_name, layers=len(served.model.layers), edits=state.edits.ids(),
         )
     )
     return state
+
+
+async def reload_edits(state: AppState) -> None:
+    """Register the edits stored by an earlier server on this workspace, under their ids.
+
+    An edit made on another run, or one that no longer fits the model, is skipped (server.log says why).
+    """
+    blobs = await state.store.edit_blobs()
+    if not blobs:
+        return
+    model = state.run.model
+    device = next(model.parameters()).device
+
+    def load() -> tuple[list[EditEntry], list[str]]:
+        entries, skipped = [], []
+        for edit_id, blob in blobs:
+            try:
+                entry, run_name = edit_from_bytes(blob, device)
+                if run_name != state.run.name:
+                    skipped.append(f"{edit_id}: made on run {run_name!r}, this is {state.run.name!r}")
+                    continue
+                check_edit(model, entry.edit)
+            except Exception as exc:  # a damaged or foreign row must not stop the server
+                skipped.append(f"{edit_id}: {type(exc).__name__}: {exc}")
+                continue
+            entries.append(entry)
+        return entries, skipped
+
+    entries, skipped = await state.device.call("reload_edits", load)
+    for entry in entries:
+        state.edits.add(entry)
+    log.info("reloaded %d stored edits: %s", len(entries), ", ".join(e.edit_id for e in entries))
+    for reason in skipped:
+        log.warning("stored edit not reloaded: %s", reason)
 
 
 async def _job_finished(state: AppState, job: Job) -> None:

@@ -1,11 +1,26 @@
-"""The server's named edits: overlays kept in memory by id ('e1', 'e2', ...); the base model never changes."""
+"""The server's named edits: overlays kept by id ('e1', 'e2', ...); the base model never changes.
+
+An edit also lives in the store as safetensors bytes (``edit_to_bytes``), so a server started
+again on the same workspace reloads it under the same id (``edit_from_bytes``); ``write_export``
+saves the edited model as a plain transformers directory.
+"""
 
 import itertools
+import json
+import os
+import shutil
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from spd_core.analysis.editing import export_edit
 from spd_core.analysis.overlay import Edit
+from spd_core.model import ComponentModel
 
 
 @dataclass(frozen=True)
@@ -49,3 +64,53 @@ class EditRegistry:
     def edit(self, edit_id: str | None) -> Edit | None:
         """The overlay of ``edit_id``; None for no edit."""
         return None if edit_id is None else self.get(edit_id).edit
+
+
+def edit_to_bytes(entry: EditEntry, run_name: str) -> bytes:
+    """The edit's tensors (CPU copies) and what describes it, as safetensors bytes (call on the device thread)."""
+    tensors = {f"dV.{k}": v.detach().cpu().contiguous() for k, v in entry.edit.dV.items()}
+    tensors |= {f"dU.{k}": v.detach().cpu().contiguous() for k, v in entry.edit.dU.items()}
+    meta = {
+        "edit_id": entry.edit_id, "name": entry.edit.name, "description": entry.edit.description,
+        "method": entry.method, "components": json.dumps(entry.components), "info": json.dumps(entry.info),
+        "run": run_name,
+    }
+    return save_tensors(tensors, metadata=meta)
+
+
+def edit_from_bytes(blob: bytes, device: torch.device) -> tuple[EditEntry, str]:
+    """``(entry, run_name)`` from ``edit_to_bytes`` output; tensors moved to ``device``."""
+    tensors = load_tensors(blob)
+    meta = _metadata(blob)
+    dV = {k.removeprefix("dV."): v.to(device) for k, v in tensors.items() if k.startswith("dV.")}
+    dU = {k.removeprefix("dU."): v.to(device) for k, v in tensors.items() if k.startswith("dU.")}
+    edit = Edit(name=meta["name"], dV=dV, dU=dU, description=meta.get("description", ""))
+    entry = EditEntry(
+        meta["edit_id"], edit, meta["method"], json.loads(meta["components"]), json.loads(meta.get("info", "{}"))
+    )
+    return entry, meta.get("run", "")
+
+
+def _metadata(blob: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of safetensors bytes (an 8-byte little-endian header length, then JSON)."""
+    size = int.from_bytes(blob[:8], "little")
+    return json.loads(blob[8 : 8 + size]).get("__metadata__", {})
+
+
+def write_export(model: ComponentModel, edit: Edit, tokenizer: Any | None, out: Path) -> list[str]:
+    """Save the edited target (and tokenizer) to ``out``, replacing it whole; returns the file names.
+
+    Written to a hidden sibling first and renamed into place, so ``out`` is never half written.
+    """
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        export_edit(model, edit, tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if out.is_dir() and not out.is_symlink():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return sorted(p.name for p in out.iterdir())

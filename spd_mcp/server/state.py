@@ -1,5 +1,6 @@
 """The server's state: its config, the served run, and the AppState held in the lifespan context.
 
+``ServerConfig`` (the command line) lives in ``config`` and is re-exported here.
 ``ServedRun`` is the seam to ``spd_core.run``: ``load_served_run`` adapts a ``LoadedRun`` (model,
 tokenizer, metrics, probes, path) into what the tools need; tests build a ``ServedRun`` in code.
 """
@@ -12,11 +13,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
-
-from pydantic import BaseModel, ConfigDict
+from typing import Any, TypeVar
 
 from spd_core.model import ComponentModel
+from spd_mcp.server.config import ServerConfig
 from spd_mcp.server.device import DeviceWorker
 from spd_mcp.server.edits import EditRegistry
 from spd_mcp.server.events import EventLog
@@ -25,22 +25,7 @@ from spd_mcp.server.tokens import TokenizerView
 from spd_mcp.server.workspace import Workspace
 
 T = TypeVar("T")
-
-
-class ServerConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    run: str = "demo"
-    workspace: Path | None = None
-    transport: Literal["stdio", "http"] = "stdio"
-    host: str = "127.0.0.1"
-    port: int = 0
-    port_file: Path | None = None
-    token_file: Path | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = 1
-    agent_id: str = "agent"
-    short_wait_s: float = 3.0
+__all__ = ["AppState", "ProbePrompt", "ServedRun", "ServerConfig", "load_served_run", "served_from_loaded"]
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS interventions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, params TEXT NOT NULL, data TEXT NOT NULL,
     created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS edits (
-    id TEXT PRIMARY KEY, params TEXT NOT NULL, data TEXT NOT NULL, created REAL NOT NULL);
+    id TEXT PRIMARY KEY, params TEXT NOT NULL, data TEXT NOT NULL, created REAL NOT NULL, tensors BLOB);
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, tool TEXT NOT NULL, status TEXT NOT NULL, params TEXT NOT NULL, result TEXT,
     error TEXT, created REAL NOT NULL, finished REAL);
@@ -50,6 +50,10 @@ class Store:
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute("PRAGMA synchronous=NORMAL")
         await conn.executescript(_SCHEMA)
+        async with conn.execute("PRAGMA table_info(edits)") as cur:
+            columns = {row[1] for row in await cur.fetchall()}
+        if "tensors" not in columns:  # a store written before edits kept their tensors
+            await conn.execute("ALTER TABLE edits ADD COLUMN tensors BLOB")
         await conn.commit()
         return cls(conn)
 
@@ -107,13 +111,21 @@ class Store:
             (kind, _dump(params), _dump(data), time.time()),
         )
 
-    async def put_edit(self, edit_id: str, params: dict[str, Any], data: dict[str, Any]) -> None:
+    async def put_edit(
+        self, edit_id: str, params: dict[str, Any], data: dict[str, Any], tensors: bytes | None = None
+    ) -> None:
+        """Record an edit: its tool arguments, its result and (to reload it) ``edits.edit_to_bytes`` output."""
         await self._flush_calls()
         await self._conn.execute(
-            "INSERT OR REPLACE INTO edits (id, params, data, created) VALUES (?, ?, ?, ?)",
-            (edit_id, _dump(params), _dump(data), time.time()),
+            "INSERT OR REPLACE INTO edits (id, params, data, created, tensors) VALUES (?, ?, ?, ?, ?)",
+            (edit_id, _dump(params), _dump(data), time.time(), tensors),
         )
         await self._conn.commit()
+
+    async def edit_blobs(self) -> list[tuple[str, bytes]]:
+        """``(edit_id, tensors)`` of every edit stored with its tensors, oldest first."""
+        async with self._conn.execute("SELECT id, tensors FROM edits WHERE tensors IS NOT NULL ORDER BY created") as cur:
+            return [(r[0], bytes(r[1])) for r in await cur.fetchall()]
 
     async def get_edit(self, edit_id: str) -> dict[str, Any]:
         async with self._conn.execute("SELECT data FROM edits WHERE id = ?", (edit_id,)) as cur:

@@ -21,6 +21,7 @@ HYPOTHESES = "hypotheses.jsonl"
 EXPLANATIONS = "explanations.jsonl"
 SUMMARY = "summary.json"
 ARTIFACTS = "artifacts"
+EXPORTS = "exports"
 STORE = "store.sqlite"
 SERVER_LOG = "server.log"
 
@@ -56,6 +57,22 @@ class Workspace:
         path = self.artifacts / f"{artifact_id}{suffix}"
         if path.resolve().parent != self.artifacts or path.is_symlink():
             raise ValueError(f"artifact path for {artifact_id!r} would leave {self.artifacts}")
+        return path
+
+    def export_path(self, name: str, overwrite: bool) -> Path:
+        """``exports/<name>`` for a new model directory (an existing one only with ``overwrite``)."""
+        validate_id(name, "export name")
+        exports = self.root / EXPORTS
+        exports.mkdir(exist_ok=True)
+        if exports.is_symlink() or exports.resolve().parent != self.root:
+            raise ValueError(f"refusing to export: {exports} is not a plain directory inside the workspace")
+        path = exports / name
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            raise ValueError(f"refusing to export to {EXPORTS}/{name}: it exists and is not a model directory")
+        if path.exists() and not overwrite:
+            raise ValueError(
+                f"export {name!r} already exists at {EXPORTS}/{name}; pass overwrite=true or another name (valid: {ID_RULE})"
+            )
         return path
 
     # --- writes -----------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ FORCED = {
     "regime": st.sampled_from(["deterministic", "stochastic", "adversarial", "all", "none"])
     | st.lists(st.sampled_from(["deterministic", "stochastic", "adversarial"]), max_size=3),
 }
-HEAVY = {"optimize_circuit", "find_components", "edit_component", "steer", "ablate", "get_attributions"}
+HEAVY = {"optimize_circuit", "find_components", "edit_component", "export_edit", "steer", "ablate", "get_attributions"}
 ANALYSIS = HEAVY | {"get_ci", "probe_component", "run_prompt"}
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False),
                  st.text(max_size=12), st.lists(st.integers(-5, 5), max_size=3), st.just({"a": 1}))
@@ -178,7 +178,7 @@ def fuzz_client(tmp_path_factory, lm):
 TOOL_NAMES = ["get_model_info", "run_prompt", "list_probe_prompts", "update_research_log", "record_hypothesis",
               "save_explanation", "set_investigation_summary", "save_graph_artifact", "get_job", "cancel_job",
               "server_status", "get_ci", "probe_component", "find_components", "get_attributions", "optimize_circuit",
-              "ablate", "steer", "edit_component", "get_component_info", "get_activation_examples", "search_dataset",
+              "ablate", "steer", "edit_component", "export_edit", "get_component_info", "get_activation_examples", "search_dataset",
               "get_dataset_attributions"]
 
 

@@ -1,7 +1,16 @@
 """The tool handlers, grouped by the question they answer."""
 
-from spd_mcp.server.tools import circuits, components, data, interventions, jobs, model, records
+from spd_mcp.server.tools import (
+    circuits,
+    components,
+    data,
+    editing,
+    interventions,
+    jobs,
+    model,
+    records,
+)
 
 ALL_TOOLS = [
-    *model.TOOLS, *data.TOOLS, *components.TOOLS, *circuits.TOOLS, *interventions.TOOLS, *records.TOOLS, *jobs.TOOLS,
+    *model.TOOLS, *data.TOOLS, *components.TOOLS, *circuits.TOOLS, *interventions.TOOLS, *editing.TOOLS, *records.TOOLS, *jobs.TOOLS,
 ]

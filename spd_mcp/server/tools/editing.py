@@ -1,0 +1,239 @@
+"""Editing tools: edit_component (named overlays, kept across restarts) and export_edit (a plain model directory)."""
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from mcp.server.mcpserver import Context
+from pydantic import Field
+
+from spd_core.analysis.common import kl_div, per_position
+from spd_core.analysis.editing import (
+    FinetuneResult,
+    Objective,
+    edit_norms,
+    finetune_edit,
+    remove_edit,
+    scale_edit,
+)
+from spd_core.analysis.health import checked_forward
+from spd_core.analysis.overlay import Edit, applied
+from spd_core.keys import resolve_position
+from spd_core.model import ComponentModel
+from spd_mcp.server.edits import EditEntry, edit_to_bytes, write_export
+from spd_mcp.server.inputs import component_keys, require_lm, target_token, text_input
+from spd_mcp.server.schemas import Input, JobView, LongInput, Wire
+from spd_mcp.server.state import AppState
+from spd_mcp.server.tooling import ToolSpec
+from spd_mcp.server.tools.jobs import run_as_job
+from spd_mcp.server.workspace import EXPORTS, ID_RULE
+
+COMPONENT_DESC = "component keys '<layer>:<c>', e.g. ['0.mlp.up:3', '1.attn.o:0']"
+
+
+# --- edit_component --------------------------------------------------------------------------------
+
+
+class ObjectiveInput(Input):
+    token: str = Field(max_length=200, description="the token to suppress or promote; exactly one token")
+    direction: Literal["suppress", "promote"] = Field(description="lower or raise its probability")
+    prompts: list[str] = Field(min_length=1, max_length=64, description="prompts on which to change it")
+    position: int = Field(-1, ge=-100000, le=100000, description="position of the prediction in each prompt (default: the last)")
+
+
+class EditInput(LongInput):
+    components: list[str] = Field(min_length=1, max_length=200, description=COMPONENT_DESC)
+    method: Literal["scale", "remove", "finetune"] = Field(
+        description="'scale': multiply the write vectors by 'factor'; 'remove': subtract the components' weights; "
+        "'finetune': train their vectors on 'objective'"
+    )
+    factor: float = Field(0.5, ge=-100.0, le=100.0, description="method 'scale': the factor on each write vector")
+    objective: ObjectiveInput | None = Field(None, description="method 'finetune': which token to suppress or promote on which prompts")
+    preserve_prompts: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="prompts whose outputs should not change (finetune: KL penalty; all methods: KL reported)",
+    )
+    train: Literal["U", "V", "both"] = Field("both", description="finetune: train write vectors (U), read vectors (V) or both")
+    steps: int = Field(100, ge=0, le=5000, description="finetune steps")
+    lr: float = Field(0.01, gt=0.0, le=10.0, description="finetune learning rate (AdamW)")
+    kl_bound: float = Field(0.05, ge=0.0, le=100.0, description="finetune keeps the best step whose preserve KL (nats) is within this")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="random seed")
+
+
+class EditResult(Wire):
+    summary: str
+    edit_id: str = Field(description="pass as edit_id to run_prompt, get_ci, ablate, steer")
+    method: str
+    components: list[str]
+    token: str | None = Field(description="the objective token (finetune)")
+    token_prob_before: float | None = Field(description="mean probability of the objective token before the edit")
+    token_prob_after: float | None
+    kl_preserve: float | None = Field(description="mean per-position KL(original ‖ edited) on preserve_prompts, nats")
+    kl_heldout: float | None = Field(description="the same on the run's probe prompts not used above")
+    weight_change: dict[str, float] = Field(description="per layer, Frobenius norm of the weight change")
+    relative_change: dict[str, float] = Field(description="per layer, the norm of the change over the layer's weight norm")
+    best_step: int | None = Field(description="finetune: the step kept")
+
+
+def _mean_kl(model: ComponentModel, edit: Edit, prompts: Sequence[torch.Tensor]) -> float | None:
+    if not prompts:
+        return None
+    with torch.no_grad():
+        base = [per_position(model.target_output(x)) for x in prompts]
+        with applied(model, edit):
+            after = [per_position(checked_forward(model, x, what="edited forward").output) for x in prompts]
+    return float(torch.stack([kl_div(b, a).mean() for b, a in zip(base, after, strict=True)]).mean())
+
+
+def _tensors(state: AppState, texts: Sequence[str]) -> list[torch.Tensor]:
+    return [text_input(state, t).x for t in texts]
+
+
+async def edit_component(state: AppState, inp: EditInput, ctx: Context) -> JobView:
+    keys = component_keys(state, inp.components)
+    model = state.run.model
+    edit_id = state.edits.new_id()
+    lm = state.run.is_lm
+    if (inp.preserve_prompts or inp.method == "finetune") and not lm:
+        require_lm(state, "edit_component with prompts or method 'finetune'")
+    preserve = _tensors(state, inp.preserve_prompts)
+    used = set(inp.preserve_prompts) | set(inp.objective.prompts if inp.objective else [])
+    heldout = _tensors(state, [p.text for p in state.run.probes if p.text not in used]) if lm else []
+    objective = None
+    if inp.method == "finetune":
+        if inp.objective is None:
+            raise ValueError("method 'finetune' needs an objective {token, direction, prompts}")
+        if not preserve:
+            raise ValueError("method 'finetune' needs at least one preserve prompt (its outputs are kept close)")
+        prompts = _tensors(state, inp.objective.prompts)
+        for x in prompts:
+            resolve_position(inp.objective.position, x.shape[1])
+        objective = Objective(prompts, target_token(state, inp.objective.token), inp.objective.direction, inp.objective.position)
+
+    names = [str(k) for k in keys]
+
+    def work(progress: Any) -> tuple[Edit, FinetuneResult | None, float | None, float | None, bytes]:
+        if objective is not None:
+            res = finetune_edit(
+                model, keys, objective, preserve, heldout, inp.train, inp.steps, inp.lr, kl_bound=inp.kl_bound,
+                seed=inp.seed, name=edit_id, progress=lambda s, n, v: progress(s, n, f"step {s}/{n}, loss {v:.4g}"),
+            )
+            edit, ft, kl_pres, kl_held = res.edit, res, res.kl_preserve, res.kl_heldout
+        else:
+            edit = remove_edit(model, keys, edit_id) if inp.method == "remove" else scale_edit(model, dict.fromkeys(keys, inp.factor), edit_id)
+            ft, kl_pres, kl_held = None, _mean_kl(model, edit, preserve), _mean_kl(model, edit, heldout)
+        blob = edit_to_bytes(EditEntry(edit_id, edit, inp.method, names, {"description": edit.description}), state.run.name)
+        return edit, ft, kl_pres, kl_held, blob
+
+    async def finish(raw: tuple[Edit, FinetuneResult | None, float | None, float | None, bytes]) -> EditResult:
+        edit, ft, kl_pres, kl_held, blob = raw
+        norms = ft.norms if ft is not None else edit_norms(model, edit)
+        state.edits.add(EditEntry(edit_id, edit, inp.method, names, {"description": edit.description}))
+        token = None if objective is None else state.tok.display(objective.token)
+        result = EditResult(
+            summary="",
+            edit_id=edit_id, method=inp.method, components=names, token=token,
+            token_prob_before=None if ft is None else ft.token_prob_before,
+            token_prob_after=None if ft is None else ft.token_prob_after,
+            kl_preserve=kl_pres, kl_heldout=kl_held, weight_change=norms.weight_change, relative_change=norms.relative,
+            best_step=None if ft is None else ft.best_step,
+        )
+        await state.store.put_edit(edit_id, inp.model_dump(mode="json"), result.model_dump(mode="json"), blob)
+        effect = (
+            f"; p({token!r}) {ft.token_prob_before:.3f} -> {ft.token_prob_after:.3f} (best step {ft.best_step})"
+            if ft is not None else ""
+        )
+        kls = "".join(
+            f"; KL on {name} {v:.4f} nats" for name, v in (("preserve prompts", kl_pres), ("held-out probe prompts", kl_held))
+            if v is not None
+        )
+        biggest = max(norms.relative.items(), key=lambda kv: kv[1])
+        result.summary = (
+            f"Edit {edit_id} ({edit.description}) is ready{effect}{kls}; largest relative weight change "
+            f"{biggest[1]:.3g} in {biggest[0]}. Pass edit_id='{edit_id}' to run_prompt, get_ci, ablate or steer; "
+            "the base model is unchanged."
+        )
+        return result
+
+    return await run_as_job(state, ctx, "edit_component", work, finish, inp.wait_s, inp.model_dump(mode="json"))
+
+
+
+# --- export_edit -----------------------------------------------------------------------------------
+
+
+class ExportInput(Input):
+    edit_id: str = Field(max_length=64, description="the edit to export (an edit_id from edit_component)", examples=["e1"])
+    name: str | None = Field(
+        None, max_length=64, description=f"directory name under <workspace>/{EXPORTS}/ (default: the edit_id); {ID_RULE}"
+    )
+    overwrite: bool = Field(False, description="replace an existing export of the same name")
+
+
+class ExportResult(Wire):
+    summary: str
+    edit_id: str
+    path: str = Field(description="absolute path of the model directory")
+    workspace_path: str = Field(description=f"the same path inside the workspace, e.g. '{EXPORTS}/e1'")
+    files: list[str] = Field(description="files written (config, weights, tokenizer)")
+    layers: list[str] = Field(description="layers whose weights differ from the original model")
+    includes_tokenizer: bool
+    size_bytes: int
+
+
+async def export_edit(state: AppState, inp: ExportInput, ctx: Context) -> ExportResult:
+    ws = state.require_workspace()
+    entry = state.edits.get(inp.edit_id)
+    target = state.run.model.target
+    if not hasattr(target, "save_pretrained"):
+        raise ValueError(
+            f"export_edit needs a transformers model; run {state.run.name!r} has a {type(target).__name__} target. "
+            "Its edits still work through edit_id in run_prompt and get_ci"
+        )
+    name = inp.name or inp.edit_id
+    out = ws.export_path(name, inp.overwrite)
+    files = await state.device.call(
+        "export_edit", lambda: write_export(state.run.model, entry.edit, state.run.tokenizer, out), inp.model_dump()
+    )
+    size = sum((out / f).stat().st_size for f in files)
+    rel = f"{EXPORTS}/{name}"
+    return ExportResult(
+        summary=f"Edit {entry.edit_id} ({entry.edit.description}) exported to {rel} ({len(files)} files, "
+        f"{size / 1e6:.2f} MB): a plain transformers model directory with the edited weights in "
+        f"{', '.join(entry.edit.layers)}. Load it with AutoModelForCausalLM.from_pretrained('{out}'); its "
+        f"logits equal run_prompt with edit_id='{entry.edit_id}'.",
+        edit_id=entry.edit_id, path=str(out), workspace_path=rel, files=files, layers=entry.edit.layers,
+        includes_tokenizer=state.run.tokenizer is not None, size_bytes=size,
+    )
+
+
+TOOLS = [
+    ToolSpec(
+        name="edit_component",
+        title="Edit components (a named overlay)",
+        description=(
+            "Can I change this behaviour by editing these components, and at what cost? Creates a named edit "
+            "(edit_id) that never changes the base model: 'scale' multiplies the components' write vectors by "
+            "'factor', 'remove' subtracts their weights, 'finetune' trains only their vectors (train U, V or "
+            "both) to suppress or promote a token on the objective prompts while keeping preserve_prompts "
+            "close (KL). Returns edit_id, the effect on the objective token's probability, KL on the preserve "
+            "prompts and on held-out probe prompts (nats), and the norms of the weight change. scale/remove are "
+            "instant; finetune is a job ('steps' passes over the prompts), polled with get_job past wait_s. "
+            "Use the edit with run_prompt, get_ci, ablate, steer (edit_id=...). "
+            "Example: edit_component(components=['1.mlp.down:7'], method='remove', preserve_prompts=['The dog ran to the'])."
+        ),
+        input_model=EditInput, result_model=JobView, handler=edit_component, read_only=False,
+    ),
+    ToolSpec(
+        name="export_edit",
+        title="Export an edit as a model directory",
+        description=(
+            "Writes the model with an edit baked into its weights as a plain transformers model directory "
+            f"(config, safetensors weights, tokenizer) under <workspace>/{EXPORTS}/<name>, loadable with "
+            "AutoModelForCausalLM.from_pretrained without spd-mcp; its outputs equal run_prompt with that "
+            "edit_id. Returns the path, the files and the edited layers. Needs --workspace and a transformers "
+            "model; about a second for small models. Example: export_edit(edit_id='e1', name='no_copying')."
+        ),
+        input_model=ExportInput, result_model=ExportResult, handler=export_edit, read_only=False, idempotent=True,
+    ),
+]
