@@ -3,6 +3,7 @@
 Run: OMP_NUM_THREADS=1 python -m bench.bench_server [--calls 200] [--repeats 3] [--mixed 1000]
 Prints one JSON object of medians. The server is the real CLI serving a tiny run built in code
 (tests/server/serve_tiny.py); the trivial tool is server_status, so its round trip is the overhead.
+Start-up is measured on the shipped demo run through the real CLI, up to its first answered run_prompt.
 """
 
 import argparse
@@ -34,22 +35,48 @@ def _args(run: str, workspace: Path | None, extra: list[str]) -> list[str]:
     return ["-m", "tests.server.serve_tiny", run, "--device", "cpu", *ws, *extra]
 
 
-async def _round_trips(client: Client, n: int) -> float:
+def _cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def _children() -> set[int]:
+    """Pids of this process's children (Linux /proc; empty elsewhere)."""
+    out = set()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                out.add(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+async def _round_trips(client: Client, n: int, server_pid: int | None) -> dict[str, float]:
+    """Median round trip of server_status (ms), and CPU per call (ms) of the server and of this client."""
     for _ in range(20):
         await client.call_tool("server_status", {})
     times = []
+    server0, client0 = _cpu_s(server_pid), time.process_time()
     for _ in range(n):
         t0 = time.perf_counter()
         r = await client.call_tool("server_status", {})
         times.append(time.perf_counter() - t0)
         assert not r.is_error
-    return statistics.median(times) * 1e3
+    server_cpu, client_cpu = _cpu_s(server_pid) - server0, time.process_time() - client0
+    return {"ms": statistics.median(times) * 1e3, "server_cpu_ms": server_cpu / n * 1e3, "client_cpu_ms": client_cpu / n * 1e3}
 
 
-async def stdio_overhead_ms(n: int, workspace: Path | None, run: str = "toy") -> float:
+async def stdio_overhead(n: int, workspace: Path | None, run: str = "toy") -> dict[str, float]:
     params = StdioServerParameters(command=sys.executable, args=_args(run, workspace, []), cwd=str(ROOT), env=_env())
+    before = _children()
     async with Client(params) as c:
-        return await _round_trips(c, n)
+        new = _children() - before
+        return await _round_trips(c, n, max(new) if new else None)
 
 
 class _Http:
@@ -72,22 +99,31 @@ class _Http:
         self.proc.wait(10)
 
 
-async def http_overhead_ms(n: int, workspace: Path | None, run: str = "toy") -> float:
+async def http_overhead(n: int, workspace: Path | None, run: str = "toy") -> dict[str, float]:
     server = _Http(workspace, run)
     try:
         async with server.client() as c:
-            return await _round_trips(c, n)
+            return await _round_trips(c, n, server.proc.pid)
     finally:
         server.stop()
 
 
-async def start_to_first_call_s(run: str = "lm") -> float:
-    """Spawn over stdio until the first tool call is answered (imports, model, handshake)."""
+DEMO_PROBES = ROOT / "spd_core" / "demo_run" / "prompts.jsonl"
+
+
+async def start_to_first_call_s(run: str = "demo") -> float:
+    """Spawn the real CLI (``spd-mcp-server --run demo``) over stdio until its first run_prompt is answered.
+
+    run_prompt on the run's first probe prompt needs the loaded model and tokenizer (a forward pass),
+    so this covers imports, loading the run, the MCP handshake and one real call.
+    """
+    text = json.loads(DEMO_PROBES.read_text().splitlines()[0])["text"]
     t0 = time.perf_counter()
-    params = StdioServerParameters(command=sys.executable, args=_args(run, None, []), cwd=str(ROOT), env=_env())
+    args = ["-m", "spd_mcp.server", "--run", run, "--device", "cpu"]
+    params = StdioServerParameters(command=sys.executable, args=args, cwd=str(ROOT), env=_env())
     async with Client(params) as c:
-        r = await c.call_tool("server_status", {})
-        assert not r.is_error
+        r = await c.call_tool("run_prompt", {"text": text, "top_k": 5})
+        assert not r.is_error, r.content
         return time.perf_counter() - t0
 
 
@@ -118,19 +154,26 @@ async def rss_growth_mb(n: int) -> dict[str, float]:
     return {"rss_before_mb": before, "rss_after_mb": after, "rss_growth_mb": round(after - before, 1)}
 
 
+def _medians(runs: list[dict[str, float]], prefix: str) -> dict[str, float]:
+    keys = {"ms": "overhead_ms", "server_cpu_ms": "server_cpu_ms", "client_cpu_ms": "client_cpu_ms"}
+    return {f"{prefix}_{name}": statistics.median(r[k] for r in runs) for k, name in keys.items()}
+
+
 async def _bench(calls: int, repeats: int, mixed: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         ws = Path(tmp)
-        out["stdio_overhead_ms"] = statistics.median([await stdio_overhead_ms(calls, None) for _ in range(repeats)])
+        out |= _medians([await stdio_overhead(calls, None) for _ in range(repeats)], "stdio")
         out["stdio_overhead_with_workspace_ms"] = statistics.median(
-            [await stdio_overhead_ms(calls, ws / f"s{i}") for i in range(repeats)])
-        out["http_overhead_ms"] = statistics.median([await http_overhead_ms(calls, None) for _ in range(repeats)])
+            [(await stdio_overhead(calls, ws / f"s{i}"))["ms"] for i in range(repeats)])
+        out |= _medians([await http_overhead(calls, None) for _ in range(repeats)], "http")
         out["http_overhead_with_workspace_ms"] = statistics.median(
-            [await http_overhead_ms(calls, ws / f"h{i}") for i in range(repeats)])
+            [(await http_overhead(calls, ws / f"h{i}"))["ms"] for i in range(repeats)])
     out["start_to_first_call_s"] = statistics.median([await start_to_first_call_s() for _ in range(repeats)])
     out.update(await rss_growth_mb(mixed))
-    out["note"] = "tiny runs built in code; workspace variants fsync events.jsonl per call"
+    out["note"] = ("overheads: server_status on a tiny run built in code (cpu_ms: CPU per call of the server process "
+                   "and of this client), workspace variants fsync events.jsonl per call; start: `spd-mcp-server --run "
+                   "demo` over stdio to its first answered run_prompt")
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
 
 
