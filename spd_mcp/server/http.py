@@ -93,7 +93,7 @@ async def _reject(send: Send, status: int, text: str, extra: dict[bytes, bytes] 
     await send({"type": "http.response.body", "body": body})
 
 
-class _CoalescingTransport:
+class CoalescingTransport:
     """Hands the socket one write per loop iteration: a response's head and body leave as one segment.
 
     uvicorn writes the status line and headers, then the body, as separate writes; on a TCP_NODELAY
@@ -143,7 +143,7 @@ def _protocol_class() -> type[asyncio.Protocol]:
 
     class Coalescing(Base):  # type: ignore[misc, valid-type]
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(_CoalescingTransport(transport))  # type: ignore[arg-type]
+            super().connection_made(CoalescingTransport(transport))  # type: ignore[arg-type]
 
     return Coalescing
 
