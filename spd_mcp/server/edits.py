@@ -97,8 +97,8 @@ def _metadata(blob: bytes) -> dict[str, str]:
     return json.loads(blob[8 : 8 + size]).get("__metadata__", {})
 
 
-def write_export(model: ComponentModel, edit: Edit, tokenizer: Any | None, out: Path) -> list[str]:
-    """Save the edited target (and tokenizer) to ``out``, replacing it whole; returns the file names.
+def write_export(model: ComponentModel, edit: Edit, tokenizer: Any | None, out: Path) -> dict[str, int]:
+    """Save the edited target (and tokenizer) to ``out``, replacing it whole; returns {file name: bytes}.
 
     Written to a hidden sibling first and renamed into place, so ``out`` is never half written.
     """
@@ -113,4 +113,4 @@ def write_export(model: ComponentModel, edit: Edit, tokenizer: Any | None, out: 
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return sorted(p.name for p in out.iterdir())
+    return {p.name: p.stat().st_size for p in out.iterdir()}

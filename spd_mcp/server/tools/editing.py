@@ -150,13 +150,12 @@ async def edit_component(state: AppState, inp: EditInput, ctx: Context) -> JobVi
         biggest = max(norms.relative.items(), key=lambda kv: kv[1])
         result.summary = (
             f"Edit {edit_id} ({edit.description}) is ready{effect}{kls}; largest relative weight change "
-            f"{biggest[1]:.3g} in {biggest[0]}. Pass edit_id='{edit_id}' to run_prompt, get_ci, ablate or steer; "
-            "the base model is unchanged."
+            f"{biggest[1]:.3g} in {biggest[0]}. Pass edit_id='{edit_id}' to run_prompt, get_ci, ablate or steer, "
+            "or export_edit it as a model directory; the base model is unchanged."
         )
         return result
 
     return await run_as_job(state, ctx, "edit_component", work, finish, inp.wait_s, inp.model_dump(mode="json"))
-
 
 
 # --- export_edit -----------------------------------------------------------------------------------
@@ -192,10 +191,10 @@ async def export_edit(state: AppState, inp: ExportInput, ctx: Context) -> Export
         )
     name = inp.name or inp.edit_id
     out = ws.export_path(name, inp.overwrite)
-    files = await state.device.call(
+    sizes = await state.device.call(
         "export_edit", lambda: write_export(state.run.model, entry.edit, state.run.tokenizer, out), inp.model_dump()
     )
-    size = sum((out / f).stat().st_size for f in files)
+    files, size = sorted(sizes), sum(sizes.values())
     rel = f"{EXPORTS}/{name}"
     return ExportResult(
         summary=f"Edit {entry.edit_id} ({entry.edit.description}) exported to {rel} ({len(files)} files, "
