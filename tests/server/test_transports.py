@@ -92,9 +92,10 @@ class HttpServer:
              "--port-file", str(self.port_file), "--workspace", str(ws), "--device", "cpu"],
             cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # a loaded 2-core machine can take minutes to import torch
         while not self.port_file.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()  # reading stderr of a live server would block forever
                 raise RuntimeError(f"HTTP server did not start: {self.proc.stderr.read() if self.proc.stderr else ''}")
             time.sleep(0.05)
         self.port = int(self.port_file.read_text())
