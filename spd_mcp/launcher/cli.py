@@ -164,8 +164,10 @@ def launch_main(a: argparse.Namespace) -> int:
 
 def swarm_main(a: argparse.Namespace) -> int:
     from spd_mcp.launcher.spec import SpecError
-    from spd_mcp.launcher.swarm import load_hypotheses, resolve_swarm
+    from spd_mcp.launcher.swarm import BOTH_FLAGS, load_hypotheses, resolve_swarm
 
+    if a.hypotheses is not None and a.swarm is not None:
+        return fail(BOTH_FLAGS)
     try:
         request = build_request(a)
         hypotheses = load_hypotheses(a.hypotheses) if a.hypotheses is not None else None

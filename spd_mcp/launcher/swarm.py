@@ -34,6 +34,8 @@ from spd_mcp.launcher.spec import (
 from spd_mcp.launcher.strategies import strategy_for_task
 
 MAX_TASKS = 64
+BOTH_FLAGS = ("--hypotheses and --swarm were both given: use --hypotheses FILE (one task per line) or "
+              "--swarm N (N tasks with different strategies), not both")
 MAX_HYPOTHESIS_CHARS = 2000
 # A server command that exits at once with a message on stderr: how `--fail-task` makes a task fail.
 FAILING_SERVER = (sys.executable, "-c", "import sys; sys.stderr.write('injected failure: this task was "
@@ -90,8 +92,7 @@ def load_hypotheses(path: str) -> list[str]:
 def swarm_size(hypotheses: list[str] | None, swarm: int | None) -> int:
     """The number of tasks; SpecError unless exactly one of the two ways was used, sensibly."""
     if hypotheses is not None and swarm is not None:
-        raise SpecError("--hypotheses and --swarm were both given: use --hypotheses FILE (one task per "
-                        "line) or --swarm N (N tasks with different strategies), not both")
+        raise SpecError(BOTH_FLAGS)
     if swarm is not None and not 1 <= swarm <= MAX_TASKS:
         raise SpecError(f"--swarm {swarm}: give a number of tasks from 1 to {MAX_TASKS}")
     if hypotheses is None and swarm is None:
