@@ -97,3 +97,15 @@ def test_summary_ranks_by_the_measured_effect_and_pairs_verdicts(tmp_path: Path)
     assert "| 1 | t01.e0 |" in md and "**0.775**" in md and "**0.550**" in md
     assert "t02 `inv-t02` (s2): status failed; error: RuntimeError: server exited with code 3" in md
     assert "injected failure" in md and "t00.e0 (sufficient)" in md
+
+
+def test_a_swarm_whose_tasks_all_failed_still_reports_why(tmp_path: Path) -> None:
+    tasks = [_task(tmp_path, i, ["0.mlp.up:1"], "supported", "supported", ok=False) for i in range(2)]
+    s = build_summary(head={"swarm_id": "swarm-y", "question": "q?", "run": "demo", "agent": "builtin",
+                            "executor": "slurm", "source": "swarm 2", "generated": "now"},
+                      tasks=tasks, claims=[], retests={}, grades={}, grader_note="not run",
+                      tool_calls={"file": "aggregate/tool_calls.jsonl", "count": 0, "by_tool": {}})
+    assert s["n_ok"] == 0 and len(s["failed_tasks"]) == 2 and s["claims"] == []
+    md = render_report(s)
+    assert "0 finished, 2 failed" in md and "No task saved an explanation" in md
+    assert md.count("status failed; error: RuntimeError") == 2
