@@ -17,6 +17,10 @@ from spd_mcp.launcher.watch import format_event
 SWARM_DONE = frozenset({"completed", "failed"})
 
 
+def one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
 def find_swarm(ref: str, out_root: Path) -> SwarmDir | None:
     """The swarm a reference names (path, id or unique id fragment), or None if it names no swarm."""
     path = Path(ref).expanduser()
@@ -85,7 +89,7 @@ def swarm_status_text(sd: SwarmDir) -> str:
              f"  directory: {sd.root}", "  tasks:"]
     for r in task_rows(sd):
         what = r["hypothesis"] or r["strategy"]
-        err = f"  error: {str(r['error'])[:120]}" if r["error"] else ""
+        err = f"  error: {one_line(r['error'])[:160]}" if r["error"] else ""
         lines.append(f"    t{r['index']:02d} {r['inv_id']}  {r['status']:<12} jobs {r['job_ids']} "
                      f"calls {r['tool_calls']:<3} last step {r['last_step'] or '-'}  [{what}]{err}")
     outcome = meta.get("outcome")
@@ -114,7 +118,7 @@ def follow_swarm(sd: SwarmDir, out: TextIO, poll_s: float = 1.0, timeout_s: floa
             if seen.get(r["index"]) != r["status"]:
                 seen[r["index"]] = r["status"]
                 out.write(f"t{r['index']:02d} {r['inv_id']}: {r['status']}"
-                          + (f" ({str(r['error'])[:200]})" if r["error"] else "") + "\n")
+                          + (f" ({one_line(r['error'])[:300]})" if r["error"] else "") + "\n")
         agg = read_events(sd.aggregate / "events.jsonl")
         for e in agg[n_agg:]:
             if e.get("source") == "launcher":
