@@ -43,7 +43,7 @@ def test_slurm_swarm_with_a_failed_task(slurm_env, tmp_path: Path, capsys) -> No
     assert set(jobs) == {"t00", "t01", "t02", "t03", "aggregate"}
     array_ids = {str(jobs[f"t{i:02d}"].job_id) for i in range(4)}
     assert len({j.split("_")[0] for j in array_ids}) == 1, f"one array: {array_ids}"
-    outcome = bounded(jobs["aggregate"].result, 600)
+    outcome = bounded(jobs["aggregate"].result, 900)  # ~60 s on an idle 2-core machine
     assert outcome["status"] == "completed" and outcome["ok_tasks"] == 3, outcome
     deadline = time.monotonic() + 120
     states = {i: _final_state(slurm_env, str(jobs[f"t{i:02d}"].job_id), deadline) for i in range(4)}
