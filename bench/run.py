@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-MODULES = ["bench.bench_decompose", "bench.bench_analysis", "bench.bench_server"]
+MODULES = ["bench.bench_decompose", "bench.bench_analysis", "bench.bench_server", "bench.bench_swarm"]
 
 
 def _rows(name: str, quick: bool) -> list[dict]:

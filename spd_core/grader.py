@@ -185,3 +185,62 @@ def search_circuit(
         chosen.append(k)
         best_score = score
     return chosen
+
+
+def grade_claims(run: str, claims: Sequence[Mapping[str, Any]], max_probes: int | None = None,
+                 regime: AblationRegime = "deterministic") -> list[dict[str, Any]]:
+    """Grades of claims {mechanism, components: ['<layer>:<c>', ...]} on a run's probe prompts, as dicts.
+
+    ``max_probes`` keeps the first that many probes of every mechanism (all when None).
+    """
+    from spd_core.keys import parse_component_key
+    from spd_core.run import load_run
+
+    loaded = load_run(run)
+    assert loaded.tokenizer is not None and loaded.probes, f"run {run!r} has no tokenizer or no probe prompts to grade on"
+    rows = [{**p, "target_token": p.get("target_token") or p["target"]} for p in loaded.probes]
+    if max_probes is not None:
+        seen: dict[str, int] = {}
+        for p in rows:
+            seen[p["mechanism"]] = seen.get(p["mechanism"], 0) + 1
+            p["keep"] = seen[p["mechanism"]] <= max_probes
+        rows = [p for p in rows if p.pop("keep")]
+    probes = probes_from_prompts(rows, loaded.tokenizer)
+    layer_c = loaded.model.layer_c()
+    out = []
+    with torch.no_grad():
+        for claim in claims:
+            comps = [parse_component_key(k, layer_c) for k in claim["components"]]
+            g = grade_circuit(loaded.model, probes, str(claim["mechanism"]), comps, regime=regime)
+            out.append({"mechanism": g.mechanism, "components": [str(k) for k in g.components],
+                        "regime": regime, "n_probes": g.n_probes, "necessity": g.necessity,
+                        "accuracy_before": g.accuracy_before, "accuracy_removed": g.accuracy_removed,
+                        "sufficiency": g.sufficiency, "accuracy_kept": g.accuracy_kept,
+                        "specificity": g.specificity, "other_drops": g.other_drops})
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m spd_core.grader --run demo --mechanism M --components a b`` or ``--claims FILE``: JSON grades."""
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(prog="python -m spd_core.grader", description=main.__doc__)
+    ap.add_argument("--run", default="demo", help="run directory, or 'demo'")
+    ap.add_argument("--mechanism", help="mechanism tag of the probe prompts (with --components)")
+    ap.add_argument("--components", nargs="+", help="component keys '<layer>:<c>'")
+    ap.add_argument("--claims", type=Path, help="JSON file: a list of {mechanism, components}")
+    ap.add_argument("--max-probes", type=int, default=None, help="probes per mechanism (default: all)")
+    ap.add_argument("--regime", default="deterministic", choices=["deterministic", "stochastic"])
+    a = ap.parse_args(argv)
+    if (a.claims is None) == (a.mechanism is None or a.components is None):
+        ap.error("give --claims FILE, or --mechanism with --components (not both)")
+    claims = json.loads(a.claims.read_text()) if a.claims else [{"mechanism": a.mechanism, "components": a.components}]
+    sys.stdout.write(json.dumps(grade_claims(a.run, claims, a.max_probes, a.regime)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

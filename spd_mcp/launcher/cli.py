@@ -21,10 +21,14 @@ EPILOG = """watching:
   spd-investigate status ID            metadata, outcome and last events (ID: id, part of one, latest)
   spd-investigate follow ID            print the research log and events as they grow
   spd-investigate report ID            the final summary
+  (ID may name a swarm, swarm-...: status shows every task, follow ends with the
+   aggregation, report prints swarm_report.md; follow SWARM --task N follows one task)
 
 examples:
   spd-investigate "How does the model choose between he and she?"
   spd-investigate @question.md --run runs/my-run --executor slurm --partition gpu --time 4:00:00
+  spd-investigate "Which components implement induction?" --hypotheses hyps.txt   # a swarm
+  spd-investigate "How does the model choose between he and she?" --swarm 4
 """
 
 
@@ -45,6 +49,12 @@ def launch_parser() -> argparse.ArgumentParser:
                                                  "claude-opus-4-5 for the API agent)")
     p.add_argument("--follow", action="store_true", help="after submitting, follow the log until the job ends")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"investigations root (default {DEFAULT_OUT})")
+    w = p.add_argument_group("swarm (several agents, then an aggregation that re-tests their claims)")
+    w.add_argument("--hypotheses", metavar="FILE", help="one task per line of FILE, each starting from that hypothesis")
+    w.add_argument("--swarm", type=int, metavar="N", help="N tasks, each with a different starting strategy")
+    w.add_argument("--parallel", type=int, metavar="P",
+                   help="tasks at once (default: all on SLURM, one per CPU core locally)")
+    w.add_argument("--fail-task", type=int, action="append", default=[], help=argparse.SUPPRESS)  # tests
     s = p.add_argument_group("SLURM (only with a SLURM executor)")
     s.add_argument("--partition", help="partition (cluster default if unset)")
     s.add_argument("--time", help="time limit, e.g. 4:00:00 (default 8:00:00)")
@@ -60,7 +70,9 @@ def launch_parser() -> argparse.ArgumentParser:
 def watch_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spd-investigate", description="Watch investigations.")
     p.add_argument("command", choices=WATCH_COMMANDS)
-    p.add_argument("ref", nargs="?", default="latest", help="investigation id, part of one, 'latest' or a path")
+    p.add_argument("ref", nargs="?", default="latest",
+                   help="investigation or swarm id, part of one, 'latest', 'latest-swarm' or a path")
+    p.add_argument("--task", type=int, help="with a swarm: the task to follow or show")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"investigations root (default {DEFAULT_OUT})")
     return p
 
@@ -111,6 +123,10 @@ def build_request(a: argparse.Namespace):  # -> LaunchRequest
 
 
 def launch_main(a: argparse.Namespace) -> int:
+    if a.hypotheses is not None or a.swarm is not None:
+        return swarm_main(a)
+    if a.parallel is not None or a.fail_task:
+        return fail("--parallel applies to a swarm only: add --hypotheses FILE or --swarm N")
     from spd_mcp.launcher.spec import SpecError, resolve
 
     try:
@@ -146,19 +162,109 @@ def launch_main(a: argparse.Namespace) -> int:
     return 0 if outcome.get("ok") else 1
 
 
+def swarm_main(a: argparse.Namespace) -> int:
+    from spd_mcp.launcher.spec import SpecError
+    from spd_mcp.launcher.swarm import BOTH_FLAGS, load_hypotheses, resolve_swarm
+
+    if a.hypotheses is not None and a.swarm is not None:
+        return fail(BOTH_FLAGS)
+    try:
+        request = build_request(a)
+        hypotheses = load_hypotheses(a.hypotheses) if a.hypotheses is not None else None
+        from spd_mcp.launcher.detect import probe
+
+        env = probe(request.agent, request.executor)
+        spec = resolve_swarm(request, env, hypotheses=hypotheses, swarm=a.swarm, parallelism=a.parallel,
+                             fail_tasks=tuple(a.fail_task))
+    except SpecError as err:
+        return fail(str(err))
+    out = sys.stdout
+    out.write(f"agent: {spec.agent} ({spec.tasks[0].agent_reason})\n")
+    out.write(f"executor: {spec.executor} ({spec.tasks[0].executor_reason}), {spec.parallelism} task(s) at once\n")
+    for t in spec.tasks:
+        out.write(f"  t{t.task_index:02d} {t.inv_id}: {t.hypothesis or t.strategy}\n")
+    from spd_mcp.launcher.submit import submit_swarm
+
+    jobs = submit_swarm(spec)
+    out.write(f"submitted swarm {spec.swarm_id} (jobs {', '.join(f'{k}={j.job_id}' for k, j in jobs.items())}): "
+              f"{spec.swarm_dir}\n")
+    out.write(f"watch it with: spd-investigate status {spec.swarm_id} --out {a.out}\n")
+    out.flush()
+    if not a.follow:
+        return 0
+    from spd_mcp.launcher.swarm import SwarmDir
+    from spd_mcp.launcher.swarm_watch import follow_swarm, swarm_report_text
+
+    sd = SwarmDir(Path(spec.swarm_dir))
+    last = jobs.get("aggregate") or jobs["coordinator"]
+    try:
+        outcome = follow_swarm(sd, out, job_done=last.done)
+    except KeyboardInterrupt:
+        out.write(f"\nstopped following; status: spd-investigate status {spec.swarm_id} --out {a.out}\n")
+        return 130
+    out.write(swarm_report_text(sd))
+    return 0 if outcome.get("status") == "completed" else 1
+
+
+def watch_swarm(a: argparse.Namespace, root: Path) -> int | None:
+    """The watch command on a swarm, or None when the reference names no swarm."""
+    from spd_mcp.launcher import swarm_watch, watch
+    from spd_mcp.launcher.layout import InvestigationDir, read_json
+
+    sd = swarm_watch.find_swarm(a.ref, root)
+    if sd is None:
+        return None
+    out = sys.stdout
+    if a.task is not None:
+        tasks = {t["index"]: t for t in read_json(sd.meta).get("tasks", [])}
+        if a.task not in tasks:
+            return fail(f"swarm {sd.root.name} has tasks {sorted(tasks)}; --task {a.task} is not one")
+        inv = InvestigationDir(Path(tasks[a.task]["inv_dir"]))
+        text = {"status": watch.status_text, "report": watch.report_text}.get(a.command)
+        if text is not None:
+            out.write(text(inv) + ("\n" if a.command == "status" else ""))
+            return 0
+        try:
+            watch.follow(inv, out)
+        except KeyboardInterrupt:
+            return 130
+        return 0
+    if a.command == "status":
+        out.write(swarm_watch.swarm_status_text(sd) + "\n")
+    elif a.command == "report":
+        out.write(swarm_watch.swarm_report_text(sd))
+    else:
+        try:
+            swarm_watch.follow_swarm(sd, out)
+        except KeyboardInterrupt:
+            return 130
+        out.write(swarm_watch.swarm_report_text(sd))
+    return 0
+
+
 def watch_main(a: argparse.Namespace) -> int:
     from spd_mcp.launcher import watch
 
     root = Path(a.out)
     out = sys.stdout
     if a.command == "list":
+        from spd_mcp.launcher.swarm_watch import list_swarms
+
         rows = watch.list_investigations(root)
         for r in rows:
             out.write(f"{r['id']}  {r['status']:<22} {r['agent'] or '?':<14} {r['executor'] or '?':<6} "
                       f"{r['question']}\n")
+        for r in list_swarms(root):
+            out.write(f"{r['id']}  {r['status']:<22} {str(r['tasks']) + ' tasks':<14} {r['executor'] or '?':<6} "
+                      f"{r['question']}\n")
         if not rows:
             out.write(f"no investigations under {root}\n")
         return 0
+    done = watch_swarm(a, root)
+    if done is not None:
+        return done
+    if a.task is not None:
+        return fail(f"--task applies to a swarm; {a.ref!r} names no swarm under {root}")
     try:
         inv = watch.find_investigation(a.ref, root)
     except ValueError as err:

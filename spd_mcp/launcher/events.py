@@ -25,6 +25,8 @@ LAUNCHER_KINDS = frozenset({
     "server_stopped", "agent_started", "agent_finished", "agent_failed", "permission_denied",
     "tool_unavailable", "tool_error", "no_model_tool_called", "checkpoint", "job_finished",
     "protocol_step", "job_cancelled", "job_ended_by_scheduler",
+    # the aggregation of a swarm (aggregate.py)
+    "aggregate_started", "claim_retested", "grader_scored", "aggregate_failed", "aggregate_finished",
 })
 
 

@@ -31,7 +31,7 @@ from spd_mcp.launcher.layout import (
     update_json,
     write_json_atomic,
 )
-from spd_mcp.launcher.prompting import render_kickoff, render_system_prompt
+from spd_mcp.launcher.prompting import render_kickoff, render_swarm_context, render_system_prompt
 from spd_mcp.launcher.sandbox import mcp_config, write_private_json
 from spd_mcp.launcher.server_proc import (
     ServerProcess,
@@ -127,7 +127,9 @@ def run_job(spec: JobSpec, job_id: str) -> dict[str, Any]:
         system_prompt = render_system_prompt(
             question=spec.question, model_info=fetch_model_info(server.url, server.token, tools),
             tools=tools, max_turns=spec.max_turns, inv_id=spec.inv_id, run=spec.run,
-            agent=spec.agent, started=now_iso())
+            agent=spec.agent, started=now_iso(),
+            swarm_context=render_swarm_context(swarm_id=spec.swarm_id, task_index=spec.task_index,
+                                               hypothesis=spec.hypothesis, strategy=spec.strategy))
         inv.prompt.write_text(system_prompt)
         log = inv.research_log.read_text() if inv.research_log.exists() else ""
         kickoff = render_kickoff(log if resumed else None)

@@ -139,6 +139,11 @@ class JobSpec(Frozen):
     server_start_timeout_s: float = Field(default=240.0, gt=0)
     server_stop_grace_s: float = Field(default=10.0, ge=0)
     agent_timeout_s: float | None = None
+    # Set for a task of a swarm (swarm.py): where it belongs and where it starts from.
+    swarm_id: str | None = None
+    task_index: int | None = Field(default=None, ge=0)
+    hypothesis: str | None = None
+    strategy: str | None = None
 
 
 def one_line(err: ValidationError) -> str:

@@ -6,6 +6,11 @@ predictions, CI, an optimized circuit (polled through get_job when it becomes a 
 judged by the measured effects against the thresholds below, a graph artifact, an explanation and
 the summary. A step whose tool is missing or fails is recorded (research log, events.jsonl,
 transcript) and the protocol carries on with what it has; the summary lists what was not done.
+
+In a swarm the task's hypothesis picks the mechanism (when its words name one; else the question
+does) and its strategy (strategies.py) picks the subject prompt and where the candidate circuit
+comes from: optimize_circuit (with the strategy's arguments), the top CI components, or
+find_components over several prompts. A single investigation uses the first strategy.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import anyio
 from spd_mcp.launcher.agents import AgentContext, AgentResult, is_model_tool
 from spd_mcp.launcher.agents import builtin_read as rd
 from spd_mcp.launcher.mcp_link import connect, result_text
+from spd_mcp.launcher.strategies import STRATEGIES, strategy_named
 
 # Removing the circuit is "necessary" when p(target) falls to at most this fraction of its value.
 NECESSITY_MAX_KEPT = 0.5
@@ -28,6 +34,7 @@ SUFFICIENCY_MIN_KEPT = 0.5
 # The model "does the behaviour" when the expected token is top-1 on at least this share of prompts.
 BEHAVIOUR_MIN_TOP1 = 0.5
 MAX_PROMPTS = 3
+FIND_COMPONENTS_EXAMPLES = 4
 CIRCUIT_STEPS = 200
 JOB_POLL_S = 20.0
 JOB_DEADLINE_S = 900.0
@@ -85,6 +92,8 @@ class Protocol:
         self.steps: list[Step] = []
         self.f = Findings()
         self.info: dict[str, Any] = {}
+        self.strategy = strategy_named(ctx.spec.strategy) if ctx.spec.strategy else STRATEGIES[0]
+        self.mech_prompts: list[dict[str, Any]] = []
 
     # --- plumbing ---------------------------------------------------------------------------------
 
@@ -159,11 +168,18 @@ class Protocol:
     # --- the protocol -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        q = self.ctx.spec.question
-        await self.log("built-in protocol started", f"{NO_LLM}\n\nQuestion: {q}")
+        q, spec = self.ctx.spec.question, self.ctx.spec
+        start = f"{NO_LLM}\n\nQuestion: {q}"
+        if spec.swarm_id is not None:
+            start += (f"\n\nTask {spec.task_index} of swarm {spec.swarm_id}. Hypothesis: "
+                      f"{spec.hypothesis or '(none: the strategy sets the starting point)'}. Strategy "
+                      f"'{self.strategy.name}': {self.strategy.description}")
+        await self.log("built-in protocol started", start)
+        circuit_step = ("optimized circuit" if self.strategy.circuit_source == "optimize_circuit"
+                        else "candidate circuit")
         for name, fn in [("model info", self.model_info), ("probe prompts", self.probe_prompts),
                          ("predictions", self.predictions), ("causal importance", self.causal_importance),
-                         ("optimized circuit", self.optimized_circuit), ("ablation", self.ablation),
+                         (circuit_step, self.circuit), ("ablation", self.ablation),
                          ("steering", self.steer), ("hypotheses", self.hypotheses),
                          ("graph artifact", self.graph_artifact), ("explanation", self.explanation)]:
             await self.step(name, fn)
@@ -184,13 +200,24 @@ class Protocol:
     async def probe_prompts(self) -> str:
         listing = await self.call("list_probe_prompts", {"limit": 200})
         prompts = [p for p in listing.get("prompts") or [] if isinstance(p, dict)]
-        mech, why = rd.choose_mechanism(self.ctx.spec.question, prompts)
+        for tag in listing.get("mechanisms") or {}:  # a page may hold only the first mechanisms
+            if not any(p.get("mechanism") == tag for p in prompts):
+                more = await self.call("list_probe_prompts", {"mechanism": tag, "limit": 20})
+                prompts += [p for p in more.get("prompts") or [] if isinstance(p, dict)]
+        hypothesis = self.ctx.spec.hypothesis
+        mech, why = rd.choose_mechanism(hypothesis, prompts) if hypothesis else (None, "")
+        if mech is None or not rd.mechanism_scores(hypothesis or "", prompts).get(mech):
+            mech, why = rd.choose_mechanism(self.ctx.spec.question, prompts)
+        else:
+            why = f"{why}, in the task's hypothesis"
         if mech is None:
             raise StepFailed(why)
         self.f.mechanism = mech
-        self.f.prompts = [p for p in prompts if p.get("mechanism") == mech][:MAX_PROMPTS]
+        self.mech_prompts = [p for p in prompts if p.get("mechanism") == mech]
+        first = min(self.strategy.prompt_index, len(self.mech_prompts) - 1)
+        self.f.prompts = self.mech_prompts[first:first + MAX_PROMPTS]
         shown = "\n".join(f"- `{p.get('text')}` -> `{p.get('target_token')}`" for p in self.f.prompts)
-        return f"Chose {why}. Prompts studied:\n{shown}"
+        return f"Chose {why}. Subject: probe prompt {first + 1} of the mechanism. Prompts studied:\n{shown}"
 
     async def predictions(self) -> str:
         if not self.f.prompts:
@@ -223,10 +250,38 @@ class Protocol:
         return (f"Components with the largest CI at the last position: {', '.join(self.f.ci_components)}. "
                 f"{res.get('summary', '')}")
 
+    async def circuit(self) -> str:
+        """The candidate circuit from the strategy's source."""
+        source = self.strategy.circuit_source
+        if source == "get_ci":
+            if not self.f.ci_components:
+                raise StepFailed("the strategy takes the top CI components, but get_ci measured none")
+            self.f.circuit, self.f.circuit_source = list(self.f.ci_components), "get_ci (top CI)"
+            return (f"Strategy '{self.strategy.name}': the candidate circuit is the {len(self.f.circuit)} "
+                    f"components of largest CI: {', '.join(self.f.circuit)}.")
+        if source == "find_components":
+            return await self.found_components()
+        return await self.optimized_circuit()
+
+    async def found_components(self) -> str:
+        first = self.mech_prompts.index(self.subject)
+        examples = [{"text": p["text"], "target_token": p["target_token"]}
+                    for p in self.mech_prompts[first:first + FIND_COMPONENTS_EXAMPLES]]
+        res = await self.call("find_components", {"examples": examples, "limit": 12,
+                                                  **self.strategy.circuit_args})
+        res = await self.until_done("find_components", res)
+        self.f.circuit = [str(r["component"]) for r in res.get("components") or [] if isinstance(r, dict)]
+        self.f.circuit_source = f"find_components over {len(examples)} prompts"
+        if not self.f.circuit:
+            raise StepFailed(f"find_components found no component shared by the prompts: {str(res)[:300]}")
+        return (f"Strategy '{self.strategy.name}': components needed on most of {len(examples)} prompts: "
+                f"{', '.join(self.f.circuit)}. {res.get('summary', '')}")
+
     async def optimized_circuit(self) -> str:
         p = self.subject
         res = await self.call("optimize_circuit", {"text": p["text"], "target_token": p["target_token"],
-                                                   "position": -1, "steps": CIRCUIT_STEPS})
+                                                   "position": -1, "steps": CIRCUIT_STEPS,
+                                                   **self.strategy.circuit_args})
         res = await self.until_done("optimize_circuit", res)
         self.f.circuit = rd.circuit_components(res)
         self.f.graph_id = rd.graph_id_of(res)
@@ -317,6 +372,9 @@ class Protocol:
         return "Hypotheses judged by the measured effects:\n" + "\n".join(lines)
 
     async def graph_artifact(self) -> str:
+        if self.f.graph_id is None and self.strategy.circuit_source != "optimize_circuit":
+            return (f"No graph artifact: the strategy '{self.strategy.name}' takes its circuit from "
+                    f"{self.f.circuit_source or self.strategy.circuit_source}, which draws no attribution graph.")
         if self.f.graph_id is None:
             raise StepFailed("no graph to save: optimize_circuit did not produce a graph_id")
         res = await self.call("save_graph_artifact", {
