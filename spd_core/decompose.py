@@ -145,9 +145,17 @@ def decompose(
     config: DecompositionConfig,
     out_dir: Path | None = None,
     progress: bool = True,
+    stop_after: int | None = None,
 ) -> TrainResult:
     """Train ``model``'s components and CI functions in place. With ``out_dir``, checkpoints are
-    written there every ``checkpoint_freq`` steps and an existing checkpoint is resumed."""
+    written there every ``checkpoint_freq`` steps and an existing checkpoint is resumed.
+    ``stop_after`` ends the loop after that many steps of the same schedule (``config.steps`` still
+    sets the learning-rate and p annealing), e.g. to check that a regeneration follows a recorded
+    loss history."""
+    assert stop_after is None or 0 < stop_after <= config.steps, (
+        f"stop_after must be in 1..{config.steps} (config.steps), got {stop_after}"
+    )
+    end = config.steps if stop_after is None else stop_after
     device = pick_device(config.device)
     model.to(device)
     torch.manual_seed(config.seed)
@@ -190,7 +198,7 @@ def decompose(
         )
 
     t0 = time.perf_counter()
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(range(start, end), initial=start, total=end, disable=not progress, dynamic_ncols=True)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = config.lr_at(step)
@@ -212,10 +220,10 @@ def decompose(
         done = step + 1
         if done % config.eval_freq == 0 and done < config.steps:
             history.append({"step": float(done), **evaluate(model, data, config, device)})
-        if ckpt_path is not None and done % config.checkpoint_freq == 0 and done < config.steps:
+        if ckpt_path is not None and done % config.checkpoint_freq == 0 and done < end:
             checkpoint(done)
     bar.close()
     metrics = evaluate(model, data, config, device)
     if ckpt_path is not None:
-        checkpoint(config.steps)
+        checkpoint(end)
     return TrainResult(metrics, history, resumed_from, time.perf_counter() - t0)

@@ -6,7 +6,9 @@ both blocks with a KL output loss, measure the report below, and save the run di
 
 Report: unmasked output vs target; KL of the stochastic-masked model; mean L0 per layer and in all;
 per-mechanism accuracy under the target, CI masks, rounded masks and stochastic masks (mean and
-worst of several samples); the KL when each matrix alone is CI-masked.
+worst of several samples); the KL when each matrix alone is CI-masked. Then the harvest
+(``DEMO_HARVEST`` over ``DEMO_HARVEST_TEXTS`` texts of the run's corpus) into ``harvest.sqlite``, and
+the logged loss history into ``history.jsonl``.
 """
 
 import argparse
@@ -15,6 +17,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,12 +25,15 @@ from torch import Tensor
 
 from spd_core.config import DecompositionConfig, ModulePattern
 from spd_core.decompose import decompose
+from spd_core.harvest import HarvestConfig, harvest
+from spd_core.harvest_store import write_harvest
 from spd_core.losses import output_loss
 from spd_core.masks import ones_masks, rounded_masks, stochastic_masks
 from spd_core.model import ComponentModel
 from spd_core.run import DEMO_RUN, build_component_model, save_run
 from spd_core.targets.language import Probe, probe_prompts
-from spd_core.targets.spec import DemoLMSpec, data_source, load_target, save_target
+from spd_core.targets.spec import DemoLMSpec, corpus_texts, data_source, load_target, save_target
+from spd_core.targets.tiny_lm import encode_batch, train_demo_lm
 from spd_core.targets.tokenizer import build_tokenizer, word_id
 
 log = logging.getLogger(__name__)
@@ -63,6 +69,10 @@ DEMO_CONFIG = DecompositionConfig(
     checkpoint_freq=250,
 )
 
+DEMO_HARVEST = HarvestConfig(threshold=0.5, n_examples=10, window=8, top_tokens=30, top_cofiring=20,
+                             attribution_top_k=100)
+DEMO_HARVEST_TEXTS = 1000  # texts of the run's own corpus harvested into harvest.sqlite
+
 Forward = Callable[[Tensor], Tensor]
 
 
@@ -72,10 +82,9 @@ def _last_logits(forward: Forward, ids: Tensor, last: Tensor) -> Tensor:
 
 def probe_batch(tokenizer, probes: Sequence[Probe]) -> tuple[Tensor, Tensor, Tensor]:
     """(ids right-padded, index of each prompt's last token, target token ids)."""
-    enc = tokenizer([p.text for p in probes], padding=True, return_tensors="pt")
-    last = enc["attention_mask"].sum(1) - 1
+    ids, mask = encode_batch(tokenizer, [p.text for p in probes])
     targets = torch.tensor([word_id(tokenizer, p.target) for p in probes])
-    return enc["input_ids"], last, targets
+    return ids, mask.sum(1) - 1, targets
 
 
 @torch.no_grad()
@@ -121,7 +130,9 @@ def regime_report(model: ComponentModel, tokenizer, probes: Sequence[Probe], n_s
     return report
 
 
-def build_demo(out: Path, steps: int | None, target_dir: Path | None, progress: bool) -> dict:
+def build_demo(
+    out: Path, steps: int | None, target_dir: Path | None, progress: bool, harvest_texts: int = DEMO_HARVEST_TEXTS
+) -> dict:
     spec = DemoLMSpec()
     config = DEMO_CONFIG if steps is None else DEMO_CONFIG.model_copy(update={"steps": steps})
     tokenizer = build_tokenizer()
@@ -130,8 +141,6 @@ def build_demo(out: Path, steps: int | None, target_dir: Path | None, progress: 
     if target_dir is not None and (target_dir / "config.json").is_file():
         target = load_target(spec, target_dir)
     else:
-        from spd_core.targets.tiny_lm import train_demo_lm
-
         target, tokenizer, lm_report = train_demo_lm(spec.lm, progress=progress)
         info["target_train_seconds"] = lm_report.train_seconds
         if target_dir is not None:
@@ -146,10 +155,35 @@ def build_demo(out: Path, steps: int | None, target_dir: Path | None, progress: 
     report = regime_report(model, tokenizer, probes)
     metrics = {**result.metrics, **report, "train_seconds": result.seconds, "target_seconds": target_seconds}
     save_run(out, model, spec, config, metrics, tokenizer=tokenizer,
-             probes=[{"text": p.text, "target": p.target, "mechanism": p.mechanism, "foil": p.foil} for p in probes],
+             probes=[{"text": p.text, "target_token": p.target, "mechanism": p.mechanism, "foil": p.foil} for p in probes],
              info=info)
+    write_history(out, result.history)
     (out / "checkpoint.pt").unlink(missing_ok=True)
+    if harvest_texts:
+        metrics["harvest_seconds"] = harvest_demo(out, model, tokenizer, spec, harvest_texts, progress)
     return metrics
+
+
+def harvest_demo(out: Path, model: ComponentModel, tokenizer, spec: DemoLMSpec, n_texts: int, progress: bool) -> float:
+    """Harvest ``n_texts`` of the run's corpus with ``DEMO_HARVEST`` into ``out/harvest.sqlite``; seconds taken."""
+    t0 = time.perf_counter()
+    cfg = replace(DEMO_HARVEST, max_tokens=model.target.config.max_position_embeddings)
+    write_harvest(out, harvest(model, tokenizer, corpus_texts(spec, n_texts), cfg, progress=progress))
+    return time.perf_counter() - t0
+
+
+HISTORY_FILE = "history.jsonl"
+
+
+def write_history(out: Path, history: Sequence[dict]) -> None:
+    """The decomposition's logged rows (every ``log_freq`` steps, plus evals), one JSON per line."""
+    tmp = out / (HISTORY_FILE + ".tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in history))
+    tmp.replace(out / HISTORY_FILE)
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / HISTORY_FILE).read_text().splitlines() if line.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,11 +191,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEMO_RUN, help=f"run directory (default: the shipped {DEMO_RUN})")
     ap.add_argument("--steps", type=int, help=f"decomposition steps (default {DEMO_CONFIG.steps})")
     ap.add_argument("--target-dir", type=Path, help="reuse (or save) the trained target here")
+    ap.add_argument("--harvest-texts", type=int, default=DEMO_HARVEST_TEXTS,
+                    help=f"corpus texts to harvest into harvest.sqlite (default {DEMO_HARVEST_TEXTS}; 0 skips)")
+    ap.add_argument("--harvest-only", action="store_true", help="only (re)harvest the run already in --out")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    assert args.harvest_texts >= 0, f"--harvest-texts must be >= 0, got {args.harvest_texts}"
+
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     torch.set_num_threads(1)
-    metrics = build_demo(args.out, args.steps, args.target_dir, not args.no_progress)
+    if args.harvest_only:
+        from spd_core.run import load_run
+
+        run = load_run(args.out)
+        assert isinstance(run.target_spec, DemoLMSpec), f"{args.out} is not a demo run"
+        seconds = harvest_demo(args.out, run.model, run.tokenizer, run.target_spec, args.harvest_texts, not args.no_progress)
+        print(json.dumps({"harvest_seconds": seconds}))
+        return 0
+    metrics = build_demo(args.out, args.steps, args.target_dir, not args.no_progress, args.harvest_texts)
     print(json.dumps(metrics, indent=2, default=float))
     return 0
 

@@ -46,6 +46,7 @@ class HarvestConfig:
     attributions: bool = True
     max_tokens: int | None = None
     batch_size: int = 16
+    attribution_top_k: int | None = None  # keep per component only its top-k partners (see below)
 
     def __post_init__(self) -> None:
         assert 0.0 <= self.threshold < 1.0, f"threshold must be in [0, 1) (CI is in [0, 1]); got {self.threshold}"
@@ -110,6 +111,7 @@ class Harvest:
     examples: dict[tuple[str, int], list[Example]]
     cofiring: dict[tuple[str, int], list[CoFiring]]
     attributions: dict[tuple[str, int, str, int], AttributionSum] = field(default_factory=dict)
+    attribution_inflow: dict[tuple[str, int], float] = field(default_factory=dict)  # target -> total |sum| in
     attribution_method: str = "attribution_graph per text (one hop, nodes with CI > threshold)"
 
 
@@ -239,12 +241,31 @@ class _Accumulator:
             rows = [CoFiring(*keys[j], int(self.cofire[k, j]), float(jac[k, j])) for j in top if self.cofire[k, j] > 0 and j != k]
             if rows:
                 cofiring[keys[k]] = rows
+        value, present = self.attr[0], self.attr[2] > 0
+        keep = present.clone()
+        if cfg.attribution_top_k is not None:
+            keep = _top_k_pairs(value, present, cfg.attribution_top_k)
         attributions: dict[tuple[str, int, str, int], AttributionSum] = {}
-        for tk, sk in (self.attr[2] > 0).nonzero().tolist():
+        for tk, sk in keep.nonzero().tolist():
             attributions[(*keys[sk], *keys[tk])] = AttributionSum(
-                float(self.attr[0, tk, sk]), float(self.attr[1, tk, sk]), int(self.attr[2, tk, sk])
+                float(value[tk, sk]), float(self.attr[1, tk, sk]), int(self.attr[2, tk, sk])
             )
-        return Harvest(cfg, dict(self.layers), self.n_tokens, texts, components, token_stats, examples, cofiring, attributions)
+        inflow_all = torch.where(present, value.abs(), torch.zeros_like(value)).sum(1)
+        inflow = {keys[tk]: float(inflow_all[tk]) for tk in present.any(1).nonzero().flatten().tolist()}
+        return Harvest(cfg, dict(self.layers), self.n_tokens, texts, components, token_stats, examples, cofiring,
+                       attributions, inflow)
+
+
+def _top_k_pairs(value: Tensor, present: Tensor, k: int) -> Tensor:
+    """(target, source) pairs among each row's or each column's top k by value, -value and |value|."""
+    keep = torch.zeros_like(present)
+    for scores in (value, -value, value.abs()):
+        masked = torch.where(present, scores, torch.full_like(scores, -math.inf))
+        for dim in (0, 1):
+            n = min(k, masked.shape[dim])
+            idx = masked.topk(n, dim=dim).indices
+            keep.scatter_(dim, idx, True)
+    return keep & present
 
 
 def harvest(

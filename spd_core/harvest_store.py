@@ -13,7 +13,10 @@ reader sees either the old file or the complete new one. Tables:
   (window token ids and per-token CI as JSON), rank 0 = largest CI.
 - ``cofiring(layer, c, other_layer, other_c, count, jaccard)``.
 - ``attributions(src_layer, src_c, tgt_layer, tgt_c, value, abs_value, count)``: raw sums over the
-  corpus of one-hop edges source -> target; normalised only when queried.
+  corpus of one-hop edges source -> target; normalised only when queried (possibly only each
+  component's top-k partners: ``meta.config.attribution_top_k``).
+- ``attribution_inflow(layer, c, total)``: per target component the total |sum| of everything that
+  flows into it (over all pairs, before any top-k cut): the normaliser.
 - ``labels(layer, c, label)``: optional human or automatic labels (empty unless written).
 """
 
@@ -28,7 +31,7 @@ from typing import Any, Literal
 
 from spd_core.harvest import Harvest
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3  # 3: clustered (WITHOUT ROWID) tables, attribution_inflow
 FILENAME = "harvest.sqlite"
 
 _SCHEMA = """
@@ -37,16 +40,15 @@ CREATE TABLE texts (id INTEGER PRIMARY KEY, text TEXT NOT NULL, token_ids TEXT N
 CREATE TABLE components (layer TEXT, c INTEGER, n_firing INTEGER, density REAL, mean_ci REAL, max_ci REAL,
                          PRIMARY KEY (layer, c));
 CREATE TABLE token_stats (layer TEXT, c INTEGER, side TEXT, token_id INTEGER, count INTEGER, token_count INTEGER,
-                          recall REAL, precision REAL, pmi REAL);
-CREATE INDEX token_stats_comp ON token_stats (layer, c, side);
+                          recall REAL, precision REAL, pmi REAL, PRIMARY KEY (layer, c, side, token_id)) WITHOUT ROWID;
 CREATE TABLE examples (layer TEXT, c INTEGER, rank INTEGER, text_id INTEGER, pos INTEGER, max_ci REAL,
-                       start INTEGER, token_ids TEXT, ci TEXT, PRIMARY KEY (layer, c, rank));
-CREATE TABLE cofiring (layer TEXT, c INTEGER, other_layer TEXT, other_c INTEGER, count INTEGER, jaccard REAL);
-CREATE INDEX cofiring_comp ON cofiring (layer, c);
+                       start INTEGER, token_ids TEXT, ci TEXT, PRIMARY KEY (layer, c, rank)) WITHOUT ROWID;
+CREATE TABLE cofiring (layer TEXT, c INTEGER, other_layer TEXT, other_c INTEGER, count INTEGER, jaccard REAL,
+                       PRIMARY KEY (layer, c, other_layer, other_c)) WITHOUT ROWID;
 CREATE TABLE attributions (src_layer TEXT, src_c INTEGER, tgt_layer TEXT, tgt_c INTEGER, value REAL,
-                           abs_value REAL, count INTEGER);
+                           abs_value REAL, count INTEGER, PRIMARY KEY (tgt_layer, tgt_c, src_layer, src_c)) WITHOUT ROWID;
+CREATE TABLE attribution_inflow (layer TEXT, c INTEGER, total REAL, PRIMARY KEY (layer, c));
 CREATE INDEX attributions_src ON attributions (src_layer, src_c);
-CREATE INDEX attributions_tgt ON attributions (tgt_layer, tgt_c);
 CREATE TABLE labels (layer TEXT, c INTEGER, label TEXT, PRIMARY KEY (layer, c));
 """
 
@@ -97,6 +99,8 @@ def write_harvest(run_dir: str | Path, h: Harvest, labels: dict[tuple[str, int],
                 "INSERT INTO attributions VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(*key, a.value, a.abs_value, a.count) for key, a in h.attributions.items()],
             )
+            con.executemany("INSERT INTO attribution_inflow VALUES (?, ?, ?)",
+                            [(lay, c, v) for (lay, c), v in h.attribution_inflow.items()])
             con.executemany("INSERT INTO labels VALUES (?, ?, ?)", [(lay, c, lab) for (lay, c), lab in (labels or {}).items()])
             con.commit()
         finally:
@@ -230,7 +234,8 @@ def dataset_attributions(store: HarvestStore, layer: str, c: int, top_k: int = 1
     order = {"positive": "value DESC", "negative": "value ASC", "abs": "abs(value) DESC"}[sign]
     cond = {"positive": "AND value > 0", "negative": "AND value < 0", "abs": ""}[sign]
     inflow = dict(((lay, cc), v) for lay, cc, v in store._rows(
-        "SELECT tgt_layer, tgt_c, SUM(abs(value)) FROM attributions GROUP BY tgt_layer, tgt_c"))
+        "SELECT layer, c, total FROM attribution_inflow WHERE (layer = ? AND c = ?) OR (layer, c) IN "
+        "(SELECT tgt_layer, tgt_c FROM attributions WHERE src_layer = ? AND src_c = ?)", (layer, c, layer, c)))
     out: dict[str, list[dict[str, Any]]] = {}
     for role, me, other in (("sources", "tgt", "src"), ("targets", "src", "tgt")):
         rows = store._rows(

@@ -12,8 +12,11 @@ Grammar (``[x]`` optional, ``X|Y`` a choice, CAPITALS word classes listed below)
     agreement  := the SING|PLUR PREP the [ADJ] SING|PLUR is|are ADJ .
     fact       := the capital of COUNTRY is CITY .
     mention    := code A B C* .       (a run of RUN_MIN..RUN_MAX NONCE words; 0-2 runs per text,
+                                       mostly 2 when any (RUN_COUNT_WEIGHTS),
                                        no NONCE word twice in a text outside its run's repeats)
-    recall     := code A B C* .       (the same run again, 1-3 times, after its mention)
+    recall     := code A B C* .       (the same run again, RECALLS times, after its mention)
+    repeat     := code X1 .. Xn . code X1 .. Xn .   (a whole text, share REPEAT_TEXT_P; n in REPEAT_LEN:
+                                       long repeats make the model copy by content, not by position)
 
 Probe runs are RUN_MIN..RUN_MAX words long too; the probe asks only for the word after the first.
 
@@ -48,7 +51,10 @@ from pathlib import Path
 
 MAX_WORDS = 47
 MIN_WORDS = 12  # texts stop at a length drawn from MIN_WORDS..MAX_WORDS
-RUN_MIN, RUN_MAX = 4, 7  # NONCE words per code sentence
+RUN_MIN, RUN_MAX = 3, 5  # NONCE words per code sentence
+RUN_COUNT_WEIGHTS = (0.3, 0.1, 0.6)  # P(0, 1, 2 nonce runs in a training text)
+RECALLS = (1, 1, 2)
+REPEAT_TEXT_P, REPEAT_LEN = 0.15, (6, 18)  # share of texts that are one long run said twice, its length  # times a run is recalled after its mention
 
 MALE_NAMES = (
     "john", "james", "peter", "paul", "david", "mark", "tom", "george", "henry", "jack",
@@ -235,21 +241,36 @@ def _fill(rng: random.Random, budget: int) -> list[_Sentence]:
         budget -= len(s.words)
 
 
+def _repeat_text(rng: random.Random) -> str:
+    """``code`` + a long run of NONCE words, twice: only copying predicts the second half."""
+    run = tuple(rng.sample(NONCE, rng.randint(*REPEAT_LEN)))
+    return " ".join(_words([_code(run), _code(run)]))
+
+
 def _training_text(rng: random.Random) -> str:
-    runs = _nonce_runs(rng, rng.choice((1, 2)) if rng.random() < 0.9 else 0)
+    if rng.random() < REPEAT_TEXT_P:
+        return _repeat_text(rng)
+    # Mostly two runs per text, so copying "whatever followed the last code sentence" fails often and
+    # only real induction (find the earlier ``code A``, copy what came next) predicts the recalls.
+    runs = _nonce_runs(rng, rng.choices((0, 1, 2), weights=RUN_COUNT_WEIGHTS)[0])
     mentions = [_code(r) for r in runs]
-    recalls = [_code(r) for r in runs for _ in range(rng.choice((1, 2, 3)))]
+    recalls = [_code(r) for r in runs for _ in range(rng.choice(RECALLS))]
     while len(_words(mentions + recalls)) > MAX_WORDS:  # drop repeats, keep one recall per run
         recalls.remove(next(r for r in recalls if recalls.count(r) > 1))
-    length = rng.randint(MIN_WORDS, MAX_WORDS)
+    length = rng.randint(MAX_WORDS - 12 if runs else MIN_WORDS, MAX_WORDS)  # room for gaps
     order = _fill(rng, max(0, length - len(_words(mentions + recalls))))
     if not order and not mentions:
         order = [_free_sentence(rng)]
-    # Mentions go in the first half of the order, each recall anywhere after its own mention.
+    # All sentences in a uniformly random order, except that each run's mention takes the earliest of
+    # its run's slots: the gap between a mention and its recalls (other runs, free sentences) varies
+    # as widely as in the probes, so no "copy the previous code sentence" shortcut holds.
+    order += mentions + recalls
+    rng.shuffle(order)
     for m in mentions:
-        order.insert(rng.randint(0, len(order) // 2), m)
-    for r in recalls:
-        order.insert(rng.randint(order.index(r) + 1, len(order)), r)
+        slots = [i for i, s in enumerate(order) if s.words == m.words]
+        first = min(slots)
+        j = next(i for i in slots if order[i] is m)
+        order[first], order[j] = order[j], order[first]
     return " ".join(_words(order))
 
 

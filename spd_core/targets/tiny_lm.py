@@ -47,10 +47,10 @@ class DemoLMConfig(BaseModel):
     n_layers: int = Field(2, ge=1)
     n_heads: int = Field(4, ge=1)
     d_mlp: int = Field(256, ge=1, description="gated MLP width (intermediate_size)")
-    init_std: float = Field(0.1, gt=0, description="std of the normal weight init")
-    steps: int = Field(7000, ge=1)
+    init_std: float = Field(0.02, gt=0, description="std of the normal weight init")
+    steps: int = Field(12_000, ge=1)
     batch_size: int = Field(32, ge=1)
-    lr: float = Field(5e-3, gt=0)
+    lr: float = Field(2e-3, gt=0)
     warmup_steps: int = Field(100, ge=0)
     weight_decay: float = Field(0.01, ge=0)
     n_train_texts: int = Field(20_000, ge=1)
@@ -103,7 +103,7 @@ def build_demo_lm(
     return LlamaForCausalLM._from_config(llama, attn_implementation="eager")
 
 
-def _encode(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+def encode_batch(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
     """(input_ids, attention_mask), both (batch, seq), right-padded with ``<pad>``."""
     enc = tokenizer(list(texts), padding=True, return_tensors="pt")
     assert enc["input_ids"].shape[1] <= MAX_WORDS + 1, "a text is longer than the model's context"
@@ -129,7 +129,7 @@ def train_demo_lm(
     probes = probe_prompts(config.seed, config.n_probes_per_mechanism)
     corpus = training_corpus(config.seed, config.n_train_texts, exclude=[p.text for p in probes])
     assert not overlapping_probes(probes, corpus), "probe prompts leaked into the training corpus"
-    ids, mask = _encode(tokenizer, corpus)
+    ids, mask = encode_batch(tokenizer, corpus)
     labels = ids.masked_fill(mask == 0, -100)
 
     threads = torch.get_num_threads()
@@ -179,7 +179,7 @@ def next_token_probs(
     model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, texts: Sequence[str]
 ) -> Tensor:
     """(batch, vocab) next-token probabilities after each text's last word."""
-    ids, mask = _encode(tokenizer, texts)
+    ids, mask = encode_batch(tokenizer, texts)
     logits = model(input_ids=ids, attention_mask=mask).logits  # (batch, seq, vocab)
     last = mask.sum(1) - 1
     return logits[torch.arange(len(texts)), last].float().softmax(-1)

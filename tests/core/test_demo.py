@@ -16,8 +16,12 @@ def demo():
     return load_run("demo")
 
 
+def _probes(demo) -> list[Probe]:
+    return [Probe(p["text"], p["target_token"], p["mechanism"], p.get("foil")) for p in demo.probes]
+
+
 def test_demo_target_accuracy_matches_the_report_by_a_second_route(demo) -> None:
-    probes = [Probe(**p) for p in demo.probes]
+    probes = _probes(demo)
     with torch.no_grad():
         scores = mechanism_scores(demo.model.target, demo.tokenizer, probes)
     reported = demo.metrics["accuracy_target"]
@@ -27,7 +31,7 @@ def test_demo_target_accuracy_matches_the_report_by_a_second_route(demo) -> None
 
 
 def test_demo_masked_accuracies_and_single_matrix_kl_reproduce(demo) -> None:
-    probes = [Probe(**p) for p in demo.probes]
+    probes = _probes(demo)
     report = regime_report(demo.model, demo.tokenizer, probes, n_stochastic=1)
     for key in ("accuracy_ci", "accuracy_rounded", "accuracy_unmasked"):
         for mechanism, value in report[key].items():

@@ -130,4 +130,47 @@ def test_errors_say_what_is_valid_and_writes_are_atomic(harvested, tmp_path) -> 
     path = write_harvest(tmp_path, h)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["harvest.sqlite"]  # no temp file left behind
     tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == {"meta", "texts", "components", "token_stats", "examples", "cofiring", "attributions", "labels"}
+    assert tables == {"meta", "texts", "components", "token_stats", "examples", "cofiring", "attributions",
+                      "attribution_inflow", "labels"}
+
+
+def test_top_k_cut_keeps_every_ranked_query_of_at_most_k_rows(harvested, tmp_path) -> None:
+    """Dense random attributions stored whole and cut to each component's top k give identical queries."""
+    from dataclasses import replace
+
+    from spd_core.harvest import AttributionSum, _top_k_pairs
+
+    _, _, h, _ = harvested
+    keys = [(layer, c) for layer, n in h.layers.items() for c in range(n)]
+    gen = torch.Generator().manual_seed(0)
+    value = torch.randn(len(keys), len(keys), generator=gen, dtype=torch.float64)  # (target, source)
+    present = torch.rand(len(keys), len(keys), generator=gen) < 0.7
+    k = 2
+    keep = _top_k_pairs(value, present, k)
+    assert keep.sum() < present.sum()
+    for t in range(len(keys)):  # brute force: a kept pair is in its row's or column's top k by some score
+        for s in range(len(keys)):
+            if not present[t, s]:
+                continue
+            ranks = []
+            for score in (value, -value, value.abs()):
+                row = score[t][present[t]]
+                col = score[:, s][present[:, s]]
+                ranks += [int((row > score[t, s]).sum()), int((col > score[t, s]).sum())]
+            assert bool(keep[t, s]) == (min(ranks) < k), (t, s)
+
+    def stored(mask: torch.Tensor, name: str) -> HarvestStore:
+        attrs = {(*keys[s], *keys[t]): AttributionSum(float(value[t, s]), abs(float(value[t, s])), 1)
+                 for t, s in mask.nonzero().tolist()}
+        inflow_all = torch.where(present, value.abs(), torch.zeros_like(value)).sum(1)
+        inflow = {keys[t]: float(inflow_all[t]) for t in range(len(keys)) if present[t].any()}
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        write_harvest(run_dir, replace(h, attributions=attrs, attribution_inflow=inflow))
+        return HarvestStore(run_dir)
+
+    whole, cut = stored(present, "whole"), stored(keep, "cut")
+    for layer, c in keys:
+        for sign in ("positive", "negative", "abs"):
+            for top in (1, k):
+                assert dataset_attributions(cut, layer, c, top, sign) == dataset_attributions(whole, layer, c, top, sign)

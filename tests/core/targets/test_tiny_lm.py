@@ -7,6 +7,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from spd_core.run import DEMO_RUN, load_run
 from spd_core.targets.language import MECHANISMS, probe_prompts
 from spd_core.targets.tiny_lm import (
     DemoLMConfig,
@@ -103,24 +104,37 @@ def test_save_and_load_round_trip(tiny, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def trained_default():
     start = time.perf_counter()
-    _, _, report = train_demo_lm(DemoLMConfig(), progress=False)
+    model, _, report = train_demo_lm(DemoLMConfig(), progress=False)
     elapsed = time.perf_counter() - start
     print(
         f"trained in {elapsed:.0f} s: "
         + ", ".join(f"{m} {s.accuracy:.3f}" for m, s in report.scores.items())
     )
-    return report
+    return model, report
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mechanism", ["pronoun_gender", "number_agreement", "fact_lookup"])
+@pytest.mark.parametrize("mechanism", MECHANISMS)
 def test_default_config_learns_mechanism(trained_default, mechanism: str) -> None:
-    score = trained_default.scores[mechanism]
+    score = trained_default[1].scores[mechanism]
     assert score.accuracy >= 0.95, score
     assert score.foil_win_rate is not None and score.foil_win_rate >= 0.95, score
 
 
+REGEN_ACCURACY_TOL = 0.02  # per mechanism, between a regenerated target and the shipped one
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(reason="induction reaches 0.62-0.83 on held-out probes, short of the 0.95 goal")
-def test_default_config_learns_induction(trained_default) -> None:
-    assert trained_default.scores["induction"].accuracy >= 0.95
+@pytest.mark.skipif(not (DEMO_RUN / "run.json").exists(), reason="demo run not built (make demo-run)")
+def test_regenerated_target_reproduces_the_shipped_one(trained_default) -> None:
+    """Retraining with the shipped config (same seeds) gives the shipped target's accuracies; on one
+    machine the weights are bit-identical (floating-point summation order may differ elsewhere)."""
+    model, report = trained_default
+    run = load_run("demo")
+    assert run.target_spec.lm == DemoLMConfig(), "the shipped demo target was trained with another config"
+    shipped = run.metrics["accuracy_target"]
+    for mechanism, score in report.scores.items():
+        assert score.accuracy == pytest.approx(shipped[mechanism], abs=REGEN_ACCURACY_TOL), mechanism
+    ref = run.model.target.state_dict()
+    diff = max(float((v - ref[k]).abs().max()) for k, v in model.state_dict().items() if k in ref)
+    print(f"max |weight - shipped weight| = {diff:.3g}")
