@@ -32,7 +32,7 @@ def test_grader_cli_matches_grade_circuit() -> None:
     for p in run.probes:  # the first four probes of every mechanism, in file order
         seen[p["mechanism"]] = seen.get(p["mechanism"], 0) + 1
         if seen[p["mechanism"]] <= 4:
-            rows.append({**p, "target_token": p["target"]})
+            rows.append(p)
     keys = [ComponentKey(k.split(":")[0], int(k.split(":")[1])) for k in COMPONENTS]
     with torch.no_grad():
         g = grade_circuit(run.model, probes_from_prompts(rows, run.tokenizer), "induction", keys)
