@@ -30,7 +30,7 @@ from spd_core.harvest_store import write_harvest
 from spd_core.losses import output_loss
 from spd_core.masks import ones_masks, rounded_masks, stochastic_masks
 from spd_core.model import ComponentModel
-from spd_core.run import DEMO_RUN, build_component_model, save_run
+from spd_core.run import DEMO_RUN, build_component_model, save_run, write_text_atomic
 from spd_core.targets.language import Probe, probe_prompts
 from spd_core.targets.spec import DemoLMSpec, corpus_texts, data_source, load_target, save_target
 from spd_core.targets.tiny_lm import encode_batch, train_demo_lm
@@ -177,9 +177,7 @@ HISTORY_FILE = "history.jsonl"
 
 def write_history(out: Path, history: Sequence[dict]) -> None:
     """The decomposition's logged rows (every ``log_freq`` steps, plus evals), one JSON per line."""
-    tmp = out / (HISTORY_FILE + ".tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in history))
-    tmp.replace(out / HISTORY_FILE)
+    write_text_atomic(out / HISTORY_FILE, "".join(json.dumps(row) + "\n" for row in history))
 
 
 def read_history(run_dir: Path) -> list[dict]:

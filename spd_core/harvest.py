@@ -242,9 +242,7 @@ class _Accumulator:
             if rows:
                 cofiring[keys[k]] = rows
         value, present = self.attr[0], self.attr[2] > 0
-        keep = present.clone()
-        if cfg.attribution_top_k is not None:
-            keep = _top_k_pairs(value, present, cfg.attribution_top_k)
+        keep = present if cfg.attribution_top_k is None else _top_k_pairs(value, present, cfg.attribution_top_k)
         attributions: dict[tuple[str, int, str, int], AttributionSum] = {}
         for tk, sk in keep.nonzero().tolist():
             attributions[(*keys[sk], *keys[tk])] = AttributionSum(

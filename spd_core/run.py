@@ -61,7 +61,7 @@ def build_component_model(spec: AnySpec, target: torch.nn.Module, config: Decomp
     )
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
         f.write(text)
@@ -90,7 +90,7 @@ def save_run(
     if tokenizer is not None:
         tokenizer.save_pretrained(out_dir / "tokenizer")
     if probes is not None:
-        _write_text_atomic(out_dir / "prompts.jsonl", "".join(json.dumps(p) + "\n" for p in probes))
+        write_text_atomic(out_dir / "prompts.jsonl", "".join(json.dumps(p) + "\n" for p in probes))
     dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")
     meta = {
         "format_version": FORMAT_VERSION,
@@ -103,7 +103,7 @@ def save_run(
         "info": info or {},
         "versions": {"torch": torch.__version__},
     }
-    _write_text_atomic(out_dir / "run.json", json.dumps(meta, indent=2))
+    write_text_atomic(out_dir / "run.json", json.dumps(meta, indent=2))
     return out_dir
 
 
