@@ -88,7 +88,7 @@ def save_run(
     save_file(state, str(out_dir / "components.safetensors.tmp"))
     os.replace(out_dir / "components.safetensors.tmp", out_dir / "components.safetensors")
     if tokenizer is not None:
-        tokenizer.save_pretrained(out_dir / "tokenizer")
+        tokenizer.save_pretrained(out_dir / TOKENIZER_DIR)
     if probes is not None:
         write_text_atomic(out_dir / "prompts.jsonl", "".join(json.dumps(p) + "\n" for p in probes))
     dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")
@@ -107,8 +107,29 @@ def save_run(
     return out_dir
 
 
-def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
-    """Load a run directory, or the shipped demo run by the name ``demo``."""
+TOKENIZER_DIR = "tokenizer"
+
+
+def load_tokenizer(directory: Path, light: bool = False) -> Any:
+    """The run's tokenizer through transformers' ``AutoTokenizer``; None when the run has none.
+
+    ``light`` (the server): a bare ``tokenizers.Tokenizer`` from ``tokenizer.json`` when there is one,
+    which skips importing transformers (~0.6 s of start-up); it encodes the same ids with
+    ``add_special_tokens=False``, the only way the server, harvest and grader encode."""
+    if light and (directory / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(directory / "tokenizer.json"))
+    if directory.is_dir():
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    return None
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu", light_tokenizer: bool = False) -> LoadedRun:
+    """Load a run directory, or the shipped demo run by the name ``demo``. ``light_tokenizer``: the
+    tokenizer as a bare ``tokenizers.Tokenizer`` (see ``load_tokenizer``) instead of transformers'."""
     run_dir = DEMO_RUN if str(path) == "demo" else Path(path)
     meta_path = run_dir / "run.json"
     if not meta_path.is_file():
@@ -125,11 +146,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
     missing, unexpected = model.load_state_dict(load_file(str(run_dir / "components.safetensors")), strict=False)
     missing = [k for k in missing if not k.startswith("target.")]
     assert not missing and not unexpected, f"{run_dir}: component state mismatch: missing {missing}, unexpected {unexpected}"
-    tokenizer = None
-    if (run_dir / "tokenizer").is_dir():
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer", local_files_only=True)
+    tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR, light_tokenizer)
     probes = []
     if (run_dir / "prompts.jsonl").is_file():
         probes = [json.loads(line) for line in (run_dir / "prompts.jsonl").read_text().splitlines() if line.strip()]

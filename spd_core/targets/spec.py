@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from spd_core.targets.demo_lm_config import DemoLMConfig
 from spd_core.targets.resid_mlp import ResidMLP, ResidMLPFeatures, ResidMLPSpec, train_resid_mlp
-from spd_core.targets.tiny_lm import DemoLMConfig
 from spd_core.targets.tms import SparseFeatures, TMSModel, TMSSpec, train_tms
 
 
@@ -112,6 +112,14 @@ def save_target(spec: BaseModel, model: nn.Module, out: Path) -> None:
 
 
 def load_target(spec: AnySpec, directory: Path) -> nn.Module:
+    """The saved target. The demo LM loads as ``NativeLlama`` (same weights, names and logits as
+    transformers' Llama, without importing transformers); other language models through transformers."""
+    if isinstance(spec, DemoLMSpec):
+        from spd_core.targets.llama_native import load_native_llama
+
+        native = load_native_llama(directory)
+        if native is not None:
+            return native
     if isinstance(spec, HFSpec | DemoLMSpec):
         return load_hf_model(directory)
     model: nn.Module = TMSModel(spec) if isinstance(spec, TMSSpec) else ResidMLP(spec)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 from tqdm import tqdm
 from transformers import (
@@ -23,6 +22,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from spd_core.targets.demo_lm_config import DemoLMConfig
 from spd_core.targets.language import (
     MAX_WORDS,
     Probe,
@@ -35,27 +35,6 @@ from spd_core.targets.language import (
 from spd_core.targets.tokenizer import build_tokenizer, word_id
 
 PROBES_FILE = "prompts.jsonl"
-
-
-class DemoLMConfig(BaseModel):
-    """Architecture and training of the demo LM (defaults: the shipped model)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    seed: int = 0
-    d_model: int = Field(64, ge=8, description="residual width (hidden_size)")
-    n_layers: int = Field(2, ge=1)
-    n_heads: int = Field(4, ge=1)
-    d_mlp: int = Field(256, ge=1, description="gated MLP width (intermediate_size)")
-    init_std: float = Field(0.02, gt=0, description="std of the normal weight init")
-    steps: int = Field(12_000, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    warmup_steps: int = Field(100, ge=0)
-    weight_decay: float = Field(0.01, ge=0)
-    n_train_texts: int = Field(20_000, ge=1)
-    n_probes_per_mechanism: int = Field(200, ge=1)
-    threads: int = Field(1, ge=1, description="torch threads while training")
 
 
 @dataclass(frozen=True)

@@ -97,16 +97,22 @@ def _metadata(blob: bytes) -> dict[str, str]:
     return json.loads(blob[8 : 8 + size]).get("__metadata__", {})
 
 
-def write_export(model: ComponentModel, edit: Edit, tokenizer: Any | None, out: Path) -> dict[str, int]:
+def write_export(model: ComponentModel, edit: Edit, tokenizer: Any | None, out: Path, tokenizer_dir: Path | None = None) -> dict[str, int]:
     """Save the edited target (and tokenizer) to ``out``, replacing it whole; returns {file name: bytes}.
 
-    Written to a hidden sibling first and renamed into place, so ``out`` is never half written.
+    The tokenizer's files are copied from ``tokenizer_dir`` (the run's saved tokenizer) when given,
+    else written by ``tokenizer.save_pretrained``. Written to a hidden sibling first and renamed into
+    place, so ``out`` is never half written.
     """
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         export_edit(model, edit, tmp)
-        if tokenizer is not None:
+        if tokenizer_dir is not None and tokenizer_dir.is_dir():
+            for f in tokenizer_dir.iterdir():
+                if f.is_file():
+                    shutil.copyfile(f, tmp / f.name)
+        elif tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if out.is_dir() and not out.is_symlink():
             shutil.rmtree(out)

@@ -102,7 +102,7 @@ def load_served_run(spec: str) -> ServedRun:
         ) from exc
     if spec != "demo" and not Path(spec).exists():
         raise FileNotFoundError(f"run directory {spec!r} does not exist; pass --run demo or a run directory")
-    return served_from_loaded(load_run(spec))
+    return served_from_loaded(load_run(spec, light_tokenizer=True))
 
 
 @dataclass

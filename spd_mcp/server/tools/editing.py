@@ -20,6 +20,7 @@ from spd_core.analysis.health import checked_forward
 from spd_core.analysis.overlay import Edit, applied
 from spd_core.keys import resolve_position
 from spd_core.model import ComponentModel
+from spd_core.run import TOKENIZER_DIR
 from spd_mcp.server.edits import EditEntry, edit_to_bytes, write_export
 from spd_mcp.server.inputs import component_keys, require_lm, target_token, text_input
 from spd_mcp.server.schemas import Input, JobView, LongInput, Wire
@@ -191,8 +192,9 @@ async def export_edit(state: AppState, inp: ExportInput, ctx: Context) -> Export
         )
     name = inp.name or inp.edit_id
     out = ws.export_path(name, inp.overwrite)
+    tok_dir = state.run.path / TOKENIZER_DIR if state.run.path is not None else None
     sizes = await state.device.call(
-        "export_edit", lambda: write_export(state.run.model, entry.edit, state.run.tokenizer, out), inp.model_dump()
+        "export_edit", lambda: write_export(state.run.model, entry.edit, state.run.tokenizer, out, tok_dir), inp.model_dump()
     )
     files, size = sorted(sizes), sum(sizes.values())
     rel = f"{EXPORTS}/{name}"
