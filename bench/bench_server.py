@@ -3,10 +3,14 @@
 Run: OMP_NUM_THREADS=1 python -m bench.bench_server [--calls 200] [--repeats 3] [--mixed 1000]
 Prints one JSON object of medians. The server is the real CLI serving a tiny run built in code
 (tests/server/serve_tiny.py); the trivial tool is server_status, so its round trip is the overhead.
+Each transport is timed twice: through the SDK's ``Client`` (what an agent's Python client pays,
+its own CPU included) and through a bare JSON-RPC client (``RawStdio`` / ``RawHttp``: one JSON line
+on a pipe, one keep-alive HTTP POST), whose round trip is the server's overhead plus the wire.
 Start-up is measured on the shipped demo run through the real CLI, up to its first answered run_prompt.
 """
 
 import argparse
+import http.client
 import json
 import os
 import statistics
@@ -21,6 +25,7 @@ import anyio
 import httpx2
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
+from mcp.types import LATEST_PROTOCOL_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token"
@@ -154,6 +159,109 @@ async def rss_growth_mb(n: int) -> dict[str, float]:
     return {"rss_before_mb": before, "rss_after_mb": after, "rss_growth_mb": round(after - before, 1)}
 
 
+INIT = {"protocolVersion": LATEST_PROTOCOL_VERSION, "capabilities": {}, "clientInfo": {"name": "bench-raw", "version": "0"}}
+CALL = {"name": "server_status", "arguments": {}}
+
+
+def _check(reply: dict[str, Any], rid: int) -> None:
+    assert reply.get("id") == rid and "result" in reply and not reply["result"].get("isError"), reply
+
+
+class RawStdio:
+    """A bare JSON-RPC client on the server's stdin/stdout: one JSON line out, one back."""
+
+    def __init__(self, run: str = "toy") -> None:
+        self.proc = subprocess.Popen([sys.executable, *_args(run, None, [])], cwd=ROOT, env=_env(),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+        self.next_id = 0
+        self.request("initialize", INIT)
+        self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        self.next_id += 1
+        self._send({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
+        while True:  # skip notifications (logging, progress) until our reply
+            reply = json.loads(self.proc.stdout.readline())
+            if "id" in reply:
+                _check(reply, self.next_id)
+                return reply
+
+    def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+class RawHttp:
+    """A bare JSON-RPC client over one keep-alive HTTP connection to the streamable-HTTP endpoint."""
+
+    def __init__(self, server: "_Http") -> None:
+        self.port = int(server.port_file.read_text())
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        self.headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json",
+                        "Accept": "application/json, text/event-stream"}  # fmt: skip
+        self.next_id = 0
+        self.request("initialize", INIT)
+        self._post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    def _post(self, msg: dict[str, Any]) -> tuple[http.client.HTTPResponse, bytes]:
+        self.conn.request("POST", "/mcp", body=json.dumps(msg), headers=self.headers)
+        resp = self.conn.getresponse()
+        body = resp.read()
+        assert resp.status < 300, (resp.status, body[:300])
+        if sid := resp.getheader("mcp-session-id"):
+            self.headers["mcp-session-id"] = sid
+        return resp, body
+
+    def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.next_id += 1
+        resp, body = self._post({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
+        if (resp.getheader("content-type") or "").startswith("text/event-stream"):
+            datas = [line[5:].strip() for line in body.decode().splitlines() if line.startswith("data:")]
+            replies = [json.loads(d) for d in datas if d]
+            reply = next(r for r in replies if "id" in r)
+        else:
+            reply = json.loads(body)
+        _check(reply, self.next_id)
+        return reply
+
+
+def _raw_round_trips(call: Any, n: int, server_pid: int | None) -> dict[str, float]:
+    for _ in range(20):
+        call()
+    times = []
+    server0, client0 = _cpu_s(server_pid), time.process_time()
+    for _ in range(n):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    server_cpu, client_cpu = _cpu_s(server_pid) - server0, time.process_time() - client0
+    return {"ms": statistics.median(times) * 1e3, "server_cpu_ms": server_cpu / n * 1e3, "client_cpu_ms": client_cpu / n * 1e3}
+
+
+def raw_stdio_overhead(n: int) -> dict[str, float]:
+    client = RawStdio()
+    try:
+        return _raw_round_trips(lambda: client.request("tools/call", CALL), n, client.proc.pid)
+    finally:
+        client.stop()
+
+
+def raw_http_overhead(n: int) -> dict[str, float]:
+    server = _Http(None)
+    try:
+        client = RawHttp(server)
+        return _raw_round_trips(lambda: client.request("tools/call", CALL), n, server.proc.pid)
+    finally:
+        server.stop()
+
+
 def _medians(runs: list[dict[str, float]], prefix: str) -> dict[str, float]:
     keys = {"ms": "overhead_ms", "server_cpu_ms": "server_cpu_ms", "client_cpu_ms": "client_cpu_ms"}
     return {f"{prefix}_{name}": statistics.median(r[k] for r in runs) for k, name in keys.items()}
@@ -167,13 +275,16 @@ async def _bench(calls: int, repeats: int, mixed: int) -> dict[str, Any]:
         out["stdio_overhead_with_workspace_ms"] = statistics.median(
             [(await stdio_overhead(calls, ws / f"s{i}"))["ms"] for i in range(repeats)])
         out |= _medians([await http_overhead(calls, None) for _ in range(repeats)], "http")
+        out |= _medians([raw_stdio_overhead(calls) for _ in range(repeats)], "raw_stdio")
+        out |= _medians([raw_http_overhead(calls) for _ in range(repeats)], "raw_http")
         out["http_overhead_with_workspace_ms"] = statistics.median(
             [(await http_overhead(calls, ws / f"h{i}"))["ms"] for i in range(repeats)])
     out["start_to_first_call_s"] = statistics.median([await start_to_first_call_s() for _ in range(repeats)])
     out.update(await rss_growth_mb(mixed))
     out["note"] = ("overheads: server_status on a tiny run built in code (cpu_ms: CPU per call of the server process "
-                   "and of this client), workspace variants fsync events.jsonl per call; start: `spd-mcp-server --run "
-                   "demo` over stdio to its first answered run_prompt")
+                   "and of the client); stdio_/http_: the SDK Client, raw_stdio_/raw_http_: a bare JSON-RPC client (one "
+                   "JSON line; one keep-alive POST); workspace variants fsync events.jsonl per call; start: "
+                   "`spd-mcp-server --run demo` over stdio to its first answered run_prompt")
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
 
 
