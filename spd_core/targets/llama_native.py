@@ -151,6 +151,11 @@ class NativeLlama(nn.Module):
         )
         return SimpleNamespace(logits=self.lm_head(self.model(input_ids)))
 
+    @property
+    def architecture(self) -> str:
+        """What the checkpoint is, for reports: e.g. ``LlamaForCausalLM (NativeLlama forward)``."""
+        return f"{(self.config_dict.get('architectures') or ['LlamaForCausalLM'])[0]} (NativeLlama forward)"
+
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens
 

@@ -87,15 +87,16 @@ async def get_model_info(state: AppState, inp: ModelInfoInput, ctx: Context) -> 
     kind = f"language model, vocab {vocab}, context {run.context_length}" if run.is_lm else (
         f"toy model taking a feature vector of length {run.input_dim}"
     )
+    arch = getattr(model.target, "architecture", type(model.target).__name__)
     return ModelInfo(
         summary=(
-            f"Run {run.name!r}: {type(model.target).__name__} ({kind}) with {len(layers)} decomposed layers and "
+            f"Run {run.name!r}: {arch} ({kind}) with {len(layers)} decomposed layers and "
             f"{n_comp} components in total. Harvest data: {'yes' if run.has_harvest else 'no'}; "
             f"probe prompts: {len(run.probes)}."
         ),
         run=run.name,
         description=run.description,
-        architecture=type(model.target).__name__,
+        architecture=arch,
         is_language_model=run.is_lm,
         dtype=str(param.dtype).removeprefix("torch."),
         device=str(param.device),
