@@ -32,6 +32,7 @@ from spd_core.masks import ones_masks, rounded_masks, stochastic_masks
 from spd_core.model import ComponentModel
 from spd_core.run import DEMO_RUN, build_component_model, save_run, write_text_atomic
 from spd_core.targets.language import Probe, probe_prompts
+from spd_core.targets.llama_native import native_copy
 from spd_core.targets.spec import DemoLMSpec, corpus_texts, data_source, load_target, save_target
 from spd_core.targets.tiny_lm import encode_batch, train_demo_lm
 from spd_core.targets.tokenizer import build_tokenizer, word_id
@@ -141,10 +142,11 @@ def build_demo(
     if target_dir is not None and (target_dir / "config.json").is_file():
         target = load_target(spec, target_dir)
     else:
-        target, tokenizer, lm_report = train_demo_lm(spec.lm, progress=progress)
+        trained, tokenizer, lm_report = train_demo_lm(spec.lm, progress=progress)
         info["target_train_seconds"] = lm_report.train_seconds
         if target_dir is not None:
-            save_target(spec, target, target_dir)
+            save_target(spec, trained, target_dir)
+        target = native_copy(trained)  # the forward load_target gives, so a reloaded run retraces this one
     target.requires_grad_(False).eval()
     target_seconds = time.perf_counter() - t0
     torch.manual_seed(config.seed)

@@ -173,6 +173,17 @@ class NativeLlama(nn.Module):
         (out / CONFIG).write_text(json.dumps(self.config_dict, indent=2) + "\n")
 
 
+def native_copy(model: nn.Module) -> nn.Module:
+    """A transformers Llama as a ``NativeLlama`` with the same weights (``model`` itself when its
+    config is not covered), so a freshly trained target runs the same forward as a loaded one."""
+    config = model.config.to_dict()  # type: ignore[union-attr, operator]
+    if not supports(config)[0]:
+        return model
+    native = NativeLlama(config)
+    native.load_state_dict(model.state_dict())
+    return native.float().eval()
+
+
 def load_native_llama(directory: Path) -> NativeLlama | None:
     """The checkpoint in ``directory`` as a ``NativeLlama``, or None when its config is not covered
     or its weights are sharded / not safetensors (then load it with transformers)."""

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from spd_core.run import DEMO_RUN
-from spd_core.targets.llama_native import NativeLlama, load_native_llama, supports
+from spd_core.targets.llama_native import NativeLlama, load_native_llama, native_copy, supports
 
 
 def _hf(directory: Path) -> LlamaForCausalLM:
@@ -76,3 +76,13 @@ def test_serving_the_demo_run_never_imports_transformers() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["NativeLlama", "False"], out
+
+
+@torch.no_grad()
+def test_native_copy_of_a_trained_model_saves_a_directory_transformers_loads(tmp_path: Path) -> None:
+    hf = _hf(DEMO_RUN / "target")
+    native = native_copy(hf)
+    assert isinstance(native, NativeLlama)
+    native.save_pretrained(tmp_path)
+    ids = torch.randint(0, hf.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(2))
+    assert float((_hf(tmp_path)(ids, use_cache=False).logits - hf(ids, use_cache=False).logits).abs().max()) <= 1e-6
