@@ -6,9 +6,10 @@ both blocks with a KL output loss, measure the report below, and save the run di
 
 Report: unmasked output vs target; KL of the stochastic-masked model; mean L0 per layer and in all;
 per-mechanism accuracy (top-1 = the probe's answer) and agreement (top-1 = the target's own top-1)
-under the target, CI masks, rounded masks and stochastic masks (mean and worst of several samples); the KL when each matrix alone is CI-masked. Then the harvest
-(``DEMO_HARVEST`` over ``DEMO_HARVEST_TEXTS`` texts of the run's corpus) into ``harvest.sqlite``, and
-the logged loss history into ``history.jsonl``.
+under the target, CI masks, rounded masks and stochastic masks (mean and worst of several samples);
+the KL when each matrix alone is CI-masked; the relative norm of each weight delta. Then the harvest
+(``DEMO_HARVEST`` over ``DEMO_HARVEST_TEXTS`` texts of the run's corpus) into ``harvest.sqlite``,
+and the logged loss history into ``history.jsonl``.
 """
 
 import argparse
@@ -130,6 +131,11 @@ def regime_report(model: ComponentModel, tokenizer, probes: Sequence[Probe], n_s
     for layer in model.layers:
         single[layer] = float(output_loss(masked({layer: ci[layer]}), target_last, "kl"))
     report["kl_single_matrix_ci"] = single
+    # ‖W − (V U)ᵀ‖ / ‖W‖: how much of each weight the components leave to the delta term (which no CI
+    # mask includes; the stochastic masks scale it at random)
+    report["weight_delta_rel_norm"] = {
+        layer: float(model.comp(layer).weight_delta().norm() / model.comp(layer).target_weight.norm()) for layer in model.layers
+    }
     report["kl_single_matrix_ci_worst"] = max(single.values())
     return report
 
