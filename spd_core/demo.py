@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 DEMO_CONFIG = DecompositionConfig(
     seed=0,
-    steps=3000,
+    steps=5000,
     batch_size=32,
     seq_len=48,
     modules=[
@@ -51,7 +51,7 @@ DEMO_CONFIG = DecompositionConfig(
     ],
     ci_fn_type="mlp",
     ci_hidden=16,
-    lr=2e-3,
+    lr=5e-3,
     lr_schedule="cosine",
     lr_warmup_frac=0.02,
     lr_final_frac=0.05,

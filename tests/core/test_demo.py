@@ -33,13 +33,16 @@ def test_demo_target_accuracy_matches_the_report_by_a_second_route(demo) -> None
 def test_demo_masked_accuracies_and_single_matrix_kl_reproduce(demo) -> None:
     probes = _probes(demo)
     report = regime_report(demo.model, demo.tokenizer, probes, n_stochastic=1)
-    for key in ("accuracy_ci", "accuracy_rounded", "accuracy_unmasked"):
+    for key in ("accuracy_ci", "accuracy_rounded", "accuracy_unmasked", "agreement_ci", "agreement_rounded"):
         for mechanism, value in report[key].items():
             assert value == pytest.approx(demo.metrics[key][mechanism], abs=1e-6), (key, mechanism)
     for layer, kl in report["kl_single_matrix_ci"].items():
         assert kl == pytest.approx(demo.metrics["kl_single_matrix_ci"][layer], rel=1e-4, abs=1e-6), layer
     assert report["max_abs_unmasked_minus_target"] < 1e-4
     assert report["accuracy_unmasked"] == report["accuracy_target"]
+    assert set(report["agreement_target"].values()) == {1.0} and set(report["agreement_unmasked"].values()) == {1.0}
+    for layer, rel in report["weight_delta_rel_norm"].items():
+        assert rel == pytest.approx(demo.metrics["weight_delta_rel_norm"][layer], rel=1e-5), layer
 
 
 def test_demo_run_is_small_enough_to_ship() -> None:
