@@ -178,7 +178,7 @@ def build_demo(
 def harvest_demo(out: Path, model: ComponentModel, tokenizer, spec: DemoLMSpec, n_texts: int, progress: bool) -> float:
     """Harvest ``n_texts`` of the run's corpus with ``DEMO_HARVEST`` into ``out/harvest.sqlite``; seconds taken."""
     t0 = time.perf_counter()
-    cfg = replace(DEMO_HARVEST, max_tokens=model.target.config.max_position_embeddings)
+    cfg = replace(DEMO_HARVEST, max_tokens=int(model.target.config.max_position_embeddings))  # type: ignore[union-attr]
     write_harvest(out, harvest(model, tokenizer, corpus_texts(spec, n_texts), cfg, progress=progress))
     return time.perf_counter() - t0
 

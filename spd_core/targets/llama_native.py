@@ -117,6 +117,7 @@ class Decoder(nn.Module):
         )
         self.norm = RMSNorm(d, eps)
         inv_freq = 1.0 / (_rope_theta(c) ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+        self.inv_freq: Tensor
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, ids: Tensor) -> Tensor:
