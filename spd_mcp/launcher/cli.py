@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from spd_mcp.launcher.layout import InvestigationDir
 
 WATCH_COMMANDS = ("list", "status", "follow", "report")
 DEFAULT_OUT = "investigations/runs"
@@ -208,7 +212,7 @@ def swarm_main(a: argparse.Namespace) -> int:
 
 def watch_swarm(a: argparse.Namespace, root: Path) -> int | None:
     """The watch command on a swarm, or None when the reference names no swarm."""
-    from spd_mcp.launcher import swarm_watch, watch
+    from spd_mcp.launcher import swarm_watch
     from spd_mcp.launcher.layout import InvestigationDir, read_json
 
     sd = swarm_watch.find_swarm(a.ref, root)
@@ -219,27 +223,34 @@ def watch_swarm(a: argparse.Namespace, root: Path) -> int | None:
         tasks = {t["index"]: t for t in read_json(sd.meta).get("tasks", [])}
         if a.task not in tasks:
             return fail(f"swarm {sd.root.name} has tasks {sorted(tasks)}; --task {a.task} is not one")
-        inv = InvestigationDir(Path(tasks[a.task]["inv_dir"]))
-        text = {"status": watch.status_text, "report": watch.report_text}.get(a.command)
-        if text is not None:
-            out.write(text(inv) + ("\n" if a.command == "status" else ""))
-            return 0
-        try:
-            watch.follow(inv, out)
-        except KeyboardInterrupt:
-            return 130
-        return 0
-    if a.command == "status":
-        out.write(swarm_watch.swarm_status_text(sd) + "\n")
-    elif a.command == "report":
+        return show_investigation(a.command, InvestigationDir(Path(tasks[a.task]["inv_dir"])), out)
+
+    def follow() -> None:
+        swarm_watch.follow_swarm(sd, out)
         out.write(swarm_watch.swarm_report_text(sd))
+
+    return show(a.command, lambda: swarm_watch.swarm_status_text(sd), lambda: swarm_watch.swarm_report_text(sd), follow, out)
+
+
+def show(command: str, status: Callable[[], str], report: Callable[[], str], follow: Callable[[], object], out: TextIO) -> int:
+    """``status``, ``report`` or (any other command) ``follow`` one investigation or swarm; 130 when
+    following is interrupted."""
+    if command == "status":
+        out.write(status() + "\n")
+    elif command == "report":
+        out.write(report())
     else:
         try:
-            swarm_watch.follow_swarm(sd, out)
+            follow()
         except KeyboardInterrupt:
             return 130
-        out.write(swarm_watch.swarm_report_text(sd))
     return 0
+
+
+def show_investigation(command: str, inv: InvestigationDir, out: TextIO) -> int:
+    from spd_mcp.launcher import watch
+
+    return show(command, lambda: watch.status_text(inv), lambda: watch.report_text(inv), lambda: watch.follow(inv, out), out)
 
 
 def watch_main(a: argparse.Namespace) -> int:
@@ -269,16 +280,7 @@ def watch_main(a: argparse.Namespace) -> int:
         inv = watch.find_investigation(a.ref, root)
     except ValueError as err:
         return fail(str(err))
-    if a.command == "status":
-        out.write(watch.status_text(inv) + "\n")
-    elif a.command == "report":
-        out.write(watch.report_text(inv))
-    else:
-        try:
-            watch.follow(inv, out)
-        except KeyboardInterrupt:
-            return 130
-    return 0
+    return show_investigation(a.command, inv, out)
 
 
 if __name__ == "__main__":

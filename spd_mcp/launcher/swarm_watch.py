@@ -12,7 +12,7 @@ from spd_mcp.launcher.events import read_events
 from spd_mcp.launcher.layout import InvestigationDir, now_iso, read_json, update_json
 from spd_mcp.launcher.scheduler_state import ended_status, reconcile, sacct_state
 from spd_mcp.launcher.swarm import SwarmDir
-from spd_mcp.launcher.watch import format_event
+from spd_mcp.launcher.watch import format_event, match_dir
 
 SWARM_DONE = frozenset({"completed", "failed"})
 
@@ -23,14 +23,8 @@ def one_line(text: object) -> str:
 
 def find_swarm(ref: str, out_root: Path) -> SwarmDir | None:
     """The swarm a reference names (path, id or unique id fragment), or None if it names no swarm."""
-    path = Path(ref).expanduser()
-    if (path / "swarm.json").is_file():
-        return SwarmDir(path.resolve())
-    ids = sorted(p.name for p in out_root.glob("swarm-*") if (p / "swarm.json").is_file())
-    if ref == "latest-swarm" and ids:
-        return SwarmDir(out_root / ids[-1])
-    hits = [i for i in ids if ref in i]
-    return SwarmDir(out_root / hits[0]) if len(hits) == 1 else None
+    found, _, _ = match_dir(ref, out_root, "swarm.json", "swarm", "latest-swarm")
+    return None if found is None else SwarmDir(found)
 
 
 def list_swarms(out_root: Path) -> list[dict[str, Any]]:

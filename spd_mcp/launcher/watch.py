@@ -15,17 +15,25 @@ from spd_mcp.launcher.scheduler_state import FINAL_STATUSES, reconcile
 DONE = FINAL_STATUSES
 
 
+def match_dir(ref: str, out_root: Path, marker: str, prefix: str, latest: str) -> tuple[Path | None, list[str], list[str]]:
+    """The directory ``ref`` names: a path holding ``marker``, or under ``out_root`` among the
+    ``<prefix>-*`` ids holding it, the newest for ``latest``, else the one id containing ``ref``
+    (None when none or several do); with the ids and the fragment's hits, for error messages."""
+    path = Path(ref).expanduser()
+    if (path / marker).is_file():
+        return path.resolve(), [], []
+    ids = sorted(p.name for p in out_root.glob(f"{prefix}-*") if (p / marker).is_file())
+    if ref == latest and ids:
+        return out_root / ids[-1], ids, []
+    hits = [i for i in ids if ref in i]
+    return (out_root / hits[0] if len(hits) == 1 else None), ids, hits
+
+
 def find_investigation(ref: str, out_root: Path) -> InvestigationDir:
     """An investigation by path, id, unique id fragment, or `latest`; ValueError naming the choices."""
-    path = Path(ref).expanduser()
-    if (path / "metadata.json").is_file():
-        return InvestigationDir(path.resolve())
-    ids = sorted(p.name for p in out_root.glob("inv-*") if (p / "metadata.json").is_file())
-    if ref == "latest" and ids:
-        return InvestigationDir(out_root / ids[-1])
-    hits = [i for i in ids if ref in i]
-    if len(hits) == 1:
-        return InvestigationDir(out_root / hits[0])
+    found, ids, hits = match_dir(ref, out_root, "metadata.json", "inv", "latest")
+    if found is not None:
+        return InvestigationDir(found)
     shown = ", ".join(ids[-5:]) or "none"
     why = f"{len(hits)} match" if hits else "none matches"
     raise ValueError(f"investigation {ref!r}: {why} under {out_root} (latest: {shown}); "
