@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +62,24 @@ def _children() -> set[int]:
     return out
 
 
-async def _round_trips(client: Client, n: int, server_pid: int | None) -> dict[str, float]:
-    """Median round trip of server_status (ms), and CPU per call (ms) of the server and of this client."""
+async def _round_trips(call: Callable[[], Awaitable[object]], n: int, server_pid: int | None) -> dict[str, float]:
+    """Median round trip of ``call`` (ms) after 20 warm-up calls, and CPU per call (ms) of the server
+    and of this client."""
     for _ in range(20):
-        await client.call_tool("server_status", {})
+        await call()
     times = []
     server0, client0 = _cpu_s(server_pid), time.process_time()
     for _ in range(n):
         t0 = time.perf_counter()
-        r = await client.call_tool("server_status", {})
+        await call()
         times.append(time.perf_counter() - t0)
-        assert not r.is_error
     server_cpu, client_cpu = _cpu_s(server_pid) - server0, time.process_time() - client0
     return {"ms": statistics.median(times) * 1e3, "server_cpu_ms": server_cpu / n * 1e3, "client_cpu_ms": client_cpu / n * 1e3}
+
+
+async def _sdk_status(client: Client) -> None:
+    r = await client.call_tool("server_status", {})
+    assert not r.is_error
 
 
 async def stdio_overhead(n: int, workspace: Path | None, run: str = "toy") -> dict[str, float]:
@@ -81,7 +87,7 @@ async def stdio_overhead(n: int, workspace: Path | None, run: str = "toy") -> di
     before = _children()
     async with Client(params) as c:
         new = _children() - before
-        return await _round_trips(c, n, max(new) if new else None)
+        return await _round_trips(lambda: _sdk_status(c), n, max(new) if new else None)
 
 
 class _Http:
@@ -108,7 +114,7 @@ async def http_overhead(n: int, workspace: Path | None, run: str = "toy") -> dic
     server = _Http(workspace, run)
     try:
         async with server.client() as c:
-            return await _round_trips(c, n, server.proc.pid)
+            return await _round_trips(lambda: _sdk_status(c), n, server.proc.pid)
     finally:
         server.stop()
 
@@ -232,32 +238,27 @@ class RawHttp:
         return reply
 
 
-def _raw_round_trips(call: Any, n: int, server_pid: int | None) -> dict[str, float]:
-    for _ in range(20):
-        call()
-    times = []
-    server0, client0 = _cpu_s(server_pid), time.process_time()
-    for _ in range(n):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    server_cpu, client_cpu = _cpu_s(server_pid) - server0, time.process_time() - client0
-    return {"ms": statistics.median(times) * 1e3, "server_cpu_ms": server_cpu / n * 1e3, "client_cpu_ms": client_cpu / n * 1e3}
-
-
-def raw_stdio_overhead(n: int) -> dict[str, float]:
+async def raw_stdio_overhead(n: int) -> dict[str, float]:
     client = RawStdio()
+
+    async def call() -> None:
+        client.request("tools/call", CALL)
+
     try:
-        return _raw_round_trips(lambda: client.request("tools/call", CALL), n, client.proc.pid)
+        return await _round_trips(call, n, client.proc.pid)
     finally:
         client.stop()
 
 
-def raw_http_overhead(n: int) -> dict[str, float]:
+async def raw_http_overhead(n: int) -> dict[str, float]:
     server = _Http(None)
     try:
         client = RawHttp(server)
-        return _raw_round_trips(lambda: client.request("tools/call", CALL), n, server.proc.pid)
+
+        async def call() -> None:
+            client.request("tools/call", CALL)
+
+        return await _round_trips(call, n, server.proc.pid)
     finally:
         server.stop()
 
@@ -275,8 +276,8 @@ async def _bench(calls: int, repeats: int, mixed: int) -> dict[str, Any]:
         out["stdio_overhead_with_workspace_ms"] = statistics.median(
             [(await stdio_overhead(calls, ws / f"s{i}"))["ms"] for i in range(repeats)])
         out |= _medians([await http_overhead(calls, None) for _ in range(repeats)], "http")
-        out |= _medians([raw_stdio_overhead(calls) for _ in range(repeats)], "raw_stdio")
-        out |= _medians([raw_http_overhead(calls) for _ in range(repeats)], "raw_http")
+        out |= _medians([await raw_stdio_overhead(calls) for _ in range(repeats)], "raw_stdio")
+        out |= _medians([await raw_http_overhead(calls) for _ in range(repeats)], "raw_http")
         out["http_overhead_with_workspace_ms"] = statistics.median(
             [(await http_overhead(calls, ws / f"h{i}"))["ms"] for i in range(repeats)])
     out["start_to_first_call_s"] = statistics.median([await start_to_first_call_s() for _ in range(repeats)])

@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+import anyio
+
 from bench.bench_server import CALL, RawHttp, RawStdio, _Http, raw_http_overhead, raw_stdio_overhead
 
 SNAPSHOT_NAMES = {t["name"] for t in json.loads((Path(__file__).with_name("tools_snapshot.json")).read_text())}
@@ -37,6 +39,6 @@ def test_bare_http_client_lists_the_snapshot_tools_and_calls_one() -> None:
 
 
 def test_overhead_functions_report_every_field() -> None:
-    for out in (raw_stdio_overhead(3), raw_http_overhead(3)):
+    for out in (anyio.run(raw_stdio_overhead, 3), anyio.run(raw_http_overhead, 3)):
         assert set(out) == {"ms", "server_cpu_ms", "client_cpu_ms"}
         assert all(math.isfinite(v) and v >= 0 for v in out.values()), out
