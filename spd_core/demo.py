@@ -134,7 +134,7 @@ def regime_report(model: ComponentModel, tokenizer, probes: Sequence[Probe], n_s
     # ‖W − (V U)ᵀ‖ / ‖W‖: how much of each weight the components leave to the delta term (which no CI
     # mask includes; the stochastic masks scale it at random)
     report["weight_delta_rel_norm"] = {
-        layer: float(model.comp(layer).weight_delta().norm() / model.comp(layer).target_weight.norm()) for layer in model.layers
+        layer: float(delta.norm() / model.comp(layer).target_weight.norm()) for layer, delta in model.weight_deltas().items()
     }
     report["kl_single_matrix_ci_worst"] = max(single.values())
     return report
