@@ -42,15 +42,15 @@ log = logging.getLogger(__name__)
 
 DEMO_CONFIG = DecompositionConfig(
     seed=0,
-    steps=5000,
+    steps=8000,
     batch_size=32,
     seq_len=48,
     modules=[
         ModulePattern(pattern="model.layers.*.self_attn.*_proj", C=64),
         ModulePattern(pattern="model.layers.*.mlp.*_proj", C=64),
     ],
-    ci_fn_type="mlp",
-    ci_hidden=16,
+    ci_fn_type="shared_mlp",
+    ci_hidden=256,
     lr=5e-3,
     lr_schedule="cosine",
     lr_warmup_frac=0.02,
@@ -62,6 +62,7 @@ DEMO_CONFIG = DecompositionConfig(
     p_end=1.0,
     stochastic_recon_coeff=1.0,
     stochastic_layerwise_coeff=0.0,
+    stochastic_subset_coeff=1.0,
     ci_recon_coeff=1.0,
     ci_recon_mode="random_layer",
     output_loss="kl",
@@ -71,8 +72,8 @@ DEMO_CONFIG = DecompositionConfig(
     checkpoint_freq=250,
 )
 
-DEMO_HARVEST = HarvestConfig(threshold=0.5, n_examples=10, window=8, top_tokens=30, top_cofiring=20,
-                             attribution_top_k=100)
+DEMO_HARVEST = HarvestConfig(threshold=0.5, n_examples=10, window=8, top_tokens=20, top_cofiring=10,
+                             attribution_top_k=20)
 DEMO_HARVEST_TEXTS = 1000  # texts of the run's own corpus harvested into harvest.sqlite
 
 Forward = Callable[[Tensor], Tensor]
