@@ -128,6 +128,8 @@ def regime_report(model: ComponentModel, tokenizer, probes: Sequence[Probe], n_s
     l0 = {k: float((g > 0).float().sum(-1)[real].mean()) for k, g in ci.items()}
     report["l0_per_layer"] = l0
     report["l0_total"] = sum(l0.values())
+    report["l0_total_above"] = {str(t): sum(float((g > t).float().sum(-1)[real].mean()) for g in ci.values())
+                                for t in (0.1, 0.5)}  # fmt: skip
     single = {}
     for layer in model.layers:
         single[layer] = float(output_loss(masked({layer: ci[layer]}), target_last, "kl"))

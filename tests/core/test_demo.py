@@ -39,6 +39,8 @@ def test_demo_masked_accuracies_and_single_matrix_kl_reproduce(demo) -> None:
     for layer, l0 in report["l0_per_layer"].items():
         assert l0 == pytest.approx(demo.metrics["l0_per_layer"][layer], rel=1e-6), layer
     assert report["l0_total"] == pytest.approx(demo.metrics["l0_total"], rel=1e-6)
+    assert report["l0_total_above"] == pytest.approx(demo.metrics["l0_total_above"], rel=1e-6)
+    assert report["l0_total"] >= report["l0_total_above"]["0.1"] >= report["l0_total_above"]["0.5"]
     for layer, kl in report["kl_single_matrix_ci"].items():
         assert kl == pytest.approx(demo.metrics["kl_single_matrix_ci"][layer], rel=1e-4, abs=1e-6), layer
     assert report["max_abs_unmasked_minus_target"] < 1e-4
