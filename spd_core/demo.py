@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from spd_core.config import DecompositionConfig, ModulePattern
-from spd_core.decompose import decompose
+from spd_core.decompose import decompose, l0_per_layer
 from spd_core.harvest import HarvestConfig, harvest
 from spd_core.harvest_store import write_harvest
 from spd_core.losses import output_loss
@@ -125,11 +125,10 @@ def regime_report(model: ComponentModel, tokenizer, probes: Sequence[Probe], n_s
     report["kl_ci_last_token"] = float(output_loss(logits["ci"], target_last, "kl"))
     report["max_abs_unmasked_minus_target"] = float((logits["unmasked"] - target_last).abs().max())
     real = torch.arange(ids.shape[1]).unsqueeze(0) <= last.unsqueeze(1)  # positions holding real tokens
-    l0 = {k: float((g > 0).float().sum(-1)[real].mean()) for k, g in ci.items()}
-    report["l0_per_layer"] = l0
-    report["l0_total"] = sum(l0.values())
-    report["l0_total_above"] = {str(t): sum(float((g > t).float().sum(-1)[real].mean()) for g in ci.values())
-                                for t in (0.1, 0.5)}  # fmt: skip
+    ci_real = {k: g[real] for k, g in ci.items()}
+    report["l0_per_layer"] = l0_per_layer(ci_real, 0.0)
+    report["l0_total"] = sum(report["l0_per_layer"].values())
+    report["l0_total_above"] = {str(t): sum(l0_per_layer(ci_real, t).values()) for t in (0.1, 0.5)}
     single = {}
     for layer in model.layers:
         single[layer] = float(output_loss(masked({layer: ci[layer]}), target_last, "kl"))
