@@ -238,14 +238,19 @@ class RawHttp:
         return reply
 
 
-async def raw_stdio_overhead(n: int) -> dict[str, float]:
-    client = RawStdio()
+def _tools_call(client: RawStdio | RawHttp) -> Callable[[], Awaitable[None]]:
+    """One bare ``tools/call`` of ``CALL`` as a coroutine, for ``_round_trips``."""
 
     async def call() -> None:
         client.request("tools/call", CALL)
 
+    return call
+
+
+async def raw_stdio_overhead(n: int) -> dict[str, float]:
+    client = RawStdio()
     try:
-        return await _round_trips(call, n, client.proc.pid)
+        return await _round_trips(_tools_call(client), n, client.proc.pid)
     finally:
         client.stop()
 
@@ -253,12 +258,7 @@ async def raw_stdio_overhead(n: int) -> dict[str, float]:
 async def raw_http_overhead(n: int) -> dict[str, float]:
     server = _Http(None)
     try:
-        client = RawHttp(server)
-
-        async def call() -> None:
-            client.request("tools/call", CALL)
-
-        return await _round_trips(call, n, server.proc.pid)
+        return await _round_trips(_tools_call(RawHttp(server)), n, server.proc.pid)
     finally:
         server.stop()
 
