@@ -52,6 +52,9 @@ class DecompositionConfig(BaseModel):
     stochastic_subset_coeff: float = 0.0
     ci_recon_coeff: float = 0.0
     ci_recon_mode: ReconMode = "all"
+    ci_recon_layer_sampling: Literal["uniform", "loss"] = Field(
+        default="uniform", description="random_layer mode: draw the layer uniformly, or more often where its loss is high"
+    )
     pgd_recon_coeff: float = 0.0
     pgd_steps: int = 1
     pgd_step_size: float = 0.1
@@ -71,6 +74,10 @@ class DecompositionConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> "DecompositionConfig":
         assert self.p_anneal_start_frac <= self.p_anneal_end_frac, "p_anneal_start_frac must be ≤ p_anneal_end_frac"
+        assert self.ci_recon_layer_sampling == "uniform" or self.ci_recon_mode == "random_layer", (
+            f"ci_recon_layer_sampling {self.ci_recon_layer_sampling!r} needs ci_recon_mode 'random_layer', "
+            f"got {self.ci_recon_mode!r}; with other modes use 'uniform'"
+        )
         return self
 
     def p_at(self, step: int) -> float:

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from spd_core.config import DecompositionConfig
 from spd_core.losses import (
+    LossWeightedLayers,
     ci_recon_loss,
     faithfulness_loss,
     importance_minimality_loss,
@@ -56,9 +57,10 @@ def l0_per_layer(ci_lower: dict[str, Tensor], threshold: float) -> dict[str, flo
 
 
 def loss_terms(
-    model: ComponentModel, x: Tensor, config: DecompositionConfig, step: int
+    model: ComponentModel, x: Tensor, config: DecompositionConfig, step: int, ci_layer: str | None = None
 ) -> tuple[Tensor, dict[str, float], dict[str, Tensor]]:
-    """Total loss at ``step`` with each weighted term's value, and the lower CI (for logging)."""
+    """Total loss at ``step`` with each weighted term's value, and the lower CI (for logging).
+    ``ci_layer`` fixes the layer of a ``random_layer`` CI-masked term (else drawn uniformly)."""
     with torch.no_grad():
         tgt = model(x, cache_inputs=True)
     acts = model.inner_acts(tgt.inputs)
@@ -80,7 +82,7 @@ def loss_terms(
             config.stochastic_subset_coeff,
             lambda: stochastic_recon_loss(model, x, y, ci.lower, kind, "subset", config.sampling, config.n_mask_samples),
         ),
-        "ci_recon": (config.ci_recon_coeff, lambda: ci_recon_loss(model, x, y, ci.lower, kind, config.ci_recon_mode, acts)),
+        "ci_recon": (config.ci_recon_coeff, lambda: ci_recon_loss(model, x, y, ci.lower, kind, config.ci_recon_mode, acts, ci_layer)),
         "pgd": (
             config.pgd_recon_coeff,
             lambda: pgd_recon_loss(model, x, y, ci.lower, kind, config.pgd_steps, config.pgd_step_size, config.pgd_mode),
@@ -162,6 +164,7 @@ def decompose(
     gen = torch.Generator().manual_seed(config.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    sampler = LossWeightedLayers(list(model.layers)) if config.ci_recon_layer_sampling == "loss" else None
     start, history, resumed_from = 0, [], None
     ckpt_path = None if out_dir is None else Path(out_dir) / CHECKPOINT
     if ckpt_path is not None and ckpt_path.exists():
@@ -176,6 +179,8 @@ def decompose(
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"])
         start, history, resumed_from = state["step"], state["history"], state["step"]
+        if sampler is not None:
+            sampler.mean = dict(state["ci_layer_loss"])
         log.info("resumed from step %d (%s)", start, ckpt_path)
     else:
         _faithfulness_warmup(model, config)
@@ -192,6 +197,7 @@ def decompose(
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
                 "history": history,
+                "ci_layer_loss": None if sampler is None else dict(sampler.mean),
                 "config": config.model_dump(),
             },
             ckpt_path,
@@ -203,8 +209,11 @@ def decompose(
         for group in opt.param_groups:
             group["lr"] = config.lr_at(step)
         x = data.batch(config.batch_size, gen).to(device)
+        ci_layer = None if sampler is None else sampler.draw()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.autocast_bf16):
-            loss, values, ci = loss_terms(model, x, config, step)
+            loss, values, ci = loss_terms(model, x, config, step, ci_layer)
+        if sampler is not None and ci_layer is not None and "ci_recon" in values:
+            sampler.update(ci_layer, values["ci_recon"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip is not None:
@@ -223,7 +232,7 @@ def decompose(
         if ckpt_path is not None and done % config.checkpoint_freq == 0 and done < end:
             checkpoint(done)
     bar.close()
-    metrics = evaluate(model, data, config, device)
-    if ckpt_path is not None:
+    if ckpt_path is not None:  # before the evaluation, whose stochastic masks draw from torch's generator
         checkpoint(end)
+    metrics = evaluate(model, data, config, device)
     return TrainResult(metrics, history, resumed_from, time.perf_counter() - t0)

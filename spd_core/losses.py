@@ -5,7 +5,7 @@ Reconstruction compares the masked model's output with the target's: MSE (mean o
 toys, KL(target ‖ masked) per position, averaged over positions, for language models.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -44,8 +44,11 @@ def importance_minimality_loss(ci_upper: Mapping[str, Tensor], p: float, eps: fl
     return total
 
 
-def _layer_sets(model: ComponentModel, mode: ReconMode) -> list[list[str]]:
+def _layer_sets(model: ComponentModel, mode: ReconMode, layer: str | None = None) -> list[list[str]]:
     layers = list(model.layers)
+    if mode == "random_layer" and layer is not None:
+        assert layer in model.layers, f"unknown layer {layer!r}; valid: {', '.join(layers)}"
+        return [[layer]]
     if mode in ("all", "subset"):
         return [layers]
     if mode == "layerwise":
@@ -64,13 +67,15 @@ def masked_recon_loss(
     kind: OutputLoss,
     mode: ReconMode = "all",
     acts: Mapping[str, Tensor] | None = None,
+    layer: str | None = None,
 ) -> Tensor:
     """Mean output loss over the layer sets of ``mode`` with the given masks.
 
     ``acts`` (inner activations from the target pass) are reused where a layer runs alone, since
-    its input is then the target's.
+    its input is then the target's. ``layer`` fixes the layer of ``random_layer`` mode (else drawn
+    uniformly).
     """
-    sets = _layer_sets(model, mode)
+    sets = _layer_sets(model, mode, layer)
     total = torch.zeros((), device=target_out.device)
     for layer_set in sets:
         sub_masks = {k: masks[k] for k in layer_set}
@@ -114,9 +119,39 @@ def ci_recon_loss(
     kind: OutputLoss,
     mode: ReconMode = "all",
     acts: Mapping[str, Tensor] | None = None,
+    layer: str | None = None,
 ) -> Tensor:
     """Reconstruction with the CI itself as the mask and no weight delta."""
-    return masked_recon_loss(model, x, target_out, ci_lower, None, kind, mode, acts)
+    return masked_recon_loss(model, x, target_out, ci_lower, None, kind, mode, acts, layer)
+
+
+class LossWeightedLayers:
+    """Draws the layer of a ``random_layer`` term with probability growing with that layer's recent
+    loss: half uniform (so every layer keeps being measured), half in proportion to a running mean
+    of the loss each layer had when last drawn. Layers that are hard to reconstruct alone get more
+    of the term's gradient than the uniform 1/L."""
+
+    def __init__(self, layers: Sequence[str], decay: float = 0.9) -> None:
+        assert len(layers) >= 1, "needs at least one layer"
+        assert 0 <= decay < 1, f"decay must be in [0, 1), got {decay}"
+        self.layers, self.decay = list(layers), decay
+        self.mean: dict[str, float] = {}
+
+    def probabilities(self) -> list[float]:
+        seen = [self.mean[k] for k in self.layers if k in self.mean]
+        fill = max(seen) if seen else 1.0
+        w = [max(self.mean.get(k, fill), 0.0) for k in self.layers]
+        total = sum(w)
+        n = len(self.layers)
+        return [0.5 / n + (0.5 * v / total if total > 0 else 0.5 / n) for v in w]
+
+    def draw(self) -> str:
+        """One layer, from torch's global generator (checkpointed with the run)."""
+        return self.layers[int(torch.multinomial(torch.tensor(self.probabilities()), 1))]
+
+    def update(self, layer: str, loss: float) -> None:
+        old = self.mean.get(layer)
+        self.mean[layer] = loss if old is None else self.decay * old + (1 - self.decay) * loss
 
 
 def pgd_masks(

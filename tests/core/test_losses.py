@@ -1,4 +1,5 @@
-"""Each loss against a value computed by hand on tiny tensors; PGD raises the loss; gradients flow."""
+"""Each loss against a value computed by hand on tiny tensors; PGD raises the loss; gradients flow;
+the loss-weighted layer draw and its checkpointed state."""
 
 import math
 
@@ -8,8 +9,9 @@ from torch import nn
 
 from spd_core.ci import lower_leaky_hard_sigmoid, upper_leaky_hard_sigmoid
 from spd_core.config import DecompositionConfig, ModulePattern
-from spd_core.decompose import loss_terms
+from spd_core.decompose import decompose, loss_terms
 from spd_core.losses import (
+    LossWeightedLayers,
     faithfulness_loss,
     importance_minimality_loss,
     masked_recon_loss,
@@ -164,3 +166,61 @@ def test_layerwise_reuse_of_inner_acts_changes_nothing() -> None:
     )
     for a, b in zip(g_plain, g_reused, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_random_layer_with_a_fixed_layer_is_that_layer_alone() -> None:
+    model = _model()
+    x = torch.randn(6, 3)
+    y = model.target_output(x)
+    ma, mb = torch.rand(6, 3), torch.rand(6, 2)
+    a, b = model.comp("a"), model.comp("b")
+    with torch.no_grad():
+        only_b = (((torch.relu(x @ a.target_weight.T) @ b.V) * mb) @ b.U + b.bias - y).pow(2).mean()
+        got = masked_recon_loss(model, x, y, {"a": ma, "b": mb}, None, "mse", "random_layer", layer="b")
+    assert got.item() == pytest.approx(only_b.item(), rel=1e-5)
+    with pytest.raises(AssertionError, match="unknown layer 'c'; valid: a, b"):
+        masked_recon_loss(model, x, y, {"a": ma, "b": mb}, None, "mse", "random_layer", layer="c")
+
+
+def test_loss_weighted_layers_probabilities_updates_and_draws() -> None:
+    sampler = LossWeightedLayers(["a", "b"], decay=0.5)
+    assert sampler.probabilities() == pytest.approx([0.5, 0.5])
+    sampler.update("a", 3.0)
+    assert sampler.probabilities() == pytest.approx([0.5, 0.5])  # an unseen layer counts as the worst seen
+    sampler.update("b", 1.0)
+    assert sampler.probabilities() == pytest.approx([0.25 + 0.5 * 3 / 4, 0.25 + 0.5 * 1 / 4])
+    sampler.update("b", 3.0)  # running mean 0.5·1 + 0.5·3
+    assert sampler.mean == {"a": 3.0, "b": 2.0}
+    torch.manual_seed(0)
+    draws = [sampler.draw() for _ in range(4000)]
+    assert draws.count("a") / 4000 == pytest.approx(0.25 + 0.5 * 3 / 5, abs=0.03)
+
+
+def test_loss_layer_sampling_needs_random_layer_mode() -> None:
+    with pytest.raises(ValueError, match="needs ci_recon_mode 'random_layer', got 'all'"):
+        DecompositionConfig(steps=1, batch_size=1, modules=[ModulePattern(pattern="a", C=1)], importance_coeff=1.0,
+                            ci_recon_coeff=1.0, ci_recon_layer_sampling="loss")
+
+
+class _Gaussian:
+    def batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn(batch_size, 3, generator=generator)
+
+
+def test_loss_weighted_run_resumes_to_the_same_components(tmp_path) -> None:
+    config = DecompositionConfig(
+        steps=20, batch_size=16, modules=[ModulePattern(pattern="*", C=3)], importance_coeff=1e-2, checkpoint_freq=5,
+        ci_recon_coeff=1.0, ci_recon_mode="random_layer", ci_recon_layer_sampling="loss", output_loss="mse",
+    )
+    torch.manual_seed(0)
+    whole = _model()
+    decompose(whole, _Gaussian(), config, progress=False)
+    torch.manual_seed(0)
+    decompose(_model(), _Gaussian(), config, tmp_path, progress=False, stop_after=10)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["ci_layer_loss"].keys() == {"a", "b"}
+    torch.manual_seed(0)
+    resumed = _model()
+    result = decompose(resumed, _Gaussian(), config, tmp_path, progress=False)
+    assert result.resumed_from == 10
+    for (name, p), q in zip(whole.trainable_state().items(), resumed.trainable_state().values(), strict=True):
+        torch.testing.assert_close(p, q, msg=f"resumed run diverged at {name}")
