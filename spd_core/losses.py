@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from spd_core.masks import Sampling, layer_subset_routing, stochastic_masks
+from spd_core.masks import Sampling, fold_routing, layer_subset_routing, stochastic_masks
 from spd_core.model import ComponentModel
 
 OutputLoss = Literal["mse", "kl"]
@@ -84,7 +84,10 @@ def masked_recon_loss(
         if mode == "subset":
             leading = next(iter(masks.values())).shape[:-1]
             routing = layer_subset_routing(layer_set, leading, target_out.device)
-        alone = acts is not None and len(layer_set) == 1 and routing is None
+            if sub_delta is not None and set(sub_delta) == set(layer_set):  # one masked path instead of two
+                sub_masks, sub_delta = fold_routing(sub_masks, sub_delta, routing)
+                routing = None
+        alone = acts is not None and len(layer_set) == 1 and mode != "subset"
         sub_acts = {layer_set[0]: acts[layer_set[0]]} if alone and acts is not None else None
         out = model(x, masks=sub_masks, delta_masks=sub_delta, routing=routing, acts=sub_acts).output
         total = total + output_loss(out, target_out, kind)

@@ -50,3 +50,13 @@ def layer_subset_routing(layers: Sequence[str], leading_shape: torch.Size, devic
     ranks = scores.argsort(dim=-1).argsort(dim=-1)
     chosen = ranks < k
     return {name: chosen[..., i] for i, name in enumerate(layers)}
+
+
+def fold_routing(masks: Mapping[str, Tensor], delta: Mapping[str, Tensor], routing: Mapping[str, Tensor]) -> tuple[Masks, Masks]:
+    """Masks that route like ``routing`` without a second (target) path: where a layer is not routed
+    through components, its component mask and delta mask are 1, so (a ⊙ (m − d))·U + d·x·Wᵀ = x·Wᵀ,
+    the target layer. Only for layers that carry a delta mask."""
+    assert set(routing) <= set(masks) and set(routing) <= set(delta), "every routed layer needs a mask and a delta mask"
+    folded = {k: torch.where(routing[k].unsqueeze(-1), m, 1.0) if k in routing else m for k, m in masks.items()}
+    folded_delta = {k: torch.where(routing[k], d, 1.0) if k in routing else d for k, d in delta.items()}
+    return folded, folded_delta

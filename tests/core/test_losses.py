@@ -18,7 +18,7 @@ from spd_core.losses import (
     output_loss,
     pgd_masks,
 )
-from spd_core.masks import layer_subset_routing, rounded_masks, stochastic_masks
+from spd_core.masks import fold_routing, layer_subset_routing, rounded_masks, stochastic_masks
 from spd_core.model import ComponentModel
 
 
@@ -97,6 +97,29 @@ def test_subset_routing_picks_at_least_one_layer_per_position() -> None:
     assert chosen.any(-1).all()
     counts = chosen.sum(-1).bincount(minlength=4)[1:].float() / 500
     assert all(0.2 < c < 0.47 for c in counts.tolist()), f"k should be ~uniform on 1..3, got {counts}"
+
+
+def test_folded_routing_equals_the_two_path_routing_in_value_and_gradient() -> None:
+    torch.manual_seed(3)
+    model = _model()
+    x = torch.randn(200, 3)
+    with torch.no_grad():
+        tgt = model(x, cache_inputs=True)
+    ci = model.causal_importance(tgt.inputs).lower
+    masks, delta = stochastic_masks(ci)
+    routing = layer_subset_routing(list(model.layers), x.shape[:-1], x.device)
+    assert all(0 < int(r.sum()) < 200 for r in routing.values()), "each layer should be routed at some positions only"
+    routed = model(x, masks=masks, delta_masks=delta, routing=routing).output
+    folded_masks, folded_delta = fold_routing(masks, delta, routing)
+    folded = model(x, masks=folded_masks, delta_masks=folded_delta).output
+    torch.testing.assert_close(folded, routed, rtol=1e-5, atol=1e-6)
+    params = [p for p in model.parameters() if p.requires_grad]
+    g_routed = torch.autograd.grad(routed.pow(2).sum(), params, allow_unused=True, retain_graph=True)
+    g_folded = torch.autograd.grad(folded.pow(2).sum(), params, allow_unused=True)
+    for a, b in zip(g_routed, g_folded, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None and b is not None:
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
 
 
 def test_masked_recon_matches_hand_forward() -> None:
