@@ -21,13 +21,14 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The README's test command: installs what is missing, then runs every tier.
-test: install infra
+test: install infra check
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Local loop: skip the slow tiers.
 test-fast: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# Lint and type-check (also the first step of make test).
 check: install
 	$(PY) -m ruff check spd_core spd_mcp tests bench
 	$(PY) -m basedpyright

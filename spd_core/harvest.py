@@ -238,7 +238,7 @@ class _Accumulator:
             if self.n_fire[k] == 0:
                 continue
             top = jac[k].topk(min(cfg.top_cofiring, self.K)).indices.tolist()
-            rows = [CoFiring(*keys[j], int(self.cofire[k, j]), float(jac[k, j])) for j in top if self.cofire[k, j] > 0 and j != k]
+            rows = [CoFiring(keys[j][0], keys[j][1], int(self.cofire[k, j]), float(jac[k, j])) for j in top if self.cofire[k, j] > 0 and j != k]
             if rows:
                 cofiring[keys[k]] = rows
         value, present = self.attr[0], self.attr[2] > 0

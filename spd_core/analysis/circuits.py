@@ -131,7 +131,7 @@ def optimize_circuit(
         with torch.no_grad():
             final = dict(zip(names, lower_leaky_hard_sigmoid(param * keep).split(sizes, dim=-1), strict=True))
         outs = regime_outputs(model, x, final, target_out, regimes)
-    probs = {
+    probs: dict[Regime, float] = {
         r: float(torch.stack([per_position(o)[pos].float().softmax(-1)[target_token] for o in os]).mean())
         for r, os in outs.items()
     }

@@ -70,15 +70,17 @@ def export_edit(model: ComponentModel, edit: Edit, out_dir: str | Path) -> Path:
     """Save the edited target as a plain model directory (``save_pretrained``; loads with transformers)."""
     check_edit(model, edit)
     target = copy.deepcopy(model.target)
-    assert hasattr(target, "save_pretrained"), (
+    save = getattr(target, "save_pretrained", None)
+    assert callable(save), (
         f"only transformers models can be exported as a model directory; target is {type(target).__name__}"
     )
     with torch.no_grad():
         for layer in edit.layers:
-            module = target.get_submodule(model.layers[layer].path)
-            module.weight.add_(module_weight_change(model, edit, layer).to(module.weight.dtype))
+            weight = target.get_submodule(model.layers[layer].path).weight
+            assert isinstance(weight, Tensor), f"layer {layer!r} has no weight tensor"
+            weight.add_(module_weight_change(model, edit, layer).to(weight.dtype))
     out = Path(out_dir)
-    target.save_pretrained(out)
+    save(out)
     return out
 
 

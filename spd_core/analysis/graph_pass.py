@@ -37,7 +37,7 @@ class GraphPass:
 def input_embedding(model: ComponentModel) -> nn.Module | None:
     get = getattr(model.target, "get_input_embeddings", None)
     emb = get() if callable(get) else None
-    if emb is None or any(model.target.get_submodule(info.path) is emb for info in model.layers.values()):
+    if not isinstance(emb, nn.Module) or any(model.target.get_submodule(info.path) is emb for info in model.layers.values()):
         return None
     return emb
 

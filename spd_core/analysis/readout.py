@@ -46,9 +46,10 @@ def write_vector_logits(model: ComponentModel, layer: str, c: int) -> Readout:
     unembed = get() if callable(get) else None
     if layer == "unembed":
         return Readout(u.float(), "the layer is the unembedding: U[c] is a logit vector")
-    if unembed is None or not isinstance(getattr(unembed, "weight", None), Tensor):
+    w_u = getattr(unembed, "weight", None)
+    if not isinstance(w_u, Tensor):
         return Readout(None, "not applicable: the model has no output embedding (not a language model)")
-    w_u = unembed.weight.detach()
+    w_u = w_u.detach()
     if not _RESIDUAL_WRITERS.match(layer) or w_u.shape[1] != info.d_out:
         return Readout(None, f"not applicable: {layer} does not write into the residual stream (d_out={info.d_out}); "
                              "only the embedding, attn.o and mlp.down have a direct path to the logits")

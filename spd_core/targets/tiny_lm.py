@@ -114,9 +114,9 @@ def train_demo_lm(
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        model = build_demo_lm(
-            config, len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id
-        )
+        pad_id, bos_id = tokenizer.pad_token_id, tokenizer.bos_token_id
+        assert isinstance(pad_id, int) and isinstance(bos_id, int), "the demo tokenizer defines [PAD] and [BOS]"
+        model = build_demo_lm(config, len(tokenizer), pad_id, bos_id)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, config))
         gen = torch.Generator().manual_seed(config.seed)
@@ -222,4 +222,7 @@ def load_demo_lm(out_dir: Path) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFa
     assert (out_dir / "config.json").exists(), f"{out_dir} holds no saved model (no config.json)"
     model = AutoModelForCausalLM.from_pretrained(out_dir, attn_implementation="eager").eval()
     tokenizer = AutoTokenizer.from_pretrained(out_dir)
+    assert isinstance(model, LlamaForCausalLM) and isinstance(tokenizer, PreTrainedTokenizerFast), (
+        f"{out_dir} should hold a Llama and a fast tokenizer; got {type(model).__name__}, {type(tokenizer).__name__}"
+    )
     return model, tokenizer, read_probes(out_dir / PROBES_FILE)
