@@ -4,7 +4,9 @@
     spd-harvest runs/demo --texts corpus.txt --n-texts 500 --threshold 0.1 --batch 16
 
 Without --texts the corpus is the run's own (``spd_core.targets.corpus_for_run``: the demo
-language, or an HF run's text file); a run without one needs --texts.
+language, or an HF run's text file); a run without one needs --texts. The defaults here are the
+general ones; the shipped demo run was harvested with narrower limits (``spd_core.demo.DEMO_HARVEST``,
+to stay under 10 MB), which ``python -m spd_core.demo --out RUN --harvest-only`` reproduces.
 """
 
 import argparse
