@@ -1,5 +1,7 @@
 """Decomposition step time on the built-in toy configs (tms_5-2, resid_mlp1), against the public
-implementation's figures measured on this kind of machine (shared/reference/anchor_perf.md)."""
+implementation's figures measured on this kind of machine (shared/reference/anchor_perf.md), and on
+the demo language model's recipe (``DEMO_CONFIG``), with the subset term's routing folded into the
+masks against the two-path routing it replaced (interleaved, same masks)."""
 
 import statistics
 import time
@@ -7,8 +9,11 @@ import time
 import torch
 
 from spd_core.decompose import loss_terms, pick_device
+from spd_core.demo import DEMO_CONFIG
 from spd_core.experiments import get_experiment
-from spd_core.run import build_component_model
+from spd_core.losses import output_loss
+from spd_core.masks import fold_routing, layer_subset_routing, stochastic_masks
+from spd_core.run import build_component_model, load_run
 from spd_core.targets.spec import data_source, untrained_target
 
 # Public implementation, 1 CPU thread, plain-step medians (anchor_perf.md §4.1, §4.2).
@@ -45,6 +50,64 @@ def step_times(name: str, device: str, n_steps: int, warmup: int = 5) -> tuple[l
     return wall, cpu
 
 
+def demo_step_times(n_steps: int, warmup: int = 3) -> list[float]:
+    """Wall seconds of ``n_steps`` CPU steps of ``DEMO_CONFIG`` on the shipped demo target."""
+    shipped = load_run("demo")
+    target = shipped.model.target
+    torch.manual_seed(0)
+    model = build_component_model(shipped.target_spec, target, DEMO_CONFIG)
+    data = data_source(shipped.target_spec, target, DEMO_CONFIG.seq_len)
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=DEMO_CONFIG.lr)
+    wall = []
+    for i in range(warmup + n_steps):
+        t0 = time.perf_counter()
+        loss, _, _ = loss_terms(model, data.batch(DEMO_CONFIG.batch_size, gen), DEMO_CONFIG, DEMO_CONFIG.steps // 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            wall.append(time.perf_counter() - t0)
+    return wall
+
+
+def demo_subset_ab(n: int) -> dict:
+    """The subset term (forward + backward) on the demo, routing folded into the masks vs the two-path
+    routing (each routed layer's component output and target output, picked per position)."""
+    shipped = load_run("demo")
+    model = shipped.model
+    x = data_source(shipped.target_spec, model.target, DEMO_CONFIG.seq_len).batch(DEMO_CONFIG.batch_size, torch.Generator().manual_seed(0))
+
+    def term(fold: bool, seed: int) -> float:
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            tgt = model(x, cache_inputs=True)
+        ci = model.causal_importance(tgt.inputs).lower
+        masks, delta = stochastic_masks(ci)
+        routing = layer_subset_routing(list(model.layers), x.shape, x.device)
+        if fold:
+            masks, delta = fold_routing(masks, delta, routing)
+        out = model(x, masks=masks, delta_masks=delta, routing=None if fold else routing).output
+        loss = output_loss(out, tgt.output, "kl")
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    times: dict[bool, list[float]] = {False: [], True: []}
+    diff = 0.0
+    for i in range(n + 2):
+        values = {}
+        for fold in (False, True):
+            t0 = time.perf_counter()
+            values[fold] = term(fold, i)
+            if i >= 2:
+                times[fold].append(time.perf_counter() - t0)
+        diff = max(diff, abs(values[True] - values[False]))
+    folded, routed = statistics.median(times[True]) * 1000, statistics.median(times[False]) * 1000
+    return {"bench": "demo subset term: routing folded into the masks vs two paths (cpu)", "folded_ms": round(folded, 1),
+            "two_path_ms": round(routed, 1), "speedup": round(routed / folded, 2), "max_abs_loss_diff": diff, "n": n}
+
+
 def run(quick: bool = False) -> list[dict]:
     rows = []
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -64,4 +127,10 @@ def run(quick: bool = False) -> list[dict]:
                 verdict = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
                 row["vs_public_impl"] = f"{verdict} than the public implementation ({ANCHOR_MS_PER_STEP[name]} ms/step, anchor_perf.md)"
             rows.append(row)
+    n = 8 if quick else 30
+    wall = demo_step_times(n)
+    ms = statistics.median(wall) * 1000
+    rows.append({"bench": "decompose step demo LM, DEMO_CONFIG (cpu)", "median_ms": round(ms, 1), "steps_per_s": round(1000 / ms, 2),
+                 "n": n, f"minutes_for_{DEMO_CONFIG.steps}_steps": round(DEMO_CONFIG.steps * ms / 60000, 1)})
+    rows.append(demo_subset_ab(8 if quick else 30))
     return rows
