@@ -8,27 +8,27 @@ import time
 
 import torch
 
+from spd_core.config import DecompositionConfig
 from spd_core.decompose import loss_terms, pick_device
 from spd_core.demo import DEMO_CONFIG
 from spd_core.experiments import get_experiment
 from spd_core.losses import output_loss
 from spd_core.masks import fold_routing, layer_subset_routing, stochastic_masks
 from spd_core.run import build_component_model, load_run
-from spd_core.targets.spec import data_source, untrained_target
+from spd_core.targets.spec import AnySpec, data_source, untrained_target
 
 # Public implementation, 1 CPU thread, plain-step medians (anchor_perf.md §4.1, §4.2).
 ANCHOR_MS_PER_STEP = {"tms_5-2": 31.7, "resid_mlp1": 205.8}
 
 
-def step_times(name: str, device: str, n_steps: int, warmup: int = 5) -> tuple[list[float], list[float]]:
-    """Wall and CPU seconds of ``n_steps`` training steps (the loop body of ``decompose``)."""
-    exp = get_experiment(name)
-    config = exp.decomposition.model_copy(update={"device": device})
-    dev = pick_device(device)
-    target = untrained_target(exp.target)  # step cost does not depend on the target's training
+def step_times(spec: AnySpec, target: torch.nn.Module, config: DecompositionConfig, n_steps: int, warmup: int = 5,
+               step: int | None = None) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of ``n_steps`` training steps (the loop body of ``decompose``) of ``config``
+    on ``target``; ``step`` fixes the schedule step the losses see (default: the loop index)."""
+    dev = pick_device(config.device)
     torch.manual_seed(0)
-    model = build_component_model(exp.target, target, config).to(dev)
-    data = data_source(exp.target, target, config.seq_len)
+    model = build_component_model(spec, target, config).to(dev)
+    data = data_source(spec, target, config.seq_len)
     gen = torch.Generator().manual_seed(0)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     wall, cpu = [], []
@@ -38,7 +38,7 @@ def step_times(name: str, device: str, n_steps: int, warmup: int = 5) -> tuple[l
         t0, c0 = time.perf_counter(), time.process_time()
         x = data.batch(config.batch_size, gen).to(dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.autocast_bf16):
-            loss, _, _ = loss_terms(model, x, config, i)
+            loss, _, _ = loss_terms(model, x, config, i if step is None else step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -50,25 +50,12 @@ def step_times(name: str, device: str, n_steps: int, warmup: int = 5) -> tuple[l
     return wall, cpu
 
 
-def demo_step_times(n_steps: int, warmup: int = 3) -> list[float]:
-    """Wall seconds of ``n_steps`` CPU steps of ``DEMO_CONFIG`` on the shipped demo target."""
-    shipped = load_run("demo")
-    target = shipped.model.target
-    torch.manual_seed(0)
-    model = build_component_model(shipped.target_spec, target, DEMO_CONFIG)
-    data = data_source(shipped.target_spec, target, DEMO_CONFIG.seq_len)
-    gen = torch.Generator().manual_seed(0)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=DEMO_CONFIG.lr)
-    wall = []
-    for i in range(warmup + n_steps):
-        t0 = time.perf_counter()
-        loss, _, _ = loss_terms(model, data.batch(DEMO_CONFIG.batch_size, gen), DEMO_CONFIG, DEMO_CONFIG.steps // 2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if i >= warmup:
-            wall.append(time.perf_counter() - t0)
-    return wall
+def experiment_step_times(name: str, device: str, n_steps: int) -> tuple[list[float], list[float]]:
+    """``step_times`` of a built-in experiment's config on its untrained target (step cost does not
+    depend on the target's training)."""
+    exp = get_experiment(name)
+    config = exp.decomposition.model_copy(update={"device": device})
+    return step_times(exp.target, untrained_target(exp.target), config, n_steps)
 
 
 def demo_subset_ab(n: int) -> dict:
@@ -113,7 +100,7 @@ def run(quick: bool = False) -> list[dict]:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for name, n in (("tms_5-2", 60 if quick else 300), ("resid_mlp1", 10 if quick else 40)):
         for device in devices:
-            wall, cpu = step_times(name, device, n)
+            wall, cpu = experiment_step_times(name, device, n)
             ms = statistics.median(wall) * 1000
             row = {
                 "bench": f"decompose step {name} ({device})",
@@ -128,7 +115,8 @@ def run(quick: bool = False) -> list[dict]:
                 row["vs_public_impl"] = f"{verdict} than the public implementation ({ANCHOR_MS_PER_STEP[name]} ms/step, anchor_perf.md)"
             rows.append(row)
     n = 8 if quick else 30
-    wall = demo_step_times(n)
+    shipped = load_run("demo")  # DEMO_CONFIG on the shipped target, at mid-schedule
+    wall, _ = step_times(shipped.target_spec, shipped.model.target, DEMO_CONFIG, n, warmup=3, step=DEMO_CONFIG.steps // 2)
     ms = statistics.median(wall) * 1000
     rows.append({"bench": "decompose step demo LM, DEMO_CONFIG (cpu)", "median_ms": round(ms, 1), "steps_per_s": round(1000 / ms, 2),
                  "n": n, f"minutes_for_{DEMO_CONFIG.steps}_steps": round(DEMO_CONFIG.steps * ms / 60000, 1)})

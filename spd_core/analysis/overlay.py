@@ -109,7 +109,7 @@ def applied(model: ComponentModel, edit: Edit | None) -> Iterator[None]:
         for module, attr, kind, original in reversed(swaps):
             if kind == "param":
                 delattr(module, attr)
-                assert isinstance(original, nn.Parameter)
+                assert isinstance(original, nn.Parameter), f"{attr} was swapped out as a Parameter and must go back as one"
                 module._parameters[attr] = original  # noqa: SLF001 - restoring the original Parameter
             else:
                 module._buffers[attr] = original  # noqa: SLF001
