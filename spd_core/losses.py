@@ -1,5 +1,5 @@
 """SPD losses: faithfulness, importance minimality, stochastic / CI-masked reconstruction (all layers,
-layerwise, per-position layer subsets, one random layer) and PGD reconstruction.
+layerwise, per-position layer subsets, one random layer per step or per sequence) and PGD reconstruction.
 
 Reconstruction compares the masked model's output with the target's: MSE (mean over elements) for
 toys, KL(target ‖ masked) per position, averaged over positions, for language models.
@@ -12,11 +12,11 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from spd_core.masks import Sampling, fold_routing, layer_subset_routing, stochastic_masks
+from spd_core.masks import Sampling, fold_routing, layer_subset_routing, sequence_layer_routing, stochastic_masks
 from spd_core.model import ComponentModel
 
 OutputLoss = Literal["mse", "kl"]
-ReconMode = Literal["all", "layerwise", "subset", "random_layer"]
+ReconMode = Literal["all", "layerwise", "subset", "random_layer", "sequence_layer"]
 
 
 def output_loss(pred: Tensor, target: Tensor, kind: OutputLoss) -> Tensor:
@@ -49,13 +49,13 @@ def _layer_sets(model: ComponentModel, mode: ReconMode, layer: str | None = None
     if mode == "random_layer" and layer is not None:
         assert layer in model.layers, f"unknown layer {layer!r}; valid: {', '.join(layers)}"
         return [[layer]]
-    if mode in ("all", "subset"):
+    if mode in ("all", "subset", "sequence_layer"):
         return [layers]
     if mode == "layerwise":
         return [[name] for name in layers]
     if mode == "random_layer":
         return [[layers[int(torch.randint(len(layers), ()))]]]
-    raise ValueError(f"unknown reconstruction mode {mode!r}; valid: all, layerwise, subset, random_layer")
+    raise ValueError(f"unknown reconstruction mode {mode!r}; valid: all, layerwise, subset, random_layer, sequence_layer")
 
 
 def masked_recon_loss(
@@ -81,6 +81,12 @@ def masked_recon_loss(
         sub_masks = {k: masks[k] for k in layer_set}
         sub_delta = None if delta_masks is None else {k: delta_masks[k] for k in layer_set if k in delta_masks}
         routing = None
+        if mode == "sequence_layer":  # one layer alone per sequence, folded: no delta means delta 0
+            leading = next(iter(masks.values())).shape[:-1]
+            seq_routing = sequence_layer_routing(layer_set, leading, target_out.device)
+            if sub_delta is None:
+                sub_delta = {k: torch.zeros_like(m[..., 0]) for k, m in sub_masks.items()}
+            sub_masks, sub_delta = fold_routing(sub_masks, sub_delta, seq_routing)
         if mode == "subset":
             leading = next(iter(masks.values())).shape[:-1]
             routing = layer_subset_routing(layer_set, leading, target_out.device)

@@ -52,6 +52,15 @@ def layer_subset_routing(layers: Sequence[str], leading_shape: torch.Size, devic
     return {name: chosen[..., i] for i, name in enumerate(layers)}
 
 
+def sequence_layer_routing(layers: Sequence[str], leading_shape: torch.Size, device: torch.device) -> Masks:
+    """Per sequence (first leading dim), one layer drawn uniformly routes through components at every
+    position; the rest run the target. Each layer is then exactly "alone" on its sequences."""
+    n = len(layers)
+    assert n >= 1, "routing needs at least one layer"
+    pick = torch.randint(n, leading_shape[:1], device=device).view(-1, *[1] * (len(leading_shape) - 1))
+    return {name: (pick == i).expand(leading_shape) for i, name in enumerate(layers)}
+
+
 def fold_routing(masks: Mapping[str, Tensor], delta: Mapping[str, Tensor], routing: Mapping[str, Tensor]) -> tuple[Masks, Masks]:
     """Masks that route like ``routing`` without a second (target) path: where a layer is not routed
     through components, its component mask and delta mask are 1, so (a ⊙ (m − d))·U + d·x·Wᵀ = x·Wᵀ,

@@ -18,7 +18,7 @@ from spd_core.losses import (
     output_loss,
     pgd_masks,
 )
-from spd_core.masks import fold_routing, layer_subset_routing, rounded_masks, stochastic_masks
+from spd_core.masks import fold_routing, layer_subset_routing, rounded_masks, sequence_layer_routing, stochastic_masks
 from spd_core.model import ComponentModel
 
 
@@ -120,6 +120,37 @@ def test_folded_routing_equals_the_two_path_routing_in_value_and_gradient() -> N
         assert (a is None) == (b is None)
         if a is not None and b is not None:
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_sequence_layer_routes_one_layer_per_sequence_at_every_position() -> None:
+    torch.manual_seed(0)
+    routing = sequence_layer_routing(["a", "b", "c"], torch.Size([300, 7]), torch.device("cpu"))
+    stacked = torch.stack([routing[k] for k in "abc"], -1)  # (300, 7, 3)
+    assert (stacked.sum(-1) == 1).all(), "exactly one layer per position"
+    assert (stacked == stacked[:, :1]).all(), "the same layer at every position of a sequence"
+    share = stacked[:, 0].float().mean(0)
+    assert all(0.25 < v < 0.42 for v in share.tolist()), f"layers should be drawn ~uniformly, got {share}"
+
+
+def test_sequence_layer_ci_loss_is_the_single_layer_loss_of_each_sequence_averaged() -> None:
+    """Second route: split the batch by the drawn layer and run each part with that layer alone."""
+    torch.manual_seed(5)
+    model = _model()
+    x = torch.randn(120, 3)
+    with torch.no_grad():
+        tgt = model(x, cache_inputs=True)
+        ci = model.causal_importance(tgt.inputs).lower
+        torch.manual_seed(11)
+        picked = sequence_layer_routing(list(model.layers), x.shape[:-1], x.device)
+        torch.manual_seed(11)
+        got = masked_recon_loss(model, x, tgt.output, ci, None, "mse", "sequence_layer")
+        total = torch.zeros(())
+        for layer, rows in picked.items():
+            assert 0 < int(rows.sum()) < 120, "both layers should be drawn for some sequences"
+            part = masked_recon_loss(model, x[rows], tgt.output[rows], {k: g[rows] for k, g in ci.items()}, None, "mse",
+                                     "random_layer", layer=layer)
+            total = total + part * int(rows.sum())
+    assert got.item() == pytest.approx((total / 120).item(), rel=1e-5)
 
 
 def test_masked_recon_matches_hand_forward() -> None:
