@@ -12,7 +12,13 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from spd_core.masks import Sampling, fold_routing, layer_subset_routing, sequence_layer_routing, stochastic_masks
+from spd_core.masks import (
+    Sampling,
+    fold_routing,
+    layer_subset_routing,
+    sequence_layer_routing,
+    stochastic_masks,
+)
 from spd_core.model import ComponentModel
 
 OutputLoss = Literal["mse", "kl"]

@@ -18,7 +18,13 @@ from spd_core.losses import (
     output_loss,
     pgd_masks,
 )
-from spd_core.masks import fold_routing, layer_subset_routing, rounded_masks, sequence_layer_routing, stochastic_masks
+from spd_core.masks import (
+    fold_routing,
+    layer_subset_routing,
+    rounded_masks,
+    sequence_layer_routing,
+    stochastic_masks,
+)
 from spd_core.model import ComponentModel
 
 
