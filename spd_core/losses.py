@@ -50,6 +50,10 @@ def importance_minimality_loss(ci_upper: Mapping[str, Tensor], p: float, eps: fl
     return total
 
 
+# Modes that route each position through components or the target; the rest mask whole layer sets.
+_ROUTING = {"subset": layer_subset_routing, "sequence_layer": sequence_layer_routing}
+
+
 def _layer_sets(model: ComponentModel, mode: ReconMode, layer: str | None = None) -> list[list[str]]:
     layers = list(model.layers)
     if mode == "random_layer" and layer is not None:
@@ -87,19 +91,15 @@ def masked_recon_loss(
         sub_masks = {k: masks[k] for k in layer_set}
         sub_delta = None if delta_masks is None else {k: delta_masks[k] for k in layer_set if k in delta_masks}
         routing = None
-        if mode == "sequence_layer":  # one layer alone per sequence, folded: no delta means delta 0
+        if mode in _ROUTING:
             leading = next(iter(masks.values())).shape[:-1]
-            seq_routing = sequence_layer_routing(layer_set, leading, target_out.device)
-            if sub_delta is None:
+            routing = _ROUTING[mode](layer_set, leading, target_out.device)
+            if mode == "sequence_layer" and sub_delta is None:  # CI-masked: the routed layer has no delta
                 sub_delta = {k: torch.zeros_like(m[..., 0]) for k, m in sub_masks.items()}
-            sub_masks, sub_delta = fold_routing(sub_masks, sub_delta, seq_routing)
-        if mode == "subset":
-            leading = next(iter(masks.values())).shape[:-1]
-            routing = layer_subset_routing(layer_set, leading, target_out.device)
             if sub_delta is not None and set(sub_delta) == set(layer_set):  # one masked path instead of two
                 sub_masks, sub_delta = fold_routing(sub_masks, sub_delta, routing)
                 routing = None
-        alone = acts is not None and len(layer_set) == 1 and mode != "subset"
+        alone = acts is not None and len(layer_set) == 1 and mode not in _ROUTING
         sub_acts = {layer_set[0]: acts[layer_set[0]]} if alone and acts is not None else None
         out = model(x, masks=sub_masks, delta_masks=sub_delta, routing=routing, acts=sub_acts).output
         total = total + output_loss(out, target_out, kind)
