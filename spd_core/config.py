@@ -70,6 +70,7 @@ class DecompositionConfig(BaseModel):
     ci_alive_threshold: float = 0.1
     autocast_bf16: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    workers: int = Field(default=1, ge=1, description="CPU processes that split each batch (data parallel)")
 
     @model_validator(mode="after")
     def _check(self) -> "DecompositionConfig":
@@ -77,6 +78,12 @@ class DecompositionConfig(BaseModel):
         assert self.ci_recon_layer_sampling == "uniform" or self.ci_recon_mode == "random_layer", (
             f"ci_recon_layer_sampling {self.ci_recon_layer_sampling!r} needs ci_recon_mode 'random_layer', "
             f"got {self.ci_recon_mode!r}; with other modes use 'uniform'"
+        )
+        assert self.batch_size % self.workers == 0, (
+            f"batch_size {self.batch_size} must be a multiple of workers {self.workers}"
+        )
+        assert self.workers == 1 or self.ci_recon_layer_sampling == "uniform", (
+            "ci_recon_layer_sampling 'loss' keeps per-process loss statistics; with workers > 1 use 'uniform'"
         )
         return self
 

@@ -26,6 +26,15 @@ from spd_core.losses import (
 )
 from spd_core.masks import ones_masks
 from spd_core.model import ComponentModel
+from spd_core.parallel import (
+    SOLO,
+    Group,
+    average_grads,
+    broadcast_params,
+    gather_rng_states,
+    mean_values,
+    workers,
+)
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -153,14 +162,38 @@ def decompose(
     written there every ``checkpoint_freq`` steps and an existing checkpoint is resumed.
     ``stop_after`` ends the loop after that many steps of the same schedule (``config.steps`` still
     sets the learning-rate and p annealing), e.g. to check that a regeneration follows a recorded
-    loss history."""
+    loss history. With ``config.workers`` > 1 the batch is split over that many CPU processes
+    (``spd_core.parallel``); this process is the first of them and ends with the trained model."""
     assert stop_after is None or 0 < stop_after <= config.steps, (
         f"stop_after must be in 1..{config.steps} (config.steps), got {stop_after}"
     )
+    if config.workers == 1:
+        result = _train(model, data, config, out_dir, progress, stop_after, SOLO)
+    else:
+        with workers(_train, (model, data, config, out_dir, False, stop_after), config.workers) as group:
+            result = _train(model, data, config, out_dir, progress, stop_after, group)
+    assert result is not None
+    return result
+
+
+def _train(
+    model: ComponentModel,
+    data: DataSource,
+    config: DecompositionConfig,
+    out_dir: Path | None,
+    progress: bool,
+    stop_after: int | None,
+    group: Group,
+) -> TrainResult | None:
+    """The loop of one rank; rank 0 alone evaluates, writes checkpoints and returns the result."""
     end = config.steps if stop_after is None else stop_after
     device = pick_device(config.device)
+    assert group.world == 1 or device.type == "cpu", (
+        f"workers > 1 splits batches over CPU processes; with device {device.type} use workers 1"
+    )
     model.to(device)
-    torch.manual_seed(config.seed)
+    lead = group.rank == 0
+    torch.manual_seed(group.seed(config.seed))
     gen = torch.Generator().manual_seed(config.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
@@ -175,7 +208,7 @@ def decompose(
         model.load_state_dict(state["model"], strict=False)
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["data_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng_ranks"][group.rank] if group.world > 1 else state["torch_rng"])
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"])
         start, history, resumed_from = state["step"], state["history"], state["step"]
@@ -184,9 +217,13 @@ def decompose(
         log.info("resumed from step %d (%s)", start, ckpt_path)
     else:
         _faithfulness_warmup(model, config)
+    broadcast_params(params, group)
 
     def checkpoint(step: int) -> None:
         assert ckpt_path is not None
+        rng = gather_rng_states(group)  # a collective: every rank takes part, rank 0 writes
+        if not lead:
+            return
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_save(
             {
@@ -194,7 +231,8 @@ def decompose(
                 "model": model.trainable_state(),
                 "optimizer": opt.state_dict(),
                 "data_rng": gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
+                "torch_rng": rng[0],
+                "torch_rng_ranks": rng if group.world > 1 else None,
                 "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
                 "history": history,
                 "ci_layer_loss": None if sampler is None else dict(sampler.mean),
@@ -204,11 +242,11 @@ def decompose(
         )
 
     t0 = time.perf_counter()
-    bar = tqdm(range(start, end), initial=start, total=end, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(range(start, end), initial=start, total=end, disable=not (progress and lead), dynamic_ncols=True)
     for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = config.lr_at(step)
-        x = data.batch(config.batch_size, gen).to(device)
+        for param_group in opt.param_groups:
+            param_group["lr"] = config.lr_at(step)
+        x = data.batch(config.batch_size, gen)[group.rows(config.batch_size)].to(device)
         ci_layer = None if sampler is None else sampler.draw()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.autocast_bf16):
             loss, values, ci = loss_terms(model, x, config, step, ci_layer)
@@ -216,6 +254,7 @@ def decompose(
             sampler.update(ci_layer, values["ci_recon"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        average_grads(params, group)
         if config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         opt.step()
@@ -223,16 +262,18 @@ def decompose(
             raise FloatingPointError(f"loss became {float(loss.detach())} at step {step}; terms: {values}")
         if step % config.log_freq == 0 or step == config.steps - 1:
             l0 = sum(l0_per_layer(ci, config.ci_alive_threshold).values())
-            row = {"step": float(step), "loss": float(loss.detach()), **values, "l0_total": l0}
+            row = {"step": float(step), **mean_values({"loss": float(loss.detach()), **values, "l0_total": l0}, group)}
             history.append(row)
             bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"}, refresh=False)
         done = step + 1
-        if done % config.eval_freq == 0 and done < config.steps:
+        if lead and done % config.eval_freq == 0 and done < config.steps:
             history.append({"step": float(done), **evaluate(model, data, config, device)})
         if ckpt_path is not None and done % config.checkpoint_freq == 0 and done < end:
             checkpoint(done)
     bar.close()
     if ckpt_path is not None:  # before the evaluation, whose stochastic masks draw from torch's generator
         checkpoint(end)
+    if not lead:
+        return None
     metrics = evaluate(model, data, config, device)
     return TrainResult(metrics, history, resumed_from, time.perf_counter() - t0)
