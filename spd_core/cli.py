@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the device (default: auto)")
     p.add_argument("--out", type=Path, help="run directory (default: runs/<experiment>); resumes a checkpoint found there")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    p.add_argument("--workers", type=int, help="CPU processes that split each batch (data parallel; default 1)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: faster on shared machines)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -70,6 +71,7 @@ def _apply_overrides(exp: Experiment, args: argparse.Namespace) -> Experiment:
         "seed": args.seed,
         "device": args.device,
         "checkpoint_freq": args.checkpoint_every,
+        "workers": args.workers,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if not overrides:
@@ -89,7 +91,8 @@ def hf_experiment(path: Path, modules: list[str], seq_len: int) -> Experiment:
         patterns.append(ModulePattern(pattern=pattern, C=int(c)))
     config = DecompositionConfig(
         steps=1000, batch_size=16, seq_len=seq_len, modules=patterns, importance_coeff=1e-3, p_start=2.0, p_end=1.0,
-        stochastic_layerwise_coeff=0.0, ci_recon_coeff=1.0, ci_recon_mode="random_layer", output_loss="kl",
+        stochastic_layerwise_coeff=0.0, stochastic_subset_coeff=1.0, ci_recon_coeff=1.0, ci_recon_mode="sequence_layer",
+        output_loss="kl",
         faithfulness_warmup_steps=200, eval_freq=250, eval_batches=2,
     )
     return Experiment(target=HFSpec(source=str(path.resolve())), decomposition=config)

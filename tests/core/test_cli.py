@@ -21,14 +21,17 @@ def _save_tiny(kind: str, path: Path) -> None:
     model.save_pretrained(path)
 
 
-@pytest.mark.parametrize(("kind", "module", "layers"), [
-    ("llama", "model.layers.*.mlp.*_proj:8", {"0.mlp.up", "0.mlp.gate", "0.mlp.down"}),
-    ("gpt2", "transformer.h.*.mlp.c_*:8", {"0.mlp.up", "0.mlp.down"}),
+@pytest.mark.parametrize(("kind", "module", "layers", "extra"), [
+    ("llama", "model.layers.*.mlp.*_proj:8", {"0.mlp.up", "0.mlp.gate", "0.mlp.down"}, []),
+    ("gpt2", "transformer.h.*.mlp.c_*:8", {"0.mlp.up", "0.mlp.down"}, []),
+    ("gpt2", "transformer.h.*.mlp.c_*:8", {"0.mlp.up", "0.mlp.down"}, ["--workers", "2"]),
 ])
-def test_decompose_a_local_transformers_model(tmp_path: Path, kind: str, module: str, layers: set[str], capsys) -> None:
+def test_decompose_a_local_transformers_model(
+    tmp_path: Path, kind: str, module: str, layers: set[str], extra: list[str], capsys
+) -> None:
     _save_tiny(kind, tmp_path / "model")
     rc = main(["--hf", str(tmp_path / "model"), "--module", module, "--steps", "4", "--out", str(tmp_path / "run"),
-               "--no-progress"])
+               "--no-progress", *extra])
     assert rc == 0
     assert "run directory:" in capsys.readouterr().out
     run = load_run(tmp_path / "run")
@@ -45,6 +48,7 @@ def test_decompose_a_local_transformers_model(tmp_path: Path, kind: str, module:
     (["missing.json"], "config file missing.json does not exist"),
     (["--hf", "/nonexistent/dir", "--module", "x:4"], "is not a transformers model directory"),
     (["--hf", "/tmp", "--module", "nocolon"], "malformed --module 'nocolon'"),
+    (["tms_5-2", "--workers", "3", "--batch-size", "32"], "batch_size 32 must be a multiple of workers 3"),
 ])
 def test_bad_input_fails_at_once_naming_what_is_valid(argv: list[str], message: str, capsys, tmp_path: Path) -> None:
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
