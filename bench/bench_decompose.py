@@ -1,7 +1,8 @@
 """Decomposition step time on the built-in toy configs (tms_5-2, resid_mlp1), against the public
 implementation's figures measured on this kind of machine (shared/reference/anchor_perf.md), and on
 the demo language model's recipe (``DEMO_CONFIG``), with the subset term's routing folded into the
-masks against the two-path routing it replaced (interleaved, same masks)."""
+masks against the two-path routing it replaced (interleaved, same masks), and the whole loop with each
+batch split over one and two CPU processes (``workers``)."""
 
 import statistics
 import time
@@ -9,7 +10,7 @@ import time
 import torch
 
 from spd_core.config import DecompositionConfig
-from spd_core.decompose import loss_terms, pick_device
+from spd_core.decompose import decompose, loss_terms, pick_device
 from spd_core.demo import DEMO_CONFIG
 from spd_core.experiments import get_experiment
 from spd_core.losses import output_loss
@@ -95,6 +96,32 @@ def demo_subset_ab(n: int) -> dict:
             "two_path_ms": round(routed, 1), "speedup": round(routed / folded, 2), "max_abs_loss_diff": diff, "n": n}
 
 
+def demo_workers(n: int, worlds: tuple[int, ...] = (1, 2)) -> dict:
+    """Seconds per step of the whole loop (``decompose``) of ``DEMO_CONFIG`` split over 1 and 2 CPU
+    processes: the difference of a 20-step and a (20 + n)-step run, so process start-up cancels."""
+    shipped = load_run("demo")
+    target = shipped.model.target
+    data = data_source(shipped.target_spec, target, DEMO_CONFIG.seq_len)
+    per_step: dict[int, float] = {}
+    for world in worlds:
+        config = DEMO_CONFIG.model_copy(update={"workers": world, "faithfulness_warmup_steps": 0, "device": "cpu"})
+        walls = []
+        for steps in (20, 20 + n):
+            torch.manual_seed(0)
+            model = build_component_model(shipped.target_spec, target, config)
+            t0 = time.perf_counter()
+            decompose(model, data, config, progress=False, stop_after=steps)
+            walls.append(time.perf_counter() - t0)
+        per_step[world] = (walls[1] - walls[0]) / n
+    row: dict = {"bench": "demo decomposition loop split over CPU processes (workers)", "n": n}
+    for world, sec in per_step.items():
+        row[f"workers_{world}_ms"] = round(sec * 1000, 1)
+    row["speedup_2_over_1"] = round(per_step[1] / per_step[2], 2)
+    row[f"minutes_for_{DEMO_CONFIG.steps}_steps_at_workers_{DEMO_CONFIG.workers}"] = round(
+        DEMO_CONFIG.steps * per_step[DEMO_CONFIG.workers] / 60, 1)
+    return row
+
+
 def run(quick: bool = False) -> list[dict]:
     rows = []
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -118,7 +145,8 @@ def run(quick: bool = False) -> list[dict]:
     shipped = load_run("demo")  # DEMO_CONFIG on the shipped target, at mid-schedule
     wall, _ = step_times(shipped.target_spec, shipped.model.target, DEMO_CONFIG, n, warmup=3, step=DEMO_CONFIG.steps // 2)
     ms = statistics.median(wall) * 1000
-    rows.append({"bench": "decompose step demo LM, DEMO_CONFIG (cpu)", "median_ms": round(ms, 1), "steps_per_s": round(1000 / ms, 2),
-                 "n": n, f"minutes_for_{DEMO_CONFIG.steps}_steps": round(DEMO_CONFIG.steps * ms / 60000, 1)})
+    rows.append({"bench": "decompose step demo LM, DEMO_CONFIG's losses on its whole batch in one process (cpu)",
+                 "median_ms": round(ms, 1), "steps_per_s": round(1000 / ms, 2), "n": n})
     rows.append(demo_subset_ab(8 if quick else 30))
+    rows.append(demo_workers(40 if quick else 200))
     return rows

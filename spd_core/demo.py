@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 DEMO_CONFIG = DecompositionConfig(
     seed=0,
-    steps=8000,
+    steps=14000,
     batch_size=32,
     seq_len=48,
     modules=[
@@ -70,6 +70,7 @@ DEMO_CONFIG = DecompositionConfig(
     eval_batches=2,
     log_freq=20,
     checkpoint_freq=250,
+    workers=2,
 )
 
 DEMO_HARVEST = HarvestConfig(threshold=0.5, n_examples=10, window=8, top_tokens=20, top_cofiring=10,

@@ -1,6 +1,6 @@
 """Regenerating the demo with the same seeds follows the shipped run.
 
-The whole recipe (``make demo-run``) takes about 50 minutes, too long for every CI run; its final
+The whole recipe (``make demo-run``) takes about 51 minutes, too long for every CI run; its final
 metrics were compared across two full regenerations by hand (see the README's demo section). Here:
 the decomposition restarted from the shipped target with ``DEMO_CONFIG`` must retrace the first logged
 steps of the shipped ``history.jsonl`` (same batches, same masks, same losses), and the target
