@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 DEMO_CONFIG = DecompositionConfig(
     seed=0,
-    steps=14000,
+    steps=15000,
     batch_size=32,
     seq_len=48,
     modules=[

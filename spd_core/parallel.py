@@ -8,7 +8,9 @@ so the averaged gradient is the full batch's gradient; only the random masks dif
 rank draws them from its own seed.
 """
 
+import os
 import pickle
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -98,10 +100,13 @@ def _child(index: int, fn: Callable[..., object], payload: bytes, init: str, wor
     torch.set_num_threads(threads)
     args = pickle.loads(payload)  # plain pickle: the child's tensors are its own copies, not shared memory
     _join(init, index + 1, world)
-    try:
-        fn(*args, Group(index + 1, world))
-    finally:
-        dist.destroy_process_group()
+    fn(*args, Group(index + 1, world))
+    dist.barrier()  # rank 0 is past its last collective too
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Leave without tearing the group down: gloo's destructors can abort ("terminate called without an
+    # active exception") when rank 0 closes its side first. Rank 0 destroys the group after this exit.
+    os._exit(0)
 
 
 @contextmanager
@@ -123,14 +128,15 @@ def workers(fn: Callable[..., object], args: tuple[object, ...], world: int) -> 
         try:
             _join(init, 0, world)
             yield Group(0, world)
+            dist.barrier()
+            while not ctx.join():
+                pass
         except BaseException as err:
             _stop(ctx, err)
             raise
         finally:
             if dist.is_initialized():
                 dist.destroy_process_group()
-        while not ctx.join():
-            pass
 
 
 def _stop(ctx: ProcessContext, err: BaseException) -> None:

@@ -1,7 +1,8 @@
 """Regenerating the demo with the same seeds follows the shipped run.
 
-The whole recipe (``make demo-run``) takes about 51 minutes, too long for every CI run; its final
-metrics were compared across two full regenerations by hand (see the README's demo section). Here:
+The whole recipe (``make demo-run``) takes about 51 minutes on an idle machine (estimated from its
+measured parts), too long for every CI run; the previous recipe's full regeneration was compared with
+its shipped run by hand (see the README's demo section). Here:
 the decomposition restarted from the shipped target with ``DEMO_CONFIG`` must retrace the first logged
 steps of the shipped ``history.jsonl`` (same batches, same masks, same losses), and the target
 retrained with the shipped config must reach the shipped per-mechanism accuracies
