@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.multiprocessing.spawn import ProcessContext, ProcessException, start_processes
+from torch.nn.utils import parameters_to_vector
 
 TIMEOUT = timedelta(minutes=10)  # a rank that waits this long on its peers gives up
 
@@ -45,32 +46,31 @@ class Group:
 SOLO = Group()
 
 
+def _pieces(flat: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    """``flat`` cut back into tensors shaped like ``like`` (views, no copies)."""
+    return [piece.view_as(t) for piece, t in zip(flat.split([t.numel() for t in like]), like, strict=True)]
+
+
 def average_grads(params: Sequence[torch.nn.Parameter], group: Group) -> None:
     """Replace every gradient by its mean over the ranks (a missing gradient counts as zero)."""
     if group.world == 1:
         return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = parameters_to_vector([p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
     dist.all_reduce(flat)
     flat /= group.world
-    offset = 0
-    for p, g in zip(params, grads, strict=True):
-        n = g.numel()
-        p.grad = flat[offset : offset + n].view_as(p).clone()
-        offset += n
+    for p, grad in zip(params, _pieces(flat, params), strict=True):
+        p.grad = grad
 
 
 def broadcast_params(params: Sequence[torch.nn.Parameter], group: Group) -> None:
     """Give every rank rank 0's parameter values (after a warm-up or a resume, so all start equal)."""
     if group.world == 1:
         return
-    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    flat = parameters_to_vector([p.detach() for p in params])
     dist.broadcast(flat, src=0)
-    offset = 0
     with torch.no_grad():
-        for p in params:
-            p.copy_(flat[offset : offset + p.numel()].view_as(p))
-            offset += p.numel()
+        for p, value in zip(params, _pieces(flat, params), strict=True):
+            p.copy_(value)
 
 
 def mean_values(values: dict[str, float], group: Group) -> dict[str, float]:
