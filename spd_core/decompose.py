@@ -242,8 +242,10 @@ def _train(
         )
 
     t0 = time.perf_counter()
-    bar = tqdm(range(start, end), initial=start, total=end, disable=not (progress and lead), dynamic_ncols=True)
-    for step in bar:
+    # no tqdm at all off the lead: even a disabled bar makes a multiprocessing lock, which a worker
+    # rank (it leaves with os._exit) would leak ("leaked semaphore objects" at shutdown)
+    bar = tqdm(range(start, end), initial=start, total=end, dynamic_ncols=True) if progress and lead else None
+    for step in bar if bar is not None else range(start, end):
         for param_group in opt.param_groups:
             param_group["lr"] = config.lr_at(step)
         x = data.batch(config.batch_size, gen)[group.rows(config.batch_size)].to(device)
@@ -264,13 +266,15 @@ def _train(
             l0 = sum(l0_per_layer(ci, config.ci_alive_threshold).values())
             row = {"step": float(step), **mean_values({"loss": float(loss.detach()), **values, "l0_total": l0}, group)}
             history.append(row)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"}, refresh=False)
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"}, refresh=False)
         done = step + 1
         if lead and done % config.eval_freq == 0 and done < config.steps:
             history.append({"step": float(done), **evaluate(model, data, config, device)})
         if ckpt_path is not None and done % config.checkpoint_freq == 0 and done < end:
             checkpoint(done)
-    bar.close()
+    if bar is not None:
+        bar.close()
     if ckpt_path is not None:  # before the evaluation, whose stochastic masks draw from torch's generator
         checkpoint(end)
     if not lead:

@@ -171,13 +171,16 @@ class NativeLlama(nn.Module):
         if self.config_dict.get("tie_word_embeddings", False):
             state.pop("lm_head.weight", None)
         save_file(state, str(out / WEIGHTS), metadata={"format": "pt"})
-        (out / CONFIG).write_text(json.dumps(self.config_dict, indent=2) + "\n")
+        (out / CONFIG).write_text(json.dumps(self.config_dict, indent=2, sort_keys=True) + "\n")
 
 
 def native_copy(model: nn.Module) -> nn.Module:
     """A transformers Llama as a ``NativeLlama`` with the same weights (``model`` itself when its
     config is not covered), so a freshly trained target runs the same forward as a loaded one."""
-    config = model.config.to_dict()  # type: ignore[union-attr, operator]
+    # the config transformers' save_pretrained writes (defaults dropped, architecture and dtype named),
+    # so a fresh target saves the same config.json as one trained, saved and loaded back
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    config = {**model.config.to_diff_dict(), "architectures": [type(model).__name__], "dtype": dtype}  # type: ignore[union-attr, operator]
     if not supports(config)[0]:
         return model
     native = NativeLlama(config)

@@ -86,3 +86,14 @@ def test_native_copy_of_a_trained_model_saves_a_directory_transformers_loads(tmp
     native.save_pretrained(tmp_path)
     ids = torch.randint(0, hf.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(2))
     assert float((_hf(tmp_path)(ids, use_cache=False).logits - hf(ids, use_cache=False).logits).abs().max()) <= 1e-6
+
+
+def test_native_copy_of_a_fresh_model_writes_the_config_transformers_would(tmp_path: Path) -> None:
+    # a target trained in this process has never been saved: its config names no architecture yet
+    saved = json.loads((DEMO_RUN / "target" / "config.json").read_text())
+    fresh = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in saved.items() if k not in ("architectures", "dtype", "transformers_version")}))
+    fresh.load_state_dict(_hf(DEMO_RUN / "target").state_dict())
+    fresh.save_pretrained(tmp_path / "hf")
+    native_copy(fresh).save_pretrained(tmp_path / "native")  # type: ignore[operator]
+    assert (tmp_path / "native" / "config.json").read_bytes() == (tmp_path / "hf" / "config.json").read_bytes()
+    assert (tmp_path / "native" / "config.json").read_bytes() == (DEMO_RUN / "target" / "config.json").read_bytes()
