@@ -98,8 +98,9 @@ def _join(init: str, rank: int, world: int) -> None:
 
 def _child(index: int, fn: Callable[..., object], payload: bytes, init: str, world: int, threads: int) -> None:
     torch.set_num_threads(threads)
+    _join(init, index + 1, world)  # first: a failure after this reaches rank 0 at its next collective,
+    # one before it would leave rank 0 waiting out the rendezvous timeout
     args = pickle.loads(payload)  # plain pickle: the child's tensors are its own copies, not shared memory
-    _join(init, index + 1, world)
     fn(*args, Group(index + 1, world))
     dist.barrier()  # rank 0 is past its last collective too
     sys.stdout.flush()

@@ -97,6 +97,23 @@ def test_a_failing_worker_fails_the_run_instead_of_hanging(tmp_path: Path) -> No
     assert any("planted failure in rank 1" in note for note in getattr(err.value, "__notes__", [])), err.value
 
 
+class _FailsToUnpickle(RandomTokens):
+    """Random tokens that cannot be rebuilt in another process (the parent never unpickles them)."""
+
+    def __setstate__(self, state: dict) -> None:
+        raise RuntimeError("planted failure while a worker unpickled its arguments")
+
+
+def test_a_worker_failing_before_its_first_step_fails_the_run_at_once(tmp_path: Path) -> None:
+    # the worker joins the group before it unpickles its arguments, so rank 0 sees it go at the first
+    # collective instead of waiting out the rendezvous timeout (10 minutes)
+    config = DETERMINISTIC.model_copy(update={"workers": 2})
+    model = _model(tmp_path, config)
+    with pytest.raises(RuntimeError) as err:
+        decompose(model, _FailsToUnpickle(23, 6), config, progress=False)
+    assert any("planted failure while a worker unpickled" in n for n in getattr(err.value, "__notes__", [])), err.value
+
+
 def test_a_split_run_leaves_nothing_behind_at_exit(tmp_path: Path) -> None:
     # worker ranks leave with os._exit, so anything they made that needs cleaning up at exit is leaked;
     # Python's resource tracker reports that on stderr when the whole program ends
