@@ -88,15 +88,6 @@ class _FailsInRankOne(RandomTokens):
         return super().batch(batch_size, generator)
 
 
-def test_a_failing_worker_fails_the_run_instead_of_hanging(tmp_path: Path) -> None:
-    config = DETERMINISTIC.model_copy(update={"workers": 2})
-    model = _model(tmp_path, config)
-    with pytest.raises(RuntimeError) as err:
-        decompose(model, _FailsInRankOne(23, 6), config, progress=False)
-    # rank 0 sees the closed connection; the note carries the failing rank's own traceback
-    assert any("planted failure in rank 1" in note for note in getattr(err.value, "__notes__", [])), err.value
-
-
 class _FailsToUnpickle(RandomTokens):
     """Random tokens that cannot be rebuilt in another process (the parent never unpickles them)."""
 
@@ -104,14 +95,19 @@ class _FailsToUnpickle(RandomTokens):
         raise RuntimeError("planted failure while a worker unpickled its arguments")
 
 
-def test_a_worker_failing_before_its_first_step_fails_the_run_at_once(tmp_path: Path) -> None:
-    # the worker joins the group before it unpickles its arguments, so rank 0 sees it go at the first
-    # collective instead of waiting out the rendezvous timeout (10 minutes)
+# The second case fails before the worker's first step: it joins the group before it unpickles its
+# arguments, so rank 0 sees it go at the first collective instead of waiting out the rendezvous timeout.
+@pytest.mark.parametrize(("data", "planted"), [
+    (_FailsInRankOne(23, 6), "planted failure in rank 1"),
+    (_FailsToUnpickle(23, 6), "planted failure while a worker unpickled"),
+])
+def test_a_failing_worker_fails_the_run_instead_of_hanging(tmp_path: Path, data: RandomTokens, planted: str) -> None:
     config = DETERMINISTIC.model_copy(update={"workers": 2})
     model = _model(tmp_path, config)
     with pytest.raises(RuntimeError) as err:
-        decompose(model, _FailsToUnpickle(23, 6), config, progress=False)
-    assert any("planted failure while a worker unpickled" in n for n in getattr(err.value, "__notes__", [])), err.value
+        decompose(model, data, config, progress=False)
+    # rank 0 sees the closed connection; the note carries the failing rank's own traceback
+    assert any(planted in note for note in getattr(err.value, "__notes__", [])), err.value
 
 
 def test_a_split_run_leaves_nothing_behind_at_exit(tmp_path: Path) -> None:
