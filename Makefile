@@ -8,17 +8,31 @@ UV_FLAGS := $(foreach d,$(FIND_LINKS),--find-links $(d))
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast check bench demo-run clean investigate
+.PHONY: install lock test test-fast check bench demo-run clean investigate
 
 include mk/infra.mk
 
-$(STAMP): pyproject.toml
+# Installs come from the lock file alone (exact versions of every package, dev tools included), so a
+# fresh clone gets what the tests last passed with; `make lock` upgrades on purpose.
+LOCK := requirements.lock
+LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
+UV_VERSION = $(shell sed -n 's/^uv==//p' $(LOCK))
+
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade uv
-	$(PY) -m uv pip install -q -p $(PY) $(UV_FLAGS) -e ".[dev]"
+	$(PY) -m pip install -q "uv==$(UV_VERSION)"
+	$(PY) -m uv pip sync -q -p $(PY) $(UV_FLAGS) $(LOCK)
+	$(PY) -m uv pip install -q -p $(PY) --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolves every dependency to its newest allowed release and rewrites the lock (then: make test).
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q uv
+	$(PY) -m uv pip compile -q --upgrade --extra dev $(UV_FLAGS) $(LOCK_TARGET) \
+		--custom-compile-command "make lock" pyproject.toml -o $(LOCK)
 
 # The README's test command: installs what is missing, then runs every tier.
 test: install infra check

@@ -96,4 +96,8 @@ def test_native_copy_of_a_fresh_model_writes_the_config_transformers_would(tmp_p
     fresh.save_pretrained(tmp_path / "hf")
     native_copy(fresh).save_pretrained(tmp_path / "native")  # type: ignore[operator]
     assert (tmp_path / "native" / "config.json").read_bytes() == (tmp_path / "hf" / "config.json").read_bytes()
-    assert (tmp_path / "native" / "config.json").read_bytes() == (DEMO_RUN / "target" / "config.json").read_bytes()
+    # against the shipped file, everything but the writer's version (a new transformers release may run the test)
+    def unversioned(path: Path) -> dict[str, object]:
+        return {k: v for k, v in json.loads(path.read_text()).items() if k != "transformers_version"}
+
+    assert unversioned(tmp_path / "native" / "config.json") == unversioned(DEMO_RUN / "target" / "config.json")
