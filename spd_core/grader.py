@@ -1,7 +1,7 @@
 """Grader: functional scores of a claimed circuit for a mechanism, and a simple search that finds one.
 
 Given probe prompts (token ids, target token, mechanism tag, optional foil, position) and a set of
-components, with ``spd_core.analysis.ablation.ablate``:
+components, measured per probe by ``spd_core.analysis.validation.measure`` (shared with validation):
 - necessity: ablating the set (mode remove) on the mechanism's probes; ``necessity`` is the mean
   relative drop of the target probability, (p_before − p_removed) / p_before (1: destroyed, 0:
   untouched, negative: helped), with the accuracy before and after;
@@ -9,7 +9,7 @@ components, with ``spd_core.analysis.ablation.ablate``:
   min(p_kept / p_before, 1) (1: preserved), with the accuracy when kept;
 - specificity: ablating the set on every other mechanism's probes; ``specificity`` is 1 − the mean
   relative drop there, clamped to [0, 1] per probe (1: the others are unharmed).
-A probe is correct when the target is the argmax, or, with a foil, when p(target) > p(foil).
+A probe is correct when the target is the strict argmax, or, with a foil, when p(target) > p(foil).
 """
 
 from collections.abc import Mapping, Sequence
@@ -18,20 +18,12 @@ from typing import Any
 
 import torch
 
-from spd_core.analysis.ablation import AblationRegime, ablate
+from spd_core.analysis.ablation import AblationRegime
 from spd_core.analysis.ci import compute_ci
+from spd_core.analysis.validation import MeasureSettings, Probe, measure
 from spd_core.harvest import encode
 from spd_core.keys import ComponentKey
 from spd_core.model import ComponentModel
-
-
-@dataclass(frozen=True)
-class Probe:
-    token_ids: list[int]
-    target: int
-    mechanism: str
-    foil: int | None = None
-    position: int = -1
 
 
 def probes_from_prompts(prompts: Sequence[Mapping[str, Any]], tokenizer: Any) -> list[Probe]:
@@ -52,18 +44,6 @@ def probes_from_prompts(prompts: Sequence[Mapping[str, Any]], tokenizer: Any) ->
 
 
 @dataclass(frozen=True)
-class ProbeOutcome:
-    p_before: float
-    p_after: float
-    correct_before: bool
-    correct_after: bool
-
-    @property
-    def relative_drop(self) -> float:
-        return (self.p_before - self.p_after) / max(self.p_before, 1e-12)
-
-
-@dataclass(frozen=True)
 class Grade:
     mechanism: str
     components: list[ComponentKey]
@@ -75,23 +55,6 @@ class Grade:
     accuracy_kept: float
     specificity: float | None  # None when no other mechanism has probes
     other_drops: dict[str, float] = field(default_factory=dict)  # mechanism -> mean relative drop
-
-
-def _outcome(model: ComponentModel, probe: Probe, comps: Sequence[ComponentKey], mode: str, regime: AblationRegime,
-             seed: int) -> ProbeOutcome:
-    x = torch.tensor([probe.token_ids], device=next(model.parameters()).device)
-    kw: dict[str, Any] = {"mode": mode, "regime": regime, "position": probe.position, "k": 1, "seed": seed}
-    r = ablate(model, x, comps, token=probe.target, **kw)
-    assert r.token_prob_before is not None and r.token_prob_after is not None
-    if probe.foil is None:
-        correct_before = r.before_top[0][0] == probe.target
-        correct_after = r.after_top[0][0] == probe.target
-    else:
-        rf = ablate(model, x, comps, token=probe.foil, **kw)
-        assert rf.token_prob_before is not None and rf.token_prob_after is not None
-        correct_before = r.token_prob_before > rf.token_prob_before
-        correct_after = r.token_prob_after > rf.token_prob_after
-    return ProbeOutcome(r.token_prob_before, r.token_prob_after, correct_before, correct_after)
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -111,12 +74,13 @@ def grade_circuit(
     tags = sorted({p.mechanism for p in probes})
     assert mine, f"no probe has mechanism {mechanism!r}; valid: {', '.join(tags)}"
     assert components, "give at least one component to grade"
-    removed = [_outcome(model, p, components, "remove", regime, seed) for p in mine]
-    kept = [_outcome(model, p, components, "keep_only", regime, seed) for p in mine]
+    settings = MeasureSettings(seed=seed)
+    removed = [measure(model, p, "remove", regime, components, settings=settings) for p in mine]
+    kept = [measure(model, p, "keep_only", regime, components, settings=settings) for p in mine]
     drops: dict[str, list[float]] = {}
     for p in probes:
         if p.mechanism != mechanism:
-            o = _outcome(model, p, components, "remove", regime, seed)
+            o = measure(model, p, "remove", regime, components, settings=settings)
             drops.setdefault(p.mechanism, []).append(min(max(o.relative_drop, 0.0), 1.0))
     other = {m: _mean(v) for m, v in drops.items()}
     all_drops = [d for v in drops.values() for d in v]

@@ -5,7 +5,7 @@ Reconstruction compares the masked model's output with the target's: MSE (mean o
 toys, KL(target ‖ masked) per position, averaged over positions, for language models.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -169,6 +169,42 @@ class LossWeightedLayers:
         self.mean[layer] = loss if old is None else self.decay * old + (1 - self.decay) * loss
 
 
+def signed_gradient_masks(
+    lower: Mapping[str, Tensor],
+    objective: Callable[[dict[str, Tensor], dict[str, Tensor]], Tensor],
+    steps: int,
+    step_size: float,
+    init: Literal["random", "ones", "zeros"] = "random",
+    maximize: bool = True,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Masks m = g + (1 − g)·s and delta masks d = s_δ whose sources s ∈ [0, 1] are chosen by ``steps``
+    signed-gradient steps of size ``step_size`` on ``objective(masks, delta)`` (ascent when
+    ``maximize``, else descent). The one PGD loop of the project: training's adversarial masks and the
+    analyses' worst cases both come from here. Gradients flow back to g through the returned masks."""
+    g_d = {k: g.detach() for k, g in lower.items()}
+    make = {"random": torch.rand_like, "ones": torch.ones_like, "zeros": torch.zeros_like}[init]
+    sources = {k: make(torch.cat([g, g[..., :1]], dim=-1)) for k, g in g_d.items()}
+    sign = 1.0 if maximize else -1.0
+
+    def split(src: Mapping[str, Tensor], g: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        return (
+            {k: g[k] + (1 - g[k]) * s[..., :-1] for k, s in src.items()},
+            {k: s[..., -1] for k, s in src.items()},
+        )
+
+    for _ in range(steps):
+        for s in sources.values():
+            s.requires_grad_(True)
+        loss = objective(*split(sources, g_d))
+        grads = torch.autograd.grad(loss, list(sources.values()), allow_unused=True)
+        with torch.no_grad():
+            sources = {
+                k: s.detach() if gr is None else (s + sign * step_size * gr.sign()).clamp(0, 1)
+                for (k, s), gr in zip(sources.items(), grads, strict=True)
+            }
+    return split({k: s.detach() for k, s in sources.items()}, lower)
+
+
 def pgd_masks(
     model: ComponentModel,
     x: Tensor,
@@ -180,30 +216,11 @@ def pgd_masks(
     mode: ReconMode = "all",
     init: Literal["random", "ones", "zeros"] = "random",
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Adversarial masks m = g + (1 − g)·s whose sources s maximise the reconstruction loss.
-
-    ``steps`` signed-gradient ascent steps of size ``step_size`` on s (the last source coordinate is the
-    delta mask), clamped to [0, 1]. Gradients flow back to g through the returned masks, not to s.
-    """
-    ci_d = {k: g.detach() for k, g in ci_lower.items()}
-    make = {"random": torch.rand_like, "ones": torch.ones_like, "zeros": torch.zeros_like}[init]
-    sources = {k: make(torch.cat([g, g[..., :1]], dim=-1)) for k, g in ci_d.items()}
-
-    def split(src: Mapping[str, Tensor], ci: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        return (
-            {k: ci[k] + (1 - ci[k]) * s[..., :-1] for k, s in src.items()},
-            {k: s[..., -1] for k, s in src.items()},
-        )
-
-    for _ in range(steps):
-        for s in sources.values():
-            s.requires_grad_(True)
-        masks, delta = split(sources, ci_d)
-        loss = masked_recon_loss(model, x, target_out, masks, delta, kind, mode)
-        grads = torch.autograd.grad(loss, list(sources.values()))
-        with torch.no_grad():
-            sources = {k: (s + step_size * g.sign()).clamp(0, 1) for (k, s), g in zip(sources.items(), grads, strict=True)}
-    return split({k: s.detach() for k, s in sources.items()}, ci_lower)
+    """Adversarial masks m = g + (1 − g)·s whose sources s maximise the reconstruction loss
+    (``signed_gradient_masks`` with the masked reconstruction loss as its objective)."""
+    return signed_gradient_masks(
+        ci_lower, lambda m, d: masked_recon_loss(model, x, target_out, m, d, kind, mode), steps, step_size, init
+    )
 
 
 def pgd_recon_loss(

@@ -1,19 +1,21 @@
 """Ablation: remove a set of components or nodes (necessity) or keep only them (sufficiency).
 
-Masks per regime (``before`` is always the target model's own prediction):
-- ``deterministic``: remove = all-ones masks with the weight delta, the set at 0, so exactly the
-  target minus the set's contribution (equal to subtracting their weights); keep_only = the set at 1,
-  every other component at 0 and no delta (the decomposition's residual is not part of the set).
-- ``stochastic``: masks uniform in [CI, 1] (delta uniform in [0, 1]) with the set forced to 0
-  (remove); or the set sampled in [CI, 1] and everything else, delta included, at 0 (keep_only).
-  Mean over samples, seeded.
-- ``adversarial``: the same constraint, with the free masks chosen in [CI, 1] (delta in [0, 1]) by
-  signed-gradient ascent on KL(target ‖ ablated) at the position (worst case for the claim).
+Masks per regime (``before`` is always the target model's own prediction). Under SPD a component
+whose causal importance is 0 may take any mask in [0, 1] without changing the output, so:
+- ``deterministic``: remove = all-ones masks with the weight delta, the set at 0: exactly the target
+  minus the set's contribution (equal to subtracting their weights when the delta is negligible);
+  keep_only = the set at 1, every other component at 0 and no delta: the set alone.
+- ``stochastic`` (mean over seeded samples): remove = the set at 0, every other component uniform in
+  [CI, 1], the delta uniform in [0, 1]; keep_only = the set uniform in [CI, 1], everything outside
+  it (delta included) uniform in [0, 1], i.e. treated as causally unimportant.
+- ``adversarial``: the same ranges, the free masks chosen by signed-gradient steps to be the worst
+  case for the claim: keep_only maximises KL(target ‖ ablated) at the position (can the rest break
+  the prediction?); remove minimises it (can the rest restore the prediction without the set?).
 A component is ablated at every position; a node only at its position.
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -31,6 +33,8 @@ from spd_core.analysis.common import (
 from spd_core.analysis.health import checked_forward
 from spd_core.analysis.overlay import Edit, applied
 from spd_core.keys import ComponentKey, NodeKey
+from spd_core.losses import signed_gradient_masks
+from spd_core.masks import stochastic_masks
 from spd_core.model import ComponentModel
 
 AblationMode = Literal["remove", "keep_only"]
@@ -51,6 +55,8 @@ class AblationResult:
     token: int | None
     token_prob_before: float | None
     token_prob_after: float | None
+    also_before: dict[int, float] = field(default_factory=dict)  # probabilities of the ``also`` tokens
+    also_after: dict[int, float] = field(default_factory=dict)
 
     @property
     def token_prob_change(self) -> float | None:
@@ -82,12 +88,15 @@ def selection_masks(
     return sel
 
 
-def _constrain(
-    free: Mapping[str, Tensor], free_delta: Mapping[str, Tensor], sel: Mapping[str, Tensor], mode: AblationMode
-) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    if mode == "remove":
-        return {k: m * (1 - sel[k]) for k, m in free.items()}, dict(free_delta)
-    return {k: m * sel[k] for k, m in free.items()}, {k: torch.zeros_like(d) for k, d in free_delta.items()}
+def _lower_bounds(g: Mapping[str, Tensor], sel: Mapping[str, Tensor], mode: AblationMode) -> dict[str, Tensor]:
+    """The lowest mask each component may take: its CI, except the set (remove) or everything outside
+    the set (keep_only), which has 0."""
+    return {k: v * (1 - sel[k]) if mode == "remove" else v * sel[k] for k, v in g.items()}
+
+
+def _constrain(masks: Mapping[str, Tensor], sel: Mapping[str, Tensor], mode: AblationMode) -> dict[str, Tensor]:
+    """Removal forces the set to 0; keep_only leaves every mask free in its range."""
+    return {k: m * (1 - sel[k]) for k, m in masks.items()} if mode == "remove" else dict(masks)
 
 
 def ablate(
@@ -99,6 +108,7 @@ def ablate(
     regime: AblationRegime = "deterministic",
     position: int = -1,
     token: int | None = None,
+    also: Sequence[int] = (),
     k: int = 5,
     n_samples: int = 8,
     pgd_steps: int = 20,
@@ -121,25 +131,37 @@ def ablate(
         seq = per_position(like).shape[0]
         out_seq = per_position(target_out).shape[0]
         pos = resolve(position, out_seq)
-        if token is not None:
-            vocab = target_out.shape[-1]
-            assert 0 <= token < vocab, f"token id {token} out of range; valid: 0..{vocab - 1}"
+        vocab = target_out.shape[-1]
+        for t in ([] if token is None else [token]) + list(also):
+            assert 0 <= t < vocab, f"token id {t} out of range; valid: 0..{vocab - 1}"
         sel = {kk: model_shaped(v, like) for kk, v in selection_masks(model, seq, components, nodes).items()}
         g = {kk: v.detach() for kk, v in ci.lower.items()}
         outs: list[Tensor] = []
+
+        def forward(masks: Mapping[str, Tensor], delta: Mapping[str, Tensor]) -> Tensor:
+            return checked_forward(model, x, masks=dict(masks), delta_masks=dict(delta), what="ablated forward").output
+
+        lower = _lower_bounds(g, sel, mode)
         if regime == "deterministic":
-            ones = {kk: torch.ones_like(v) for kk, v in g.items()}
-            masks, delta = _constrain(ones, {kk: torch.ones_like(v[..., 0]) for kk, v in g.items()}, sel, mode)
+            on = 1.0 if mode == "remove" else 0.0  # everything outside the set: on (remove) or off
+            masks = {kk: on + (1 - 2 * on) * sel[kk].expand_as(v) for kk, v in g.items()}
+            delta = {kk: torch.full_like(v[..., 0], on) for kk, v in g.items()}
             with torch.no_grad():
-                outs.append(checked_forward(model, x, masks=masks, delta_masks=delta, what="ablated forward").output)
+                outs.append(forward(masks, delta))
         elif regime == "stochastic":
             with torch.no_grad():
                 for _ in range(n_samples):
-                    free = {kk: v + (1 - v) * torch.rand_like(v) for kk, v in g.items()}
-                    masks, delta = _constrain(free, {kk: torch.rand_like(v[..., 0]) for kk, v in g.items()}, sel, mode)
-                    outs.append(checked_forward(model, x, masks=masks, delta_masks=delta, what="ablated forward").output)
+                    masks, delta = stochastic_masks(lower)
+                    outs.append(forward(_constrain(masks, sel, mode), delta))
         else:
-            outs.append(_adversarial(model, x, g, sel, mode, target_out, pos, pgd_steps, pgd_step_size))
+            ref = per_position(target_out)[pos]
+            masks, delta = signed_gradient_masks(
+                lower,
+                lambda m, d: kl_div(ref, per_position(forward(_constrain(m, sel, mode), d))[pos]),
+                pgd_steps, pgd_step_size, maximize=mode == "keep_only",
+            )
+            with torch.no_grad():
+                outs.append(forward(_constrain(masks, sel, mode), delta))
     before = per_position(target_out)[pos].float().softmax(-1)
     afters = [per_position(o)[pos].float() for o in outs]
     after_probs = torch.stack([a.softmax(-1) for a in afters]).mean(0)
@@ -149,29 +171,5 @@ def ablate(
         token=token,
         token_prob_before=None if token is None else float(before[token]),
         token_prob_after=None if token is None else float(after_probs[token]),
+        also_before={t: float(before[t]) for t in also}, also_after={t: float(after_probs[t]) for t in also},
     )
-
-
-def _adversarial(
-    model: ComponentModel, x: Tensor, g: Mapping[str, Tensor], sel: Mapping[str, Tensor], mode: AblationMode,
-    target_out: Tensor, pos: int, steps: int, step_size: float,
-) -> Tensor:
-    """Signed-gradient ascent on the sources s of m = g + (1 − g)·s (and of the delta mask), constrained."""
-    src = {kk: torch.rand_like(v) for kk, v in g.items()}
-    src_d = {kk: torch.rand_like(v[..., 0]) for kk, v in g.items()}
-    ref = per_position(target_out)[pos]
-    for _ in range(steps):
-        leaves = [*src.values(), *src_d.values()]
-        for t in leaves:
-            t.requires_grad_(True)
-        masks, delta = _constrain({kk: g[kk] + (1 - g[kk]) * src[kk] for kk in g}, src_d, sel, mode)
-        out = checked_forward(model, x, masks=masks, delta_masks=delta, what="adversarial ablation forward").output
-        loss = kl_div(ref, per_position(out)[pos])
-        grads = torch.autograd.grad(loss, leaves)
-        with torch.no_grad():
-            new = [(t + step_size * gr.sign()).clamp(0, 1) for t, gr in zip(leaves, grads, strict=True)]
-        src = dict(zip(src, new[: len(src)], strict=True))
-        src_d = dict(zip(src_d, new[len(src) :], strict=True))
-    with torch.no_grad():
-        masks, delta = _constrain({kk: g[kk] + (1 - g[kk]) * src[kk] for kk in g}, src_d, sel, mode)
-        return checked_forward(model, x, masks=masks, delta_masks=delta, what="adversarial ablation forward").output
