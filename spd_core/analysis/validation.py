@@ -26,7 +26,7 @@ The adversarial regime (the rest chosen within the same ranges to break the clai
 the claim's robustness, not required.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -185,6 +185,7 @@ class RegimeNumbers:
 
 @dataclass(frozen=True)
 class Validation:
+    used: list[int]  # indices of the examples measured (the model answers them correctly)
     n_examples: int
     n_dropped: int  # examples the model itself gets wrong: not used
     baseline: float  # share of the most common correct answer
@@ -268,7 +269,7 @@ def validate(
         leaked = [float(o.answer_after in counts and o.answer_after != p.target and o.correct_before)
                   for p, o in zip(others, others_kept, strict=True)] if free else []
         numbers[regime] = _regime_numbers(regime, removed, kept, others_removed, others_kept, leaked, baseline, cfg)
-    return _judge(numbers, len(mine), len(examples) - len(mine), baseline, len(counts), len(others), cfg, notes)
+    return _judge(numbers, keep, len(examples) - len(mine), baseline, len(counts), len(others), cfg, notes)
 
 
 def _regime_numbers(regime: AblationRegime, removed: list[Outcome], kept: list[Outcome], others: list[Outcome],
@@ -301,8 +302,9 @@ def _regime_numbers(regime: AblationRegime, removed: list[Outcome], kept: list[O
     )
 
 
-def _judge(numbers: dict[AblationRegime, RegimeNumbers], n: int, dropped: int, baseline: float, distinct: int,
+def _judge(numbers: dict[AblationRegime, RegimeNumbers], used: list[int], dropped: int, baseline: float, distinct: int,
            n_others: int, cfg: ValidationConfig, notes: list[str]) -> Validation:
+    n = len(used)
     bars = {"necessity": cfg.necessity_bar, "specificity": cfg.specificity_bar, "sufficiency": cfg.sufficiency_bar}
     few = n < cfg.min_examples
     if few:
@@ -332,7 +334,95 @@ def _judge(numbers: dict[AblationRegime, RegimeNumbers], n: int, dropped: int, b
     if few:
         necessity = specificity = sufficiency = "inconclusive"
     return Validation(
-        n_examples=n, n_dropped=dropped, baseline=baseline, distinct_answers=distinct, n_others=n_others,
+        used=used, n_examples=n, n_dropped=dropped, baseline=baseline, distinct_answers=distinct, n_others=n_others,
         regimes=numbers, necessity=necessity, sufficiency=sufficiency, specificity=specificity,
         sufficient_alone=suff("deterministic"), sufficient_adversarial=suff("adversarial"), bars=bars, notes=notes,
     )
+
+
+def held_out(
+    probes: Sequence[Probe], mechanism: str, exclude: Sequence[list[int]] = (), n_examples: int = 40,
+    n_others: int = 40, seed: int = 0,
+) -> tuple[list[Probe], list[Probe]]:
+    """A seeded sample of ``mechanism``'s probes whose token ids are not in ``exclude`` (the prompts a
+    claim was found on), and a sample of the other mechanisms' probes (as even across them as it can)."""
+    tags = sorted({p.mechanism for p in probes})
+    assert mechanism in tags, f"no probe has mechanism {mechanism!r}; valid: {', '.join(tags) or 'none (no probes)'}"
+    skip = {tuple(e) for e in exclude}
+    gen = torch.Generator().manual_seed(seed)
+
+    def sample(pool: list[Probe], n: int) -> list[Probe]:
+        order = torch.randperm(len(pool), generator=gen).tolist()
+        return [pool[i] for i in order[:n]]
+
+    mine = sample([p for p in probes if p.mechanism == mechanism and tuple(p.token_ids) not in skip], n_examples)
+    rest = [t for t in tags if t != mechanism]
+    others: list[Probe] = []
+    for i, tag in enumerate(rest):
+        share = n_others // len(rest) + (1 if i < n_others % len(rest) else 0)
+        others += sample([p for p in probes if p.mechanism == tag], share)
+    return mine, others
+
+
+def with_model_answers(model: ComponentModel, probes: Sequence[Probe]) -> list[Probe]:
+    """Probes whose ``target`` is -1 ("whatever the model says") get the model's own top-1 there."""
+    out = []
+    device = next(model.parameters()).device
+    for p in probes:
+        if p.target >= 0:
+            out.append(p)
+            continue
+        with torch.no_grad():
+            logits = model(p.as_input(device)).output
+        row = logits[0, p.position] if logits.ndim == 3 else logits[0]
+        out.append(Probe(p.token_ids, int(row.argmax()), p.mechanism, p.foil, p.position, p.features))
+    return out
+
+
+Claim = Literal["necessary", "sufficient", "specific"]
+PROPERTY: dict[str, str] = {"necessary": "necessity", "sufficient": "sufficiency", "specific": "specificity"}
+
+
+@dataclass(frozen=True)
+class ClaimJudgement:
+    status: Literal["supported", "refuted", "inconclusive", "unvalidated"]
+    confidence: Literal["high", "medium", "low"]
+    reasons: list[str]
+
+
+def judge_claims(claims: Sequence[Claim], verdicts: Sequence[Mapping[str, object]]) -> ClaimJudgement:
+    """What an explanation may say, from the validations it rests on (each a mapping with the verdicts
+    'necessity', 'sufficiency', 'specificity', 'robust_to_adversary' and 'n_examples').
+
+    Refuted when any validation finds a claimed property failing; supported when every claimed property
+    holds in some validation and fails in none; else inconclusive. Confidence: high when supported on
+    ≥ 30 examples in every validation (and, for sufficiency, robust to the adversary), medium when
+    supported otherwise, low otherwise. No validation: unvalidated, low.
+    """
+    assert claims, f"claim at least one property; valid: {', '.join(PROPERTY)}"
+    bad = [c for c in claims if c not in PROPERTY]
+    assert not bad, f"unknown claim(s) {bad}; valid: {', '.join(PROPERTY)}"
+    if not verdicts:
+        return ClaimJudgement("unvalidated", "low", ["no validation: call validate_claim and cite its validation_id"])
+    reasons: list[str] = []
+    failed = held = False
+    held_all = True
+    for claim in dict.fromkeys(claims):
+        prop = PROPERTY[claim]
+        states = [str(v.get(prop)) for v in verdicts]
+        if "fails" in states:
+            failed = True
+            reasons.append(f"{prop} fails")
+        elif "holds" in states:
+            held = True
+            reasons.append(f"{prop} holds")
+        else:
+            held_all = False
+            reasons.append(f"{prop} is inconclusive")
+    if failed:
+        return ClaimJudgement("refuted", "low", reasons)
+    if not (held and held_all):
+        return ClaimJudgement("inconclusive", "low", reasons)
+    big = all(int(str(v.get("n_examples", 0))) >= 30 for v in verdicts)
+    robust = "sufficient" not in claims or any(v.get("robust_to_adversary") == "holds" for v in verdicts)
+    return ClaimJudgement("supported", "high" if big and robust else "medium", reasons)

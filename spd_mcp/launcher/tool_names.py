@@ -16,6 +16,7 @@ TOOL_GROUPS: dict[str, tuple[str, ...]] = {
     "circuits and attributions": ("get_attributions", "optimize_circuit",
                                   "get_dataset_attributions"),
     "interventions": ("ablate", "steer", "edit_component"),
+    "validation": ("validate_claim",),
     "records": ("update_research_log", "record_hypothesis", "save_graph_artifact",
                 "save_explanation", "set_investigation_summary"),
     "jobs and status": ("get_job", "cancel_job", "server_status"),

@@ -34,6 +34,7 @@ class ProbePrompt:
     target_token: str
     mechanism: str
     position: int | None = None
+    foil: str | None = None
 
 
 @dataclass
@@ -64,7 +65,7 @@ def served_from_loaded(loaded: Any) -> ServedRun:
     probes = [
         p if isinstance(p, ProbePrompt) else ProbePrompt(
             text=_get(p, "text"), target_token=_get(p, "target_token", "") or _get(p, "target", ""), mechanism=_get(p, "mechanism", "") or "",
-            position=_get(p, "position", None),
+            position=_get(p, "position", None), foil=_get(p, "foil", None) or None,
         )
         for p in (getattr(loaded, "probes", None) or [])
     ]

@@ -1,4 +1,5 @@
-"""The SQLite store (aiosqlite, WAL): prompts, graphs, circuits, interventions, edits, jobs, tool calls.
+"""The SQLite store (aiosqlite, WAL): prompts, graphs, circuits, interventions, validations, edits, jobs,
+tool calls.
 
 Rows keep their payload as JSON text; graphs are retrievable by their integer ``graph_id``.
 Without a workspace the store lives in memory.
@@ -28,6 +29,8 @@ CREATE TABLE IF NOT EXISTS edits (
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, tool TEXT NOT NULL, status TEXT NOT NULL, params TEXT NOT NULL, result TEXT,
     error TEXT, created REAL NOT NULL, finished REAL);
+CREATE TABLE IF NOT EXISTS validations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, params TEXT NOT NULL, data TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tool_calls (
     id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER, tool TEXT NOT NULL, args TEXT NOT NULL,
     duration_ms REAL NOT NULL, outcome TEXT NOT NULL, error TEXT, created REAL NOT NULL);
@@ -110,6 +113,21 @@ class Store:
             "INSERT INTO interventions (kind, params, data, created) VALUES (?, ?, ?, ?)",
             (kind, _dump(params), _dump(data), time.time()),
         )
+
+    async def add_validation(self, params: dict[str, Any], data: dict[str, Any]) -> int:
+        """Store a validation (its arguments and result); returns its validation_id."""
+        return await self._insert(
+            "INSERT INTO validations (params, data, created) VALUES (?, ?, ?)", (_dump(params), _dump(data), time.time())
+        )
+
+    async def get_validation(self, validation_id: int) -> dict[str, Any]:
+        async with self._conn.execute("SELECT data FROM validations WHERE id = ?", (validation_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            async with self._conn.execute("SELECT id FROM validations ORDER BY id") as cur:
+                ids = [r[0] for r in await cur.fetchall()]
+            raise ValueError(f"unknown validation_id {validation_id}; valid: {ids or 'none yet (call validate_claim)'}")
+        return json.loads(row[0])
 
     async def put_edit(
         self, edit_id: str, params: dict[str, Any], data: dict[str, Any], tensors: bytes | None = None

@@ -67,6 +67,21 @@ async def test_ablate_reports_every_regime_and_nodes(lm) -> None:
     assert keep["mode"] == "keep_only" and keep["regimes"][0]["kl"] != every["regimes"][0]["kl"] and keep["regimes"][0]["kl"] >= 0
 
 
+async def test_keep_only_in_every_regime_and_the_adversary_is_the_worst_case_for_the_claim(lm) -> None:
+    args = {"text": TEXT, "components": SET, "regime": "all", "n_samples": 4, "adversarial_steps": 8, "token": "mat"}
+    async with Client(make_server(lm)) as c:
+        keep = await ok(c, "ablate", {**args, "mode": "keep_only"})
+        remove = await ok(c, "ablate", {**args, "mode": "remove"})
+        zero_steps = await ok(c, "ablate", {**args, "mode": "keep_only", "regime": "adversarial", "adversarial_steps": 1})
+    by_keep = {r["regime"]: r for r in keep["regimes"]}
+    by_remove = {r["regime"]: r for r in remove["regimes"]}
+    assert set(by_keep) == {"deterministic", "stochastic", "adversarial"}
+    # keep_only: the adversary pushes the output away from the target's; remove: it pulls it back
+    assert by_keep["adversarial"]["kl"] > zero_steps["regimes"][0]["kl"]
+    assert by_keep["adversarial"]["kl"] > by_keep["stochastic"]["kl"]
+    assert by_remove["adversarial"]["kl"] < by_remove["stochastic"]["kl"]
+
+
 async def test_steer_zero_equals_deterministic_remove_and_one_changes_nothing(lm) -> None:
     scales = dict.fromkeys(SET, 0.0)
     async with Client(make_server(lm)) as c:

@@ -9,8 +9,9 @@ from spd_mcp.server.tools import (
     jobs,
     model,
     records,
+    validation,
 )
 
 ALL_TOOLS = [
-    *model.TOOLS, *data.TOOLS, *components.TOOLS, *circuits.TOOLS, *interventions.TOOLS, *editing.TOOLS, *records.TOOLS, *jobs.TOOLS,
+    *model.TOOLS, *data.TOOLS, *components.TOOLS, *circuits.TOOLS, *interventions.TOOLS, *validation.TOOLS, *editing.TOOLS, *records.TOOLS, *jobs.TOOLS,
 ]

@@ -38,8 +38,9 @@ class AblateInput(Input):
     )
     regime: AblationRegime | Literal["all"] | list[AblationRegime] = Field(
         "deterministic",
-        description="'deterministic' (other components fully on), 'stochastic' (others sampled in [CI, 1], mean of "
-        "n_samples), 'adversarial' (others chosen to hurt most), a list of these, or 'all'",
+        description="'deterministic' (remove: everything else on; keep_only: the set alone, everything else off), "
+        "'stochastic' (remove: others in [CI, 1]; keep_only: the set in [CI, 1], everything else anywhere in [0, 1]; "
+        "mean of n_samples), 'adversarial' (the same ranges, chosen to be the worst case for the claim), a list, or 'all'",
     )
     position: int = Field(-1, ge=-100000, le=100000, description="position whose next-token distribution is compared (default: the last)")
     token: str | None = Field(None, max_length=200, description="a token (exactly one) whose probability change is reported")
@@ -95,8 +96,8 @@ async def ablate(state: AppState, inp: AblateInput, ctx: Context) -> AblateResul
     def work() -> list[AblationResult]:
         return [
             core_ablate(
-                state.run.model, mi.x, comps, nodes, inp.mode, r, pos, tid, inp.top_k, inp.n_samples,
-                inp.adversarial_steps, seed=inp.seed, edit=edit,
+                state.run.model, mi.x, comps, nodes, mode=inp.mode, regime=r, position=pos, token=tid, k=inp.top_k,
+                n_samples=inp.n_samples, pgd_steps=inp.adversarial_steps, seed=inp.seed, edit=edit,
             )
             for r in regimes
         ]

@@ -8,6 +8,7 @@ from mcp.server.mcpserver import Context
 from pydantic import AfterValidator, Field
 from pydantic.config import JsonDict
 
+from spd_core.analysis.validation import Claim, judge_claims
 from spd_core.keys import parse_component_key
 from spd_mcp.server.graph_render import artifact_payload, markdown_snippet, render_svg, select
 from spd_mcp.server.schemas import Input, StoredGraph, Wire
@@ -123,7 +124,17 @@ class ExplanationInput(Input):
     explanation: str = Field(min_length=1, max_length=20000, description="the mechanism in plain words")
     components: list[ComponentRole] = Field(min_length=1, max_length=64, description="components involved, each with its role")
     evidence: list[EvidenceItem] = Field(default_factory=list, max_length=64, description="experiments supporting it")
-    confidence: Literal["high", "medium", "low"] = Field(description="high, medium or low")
+    validation_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(
+        default_factory=list, max_length=20,
+        description="validate_claim results this rests on; each must have measured exactly these components",
+    )
+    claims: list[Claim] = Field(
+        default_factory=lambda: ["necessary", "specific"], min_length=1, max_length=3,
+        description="what the explanation asserts of the set: necessary, sufficient, specific",
+    )
+    confidence: Literal["high", "medium", "low"] | None = Field(
+        None, description="ignored for the verdict: the stored confidence follows from the cited validations"
+    )
     alternatives: list[Annotated[str, Field(max_length=2000)]] = Field(default_factory=list, max_length=20, description="alternative explanations considered")
     limitations: list[Annotated[str, Field(max_length=2000)]] = Field(
         default_factory=list, max_length=20, description="what the evidence does not show"
@@ -134,6 +145,10 @@ class ExplanationResult(Wire):
     summary: str
     explanation_index: int = Field(description="0-based line number in explanations.jsonl")
     components: list[str] = Field(description="the component keys, in canonical form")
+    status: Literal["supported", "refuted", "inconclusive", "unvalidated"] = Field(
+        description="from the cited validations: refuted if a claimed property fails, supported if all hold"
+    )
+    confidence: Literal["high", "medium", "low"]
 
 
 def _save_explanation(ws: Workspace, record: dict) -> int:
@@ -153,14 +168,29 @@ async def save_explanation(state: AppState, inp: ExplanationInput, ctx: Context)
             problems.append(str(exc))
     if problems:
         raise ValueError("; ".join(problems))
-    record = {**inp.model_dump(mode="json"), "ts": now_iso(), "agent": state.config.agent_id}
+    validations = [await state.store.get_validation(v) for v in inp.validation_ids]
+    for vid, v in zip(inp.validation_ids, validations, strict=True):
+        if sorted(v["components"]) != sorted(keys):
+            raise ValueError(f"validation {vid} measured {sorted(v['components'])}, not this explanation's components "
+                             f"{sorted(keys)}: validate exactly the set you explain")
+    judged = judge_claims(inp.claims, validations)
+    record = {**inp.model_dump(mode="json"), "ts": now_iso(), "agent": state.config.agent_id,
+              "agent_confidence": inp.confidence, "confidence": judged.confidence, "status": judged.status,
+              "verdict": judged.reasons,
+              "validations": [{"validation_id": vid, **{k: v.get(k) for k in _VALIDATION_KEYS}}
+                              for vid, v in zip(inp.validation_ids, validations, strict=True)]}
     for item, key in zip(record["components"], keys, strict=True):
         item["component"] = key
     index = await state.run_io(_save_explanation, ws, record)
     return ExplanationResult(
-        summary=f"Saved explanation #{index} of '{inp.behaviour[:80]}' with {len(keys)} components, confidence {inp.confidence}.",
-        explanation_index=index, components=keys,
+        summary=f"Saved explanation #{index} of '{inp.behaviour[:80]}' with {len(keys)} components: {judged.status} "
+        f"({'; '.join(judged.reasons)}), confidence {judged.confidence}.",
+        explanation_index=index, components=keys, status=judged.status, confidence=judged.confidence,
     )
+
+
+_VALIDATION_KEYS = ("behaviour", "necessity", "sufficiency", "specificity", "sufficient_alone", "robust_to_adversary",
+                    "n_examples", "n_controls", "regimes", "summary")
 
 
 # --- set_investigation_summary ---------------------------------------------------------------------
@@ -257,11 +287,15 @@ TOOLS = [
         name="save_explanation",
         title="Save an explanation",
         description=(
-            "Append a validated explanation of a behaviour (subject prompt, behaviour, mechanism, components with "
-            "roles, evidence, confidence high/medium/low, alternatives, limitations) to explanations.jsonl. "
-            "Every component key must exist ('<layer>:<c>', layers from get_model_info). Instant." + _NEEDS_WS
+            "Append an explanation of a behaviour (subject prompt, behaviour, mechanism, components with roles, "
+            "evidence, alternatives, limitations) to explanations.jsonl, resting on validate_claim results "
+            "(validation_ids) of exactly these components. Its status and confidence follow from them: refuted "
+            "if a claimed property (claims: necessary, sufficient, specific) fails, supported if all hold, "
+            "inconclusive otherwise; without a validation it is stored unvalidated, confidence low. Component "
+            "keys must exist. Instant." + _NEEDS_WS
             + " Example: save_explanation(subject_prompt='The capital of France is', behaviour='predicts Paris', "
-            "explanation='...', components=[{'component': '1.mlp.up:17', 'role': 'recalls the capital'}], confidence='medium')."
+            "explanation='...', components=[{'component': '1.mlp.up:17', 'role': 'recalls the capital'}], "
+            "validation_ids=[3], claims=['necessary', 'specific'])."
         ),
         input_model=ExplanationInput, result_model=ExplanationResult, handler=save_explanation, read_only=False,
     ),
