@@ -1,14 +1,14 @@
 """The built-in protocol agent: its pure readers, and the whole local flow against the real server.
 
-The end-to-end test reads which tools the server offered (the `server_ready` event) and expects each
-protocol step to succeed exactly when the tools it needs are there; the others must be recorded as
-honest failures. When the component, circuit and intervention tools land, the same test demands
-that their steps succeed (and the artifact and explanation exist), with no edit.
+The end-to-end test runs the protocol on the tiny (untrained) run: every step is recorded once, in
+order; the claims it writes are exactly what the validation it cites allows; and the numbers of the
+hypotheses are the ones validate_claim returned.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -23,19 +23,8 @@ PROMPTS = [{"text": "the king said that", "target_token": "he", "mechanism": "ge
            {"text": "the cat sat on the", "target_token": "mat", "mechanism": "copying"},
            {"text": "Paris is the capital of", "target_token": "France", "mechanism": "recall"}]
 
-# Each protocol step and the alternatives of tool sets it needs (any one set suffices).
-STEP_NEEDS: dict[str, list[set[str]]] = {
-    "model info": [{"get_model_info"}],
-    "probe prompts": [{"list_probe_prompts"}],
-    "predictions": [{"run_prompt"}],
-    "causal importance": [{"get_ci"}],
-    "optimized circuit": [{"optimize_circuit"}],
-    "ablation": [{"ablate", "optimize_circuit"}, {"ablate", "get_ci"}],
-    "steering": [{"steer", "optimize_circuit"}, {"steer", "get_ci"}],
-    "hypotheses": [{"record_hypothesis"}],
-    "graph artifact": [{"save_graph_artifact", "optimize_circuit"}],
-    "explanation": [{"save_explanation", "optimize_circuit"}, {"save_explanation", "get_ci"}],
-}
+STEPS = ["model info", "behaviour", "predictions", "candidate circuits", "validation", "component readouts",
+         "steering", "hypotheses", "graph artifact", "explanation"]
 
 
 def test_mechanism_follows_the_question_words() -> None:
@@ -43,7 +32,7 @@ def test_mechanism_follows_the_question_words() -> None:
     assert rd.choose_mechanism("Which components recall the capital of a country?", PROMPTS)[0] == "recall"
     assert rd.choose_mechanism("Where is the mat copied from?", PROMPTS)[0] == "copying"
     mech, why = rd.choose_mechanism("What is going on in layer 3?", PROMPTS)
-    assert mech == "gendered_pronoun" and "no mechanism tag matches" in why and "first one" in why
+    assert mech is None and "share a word with the question" in why  # never the first by default
     assert rd.choose_mechanism(QUESTION, []) == (None, "the run ships no probe prompts")
 
 
@@ -61,16 +50,14 @@ def test_readers_take_what_is_there_and_say_none_otherwise() -> None:
     top = rd.top_tokens({"predictions": [{"top": [{"token": "Ġhe", "prob": 0.6}, {"token": "she", "prob": 0.3}]}]})
     assert rd.prob_of(top, "he") == 0.6 and rd.prob_of(top, "it") is None
     assert rd.steering_text({"baseline": ["he went"], "steered": [{"text": "she went"}]}) == ("he went", "she went")
+    assert rd.clip("abcdef", 4) == "abc…" and rd.clip("abc", 4) == "abc"
 
 
-def expected_ok(step: str, offered: set[str]) -> bool:
-    return any(need <= offered for need in STEP_NEEDS[step])
-
-
-def empty_circuit(event: dict) -> bool:
-    """The tiny run is untrained: its prediction may need no component at all, and an honest
-    optimize_circuit then returns an empty circuit, which the protocol records as not done."""
-    return event["step"] == "optimized circuit" and "A circuit of 0 nodes" in event["note"]
+def test_claims_need_necessity_and_follow_the_verdicts() -> None:
+    v = {"necessity": "holds", "specificity": "holds", "sufficiency": "fails"}
+    assert rd.claimable(v) == ["necessary", "specific"]
+    assert rd.claimable({**v, "necessity": "inconclusive"}) == []  # idle components are specific, and say nothing
+    assert rd.validation_score(v) > rd.validation_score({**v, "necessity": "fails"})
 
 
 def top1_share_by_torch(run_dir: Path, prompts: list[dict]) -> float:
@@ -101,42 +88,57 @@ def test_builtin_investigation_through_the_cli_on_the_real_server(tiny_lm_run: P
     (inv_dir,) = runs.iterdir()
     inv = InvestigationDir(inv_dir)
     events = read_events(inv.events)
-    offered = set(next(e for e in events if e.get("kind") == "server_ready")["tools"])
     steps = {e["step"]: e for e in events if e.get("kind") == "protocol_step" and e["step"] != "log"}
-    assert list(steps) == list(STEP_NEEDS), "every step is recorded once, in order"
-    for name, event in steps.items():
-        assert (event["outcome"] == "ok") == (expected_ok(name, offered) and not empty_circuit(event)), (name, event)
-        if event["outcome"] == "failed":
-            assert event["note"], f"a failed step must say why: {event}"
-    missing = [s for s in STEP_NEEDS if not expected_ok(s, offered) or empty_circuit(steps[s])]
+    assert list(steps) == STEPS, "every step is recorded once, in order"
+    failed = {name: e["note"] for name, e in steps.items() if e["outcome"] != "ok"}
+    assert set(failed) <= {"candidate circuits", "validation", "component readouts", "steering", "hypotheses",
+                           "graph artifact", "explanation"}, failed
+    assert all(failed.values()), "a failed step says why"
     outcome = read_json(inv.metadata)["outcome"]
-    assert outcome["status"] == ("incomplete" if missing else "completed"), outcome
-    assert rc == (1 if missing else 0), printed
+    assert outcome["status"] == ("incomplete" if failed else "completed") and rc == (1 if failed else 0), printed
 
     log = inv.research_log.read_text()
-    assert "No language model was used" in log and log.count("## ") >= len(STEP_NEEDS)
-    assert "mechanism 'gendered_pronoun' matches" in log and "`the king said that` -> `he`" in log
-    for name in missing:
-        assert f"{name}: not done" in log
-    summary = read_json(inv.summary)
-    assert summary["status"] == ("inconclusive" if missing else "completed")
-    assert all(f"{name} (" in summary["summary"] for name in missing) and "NOT done" in summary["summary"] \
-        if missing else "NOT done" not in summary["summary"]
+    assert "No language model was used" in log and "The question is about 'gendered_pronoun'" in log
     server_calls = [e for e in events if e.get("type") == "tool_call"]
-    assert {e["tool"] for e in server_calls} >= {"get_model_info", "list_probe_prompts", "run_prompt",
-                                                  "update_research_log", "record_hypothesis",
-                                                  "set_investigation_summary"}
     assert all(e["outcome"] == "ok" for e in server_calls), [e for e in server_calls if e["outcome"] != "ok"]
-
     hyps = {h["id"]: h for h in map(json.loads, (inv.root / "hypotheses.jsonl").read_text().splitlines())}
-    assert set(hyps) == {"h_behaviour", "h_necessary", "h_sufficient"}
-    gendered = [{"text": "the king said that", "target_token": "he"},
-                {"text": "the queen said that", "target_token": "she"}]
+    gendered = [p for p in PROMPTS_OF_RUN() if p["mechanism"] == "gendered_pronoun"][:8]
     share = top1_share_by_torch(tiny_lm_run, gendered)
     assert hyps["h_behaviour"]["status"] == ("supported" if share >= 0.5 else "refuted")
     assert f"({share:.0%}; threshold 50%)" in hyps["h_behaviour"]["evidence"][0]
-    if "ablate" not in offered:
-        assert hyps["h_necessary"]["status"] == hyps["h_sufficient"]["status"] == "inconclusive"
-    if expected_ok("graph artifact", offered):
-        assert list((inv.root / "artifacts").glob("*.svg"))
-    assert (inv.root / "explanations.jsonl").exists() == expected_ok("explanation", offered)
+    if "validation" not in failed:
+        # the hypotheses carry the verdicts of the validation they cite, and the explanation claims no more
+        store = sqlite3.connect(inv.root / "store.sqlite")
+        results = {vid: json.loads(data) for vid, data in store.execute("SELECT id, data FROM validations")}
+        assert set(hyps) == {"h_behaviour", "h_necessary", "h_specific", "h_sufficient"}
+        for hid, prop in (("h_necessary", "necessity"), ("h_specific", "specificity"), ("h_sufficient", "sufficiency")):
+            vid = int(hyps[hid]["evidence"][0].split()[1].rstrip(":"))
+            want = {"holds": "supported", "fails": "refuted", "inconclusive": "inconclusive"}[results[vid][prop]]
+            assert hyps[hid]["status"] == want, (hid, results[vid][prop])
+        (expl,) = [json.loads(x) for x in (inv.root / "explanations.jsonl").read_text().splitlines()]
+        cited = results[expl["validation_ids"][0]]
+        assert expl["status"] == ("supported" if cited["necessity"] == "holds" else expl["status"])
+        assert cited["necessity"] == "holds" or expl["status"] in ("refuted", "inconclusive")
+        summary = read_json(inv.summary)
+        assert summary["status"] == ("completed" if cited["necessity"] == "holds" else "inconclusive")
+
+
+def PROMPTS_OF_RUN() -> list[dict]:  # noqa: N802 - the tiny run's probe list, read where it is defined
+    from tests.support.tiny_run import PROBES
+
+    return PROBES
+
+
+def test_a_question_no_behaviour_matches_ends_inconclusive_after_a_survey(tiny_lm_run: Path, tmp_path: Path,
+                                                                          monkeypatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    runs = tmp_path / "runs"
+    rc = cli.main(["How does the model do arithmetic?", "--agent", "builtin", "--executor", "local", "--run",
+                   str(tiny_lm_run), "--out", str(runs), "--follow"])
+    (inv_dir,) = runs.iterdir()
+    inv = InvestigationDir(inv_dir)
+    steps = [e["step"] for e in read_events(inv.events) if e.get("kind") == "protocol_step" and e["step"] != "log"]
+    assert steps == ["model info", "behaviour", "survey"] and rc == 0
+    summary = read_json(inv.summary)
+    assert summary["status"] == "inconclusive" and "no behaviour that matches the question" in summary["summary"]
+    assert not (inv.root / "explanations.jsonl").exists() and not (inv.root / "hypotheses.jsonl").exists()

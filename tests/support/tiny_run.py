@@ -16,6 +16,15 @@ PROBES = [
     {"text": "the queen said that", "target_token": "she", "mechanism": "gendered_pronoun"},
     {"text": "the cat sat on the", "target_token": "mat", "mechanism": "copying"},
     {"text": "the dog ran to the", "target_token": "park", "mechanism": "copying"},
+] + [  # more of each, so that a protocol can find circuits on some and validate on the others
+    {"text": f"{a} {s} {v} that", "target_token": "he" if s in ("king", "man", "boy") else "she",
+     "mechanism": "gendered_pronoun"}
+    for a in ("the", "a") for s in ("man", "woman", "boy", "girl", "king", "queen") for v in ("said", "was")
+    if (a, v) != ("the", "said") or s not in ("king", "queen")
+] + [
+    {"text": f"{a} {s} {v} {p} the", "target_token": "mat" if v == "sat" else "park", "mechanism": "copying"}
+    for a in ("the", "a") for s in ("cat", "dog", "man", "boy") for v, p in (("sat", "on"), ("ran", "to"))
+    if (a, s, v) not in (("the", "cat", "sat"), ("the", "dog", "ran"))
 ]
 
 

@@ -1,16 +1,20 @@
-"""The built-in protocol agent: a fixed investigation through MCP alone, with no language model.
+"""The built-in protocol agent: an investigation through MCP alone, with no language model.
 
-Steps, in order: model info, the run's probe prompts of the mechanism the question names,
-predictions, CI, an optimized circuit (polled through get_job when it becomes a job), ablation
-(necessity = remove, sufficiency = keep_only; deterministic and stochastic), steering, hypotheses
-judged by the measured effects against the thresholds below, a graph artifact, an explanation and
-the summary. A step whose tool is missing or fails is recorded (research log, events.jsonl,
-transcript) and the protocol carries on with what it has; the summary lists what was not done.
+Steps, in order: model info; the behaviour the question asks about (chosen from the run's probe
+mechanisms by the question's words, quoted phrases and the model's own answers; none when nothing
+matches, and then the investigation ends inconclusive after a short survey); the model's answers on
+the prompts circuits are found on; candidate circuits found on those prompts only (components whose
+CI is frequent on the behaviour's prompts and rare on the others', plus the strategy's own
+candidate: an optimized circuit, the top CI components or find_components); each candidate
+validated with validate_claim on held-out probes of the behaviour and on the other behaviours'
+(necessity, specificity and sufficiency in three regimes, with intervals); steering with the best
+set removed; hypotheses whose status is the validation's verdict; a graph artifact; an explanation
+that cites the validation, claiming only what held; and a summary that states the answer.
 
-In a swarm the task's hypothesis picks the mechanism (when its words name one; else the question
-does) and its strategy (strategies.py) picks the subject prompt and where the candidate circuit
-comes from: optimize_circuit (with the strategy's arguments), the top CI components, or
-find_components over several prompts. A single investigation uses the first strategy.
+A step whose tool is missing or fails is recorded (research log, events.jsonl, transcript) and the
+protocol carries on with what it has; the summary lists what was not done. In a swarm the task's
+hypothesis picks the behaviour (when its words name one; else the question does) and its strategy
+(strategies.py) picks the subject prompts and the strategy's candidate.
 """
 
 from __future__ import annotations
@@ -27,20 +31,21 @@ from spd_mcp.launcher.agents import builtin_read as rd
 from spd_mcp.launcher.mcp_link import connect, result_text
 from spd_mcp.launcher.strategies import STRATEGIES, strategy_named
 
-# Removing the circuit is "necessary" when p(target) falls to at most this fraction of its value.
-NECESSITY_MAX_KEPT = 0.5
-# Keeping only the circuit is "sufficient" when p(target) stays at least this fraction of its value.
-SUFFICIENCY_MIN_KEPT = 0.5
 # The model "does the behaviour" when the expected token is top-1 on at least this share of prompts.
 BEHAVIOUR_MIN_TOP1 = 0.5
-MAX_PROMPTS = 3
-FIND_COMPONENTS_EXAMPLES = 4
+FOUND_ON = 8  # prompts of the behaviour that candidate circuits are found on (never validated on)
+CONTRAST_OTHERS = 3  # prompts of each other behaviour used to subtract general-purpose components
+CONTRAST_MIN = 0.25  # a component joins the contrast set when its frequency here minus there is at least this
+CANDIDATE_MAX = 20
+HELD_OUT = 40  # held-out examples per validation
+CONTROLS = 45
 CIRCUIT_STEPS = 200
 JOB_POLL_S = 20.0
 JOB_DEADLINE_S = 900.0
 NO_LLM = ("No language model was used: this investigation is the built-in protocol of spd-investigate, "
           "a fixed sequence of tool calls whose conclusions follow from the measured numbers and the "
           "thresholds stated with them.")
+STATUS_OF = {"holds": "supported", "fails": "refuted", "inconclusive": "inconclusive"}
 
 
 class StepFailed(Exception):
@@ -55,15 +60,23 @@ class Step:
 
 
 @dataclass
+class Candidate:
+    name: str  # where it came from, in words
+    components: list[str]
+    graph_id: int | None = None
+    validation: dict[str, Any] = field(default_factory=dict)  # the validate_claim result
+
+
+@dataclass
 class Findings:
     mechanism: str | None = None
-    prompts: list[dict[str, Any]] = field(default_factory=list)
+    why: str = ""
+    mechanisms: list[str] = field(default_factory=list)
+    prompts: list[dict[str, Any]] = field(default_factory=list)  # the prompts circuits are found on
     predictions: list[dict[str, Any]] = field(default_factory=list)
-    ci_components: list[str] = field(default_factory=list)
-    circuit: list[str] = field(default_factory=list)
-    circuit_source: str = ""
-    graph_id: int | None = None
-    ablations: dict[str, tuple[float | None, float | None, float | None]] = field(default_factory=dict)
+    candidates: list[Candidate] = field(default_factory=list)
+    best: Candidate | None = None
+    tokens: dict[str, str] = field(default_factory=dict)  # component -> what it promotes (harvest)
     steering: dict[str, Any] = field(default_factory=dict)
     hypotheses: list[dict[str, Any]] = field(default_factory=list)
     artifact: str | None = None
@@ -93,7 +106,7 @@ class Protocol:
         self.f = Findings()
         self.info: dict[str, Any] = {}
         self.strategy = strategy_named(ctx.spec.strategy) if ctx.spec.strategy else STRATEGIES[0]
-        self.mech_prompts: list[dict[str, Any]] = []
+        self.probes: list[dict[str, Any]] = []
 
     # --- plumbing ---------------------------------------------------------------------------------
 
@@ -174,15 +187,17 @@ class Protocol:
             start += (f"\n\nTask {spec.task_index} of swarm {spec.swarm_id}. Hypothesis: "
                       f"{spec.hypothesis or '(none: the strategy sets the starting point)'}. Strategy "
                       f"'{self.strategy.name}': {self.strategy.description}")
-        await self.log("built-in protocol started", start)
-        circuit_step = ("optimized circuit" if self.strategy.circuit_source == "optimize_circuit"
-                        else "candidate circuit")
-        for name, fn in [("model info", self.model_info), ("probe prompts", self.probe_prompts),
-                         ("predictions", self.predictions), ("causal importance", self.causal_importance),
-                         (circuit_step, self.circuit), ("ablation", self.ablation),
-                         ("steering", self.steer), ("hypotheses", self.hypotheses),
-                         ("graph artifact", self.graph_artifact), ("explanation", self.explanation)]:
-            await self.step(name, fn)
+        await self.log("Built-in protocol started", start)
+        await self.step("model info", self.model_info)
+        await self.step("behaviour", self.behaviour)
+        if self.f.mechanism is None:
+            await self.step("survey", self.survey)
+        else:
+            for name, fn in [("predictions", self.predictions), ("candidate circuits", self.candidates),
+                             ("validation", self.validation), ("component readouts", self.readouts),
+                             ("steering", self.steer), ("hypotheses", self.hypotheses),
+                             ("graph artifact", self.graph_artifact), ("explanation", self.explanation)]:
+                await self.step(name, fn)
         await self.finish()
 
     async def model_info(self) -> str:
@@ -197,31 +212,51 @@ class Protocol:
                 f"{self.info.get('n_components_total')} components in {len(layers)} layers.\n\n"
                 f"| layer | d_in | d_out | C |\n| --- | --- | --- | --- |\n{rows}")
 
-    async def probe_prompts(self) -> str:
-        listing = await self.call("list_probe_prompts", {"limit": 200})
-        prompts = [p for p in listing.get("prompts") or [] if isinstance(p, dict)]
-        for tag in listing.get("mechanisms") or {}:  # a page may hold only the first mechanisms
-            if not any(p.get("mechanism") == tag for p in prompts):
-                more = await self.call("list_probe_prompts", {"mechanism": tag, "limit": 20})
-                prompts += [p for p in more.get("prompts") or [] if isinstance(p, dict)]
+    async def all_probes(self) -> list[dict[str, Any]]:
+        prompts: list[dict[str, Any]] = []
+        while True:
+            page = await self.call("list_probe_prompts", {"limit": 200, "offset": len(prompts)})
+            rows = [p for p in page.get("prompts") or [] if isinstance(p, dict)]
+            prompts += rows
+            if not rows or len(prompts) >= int(page.get("total") or 0):
+                return prompts
+
+    async def behaviour(self) -> str:
+        prompts = await self.all_probes()
+        self.probes = prompts
+        self.f.mechanisms = list(dict.fromkeys(str(p.get("mechanism") or "") for p in prompts))
         hypothesis = self.ctx.spec.hypothesis
-        mech, why = rd.choose_mechanism(hypothesis, prompts) if hypothesis else (None, "")
-        if mech is None or not rd.mechanism_scores(hypothesis or "", prompts).get(mech):
-            mech, why = rd.choose_mechanism(self.ctx.spec.question, prompts)
+        mech, why = await rd.pick_behaviour(self.call, hypothesis, prompts) if hypothesis else (None, "")
+        if mech is not None:
+            why = f"{why} (in the task's hypothesis)"
         else:
-            why = f"{why}, in the task's hypothesis"
+            mech, why = await rd.pick_behaviour(self.call, self.ctx.spec.question, prompts)
+        self.f.mechanism, self.f.why = mech, why
         if mech is None:
-            raise StepFailed(why)
-        self.f.mechanism = mech
-        self.mech_prompts = [p for p in prompts if p.get("mechanism") == mech]
-        first = min(self.strategy.prompt_index, len(self.mech_prompts) - 1)
-        self.f.prompts = self.mech_prompts[first:first + MAX_PROMPTS]
-        shown = "\n".join(f"- `{p.get('text')}` -> `{p.get('target_token')}`" for p in self.f.prompts)
-        return f"Chose {why}. Subject: probe prompt {first + 1} of the mechanism. Prompts studied:\n{shown}"
+            return (f"No behaviour of this run matches the question: {why}. The run's probe behaviours are "
+                    f"{', '.join(self.f.mechanisms) or 'none'}.")
+        mine = [p for p in prompts if p.get("mechanism") == mech]
+        first = min(self.strategy.prompt_index, max(len(mine) - FOUND_ON, 0))
+        self.f.prompts = mine[first:first + FOUND_ON]
+        shown = "\n".join(f"- `{p.get('text')}` -> `{p.get('target_token')}`" for p in self.f.prompts[:3])
+        return (f"The question is about '{mech}': {why}. Circuits are found on {len(self.f.prompts)} of its "
+                f"{len(mine)} probe prompts and validated on the others. The first three:\n{shown}")
+
+    async def survey(self) -> str:
+        by_mech: dict[str, list[dict[str, Any]]] = {}
+        for p in self.probes:
+            by_mech.setdefault(str(p.get("mechanism")), []).append(p)
+        lines = []
+        for mech, ps in by_mech.items():
+            example = ps[0]
+            res = await self.call("run_prompt", {"text": example["text"], "top_k": 3})
+            top = rd.top_tokens(res)
+            lines.append(f"- '{mech}' ({len(ps)} probes), e.g. `{example['text'][-60:]}` -> expected "
+                         f"`{example['target_token']}`, the model says `{top[0][0] if top else 'n/a'}`")
+        return ("What the run can be asked about instead:\n" + "\n".join(lines) if lines
+                else "The run ships no probe prompts, so there is nothing to compare the question with.")
 
     async def predictions(self) -> str:
-        if not self.f.prompts:
-            raise StepFailed("no probe prompts were chosen")
         lines = []
         for p in self.f.prompts:
             res = await self.call("run_prompt", {"text": p["text"], "top_k": 20})
@@ -230,192 +265,198 @@ class Protocol:
             entry = {"text": p["text"], "target": target, "top1": top[0][0] if top else None,
                      "top1_prob": top[0][1] if top else None, "p_target": rd.prob_of(top, target)}
             self.f.predictions.append(entry)
-            lines.append(f"| `{p['text']}` | `{target}` | `{entry['top1']}` {rd.fmt(entry['top1_prob'])} | "
-                         f"{rd.fmt(entry['p_target'])} |")
-        return ("| prompt | expected | top-1 (p) | p(expected) (n/a: not in top 20) |\n"
+            lines.append(f"| `{rd.clip(p['text'], 70)}` | `{target}` | `{entry['top1']}` "
+                         f"{rd.fmt(entry['top1_prob'])} | {rd.fmt(entry['p_target'])} |")
+        return ("| prompt | expected | top-1 (p) | p(expected), n/a when not in the top 20 |\n"
                 "| --- | --- | --- | --- |\n" + "\n".join(lines))
 
-    @property
-    def subject(self) -> dict[str, Any]:
-        if not self.f.prompts:
-            raise StepFailed("no subject prompt (the probe-prompt step did not succeed)")
-        return self.f.prompts[0]
+    def examples(self, prompts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{"text": p["text"], "target_token": p["target_token"]} for p in prompts]
 
-    async def causal_importance(self) -> str:
-        res = await self.call("get_ci", {"text": self.subject["text"], "position": -1, "threshold": 0.1,
-                                         "top_k": 5})
-        self.f.ci_components = rd.components_from_ci(res)
-        if not self.f.ci_components:
-            return f"No component has CI above 0.1 at the last position. {res.get('summary', '')}"
-        return (f"Components with the largest CI at the last position: {', '.join(self.f.ci_components)}. "
-                f"{res.get('summary', '')}")
+    async def candidates(self) -> str:
+        notes = []
+        for make in (self.contrast_candidate, self.strategy_candidate):
+            try:
+                cand = await make()
+            except StepFailed as exc:
+                notes.append(f"- not found: {exc}")
+                continue
+            if cand.components and all(c.components != cand.components for c in self.f.candidates):
+                self.f.candidates.append(cand)
+                notes.append(f"- {cand.name}: {len(cand.components)} components ({rd.clip(', '.join(cand.components), 300)})")
+        if not self.f.candidates:
+            raise StepFailed("no candidate circuit could be found:\n" + "\n".join(notes))
+        return "Candidate circuits, found on the prompts above only:\n" + "\n".join(notes)
 
-    async def circuit(self) -> str:
-        """The candidate circuit from the strategy's source."""
-        source = self.strategy.circuit_source
-        if source == "get_ci":
-            if not self.f.ci_components:
-                raise StepFailed("the strategy takes the top CI components, but get_ci measured none")
-            self.f.circuit, self.f.circuit_source = list(self.f.ci_components), "get_ci (top CI)"
-            return (f"Strategy '{self.strategy.name}': the candidate circuit is the {len(self.f.circuit)} "
-                    f"components of largest CI: {', '.join(self.f.circuit)}.")
-        if source == "find_components":
-            return await self.found_components()
-        return await self.optimized_circuit()
-
-    async def found_components(self) -> str:
-        first = self.mech_prompts.index(self.subject)
-        examples = [{"text": p["text"], "target_token": p["target_token"]}
-                    for p in self.mech_prompts[first:first + FIND_COMPONENTS_EXAMPLES]]
-        res = await self.call("find_components", {"examples": examples, "limit": 12,
-                                                  **self.strategy.circuit_args})
+    async def frequencies(self, prompts: list[dict[str, Any]]) -> dict[str, float]:
+        res = await self.call("find_components", {"examples": self.examples(prompts), "method": "ci", "scope": "any",
+                                                  "ci_threshold": 0.1, "min_frequency": 0.01, "limit": 1000})
         res = await self.until_done("find_components", res)
-        self.f.circuit = [str(r["component"]) for r in res.get("components") or [] if isinstance(r, dict)]
-        self.f.circuit_source = f"find_components over {len(examples)} prompts"
-        if not self.f.circuit:
-            raise StepFailed(f"find_components found no component shared by the prompts: {str(res)[:300]}")
-        return (f"Strategy '{self.strategy.name}': components needed on most of {len(examples)} prompts: "
-                f"{', '.join(self.f.circuit)}. {res.get('summary', '')}")
+        return {str(r["component"]): float(r["frequency"]) for r in res.get("components") or [] if isinstance(r, dict)}
 
-    async def optimized_circuit(self) -> str:
-        p = self.subject
-        res = await self.call("optimize_circuit", {"text": p["text"], "target_token": p["target_token"],
-                                                   "position": -1, "steps": CIRCUIT_STEPS,
-                                                   **self.strategy.circuit_args})
-        res = await self.until_done("optimize_circuit", res)
-        self.f.circuit = rd.circuit_components(res)
-        self.f.graph_id = rd.graph_id_of(res)
-        self.f.circuit_source = "optimize_circuit"
-        if not self.f.circuit:
-            raise StepFailed(f"optimize_circuit returned no circuit components: {str(res)[:300]}")
-        return (f"Optimized circuit for `{p['target_token']}` ({len(self.f.circuit)} components, graph "
-                f"{self.f.graph_id}): {', '.join(self.f.circuit)}. {res.get('summary', '')}")
+    async def contrast_candidate(self) -> Candidate:
+        others = [p for m in self.f.mechanisms if m != self.f.mechanism
+                  for p in [q for q in self.probes if q.get("mechanism") == m][:CONTRAST_OTHERS]]
+        mine = await self.frequencies(self.f.prompts)
+        there = await self.frequencies(others) if others else {}
+        diff = sorted(((f - there.get(c, 0.0), f, c) for c, f in mine.items()), reverse=True)
+        comps = [c for d, _, c in diff if d >= CONTRAST_MIN][:CANDIDATE_MAX]
+        if not comps:
+            raise StepFailed("no component is active on the behaviour's prompts much more often than on the others'")
+        return Candidate(f"CI contrast set (the {len(comps)} components most often above CI 0.1 on this behaviour's "
+                         f"prompts compared with the other behaviours', by at least {CONTRAST_MIN:.0%})", comps)
 
-    def components_under_test(self) -> list[str]:
-        if not self.f.circuit and self.f.ci_components:
-            self.f.circuit, self.f.circuit_source = list(self.f.ci_components), "get_ci (top CI)"
-        if not self.f.circuit:
-            raise StepFailed("no components to test: neither the optimized circuit nor CI was measured")
-        return self.f.circuit
+    async def strategy_candidate(self) -> Candidate:
+        source, p = self.strategy.circuit_source, self.f.prompts[0]
+        if source == "get_ci":
+            res = await self.call("get_ci", {"text": p["text"], "position": -1, "threshold": 0.1, "top_k": 5})
+            return Candidate("the top CI components at the prediction (get_ci)", rd.components_from_ci(res, 12))
+        if source == "find_components":
+            res = await self.call("find_components", {"examples": self.examples(self.f.prompts[:4]), "limit": 24,
+                                                      **self.strategy.circuit_args})
+            res = await self.until_done("find_components", res)
+            comps = [str(r["component"]) for r in res.get("components") or [] if isinstance(r, dict)]
+            return Candidate("components needed on most of four prompts (find_components)", comps)
+        args = {"text": p["text"], "target_token": p["target_token"], "position": -1, "steps": CIRCUIT_STEPS,
+                **self.strategy.circuit_args}
+        res = await self.until_done("optimize_circuit", await self.call("optimize_circuit", args))
+        comps = rd.circuit_components(res)
+        if not comps:
+            raise StepFailed(f"optimize_circuit returned no components: {rd.clip(str(res.get('summary', res)), 300)}")
+        mask = self.strategy.circuit_args.get("mask", "ci")
+        return Candidate(f"the optimized circuit of one prompt (optimize_circuit, {mask} masks)", comps,
+                         rd.graph_id_of(res))
 
-    async def ablation(self) -> str:
-        comps, p = self.components_under_test(), self.subject
-        lines, failures = [], []
-        for mode in ("remove", "keep_only"):
-            for regime in ("deterministic", "stochastic"):
-                try:
-                    res = await self.call("ablate", {"text": p["text"], "components": comps, "mode": mode,
-                                                     "regime": regime, "position": -1,
-                                                     "token": p["target_token"], "top_k": 5})
-                except StepFailed as exc:
-                    failures.append(f"{mode}/{regime}: {exc}")
-                    continue
-                before, after, kl = rd.probability_change(res)
-                self.f.ablations[f"{mode}/{regime}"] = (before, after, kl)
-                lines.append(f"| {mode} | {regime} | {rd.fmt(before)} | {rd.fmt(after)} | {rd.fmt(kl)} |")
-        if not lines:
-            raise StepFailed("; ".join(failures))
-        table = ("| mode | regime | p(target) before | after | KL(before‖after) |\n"
-                 "| --- | --- | --- | --- | --- |\n" + "\n".join(lines))
-        return (f"Ablating {len(comps)} components from {self.f.circuit_source} on `{p['text']}` "
-                f"(target `{p['target_token']}`):\n\n{table}"
-                + (f"\n\nNot measured: {'; '.join(failures)}" if failures else ""))
+    async def validation(self) -> str:
+        exclude = [p["text"] for p in self.f.prompts]
+        parts = []
+        for cand in self.f.candidates:
+            res = await self.call("validate_claim", {
+                "components": cand.components, "mechanism": self.f.mechanism, "exclude": exclude,
+                "n_examples": HELD_OUT, "n_controls": CONTROLS, "wait_s": 30})
+            cand.validation = await self.until_done("validate_claim", res)
+            parts.append(f"**{cand.name}** ({len(cand.components)} components)\n\n" + rd.validation_table(cand.validation))
+        self.f.best = max(self.f.candidates, key=lambda c: rd.validation_score(c.validation))
+        return ("Each candidate measured on held-out probes of the behaviour (never the prompts it was found on) "
+                "and on the other behaviours' probes; a property holds when the lower end of its 95% interval "
+                "clears the bar.\n\n" + "\n\n".join(parts)
+                + f"\n\nThe strongest is the {self.f.best.name}.")
+
+    def best(self) -> Candidate:
+        if self.f.best is None:
+            raise StepFailed("no validated candidate circuit")
+        return self.f.best
+
+    async def readouts(self) -> str:
+        comps = self.best().components[:6]
+        lines = []
+        for comp in comps:
+            try:
+                info = await self.call("get_component_info", {"component": comp})
+            except StepFailed as exc:
+                lines.append(f"- `{comp}`: no readout ({rd.clip(str(exc), 120)})")
+                continue
+            promoted = rd.promoted_tokens(info)
+            if promoted:
+                self.f.tokens[comp] = ", ".join(f"`{t}`" for t in promoted[:4])
+            lines.append(f"- `{comp}` promotes {self.f.tokens.get(comp, 'nothing recorded')}")
+        return "What the strongest candidate's first components write, read through the unembedding:\n" + "\n".join(lines)
 
     async def steer(self) -> str:
-        comps, p = self.components_under_test(), self.subject
-        scales = {c: 0.0 for c in comps}
-        res = await self.call("steer", {"text": p["text"], "scales": scales, "max_new_tokens": 5,
+        comps = self.best().components
+        p = self.held_out_prompt()
+        res = await self.call("steer", {"text": p["text"], "scales": {c: 0.0 for c in comps}, "max_new_tokens": 5,
                                         "n_samples": 1, "temperature": 0.0, "seed": 0})
         base, steered = rd.steering_text(res)
-        self.f.steering = {"baseline": base, "steered": steered}
-        return (f"Scaling the {len(comps)} components to 0: baseline continuation `{base}`, steered "
-                f"`{steered}`. {res.get('summary', '')}")
+        self.f.steering = {"baseline": base, "steered": steered, "prompt": p["text"]}
+        return (f"On a held-out prompt (`{rd.clip(p['text'], 80)}`, expected `{p['target_token']}`), with the "
+                f"{len(comps)} components at 0 the model continues `{steered}` instead of `{base}`.")
+
+    def held_out_prompt(self) -> dict[str, Any]:
+        used = {p["text"] for p in self.f.prompts}
+        rest = [p for p in self.probes if p.get("mechanism") == self.f.mechanism and p["text"] not in used]
+        return rest[0] if rest else self.f.prompts[0]
 
     async def hypotheses(self) -> str:
-        target = self.f.prompts[0]["target_token"] if self.f.prompts else "the expected token"
         hyps = []
         if self.f.predictions:
             hits = sum(1 for e in self.f.predictions if e["top1"] is not None
                        and rd.norm_token(e["top1"]) == rd.norm_token(e["target"]))
             share = hits / len(self.f.predictions)
             hyps.append(("h_behaviour",
-                         f"The model predicts the expected token of the '{self.f.mechanism}' prompts as its "
-                         f"top-1 on at least {BEHAVIOUR_MIN_TOP1:.0%} of them.",
+                         f"The model answers the '{self.f.mechanism}' prompts with the expected token as its top-1 "
+                         f"on at least {BEHAVIOUR_MIN_TOP1:.0%} of them.",
                          "supported" if share >= BEHAVIOUR_MIN_TOP1 else "refuted",
-                         [f"run_prompt: expected token top-1 on {hits} of {len(self.f.predictions)} prompts "
+                         [f"run_prompt: the expected token is top-1 on {hits} of {len(self.f.predictions)} prompts "
                           f"({share:.0%}; threshold {BEHAVIOUR_MIN_TOP1:.0%})"]))
-        comps = ", ".join(self.f.circuit) or "the circuit (none was measured)"
-        for hid, mode, claim, thresh, test in [
-            ("h_necessary", "remove", f"Removing {{{comps}}} lowers p({target}) to at most "
-             f"{NECESSITY_MAX_KEPT:.0%} of its value", NECESSITY_MAX_KEPT, lambda r: r <= NECESSITY_MAX_KEPT),
-            ("h_sufficient", "keep_only", f"Keeping only {{{comps}}} keeps p({target}) at least "
-             f"{SUFFICIENCY_MIN_KEPT:.0%} of its value", SUFFICIENCY_MIN_KEPT,
-             lambda r: r >= SUFFICIENCY_MIN_KEPT)]:
-            evidence, verdicts = [], []
-            for regime in ("deterministic", "stochastic"):
-                before, after, _ = self.f.ablations.get(f"{mode}/{regime}", (None, None, None))
-                if before is None or after is None or before <= 0:
-                    evidence.append(f"ablate {mode}/{regime}: not measured")
-                    continue
-                ratio = after / before
-                verdicts.append(test(ratio))
-                evidence.append(f"ablate {mode}/{regime}: p({target}) {before:.4f} -> {after:.4f} "
-                                f"(ratio {ratio:.3f}; threshold {thresh:.2f})")
-            status = "inconclusive" if not verdicts else ("supported" if all(verdicts) else "refuted")
-            hyps.append((hid, f"{claim} (deterministic and stochastic regimes).", status, evidence))
+        best = self.f.best
+        if best is not None:
+            v, n = best.validation, len(best.components)
+            vid = v.get("validation_id")
+            for hid, prop, claim in [
+                ("h_necessary", "necessity", f"Removing these {n} components breaks '{self.f.mechanism}' on held-out prompts."),
+                ("h_specific", "specificity", "Removing them leaves the other behaviours intact."),
+                ("h_sufficient", "sufficiency", f"These {n} components alone (and with everything else random) still "
+                 f"give each held-out prompt its own answer."),
+            ]:
+                hyps.append((hid, claim, STATUS_OF.get(str(v.get(prop)), "inconclusive"),
+                             [f"validate_claim {vid}: {rd.property_evidence(v, prop)}"]))
         lines = []
         for hid, statement, status, evidence in hyps:
             await self.call("record_hypothesis", {"hypothesis_id": hid, "statement": statement,
                                                   "status": status, "evidence": evidence})
-            self.f.hypotheses.append({"id": hid, "status": status, "evidence": evidence})
-            lines.append(f"- {hid}: **{status}** ({'; '.join(evidence)})")
-        return "Hypotheses judged by the measured effects:\n" + "\n".join(lines)
+            self.f.hypotheses.append({"id": hid, "status": status, "evidence": evidence, "statement": statement})
+            lines.append(f"- {hid}: **{status}**. {statement} ({'; '.join(evidence)})")
+        return "Hypotheses, each judged by a measurement:\n" + "\n".join(lines)
 
     async def graph_artifact(self) -> str:
-        if self.f.graph_id is None and self.strategy.circuit_source != "optimize_circuit":
-            return (f"No graph artifact: the strategy '{self.strategy.name}' takes its circuit from "
-                    f"{self.f.circuit_source or self.strategy.circuit_source}, which draws no attribution graph.")
-        if self.f.graph_id is None:
-            raise StepFailed("no graph to save: optimize_circuit did not produce a graph_id")
+        with_graph = [c for c in self.f.candidates if c.graph_id is not None]
+        if not with_graph:
+            return "No graph artifact: no candidate came with an attribution graph."
+        cand = with_graph[0]
         res = await self.call("save_graph_artifact", {
-            "graph_id": self.f.graph_id, "artifact_id": f"circuit_{self.f.graph_id}",
-            "caption": f"optimized circuit for {self.subject['target_token']!r}"})
+            "graph_id": cand.graph_id, "artifact_id": f"circuit_{cand.graph_id}",
+            "caption": f"{cand.name} on `{rd.clip(self.f.prompts[0]['text'], 60)}`"})
         self.f.artifact = res.get("artifact_id")
         return f"Saved {res.get('json_path')} and {res.get('svg_path')}.\n\n{res.get('markdown', '')}"
 
+    def held(self) -> list[str]:
+        return rd.claimable(self.best().validation)
+
     async def explanation(self) -> str:
-        comps, p = self.components_under_test(), self.subject
-        by_id = {h["id"]: h for h in self.f.hypotheses}
-        evidence = [{"kind": "ablation", "description": "; ".join(h["evidence"])[:2000],
-                     "reference": f"hypothesis {hid}"}
-                    for hid, h in by_id.items() if hid != "h_behaviour" and h["evidence"]]
-        supported = [hid for hid, h in by_id.items() if h["status"] == "supported"]
-        confidence = "medium" if {"h_necessary", "h_sufficient"} <= set(supported) else "low"
+        best = self.best()
+        v = best.validation
+        held = self.held()
+        claims = held or ["necessary", "specific"]
+        roles = {comp: (f"promotes {self.f.tokens[comp]}" if comp in self.f.tokens else "member of the set")
+                 for comp in best.components}
         res = await self.call("save_explanation", {
-            "subject_prompt": p["text"],
-            "behaviour": f"predicts {p['target_token']!r} ({self.f.mechanism})",
-            "explanation": (f"The components {', '.join(comps)} (from {self.f.circuit_source}) were tested as "
-                            f"the circuit for this prediction. Supported hypotheses: "
-                            f"{', '.join(supported) or 'none'}. {NO_LLM}"),
-            "components": [{"component": c, "role": f"member of the circuit found by {self.f.circuit_source}"}
-                           for c in comps],
-            "evidence": evidence, "confidence": confidence,
-            "limitations": ["a fixed protocol on at most three prompts; roles of single components untested",
-                            "no language model interpreted the results"]})
-        return f"Saved explanation #{res.get('explanation_index')} ({confidence} confidence)."
+            "subject_prompt": self.f.prompts[0]["text"],
+            "behaviour": f"{self.f.mechanism}: the model predicts the expected token",
+            "explanation": rd.answer_text(self.f.mechanism or "", best.name, best.components, v, held),
+            "components": [{"component": c, "role": r} for c, r in roles.items()][:64],
+            "evidence": [{"kind": "ablation", "description": rd.clip(v.get("summary", ""), 2000),
+                          "reference": f"validation {v.get('validation_id')}"}],
+            "validation_ids": [v["validation_id"]] if v.get("validation_id") else [], "claims": claims,
+            "limitations": rd.limitations(v, held)})
+        return (f"Saved explanation #{res.get('explanation_index')}: {res.get('status')}, confidence "
+                f"{res.get('confidence')} (claims: {', '.join(claims)}).")
 
     async def finish(self) -> None:
         failed = [s for s in self.steps if not s.ok]
-        done = [s.name for s in self.steps if s.ok]
-        verdicts = ", ".join(f"{h['id']} {h['status']}" for h in self.f.hypotheses) or "none recorded"
-        not_done = "; ".join(f"{s.name} ({s.note[:200]})" for s in failed)
-        text = (f"Built-in protocol on mechanism '{self.f.mechanism}'. Done: {', '.join(done) or 'nothing'}. "
-                f"Hypotheses: {verdicts}. " + (f"NOT done: {not_done}. " if failed else "") + NO_LLM)
-        await self.log("built-in protocol finished", text)
+        answer = rd.summary_text(self.f.mechanism, self.f.why, self.f.best.name if self.f.best else None,
+                                 self.f.best.components if self.f.best else [],
+                                 self.f.best.validation if self.f.best else {}, self.f.tokens,
+                                 self.f.best and self.held())
+        if failed:
+            answer += " Not done: " + "; ".join(f"{s.name} ({rd.clip(s.note, 200)})" for s in failed) + "."
+        text = f"{answer} {NO_LLM}"
+        await self.log("Built-in protocol finished", text)
+        conclusive = self.f.best is not None and bool(self.held()) and not failed
         try:
             await self.call("set_investigation_summary", {
                 "title": self.ctx.spec.question.splitlines()[0][:200],
-                "summary": text[:20_000], "status": "inconclusive" if failed else "completed"})
+                "summary": text[:20_000], "status": "completed" if conclusive else "inconclusive"})
         except StepFailed as exc:
             self.record("summary", False, str(exc))
             failed = [s for s in self.steps if not s.ok]

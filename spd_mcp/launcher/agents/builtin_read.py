@@ -58,8 +58,14 @@ def choose_mechanism(question: str, prompts: list[dict[str, Any]]) -> tuple[str 
     if scores[best] > 0:
         return best, (f"mechanism '{best}' matches {scores[best]} word(s) of the question "
                       f"(scores: {', '.join(f'{m}={scores[m]}' for m in order)})")
-    return order[0], (f"no mechanism tag matches the question's words, so the first one, "
-                      f"'{order[0]}', was chosen (available: {', '.join(order)})")
+    return None, (f"no behaviour's name or answers share a word with the question (available: "
+                  f"{', '.join(order)})")
+
+
+async def pick_behaviour(call: Any, question: str, prompts: list[dict[str, Any]]) -> tuple[str | None, str]:
+    """The behaviour a question is about, or None with the reason; ``call(tool, args)`` reaches the server."""
+    del call
+    return choose_mechanism(question, prompts)
 
 
 def norm_token(token: str) -> str:
@@ -180,3 +186,100 @@ def steering_text(result: dict[str, Any]) -> tuple[str | None, str | None]:
 
 def fmt(p: float | None, digits: int = 3) -> str:
     return "n/a" if p is None else f"{p:.{digits}f}"
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, with an ellipsis where it was cut."""
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
+
+
+def span(d: Any) -> str:
+    """'0.93 [0.88, 0.97]' from a {mean, low, high} interval; 'n/a' when absent."""
+    if not isinstance(d, dict) or d.get("mean") is None:
+        return "n/a"
+    return f"{float(d['mean']):.2f} [{float(d['low']):.2f}, {float(d['high']):.2f}]"
+
+
+def _regimes(v: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {str(r.get("regime")): r for r in v.get("regimes") or [] if isinstance(r, dict)}
+
+
+def validation_table(v: dict[str, Any]) -> str:
+    """A validate_claim result as a markdown table plus its verdicts and notes."""
+    rows = [f"| {name} | {span(r.get('necessity'))} | {span(r.get('sufficiency'))} | {span(r.get('specificity'))} |"
+            for name, r in _regimes(v).items()]
+    verdict = (f"Verdicts on {v.get('n_examples')} held-out examples and {v.get('n_controls')} controls: necessity "
+               f"**{v.get('necessity')}**, specificity **{v.get('specificity')}**, sufficiency **{v.get('sufficiency')}** "
+               f"(bars: {', '.join(f'{k} {b:g}' for k, b in (v.get('bars') or {}).items())}; validation "
+               f"{v.get('validation_id')}).")
+    notes = " ".join(v.get("notes") or [])
+    return ("| regime | necessity | sufficiency (chance-corrected) | specificity |\n| --- | --- | --- | --- |\n"
+            + "\n".join(rows) + "\n\n" + verdict + (f" {notes}" if notes else ""))
+
+
+def validation_score(v: dict[str, Any]) -> tuple[bool, int, float]:
+    """Orders candidates: necessity holds, then how many properties hold, then deterministic necessity."""
+    held = sum(v.get(k) == "holds" for k in ("necessity", "specificity", "sufficiency"))
+    det = _regimes(v).get("deterministic", {}).get("necessity") or {}
+    return v.get("necessity") == "holds", held, float(det.get("mean") or 0.0)
+
+
+def claimable(v: dict[str, Any]) -> list[str]:
+    """What an explanation may claim of a validated set. Specificity and sufficiency say something only
+    of a set that matters: without necessity nothing is claimed (a set of idle components is specific)."""
+    if v.get("necessity") != "holds":
+        return []
+    return ["necessary"] + [c for c, p in (("specific", "specificity"), ("sufficient", "sufficiency"))
+                            if v.get(p) == "holds"]
+
+
+def property_evidence(v: dict[str, Any], prop: str) -> str:
+    """One property's verdict with its numbers per regime."""
+    nums = ", ".join(f"{name} {span(r.get(prop))}" for name, r in _regimes(v).items() if r.get(prop))
+    return f"{prop} {v.get(prop)} on {v.get('n_examples')} held-out examples ({nums or 'not measured'})"
+
+
+def promoted_tokens(info: dict[str, Any]) -> list[str]:
+    return [str(t.get("token")) for t in info.get("promotes") or [] if isinstance(t, dict)]
+
+
+_WORDS = {"necessary": "removing them breaks it on held-out prompts", "specific": "removing them spares the other "
+          "behaviours", "sufficient": "they alone still give each held-out prompt its own answer"}
+
+
+def answer_text(mechanism: str, source: str, comps: list[str], v: dict[str, Any], held: list[str]) -> str:
+    """The explanation in words: what held, with the numbers, and what did not."""
+    shown = ", ".join(comps[:12]) + (f" and {len(comps) - 12} more" if len(comps) > 12 else "")
+    if held:
+        said = "; ".join(_WORDS[h] for h in held)
+        head = f"For '{mechanism}', the {len(comps)} components of the {source} ({shown}) matter: {said}."
+    else:
+        head = (f"For '{mechanism}', no property of the {len(comps)} components of the {source} ({shown}) held on "
+                "held-out prompts.")
+    return f"{head} {property_evidence(v, 'necessity')}; {property_evidence(v, 'specificity')}; " \
+           f"{property_evidence(v, 'sufficiency')}."
+
+
+def limitations(v: dict[str, Any], held: list[str]) -> list[str]:
+    out = [f"{p} was not shown ({v.get(k)})" for p, k in (("necessity", "necessity"), ("specificity", "specificity"),
+                                                           ("sufficiency", "sufficiency")) if v.get(k) != "holds"]
+    out.append("the roles of single components were not tested one by one")
+    out += [str(n) for n in v.get("notes") or []]
+    return out[:20]
+
+
+def summary_text(mechanism: str | None, why: str, source: str | None, comps: list[str], v: dict[str, Any],
+                 tokens: dict[str, str], held: list[str] | None) -> str:
+    """The investigation's answer in a few sentences: behaviour, components, numbers, what was not shown."""
+    if mechanism is None:
+        return f"Inconclusive: the run has no behaviour that matches the question ({why})."
+    if source is None or not v:
+        return f"The question is about '{mechanism}' ({why}), but no candidate circuit was validated."
+    readout = "; ".join(f"{c} promotes {t}" for c, t in list(tokens.items())[:4])
+    text = f"Behaviour: '{mechanism}' ({why}). " + answer_text(mechanism, source, comps, v, held or [])
+    if readout:
+        text += f" Readouts: {readout}."
+    missing = [p for p in ("necessity", "specificity", "sufficiency") if v.get(p) != "holds"]
+    if missing:
+        text += f" Not shown: {', '.join(missing)}."
+    return text

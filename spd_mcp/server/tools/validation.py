@@ -70,11 +70,11 @@ class Span(Wire):
 
 class RegimeView(Wire):
     regime: AblationRegime
-    necessity: Span = Field(description="mean relative drop of p(target) with the set removed (1: destroyed)")
+    necessity: Span | None = Field(description="mean relative drop of p(target) with the set removed (1: destroyed)")
     broken: float = Field(description="share of examples no longer answered correctly with the set removed")
     sufficiency: Span | None = Field(description="chance-corrected accuracy with only the set kept (1: every "
                                      "answer right, 0: no better than always giving the commonest answer)")
-    accuracy_kept: Span
+    accuracy_kept: Span | None
     leak: float | None = Field(description="share of control prompts where the kept set gives one of the "
                                "behaviour's answers and the model does not")
     distinct_answers_kept: int
@@ -123,16 +123,16 @@ def _run_probes(state: AppState) -> list[Probe]:
     return [_probe(state, p.text, p.target_token, p.foil, p.mechanism) for p in state.run.probes]
 
 
-def _span(i: Interval) -> Span:
-    return Span(mean=i.mean, low=i.low, high=i.high, n=i.n)
+def _span(i: Interval | None) -> Span | None:
+    """None for an interval over no example (every example was dropped)."""
+    return None if i is None or i.n == 0 else Span(mean=i.mean, low=i.low, high=i.high, n=i.n)
 
 
 def _regime_view(n: RegimeNumbers) -> RegimeView:
     return RegimeView(
         regime=n.regime, necessity=_span(n.necessity), broken=n.broken,
-        sufficiency=None if n.sufficiency is None else _span(n.sufficiency), accuracy_kept=_span(n.accuracy_kept),
-        leak=n.leak, distinct_answers_kept=n.distinct_answers_kept,
-        specificity=None if n.specificity is None else _span(n.specificity),
+        sufficiency=_span(n.sufficiency), accuracy_kept=_span(n.accuracy_kept),
+        leak=n.leak, distinct_answers_kept=n.distinct_answers_kept, specificity=_span(n.specificity),
     )
 
 
@@ -140,7 +140,7 @@ def _summary(v: Validation, comps: list[str], behaviour: str) -> str:
     def num(regime: str, what: str) -> str:
         n = v.regimes.get(regime)  # type: ignore[call-overload]
         i = None if n is None else getattr(n, what)
-        return "n/a" if i is None else f"{i.mean:.2f} [{i.low:.2f}, {i.high:.2f}]"
+        return "n/a" if i is None or i.n == 0 else f"{i.mean:.2f} [{i.low:.2f}, {i.high:.2f}]"
 
     return (
         f"{len(comps)} components on {v.n_examples} held-out examples of {behaviour} ({v.n_others} controls): "
