@@ -8,7 +8,13 @@ names the call it came from (`call`: its line in tool_calls.jsonl).
 
 necessity[regime]   = mean over prompts of 1 - p_after / p_before   (mode remove)
 sufficiency[regime] = mean over prompts of min(p_after / p_before, 1) (mode keep_only)
-verified_effect     = mean of the four
+verified_effect     = mean of the four (ranks the claims)
+
+The verdicts come from one `validate_claim` call per claim whose mechanism is known: the claimed set
+on up to `HELD_OUT` held-out probes of its mechanism (the subject excluded) and the other
+mechanisms' probes, the same measurement the built-in protocol and the grader use; each property is
+supported (holds), refuted (fails) or inconclusive. A claim whose subject is no probe prompt keeps
+the verdicts of the ablations above (at least `VERDICT_MIN` in both regimes).
 """
 
 from __future__ import annotations
@@ -27,8 +33,11 @@ REGIMES = ("deterministic", "stochastic")
 MODES = {"remove": "necessity", "keep_only": "sufficiency"}
 STOCHASTIC_SAMPLES = 8
 SEED = 0
-# A verdict of the re-test: necessity (sufficiency) at least this in both regimes.
+# A verdict of the re-test without a mechanism: necessity (sufficiency) at least this in both regimes.
 VERDICT_MIN = 0.5
+HELD_OUT = 40
+STATUS = {"holds": "supported", "fails": "refuted", "inconclusive": "inconclusive"}
+JOB_POLL_S = 30
 
 
 class Recorder:
@@ -70,6 +79,7 @@ class Retest:
     measurements: list[dict[str, Any]] = field(default_factory=list)
     scores: dict[str, float | None] = field(default_factory=dict)
     verdicts: dict[str, str] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)  # {call, validation_id, summary, verdicts}
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -145,4 +155,24 @@ async def retest_claim(rec: Recorder, claim: Claim, probes: list[dict[str, Any]]
                     out.measurements.append({"prompt": len(out.prompts) - 1, "mode": mode, "regime": r["regime"],
                                              "p_before": before, "p_after": r["token_prob_after"], "call": call})
     out.scores, out.verdicts = score(out.measurements)
+    if mech is not None:
+        await validate(rec, out, claim)
     return out
+
+
+async def validate(rec: Recorder, out: Retest, claim: Claim) -> None:
+    """The claim's verdicts from validate_claim on held-out probes of its mechanism (polled as a job)."""
+    call, res = await rec.call("validate_claim", {"components": list(claim.components), "mechanism": out.mechanism,
+                                                  "exclude": [claim.subject_prompt], "n_examples": HELD_OUT,
+                                                  "wait_s": 30})
+    while res.get("status") in ("queued", "running"):
+        call, res = await rec.call("get_job", {"job_id": res["job_id"], "wait_s": JOB_POLL_S})
+    v = res.get("result") or {}
+    if res.get("status") != "done" or not v:
+        out.error = f"validate_claim (call {call}) ended {res.get('status')}: {res.get('error')}"
+        return
+    out.verdicts = {kind: STATUS.get(str(v.get(prop)), "inconclusive")
+                    for kind, prop in (("necessary", "necessity"), ("sufficient", "sufficiency"),
+                                       ("specific", "specificity"))}
+    out.validation = {"call": call, "validation_id": v.get("validation_id"), "summary": v.get("summary"),
+                      "n_examples": v.get("n_examples")}

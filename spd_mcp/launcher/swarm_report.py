@@ -28,7 +28,9 @@ DEFINITIONS = {
     "necessity_<regime>": "mean over the re-test prompts of 1 - p_after/p_before, removing the claimed components",
     "sufficiency_<regime>": "mean over the re-test prompts of min(p_after/p_before, 1), keeping only them",
     "verified_effect": "mean of necessity and sufficiency in the deterministic and stochastic regimes",
-    "verdict": f"supported when the score is at least {VERDICT_MIN} in both regimes, else refuted",
+    "verdict": "validate_claim's verdict on held-out probes of the claim's mechanism (holds: supported, fails: "
+               f"refuted, else inconclusive); without a mechanism, supported when the score is at least "
+               f"{VERDICT_MIN} in both regimes, else refuted",
     "grader": "spd_core.grader on the run's probe prompts (deterministic): necessity, sufficiency, specificity",
 }
 
@@ -62,7 +64,8 @@ def build_summary(*, head: dict[str, Any], tasks: list[TaskRecord], claims: list
             "subject_prompt": c.subject_prompt, "behaviour": c.behaviour, "mechanism": rt.mechanism,
             "target": rt.target, "agent_confidence": c.confidence, "agent_verdicts": c.agent_verdicts,
             "verified_verdicts": rt.verdicts, "reproduced": reproduced, "scores": rt.scores,
-            "prompts": rt.prompts, "measurements": rt.measurements, "retest_error": rt.error,
+            "prompts": rt.prompts, "measurements": rt.measurements, "validation": rt.validation,
+            "retest_error": rt.error,
             "grader": g["scores"] if g else None, "grader_call": g["call"] if g else None})
     rows.sort(key=_rank_key)
     for i, r in enumerate(rows, 1):
