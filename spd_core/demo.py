@@ -32,7 +32,7 @@ from spd_core.losses import output_loss
 from spd_core.masks import ones_masks, rounded_masks, stochastic_masks
 from spd_core.model import ComponentModel
 from spd_core.run import DEMO_RUN, build_component_model, save_run, write_text_atomic
-from spd_core.targets.language import Probe, probe_prompts
+from spd_core.targets.language import BEHAVIOURS, Probe, probe_prompts
 from spd_core.targets.llama_native import native_copy
 from spd_core.targets.spec import DemoLMSpec, corpus_texts, data_source, load_target, save_target
 from spd_core.targets.tiny_lm import encode_batch, train_demo_lm
@@ -170,7 +170,7 @@ def build_demo(
     metrics = {**result.metrics, **report, "train_seconds": result.seconds, "target_seconds": target_seconds}
     save_run(out, model, spec, config, metrics, tokenizer=tokenizer,
              probes=[{"text": p.text, "target_token": p.target, "mechanism": p.mechanism, "foil": p.foil} for p in probes],
-             info=info)
+             info=info, behaviours=BEHAVIOURS)
     write_history(out, result.history)
     (out / "checkpoint.pt").unlink(missing_ok=True)
     if harvest_texts:

@@ -3,7 +3,9 @@
 Layout: ``run.json`` (format version, target spec, decomposition config, layer map, dtype, metrics),
 ``target/`` (toy weights + spec, or a transformers ``save_pretrained`` directory),
 ``components.safetensors`` (V, U and CI-function parameters), optional ``tokenizer/``,
-``harvest.sqlite`` and ``prompts.jsonl``. ``run.json`` is written last, so a directory without it
+``harvest.sqlite``, ``prompts.jsonl`` and ``behaviours.json`` (optional: for each probe mechanism
+tag, ``{description, names}``: what the behaviour is in plain words and names people use for it).
+``run.json`` is written last, so a directory without it
 is not a run.
 """
 
@@ -41,6 +43,7 @@ class LoadedRun:
     tokenizer: Any = None
     probes: list[dict[str, Any]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    behaviours: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def harvest_path(self) -> Path | None:
@@ -79,6 +82,7 @@ def save_run(
     tokenizer: Any = None,
     probes: list[dict[str, Any]] | None = None,
     info: dict[str, Any] | None = None,
+    behaviours: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +95,9 @@ def save_run(
         tokenizer.save_pretrained(out_dir / TOKENIZER_DIR)
     if probes is not None:
         write_text_atomic(out_dir / "prompts.jsonl", "".join(json.dumps(p) + "\n" for p in probes))
+    if behaviours is not None:
+        text = json.dumps(check_behaviours(behaviours), indent=2) + "\n"
+        write_text_atomic(out_dir / BEHAVIOURS_FILE, text)
     dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")
     meta = {
         "format_version": FORMAT_VERSION,
@@ -108,6 +115,22 @@ def save_run(
 
 
 TOKENIZER_DIR = "tokenizer"
+BEHAVIOURS_FILE = "behaviours.json"
+
+
+def check_behaviours(behaviours: Any) -> dict[str, dict[str, Any]]:
+    """``behaviours.json``'s content, checked: {tag: {"description": str, "names": [str, ...]}}."""
+    if not isinstance(behaviours, dict):
+        raise ValueError(f"behaviours must map mechanism tags to entries, got {type(behaviours).__name__}")
+    for tag, entry in behaviours.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("description"), str):
+            raise ValueError(f"behaviour {tag!r} needs a 'description' string, got {entry!r}")
+        names = entry.get("names", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"behaviour {tag!r}: 'names' must be a list of strings, got {names!r}")
+        if unknown := sorted(set(entry) - {"description", "names"}):
+            raise ValueError(f"behaviour {tag!r}: unknown keys {unknown}; valid: description, names")
+    return behaviours
 
 
 def load_tokenizer(directory: Path, light: bool = False) -> Any:
@@ -150,5 +173,10 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", light_tokeniz
     probes = []
     if (run_dir / "prompts.jsonl").is_file():
         probes = [json.loads(line) for line in (run_dir / "prompts.jsonl").read_text().splitlines() if line.strip()]
+    behaviours_path = run_dir / BEHAVIOURS_FILE
+    behaviours = {}
+    if behaviours_path.is_file():
+        behaviours = check_behaviours(json.loads(behaviours_path.read_text()))
     model.to(device)
-    return LoadedRun(model, spec, config, meta.get("metrics", {}), run_dir, tokenizer, probes, meta.get("info", {}))
+    return LoadedRun(model, spec, config, meta.get("metrics", {}), run_dir, tokenizer, probes, meta.get("info", {}),
+                     behaviours)

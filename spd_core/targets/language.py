@@ -359,3 +359,54 @@ def write_probes(path: Path, probes: Iterable[Probe]) -> None:
 def read_probes(path: Path) -> list[Probe]:
     """Inverse of ``write_probes``."""
     return [Probe(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+# What each planted mechanism is, in plain words, and names people use for it. The demo recipe
+# writes this into the run directory as ``behaviours.json`` (``spd_core.run``), which the server
+# serves with the probe prompts.
+BEHAVIOURS: dict[str, dict[str, object]] = {
+    "pronoun_gender": {
+        "description": (
+            "Choosing the pronoun 'he' or 'she' after a connective (and then, because, so, but, "
+            "until) to match the gender of the sentence's subject, a male or female name or title "
+            "such as 'john', 'mary', 'the king' or 'the queen', 4-10 words back, even when an "
+            "earlier sentence has a subject of the other gender."
+        ),
+        "names": [
+            "he/she choice", "pronoun gender", "gendered pronouns", "gender agreement",
+            "pronoun resolution", "coreference", "referring back to a person",
+        ],
+    },
+    "number_agreement": {
+        "description": (
+            "Choosing the verb 'is' or 'are' to match whether the sentence's subject, its first "
+            "noun, is singular or plural, whatever the number of the distractor noun right before "
+            "the verb, as in 'the keys near the old lamp are' and 'the dog behind the trees is'."
+        ),
+        "names": [
+            "subject-verb agreement", "number agreement", "singular or plural verb",
+            "is/are choice", "grammatical number", "agreement attraction",
+        ],
+    },
+    "induction": {
+        "description": (
+            "Continuing a run of made-up nonce words after 'code' by copying what followed the "
+            "same word earlier in the text: after 'code zab kiv . code zab' comes 'kiv'. These "
+            "words occur nowhere else, so only copying from the context predicts them."
+        ),
+        "names": [
+            "induction heads", "in-context copying", "repeating a sequence", "pattern completion",
+            "copying repeated tokens", "nonsense word repetition",
+        ],
+    },
+    "fact_lookup": {
+        "description": (
+            "Recalling a country's capital city after 'the capital of COUNTRY is', as in 'the "
+            "capital of france is paris': a memorised fact stored in the weights, not copied "
+            "from the context."
+        ),
+        "names": [
+            "factual recall", "capital cities", "knowledge retrieval", "memorised associations",
+            "country to capital lookup", "fact lookup",
+        ],
+    },
+}

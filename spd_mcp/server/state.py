@@ -2,7 +2,7 @@
 
 ``ServerConfig`` (the command line) lives in ``config`` and is re-exported here.
 ``ServedRun`` is the seam to ``spd_core.run``: ``load_served_run`` adapts a ``LoadedRun`` (model,
-tokenizer, metrics, probes, path) into what the tools need; tests build a ``ServedRun`` in code.
+tokenizer, metrics, probes, behaviours, path) into what the tools need; tests build a ``ServedRun`` in code.
 """
 
 import asyncio
@@ -25,7 +25,7 @@ from spd_mcp.server.tokens import TokenizerView
 from spd_mcp.server.workspace import Workspace
 
 T = TypeVar("T")
-__all__ = ["AppState", "ProbePrompt", "ServedRun", "ServerConfig", "load_served_run", "served_from_loaded"]
+__all__ = ["AppState", "Behaviour", "ProbePrompt", "ServedRun", "ServerConfig", "load_served_run", "served_from_loaded"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,14 @@ class ProbePrompt:
     mechanism: str
     position: int | None = None
     foil: str | None = None
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """What a probe mechanism is, in plain words, and names people use for it (behaviours.json)."""
+
+    description: str
+    names: tuple[str, ...] = ()
 
 
 @dataclass
@@ -48,6 +56,7 @@ class ServedRun:
     input_dim: int | None = None  # toy runs: length of the input feature vector
     context_length: int | None = None
     description: str = ""
+    behaviours: dict[str, Behaviour] = field(default_factory=dict)
 
     @property
     def is_lm(self) -> bool:
@@ -83,6 +92,10 @@ def served_from_loaded(loaded: Any) -> ServedRun:
         input_dim=None if tokenizer is not None else (_get(spec, "n_features", None) or first.d_in),
         context_length=getattr(cfg, "max_position_embeddings", None) or _get(spec, "context_length", None),
         description=str(_get(spec, "description", "") if spec is not None else ""),
+        behaviours={
+            str(tag): Behaviour(str(b["description"]), tuple(str(n) for n in b.get("names", ())))
+            for tag, b in (getattr(loaded, "behaviours", None) or {}).items()
+        },
     )
 
 

@@ -223,6 +223,12 @@ class ProbeRow(Wire):
     target_token: str = Field(description="the expected next token (exactly one token)")
     mechanism: str
     position: int | None
+    foil: str | None = Field(description="the wrong answer this mechanism rules out, if the run gives one")
+
+
+class BehaviourRow(Wire):
+    description: str = Field(description="what the mechanism is, in plain words")
+    names: list[str] = Field(description="names people use for it")
 
 
 class ProbeList(Wire):
@@ -232,6 +238,8 @@ class ProbeList(Wire):
     limit: int
     mechanisms: dict[str, int] = Field(description="every mechanism tag with its number of prompts")
     prompts: list[ProbeRow]
+    behaviours: dict[str, BehaviourRow] = Field(
+        description="mechanism tag -> what it is and names for it, where the run describes it")
 
 
 async def list_probe_prompts(state: AppState, inp: ProbeInput, ctx: Context) -> ProbeList:
@@ -240,7 +248,8 @@ async def list_probe_prompts(state: AppState, inp: ProbeInput, ctx: Context) -> 
     if inp.mechanism is not None and inp.mechanism not in tags:
         raise ValueError(f"unknown mechanism {inp.mechanism!r}; valid: {', '.join(sorted(tags)) or 'none (no probe suite)'}")
     rows = [
-        ProbeRow(index=i, text=p.text, target_token=p.target_token, mechanism=p.mechanism, position=p.position)
+        ProbeRow(index=i, text=p.text, target_token=p.target_token, mechanism=p.mechanism, position=p.position,
+                 foil=p.foil)
         for i, p in enumerate(probes)
         if inp.mechanism is None or p.mechanism == inp.mechanism
     ]
@@ -252,7 +261,10 @@ async def list_probe_prompts(state: AppState, inp: ProbeInput, ctx: Context) -> 
             f"{len(rows)} probe prompts{' tagged ' + repr(inp.mechanism) if inp.mechanism else ''}; showing "
             f"{len(page)} from offset {inp.offset}. Mechanisms: " + ", ".join(f"{k} ({v})" for k, v in sorted(tags.items()))
         )
-    return ProbeList(summary=summary, total=len(rows), offset=inp.offset, limit=inp.limit, mechanisms=dict(tags), prompts=page)
+    behaviours = {tag: BehaviourRow(description=b.description, names=list(b.names))
+                  for tag, b in state.run.behaviours.items()}
+    return ProbeList(summary=summary, total=len(rows), offset=inp.offset, limit=inp.limit, mechanisms=dict(tags), prompts=page,
+                     behaviours=behaviours)
 
 
 TOOLS = [
@@ -295,7 +307,8 @@ TOOLS = [
         title="List the run's probe prompts",
         description=(
             "Which prompts ship with this run, by mechanism? Returns probe prompts (text, the expected next "
-            "token, a mechanism tag) with total/offset/limit paging and the count per mechanism tag. Filter "
+            "token, its foil, a mechanism tag) with total/offset/limit paging, the count per mechanism tag "
+            "and, where the run has them, each mechanism's description in plain words. Filter "
             "with 'mechanism'. Instant. Example: list_probe_prompts(mechanism='induction', limit=10)."
         ),
         input_model=ProbeInput,

@@ -1,0 +1,71 @@
+"""Gather what `behaviour_choice.choose_behaviour` weighs, through an MCP session of the server.
+
+Calls list_probe_prompts (every page: probes, foils, behaviour descriptions), run_prompt on each
+quoted phrase of two or more words, and search_dataset on each quoted single word. A call that
+fails leaves its piece of evidence out; the choice is then made on the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp import Client
+
+from spd_mcp.launcher.agents.behaviour_choice import (
+    Behaviour,
+    BehaviourChoice,
+    Evidence,
+    Prediction,
+    Probe,
+    choose_behaviour,
+    quoted_spans,
+    words,
+)
+
+PAGE = 200
+SEARCH_LIMIT = 20
+
+
+async def _call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        res = await client.call_tool(tool, args)
+    except Exception:  # a transport or protocol error: this piece of evidence is left out
+        return None
+    data = res.structured_content
+    return data if not res.is_error and isinstance(data, dict) else None
+
+
+async def gather_evidence(client: Client, question: str) -> Evidence:
+    probes: list[Probe] = []
+    behaviours: dict[str, Behaviour] = {}
+    offset = 0
+    while True:
+        page = await _call(client, "list_probe_prompts", {"offset": offset, "limit": PAGE})
+        if page is None:
+            break
+        probes += [Probe(str(p["text"]), str(p["target_token"]), str(p["mechanism"]), p.get("foil"))
+                   for p in page.get("prompts") or []]
+        for tag, b in (page.get("behaviours") or {}).items():
+            behaviours[tag] = Behaviour(str(b["description"]), tuple(b.get("names") or ()))
+        offset += PAGE
+        if offset >= int(page.get("total") or 0):
+            break
+    predictions: list[Prediction] = []
+    hits: dict[str, tuple[str, ...]] = {}
+    for span in dict.fromkeys(quoted_spans(question)):
+        if len(words(span)) > 1:
+            res = await _call(client, "run_prompt", {"text": span, "top_k": 5})
+            last = (res or {}).get("predictions") or []
+            if res and last:
+                top = tuple((str(t["token"]), float(t["prob"])) for t in last[-1].get("top") or [])
+                predictions.append(Prediction(span, top, tuple(str(t) for t in res.get("tokens") or [])))
+        elif words(span):
+            found = await _call(client, "search_dataset", {"query": span, "limit": SEARCH_LIMIT})
+            if found is not None:
+                hits[span.lower()] = tuple(str(m["snippet"]) for m in found.get("matches") or [])
+    return Evidence(tuple(probes), behaviours, tuple(predictions), hits)
+
+
+async def choose_behaviour_via_mcp(client: Client, question: str) -> BehaviourChoice:
+    """The behaviour `question` is about, from evidence gathered through `client`."""
+    return choose_behaviour(question, await gather_evidence(client, question))
