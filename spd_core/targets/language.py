@@ -366,10 +366,10 @@ def read_probes(path: Path) -> list[Probe]:
 BEHAVIOURS: dict[str, dict[str, object]] = {
     "pronoun_gender": {
         "description": (
-            "Choosing the pronoun 'he' or 'she' after a connective (and then, because, so, but, "
-            "until) to match the gender of the sentence's subject, a male or female name or title "
-            "such as 'john', 'mary', 'the king' or 'the queen', 4-10 words back, even when an "
-            "earlier sentence has a subject of the other gender."
+            "Choosing the pronoun 'he' or 'she' to match the gender of the sentence's subject: "
+            "after a connective (and then, because, so, but, until) the pronoun refers back to a "
+            "male or female name or title such as 'john', 'mary', 'the king' or 'the queen', 4-10 "
+            "words back, even when an earlier sentence has a subject of the other gender."
         ),
         "names": [
             "he/she choice", "pronoun gender", "gendered pronouns", "gender agreement",
@@ -378,9 +378,10 @@ BEHAVIOURS: dict[str, dict[str, object]] = {
     },
     "number_agreement": {
         "description": (
-            "Choosing the verb 'is' or 'are' to match whether the sentence's subject, its first "
-            "noun, is singular or plural, whatever the number of the distractor noun right before "
-            "the verb, as in 'the keys near the old lamp are' and 'the dog behind the trees is'."
+            "Choosing the verb 'is' or 'are' to match the number of the sentence's subject: "
+            "singular or plural as its first noun is, whatever the number of the distractor noun "
+            "right before the verb, as in 'the keys near the old lamp are' and 'the dog behind the "
+            "trees is'."
         ),
         "names": [
             "subject-verb agreement", "number agreement", "singular or plural verb",
@@ -389,9 +390,10 @@ BEHAVIOURS: dict[str, dict[str, object]] = {
     },
     "induction": {
         "description": (
-            "Continuing a run of made-up nonce words after 'code' by copying what followed the "
-            "same word earlier in the text: after 'code zab kiv . code zab' comes 'kiv'. These "
-            "words occur nowhere else, so only copying from the context predicts them."
+            "Continuing a run of made-up nonce words by copying from the context: after 'code' "
+            "and a word seen earlier in the text comes the word that followed it then, as in "
+            "'code zab kiv . code zab' -> 'kiv'. These words occur nowhere else, so only copying "
+            "predicts them."
         ),
         "names": [
             "induction heads", "in-context copying", "repeating a sequence", "pattern completion",
@@ -400,9 +402,9 @@ BEHAVIOURS: dict[str, dict[str, object]] = {
     },
     "fact_lookup": {
         "description": (
-            "Recalling a country's capital city after 'the capital of COUNTRY is', as in 'the "
-            "capital of france is paris': a memorised fact stored in the weights, not copied "
-            "from the context."
+            "Recalling a country's capital city: after 'the capital of COUNTRY is' comes that "
+            "country's capital, as in 'the capital of france is paris', a memorised fact stored "
+            "in the weights, not copied from the context."
         ),
         "names": [
             "factual recall", "capital cities", "knowledge retrieval", "memorised associations",

@@ -1,40 +1,48 @@
 """Which of the run's behaviours a question is about, from what the agent can see through MCP.
 
-Every mechanism tag gets a score, the sum of weighted pieces of evidence:
+Each mechanism tag gets a score, the sum of weighted pieces of evidence (k: how many mechanisms
+share the piece, which divides its weight among them):
 
-- a quoted single word that is one of the mechanism's answer tokens (a probe's target or foil):
-  ``QUOTED_ANSWER`` / k, where k is the number of mechanisms sharing that token;
+- a quoted single word that is one of its answer tokens (a probe's target or foil): ``QUOTED``/k;
 - a quoted phrase after which the model's most likely next token is one of its answer tokens:
-  ``PREDICTED_ANSWER`` / k (only when every word of the phrase is known to the model);
-- an unquoted question word that is one of its answer tokens ('he', 'is', ...): ``ANSWER_WORD`` / k;
-- a question word whose stem occurs in its description, names or tag and in few other mechanisms':
-  (M - k) / (M - 1) / k for M mechanisms (1 where the run has one), each stem once;
-- the words of quoted material (phrases, and the sentences of search_dataset hits of quoted
-  words) by how characteristic they are of its probe prompts: sum over words of df * df / sum(df)
-  where df is the share of a mechanism's prompts holding the word, counted where that share of
-  the total is at least half, capped at ``QUOTED_CONTEXT_CAP`` per quote.
+  ``PREDICTED``/k (only when the model knows every word of the phrase);
+- an unquoted word that is one of its answer tokens ('he', 'is'): ``LOOSE``/k times the word's
+  rarity, plus ``PAIR``/k when the question names both a target and its foil ('is' ... 'are');
+- a name of the behaviour (its tag's words, or one of its names) said in the question as a phrase:
+  ``NAMED``/k, times the word's rarity when the name is one word;
+- each question word whose stem occurs in its description, names or tag: (M - k) / (M - 1) / k
+  for M mechanisms (1 when the run has one), times the word's rarity;
+- the words of quoted phrases, and the sentences around quoted words in search_dataset hits, by
+  how typical they are of its probe prompts (df * df / sum of df over mechanisms, where df is the
+  share of a mechanism's prompts holding the word and that share of the sum is at least half),
+  at most ``CONTEXT_CAP`` per quote.
 
-Words are weighted, not dropped: 'is', 'he', 'of' count exactly as much as they are specific to
-one mechanism. The best mechanism is chosen when its score reaches ``MIN_SCORE`` and beats the
-next; otherwise the answer is None: the run has no behaviour that matches the question.
+Words are weighted, never dropped. Rarity is 1 - 2 * (share of the background texts, the
+server's tool descriptions, that hold the word), floored at 0: 'the' and 'components' say little
+about which behaviour is meant, 'gender' and 'plural' say much. Answer tokens quoted, or predicted
+by the model, count in full whatever their rarity. The best mechanism is chosen when its score
+reaches ``MIN_SCORE`` and beats the next; otherwise the answer is None: no behaviour of the run
+matches the question.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-QUOTED_ANSWER = 3.0
-PREDICTED_ANSWER = 3.0
-ANSWER_WORD = 1.0
-QUOTED_CONTEXT_CAP = 1.5
+QUOTED = 3.0
+PREDICTED = 3.0
+LOOSE = 1.0
+PAIR = 2.0
+NAMED = 2.0
+CONTEXT_CAP = 1.5
 MIN_SCORE = 2.0
 MIN_PREDICTION_PROB = 0.2
 UNKNOWN_TOKENS = frozenset({"<unk>", "[unk]", "<|unk|>"})
 
 _WORD = re.compile(r"[a-z0-9]+")
-_QUOTE = re.compile(r"(?<![\w])['\"‘“]([^'\"‘’“”]+?)['\"’”](?![\w])")
+_QUOTE = re.compile(r"(?<!\w)['\"‘“]([^'\"‘’“”]+?)['\"’”](?!\w)")
 _SUFFIXES = ("ations", "ation", "ments", "ment", "ings", "ing", "ised", "ized", "ises", "izes",
              "ise", "ize", "ions", "ion", "ally", "al", "ers", "er", "ed", "es", "ly", "s", "e", "y")
 
@@ -55,7 +63,7 @@ class Behaviour:
 
 @dataclass(frozen=True)
 class Prediction:
-    """The model's next-token guesses after a quoted phrase; `tokens` as the model read them."""
+    """The model's next-token guesses after a quoted phrase; `tokens` as the model read it."""
 
     text: str
     top: tuple[tuple[str, float], ...]
@@ -68,6 +76,7 @@ class Evidence:
     behaviours: Mapping[str, Behaviour] = field(default_factory=dict)
     predictions: tuple[Prediction, ...] = ()
     search_hits: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # word -> snippets
+    background: tuple[str, ...] = ()  # general texts about the model (the tools' descriptions)
 
 
 @dataclass(frozen=True)
@@ -107,16 +116,20 @@ def norm_token(token: str) -> str:
 
 
 class _Profile:
-    """What characterises each mechanism: answer tokens, prompt word shares, description stems."""
+    """What characterises each mechanism: answers, prompt word shares, description stems."""
 
     def __init__(self, evidence: Evidence) -> None:
         self.tags = list(dict.fromkeys(p.mechanism for p in evidence.probes))
         self.tags += [t for t in evidence.behaviours if t not in self.tags]
         self.answers: dict[str, set[str]] = {t: set() for t in self.tags}
+        self.pairs: dict[str, set[frozenset[str]]] = {t: set() for t in self.tags}
         counts: dict[str, dict[str, int]] = {t: {} for t in self.tags}
         n: dict[str, int] = dict.fromkeys(self.tags, 0)
         for p in evidence.probes:
-            self.answers[p.mechanism].update(norm_token(a) for a in (p.target_token, p.foil) if a)
+            target, foil = norm_token(p.target_token), norm_token(p.foil or "")
+            self.answers[p.mechanism].update(a for a in (target, foil) if a)
+            if foil and foil != target:
+                self.pairs[p.mechanism].add(frozenset((target, foil)))
             n[p.mechanism] += 1
             for w in set(words(p.text)):
                 counts[p.mechanism][w] = counts[p.mechanism].get(w, 0) + 1
@@ -127,16 +140,29 @@ class _Profile:
             text = " ".join([t.replace("_", " ").replace("-", " "), *(b.names if b else ()),
                              b.description if b else ""])
             self.stems[t] = {stem(w) for w in words(text)}
+        self.names: dict[str, set[tuple[str, ...]]] = {}
+        for t in self.tags:
+            b = evidence.behaviours.get(t)
+            phrases = [t.replace("_", " ").replace("-", " "), *(b.names if b else ())]
+            self.names[t] = {tuple(stem(w) for w in words(p)) for p in phrases if words(p)}
+        self._docs = [{stem(w) for w in words(d)} for d in evidence.background]
+
+    def rarity(self, word: str) -> float:
+        if not self._docs:
+            return 1.0
+        share = sum(stem(word) in d for d in self._docs) / len(self._docs)
+        return max(0.0, 1.0 - 2.0 * share)
 
     def answer_of(self, token: str) -> list[str]:
         return [t for t in self.tags if norm_token(token) in self.answers[t]]
 
-    def stem_weight(self, s: str) -> dict[str, float]:
+    def stem_weight(self, word: str) -> dict[str, float]:
+        s = stem(word)
         having = [t for t in self.tags if s in self.stems[t]]
         m, k = len(self.tags), len(having)
         if not having:
             return {}
-        w = 1.0 if m == 1 else (m - k) / (m - 1) / k
+        w = (1.0 if m == 1 else (m - k) / (m - 1) / k) * self.rarity(word)
         return {t: w for t in having} if w > 0 else {}
 
     def context_weight(self, ws: set[str]) -> dict[str, float]:
@@ -147,89 +173,132 @@ class _Profile:
                 df = self.df[t].get(w, 0.0)
                 if total and df / total >= 0.5:
                     out[t] = out.get(t, 0.0) + df * df / total
-        return {t: min(v, QUOTED_CONTEXT_CAP) for t, v in out.items()}
+        return {t: min(v, CONTEXT_CAP) for t, v in out.items()}
+
+
+class _Tally:
+    """Scores per mechanism and, per kind of evidence, the items that gave them."""
+
+    def __init__(self, tags: list[str]) -> None:
+        self.scores = dict.fromkeys(tags, 0.0)
+        self.items: dict[str, dict[str, list[str]]] = {t: {} for t in tags}
+
+    def add(self, tags: list[str], weight: float, kind: str, item: str) -> None:
+        for t in tags:
+            self.scores[t] += weight / len(tags)
+            bucket = self.items[t].setdefault(kind, [])
+            if item not in bucket:
+                bucket.append(item)
 
 
 def choose_behaviour(question: str, evidence: Evidence) -> BehaviourChoice:
     """The run's mechanism the question asks about, or None when no behaviour of the run matches."""
     prof = _Profile(evidence)
     if not prof.tags:
-        return BehaviourChoice(None, {}, "The run describes no behaviours (no probe prompts), "
-                               "so the question cannot be matched to one.", {})
-    scores: dict[str, float] = dict.fromkeys(prof.tags, 0.0)
-    why: dict[str, list[str]] = {t: [] for t in prof.tags}
-
-    def add(tags: Sequence[str], weight: float, note: str) -> None:
-        for t in tags:
-            scores[t] += weight / len(tags)
-            why[t].append(note)
-
+        return BehaviourChoice(None, {}, "The run has no probe prompts or behaviour descriptions, "
+                               "so the question cannot be matched to a behaviour.", {})
+    tally = _Tally(prof.tags)
     quotes = quoted_spans(question)
-    single = {q.lower() for q in quotes if len(words(q)) == 1}
-    for q in sorted(single):
+    quoted_words = {w for q in quotes for w in words(q)}
+    single = [q.lower() for q in dict.fromkeys(quotes) if len(words(q)) == 1]
+    for q in single:
         if tags := prof.answer_of(q):
-            add(tags, QUOTED_ANSWER, f"the question quotes '{q}', one of its answer tokens")
+            tally.add(tags, QUOTED, "quoted", q)
     for pred in evidence.predictions:
         known = not any(norm_token(t) in UNKNOWN_TOKENS for t in pred.tokens)
-        if not (known and pred.top and pred.top[0][1] >= MIN_PREDICTION_PROB):
-            continue
-        token = norm_token(pred.top[0][0])
-        if tags := prof.answer_of(token):
-            add(tags, PREDICTED_ANSWER,
-                f"after '{pred.text}' the model predicts '{token}', one of its answer tokens")
-    quoted_words = {w for q in quotes for w in words(q)}
+        if known and pred.top and pred.top[0][1] >= MIN_PREDICTION_PROB:
+            token = norm_token(pred.top[0][0])
+            if tags := prof.answer_of(token):
+                tally.add(tags, PREDICTED, "predicted", f"'{token}' after '{pred.text}'")
     loose = [w for w in dict.fromkeys(words(_QUOTE.sub(" ", question))) if w not in quoted_words]
     for w in loose:
-        if tags := prof.answer_of(w):
-            add(tags, ANSWER_WORD, f"the question says '{w}', one of its answer tokens")
-    matched: dict[str, list[str]] = {t: [] for t in prof.tags}
+        if (tags := prof.answer_of(w)) and prof.rarity(w) > 0:
+            tally.add(tags, LOOSE * prof.rarity(w), "loose", w)
+    named = set(loose) | set(single)
+    for t in prof.tags:
+        if any(pair <= named for pair in prof.pairs[t]):
+            pair = next(p for p in prof.pairs[t] if p <= named)
+            tally.add([t], PAIR, "pair", " and ".join(f"'{w}'" for w in sorted(pair)))
+    said = [stem(w) for w in words(question)]
+    spoken = {tuple(said[i:j]) for i in range(len(said)) for j in range(i + 1, min(i + 6, len(said)) + 1)}
+    for phrase in {p for t in prof.tags for p in prof.names[t]} & spoken:
+        tags = [t for t in prof.tags if phrase in prof.names[t]]
+        weight = NAMED * (prof.rarity(phrase[0]) if len(phrase) == 1 else 1.0)
+        if weight > 0:
+            tally.add(tags, weight, "named", " ".join(phrase))
     for w in dict.fromkeys(loose + sorted(quoted_words)):
-        for t, weight in prof.stem_weight(stem(w)).items():
-            scores[t] += weight
-            matched[t].append(w)
-    for t, ws in matched.items():
-        if ws:
-            why[t].append("its description names " + ", ".join(f"'{w}'" for w in ws[:6]))
+        for t, weight in prof.stem_weight(w).items():
+            tally.add([t], weight, "described" if weight >= 0.5 else "faint", w)
     contexts = [(q, set(words(q))) for q in quotes if len(words(q)) > 1]
     for word, snippets in evidence.search_hits.items():
         if prof.answer_of(word):
-            continue  # an answer token already counted as such; its contexts span every mechanism
+            continue  # already counted as an answer token; its contexts span every mechanism
         sentences = [s for snip in snippets for s in snip.lower().split(".") if word in words(s)]
         if sentences:
             contexts.append((word, {w for s in sentences for w in words(s)} - {word.lower()}))
     for q, ws in contexts:
         for t, weight in prof.context_weight(ws).items():
-            scores[t] += weight
-            why[t].append(f"the words around '{q}' are typical of its probe prompts")
-    scores = {t: round(v, 3) for t, v in scores.items()}
-    return _decide(scores, {t: tuple(v) for t, v in why.items()}, evidence)
+            tally.add([t], weight, "context", q)
+    return _decide(tally, evidence)
 
 
-def _decide(scores: dict[str, float], why: dict[str, tuple[str, ...]],
-            evidence: Evidence) -> BehaviourChoice:
+def _quote_list(items: list[str]) -> str:
+    quoted = [f"'{i}'" for i in items]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def _because(items: dict[str, list[str]]) -> str:
+    def answers(verb: str, ws: list[str]) -> str:
+        return (f"it {verb} {_quote_list(ws)}, "
+                + ("an answer token" if len(ws) == 1 else "answer tokens") + " of this behaviour")
+
+    parts = []
+    if items.get("named"):
+        parts.append(f"it names the behaviour ({_quote_list(items['named'])})")
+    if items.get("quoted"):
+        parts.append(answers("quotes", items["quoted"]))
+    if items.get("predicted"):
+        parts.append("the model predicts " + "; ".join(items["predicted"][:2]))
+    if items.get("pair"):
+        parts.append(f"it names the alternatives {items['pair'][0]}")
+    elif items.get("loose"):
+        parts.append(answers("says", items["loose"]))
+    if described := items.get("described", [])[:5]:
+        parts.append(f"{'its words' if len(described) > 1 else 'its word'} {_quote_list(described)} "
+                     f"{'occur' if len(described) > 1 else 'occurs'} in the behaviour's description")
+    if items.get("context"):
+        parts.append(f"the words in and around {_quote_list(items['context'][:2])} are typical "
+                     "of its probe prompts")
+    return "; ".join(parts) if parts else "only faint matches"
+
+
+def _decide(tally: _Tally, evidence: Evidence) -> BehaviourChoice:
+    scores = {t: round(v, 3) for t, v in tally.scores.items()}
+    why = {t: tuple(f"{k}: {', '.join(v)}" for k, v in items.items())
+           for t, items in tally.items.items()}
     ranked = sorted(scores, key=lambda t: -scores[t])
-    best = ranked[0]
-    runner = ranked[1] if len(ranked) > 1 else None
-    margin = scores[best] - (scores[runner] if runner else 0.0)
-    listing = ", ".join(ranked)
+    best, runner = ranked[0], (ranked[1] if len(ranked) > 1 else None)
     if scores[best] < MIN_SCORE:
-        hint = (f"; the closest, '{best}', scores {scores[best]:.1f} of the {MIN_SCORE:.1f} needed"
-                if scores[best] > 0 else "")
+        near = (f"; the nearest, '{best}', scores {scores[best]:.1f} where {MIN_SCORE:.1f} is "
+                "needed" if scores[best] > 0 else "")
         return BehaviourChoice(None, scores, (
             f"No behaviour of this run matches the question: neither its words nor its quoted "
-            f"examples point to any of {listing}{hint}."), why)
-    if runner and margin <= 0:
+            f"examples point to any of {', '.join(sorted(scores))}{near}."), why)
+    if runner and scores[runner] >= scores[best]:
         return BehaviourChoice(None, scores, (
-            f"The question matches '{best}' and '{runner}' equally ({scores[best]:.1f} each), "
-            f"so it does not say which behaviour of this run it is about."), why)
+            f"The question fits '{best}' and '{runner}' equally well ({scores[best]:.1f} each), "
+            "so it does not say which behaviour of this run it is about."), why)
     about = evidence.behaviours.get(best)
-    gist = f" ({_first_clause(about.description)})" if about else ""
-    versus = f"; next is '{runner}' at {scores[runner]:.1f}" if runner else ""
+    gist = f" ({_gist(about.description)})" if about else ""
+    versus = f" against {scores[runner]:.1f} for '{runner}'" if runner else ""
     return BehaviourChoice(best, scores, (
-        f"The question is about '{best}'{gist}: {'; '.join(why[best][:3])} "
+        f"The question is about '{best}'{gist}: {_because(tally.items[best])} "
         f"(score {scores[best]:.1f}{versus})."), why)
 
 
-def _first_clause(description: str) -> str:
-    text = description.split(":")[0].split(" as in ")[0].split(", as ")[0]
-    return text[:1].lower() + text[1:].rstrip(". ")
+def _gist(description: str, limit: int = 100) -> str:
+    """The description up to its first colon or full stop, at most `limit` characters."""
+    text = re.split(r"[:;]|\.\s", description.strip(), maxsplit=1)[0].rstrip(". ")
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + "..."
+    return text[:1].lower() + text[1:]

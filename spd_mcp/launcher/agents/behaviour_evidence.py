@@ -1,6 +1,6 @@
 """Gather what `behaviour_choice.choose_behaviour` weighs, through an MCP session of the server.
 
-Calls list_probe_prompts (every page: probes, foils, behaviour descriptions), run_prompt on each
+Lists the tools (their descriptions, with their arguments', are the background of general words), calls list_probe_prompts (every page: probes, foils, behaviour descriptions), run_prompt on each
 quoted phrase of two or more words, and search_dataset on each quoted single word. A call that
 fails leaves its piece of evidence out; the choice is then made on the rest.
 """
@@ -21,6 +21,7 @@ from spd_mcp.launcher.agents.behaviour_choice import (
     quoted_spans,
     words,
 )
+from spd_mcp.launcher.mcp_link import list_all_tools
 
 PAGE = 200
 SEARCH_LIMIT = 20
@@ -63,7 +64,17 @@ async def gather_evidence(client: Client, question: str) -> Evidence:
             found = await _call(client, "search_dataset", {"query": span, "limit": SEARCH_LIMIT})
             if found is not None:
                 hits[span.lower()] = tuple(str(m["snippet"]) for m in found.get("matches") or [])
-    return Evidence(tuple(probes), behaviours, tuple(predictions), hits)
+    try:
+        background = tuple(" ".join([t.description, *_field_descriptions(t.input_schema)])
+                           for t in await list_all_tools(client))
+    except Exception:  # without a background every word counts as rare
+        background = ()
+    return Evidence(tuple(probes), behaviours, tuple(predictions), hits, background)
+
+
+def _field_descriptions(schema: dict[str, Any]) -> list[str]:
+    props = schema.get("properties") or {}
+    return [str(p.get("description") or "") for p in props.values() if isinstance(p, dict)]
 
 
 async def choose_behaviour_via_mcp(client: Client, question: str) -> BehaviourChoice:
