@@ -374,6 +374,7 @@ BEHAVIOURS: dict[str, dict[str, object]] = {
         "names": [
             "he/she choice", "pronoun gender", "gendered pronouns", "gender agreement",
             "pronoun resolution", "coreference", "referring back to a person",
+            "male or female", "man or woman", "masculine or feminine", "his or her",
         ],
     },
     "number_agreement": {
@@ -385,7 +386,8 @@ BEHAVIOURS: dict[str, dict[str, object]] = {
         ),
         "names": [
             "subject-verb agreement", "number agreement", "singular or plural verb",
-            "is/are choice", "grammatical number", "agreement attraction",
+            "is/are choice", "grammatical number", "agreement attraction", "one or many",
+            "plurality of the subject", "verb form", "ignoring the nearest noun",
         ],
     },
     "induction": {
@@ -397,7 +399,8 @@ BEHAVIOURS: dict[str, dict[str, object]] = {
         ),
         "names": [
             "induction heads", "in-context copying", "repeating a sequence", "pattern completion",
-            "copying repeated tokens", "nonsense word repetition",
+            "copying repeated tokens", "nonsense word repetition", "invented words",
+            "random tokens seen before", "in-context learning", "continuing a repeated sequence",
         ],
     },
     "fact_lookup": {
@@ -408,7 +411,8 @@ BEHAVIOURS: dict[str, dict[str, object]] = {
         ),
         "names": [
             "factual recall", "capital cities", "knowledge retrieval", "memorised associations",
-            "country to capital lookup", "fact lookup",
+            "country to capital lookup", "fact lookup", "world knowledge", "geography",
+            "trivia",
         ],
     },
 }

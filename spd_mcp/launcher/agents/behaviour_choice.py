@@ -8,8 +8,9 @@ share the piece, which divides its weight among them):
   ``PREDICTED``/k (only when the model knows every word of the phrase);
 - an unquoted word that is one of its answer tokens ('he', 'is'): ``LOOSE``/k times the word's
   rarity, plus ``PAIR``/k when the question names both a target and its foil ('is' ... 'are');
-- a name of the behaviour (its tag's words, or one of its names) said in the question as a phrase:
-  ``NAMED``/k, times the word's rarity when the name is one word;
+- a name of the behaviour (its tag or one of its names) whose words all occur
+  within ``NAME_WINDOW`` words of the question: ``NAMED``/k, times the word's rarity when the
+  name is one word;
 - each question word whose stem occurs in its description, names or tag: (M - k) / (M - 1) / k
   for M mechanisms (1 when the run has one), times the word's rarity;
 - the words of quoted phrases, and the sentences around quoted words in search_dataset hits, by
@@ -36,6 +37,7 @@ PREDICTED = 3.0
 LOOSE = 1.0
 PAIR = 2.0
 NAMED = 2.0
+NAME_WINDOW = 4
 CONTEXT_CAP = 1.5
 MIN_SCORE = 2.0
 MIN_PREDICTION_PROB = 0.2
@@ -44,7 +46,7 @@ UNKNOWN_TOKENS = frozenset({"<unk>", "[unk]", "<|unk|>"})
 _WORD = re.compile(r"[a-z0-9]+")
 _QUOTE = re.compile(r"(?<!\w)['\"‘“]([^'\"‘’“”]+?)['\"’”](?!\w)")
 _SUFFIXES = ("ations", "ation", "ments", "ment", "ings", "ing", "ised", "ized", "ises", "izes",
-             "ise", "ize", "ions", "ion", "ally", "al", "ers", "er", "ed", "es", "ly", "s", "e", "y")
+             "ise", "ize", "ions", "ion", "ity", "ally", "al", "ers", "er", "ed", "es", "ly", "s", "e", "y")
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ def stem(word: str) -> str:
     w = word.lower()
     if w.endswith("ies") and len(w) > 4:
         w = w[:-3] + "y"
+    elif w.endswith("lution"):  # resolution -> resolv(e), evolution -> evolv(e)
+        w = w[:-5] + "ve"
     changed = True
     while changed:
         changed = False
@@ -140,11 +144,12 @@ class _Profile:
             text = " ".join([t.replace("_", " ").replace("-", " "), *(b.names if b else ()),
                              b.description if b else ""])
             self.stems[t] = {stem(w) for w in words(text)}
-        self.names: dict[str, set[tuple[str, ...]]] = {}
+        self.names: dict[str, set[frozenset[str]]] = {}
         for t in self.tags:
             b = evidence.behaviours.get(t)
-            phrases = [t.replace("_", " ").replace("-", " "), *(b.names if b else ())]
-            self.names[t] = {tuple(stem(w) for w in words(p)) for p in phrases if words(p)}
+            tag_words = words(t.replace("_", " ").replace("-", " "))
+            phrases = [" ".join(tag_words), *(b.names if b else ())]
+            self.names[t] = {frozenset(stem(w) for w in words(p)) for p in phrases if words(p)}
         self._docs = [{stem(w) for w in words(d)} for d in evidence.background]
 
     def rarity(self, word: str) -> float:
@@ -220,12 +225,13 @@ def choose_behaviour(question: str, evidence: Evidence) -> BehaviourChoice:
             pair = next(p for p in prof.pairs[t] if p <= named)
             tally.add([t], PAIR, "pair", " and ".join(f"'{w}'" for w in sorted(pair)))
     said = [stem(w) for w in words(question)]
-    spoken = {tuple(said[i:j]) for i in range(len(said)) for j in range(i + 1, min(i + 6, len(said)) + 1)}
-    for phrase in {p for t in prof.tags for p in prof.names[t]} & spoken:
-        tags = [t for t in prof.tags if phrase in prof.names[t]]
-        weight = NAMED * (prof.rarity(phrase[0]) if len(phrase) == 1 else 1.0)
-        if weight > 0:
-            tally.add(tags, weight, "named", " ".join(phrase))
+    windows = [frozenset(said[i : i + NAME_WINDOW]) for i in range(len(said))]
+    for name in {n for t in prof.tags for n in prof.names[t]}:
+        if any(name <= w for w in windows):
+            tags = [t for t in prof.tags if name in prof.names[t]]
+            weight = NAMED * (prof.rarity(next(iter(name))) if len(name) == 1 else 1.0)
+            if weight > 0:
+                tally.add(tags, weight, "named", " ".join(sorted(name)))
     for w in dict.fromkeys(loose + sorted(quoted_words)):
         for t, weight in prof.stem_weight(w).items():
             tally.add([t], weight, "described" if weight >= 0.5 else "faint", w)
