@@ -5,7 +5,9 @@ share the piece, which divides its weight among them):
 
 - a quoted single word that is one of its answer tokens (a probe's target or foil): ``QUOTED``/k;
 - a quoted phrase after which the model's most likely next token is one of its answer tokens:
-  ``PREDICTED``/k (only when the model knows every word of the phrase);
+  ``PREDICTED``/k (only when the model knows every word of the phrase); or, when the whole
+  phrase predicts none, a quoted sentence that ends in one of its answer tokens and without that
+  last word makes the model predict one of them (the right one or its foil);
 - an unquoted word that is one of its answer tokens ('he', 'is'): ``LOOSE``/k times the word's
   rarity, plus ``PAIR``/k when the question names both a target and its foil ('is' ... 'are');
 - a name of the behaviour (its tag or one of its names) whose words all occur
@@ -65,11 +67,15 @@ class Behaviour:
 
 @dataclass(frozen=True)
 class Prediction:
-    """The model's next-token guesses after a quoted phrase; `tokens` as the model read it."""
+    """The model's next-token guesses after a quoted phrase; `tokens` as the model read it.
+
+    `completes`: set when `text` is a quoted phrase without its last word, which it holds.
+    """
 
     text: str
     top: tuple[tuple[str, float], ...]
     tokens: tuple[str, ...] = ()
+    completes: str | None = None
 
 
 @dataclass(frozen=True)
@@ -209,12 +215,20 @@ def choose_behaviour(question: str, evidence: Evidence) -> BehaviourChoice:
     for q in single:
         if tags := prof.answer_of(q):
             tally.add(tags, QUOTED, "quoted", q)
-    for pred in evidence.predictions:
+    answered: set[str] = set()
+    for pred in sorted(evidence.predictions, key=lambda p: p.completes is not None):
         known = not any(norm_token(t) in UNKNOWN_TOKENS for t in pred.tokens)
-        if known and pred.top and pred.top[0][1] >= MIN_PREDICTION_PROB:
-            token = norm_token(pred.top[0][0])
-            if tags := prof.answer_of(token):
-                tally.add(tags, PREDICTED, "predicted", f"'{token}' after '{pred.text}'")
+        if not (known and pred.top and pred.top[0][1] >= MIN_PREDICTION_PROB):
+            continue
+        token = norm_token(pred.top[0][0])
+        tags = prof.answer_of(token)
+        if pred.completes is not None:  # the sentence ends in an answer the model weighs too
+            if f"{pred.text} {pred.completes}" in answered:
+                continue
+            tags = [t for t in tags if t in prof.answer_of(pred.completes)]
+        if tags:
+            answered.add(pred.text)
+            tally.add(tags, PREDICTED, "predicted", f"'{token}' after '{pred.text}'")
     loose = [w for w in dict.fromkeys(words(_QUOTE.sub(" ", question))) if w not in quoted_words]
     for w in loose:
         if (tags := prof.answer_of(w)) and prof.rarity(w) > 0:

@@ -1,8 +1,10 @@
 """Gather what `behaviour_choice.choose_behaviour` weighs, through an MCP session of the server.
 
-Lists the tools (their descriptions, with their arguments', are the background of general words), calls list_probe_prompts (every page: probes, foils, behaviour descriptions), run_prompt on each
-quoted phrase of two or more words, and search_dataset on each quoted single word. A call that
-fails leaves its piece of evidence out; the choice is then made on the rest.
+Lists the tools (their descriptions and their arguments' are the background of general words),
+calls list_probe_prompts (every page: probes, foils, behaviour descriptions), run_prompt on each
+quoted phrase of two or more words and on it without its last word, and search_dataset on each
+quoted single word. A call that fails leaves its piece of evidence out; the choice is then made
+on the rest.
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ async def _call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, An
     return data if not res.is_error and isinstance(data, dict) else None
 
 
+async def _predict(client: Client, text: str, completes: str | None) -> Prediction | None:
+    res = await _call(client, "run_prompt", {"text": text, "top_k": 5})
+    positions = (res or {}).get("predictions") or []
+    if not res or not positions:
+        return None
+    top = tuple((str(t["token"]), float(t["prob"])) for t in positions[-1].get("top") or [])
+    return Prediction(text, top, tuple(str(t) for t in res.get("tokens") or []), completes)
+
+
 async def gather_evidence(client: Client, question: str) -> Evidence:
     probes: list[Probe] = []
     behaviours: dict[str, Behaviour] = {}
@@ -53,13 +64,12 @@ async def gather_evidence(client: Client, question: str) -> Evidence:
             break
     predictions: list[Prediction] = []
     hits: dict[str, tuple[str, ...]] = {}
-    for span in dict.fromkeys(quoted_spans(question)):
+    for span in dict.fromkeys(" ".join(q.split()) for q in quoted_spans(question)):
         if len(words(span)) > 1:
-            res = await _call(client, "run_prompt", {"text": span, "top_k": 5})
-            last = (res or {}).get("predictions") or []
-            if res and last:
-                top = tuple((str(t["token"]), float(t["prob"])) for t in last[-1].get("top") or [])
-                predictions.append(Prediction(span, top, tuple(str(t) for t in res.get("tokens") or [])))
+            head, last = span.rsplit(" ", 1)
+            for text, completes in ((span, None), (head, last)):
+                if pred := await _predict(client, text, completes):
+                    predictions.append(pred)
         elif words(span):
             found = await _call(client, "search_dataset", {"query": span, "limit": SEARCH_LIMIT})
             if found is not None:
