@@ -51,6 +51,21 @@ def test_the_models_prediction_on_a_quoted_phrase_is_evidence() -> None:
     assert choose_behaviour("What happens after 'the capital of mali is'?", unknown).scores["capital"] == without
 
 
+def test_a_quoted_sentence_ending_in_an_answer_counts_through_its_prefix() -> None:
+    full = Prediction("the cats near the dog are", (("red", 0.5),), ("the",))
+    prefix = Prediction("the cats near the dog", (("is", 0.7),), ("the",), completes="are")
+    choice = choose_behaviour("Explain 'the cats near the dog are'.", Evidence(PROBES, {}, (full, prefix)))
+    assert choice.mechanism == "agreement" and "(the quote ends in 'are')" in choice.reason
+    base = choose_behaviour("Explain 'the cats near the dog are'.", Evidence(PROBES, {}, (full,)))
+    assert choice.scores["agreement"] == pytest.approx(base.scores["agreement"] + 3)
+    # when the whole quote already predicts an answer, its prefix adds nothing more
+    cap = Prediction("the capital of peru is", (("lima", 0.9),), ("the",))
+    cap_prefix = Prediction("the capital of peru", (("is", 0.9),), ("the",), completes="is")
+    both = choose_behaviour("Why 'the capital of peru is'?", Evidence(PROBES, {}, (cap_prefix, cap)))
+    only = choose_behaviour("Why 'the capital of peru is'?", Evidence(PROBES, {}, (cap,)))
+    assert both.scores == only.scores
+
+
 def test_a_question_about_no_behaviour_of_the_run_gets_none() -> None:
     for q in ("How does the model do arithmetic?", "Which components detect sentiment?"):
         choice = choose_behaviour(q, EVIDENCE)

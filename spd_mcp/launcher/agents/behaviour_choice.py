@@ -228,7 +228,8 @@ def choose_behaviour(question: str, evidence: Evidence) -> BehaviourChoice:
             tags = [t for t in tags if t in prof.answer_of(pred.completes)]
         if tags:
             answered.add(pred.text)
-            tally.add(tags, PREDICTED, "predicted", f"'{token}' after '{pred.text}'")
+            ends = f" (the quote ends in '{pred.completes}')" if pred.completes else ""
+            tally.add(tags, PREDICTED, "predicted", f"'{token}' after '{pred.text}'{ends}")
     loose = [w for w in dict.fromkeys(words(_QUOTE.sub(" ", question))) if w not in quoted_words]
     for w in loose:
         if (tags := prof.answer_of(w)) and prof.rarity(w) > 0:
