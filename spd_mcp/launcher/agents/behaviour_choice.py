@@ -91,8 +91,9 @@ class Evidence:
 class BehaviourChoice:
     mechanism: str | None
     scores: dict[str, float]
-    reason: str
+    reason: str  # one sentence: the verdict, a colon, then `grounds`
     evidence: dict[str, tuple[str, ...]]  # mechanism -> what counted for it, in words
+    grounds: str = ""  # the reason without its verdict, for callers that state the verdict
 
 
 def words(text: str) -> list[str]:
@@ -206,8 +207,8 @@ def choose_behaviour(question: str, evidence: Evidence) -> BehaviourChoice:
     """The run's mechanism the question asks about, or None when no behaviour of the run matches."""
     prof = _Profile(evidence)
     if not prof.tags:
-        return BehaviourChoice(None, {}, "The run has no probe prompts or behaviour descriptions, "
-                               "so the question cannot be matched to a behaviour.", {})
+        return _choice(None, {}, "No behaviour of this run matches the question",
+                       "the run has no probe prompts or behaviour descriptions", {})
     tally = _Tally(prof.tags)
     quotes = quoted_spans(question)
     quoted_words = {w for q in quotes for w in words(q)}
@@ -302,19 +303,22 @@ def _decide(tally: _Tally, evidence: Evidence) -> BehaviourChoice:
     if scores[best] < MIN_SCORE:
         near = (f"; the nearest, '{best}', scores {scores[best]:.1f} where {MIN_SCORE:.1f} is "
                 "needed" if scores[best] > 0 else "")
-        return BehaviourChoice(None, scores, (
-            f"No behaviour of this run matches the question: neither its words nor its quoted "
-            f"examples point to any of {', '.join(sorted(scores))}{near}."), why)
+        return _choice(None, scores, "No behaviour of this run matches the question", (
+            f"neither its words nor its quoted examples point to any of "
+            f"{', '.join(sorted(scores))}{near}"), why)
     if runner and scores[runner] >= scores[best]:
-        return BehaviourChoice(None, scores, (
-            f"The question fits '{best}' and '{runner}' equally well ({scores[best]:.1f} each), "
-            "so it does not say which behaviour of this run it is about."), why)
+        return _choice(None, scores, "The question does not say which behaviour it is about", (
+            f"it fits '{best}' and '{runner}' equally well ({scores[best]:.1f} each)"), why)
     about = evidence.behaviours.get(best)
     gist = f" ({_gist(about.description)})" if about else ""
     versus = f" against {scores[runner]:.1f} for '{runner}'" if runner else ""
-    return BehaviourChoice(best, scores, (
-        f"The question is about '{best}'{gist}: {_because(tally.items[best])} "
-        f"(score {scores[best]:.1f}{versus})."), why)
+    return _choice(best, scores, f"The question is about '{best}'{gist}", (
+        f"{_because(tally.items[best])} (score {scores[best]:.1f}{versus})"), why)
+
+
+def _choice(mechanism: str | None, scores: dict[str, float], verdict: str, grounds: str,
+            why: dict[str, tuple[str, ...]]) -> BehaviourChoice:
+    return BehaviourChoice(mechanism, scores, f"{verdict}: {grounds}.", why, grounds)
 
 
 def _gist(description: str, limit: int = 100) -> str:
