@@ -9,7 +9,7 @@ share the piece, which divides its weight among them):
   phrase predicts none, a quoted sentence that ends in one of its answer tokens and without that
   last word makes the model predict one of them (the right one or its foil);
 - an unquoted word that is one of its answer tokens ('he', 'is'): ``LOOSE``/k times the word's
-  rarity, plus ``PAIR``/k when the question names both a target and its foil ('is' ... 'are');
+  rarity, plus ``PAIR`` when the question names two or more of its answer tokens ('is' ... 'are');
 - a name of the behaviour (its tag or one of its names) whose words all occur
   within ``NAME_WINDOW`` words of the question: ``NAMED``/k, times the word's rarity when the
   name is one word;
@@ -133,14 +133,11 @@ class _Profile:
         self.tags = list(dict.fromkeys(p.mechanism for p in evidence.probes))
         self.tags += [t for t in evidence.behaviours if t not in self.tags]
         self.answers: dict[str, set[str]] = {t: set() for t in self.tags}
-        self.pairs: dict[str, set[frozenset[str]]] = {t: set() for t in self.tags}
         counts: dict[str, dict[str, int]] = {t: {} for t in self.tags}
         n: dict[str, int] = dict.fromkeys(self.tags, 0)
         for p in evidence.probes:
             target, foil = norm_token(p.target_token), norm_token(p.foil or "")
             self.answers[p.mechanism].update(a for a in (target, foil) if a)
-            if foil and foil != target:
-                self.pairs[p.mechanism].add(frozenset((target, foil)))
             n[p.mechanism] += 1
             for w in set(words(p.text)):
                 counts[p.mechanism][w] = counts[p.mechanism].get(w, 0) + 1
@@ -237,9 +234,8 @@ def choose_behaviour(question: str, evidence: Evidence) -> BehaviourChoice:
             tally.add(tags, LOOSE * prof.rarity(w), "loose", w)
     named = set(loose) | set(single)
     for t in prof.tags:
-        if any(pair <= named for pair in prof.pairs[t]):
-            pair = next(p for p in prof.pairs[t] if p <= named)
-            tally.add([t], PAIR, "pair", " and ".join(f"'{w}'" for w in sorted(pair)))
+        if len(alternatives := sorted(named & prof.answers[t])) >= 2:
+            tally.add([t], PAIR, "pair", " and ".join(f"'{w}'" for w in alternatives[:3]))
     said = [stem(w) for w in words(question)]
     windows = [frozenset(said[i : i + NAME_WINDOW]) for i in range(len(said))]
     for name in {n for t in prof.tags for n in prof.names[t]}:

@@ -1,14 +1,18 @@
-"""Gather what `behaviour_choice.choose_behaviour` weighs, through an MCP session of the server.
+"""Gather what `behaviour_choice.choose_behaviour` weighs, through the server's MCP tools.
 
-Lists the tools (their descriptions and their arguments' are the background of general words),
-calls list_probe_prompts (every page: probes, foils, behaviour descriptions), run_prompt on each
-quoted phrase of two or more words and on it without its last word, and search_dataset on each
-quoted single word. A call that fails leaves its piece of evidence out; the choice is then made
-on the rest.
+Calls list_probe_prompts (every page, unless the caller has the probes already: probes, foils,
+behaviour descriptions), run_prompt on each quoted phrase of two or more words and on it without
+its last word, and search_dataset on each quoted single word. The tools' descriptions, with their
+arguments', are the background of general words. A call that fails leaves its piece of evidence
+out; the choice is then made on the rest.
+
+`call(tool, args)` returns a tool's structured result and raises when the call fails: the
+built-in agent passes its own recorded `call`; `choose_behaviour_via_mcp` adapts an MCP client.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from mcp import Client
@@ -23,23 +27,58 @@ from spd_mcp.launcher.agents.behaviour_choice import (
     quoted_spans,
     words,
 )
-from spd_mcp.launcher.mcp_link import list_all_tools
+from spd_mcp.launcher.mcp_link import ToolInfo, list_all_tools
 
+Call = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 PAGE = 200
 SEARCH_LIMIT = 20
 
 
-async def _call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any] | None:
-    try:
+class ToolFailed(RuntimeError):
+    """A tool answered with an error or without a structured result."""
+
+
+def client_call(client: Client) -> Call:
+    async def call(tool: str, args: dict[str, Any]) -> dict[str, Any]:
         res = await client.call_tool(tool, args)
-    except Exception:  # a transport or protocol error: this piece of evidence is left out
+        data = res.structured_content
+        if res.is_error or not isinstance(data, dict):
+            raise ToolFailed(f"{tool} returned an error or no structured result")
+        return data
+
+    return call
+
+
+async def _try(call: Call, tool: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        return await call(tool, args)
+    except Exception:  # any failure of one call: its piece of evidence is left out
         return None
-    data = res.structured_content
-    return data if not res.is_error and isinstance(data, dict) else None
 
 
-async def _predict(client: Client, text: str, completes: str | None) -> Prediction | None:
-    res = await _call(client, "run_prompt", {"text": text, "top_k": 5})
+async def _probes(call: Call, have: Sequence[Mapping[str, Any]] | None) -> tuple[
+        list[Mapping[str, Any]], dict[str, Behaviour]]:
+    rows: list[Mapping[str, Any]] = list(have or [])
+    behaviours: dict[str, Behaviour] = {}
+    offset = 0
+    while True:
+        page = await _try(call, "list_probe_prompts",
+                          {"offset": offset, "limit": 1 if have is not None else PAGE})
+        if page is None:
+            break
+        for tag, b in (page.get("behaviours") or {}).items():
+            behaviours[str(tag)] = Behaviour(str(b["description"]), tuple(b.get("names") or ()))
+        if have is not None:
+            break
+        rows += page.get("prompts") or []
+        offset += PAGE
+        if offset >= int(page.get("total") or 0):
+            break
+    return rows, behaviours
+
+
+async def _predict(call: Call, text: str, completes: str | None) -> Prediction | None:
+    res = await _try(call, "run_prompt", {"text": text, "top_k": 5})
     positions = (res or {}).get("predictions") or []
     if not res or not positions:
         return None
@@ -47,46 +86,41 @@ async def _predict(client: Client, text: str, completes: str | None) -> Predicti
     return Prediction(text, top, tuple(str(t) for t in res.get("tokens") or []), completes)
 
 
-async def gather_evidence(client: Client, question: str) -> Evidence:
-    probes: list[Probe] = []
-    behaviours: dict[str, Behaviour] = {}
-    offset = 0
-    while True:
-        page = await _call(client, "list_probe_prompts", {"offset": offset, "limit": PAGE})
-        if page is None:
-            break
-        probes += [Probe(str(p["text"]), str(p["target_token"]), str(p["mechanism"]), p.get("foil"))
-                   for p in page.get("prompts") or []]
-        for tag, b in (page.get("behaviours") or {}).items():
-            behaviours[tag] = Behaviour(str(b["description"]), tuple(b.get("names") or ()))
-        offset += PAGE
-        if offset >= int(page.get("total") or 0):
-            break
+def _background(tools: Sequence[ToolInfo]) -> tuple[str, ...]:
+    def fields(schema: dict[str, Any]) -> list[str]:
+        props = schema.get("properties") or {}
+        return [str(p.get("description") or "") for p in props.values() if isinstance(p, dict)]
+
+    return tuple(" ".join([t.description, *fields(t.input_schema)]) for t in tools)
+
+
+async def gather_evidence(call: Call, question: str, probes: Sequence[Mapping[str, Any]] | None = None,
+                          tools: Sequence[ToolInfo] = ()) -> Evidence:
+    """The evidence for `question`; `probes`: list_probe_prompts rows the caller already has."""
+    rows, behaviours = await _probes(call, probes)
     predictions: list[Prediction] = []
     hits: dict[str, tuple[str, ...]] = {}
     for span in dict.fromkeys(" ".join(q.split()) for q in quoted_spans(question)):
         if len(words(span)) > 1:
             head, last = span.rsplit(" ", 1)
             for text, completes in ((span, None), (head, last)):
-                if pred := await _predict(client, text, completes):
+                if pred := await _predict(call, text, completes):
                     predictions.append(pred)
         elif words(span):
-            found = await _call(client, "search_dataset", {"query": span, "limit": SEARCH_LIMIT})
+            found = await _try(call, "search_dataset", {"query": span, "limit": SEARCH_LIMIT})
             if found is not None:
                 hits[span.lower()] = tuple(str(m["snippet"]) for m in found.get("matches") or [])
-    try:
-        background = tuple(" ".join([t.description, *_field_descriptions(t.input_schema)])
-                           for t in await list_all_tools(client))
-    except Exception:  # without a background every word counts as rare
-        background = ()
-    return Evidence(tuple(probes), behaviours, tuple(predictions), hits, background)
+    parsed = tuple(Probe(str(p.get("text") or ""), str(p.get("target_token") or ""),
+                         str(p.get("mechanism") or ""), p.get("foil")) for p in rows)
+    return Evidence(parsed, behaviours, tuple(predictions), hits, _background(tools))
 
 
-def _field_descriptions(schema: dict[str, Any]) -> list[str]:
-    props = schema.get("properties") or {}
-    return [str(p.get("description") or "") for p in props.values() if isinstance(p, dict)]
+async def pick_behaviour(call: Call, question: str, probes: Sequence[Mapping[str, Any]] | None = None,
+                         tools: Sequence[ToolInfo] = ()) -> BehaviourChoice:
+    """The behaviour `question` is about (or None), from evidence gathered through `call`."""
+    return choose_behaviour(question, await gather_evidence(call, question, probes, tools))
 
 
 async def choose_behaviour_via_mcp(client: Client, question: str) -> BehaviourChoice:
-    """The behaviour `question` is about, from evidence gathered through `client`."""
-    return choose_behaviour(question, await gather_evidence(client, question))
+    """The behaviour `question` is about, from evidence gathered through an MCP client."""
+    return await pick_behaviour(client_call(client), question, tools=await list_all_tools(client))

@@ -226,11 +226,13 @@ class Protocol:
         self.probes = prompts
         self.f.mechanisms = list(dict.fromkeys(str(p.get("mechanism") or "") for p in prompts))
         hypothesis = self.ctx.spec.hypothesis
-        mech, why = await rd.pick_behaviour(self.call, hypothesis, prompts) if hypothesis else (None, "")
+        tools = self.ctx.tools
+        mech, why = (await rd.pick_behaviour(self.call, hypothesis, prompts, tools)
+                     if hypothesis else (None, ""))
         if mech is not None:
             why = f"{why} (in the task's hypothesis)"
         else:
-            mech, why = await rd.pick_behaviour(self.call, self.ctx.spec.question, prompts)
+            mech, why = await rd.pick_behaviour(self.call, self.ctx.spec.question, prompts, tools)
         self.f.mechanism, self.f.why = mech, why
         if mech is None:
             return (f"No behaviour of this run matches the question: {why}. The run's probe behaviours are "

@@ -8,7 +8,11 @@ when a field it looks for is absent.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
+
+from spd_mcp.launcher.agents import behaviour_evidence
+from spd_mcp.launcher.mcp_link import ToolInfo
 
 STOPWORDS = frozenset(
     ["a", "an", "and", "are", "between", "by", "can", "choose", "chooses", "does", "do", "for", "from", "how", "in", "is", "it", "its", "of", "on", "or", "the", "this", "to", "what", "when", "where", "which", "who", "why", "with", "model", "models", "network"])
@@ -62,10 +66,12 @@ def choose_mechanism(question: str, prompts: list[dict[str, Any]]) -> tuple[str 
                   f"{', '.join(order)})")
 
 
-async def pick_behaviour(call: Any, question: str, prompts: list[dict[str, Any]]) -> tuple[str | None, str]:
-    """The behaviour a question is about, or None with the reason; ``call(tool, args)`` reaches the server."""
-    del call
-    return choose_mechanism(question, prompts)
+async def pick_behaviour(call: Any, question: str, prompts: list[dict[str, Any]],
+                         tools: Sequence[ToolInfo] = ()) -> tuple[str | None, str]:
+    """The behaviour a question is about, or None, with the grounds (behaviour_choice.py);
+    ``call(tool, args)`` reaches the server, ``tools`` (their descriptions) weigh common words."""
+    choice = await behaviour_evidence.pick_behaviour(call, question, prompts, tools)
+    return choice.mechanism, choice.grounds
 
 
 def norm_token(token: str) -> str:
