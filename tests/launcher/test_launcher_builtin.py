@@ -11,6 +11,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import anyio
 import pytest
 
 from spd_mcp.launcher import cli
@@ -28,12 +29,21 @@ STEPS = ["model info", "behaviour", "predictions", "candidate circuits", "valida
 
 
 def test_mechanism_follows_the_question_words() -> None:
-    assert rd.choose_mechanism(QUESTION, PROMPTS)[0] == "gendered_pronoun"
-    assert rd.choose_mechanism("Which components recall the capital of a country?", PROMPTS)[0] == "recall"
-    assert rd.choose_mechanism("Where is the mat copied from?", PROMPTS)[0] == "copying"
-    mech, why = rd.choose_mechanism("What is going on in layer 3?", PROMPTS)
-    assert mech is None and "share a word with the question" in why  # never the first by default
-    assert rd.choose_mechanism(QUESTION, []) == (None, "the run ships no probe prompts")
+    prompts = [*PROMPTS, {"text": "the queen said that", "target_token": "she", "mechanism": "gendered_pronoun"}]
+
+    async def call(tool: str, args: dict) -> dict:  # the server, as far as the choice needs it
+        assert tool in ("list_probe_prompts", "run_prompt", "search_dataset"), tool
+        raise RuntimeError(f"{tool} is not served here")
+
+    def pick(question: str, rows: list[dict]) -> tuple[str | None, str]:
+        return anyio.run(rd.pick_behaviour, call, question, rows)
+
+    assert pick(QUESTION, prompts)[0] == "gendered_pronoun"
+    assert pick("Which components recall the capital of a country?", prompts)[0] == "recall"
+    assert pick("Where is the mat copied from?", prompts)[0] == "copying"
+    mech, why = pick("What is going on in layer 3?", prompts)
+    assert mech is None and why.startswith("neither its words nor its quoted examples")  # never the first
+    assert pick(QUESTION, []) == (None, "the run has no probe prompts or behaviour descriptions")
 
 
 def test_readers_take_what_is_there_and_say_none_otherwise() -> None:

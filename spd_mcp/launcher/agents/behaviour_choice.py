@@ -103,7 +103,7 @@ def words(text: str) -> list[str]:
 def stem(word: str) -> str:
     """A crude stem: common English endings stripped while at least three letters remain."""
     w = word.lower()
-    if w.endswith("ies") and len(w) > 4:
+    if w.endswith(("ies", "ied")) and len(w) > 4:  # countries, copied
         w = w[:-3] + "y"
     elif w.endswith("lution"):  # resolution -> resolv(e), evolution -> evolv(e)
         w = w[:-5] + "ve"

@@ -1,4 +1,4 @@
-"""Pure helpers of the built-in agent: pick the mechanism a question asks about, read tool results.
+"""Helpers of the built-in agent: pick the behaviour a question asks about, read tool results.
 
 Tool results are read defensively: a structured result is a dict whose exact fields may differ
 between server versions, so every reader returns None (and the caller says so) rather than raising
@@ -13,57 +13,6 @@ from typing import Any
 
 from spd_mcp.launcher.agents import behaviour_evidence
 from spd_mcp.launcher.mcp_link import ToolInfo
-
-STOPWORDS = frozenset(
-    ["a", "an", "and", "are", "between", "by", "can", "choose", "chooses", "does", "do", "for", "from", "how", "in", "is", "it", "its", "of", "on", "or", "the", "this", "to", "what", "when", "where", "which", "who", "why", "with", "model", "models", "network"])
-# Question words that name a mechanism without appearing in its tag or its prompts' targets.
-SYNONYMS: dict[str, tuple[str, ...]] = {
-    "he": ("pronoun", "gender", "gendered"), "she": ("pronoun", "gender", "gendered"),
-    "him": ("pronoun", "gender"), "her": ("pronoun", "gender"), "his": ("pronoun", "gender"),
-    "hers": ("pronoun", "gender"), "pronoun": ("pronoun", "gender"), "pronouns": ("pronoun", "gender"),
-    "indirect": ("ioi",), "object": ("ioi",), "capital": ("recall", "fact", "factual"),
-    "induction": ("induction", "copying", "copy"), "copy": ("copying", "copy", "induction"),
-    "repeat": ("copying", "induction"), "fact": ("recall", "fact", "factual"),
-    "facts": ("recall", "fact", "factual"),
-}
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-def question_terms(question: str) -> set[str]:
-    """The question's content words plus the mechanism words they stand for."""
-    terms = {w for w in words(question) if w not in STOPWORDS}
-    for w in list(terms):
-        terms.update(SYNONYMS.get(w, ()))
-    return terms
-
-
-def mechanism_scores(question: str, prompts: list[dict[str, Any]]) -> dict[str, int]:
-    """For every mechanism tag: how many question terms occur in the tag or its prompts' targets."""
-    terms = question_terms(question)
-    vocab: dict[str, set[str]] = {}
-    for p in prompts:
-        mech = str(p.get("mechanism") or "")
-        bag = vocab.setdefault(mech, set(words(mech.replace("_", " ").replace("-", " "))))
-        bag.update(words(str(p.get("target_token") or "")))
-    return {mech: len(terms & bag) for mech, bag in vocab.items()}
-
-
-def choose_mechanism(question: str, prompts: list[dict[str, Any]]) -> tuple[str | None, str]:
-    """The best matching mechanism and a sentence saying why (or that it fell back to the first)."""
-    if not prompts:
-        return None, "the run ships no probe prompts"
-    scores = mechanism_scores(question, prompts)
-    order = list(dict.fromkeys(str(p.get("mechanism") or "") for p in prompts))
-    best = max(order, key=lambda m: (scores[m], -order.index(m)))
-    if scores[best] > 0:
-        return best, (f"mechanism '{best}' matches {scores[best]} word(s) of the question "
-                      f"(scores: {', '.join(f'{m}={scores[m]}' for m in order)})")
-    return None, (f"no behaviour's name or answers share a word with the question (available: "
-                  f"{', '.join(order)})")
 
 
 async def pick_behaviour(call: Any, question: str, prompts: list[dict[str, Any]],
