@@ -1,13 +1,15 @@
 """A circuit found on some examples of a behaviour and measured on examples it was not found on.
 
-``optimize_shared_circuit`` on the optimisation examples; then, on the held-out ones, the circuit's
+``optimize_shared_circuit`` on the optimisation examples; then, on the held-out probes, the circuit's
 score in every regime (``score_circuit``) and its validation (``validation.validate``: necessity,
-sufficiency, and specificity on ``others``, examples of other behaviours or controls), both under
-the same edit as the optimisation.
+sufficiency, and specificity on ``others``, probes of other behaviours or controls; a control with
+target −1 gets the model's own answer), both under the same edit as the optimisation.
 """
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import torch
 
 from spd_core.analysis.finder import Example
 from spd_core.analysis.overlay import Edit, applied
@@ -20,7 +22,13 @@ from spd_core.analysis.shared_circuit import (
     optimize_shared_circuit,
     score_circuit,
 )
-from spd_core.analysis.validation import Probe, Validation, ValidationConfig, validate
+from spd_core.analysis.validation import (
+    Probe,
+    Validation,
+    ValidationConfig,
+    validate,
+    with_model_answers,
+)
 from spd_core.model import ComponentModel
 
 Progress = Callable[[int, int, str], None]
@@ -36,18 +44,15 @@ class HeldOutCircuit:
     validation: Validation | None
 
 
-def as_probe(ex: Example, mechanism: str = "") -> Probe:
-    row = ex.tokens[0]
-    if row.is_floating_point():
-        return Probe([], ex.target_token, mechanism, position=ex.position, features=row.tolist())
-    return Probe(row.tolist(), ex.target_token, mechanism, position=ex.position)
+def as_example(probe: Probe, device: torch.device) -> Example:
+    return Example(probe.as_input(device), probe.target, probe.position)
 
 
 def circuit_with_heldout(
     model: ComponentModel,
     examples: Sequence[Example],
-    heldout: Sequence[Example] = (),
-    others: Sequence[Example] = (),
+    heldout: Sequence[Probe] = (),
+    others: Sequence[Probe] = (),
     config: SharedCircuitConfig | None = None,
     regimes: RegimeSettings | None = None,
     validation: ValidationConfig | None = None,
@@ -65,7 +70,8 @@ def circuit_with_heldout(
     if not heldout:
         return HeldOutCircuit(circuit, None, None)
     keys = [k for k, _ in circuit.components]
-    scores = score_circuit(model, heldout, keys, regimes, edit)
+    device = next(model.parameters()).device
+    scores = score_circuit(model, [as_example(p, device) for p in heldout], keys, regimes, edit)
     if not keys:
         return HeldOutCircuit(circuit, scores, None)
 
@@ -74,8 +80,6 @@ def circuit_with_heldout(
             progress(steps + done, steps + total, f"validation {done}/{total}")
 
     with applied(model, edit):
-        checks = validate(
-            model, [as_probe(e) for e in heldout], [as_probe(e) for e in others], keys,
-            config=validation, progress=checked,
-        )
+        controls = with_model_answers(model, others)
+        checks = validate(model, heldout, controls, keys, config=validation, progress=checked)
     return HeldOutCircuit(circuit, scores, checks)

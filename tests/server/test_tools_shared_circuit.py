@@ -62,7 +62,11 @@ async def test_demo_mechanism_circuit_numbers_equal_a_recomputation(demo) -> Non
         view = await ok(c, "optimize_circuit", {
             "mechanism": "induction", "n_prompts": 8, "n_heldout": 8, "steps": 100, "limit": 1000})
         res = await finished(c, view)
-    probes = [p for p in demo.probes if p.mechanism == "induction"][:8]
+        probes = [p for p in demo.probes if p.mechanism == "induction"][:8]
+        again = await finished(c, await ok(c, "validate_claim", {
+            "components": [r["component"] for r in res["components"]], "mechanism": "induction",
+            "exclude": [p.text for p in probes], "n_examples": 8, "n_controls": 8,
+        }))
     assert res["mask"] == "stochastic" and res["mechanism"] == "induction" and res["n_prompts"] == 8
     assert set(res["regimes"]) == set(res["full"]) == set(res["heldout"]) == REGIMES
     assert res["total"] == len(res["components"]) == sum(res["l0"].values()) <= res["n_candidates"]
@@ -78,10 +82,16 @@ async def test_demo_mechanism_circuit_numbers_equal_a_recomputation(demo) -> Non
     assert stochastic["accuracy"] == pytest.approx(sum(hits) / len(hits))
     held = res["heldout"]
     assert len(held["target"]["probs"]) == 8 and held["target"]["accuracy"] >= 0.75  # the model does induction
-    v = res["validation"]
-    assert v is not None and set(v["regimes"]) == {"deterministic", "stochastic", "adversarial"}
-    assert v["n_others"] == 9 and v["n_examples"] <= 8  # 3 probes of each other mechanism
+    v = res["validation"]  # validate_claim's numbers on held-out probes, never the 8 optimised on
+    assert v is not None and [r["regime"] for r in v["regimes"]] == ["deterministic", "stochastic", "adversarial"]
+    assert v["n_controls"] == 8 and v["n_examples"] + v["n_dropped"] == 8 and v["validation_id"] >= 1
+    assert v["components"] == [r["component"] for r in res["components"]]
     assert {v["necessity"], v["sufficiency"], v["specificity"]} <= {"holds", "fails", "inconclusive"}
+    held_texts = {r["text"] for r in v["examples"]}
+    induction = {p.text for p in demo.probes if p.mechanism == "induction"}
+    assert held_texts and held_texts <= induction and not held_texts & {p.text for p in probes}
+    strip = {"summary", "validation_id", "behaviour"}  # validate_claim, called by hand, gives the same numbers
+    assert {k: x for k, x in again.items() if k not in strip} == {k: x for k, x in v.items() if k not in strip}
     assert f"{res['total']} components" in res["summary"] and "held-out" in res["summary"]
 
 
@@ -89,8 +99,8 @@ async def test_agent_prompts_form_and_its_errors(lm) -> None:
     prompts = [{"text": "the cat sat on the", "target_token": "mat"}, {"text": "the dog ran to the", "target_token": "park"}]
     async with Client(make_server(lm)) as c:
         view = await ok(c, "optimize_circuit", {
-            "prompts": prompts, "heldout_prompts": prompts[:1], "control_prompts": [
-                {"text": "Paris is the capital of", "target_token": "France"}], "steps": 5, "limit": 3,
+            "prompts": prompts, "heldout_prompts": prompts[:1], "control_prompts": [{"text": "Paris is the capital of"}],
+            "steps": 5, "limit": 3,
         })
         res = await finished(c, view)
         one = await ok(c, "optimize_circuit", {"text": "the cat sat on the", "target_token": "mat", "steps": 3})
@@ -104,7 +114,7 @@ async def test_agent_prompts_form_and_its_errors(lm) -> None:
     assert len(res["components"]) == min(3, res["total"]) and res["limit"] == 3
     assert len(res["regimes"]["target"]["probs"]) == 2 and len(res["heldout"]["target"]["probs"]) == 1
     assert res["loss"]["steps"] == 5
-    assert res["validation"] is None or res["validation"]["n_others"] == 1
+    assert res["validation"]["n_controls"] == 1 and res["validation"]["behaviour"] == "your 1 held-out prompts"
     assert len(one["result"]["nodes"]) == min(100, one["result"]["total"])  # the one-prompt form still works
     assert set(one["result"]["probs"]) == {"target", "ci", "stochastic", "adversarial", "unmasked"}
     assert "exactly one of 'text'" in both and "got text, prompts" in both and "got none" in none

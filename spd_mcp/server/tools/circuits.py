@@ -29,6 +29,7 @@ from spd_mcp.server.tooling import ToolSpec
 from spd_mcp.server.tools.components import EDIT_DESC, ExampleInput, TextOrFeatures
 from spd_mcp.server.tools.jobs import run_as_job
 from spd_mcp.server.tools.shared_circuit import LossSummary, loss_summary, optimize_shared
+from spd_mcp.server.tools.validation import ClaimExample, ControlPrompt
 
 STORED_EDGES = 20_000  # the largest edges (by |value|) kept with a stored graph
 NODE_PATTERN = re.compile(r"^.+:-?\d+:\d+$")
@@ -200,11 +201,13 @@ class CircuitInput(LongInput):
         description="several prompts {text, target_token, position?} of one behaviour: one circuit of components "
         "that holds across them",
     )
-    heldout_prompts: list[ExampleInput] | None = Field(
-        None, max_length=200, description="with 'prompts': more prompts of the behaviour, not optimised on, to validate on"
+    heldout_prompts: list[ClaimExample] | None = Field(
+        None, max_length=200,
+        description="with 'prompts': more prompts {text, target_token, foil?} of the behaviour, not optimised on, "
+        "to validate the circuit on",
     )
-    control_prompts: list[ExampleInput] | None = Field(
-        None, max_length=200, description="with 'prompts': prompts of other behaviours (specificity)"
+    control_prompts: list[ControlPrompt] | None = Field(
+        None, max_length=200, description="with 'prompts': prompts of other behaviours, to validate specificity on"
     )
     mechanism: str | None = Field(
         None, max_length=200,
@@ -212,7 +215,11 @@ class CircuitInput(LongInput):
         "validate on its next n_heldout and on other mechanisms' probes",
     )
     n_prompts: int = Field(16, ge=1, le=64, description="with 'mechanism': probes to optimise on")
-    n_heldout: int = Field(16, ge=0, le=200, description="with 'mechanism': held-out probes to validate on (0: none)")
+    n_heldout: int = Field(
+        32, ge=0, le=200,
+        description="with 'mechanism': held-out probes (a seeded sample of the others) to validate on, and as many "
+        "of the other mechanisms' for specificity (0: no validation)",
+    )
     steps: int = Field(200, ge=1, le=5000, description="optimisation steps (one masked forward and backward each)")
     sparsity: float | None = Field(
         None, ge=0.0, le=100.0,

@@ -4,7 +4,6 @@ One component-level circuit (``spd_core.analysis.shared_circuit``), every regime
 it, and its scores and validation on held-out prompts (``spd_core.analysis.heldout_circuit``).
 """
 
-import math
 from typing import Any
 
 from mcp.server.mcpserver import Context
@@ -14,13 +13,19 @@ from spd_core.analysis.finder import Example
 from spd_core.analysis.heldout_circuit import HeldOutCircuit, circuit_with_heldout
 from spd_core.analysis.regimes import RegimeSettings
 from spd_core.analysis.shared_circuit import RegimeScore, SharedCircuitConfig
-from spd_core.analysis.validation import Interval, Validation
+from spd_core.analysis.validation import MeasureSettings, Probe, ValidationConfig, held_out
 from spd_core.keys import resolve_position
 from spd_mcp.server.inputs import target_token, text_input
 from spd_mcp.server.schemas import JobView, Wire
 from spd_mcp.server.state import AppState
 from spd_mcp.server.tools.components import ExampleInput
 from spd_mcp.server.tools.jobs import run_as_job
+from spd_mcp.server.tools.validation import (
+    ValidationResult,
+    run_probes,
+    stored_validation,
+    text_probe,
+)
 
 SHARED_SPARSITY = 0.003  # the gates are per component, so the penalty sums over ~C·layers of them
 
@@ -53,33 +58,6 @@ class RegimeBrief(Wire):
     accuracy: float
 
 
-class IntervalRow(Wire):
-    mean: float
-    low: float = Field(description="bootstrap interval, lower end")
-    high: float
-
-
-class ValidationRegime(Wire):
-    necessity: IntervalRow = Field(description="mean relative drop of p(target) with the circuit removed")
-    broken: float = Field(description="share of held-out prompts no longer correct with the circuit removed")
-    sufficiency: IntervalRow | None = Field(description="chance-corrected accuracy with only the circuit kept")
-    accuracy_kept: IntervalRow
-    specificity: IntervalRow | None = Field(description="1 - mean drop on other behaviours' prompts with it removed")
-
-
-class ValidationView(Wire):
-    n_examples: int = Field(description="held-out prompts used (the model itself answers them correctly)")
-    n_others: int = Field(description="prompts of other behaviours or controls (specificity)")
-    necessity: str = Field(description="holds, fails or inconclusive (interval vs bar, deterministic and stochastic)")
-    sufficiency: str
-    specificity: str
-    sufficient_alone: str | None = Field(description="sufficiency with everything else off, no delta")
-    sufficient_adversarial: str | None
-    bars: dict[str, float]
-    regimes: dict[str, ValidationRegime] = Field(description="deterministic, stochastic, adversarial")
-    notes: list[str]
-
-
 class SharedComponent(Wire):
     component: str = Field(description="'<layer>:<c>'")
     gate: float = Field(description="optimised gate in (0, 1]: the component keeps at least gate x its CI")
@@ -103,7 +81,9 @@ class SharedCircuitResult(Wire):
     )
     full: dict[str, RegimeBrief] = Field(description="the same regimes with every component kept: the ceiling")
     heldout: dict[str, RegimeRow] | None = Field(description="the circuit's regimes on the held-out prompts")
-    validation: ValidationView | None = Field(description="necessity / sufficiency / specificity on held-out prompts")
+    validation: ValidationResult | None = Field(
+        description="the circuit validated on held-out prompts (as validate_claim; cite its validation_id)"
+    )
     loss: LossSummary
 
 
@@ -117,49 +97,29 @@ def _examples(state: AppState, prompts: list[ExampleInput]) -> list[Example]:
 
 
 def _mechanism_prompts(
-    state: AppState, mechanism: str, n_prompts: int, n_heldout: int
-) -> tuple[list[ExampleInput], list[ExampleInput], list[ExampleInput]]:
-    """The mechanism's first n_prompts probes, its next n_heldout, and as many of the other
-    mechanisms' first probes (split evenly between them)."""
-    probes = state.run.probes
-    tags = sorted({p.mechanism for p in probes})
+    state: AppState, mechanism: str, n_prompts: int, n_heldout: int, seed: int
+) -> tuple[list[ExampleInput], list[Probe], list[Probe]]:
+    """The mechanism's first n_prompts probes to optimise on; a seeded sample of n_heldout of its
+    other probes and as many of the other mechanisms' (``validation.held_out``) to validate on."""
+    tags = sorted({p.mechanism for p in state.run.probes})
     if mechanism not in tags:
         raise ValueError(f"unknown mechanism {mechanism!r}; valid: {', '.join(tags) or 'none (the run has no probes)'}")
-
-    def row(p: Any) -> ExampleInput:
-        return ExampleInput(text=p.text, target_token=p.target_token, position=-1 if p.position is None else p.position)
-
-    mine = [row(p) for p in probes if p.mechanism == mechanism]
+    mine = [p for p in state.run.probes if p.mechanism == mechanism]
     if len(mine) < n_prompts:
         raise ValueError(f"mechanism {mechanism!r} has {len(mine)} probes; n_prompts must be at most {len(mine)}")
-    per_other = math.ceil(n_heldout / max(len(tags) - 1, 1))
-    others = [row(p) for t in tags if t != mechanism for p in [q for q in probes if q.mechanism == t][:per_other]]
-    return mine[:n_prompts], mine[n_prompts : n_prompts + n_heldout], others if n_heldout else []
+    train = [
+        ExampleInput(text=p.text, target_token=p.target_token, position=-1 if p.position is None else p.position)
+        for p in mine[:n_prompts]
+    ]
+    if not n_heldout:
+        return train, [], []
+    used = [text_input(state, p.text).token_ids for p in train]
+    held, others = held_out(run_probes(state), mechanism, used, n_heldout, n_heldout, seed)
+    return train, held, others
 
 
 def _row(s: RegimeScore) -> RegimeRow:
     return RegimeRow(mean_prob=s.mean_prob, accuracy=s.accuracy, probs=s.probs, correct=s.correct)
-
-
-def _interval(i: Interval | None) -> IntervalRow | None:
-    return None if i is None else IntervalRow(mean=i.mean, low=i.low, high=i.high)
-
-
-def validation_view(v: Validation) -> ValidationView:
-    regimes = {
-        r: ValidationRegime(
-            necessity=IntervalRow(mean=n.necessity.mean, low=n.necessity.low, high=n.necessity.high),
-            broken=n.broken, sufficiency=_interval(n.sufficiency),
-            accuracy_kept=IntervalRow(mean=n.accuracy_kept.mean, low=n.accuracy_kept.low, high=n.accuracy_kept.high),
-            specificity=_interval(n.specificity),
-        )
-        for r, n in v.regimes.items()
-    }
-    return ValidationView(
-        n_examples=v.n_examples, n_others=v.n_others, necessity=v.necessity, sufficiency=v.sufficiency,
-        specificity=v.specificity, sufficient_alone=v.sufficient_alone, sufficient_adversarial=v.sufficient_adversarial,
-        bars=v.bars, regimes=regimes, notes=v.notes,
-    )
 
 
 def _acc(scores: dict[str, RegimeRow] | dict[str, Any]) -> str:
@@ -178,12 +138,9 @@ def _summary(res: SharedCircuitResult) -> str:
         text += f" On {n} held-out prompts: {_acc(res.heldout)}."
     if res.validation is not None:
         v = res.validation
-        text += (
-            f" Validation on held-out prompts: necessity {v.necessity}, sufficiency {v.sufficiency} (alone: "
-            f"{v.sufficient_alone}, adversarial: {v.sufficient_adversarial}), specificity {v.specificity}."
-        )
+        text += f" {v.summary}"
     else:
-        text += " No held-out prompts: not validated (give heldout_prompts, or use 'mechanism')."
+        text += " Not validated: no held-out prompts (give heldout_prompts, or use 'mechanism'), or no component."
     if res.mask == "ci":
         text += " Optimised under CI masks: shortcut circuits pass there; trust the stochastic and held-out numbers."
     return text + f" Circuit {res.circuit_id}."
@@ -192,10 +149,13 @@ def _summary(res: SharedCircuitResult) -> str:
 async def optimize_shared(state: AppState, inp: Any, ctx: Context) -> JobView:
     """The several-prompt form of optimize_circuit (``inp`` is its ``CircuitInput``)."""
     if inp.mechanism is not None:
-        train, held, others = _mechanism_prompts(state, inp.mechanism, inp.n_prompts, inp.n_heldout)
+        train, heldout, controls = _mechanism_prompts(state, inp.mechanism, inp.n_prompts, inp.n_heldout, inp.seed)
+        behaviour = f"mechanism {inp.mechanism!r}"
     else:
-        train, held, others = inp.prompts, inp.heldout_prompts or [], inp.control_prompts or []
-    examples, heldout, controls = _examples(state, train), _examples(state, held), _examples(state, others)
+        train, behaviour = inp.prompts, f"your {len(inp.heldout_prompts or [])} held-out prompts"
+        heldout = [text_probe(state, e.text, e.target_token, e.foil, "claim") for e in inp.heldout_prompts or []]
+        controls = [text_probe(state, c.text, c.target_token, None, "control") for c in inp.control_prompts or []]
+    examples = _examples(state, train)
     edit = state.edits.edit(inp.edit_id)
     mask = inp.mask or "stochastic"
     config = SharedCircuitConfig(
@@ -206,7 +166,7 @@ async def optimize_shared(state: AppState, inp: Any, ctx: Context) -> JobView:
     def work(progress: Any) -> HeldOutCircuit:
         return circuit_with_heldout(
             state.run.model, examples, heldout, controls, config, RegimeSettings(seed=inp.seed),
-            progress=lambda s, n, msg: progress(s, n, msg), edit=edit,
+            ValidationConfig(measure=MeasureSettings(seed=inp.seed)), progress=progress, edit=edit,
         )
 
     async def finish(raw: HeldOutCircuit) -> SharedCircuitResult:
@@ -218,12 +178,16 @@ async def optimize_shared(state: AppState, inp: Any, ctx: Context) -> JobView:
             {"components": [[r.component, r.gate] for r in comps], "l0": c.l0,
              "accuracy": {r: s.accuracy for r, s in regimes.items()}}, params,
         )
+        validation = None
+        if raw.validation is not None:
+            keys = [k for k, _ in c.components]
+            validation = await stored_validation(state, raw.validation, list(heldout), keys, behaviour, params)
         res = SharedCircuitResult(
             summary="", circuit_id=circuit_id, mechanism=inp.mechanism, mask=mask, n_prompts=len(examples),
             n_candidates=c.n_candidates, total=len(comps), limit=inp.limit, components=comps[: inp.limit], l0=c.l0,
             regimes=regimes, full={r: RegimeBrief(mean_prob=s.mean_prob, accuracy=s.accuracy) for r, s in c.full.items()},
             heldout=None if raw.heldout is None else {r: _row(s) for r, s in raw.heldout.items()},
-            validation=None if raw.validation is None else validation_view(raw.validation),
+            validation=validation,
             loss=loss_summary(c.loss_trace, c.converged),
         )
         return res.model_copy(update={"summary": _summary(res)})

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from spd_core.analysis.finder import Example
+from spd_core.analysis.heldout_circuit import circuit_with_heldout
 from spd_core.analysis.regimes import RegimeSettings
 from spd_core.analysis.shared_circuit import (
     SHARED_REGIMES,
@@ -13,6 +14,7 @@ from spd_core.analysis.shared_circuit import (
     optimize_shared_circuit,
     score_circuit,
 )
+from spd_core.analysis.validation import MeasureSettings, Probe, ValidationConfig
 from spd_core.keys import ComponentKey
 from spd_core.model import ComponentModel
 from tests.core.analysis.tms_like import tms_like
@@ -122,3 +124,26 @@ def test_bad_examples_say_what_is_valid(llama: ComponentModel) -> None:
         score_circuit(llama, [Example(torch.tensor([[1, 2]]), 99)], [])
     with pytest.raises(AssertionError, match="valid: 0..7"):
         score_circuit(llama, lm_examples(1), [ComponentKey("0.attn.q", 8)])
+
+
+def test_toy_circuit_validated_on_held_out_examples_holds() -> None:
+    """Ground truth of the TMS-like toy: feature 2's components are necessary, sufficient and specific
+    for feature 2 on held-out magnitudes; the other features' examples are the controls. (Large
+    magnitudes, so that the target is clearly on top: removing the circuit leaves a uniform output.)"""
+    model = tms_like()
+    train = [Example(one_hot(2, v), 2, 0) for v in (4.0, 8.0)]
+    held = [Probe([], 2, "f2", features=one_hot(2, 3.0 + 0.7 * i)[0].tolist()) for i in range(8)]
+    others = [Probe([], -1, "other", features=one_hot(f, 5.0)[0].tolist()) for f in (0, 1, 3, 4) for _ in range(2)]
+    res = circuit_with_heldout(
+        model, train, held, others, SharedCircuitConfig(steps=150, sparsity=0.05), FAST,
+        ValidationConfig(measure=MeasureSettings(n_samples=2, pgd_steps=2)),
+    )
+    assert {k for k, _ in res.circuit.components} == {ComponentKey("linear1", 2), ComponentKey("linear2", 2)}
+    assert res.heldout is not None and res.heldout["stochastic"].accuracy == 1.0
+    v = res.validation
+    assert v is not None and v.n_examples == 8 and v.n_others == 8
+    assert (v.necessity, v.sufficiency, v.specificity) == ("holds", "holds", "holds"), v.notes
+    assert v.regimes["deterministic"].broken == 1.0
+    assert v.regimes["deterministic"].specificity is not None
+    assert v.regimes["deterministic"].specificity.mean == 1.0
+    assert res.circuit.n_candidates == 10 and circuit_with_heldout(model, train).validation is None
