@@ -1,9 +1,9 @@
 """A circuit found on some examples of a behaviour and measured on examples it was not found on.
 
-``optimize_shared_circuit`` on the optimisation examples; then, on the held-out probes, the circuit's
-score in every regime (``score_circuit``) and its validation (``validation.validate``: necessity,
-sufficiency, and specificity on ``others``, probes of other behaviours or controls; a control with
-target −1 gets the model's own answer), both under the same edit as the optimisation.
+``optimize_shared_circuit`` on the optimisation examples; then, on the held-out probes, the
+circuit's score in every regime (``score_circuit``) and its validation (``validation.validate``:
+necessity, sufficiency, and specificity on ``others``, probes of other behaviours or controls; a
+control with target −1 gets the model's own answer), both under the same edit as the optimisation.
 """
 
 from collections.abc import Callable, Sequence
@@ -37,7 +37,8 @@ Progress = Callable[[int, int, str], None]
 @dataclass(frozen=True)
 class HeldOutCircuit:
     """``heldout``: the circuit's scores on the held-out examples (None without any);
-    ``validation``: its validation there (None without held-out examples or with an empty circuit)."""
+    ``validation``: its validation there (None without held-out examples or with an empty
+    circuit)."""
 
     circuit: SharedCircuit
     heldout: dict[SharedRegime, RegimeScore] | None

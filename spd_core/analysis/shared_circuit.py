@@ -20,8 +20,8 @@ on examples, per example and on average, in every regime:
 - ``target``: the model itself;
 - ``stochastic``: m = s·CI + (1 − s·CI)·U(0, 1), delta U(0, 1), mean over samples (drawn with
   ``masks.stochastic_masks`` on the layers in model order, after seeding with the settings' seed);
-- ``adversarial``: the same bounds, the free part and the delta chosen by ``losses.signed_gradient_masks``
-  to maximise KL(target ‖ masked) at each example's position;
+- ``adversarial``: the same bounds, the free part and the delta chosen by
+  ``losses.signed_gradient_masks`` to maximise KL(target ‖ masked) at each example's position;
 - ``ci``: m = s·CI, no delta; ``alone``: m = s (the set fully on, all else off), no delta.
 A sample is correct when the target token's logit at the example's position is above every other.
 """

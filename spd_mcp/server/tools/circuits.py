@@ -191,51 +191,65 @@ REGIME_NAMES = ("target", "ci", "stochastic", "adversarial", "unmasked")
 
 class CircuitInput(LongInput):
     text: str | None = Field(
-        None, max_length=20000, description="one prompt (with target_token); or give 'prompts' or 'mechanism' instead",
+        None, max_length=20000,
+        description="one prompt (with target_token); or give 'prompts' or 'mechanism' instead",
         examples=["Paris is the capital of"],
     )
-    target_token: str | None = Field(None, max_length=200, description="with 'text': the predicted token to keep; exactly one token")
-    position: int = Field(-1, ge=-100000, le=100000, description="with 'text': position whose prediction it is (default: the last)")
+    target_token: str | None = Field(
+        None, max_length=200,
+        description="with 'text': the predicted token to keep; exactly one token",
+    )
+    position: int = Field(
+        -1, ge=-100000, le=100000,
+        description="with 'text': position whose prediction it is (default: the last)",
+    )
     prompts: list[ExampleInput] | None = Field(
         None, min_length=1, max_length=64,
-        description="several prompts {text, target_token, position?} of one behaviour: one circuit of components "
-        "that holds across them",
+        description="several prompts {text, target_token, position?} of one behaviour: one circuit "
+        "of components that holds across them",
     )
     heldout_prompts: list[ClaimExample] | None = Field(
         None, max_length=200,
-        description="with 'prompts': more prompts {text, target_token, foil?} of the behaviour, not optimised on, "
-        "to validate the circuit on",
+        description="with 'prompts': more prompts {text, target_token, foil?} of the behaviour, "
+        "not optimised on (copies of 'prompts' are skipped), to validate the circuit on",
     )
     control_prompts: list[ControlPrompt] | None = Field(
-        None, max_length=200, description="with 'prompts': prompts of other behaviours, to validate specificity on"
+        None, max_length=200,
+        description="with 'prompts': prompts of other behaviours, to validate specificity on",
     )
     mechanism: str | None = Field(
         None, max_length=200,
-        description="a probe mechanism of the run (list_probe_prompts): optimise on its first n_prompts probes, "
-        "validate on its next n_heldout and on other mechanisms' probes",
+        description="a probe mechanism of the run (list_probe_prompts): optimise on its first "
+        "n_prompts probes, validate on others of its probes and on other mechanisms' probes",
     )
     n_prompts: int = Field(16, ge=1, le=64, description="with 'mechanism': probes to optimise on")
     n_heldout: int = Field(
         32, ge=0, le=200,
-        description="with 'mechanism': held-out probes (a seeded sample of the others) to validate on, and as many "
-        "of the other mechanisms' for specificity (0: no validation)",
+        description="with 'mechanism': held-out probes (a seeded sample of the rest) to validate "
+        "on, and as many of the other mechanisms' for specificity (0: no validation)",
     )
     steps: int = Field(200, ge=1, le=5000, description="optimisation steps (one masked forward and backward each)")
     sparsity: float | None = Field(
         None, ge=0.0, le=100.0,
-        description="weight of the sparsity term (default 0.1 for one prompt, 0.003 for several: a sum over components)",
+        description="weight of the sparsity term (default 0.1 for one prompt; 0.003 for several, "
+        "where it sums over components)",
     )
     loss: Literal["ce", "kl"] = Field("ce", description="'ce': cross-entropy of the target token; 'kl': KL(target model ‖ circuit) at the position")
     mask: Literal["ci", "stochastic"] | None = Field(
         None,
-        description="train under CI masks or under stochastic masks in [CI, 1] with the rest free in [0, 1] "
-        "(default: 'ci' for one prompt, 'stochastic' for several; CI-mask optima are where shortcuts live)",
+        description="train under CI masks, or under stochastic masks in [CI, 1] with the rest free "
+        "in [0, 1] (default: 'ci' for one prompt, 'stochastic' for several; CI-mask optima are "
+        "where shortcuts live)",
     )
     adversarial_steps: int = Field(0, ge=0, le=100, description="PGD steps of an adversary on the free masks each step (0: none)")
-    lr: float = Field(0.1, gt=0.0, le=10.0, description="learning rate (AdamW) on the pre-sigmoid CI or the gates")
+    lr: float = Field(
+        0.1, gt=0.0, le=10.0, description="learning rate (AdamW) on the pre-sigmoid CI or the gates"
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="random seed")
     edit_id: str | None = Field(None, max_length=64, description=EDIT_DESC)
-    limit: int = Field(100, ge=1, le=1000, description="return at most this many circuit nodes or components")
+    limit: int = Field(
+        100, ge=1, le=1000, description="return at most this many circuit nodes or components"
+    )
 
 
 class CircuitNode(Wire):
@@ -263,9 +277,9 @@ class CircuitResult(Wire):
 def _circuit_work(state: AppState, inp: CircuitInput, mi: ModelInput, tid: int, progress: Any) -> tuple[Circuit, AttributionGraph]:
     model, edit = state.run.model, state.edits.edit(inp.edit_id)
     config = CircuitConfig(
-        steps=inp.steps, lr=inp.lr, sparsity=0.1 if inp.sparsity is None else inp.sparsity, loss=inp.loss,
-        mask=inp.mask or "ci",
-        adversarial_steps=inp.adversarial_steps, seed=inp.seed,
+        steps=inp.steps, lr=inp.lr, sparsity=0.1 if inp.sparsity is None else inp.sparsity,
+        loss=inp.loss, mask=inp.mask or "ci", adversarial_steps=inp.adversarial_steps,
+        seed=inp.seed,
     )
     circuit = core_optimize_circuit(
         model, mi.x, tid, inp.position, config,
@@ -281,13 +295,16 @@ async def optimize_circuit(state: AppState, inp: CircuitInput, ctx: Context) -> 
     forms = [name for name in ("text", "prompts", "mechanism") if getattr(inp, name) is not None]
     if len(forms) != 1:
         raise ValueError(
-            "give exactly one of 'text' (with 'target_token': one prediction), 'prompts' (several prompts of one "
-            f"behaviour) or 'mechanism' (a probe mechanism of the run); got {', '.join(forms) or 'none'}"
+            "give exactly one of 'text' (with 'target_token': one prediction), 'prompts' (several "
+            "prompts of one behaviour) or 'mechanism' (a probe mechanism of the run); got "
+            f"{', '.join(forms) or 'none'}"
         )
     if inp.text is None:
         return await optimize_shared(state, inp, ctx)
     if inp.target_token is None:
-        raise ValueError("'text' needs 'target_token': the predicted token to keep (exactly one token)")
+        raise ValueError(
+            "'text' needs 'target_token': the predicted token to keep (exactly one token)"
+        )
     mi = text_input(state, inp.text)
     tid = target_token(state, inp.target_token)
     pos = resolve_position(inp.position, mi.seq)
@@ -344,22 +361,24 @@ TOOLS = [
         name="optimize_circuit",
         title="Smallest circuit for a prediction",
         description=(
-            "What is the smallest set of components that still makes this prediction, or this kind of "
-            "prediction? One prompt (text, target_token): optimises the CI of every (position, component) so "
-            "that the model still predicts target_token at 'position' with as few components as possible "
-            "('sparsity' weighs the trade-off); returns the circuit nodes with CI, L0 per layer, the target "
-            "token's probability (0-1) under every regime (target, ci, stochastic, adversarial, unmasked), the "
-            "stored graph_id and a loss-trace summary. Several prompts of one behaviour ('prompts', or "
-            "'mechanism' = a probe mechanism of the run): optimises one gate per component shared by all of "
-            "them, under stochastic masks by default (circuit at >= its CI, everything else free in [0, 1]), and "
-            "returns the components, each regime's probability and accuracy per prompt (stochastic, "
-            "adversarial, ci, alone, target) beside the whole decomposition's, and on held-out prompts the same "
-            "numbers and a validation (necessity, sufficiency, specificity with bootstrap intervals: holds, "
-            "fails or inconclusive). A job: 'steps' forward+backward passes (seconds on small models; a minute "
-            "with validation); past wait_s it returns {job_id, status} to poll with get_job, and cancel_job "
-            "stops it. Language models only. "
-            "Example: optimize_circuit(text='Paris is the capital of', target_token=' France', steps=200, sparsity=0.1); "
-            "optimize_circuit(mechanism='induction', n_prompts=16, n_heldout=16)."
+            "What is the smallest set of components that still makes this prediction, or this kind"
+            " of prediction? One prompt (text, target_token): optimises the CI of every (position,"
+            " component) so that the model still predicts target_token at 'position' with as few "
+            "components as possible ('sparsity' weighs the trade-off); returns the circuit nodes "
+            "with CI, L0 per layer, the target token's probability (0-1) under every regime "
+            "(target, ci, stochastic, adversarial, unmasked), the stored graph_id and a loss-trace"
+            " summary. Several prompts of one behaviour ('prompts', or 'mechanism' = a probe "
+            "mechanism of the run): optimises one gate per component shared by all of them, under "
+            "stochastic masks by default (circuit at >= its CI, everything else free in [0, 1]), "
+            "and returns the components, each regime's probability and accuracy per prompt "
+            "(stochastic, adversarial, ci, alone, target) beside the whole decomposition's, and on"
+            " held-out prompts the same numbers and a validation (necessity, sufficiency, "
+            "specificity with bootstrap intervals: holds, fails or inconclusive). A job: 'steps' "
+            "forward+backward passes (seconds on small models; a minute with validation); past "
+            "wait_s it returns {job_id, status} to poll with get_job, and cancel_job stops it. "
+            "Language models only. Example: optimize_circuit(text='Paris is the capital of', "
+            "target_token=' France', steps=200, sparsity=0.1); "
+            "optimize_circuit(mechanism='induction', n_prompts=16)."
         ),
         input_model=CircuitInput, result_model=JobView, handler=optimize_circuit, read_only=False,
     ),

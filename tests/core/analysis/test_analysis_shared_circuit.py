@@ -1,5 +1,5 @@
-"""Shared circuits: padding changes no logit that is read, the known circuit of a TMS-like toy is found
-across examples, and the reported regime scores equal masked forwards built by hand."""
+"""Shared circuits: padding changes no logit that is read, the known circuit of a TMS-like toy is
+found across examples and holds on held-out ones, regime scores equal masked forwards by hand."""
 
 import pytest
 import torch
@@ -47,7 +47,9 @@ def test_right_padding_changes_no_logit_at_the_read_positions(llama: ComponentMo
             one = llama(ex.tokens).output[0, batch.positions[i]]
             sub_masks = {k: m[i : i + 1, :n] for k, m in masks.items()}
             sub_delta = {k: d[i : i + 1, :n] for k, d in delta.items()}
-            one_masked = llama(ex.tokens, masks=sub_masks, delta_masks=sub_delta).output[0, batch.positions[i]]
+            one_masked = llama(ex.tokens, masks=sub_masks, delta_masks=sub_delta).output[
+                0, batch.positions[i]
+            ]
             assert torch.allclose(plain[i], one, atol=1e-5)
             assert torch.allclose(masked[i], one_masked, atol=1e-5)
     assert (batch.x[0, 5:] == 0).all()  # the pad id
@@ -65,7 +67,9 @@ def test_toy_shared_circuit_is_the_active_features_components(features: tuple[in
     hand); the circuit over examples of features ``features`` is those components and no other."""
     model = tms_like()
     examples = [Example(one_hot(f, v), f, 0) for f in features for v in (0.6, 0.8, 1.0)]
-    circ = optimize_shared_circuit(model, examples, SharedCircuitConfig(steps=150, sparsity=0.05), regimes=FAST)
+    circ = optimize_shared_circuit(
+        model, examples, SharedCircuitConfig(steps=150, sparsity=0.05), regimes=FAST
+    )
     expected = {ComponentKey(layer, f) for f in features for layer in ("linear1", "linear2")}
     assert {k for k, _ in circ.components} == expected, circ.components
     assert circ.n_candidates == 10 and circ.converged
@@ -75,7 +79,9 @@ def test_toy_shared_circuit_is_the_active_features_components(features: tuple[in
     assert set(circ.scores) == set(SHARED_REGIMES) == set(circ.full)
     for regime in ("target", "stochastic", "ci", "alone"):
         assert circ.scores[regime].accuracy == 1.0, (regime, circ.scores[regime])
-    assert circ.positions == [0] * len(examples) and circ.targets == [e.target_token for e in examples]
+    assert circ.positions == [0] * len(examples) and circ.targets == [
+        e.target_token for e in examples
+    ]
     # another feature's components are not a circuit for these examples
     other = [ComponentKey("linear1", 1), ComponentKey("linear2", 1)]
     assert score_circuit(model, examples, other, FAST)["alone"].accuracy == 0.0
@@ -100,7 +106,9 @@ def test_deterministic_regimes_equal_masked_forwards_by_hand(llama: ComponentMod
         for regime, out in routes.items():
             probs = out[0, ex.position].softmax(-1)
             top2 = probs.topk(2)
-            hit = int(top2.indices[0]) == ex.target_token and float(top2.values[1]) < float(top2.values[0])
+            hit = int(top2.indices[0]) == ex.target_token and float(top2.values[1]) < float(
+                top2.values[0]
+            )
             assert scores[regime].probs[i] == pytest.approx(float(probs[ex.target_token]), abs=1e-5)
             assert scores[regime].correct[i] == float(hit)
 
@@ -109,11 +117,15 @@ def test_shared_circuit_is_seeded_and_reports_progress(llama: ComponentModel) ->
     examples = lm_examples(3)
     seen: list[int] = []
     cfg = SharedCircuitConfig(steps=6, sparsity=0.01, adversarial_steps=1, seed=2)
-    a = optimize_shared_circuit(llama, examples, cfg, progress=lambda s, n, v: seen.append(s), regimes=FAST)
+    a = optimize_shared_circuit(
+        llama, examples, cfg, progress=lambda s, n, v: seen.append(s), regimes=FAST
+    )
     b = optimize_shared_circuit(llama, examples, cfg, regimes=FAST)
     assert seen == list(range(1, 7)) and a.loss_trace == b.loss_trace and a.scores == b.scores
     assert sum(a.l0.values()) == len(a.components) <= a.n_candidates
-    ci = optimize_shared_circuit(llama, examples, SharedCircuitConfig(steps=3, mask="ci", loss="kl"), regimes=FAST)
+    ci = optimize_shared_circuit(
+        llama, examples, SharedCircuitConfig(steps=3, mask="ci", loss="kl"), regimes=FAST
+    )
     assert len(ci.loss_trace) == 3 and not ci.converged
 
 
@@ -127,18 +139,30 @@ def test_bad_examples_say_what_is_valid(llama: ComponentModel) -> None:
 
 
 def test_toy_circuit_validated_on_held_out_examples_holds() -> None:
-    """Ground truth of the TMS-like toy: feature 2's components are necessary, sufficient and specific
-    for feature 2 on held-out magnitudes; the other features' examples are the controls. (Large
-    magnitudes, so that the target is clearly on top: removing the circuit leaves a uniform output.)"""
+    """Ground truth of the TMS-like toy: feature 2's components are necessary, sufficient and
+    specific for feature 2 on held-out magnitudes; the other features' examples are the controls.
+    (Large magnitudes, so that the target is clearly on top; without the circuit all is uniform.)"""
     model = tms_like()
     train = [Example(one_hot(2, v), 2, 0) for v in (4.0, 8.0)]
     held = [Probe([], 2, "f2", features=one_hot(2, 3.0 + 0.7 * i)[0].tolist()) for i in range(8)]
-    others = [Probe([], -1, "other", features=one_hot(f, 5.0)[0].tolist()) for f in (0, 1, 3, 4) for _ in range(2)]
+    others = [
+        Probe([], -1, "other", features=one_hot(f, 5.0)[0].tolist())
+        for f in (0, 1, 3, 4)
+        for _ in range(2)
+    ]
     res = circuit_with_heldout(
-        model, train, held, others, SharedCircuitConfig(steps=150, sparsity=0.05), FAST,
+        model,
+        train,
+        held,
+        others,
+        SharedCircuitConfig(steps=150, sparsity=0.05),
+        FAST,
         ValidationConfig(measure=MeasureSettings(n_samples=2, pgd_steps=2)),
     )
-    assert {k for k, _ in res.circuit.components} == {ComponentKey("linear1", 2), ComponentKey("linear2", 2)}
+    assert {k for k, _ in res.circuit.components} == {
+        ComponentKey("linear1", 2),
+        ComponentKey("linear2", 2),
+    }
     assert res.heldout is not None and res.heldout["stochastic"].accuracy == 1.0
     v = res.validation
     assert v is not None and v.n_examples == 8 and v.n_others == 8
