@@ -26,8 +26,10 @@ from spd_mcp.server.inputs import (
 from spd_mcp.server.schemas import GraphEdge, GraphNode, JobView, LongInput, StoredGraph, Wire
 from spd_mcp.server.state import AppState
 from spd_mcp.server.tooling import ToolSpec
-from spd_mcp.server.tools.components import EDIT_DESC, TextOrFeatures
+from spd_mcp.server.tools.components import EDIT_DESC, ExampleInput, TextOrFeatures
 from spd_mcp.server.tools.jobs import run_as_job
+from spd_mcp.server.tools.shared_circuit import LossSummary, loss_summary, optimize_shared
+from spd_mcp.server.tools.validation import ClaimExample, ControlPrompt
 
 STORED_EDGES = 20_000  # the largest edges (by |value|) kept with a stored graph
 NODE_PATTERN = re.compile(r"^.+:-?\d+:\d+$")
@@ -188,33 +190,72 @@ REGIME_NAMES = ("target", "ci", "stochastic", "adversarial", "unmasked")
 
 
 class CircuitInput(LongInput):
-    text: str = Field(max_length=20000, description="the prompt", examples=["Paris is the capital of"])
-    target_token: str = Field(max_length=200, description="the predicted token to keep; must be exactly one token")
-    position: int = Field(-1, ge=-100000, le=100000, description="position whose prediction it is (default: the last)")
+    text: str | None = Field(
+        None, max_length=20000,
+        description="one prompt (with target_token); or give 'prompts' or 'mechanism' instead",
+        examples=["Paris is the capital of"],
+    )
+    target_token: str | None = Field(
+        None, max_length=200,
+        description="with 'text': the predicted token to keep; exactly one token",
+    )
+    position: int = Field(
+        -1, ge=-100000, le=100000,
+        description="with 'text': position whose prediction it is (default: the last)",
+    )
+    prompts: list[ExampleInput] | None = Field(
+        None, min_length=1, max_length=64,
+        description="several prompts {text, target_token, position?} of one behaviour: one circuit "
+        "of components that holds across them",
+    )
+    heldout_prompts: list[ClaimExample] | None = Field(
+        None, max_length=200,
+        description="with 'prompts': more prompts {text, target_token, foil?} of the behaviour, "
+        "not optimised on (copies of 'prompts' are skipped), to validate the circuit on",
+    )
+    control_prompts: list[ControlPrompt] | None = Field(
+        None, max_length=200,
+        description="with 'prompts': prompts of other behaviours, to validate specificity on",
+    )
+    mechanism: str | None = Field(
+        None, max_length=200,
+        description="a probe mechanism of the run (list_probe_prompts): optimise on its first "
+        "n_prompts probes, validate on others of its probes and on other mechanisms' probes",
+    )
+    n_prompts: int = Field(16, ge=1, le=64, description="with 'mechanism': probes to optimise on")
+    n_heldout: int = Field(
+        32, ge=0, le=200,
+        description="with 'mechanism': held-out probes (a seeded sample of the rest) to validate "
+        "on, and as many of the other mechanisms' for specificity (0: no validation)",
+    )
     steps: int = Field(200, ge=1, le=5000, description="optimisation steps (one masked forward and backward each)")
-    sparsity: float = Field(0.1, ge=0.0, le=100.0, description="weight of the sparsity (importance minimality) term")
+    sparsity: float | None = Field(
+        None, ge=0.0, le=100.0,
+        description="weight of the sparsity term (default 0.1 for one prompt; 0.003 for several, "
+        "where it sums over components)",
+    )
     loss: Literal["ce", "kl"] = Field("ce", description="'ce': cross-entropy of the target token; 'kl': KL(target model ‖ circuit) at the position")
-    mask: Literal["ci", "stochastic"] = Field("ci", description="train under CI masks, or under stochastic masks in [CI, 1]")
+    mask: Literal["ci", "stochastic"] | None = Field(
+        None,
+        description="train under CI masks, or under stochastic masks in [CI, 1] with the rest free "
+        "in [0, 1] (default: 'ci' for one prompt, 'stochastic' for several; CI-mask optima are "
+        "where shortcuts live)",
+    )
     adversarial_steps: int = Field(0, ge=0, le=100, description="PGD steps of an adversary on the free masks each step (0: none)")
-    lr: float = Field(0.1, gt=0.0, le=10.0, description="learning rate (AdamW) on the pre-sigmoid CI")
+    lr: float = Field(
+        0.1, gt=0.0, le=10.0, description="learning rate (AdamW) on the pre-sigmoid CI or the gates"
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="random seed")
     edit_id: str | None = Field(None, max_length=64, description=EDIT_DESC)
-    limit: int = Field(100, ge=1, le=1000, description="return at most this many circuit nodes")
+    limit: int = Field(
+        100, ge=1, le=1000, description="return at most this many circuit nodes or components"
+    )
 
 
 class CircuitNode(Wire):
     node: str = Field(description="'<layer>:<pos>:<c>'")
     token: str = Field(description="the input token at the node's position")
     ci: float = Field(description="optimised CI in (0, 1]")
-
-
-class LossSummary(Wire):
-    first: float
-    final: float
-    min: float
-    steps: int
-    converged: bool = Field(description="the last tenth of the trace varies by < 1%")
-    trace: list[float] = Field(description="at most 20 evenly spaced values of the loss")
 
 
 class CircuitResult(Wire):
@@ -236,8 +277,9 @@ class CircuitResult(Wire):
 def _circuit_work(state: AppState, inp: CircuitInput, mi: ModelInput, tid: int, progress: Any) -> tuple[Circuit, AttributionGraph]:
     model, edit = state.run.model, state.edits.edit(inp.edit_id)
     config = CircuitConfig(
-        steps=inp.steps, lr=inp.lr, sparsity=inp.sparsity, loss=inp.loss, mask=inp.mask,
-        adversarial_steps=inp.adversarial_steps, seed=inp.seed,
+        steps=inp.steps, lr=inp.lr, sparsity=0.1 if inp.sparsity is None else inp.sparsity,
+        loss=inp.loss, mask=inp.mask or "ci", adversarial_steps=inp.adversarial_steps,
+        seed=inp.seed,
     )
     circuit = core_optimize_circuit(
         model, mi.x, tid, inp.position, config,
@@ -250,6 +292,19 @@ def _circuit_work(state: AppState, inp: CircuitInput, mi: ModelInput, tid: int, 
 
 async def optimize_circuit(state: AppState, inp: CircuitInput, ctx: Context) -> JobView:
     require_lm(state, "optimize_circuit")
+    forms = [name for name in ("text", "prompts", "mechanism") if getattr(inp, name) is not None]
+    if len(forms) != 1:
+        raise ValueError(
+            "give exactly one of 'text' (with 'target_token': one prediction), 'prompts' (several "
+            "prompts of one behaviour) or 'mechanism' (a probe mechanism of the run); got "
+            f"{', '.join(forms) or 'none'}"
+        )
+    if inp.text is None:
+        return await optimize_shared(state, inp, ctx)
+    if inp.target_token is None:
+        raise ValueError(
+            "'text' needs 'target_token': the predicted token to keep (exactly one token)"
+        )
     mi = text_input(state, inp.text)
     tid = target_token(state, inp.target_token)
     pos = resolve_position(inp.position, mi.seq)
@@ -259,16 +314,11 @@ async def optimize_circuit(state: AppState, inp: CircuitInput, ctx: Context) -> 
         circuit, graph = raw
         target = NodeKey(OUTPUT, pos, tid)
         stored = stored_graph(state, graph, mi, target, {"tool": "optimize_circuit", "text": mi.text, "edit_id": inp.edit_id})
-        prompt_id = await state.store.add_prompt(inp.text, mi.token_ids)
+        prompt_id = await state.store.add_prompt(mi.text or "", mi.token_ids)
         params = inp.model_dump(mode="json")
         graph_id = await state.store.add_graph(stored.model_dump(mode="json"), "circuit", prompt_id, params)
         nodes = [CircuitNode(node=str(k), token=mi.tokens[k.pos], ci=v) for k, v in circuit.nodes]
-        trace = circuit.loss_trace
-        stride = max(1, len(trace) // 20)
-        loss = LossSummary(
-            first=trace[0], final=trace[-1], min=min(trace), steps=len(trace), converged=circuit.converged,
-            trace=trace[::stride][:20],
-        )
+        loss = loss_summary(circuit.loss_trace, circuit.converged)
         probs = {r: float(circuit.probs[r]) for r in REGIME_NAMES}
         await state.store.add_circuit(
             {"nodes": [[n.node, n.ci] for n in nodes], "probs": probs, "l0": circuit.l0}, params, graph_id, prompt_id
@@ -311,14 +361,24 @@ TOOLS = [
         name="optimize_circuit",
         title="Smallest circuit for a prediction",
         description=(
-            "What is the smallest set of components that still makes this prediction? Optimises the CI of "
-            "every (position, component) so that the model still predicts target_token at 'position' with as "
-            "few components as possible ('sparsity' weighs the trade-off). Returns the circuit nodes with CI, "
-            "L0 per layer, the target token's probability (0-1) under every regime (target, ci, stochastic, "
-            "adversarial, unmasked), the circuit's stored graph_id and a loss-trace summary. A job: 'steps' "
-            "forward+backward passes (seconds on small models); past wait_s it returns {job_id, status} to poll "
-            "with get_job, and cancel_job stops it. Language models only. "
-            "Example: optimize_circuit(text='Paris is the capital of', target_token=' France', steps=200, sparsity=0.1)."
+            "What is the smallest set of components that still makes this prediction, or this kind"
+            " of prediction? One prompt (text, target_token): optimises the CI of every (position,"
+            " component) so that the model still predicts target_token at 'position' with as few "
+            "components as possible ('sparsity' weighs the trade-off); returns the circuit nodes "
+            "with CI, L0 per layer, the target token's probability (0-1) under every regime "
+            "(target, ci, stochastic, adversarial, unmasked), the stored graph_id and a loss-trace"
+            " summary. Several prompts of one behaviour ('prompts', or 'mechanism' = a probe "
+            "mechanism of the run): optimises one gate per component shared by all of them, under "
+            "stochastic masks by default (circuit at >= its CI, everything else free in [0, 1]), "
+            "and returns the components, each regime's probability and accuracy per prompt "
+            "(stochastic, adversarial, ci, alone, target) beside the whole decomposition's, and on"
+            " held-out prompts the same numbers and a validation (necessity, sufficiency, "
+            "specificity with bootstrap intervals: holds, fails or inconclusive). A job: 'steps' "
+            "forward+backward passes (seconds on small models; a minute with validation); past "
+            "wait_s it returns {job_id, status} to poll with get_job, and cancel_job stops it. "
+            "Language models only. Example: optimize_circuit(text='Paris is the capital of', "
+            "target_token=' France', steps=200, sparsity=0.1); "
+            "optimize_circuit(mechanism='induction', n_prompts=16)."
         ),
         input_model=CircuitInput, result_model=JobView, handler=optimize_circuit, read_only=False,
     ),

@@ -1,6 +1,6 @@
 """validate_claim: a claimed set of components measured on held-out examples of its behaviour (a job)."""
 
-from typing import Literal
+from typing import Any, Literal
 
 from mcp.server.mcpserver import Context
 from pydantic import Field, model_validator
@@ -18,6 +18,7 @@ from spd_core.analysis.validation import (
     validate,
     with_model_answers,
 )
+from spd_core.keys import ComponentKey
 from spd_mcp.server.inputs import component_keys, require_lm, target_token, text_input
 from spd_mcp.server.schemas import Input, JobView, LongInput, Wire
 from spd_mcp.server.state import AppState
@@ -113,14 +114,14 @@ class ValidationResult(Wire):
     notes: list[str]
 
 
-def _probe(state: AppState, text: str, target: str | None, foil: str | None, tag: str) -> Probe:
+def text_probe(state: AppState, text: str, target: str | None, foil: str | None, tag: str) -> Probe:
     ids = text_input(state, text).token_ids
     tid = -1 if target is None else target_token(state, target)
     return Probe(ids, tid, tag, None if foil is None else target_token(state, foil))
 
 
-def _run_probes(state: AppState) -> list[Probe]:
-    return [_probe(state, p.text, p.target_token, p.foil, p.mechanism) for p in state.run.probes]
+def run_probes(state: AppState) -> list[Probe]:
+    return [text_probe(state, p.text, p.target_token, p.foil, p.mechanism) for p in state.run.probes]
 
 
 def _span(i: Interval | None) -> Span | None:
@@ -152,21 +153,45 @@ def _summary(v: Validation, comps: list[str], behaviour: str) -> str:
     ).strip()
 
 
+async def stored_validation(
+    state: AppState, v: Validation, examples: list[Probe], comps: list[ComponentKey], behaviour: str,
+    params: dict[str, Any],
+) -> ValidationResult:
+    """The wire result of a validation of ``comps`` on ``examples``, stored; with its validation_id."""
+    keys = [str(k) for k in comps]
+    det = v.regimes.get("deterministic")
+    rows = [] if det is None else [
+        ExampleRow(text=state.tok.raw.decode(p.token_ids), target=state.tok.display(p.target), p_before=r.p_before,
+                   p_removed=r.p_after, p_kept=k.p_after,
+                   answer_kept="" if k.answer_after < 0 else state.tok.display(k.answer_after))
+        for p, r, k in zip([examples[i] for i in v.used], det.removed, det.kept, strict=True)
+    ]
+    result = ValidationResult(
+        summary=_summary(v, keys, behaviour), validation_id=0, components=keys, behaviour=behaviour,
+        necessity=v.necessity, sufficiency=v.sufficiency, specificity=v.specificity,
+        sufficient_alone=v.sufficient_alone, robust_to_adversary=v.sufficient_adversarial, bars=v.bars,
+        n_examples=v.n_examples, n_dropped=v.n_dropped, n_controls=v.n_others, baseline=v.baseline,
+        regimes=[_regime_view(n) for n in v.regimes.values()], examples=rows, notes=v.notes,
+    )
+    vid = await state.store.add_validation(params, result.model_dump(mode="json"))
+    return result.model_copy(update={"validation_id": vid, "summary": f"Validation {vid}: {result.summary}"})
+
+
 async def validate_claim(state: AppState, inp: ValidateInput, ctx: Context) -> JobView:
     require_lm(state, "validate_claim")
     comps = component_keys(state, inp.components)
     exclude = [text_input(state, t).token_ids for t in inp.exclude]
     if inp.mechanism is not None:
-        examples, others = held_out(_run_probes(state), inp.mechanism, exclude, inp.n_examples, inp.n_controls, inp.seed)
+        examples, others = held_out(run_probes(state), inp.mechanism, exclude, inp.n_examples, inp.n_controls, inp.seed)
         behaviour = f"mechanism {inp.mechanism!r}"
     else:
         skip = {tuple(e) for e in exclude}
-        examples = [p for e in inp.examples if tuple((p := _probe(state, e.text, e.target_token, e.foil, "claim")).token_ids)
+        examples = [p for e in inp.examples if tuple((p := text_probe(state, e.text, e.target_token, e.foil, "claim")).token_ids)
                     not in skip]
         others = []
         behaviour = f"your {len(examples)} examples"
     if inp.controls:
-        others = [_probe(state, c.text, c.target_token, None, "control") for c in inp.controls]
+        others = [text_probe(state, c.text, c.target_token, None, "control") for c in inp.controls]
     if not examples:
         raise ValueError("no example is left once the excluded prompts are removed: give held-out examples")
     config = ValidationConfig(regimes=tuple(dict.fromkeys(inp.regimes)), measure=MeasureSettings(seed=inp.seed))
@@ -177,23 +202,7 @@ async def validate_claim(state: AppState, inp: ValidateInput, ctx: Context) -> J
                         progress=lambda i, n: progress(i, n, f"measurement {i}/{n}"))
 
     async def finish(v: Validation) -> ValidationResult:
-        keys = [str(k) for k in comps]
-        det = v.regimes.get("deterministic")
-        rows = [] if det is None else [
-            ExampleRow(text=state.tok.raw.decode(p.token_ids), target=state.tok.display(p.target), p_before=r.p_before,
-                       p_removed=r.p_after, p_kept=k.p_after,
-                       answer_kept="" if k.answer_after < 0 else state.tok.display(k.answer_after))
-            for p, r, k in zip([examples[i] for i in v.used], det.removed, det.kept, strict=True)
-        ]
-        result = ValidationResult(
-            summary=_summary(v, keys, behaviour), validation_id=0, components=keys, behaviour=behaviour,
-            necessity=v.necessity, sufficiency=v.sufficiency, specificity=v.specificity,
-            sufficient_alone=v.sufficient_alone, robust_to_adversary=v.sufficient_adversarial, bars=v.bars,
-            n_examples=v.n_examples, n_dropped=v.n_dropped, n_controls=v.n_others, baseline=v.baseline,
-            regimes=[_regime_view(n) for n in v.regimes.values()], examples=rows, notes=v.notes,
-        )
-        vid = await state.store.add_validation(inp.model_dump(mode="json"), result.model_dump(mode="json"))
-        return result.model_copy(update={"validation_id": vid, "summary": f"Validation {vid}: {result.summary}"})
+        return await stored_validation(state, v, examples, comps, behaviour, inp.model_dump(mode="json"))
 
     return await run_as_job(state, ctx, "validate_claim", work, finish, inp.wait_s, inp.model_dump(mode="json"))
 

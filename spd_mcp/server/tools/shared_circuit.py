@@ -1,0 +1,280 @@
+"""optimize_circuit over several prompts of one behaviour: the agent's prompts or a probe mechanism.
+
+One component-level circuit (``spd_core.analysis.shared_circuit``), every regime's numbers beside
+it, and its scores and validation on held-out prompts (``spd_core.analysis.heldout_circuit``).
+"""
+
+from typing import Any
+
+from mcp.server.mcpserver import Context
+from pydantic import Field
+
+from spd_core.analysis.finder import Example
+from spd_core.analysis.heldout_circuit import HeldOutCircuit, circuit_with_heldout
+from spd_core.analysis.regimes import RegimeSettings
+from spd_core.analysis.shared_circuit import RegimeScore, SharedCircuitConfig
+from spd_core.analysis.validation import MeasureSettings, Probe, ValidationConfig, held_out
+from spd_core.keys import resolve_position
+from spd_mcp.server.inputs import target_token, text_input
+from spd_mcp.server.schemas import JobView, Wire
+from spd_mcp.server.state import AppState
+from spd_mcp.server.tools.components import ExampleInput
+from spd_mcp.server.tools.jobs import run_as_job
+from spd_mcp.server.tools.validation import (
+    ValidationResult,
+    run_probes,
+    stored_validation,
+    text_probe,
+)
+
+SHARED_SPARSITY = 0.003  # the gates are per component, so the penalty sums over ~C·layers of them
+
+
+class LossSummary(Wire):
+    first: float
+    final: float
+    min: float
+    steps: int
+    converged: bool = Field(
+        description="one prompt: the last tenth of the trace varies by < 1%; several: the set of "
+        "components did not change over the last tenth of the steps"
+    )
+    trace: list[float] = Field(description="at most 20 evenly spaced values of the loss")
+
+
+def loss_summary(trace: list[float], converged: bool) -> LossSummary:
+    stride = max(1, len(trace) // 20)
+    return LossSummary(
+        first=trace[0],
+        final=trace[-1],
+        min=min(trace),
+        steps=len(trace),
+        converged=converged,
+        trace=trace[::stride][:20],
+    )
+
+
+class RegimeRow(Wire):
+    mean_prob: float = Field(description="mean over prompts of p(target) at the prompt's position")
+    accuracy: float = Field(
+        description="share of prompts (and samples) where the target is strictly the most likely"
+    )
+    probs: list[float] = Field(description="per prompt, in order")
+    correct: list[float] = Field(
+        description="per prompt: share of samples with the target on top (0/1 if deterministic)"
+    )
+
+
+class RegimeBrief(Wire):
+    mean_prob: float
+    accuracy: float
+
+
+class SharedComponent(Wire):
+    component: str = Field(description="'<layer>:<c>'")
+    gate: float = Field(
+        description="optimised gate in (0, 1]: the component keeps at least gate x its CI"
+    )
+
+
+class SharedCircuitResult(Wire):
+    summary: str
+    circuit_id: int = Field(description="the stored circuit")
+    mechanism: str | None = Field(description="the probe mechanism the prompts came from, if any")
+    mask: str = Field(description="the masks it was optimised under")
+    n_prompts: int = Field(description="prompts it was optimised on")
+    n_candidates: int = Field(
+        description="components with CI > 0 somewhere on them (the rest never enter)"
+    )
+    total: int = Field(description="components in the circuit")
+    limit: int
+    components: list[SharedComponent] = Field(description="largest gate first")
+    l0: dict[str, int] = Field(description="circuit components per layer")
+    regimes: dict[str, RegimeRow] = Field(
+        description="the circuit on its own prompts: target (the model), stochastic (circuit in "
+        "[CI, 1], the rest and the delta uniform in [0, 1]), adversarial (the same ranges, worst "
+        "case), ci (circuit at its CI, rest "
+        "off), alone (circuit at 1, rest off, no delta)"
+    )
+    full: dict[str, RegimeBrief] = Field(
+        description="the same regimes with every component kept: the ceiling"
+    )
+    heldout: dict[str, RegimeRow] | None = Field(
+        description="the circuit's regimes on the held-out prompts"
+    )
+    validation: ValidationResult | None = Field(
+        description="the circuit validated on held-out prompts (as validate_claim; cite its "
+        "validation_id)"
+    )
+    loss: LossSummary
+
+
+def _examples(state: AppState, prompts: list[ExampleInput]) -> list[Example]:
+    out = []
+    for p in prompts:
+        mi = text_input(state, p.text)
+        resolve_position(p.position, mi.seq)
+        out.append(Example(mi.x, target_token(state, p.target_token), p.position))
+    return out
+
+
+def _mechanism_prompts(
+    state: AppState, mechanism: str, n_prompts: int, n_heldout: int, seed: int
+) -> tuple[list[ExampleInput], list[Probe], list[Probe]]:
+    """The mechanism's first n_prompts probes to optimise on; a seeded sample of n_heldout of its
+    other probes and as many of the other mechanisms' (``validation.held_out``) to validate on."""
+    tags = sorted({p.mechanism for p in state.run.probes})
+    if mechanism not in tags:
+        raise ValueError(
+            f"unknown mechanism {mechanism!r}; valid: "
+            f"{', '.join(tags) or 'none (the run has no probes)'}"
+        )
+    mine = [p for p in state.run.probes if p.mechanism == mechanism]
+    if len(mine) < n_prompts:
+        raise ValueError(
+            f"mechanism {mechanism!r} has {len(mine)} probes; n_prompts must be at most {len(mine)}"
+        )
+    train = [
+        ExampleInput(
+            text=p.text,
+            target_token=p.target_token,
+            position=-1 if p.position is None else p.position,
+        )
+        for p in mine[:n_prompts]
+    ]
+    if not n_heldout:
+        return train, [], []
+    used = [text_input(state, p.text).token_ids for p in train]
+    held, others = held_out(run_probes(state), mechanism, used, n_heldout, n_heldout, seed)
+    return train, held, others
+
+
+def _row(s: RegimeScore) -> RegimeRow:
+    return RegimeRow(mean_prob=s.mean_prob, accuracy=s.accuracy, probs=s.probs, correct=s.correct)
+
+
+def _acc(scores: dict[str, RegimeRow] | dict[str, Any]) -> str:
+    return ", ".join(
+        f"{r} {scores[r].accuracy:.2f}"
+        for r in ("stochastic", "adversarial", "ci", "alone", "target")
+    )
+
+
+def _summary(res: SharedCircuitResult) -> str:
+    src = f"of mechanism {res.mechanism!r} " if res.mechanism else ""
+    text = (
+        f"A circuit of {res.total} components (of {res.n_candidates} candidates) over "
+        f"{res.n_prompts} prompts {src}(optimised under {res.mask} masks). Accuracy on them: "
+        f"{_acc(res.regimes)}; every component kept: "
+        f"{_acc(res.full)}."
+    )
+    if res.heldout is not None:
+        n = len(res.heldout["target"].probs)
+        text += f" On {n} held-out prompts: {_acc(res.heldout)}."
+    if res.validation is not None:
+        v = res.validation
+        text += f" {v.summary}"
+    else:
+        text += (
+            " Not validated: no held-out prompts (give heldout_prompts, or use 'mechanism'), or no "
+            "component."
+        )
+    if res.mask == "ci":
+        text += (
+            " Optimised under CI masks: shortcut circuits pass there; trust the stochastic and "
+            "held-out numbers."
+        )
+    return text + f" Circuit {res.circuit_id}."
+
+
+async def optimize_shared(state: AppState, inp: Any, ctx: Context) -> JobView:
+    """The several-prompt form of optimize_circuit (``inp`` is its ``CircuitInput``)."""
+    if inp.mechanism is not None:
+        train, heldout, controls = _mechanism_prompts(
+            state, inp.mechanism, inp.n_prompts, inp.n_heldout, inp.seed
+        )
+    else:
+        train = inp.prompts
+        heldout = [
+            text_probe(state, e.text, e.target_token, e.foil, "claim")
+            for e in inp.heldout_prompts or []
+        ]
+        controls = [
+            text_probe(state, c.text, c.target_token, None, "control")
+            for c in inp.control_prompts or []
+        ]
+    examples = _examples(state, train)
+    seen = {tuple(e.tokens[0].tolist()) for e in examples}
+    heldout = [p for p in heldout if tuple(p.token_ids) not in seen]  # never its own prompts
+    behaviour = (
+        f"mechanism {inp.mechanism!r}" if inp.mechanism else f"your {len(heldout)} held-out prompts"
+    )
+    edit = state.edits.edit(inp.edit_id)
+    mask = inp.mask or "stochastic"
+    config = SharedCircuitConfig(
+        steps=inp.steps,
+        lr=inp.lr,
+        sparsity=SHARED_SPARSITY if inp.sparsity is None else inp.sparsity,
+        loss=inp.loss,
+        mask=mask,
+        adversarial_steps=inp.adversarial_steps,
+        seed=inp.seed,
+    )
+
+    def work(progress: Any) -> HeldOutCircuit:
+        return circuit_with_heldout(
+            state.run.model,
+            examples,
+            heldout,
+            controls,
+            config,
+            RegimeSettings(seed=inp.seed),
+            ValidationConfig(measure=MeasureSettings(seed=inp.seed)),
+            progress=progress,
+            edit=edit,
+        )
+
+    async def finish(raw: HeldOutCircuit) -> SharedCircuitResult:
+        c = raw.circuit
+        comps = [SharedComponent(component=str(k), gate=g) for k, g in c.components]
+        regimes = {r: _row(s) for r, s in c.scores.items()}
+        params = inp.model_dump(mode="json")
+        circuit_id = await state.store.add_circuit(
+            {
+                "components": [[r.component, r.gate] for r in comps],
+                "l0": c.l0,
+                "accuracy": {r: s.accuracy for r, s in regimes.items()},
+            },
+            params,
+        )
+        validation = None
+        if raw.validation is not None:
+            keys = [k for k, _ in c.components]
+            validation = await stored_validation(
+                state, raw.validation, list(heldout), keys, behaviour, params
+            )
+        res = SharedCircuitResult(
+            summary="",
+            circuit_id=circuit_id,
+            mechanism=inp.mechanism,
+            mask=mask,
+            n_prompts=len(examples),
+            n_candidates=c.n_candidates,
+            total=len(comps),
+            limit=inp.limit,
+            components=comps[: inp.limit],
+            l0=c.l0,
+            regimes=regimes,
+            full={
+                r: RegimeBrief(mean_prob=s.mean_prob, accuracy=s.accuracy)
+                for r, s in c.full.items()
+            },
+            heldout=None if raw.heldout is None else {r: _row(s) for r, s in raw.heldout.items()},
+            validation=validation,
+            loss=loss_summary(c.loss_trace, c.converged),
+        )
+        return res.model_copy(update={"summary": _summary(res)})
+
+    return await run_as_job(
+        state, ctx, "optimize_circuit", work, finish, inp.wait_s, inp.model_dump(mode="json")
+    )
