@@ -151,13 +151,20 @@ def load_tokenizer(directory: Path, light: bool = False) -> Any:
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu", light_tokenizer: bool = False) -> LoadedRun:
-    """Load a run directory, or the shipped demo run by the name ``demo``. ``light_tokenizer``: the
+    """Load a run directory, or the shipped demo run by the name ``demo``; a directory written by the
+    public SPD implementation (``final_config.yaml``) goes to ``spd_core.upstream``. ``light_tokenizer``: the
     tokenizer as a bare ``tokenizers.Tokenizer`` (see ``load_tokenizer``) instead of transformers'."""
     run_dir = DEMO_RUN if str(path) == "demo" else Path(path)
     meta_path = run_dir / "run.json"
+    if not meta_path.is_file() and (run_dir / "final_config.yaml").is_file():
+        from spd_core.upstream import load_upstream_run  # a run of the public implementation
+
+        return load_upstream_run(run_dir, device, light_tokenizer)
     if not meta_path.is_file():
         hint = " (the demo run is not built yet: make demo-run)" if str(path) == "demo" else ""
-        raise FileNotFoundError(f"{run_dir} is not a run directory: no run.json{hint}")
+        raise FileNotFoundError(
+            f"{run_dir} is not a run directory: no run.json (ours) or final_config.yaml (goodfire-ai/spd){hint}"
+        )
     meta = json.loads(meta_path.read_text())
     version = meta.get("format_version")
     if version != FORMAT_VERSION:

@@ -172,16 +172,18 @@ def load_question(arg: str) -> tuple[str, str | None]:
 
 
 def resolve_run(run: str) -> str:
-    """`demo`, or the absolute path of an existing run directory (it holds run.json)."""
+    """`demo`, or the absolute path of an existing run directory (it holds run.json, or
+    final_config.yaml when the public SPD implementation wrote it)."""
     if run == "demo":
         return run
     path = Path(run).expanduser()
     if not path.is_dir():
         raise SpecError(f"run directory {run!r} does not exist: pass --run demo or the path of a "
                         "run directory (one holding run.json)")
-    if not (path / "run.json").is_file():
-        raise SpecError(f"{run!r} is not a run directory (no run.json inside): pass --run demo or a "
-                        "directory written by spd-decompose")
+    if not (path / "run.json").is_file() and not (path / "final_config.yaml").is_file():
+        raise SpecError(f"{run!r} is not a run directory (no run.json inside): pass --run demo, a "
+                        "directory written by spd-decompose, or one of goodfire-ai/spd "
+                        "(final_config.yaml + model_<step>.pth)")
     return str(path.resolve())
 
 
