@@ -18,6 +18,7 @@ from spd_mcp.server.state import AppState, ServedRun, ServerConfig, load_served_
 from spd_mcp.server.store import Store
 from spd_mcp.server.tooling import ToolSpec, build_tool
 from spd_mcp.server.tools import ALL_TOOLS
+from spd_mcp.server.wire_check import check_request
 from spd_mcp.server.workspace import EVENTS, STORE, Workspace
 
 log = logging.getLogger(__name__)
@@ -146,5 +147,5 @@ def build_server(
     tools = [build_tool(spec) for spec in [*ALL_TOOLS, *extra_tools]]
     return MCPServer(
         "spd", instructions=INSTRUCTIONS, lifespan=lifespan, tools=tools, log_level="WARNING",
-        middleware=[log_tool_calls],
+        middleware=[log_tool_calls, check_request],
     )

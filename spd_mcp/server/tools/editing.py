@@ -194,7 +194,7 @@ async def export_edit(state: AppState, inp: ExportInput, ctx: Context) -> Export
     out = ws.export_path(name, inp.overwrite)
     tok_dir = state.run.path / TOKENIZER_DIR if state.run.path is not None else None
     sizes = await state.device.call(
-        "export_edit", lambda: write_export(state.run.model, entry.edit, state.run.tokenizer, out, tok_dir), inp.model_dump()
+        "export_edit", lambda: write_export(state.run.model, entry.edit, state.run.tokenizer, out, tok_dir, inp.overwrite), inp.model_dump()
     )
     files, size = sorted(sizes), sum(sizes.values())
     rel = f"{EXPORTS}/{name}"

@@ -239,8 +239,8 @@ class GraphArtifactResult(Wire):
 
 
 def _write_artifact(ws: Workspace, artifact_id: str, payload: dict, svg: str) -> None:
-    ws.write_artifact(artifact_id, ".json", json.dumps(payload, indent=1, ensure_ascii=False, allow_nan=False))
-    ws.write_artifact(artifact_id, ".svg", svg)
+    text = json.dumps(payload, indent=1, ensure_ascii=False, allow_nan=False)
+    ws.write_artifacts(artifact_id, {".json": text, ".svg": svg})
 
 
 async def save_graph_artifact(state: AppState, inp: GraphArtifactInput, ctx: Context) -> GraphArtifactResult:
