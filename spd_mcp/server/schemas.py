@@ -12,9 +12,10 @@ class Wire(BaseModel):
 
 
 class Input(BaseModel):
-    """Base of every tool's input model: frozen, unknown fields rejected."""
+    """Base of every tool's input model: frozen, unknown fields rejected, strict types (no coercion:
+    ``true`` is not the integer 1 and ``"yes"`` is not a boolean)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class LongInput(Input):

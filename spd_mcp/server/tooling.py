@@ -106,7 +106,7 @@ def build_tool(spec: ToolSpec) -> Tool:
 
 
 def _strict(base: type[BaseModel], allowed: set[str]) -> type[BaseModel]:
-    """The SDK's argument model, rejecting unknown arguments with the list of valid ones."""
+    """The SDK's argument model, strict, rejecting unknown arguments with the list of valid ones."""
     valid = ", ".join(sorted(allowed)) or "none"
 
     def no_unknown(cls: type[BaseModel], data: Any) -> Any:
@@ -116,8 +116,11 @@ def _strict(base: type[BaseModel], allowed: set[str]) -> type[BaseModel]:
                 raise ValueError(f"unknown argument(s) {', '.join(unknown)}; valid arguments: {valid}")
         return data
 
-    return create_model(
+    model = create_model(
         base.__name__,
         __base__=base,
         __validators__={"no_unknown": model_validator(mode="before")(classmethod(no_unknown))},  # type: ignore[arg-type]
     )
+    model.model_config["strict"] = True  # as the input models: no booleans as integers, no strings as booleans
+    model.model_rebuild(force=True)
+    return model

@@ -43,7 +43,7 @@ class GetCIInput(TextOrFeatures):
     threshold: float = Field(0.1, ge=0.0, le=1.0, description="report components with CI above this (CI is in [0, 1])")
     top_k: int = Field(10, ge=1, le=1000, description="at most this many components per (position, layer), largest CI first")
     edit_id: str | None = Field(None, max_length=64, description=EDIT_DESC)
-    offset: int = Field(0, ge=0, description="skip this many entries of the (position, layer, CI) ordered list")
+    offset: int = Field(0, ge=0, le=1_000_000, description="skip this many entries of the (position, layer, CI) ordered list")
     limit: int = Field(60, ge=1, le=500, description="return at most this many entries")
 
 
@@ -126,7 +126,7 @@ async def get_ci(state: AppState, inp: GetCIInput, ctx: Context) -> CIResult:
 class ProbeComponentInput(TextOrFeatures):
     component: str = Field(max_length=200, description="component key '<layer>:<c>', e.g. '0.mlp.up:3'")
     edit_id: str | None = Field(None, max_length=64, description=EDIT_DESC)
-    offset: int = Field(0, ge=0, description="skip this many positions")
+    offset: int = Field(0, ge=0, le=100_000, description="skip this many positions")
     limit: int = Field(200, ge=1, le=1000, description="return at most this many positions")
 
 

@@ -10,6 +10,7 @@ from mcp.server.mcpserver import Context
 from pydantic import Field, model_validator
 
 from spd_core.analysis.overlay import Edit, applied
+from spd_core.harvest_store import HarvestStore, alive_counts
 from spd_core.model import ComponentModel
 from spd_mcp.server.errors import check_finite_values
 from spd_mcp.server.predict import predict_tokens, predict_vector
@@ -32,7 +33,7 @@ class LayerRow(Wire):
     d_in: int
     d_out: int
     C: int = Field(description="number of components; valid c is 0..C-1")
-    alive: int | None = Field(description="components that fire somewhere in the data, if the run measured it")
+    alive: int | None = Field(description="components whose CI exceeds a threshold on some input (see alive_source)")
 
 
 class ModelInfo(Wire):
@@ -49,6 +50,7 @@ class ModelInfo(Wire):
     n_params_target: int
     n_components_total: int
     layers: list[LayerRow] = Field(description="decomposed layers in network order")
+    alive_source: str = Field(description="where the alive counts come from: the harvest, run metrics, or none")
     metrics: dict[str, Any] = Field(description="decomposition quality from the run (faithfulness, reconstruction per regime, L0)")
     has_harvest: bool = Field(description="activation examples and token statistics exist for this run")
     has_probe_suite: bool
@@ -72,11 +74,25 @@ def _clean(value: Any, depth: int = 0) -> Any:
     return str(value)
 
 
+def _alive(state: AppState) -> tuple[dict[str, Any], str]:
+    """Alive components per layer and where the numbers come from (the harvest when the run has one)."""
+    run = state.run
+    if run.has_harvest and run.path is not None:
+        store = HarvestStore(run.path)
+        threshold, n_tokens = store.meta["config"]["threshold"], store.meta["n_tokens"]
+        return alive_counts(store), (
+            f"harvest: components with CI > {threshold} on at least one of its {n_tokens} tokens"
+        )
+    raw = run.metrics.get("alive")
+    if isinstance(raw, dict) and raw:
+        return raw, "run metrics ('alive' as recorded by the decomposition)"
+    return {}, "not measured: this run has no harvest (spd-harvest) and no 'alive' metric"
+
+
 async def get_model_info(state: AppState, inp: ModelInfoInput, ctx: Context) -> ModelInfo:
     run, model = state.run, state.run.model
     param = next(model.parameters())
-    raw_alive = run.metrics.get("alive")
-    alive: dict[str, Any] = raw_alive if isinstance(raw_alive, dict) else {}
+    alive, alive_source = await state.run_io(_alive, state)
     layers = [
         LayerRow(layer=i.name, kind=i.kind, d_in=i.d_in, d_out=i.d_out, C=i.C,
                  alive=int(alive[i.name]) if i.name in alive else None)
@@ -93,6 +109,7 @@ async def get_model_info(state: AppState, inp: ModelInfoInput, ctx: Context) -> 
             f"Run {run.name!r}: {arch} ({kind}) with {len(layers)} decomposed layers and "
             f"{n_comp} components in total. Harvest data: {'yes' if run.has_harvest else 'no'}; "
             f"probe prompts: {len(run.probes)}."
+            + (f" Alive: {sum(r.alive or 0 for r in layers)} of {n_comp} ({alive_source})." if alive else "")
         ),
         run=run.name,
         description=run.description,
@@ -106,6 +123,7 @@ async def get_model_info(state: AppState, inp: ModelInfoInput, ctx: Context) -> 
         n_params_target=sum(p.numel() for p in model.target.parameters()),
         n_components_total=n_comp,
         layers=layers,
+        alive_source=alive_source,
         metrics=_clean(run.metrics),
         has_harvest=run.has_harvest,
         has_probe_suite=bool(run.probes),
@@ -213,7 +231,7 @@ async def run_prompt(state: AppState, inp: RunPromptInput, ctx: Context) -> RunP
 
 class ProbeInput(Input):
     mechanism: str | None = Field(None, max_length=200, description="only prompts with this mechanism tag")
-    offset: int = Field(0, ge=0, description="skip this many prompts")
+    offset: int = Field(0, ge=0, le=1_000_000, description="skip this many prompts")
     limit: int = Field(50, ge=1, le=200, description="return at most this many prompts")
 
 

@@ -220,7 +220,7 @@ async def set_investigation_summary(state: AppState, inp: SummaryInput, ctx: Con
 
 
 class GraphArtifactInput(Input):
-    graph_id: int = Field(ge=1, description="a graph_id returned by get_attributions or optimize_circuit")
+    graph_id: int = Field(ge=1, le=2**53 - 1, description="a graph_id returned by get_attributions or optimize_circuit")
     artifact_id: SafeId | None = Field(None, description=f"file name stem; default 'graph_<graph_id>'. {ID_RULE}", json_schema_extra=_ID_SCHEMA)
     min_ci: float = Field(0.0, ge=0, le=1, description="keep only nodes with causal importance ≥ this")
     max_edges: int = Field(200, ge=1, le=5000, description="keep at most this many edges, largest |value| first")
