@@ -91,8 +91,7 @@ def build_tool(spec: ToolSpec) -> Tool:
         name=spec.name,
         title=spec.title,
         description=spec.description,
-        annotations=ToolAnnotations(
-            title=spec.title,
+        annotations=ToolAnnotations(  # the title is the tool's own, not repeated here
             read_only_hint=spec.read_only,
             destructive_hint=spec.destructive,
             idempotent_hint=spec.idempotent,
@@ -100,9 +99,34 @@ def build_tool(spec: ToolSpec) -> Tool:
         ),
         structured_output=True,
     )
+    tool.parameters = compact_schema(tool.parameters)
+    if tool.fn_metadata.output_schema is not None:  # results are still validated against the model
+        tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema, output=True)
     tool.fn_metadata.arg_model = _strict(tool.fn_metadata.arg_model, set(model.model_fields))  # pyright: ignore[reportAttributeAccessIssue]
     tool.parameters["additionalProperties"] = False
     return tool
+
+
+def compact_schema(schema: Any, output: bool = False) -> Any:
+    """A JSON schema without what an agent does not need: the titles pydantic derives from names
+    ("Top K" for top_k) and, in an output schema, the result models' docstrings and the
+    ``additionalProperties: false`` every result model has. Field descriptions stay."""
+    if isinstance(schema, list):
+        return [compact_schema(s, output) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    is_model = "properties" in schema
+    for key, value in schema.items():
+        if key == "title" and isinstance(value, str):
+            continue
+        if output and is_model and (key == "description" or (key == "additionalProperties" and value is False)):
+            continue
+        if key in ("properties", "$defs") and isinstance(value, dict):
+            out[key] = {name: compact_schema(sub, output) for name, sub in value.items()}
+        else:
+            out[key] = compact_schema(value, output)
+    return out
 
 
 def _strict(base: type[BaseModel], allowed: set[str]) -> type[BaseModel]:

@@ -67,7 +67,9 @@ class Workspace:
         """``exports/<name>`` for a new model directory (an existing one only with ``overwrite``)."""
         validate_id(name, "export name")
         path = self.exports_dir() / name
-        if path.is_symlink() or (path.exists() and not path.is_dir()):
+        if path.is_symlink():
+            raise ValueError(f"refusing to export to {EXPORTS}/{name}: it is a symbolic link; remove it first")
+        if path.exists() and not path.is_dir():
             raise ValueError(f"refusing to export to {EXPORTS}/{name}: it exists and is not a model directory")
         if path.exists() and not overwrite:
             raise ValueError(
@@ -120,7 +122,7 @@ class Workspace:
     # --- helpers ----------------------------------------------------------------------------------
     def _inside(self, path: Path) -> Path:
         if path.is_symlink() or path.resolve().parent not in (self.root, self.artifacts):
-            raise ValueError(f"refusing to read {path}: not a plain file inside the workspace {self.root}")
+            raise ValueError(f"refusing to read {path.name}: it is a symbolic link or not inside the workspace")
         return path
 
 
