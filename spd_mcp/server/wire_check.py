@@ -94,7 +94,12 @@ async def check_request(ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) ->
     try:
         return await call_next(ctx)
     except ValidationError as exc:
-        parts = [f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]]
+        errors = [e for e in exc.errors() if "_meta" not in e["loc"]] or exc.errors()
+        locs = [[str(p) for p in e["loc"]] for e in errors]
+        parts = [
+            f"params.{'.'.join(loc[1:] if loc[:1] == ['params'] else loc)}: {e['msg']}"
+            for loc, e in zip(locs[:5], errors[:5], strict=True)
+        ]
         raise MCPError(
             code=INVALID_PARAMS, message=f"invalid {ctx.method} parameters: " + "; ".join(parts),
             data={"method": ctx.method},
