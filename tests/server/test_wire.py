@@ -14,15 +14,14 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from tests.server.helpers import err, make_server, ok
+from tests.server.helpers import err, make_server, ok, raw_request
 from tests.server.wire_cases import OTHER_METHODS, tool_cases
 
 pytestmark = pytest.mark.anyio
 
 
 async def _request(c: Client, method: str, params: dict[str, Any]) -> Any:
-    """A raw JSON-RPC request through the SDK client's dispatcher (its typed methods check arguments first)."""
-    return await c.session._dispatcher.send_raw_request(method, params, {})  # noqa: SLF001
+    return await raw_request(c, method, params)
 
 
 async def test_a_lone_surrogate_in_every_string_field_is_answered_naming_it(lm, tmp_path: Path) -> None:
