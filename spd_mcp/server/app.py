@@ -28,7 +28,8 @@ Tools over a Stochastic Parameter Decomposition (SPD) of a neural network: every
 sum of rank-1 components, each with a causal importance (CI) saying on which inputs it matters.
 Start with get_model_info. Components are '<layer>:<c>', graph nodes '<layer>:<pos>:<c>', positions
 are 0-based token indices (negative counts from the end). Long tools return {job_id, status}; poll
-with get_job. Record findings with update_research_log, record_hypothesis and save_explanation."""
+with get_job. Every field of a result is always present (null when it does not apply). Record
+findings with update_research_log, record_hypothesis and save_explanation."""
 
 
 def resolve_device(choice: str) -> torch.device:

@@ -21,7 +21,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 _TMP_TRIES = 16
@@ -211,7 +211,5 @@ def move_dir_into_place(tmp_dir: Path, folder: Path, name: str, replace: bool) -
 
 
 def _unlink_quiet(dir_fd: int, name: str) -> None:
-    try:
+    with suppress(FileNotFoundError):
         os.unlink(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass

@@ -109,8 +109,10 @@ def build_tool(spec: ToolSpec) -> Tool:
 
 def compact_schema(schema: Any, output: bool = False) -> Any:
     """A JSON schema without what an agent does not need: the titles pydantic derives from names
-    ("Top K" for top_k) and, in an output schema, the result models' docstrings and the
-    ``additionalProperties: false`` every result model has. Field descriptions stay."""
+    ("Top K" for top_k) and, in an output schema, the result models' docstrings, their
+    ``additionalProperties: false`` and their ``required`` lists (every result field is always
+    present, null when it does not apply: the server's instructions say so once). Field
+    descriptions stay."""
     if isinstance(schema, list):
         return [compact_schema(s, output) for s in schema]
     if not isinstance(schema, dict):
@@ -120,7 +122,7 @@ def compact_schema(schema: Any, output: bool = False) -> Any:
     for key, value in schema.items():
         if key == "title" and isinstance(value, str):
             continue
-        if output and is_model and (key == "description" or (key == "additionalProperties" and value is False)):
+        if output and is_model and (key in ("description", "required") or (key == "additionalProperties" and value is False)):
             continue
         if key in ("properties", "$defs") and isinstance(value, dict):
             out[key] = {name: compact_schema(sub, output) for name, sub in value.items()}

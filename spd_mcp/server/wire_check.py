@@ -12,7 +12,9 @@ guards answer it instead, with INVALID_PARAMS naming the field:
 """
 
 import json
+import os
 import re
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -172,17 +174,11 @@ def _replay(bodies: list[bytes], last: Message | None, receive: Receive) -> Rece
 
 async def run_stdio(server: Any) -> None:
     """Serve ``server`` (an MCPServer) over stdio with ``CheckedLines`` in front of the SDK's reader."""
-    import os
-    import sys
-
     from mcp.server.stdio import stdio_server
 
-    stdin = anyio.wrap_file(open(os.dup(sys.stdin.fileno()), encoding="utf-8", errors="replace", newline="\n"))
-    lines = CheckedLines(stdin)
-    try:
+    with open(os.dup(sys.stdin.fileno()), encoding="utf-8", errors="replace", newline="\n") as text:
+        lines = CheckedLines(anyio.wrap_file(text))
         async with stdio_server(stdin=lines) as (read_stream, write_stream):  # pyright: ignore[reportArgumentType]
             lines.reply = write_stream
-            low = server._lowlevel_server  # noqa: SLF001 (the SDK's run_stdio_async does exactly this)
+            low = server._lowlevel_server  # noqa: SLF001 (what the SDK's run_stdio_async runs)
             await low.run(read_stream, write_stream, low.create_initialization_options())
-    finally:
-        await stdin.aclose()

@@ -296,14 +296,11 @@ TOOLS = [
         name="get_attributions",
         title="Attribution graph of an input",
         description=(
-            "How do components feed each other and the output on this input? Builds the one-hop attribution "
-            "graph (edge = gradient of the target node x activation of the source node, signed) between the "
-            "components with CI above 'threshold', the token embeddings and output nodes, stores it and returns "
-            "graph_id, the nodes (with CI), the top_k edges by |value| with signed values, and with "
-            "multi_hop=true each node's sign-preserving influence on the target through all paths. 'target' is "
-            "an output token (at 'position') or a node key. Toy models take 'features'. About a second on small "
-            "models, longer with low thresholds on long texts. "
-            "Example: get_attributions(text='Paris is the capital of', target=' France', top_k=20, multi_hop=true)."
+            "How do components feed each other and the output on this input? Builds and stores "
+            "the one-hop attribution graph (gradient x activation, signed) over components with "
+            "CI above 'threshold', embeddings and outputs; with multi_hop, each node's influence "
+            "on the target through all paths. About a second. Example: "
+            "get_attributions(text='Paris is the capital of', target=' France', top_k=20)."
         ),
         input_model=AttributionsInput, result_model=AttributionsResult, handler=get_attributions, read_only=False,
     ),
@@ -311,14 +308,11 @@ TOOLS = [
         name="optimize_circuit",
         title="Smallest circuit for a prediction",
         description=(
-            "What is the smallest set of components that still makes this prediction? Optimises the CI of "
-            "every (position, component) so that the model still predicts target_token at 'position' with as "
-            "few components as possible ('sparsity' weighs the trade-off). Returns the circuit nodes with CI, "
-            "L0 per layer, the target token's probability (0-1) under every regime (target, ci, stochastic, "
-            "adversarial, unmasked), the circuit's stored graph_id and a loss-trace summary. A job: 'steps' "
-            "forward+backward passes (seconds on small models); past wait_s it returns {job_id, status} to poll "
-            "with get_job, and cancel_job stops it. Language models only. "
-            "Example: optimize_circuit(text='Paris is the capital of', target_token=' France', steps=200, sparsity=0.1)."
+            "What is the smallest set of components that still makes this prediction? Optimises a "
+            "sparse circuit for target_token at 'position' and reports the target's probability "
+            "under every regime and a stored graph_id. A job ('steps' passes). Language models "
+            "only. Example: optimize_circuit(text='Paris is the capital of', target_token=' "
+            "France', steps=200)."
         ),
         input_model=CircuitInput, result_model=JobView, handler=optimize_circuit, read_only=False,
     ),

@@ -278,11 +278,9 @@ TOOLS = [
         name="get_model_info",
         title="Model and decomposition overview",
         description=(
-            "What model is this and how good is its decomposition? Returns the architecture, dtype, device, "
-            "vocabulary and context length (or, for toy models, the input feature length), every decomposed "
-            "layer as {layer, kind, d_in, d_out, C, alive}, the run's quality metrics, and whether harvest "
-            "data and a probe suite exist. Call it first: layer names here are the ones component keys use "
-            "('<layer>:<c>'). Instant. Example: get_model_info()."
+            "What model is this, and how good is its decomposition? Layers with their component "
+            "counts and alive counts, quality metrics, harvest and probe availability. Call it "
+            "first: its layer names are the ones keys use. Instant. Example: get_model_info()."
         ),
         input_model=ModelInfoInput,
         result_model=ModelInfo,
@@ -294,13 +292,10 @@ TOOLS = [
         name="run_prompt",
         title="Run the model on a prompt",
         description=(
-            "What does the model predict here? Language models: tokenizes 'text' (no special tokens), runs the "
-            "original (target) model and returns the tokens, the top_k next tokens with probabilities (0-1) "
-            "after the last position (or every position with all_positions=true), and the probability of "
-            "each actual next token. With edit_id, runs the model under that edit (see edit_component). Toy models (is_language_model=false in get_model_info) take 'features', "
-            "a feature vector, instead of text and return the output vector. Usually well under a second; "
-            "waits up to a few seconds for the device, then says it is busy. "
-            "Example: run_prompt(text='The cat sat on the', top_k=5)."
+            "What does the model predict here? The tokens and the top_k next tokens after the "
+            "last position (or every one), under an edit with edit_id. Toy models take "
+            "'features'. Well under a second. Example: run_prompt(text='The cat sat on the', "
+            "top_k=5)."
         ),
         input_model=RunPromptInput,
         result_model=RunPromptResult,
@@ -312,9 +307,8 @@ TOOLS = [
         name="list_probe_prompts",
         title="List the run's probe prompts",
         description=(
-            "Which prompts ship with this run, by mechanism? Returns probe prompts (text, the expected next "
-            "token, a mechanism tag) with total/offset/limit paging and the count per mechanism tag. Filter "
-            "with 'mechanism'. Instant. Example: list_probe_prompts(mechanism='induction', limit=10)."
+            "Which prompts ship with this run, by mechanism? Text, expected next token and "
+            "mechanism tag. Instant. Example: list_probe_prompts(mechanism='induction')."
         ),
         input_model=ProbeInput,
         result_model=ProbeList,
