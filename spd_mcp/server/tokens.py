@@ -31,6 +31,9 @@ class TokenizerView:
         unk = getattr(self.raw.model, "unk_token", None)
         return self.raw.token_to_id(unk) if unk else None
 
+    def _unk_name(self) -> str:
+        return str(self.raw.unk_token if self._hf else self.raw.model.unk_token)
+
     def _offsets(self, text: str) -> list[tuple[int, int]] | None:
         if not self._hf:
             return list(self.raw.encode(text, add_special_tokens=False).offsets)
@@ -59,7 +62,8 @@ class TokenizerView:
         hint = f" ({', '.join(hints)} in it)" if hints else ""
         raise ValueError(
             f"text has {len(words)} word(s) outside the tokenizer's vocabulary: {', '.join(dict.fromkeys(words))}{hint}; "
-            f"they would all read as {self.display(unk)!r}. The text splits as {split}. {self.vocabulary()}"
+            f"they would all read as the unknown token {self._unk_name()!r}. The text splits as {split}. "
+            f"{self.vocabulary()}"
         )
 
     def vocabulary(self) -> str:
