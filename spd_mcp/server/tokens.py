@@ -51,9 +51,14 @@ class TokenizerView:
         if offsets is None or len(offsets) != len(ids):
             words = [f"token {i}" for i, t in enumerate(ids) if t == unk]
             split = self.pieces(ids)
-        else:
-            words = [repr(text[a:b]) for (a, b), t in zip(offsets, ids, strict=True) if t == unk]
-            split = [f"{text[a:b]!r}: unknown" if t == unk else self.display(t) for (a, b), t in zip(offsets, ids, strict=True)]
+        else:  # the unknown token's own string (a vocabulary word in some tokenizers) is known
+            name = self._unk_name()
+            unknown = [t == unk and text[a:b] != name for (a, b), t in zip(offsets, ids, strict=True)]
+            if not any(unknown):
+                return
+            spans = [text[a:b] for a, b in offsets]
+            words = [repr(w) for w, u in zip(spans, unknown, strict=True) if u]
+            split = [f"{w!r}: unknown" if u else self.display(t) for w, u, t in zip(spans, unknown, ids, strict=True)]
         hints = []
         for w in dict.fromkeys(words):
             lower = w.lower()
