@@ -6,6 +6,7 @@ bounds stated by the schema; unknown ids are "unknown"; a cancelled queued job n
 """
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ from tests.server.helpers import err, make_server, ok, raw_request
 from tests.server.wire_cases import OTHER_METHODS, tool_cases
 
 pytestmark = pytest.mark.anyio
+BOUND_S = 1.0  # every request answered within a second ...
+STARVED_S = 0.2  # ... unless a server_status round trip right after takes longer than this (a starved machine)
+UNANSWERED_S = 60.0
 
 
 async def _request(c: Client, method: str, params: dict[str, Any]) -> Any:
@@ -25,24 +29,31 @@ async def _request(c: Client, method: str, params: dict[str, Any]) -> Any:
 
 
 async def test_a_lone_surrogate_in_every_string_field_is_answered_naming_it(lm, tmp_path: Path) -> None:
-    answered = 0
+    """Each answer within BOUND_S; one later than that is accepted only when a server_status round trip
+    right after it is slow too (a starved shared machine), so the bound tests the server, not the load."""
+    answered, late, slowest = 0, [], 0.0
     async with Client(make_server(lm, tmp_path)) as c:
         tools = (await c.list_tools()).tools
         cases = [("tools/call", path, params) for t in tools for path, params in tool_cases(t.name, t.input_schema)]
         cases += OTHER_METHODS
-        assert len(cases) >= 70, len(cases)  # 73 string fields over the 24 tools, 4 other methods
+        assert len(cases) >= 70, len(cases)  # 83 string fields over the 25 tools, 4 other methods
         for method, path, params in cases:
-            with anyio.fail_after(1):
-                try:
-                    await _request(c, method, params)
-                except MCPError as exc:
-                    assert exc.code == -32602 and path in exc.message, (method, path, exc.message)
-                    answered += 1
-                    continue
-            raise AssertionError(f"{method} {path}: no error")
+            t0 = time.monotonic()
+            with anyio.fail_after(UNANSWERED_S), pytest.raises(MCPError) as info:
+                await _request(c, method, params)
+            elapsed = time.monotonic() - t0
+            slowest = max(slowest, elapsed)
+            assert info.value.code == -32602 and path in info.value.message, (method, path, info.value.message)
+            answered += 1
+            if elapsed > BOUND_S:
+                t1 = time.monotonic()
+                await ok(c, "server_status")
+                late.append((path, round(elapsed, 3), round(time.monotonic() - t1, 3)))
         assert (await ok(c, "server_status"))["run"] == "tiny-llama"  # still serving
-    print(f"\nlone surrogates: {answered} requests, {answered} answered with INVALID_PARAMS naming the field")
+    print(f"\nlone surrogates: {answered} requests, {answered} answered with INVALID_PARAMS naming the field; "
+          f"slowest {slowest:.3f} s; later than {BOUND_S} s: {late}")
     assert answered == len(cases)
+    assert all(ref > STARVED_S for _, _, ref in late), f"answers later than {BOUND_S} s on a responsive server: {late}"
     assert "\\ud800" in (tmp_path / "events.jsonl").read_text()  # recorded, escaped
 
 
