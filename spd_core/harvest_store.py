@@ -147,6 +147,12 @@ class HarvestStore:
         return rows[0][0], json.loads(rows[0][1])
 
 
+def alive_counts(store: HarvestStore) -> dict[str, int]:
+    """Per layer, the components whose CI exceeded the harvest threshold on at least one harvested token."""
+    rows = dict(store._rows("SELECT layer, COUNT(*) FROM components WHERE n_firing > 0 GROUP BY layer"))
+    return {layer: int(rows.get(layer, 0)) for layer in store.layers}
+
+
 @dataclass(frozen=True)
 class Page:
     total: int

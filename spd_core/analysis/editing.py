@@ -80,6 +80,9 @@ def export_edit(model: ComponentModel, edit: Edit, out_dir: str | Path) -> Path:
             assert isinstance(weight, Tensor), f"layer {layer!r} has no weight tensor"
             weight.add_(module_weight_change(model, edit, layer).to(weight.dtype))
     out = Path(out_dir)
+    assert not out.is_symlink() and (not out.exists() or (out.is_dir() and not any(out.iterdir()))), (
+        f"export_edit writes a new model directory: {out} must be absent or an empty directory, not a link"
+    )
     save(out)
     return out
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from spd_mcp.server.config import ServerConfig
+from spd_mcp.server.safe_files import open_append
 from spd_mcp.server.workspace import SERVER_LOG
 
 if TYPE_CHECKING:
@@ -47,7 +48,12 @@ def setup_logging(config: ServerConfig) -> None:
     handlers[0].setLevel(logging.WARNING)
     if config.workspace is not None:
         config.workspace.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(config.workspace / SERVER_LOG)
+        try:
+            log_fd = open_append(config.workspace.resolve(), SERVER_LOG)  # links and shared files refused
+        except ValueError as exc:
+            sys.stderr.write(f"spd-mcp-server: {exc}\n")
+            raise SystemExit(1) from exc
+        fh = logging.StreamHandler(os.fdopen(log_fd, "a", encoding="utf-8", errors="backslashreplace"))
         fh.setLevel(logging.INFO)
         handlers.append(fh)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
@@ -72,7 +78,9 @@ def serve(config: ServerConfig, run: "ServedRun | None" = None, extra_tools: Seq
     server = build_server(config, run, extra_tools)
     try:
         if config.transport == "stdio":
-            anyio.run(server.run_stdio_async, backend_options=loop_options())
+            from spd_mcp.server.wire_check import run_stdio
+
+            anyio.run(run_stdio, server, backend_options=loop_options())
         else:
             from spd_mcp.server.http import resolve_token, serve_http
 

@@ -18,6 +18,7 @@ from spd_mcp.server.state import AppState, ServedRun, ServerConfig, load_served_
 from spd_mcp.server.store import Store
 from spd_mcp.server.tooling import ToolSpec, build_tool
 from spd_mcp.server.tools import ALL_TOOLS
+from spd_mcp.server.wire_check import check_request
 from spd_mcp.server.workspace import EVENTS, STORE, Workspace
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,8 @@ Tools over a Stochastic Parameter Decomposition (SPD) of a neural network: every
 sum of rank-1 components, each with a causal importance (CI) saying on which inputs it matters.
 Start with get_model_info. Components are '<layer>:<c>', graph nodes '<layer>:<pos>:<c>', positions
 are 0-based token indices (negative counts from the end). Long tools return {job_id, status}; poll
-with get_job. Record findings with update_research_log, record_hypothesis and save_explanation."""
+with get_job. Every field of a result is always present (null when it does not apply). Record
+findings with update_research_log, record_hypothesis and save_explanation."""
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -146,5 +148,5 @@ def build_server(
     tools = [build_tool(spec) for spec in [*ALL_TOOLS, *extra_tools]]
     return MCPServer(
         "spd", instructions=INSTRUCTIONS, lifespan=lifespan, tools=tools, log_level="WARNING",
-        middleware=[log_tool_calls],
+        middleware=[log_tool_calls, check_request],
     )

@@ -7,7 +7,6 @@ saves the edited model as a plain transformers directory.
 
 import itertools
 import json
-import os
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from safetensors.torch import save as save_tensors
 from spd_core.analysis.editing import export_edit
 from spd_core.analysis.overlay import Edit
 from spd_core.model import ComponentModel
+from spd_mcp.server import safe_files
 
 
 @dataclass(frozen=True)
@@ -97,15 +97,18 @@ def _metadata(blob: bytes) -> dict[str, str]:
     return json.loads(blob[8 : 8 + size]).get("__metadata__", {})
 
 
-def write_export(model: ComponentModel, edit: Edit, tokenizer: Any | None, out: Path, tokenizer_dir: Path | None = None) -> dict[str, int]:
+def write_export(
+    model: ComponentModel, edit: Edit, tokenizer: Any | None, out: Path, tokenizer_dir: Path | None = None,
+    overwrite: bool = False,
+) -> dict[str, int]:
     """Save the edited target (and tokenizer) to ``out``, replacing it whole; returns {file name: bytes}.
 
     The tokenizer's files are copied from ``tokenizer_dir`` (the run's saved tokenizer) when given,
-    else written by ``tokenizer.save_pretrained``. Written to a hidden sibling first and renamed into
-    place, so ``out`` is never half written.
+    else written by ``tokenizer.save_pretrained``. Written into a fresh private directory made inside
+    ``out``'s folder and renamed into place (``safe_files``), so ``out`` is never half written and no
+    planted link is followed.
     """
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = safe_files.new_dir(out.parent, out.name)
     try:
         export_edit(model, edit, tmp)
         if tokenizer_dir is not None and tokenizer_dir.is_dir():
@@ -114,9 +117,7 @@ def write_export(model: ComponentModel, edit: Edit, tokenizer: Any | None, out: 
                     shutil.copyfile(f, tmp / f.name)
         elif tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        if out.is_dir() and not out.is_symlink():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        safe_files.move_dir_into_place(tmp, out.parent, out.name, replace=overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {p.name: p.stat().st_size for p in out.iterdir()}

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from spd_mcp.server.safe_files import open_append
+
 SCHEMA_VERSION = 1
 MAX_INLINE_ARGS_BYTES = 2048
 
@@ -42,9 +44,9 @@ class EventLog:
         self._seq = 0
         self._fd: int | None = None
         if path is not None:
+            self._fd = open_append(path.parent, path.name)  # links and shared files refused
             _drop_torn_tail(path)
             self._seq = _last_seq(path)
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
 
     @property
     def seq(self) -> int:

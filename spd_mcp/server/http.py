@@ -19,7 +19,9 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from spd_mcp.server.safe_files import write_file
 from spd_mcp.server.state import ServerConfig
+from spd_mcp.server.wire_check import RequestGuard
 
 log = logging.getLogger(__name__)
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
@@ -50,9 +52,8 @@ def resolve_token(config: ServerConfig) -> str:
 
 
 def write_port_file(path: Path, port: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(f"{port}\n")
-    os.replace(tmp, path)
+    path = path.absolute()
+    write_file(path.parent.resolve(), path.name, f"{port}\n".encode())
 
 
 class LocalGuard:
@@ -60,7 +61,7 @@ class LocalGuard:
 
     def __init__(self, app: ASGIApp, token: str, port: int) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.token = token.encode()
         self.hosts = {f"{h}:{port}".encode() for h in LOCAL_HOSTS}
         self.origins = {f"http://{h}:{port}".encode() for h in LOCAL_HOSTS}
 
@@ -79,10 +80,16 @@ class LocalGuard:
         if origin is not None and origin not in self.origins:
             await _reject(send, 403, "invalid Origin header")
             return
-        if not hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
+        if not hmac.compare_digest(_bearer_token(headers.get(b"authorization", b"")), self.token):
             await _reject(send, 401, "missing or wrong bearer token", {b"www-authenticate": b"Bearer"})
             return
         await self.app(scope, receive, send)
+
+
+def _bearer_token(header: bytes) -> bytes:
+    """The credentials of an ``Authorization: Bearer <token>`` header (the scheme is case-insensitive)."""
+    scheme, _, credentials = header.strip().partition(b" ")
+    return credentials.strip() if scheme.lower() == b"bearer" else b""
 
 
 async def _reject(send: Send, status: int, text: str, extra: dict[bytes, bytes] | None = None) -> None:
@@ -170,7 +177,7 @@ async def serve_http(server: MCPServer, config: ServerConfig, token: str) -> Non
         host="127.0.0.1",
     )
     uv = uvicorn.Server(uvicorn.Config(
-        LocalGuard(app, token, port), http=_protocol_class(), log_config=None, log_level="warning", access_log=False,
+        LocalGuard(RequestGuard(app), token, port), http=_protocol_class(), log_config=None, log_level="warning", access_log=False,
         proxy_headers=False, server_header=False, date_header=False,
     ))
 

@@ -12,9 +12,10 @@ class Wire(BaseModel):
 
 
 class Input(BaseModel):
-    """Base of every tool's input model: frozen, unknown fields rejected."""
+    """Base of every tool's input model: frozen, unknown fields rejected, strict types (no coercion:
+    ``true`` is not the integer 1 and ``"yes"`` is not a boolean)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class LongInput(Input):
@@ -22,8 +23,7 @@ class LongInput(Input):
 
     wait_s: float = Field(
         20.0, ge=0, le=30,
-        description="seconds to wait for the result (0-30); after that the answer is {job_id, status: 'running'} "
-        "and get_job(job_id, wait_s=30) fetches the result",
+        description="seconds to wait (0-30); later the answer is {job_id, status} to poll with get_job",
     )
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import aiosqlite
 
+from spd_mcp.server.safe_files import check_replaceable
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS prompts (
     id INTEGER PRIMARY KEY AUTOINCREMENT, text TEXT NOT NULL, token_ids TEXT NOT NULL, created REAL NOT NULL);
@@ -37,8 +39,13 @@ CREATE TABLE IF NOT EXISTS tool_calls (
 """
 
 
+def _text(s: str) -> str:
+    """``s`` storable as UTF-8 (a lone surrogate from a client becomes its escape, never a failed write)."""
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _dump(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, default=str)
+    return _text(json.dumps(obj, ensure_ascii=False, default=str))
 
 
 class Store:
@@ -48,6 +55,8 @@ class Store:
 
     @classmethod
     async def open(cls, path: Path | None) -> "Store":
+        if path is not None:  # SQLite would follow a planted link at the file or its journals
+            check_replaceable(path.parent, [path.name + suffix for suffix in ("", "-wal", "-shm", "-journal")])
         conn = await aiosqlite.connect(":memory:" if path is None else str(path))
         if path is not None:
             await conn.execute("PRAGMA journal_mode=WAL")
@@ -74,7 +83,7 @@ class Store:
     # --- prompts and graphs -----------------------------------------------------------------------
     async def add_prompt(self, text: str, token_ids: list[int]) -> int:
         return await self._insert(
-            "INSERT INTO prompts (text, token_ids, created) VALUES (?, ?, ?)", (text, _dump(token_ids), time.time())
+            "INSERT INTO prompts (text, token_ids, created) VALUES (?, ?, ?)", (_text(text), _dump(token_ids), time.time())
         )
 
     async def add_graph(
@@ -163,7 +172,8 @@ class Store:
         await self._conn.execute(
             "INSERT OR REPLACE INTO jobs (id, tool, status, params, result, error, created, finished) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (job_id, tool, status, _dump(params), None if result is None else _dump(result), error, created, finished),
+            (job_id, tool, status, _dump(params), None if result is None else _dump(result),
+             None if error is None else _text(error), created, finished),
         )
         await self._conn.commit()
 
@@ -183,7 +193,8 @@ class Store:
         self, seq: int, tool: str, args: dict[str, Any], duration_ms: float, outcome: str, error: str | None
     ) -> None:
         """Buffered; written with the next write, every 50 calls, or at close (events.jsonl is the durable record)."""
-        self._calls.append((seq, tool, _dump(args), duration_ms, outcome, error, time.time()))
+        err = None if error is None else _text(error)
+        self._calls.append((seq, _text(tool), _dump(args), duration_ms, outcome, err, time.time()))
         if len(self._calls) >= 50:
             await self.commit()
 

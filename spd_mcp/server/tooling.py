@@ -91,8 +91,7 @@ def build_tool(spec: ToolSpec) -> Tool:
         name=spec.name,
         title=spec.title,
         description=spec.description,
-        annotations=ToolAnnotations(
-            title=spec.title,
+        annotations=ToolAnnotations(  # the title is the tool's own, not repeated here
             read_only_hint=spec.read_only,
             destructive_hint=spec.destructive,
             idempotent_hint=spec.idempotent,
@@ -100,13 +99,40 @@ def build_tool(spec: ToolSpec) -> Tool:
         ),
         structured_output=True,
     )
+    tool.parameters = compact_schema(tool.parameters)
+    if tool.fn_metadata.output_schema is not None:  # results are still validated against the model
+        tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema, output=True)
     tool.fn_metadata.arg_model = _strict(tool.fn_metadata.arg_model, set(model.model_fields))  # pyright: ignore[reportAttributeAccessIssue]
     tool.parameters["additionalProperties"] = False
     return tool
 
 
+def compact_schema(schema: Any, output: bool = False) -> Any:
+    """A JSON schema without what an agent does not need: the titles pydantic derives from names
+    ("Top K" for top_k) and, in an output schema, the result models' docstrings, their
+    ``additionalProperties: false`` and their ``required`` lists (every result field is always
+    present, null when it does not apply: the server's instructions say so once). Field
+    descriptions stay."""
+    if isinstance(schema, list):
+        return [compact_schema(s, output) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    is_model = "properties" in schema
+    for key, value in schema.items():
+        if key == "title" and isinstance(value, str):
+            continue
+        if output and is_model and (key in ("description", "required") or (key == "additionalProperties" and value is False)):
+            continue
+        if key in ("properties", "$defs") and isinstance(value, dict):
+            out[key] = {name: compact_schema(sub, output) for name, sub in value.items()}
+        else:
+            out[key] = compact_schema(value, output)
+    return out
+
+
 def _strict(base: type[BaseModel], allowed: set[str]) -> type[BaseModel]:
-    """The SDK's argument model, rejecting unknown arguments with the list of valid ones."""
+    """The SDK's argument model, strict, rejecting unknown arguments with the list of valid ones."""
     valid = ", ".join(sorted(allowed)) or "none"
 
     def no_unknown(cls: type[BaseModel], data: Any) -> Any:
@@ -116,8 +142,11 @@ def _strict(base: type[BaseModel], allowed: set[str]) -> type[BaseModel]:
                 raise ValueError(f"unknown argument(s) {', '.join(unknown)}; valid arguments: {valid}")
         return data
 
-    return create_model(
+    model = create_model(
         base.__name__,
         __base__=base,
         __validators__={"no_unknown": model_validator(mode="before")(classmethod(no_unknown))},  # type: ignore[arg-type]
     )
+    model.model_config["strict"] = True  # as the input models: no booleans as integers, no strings as booleans
+    model.model_rebuild(force=True)
+    return model

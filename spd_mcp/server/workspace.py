@@ -1,15 +1,16 @@
 """The workspace directory: the investigation's files, written so nothing can escape the directory.
 
-Agent-chosen names (artifact ids, hypothesis ids) must match ``ID_PATTERN``; every file is opened
-with ``O_NOFOLLOW`` and its resolved parent must be the workspace (or its ``artifacts/``).
+Agent-chosen names (artifact ids, hypothesis ids) must match ``ID_PATTERN``; every write goes through
+``safe_files`` (exclusive temporary files in the target folder, no link followed or reused).
 """
 
 import json
-import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from spd_mcp.server import safe_files
 
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 ID_RULE = "1-64 characters: letters, digits, '_' or '-', starting with a letter or digit (e.g. 'h1', 'graph_001')"
@@ -42,32 +43,33 @@ class Workspace:
 
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
-        self.root = root.resolve()
-        (self.root / ARTIFACTS).mkdir(exist_ok=True)
-        self.artifacts = (self.root / ARTIFACTS).resolve()
-        assert self.artifacts.parent == self.root, f"{self.artifacts} must be a real directory inside {self.root}"
+        self.root = safe_files.check_folder(root.resolve())
+        artifacts = self.root / ARTIFACTS
+        if not artifacts.is_symlink():
+            artifacts.mkdir(exist_ok=True)
+        self.artifacts = safe_files.check_folder(artifacts)
 
     # --- paths ------------------------------------------------------------------------------------
     def path(self, name: str) -> Path:
         """A fixed file of the workspace (never an agent-chosen name)."""
         return self.root / name
 
-    def artifact_path(self, artifact_id: str, suffix: str) -> Path:
-        validate_id(artifact_id, "artifact id")
-        path = self.artifacts / f"{artifact_id}{suffix}"
-        if path.resolve().parent != self.artifacts or path.is_symlink():
-            raise ValueError(f"artifact path for {artifact_id!r} would leave {self.artifacts}")
-        return path
+    def exports_dir(self) -> Path:
+        """``exports/``, created if missing; refused unless a real directory inside the workspace."""
+        exports = self.root / EXPORTS
+        if not exports.is_symlink():
+            exports.mkdir(exist_ok=True)
+        if exports.is_symlink() or not exports.is_dir() or exports.resolve().parent != self.root:
+            raise ValueError(f"refusing to export: {EXPORTS}/ is not a plain directory inside the workspace")
+        return exports
 
     def export_path(self, name: str, overwrite: bool) -> Path:
         """``exports/<name>`` for a new model directory (an existing one only with ``overwrite``)."""
         validate_id(name, "export name")
-        exports = self.root / EXPORTS
-        exports.mkdir(exist_ok=True)
-        if exports.is_symlink() or exports.resolve().parent != self.root:
-            raise ValueError(f"refusing to export: {exports} is not a plain directory inside the workspace")
-        path = exports / name
-        if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path = self.exports_dir() / name
+        if path.is_symlink():
+            raise ValueError(f"refusing to export to {EXPORTS}/{name}: it is a symbolic link; remove it first")
+        if path.exists() and not path.is_dir():
             raise ValueError(f"refusing to export to {EXPORTS}/{name}: it exists and is not a model directory")
         if path.exists() and not overwrite:
             raise ValueError(
@@ -77,7 +79,7 @@ class Workspace:
 
     # --- writes -----------------------------------------------------------------------------------
     def append_text(self, name: str, text: str) -> None:
-        _append(self._inside(self.root / name), text)
+        safe_files.append_bytes(self.root, name, _encode(text))
 
     def append_jsonl(self, name: str, obj: dict[str, Any]) -> None:
         self.append_text(name, json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n")
@@ -92,10 +94,14 @@ class Workspace:
 
     def write_json(self, name: str, obj: Any) -> Path:
         """Replace a fixed file atomically (temp file + rename)."""
-        return self._write_atomic(self._inside(self.root / name), json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False))
+        text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False)
+        return safe_files.write_file(self.root, name, _encode(text))
 
-    def write_artifact(self, artifact_id: str, suffix: str, text: str) -> Path:
-        return self._write_atomic(self.artifact_path(artifact_id, suffix), text)
+    def write_artifacts(self, artifact_id: str, texts: dict[str, str]) -> list[Path]:
+        """``artifacts/<id><suffix>`` for each ``suffix -> text``: all written, or none."""
+        validate_id(artifact_id, "artifact id")
+        files = {f"{artifact_id}{suffix}": _encode(text) for suffix, text in texts.items()}
+        return safe_files.write_files(self.artifacts, files)
 
     def read_jsonl(self, name: str) -> list[dict[str, Any]]:
         path = self._inside(self.root / name)
@@ -116,26 +122,9 @@ class Workspace:
     # --- helpers ----------------------------------------------------------------------------------
     def _inside(self, path: Path) -> Path:
         if path.is_symlink() or path.resolve().parent not in (self.root, self.artifacts):
-            raise ValueError(f"refusing to write {path}: not a plain file inside the workspace {self.root}")
-        return path
-
-    @staticmethod
-    def _write_atomic(path: Path, text: str) -> Path:
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        try:
-            os.write(fd, text.encode("utf-8", "backslashreplace"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+            raise ValueError(f"refusing to read {path.name}: it is a symbolic link or not inside the workspace")
         return path
 
 
-def _append(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    try:
-        os.write(fd, text.encode("utf-8", "backslashreplace"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "backslashreplace")

@@ -74,3 +74,17 @@ async def err(client: Client, name: str, args: dict[str, Any] | None = None) -> 
     r = await client.call_tool(name, args or {})
     assert r.is_error, f"{name}({args}) should fail but returned {json.dumps(r.structured_content)[:300]}"
     return r.content[0].text
+
+
+async def raw_request(client: Client, method: str, params: Any) -> dict[str, Any]:
+    """A JSON-RPC request as the SDK client sends it (with its per-request stamp) but with any params:
+    its typed methods check arguments before sending, so they cannot send what a fuzzer needs to."""
+    session = client.session
+    data: dict[str, Any] = {"method": method, "params": params}
+    opts: dict[str, Any] = {}
+    if isinstance(params, dict):
+        try:
+            session._stamp(data, opts)  # noqa: SLF001 (the protocol version and client info the server expects)
+        except UnicodeEncodeError:  # a lone surrogate in the tool name cannot go into the Mcp-Name header
+            opts = {}
+    return await session._dispatcher.send_raw_request(method, data["params"], opts)  # noqa: SLF001

@@ -1,10 +1,17 @@
 """Schema-driven fuzzing of every tool: arguments drawn from each tool's own input schema, mixed with
 wrong types, unknown and missing keys. No call may crash the server; every failure is a tool error
 whose message says what is valid; every success matches the tool's output schema.
+
+Then what an adversarial probe sends: huge integers and type coercion in every field, a lone
+surrogate in every string field, lists and other non-objects as the arguments, and links planted in
+the workspace before every writing tool. Every call is counted (``COUNTS``: calls, ok, refusals,
+crashes, unanswered) and ``test_fuzz_counts`` prints the totals and requires 0 crashes, 0 unanswered.
 """
 
 import os
 import re
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -14,12 +21,16 @@ from anyio.from_thread import start_blocking_portal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from tests.server.harvested import harvested_run
-from tests.server.helpers import make_server
+from tests.server.helpers import make_server, raw_request
 from tests.server.test_tools_records import store_graph
+from tests.server.wire_cases import tool_cases
 
 EXAMPLES = int(os.environ.get("SPD_FUZZ_EXAMPLES", "200"))
+ANSWER_BOUND_S = 120.0  # a call unanswered after this counts as unanswered (heavy fuzz calls take seconds)
+COUNTS: Counter[str] = Counter()
 HELPFUL = re.compile(
     r"valid|should be|must|expected|required|at most|at least|exactly|unknown|give |needs|"
     r"refus|out of range|tokeniz|no probe|not permitted|workspace|letters, digits",
@@ -117,6 +128,7 @@ def object_strategy(
     @st.composite
     def build(draw: st.DrawFn) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        roll = draw(st.integers(0, 9))  # drawn even for a tool without arguments
         for name, sub in props.items():
             mode = "valid" if clean else draw(st.sampled_from(["valid"] * 6 + ["junk", "skip"]))
             if mode == "skip" or (name not in required and draw(st.booleans())):
@@ -127,7 +139,7 @@ def object_strategy(
             if forced and name in forced:
                 valid = forced[name]
             out[name] = draw(JUNK if mode == "junk" and not (forced and name in forced) else valid)
-        if not clean and draw(st.integers(0, 9)) == 0:
+        if not clean and roll == 0:
             out[draw(st.sampled_from(["extra", "topk", "Text", "x"]))] = draw(JUNK)
         return out
 
@@ -165,6 +177,43 @@ def args_strategy(schema: dict[str, Any], forced: dict[str, Any] | None = None) 
     return object_strategy(schema, defs, 0, clean=True, forced=forced) | object_strategy(schema, defs, 0, forced=forced)
 
 
+def call(portal: Any, client: Client, name: str, args: Any) -> Any:
+    """One tools/call, counted: ok, refused (tool error or INVALID_PARAMS), crash, or unanswered."""
+
+    async def send() -> Any:
+        with anyio.fail_after(ANSWER_BOUND_S):
+            return await raw_request(client, "tools/call", {"name": name, "arguments": args})
+
+    COUNTS["calls"] += 1
+    try:
+        raw = portal.call(send)
+    except TimeoutError:
+        COUNTS["unanswered"] += 1
+        raise AssertionError(f"{name}({args!r}): no answer within {ANSWER_BOUND_S} s") from None
+    except MCPError as exc:
+        if exc.code != -32602:
+            COUNTS["crashes"] += 1
+            raise AssertionError(f"{name}({args!r}) -> JSON-RPC error {exc.code}: {exc.message}") from exc
+        COUNTS["refusals"] += 1
+        return exc
+    from mcp_types import CallToolResult
+
+    result = CallToolResult.model_validate(raw)
+    if result.is_error:
+        text = result.content[0].text if result.content else ""  # type: ignore[union-attr]
+        crashed = not text or "internal error" in text or text.strip() == f"Error executing tool {name}"
+        COUNTS["crashes" if crashed else "refusals"] += 1
+    else:
+        COUNTS["ok"] += 1
+    return result
+
+
+def check_refusal(name: str, args: Any, text: str) -> None:
+    assert text and "internal error" not in text, f"{name}({args!r}) -> {text!r}"
+    assert text.strip() != f"Error executing tool {name}", f"{name}({args!r}) crashed"
+    assert HELPFUL.search(text), f"{name}({args!r}): message does not say what is valid: {text!r}"
+
+
 @pytest.fixture(scope="module")
 def fuzz_client(tmp_path_factory, lm):
     ws = tmp_path_factory.mktemp("fuzz")
@@ -194,13 +243,13 @@ def test_fuzz_tool(fuzz_client, name: str) -> None:
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
     @given(args=args_strategy(schema, FORCED if name in ANALYSIS else None))
     def one(args: dict[str, Any]) -> None:
-        r = portal.call(client.call_tool, name, args)
-        if r.is_error:
+        r = call(portal, client, name, args)
+        if isinstance(r, MCPError):
             outcomes["error"] += 1
-            text = r.content[0].text if r.content else ""
-            assert text and "internal error" not in text, f"{name}({args!r}) -> {text!r}"
-            assert text.strip() != f"Error executing tool {name}", f"{name}({args!r}) crashed"
-            assert HELPFUL.search(text), f"{name}({args!r}): message does not say what is valid: {text!r}"
+            check_refusal(name, args, r.message)
+        elif r.is_error:
+            outcomes["error"] += 1
+            check_refusal(name, args, r.content[0].text if r.content else "")
         else:
             outcomes["ok"] += 1
             jsonschema.validate(r.structured_content, tool.output_schema)
@@ -210,3 +259,115 @@ def test_fuzz_tool(fuzz_client, name: str) -> None:
     assert sum(outcomes.values()) >= n
     status = portal.call(client.call_tool, "server_status", {})
     assert not status.is_error  # the server survived
+
+
+def fields(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Top-level fields with their schema (the non-null branch of an optional field)."""
+    out = {}
+    for name, sub in schema.get("properties", {}).items():
+        branches = [b for b in sub.get("anyOf", [sub]) if b.get("type") != "null"]
+        out[name] = branches[0] if branches else sub
+    return out
+
+
+HOSTILE = {
+    "integer": [10**30, -(10**30), 2**63, -(2**63) - 1, True, False, 1.5, "3", None],
+    "number": [10**30, True, "1.0", "nan", None],
+    "boolean": ["yes", "true", 1, 0, "false", None],
+    "string": [True, 0, ["a"], {"a": 1}],
+    "array": ["a", {"a": 1}, True, [None]],
+    "object": [[1, 2], "a", True],
+}
+
+
+@pytest.mark.parametrize("name", TOOL_NAMES)
+def test_hostile_values_in_every_field(fuzz_client, name: str) -> None:
+    """Huge integers and values of the wrong type in each field, the others left out: every call refused
+    with a message naming the field (strict types: true is not 1, "yes" is not a boolean)."""
+    portal, client, tools, _ws = fuzz_client
+    schema = tools[name].input_schema
+    tried = 0
+    for field, sub in fields(schema).items():
+        for value in HOSTILE.get(sub.get("type", ""), []):
+            if value is None and field not in schema.get("required", []):
+                continue  # null is valid for an optional field
+            r = call(portal, client, name, {field: value})
+            text = r.message if isinstance(r, MCPError) else (r.content[0].text if r.is_error and r.content else "")
+            assert text, f"{name}({field}={value!r}) was accepted"
+            check_refusal(name, {field: value}, text)
+            assert field in text, f"{name}({field}={value!r}): the error does not name the field: {text!r}"
+            tried += 1
+    print(f"\nhostile values {name}: {tried} calls, all refused naming the field")
+
+
+@pytest.mark.parametrize("name", TOOL_NAMES)
+def test_lone_surrogates_and_non_object_arguments(fuzz_client, name: str) -> None:
+    portal, client, tools, _ws = fuzz_client
+    cases = tool_cases(name, tools[name].input_schema)
+    for path, params in cases:
+        r = call(portal, client, name, params["arguments"])
+        assert isinstance(r, MCPError) and path in r.message, (path, r)
+    for args in ([1, 2], "text", 7, True):
+        r = call(portal, client, name, args)
+        assert isinstance(r, MCPError) and "params.arguments must be an object" in r.message, (args, r)
+    print(f"\nsurrogates {name}: {len(cases)} string fields; non-object arguments: 4; all refused")
+
+
+WRITERS = {
+    "update_research_log": ["research_log.md"],
+    "record_hypothesis": ["hypotheses.jsonl", "research_log.md"],
+    "save_explanation": ["explanations.jsonl"],
+    "set_investigation_summary": ["summary.json"],
+    "save_graph_artifact": [f"artifacts/{a}{x}" for a in ("graph_1", "graph_2", "a", "h1") for x in (".json", ".svg")],
+    "export_edit": ["exports/e1", "exports/e2"],
+}
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink"])
+@pytest.mark.parametrize("name", list(WRITERS))
+def test_fuzz_writers_with_links_planted(fuzz_client, tmp_path: Path, name: str, kind: str) -> None:
+    """Links to a file outside planted at a writing tool's names, then fuzzed calls: outside unchanged."""
+    portal, client, tools, ws = fuzz_client
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    (tmp_path / "dir").mkdir()
+    planted = []
+    for rel in WRITERS[name]:
+        path = ws / rel
+        if os.path.lexists(path):
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "symlink":
+            os.symlink(tmp_path / "dir" if rel.startswith("exports/") else outside, path)
+        elif not rel.startswith("exports/"):
+            os.link(outside, path)
+        else:
+            continue
+        planted.append(path)
+    outcomes: Counter[str] = Counter()
+
+    @settings(max_examples=max(10, EXAMPLES // 10), deadline=None, database=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+    @given(args=args_strategy(tools[name].input_schema))
+    def one(args: dict[str, Any]) -> None:
+        r = call(portal, client, name, args)
+        text = r.message if isinstance(r, MCPError) else (r.content[0].text if r.is_error and r.content else "")
+        outcomes["error" if text else "ok"] += 1
+        if text:
+            check_refusal(name, args, text)
+        assert outside.read_text() == "keep" and list((tmp_path / "dir").iterdir()) == []
+
+    try:
+        one()
+    finally:
+        for path in planted:
+            path.unlink()
+    print(f"\nlinks {name} ({kind}): {dict(outcomes)}")
+
+
+def test_fuzz_counts() -> None:
+    """Runs last: the totals of every fuzz call above."""
+    print(f"\nfuzz counts: calls={COUNTS['calls']} ok={COUNTS['ok']} refusals={COUNTS['refusals']} "
+          f"crashes={COUNTS['crashes']} unanswered={COUNTS['unanswered']}")
+    assert COUNTS["calls"] == COUNTS["ok"] + COUNTS["refusals"] + COUNTS["crashes"] + COUNTS["unanswered"]
+    assert COUNTS["crashes"] == 0 and COUNTS["unanswered"] == 0

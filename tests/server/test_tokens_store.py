@@ -76,3 +76,33 @@ def test_a_loaded_run_adapts_to_a_served_run(toy) -> None:
                                        "/tmp/runs/tms", [{"text": "x", "target_token": "y", "mechanism": "m"}]))
     assert served.name == "tms" and served.input_dim == 5 and not served.is_lm and served.metrics == {"faithfulness": 0.1}
     assert served.probes[0].mechanism == "m" and served.path == Path("/tmp/runs/tms") and not served.has_harvest
+
+
+@pytest.mark.parametrize("hf", [True, False])
+def test_unknown_words_are_an_error_naming_them(hf: bool) -> None:
+    """NUL, emoji and words outside a word-level vocabulary would all read as [UNK]: an error instead,
+    naming them, showing the split and listing the vocabulary (39 words here)."""
+    tok = TokenizerView(word_tokenizer() if hf else word_tokenizer().backend_tokenizer)
+    with pytest.raises(ValueError) as info:
+        tok.tokenize("The cat sat on the capitol \x00 \U0001f600", max_tokens=64)
+    msg = str(info.value)
+    assert "3 word(s) outside the tokenizer's vocabulary: 'The', 'capitol', '\\x00'" not in msg  # 4, not 3
+    assert "4 word(s) outside the tokenizer's vocabulary: 'The', 'capitol', '\\x00', '\U0001f600'" in msg, msg
+    assert "('the' is in it)" in msg
+    assert "\"'capitol': unknown\"" in msg and "'cat'" in msg  # the split
+    assert "Valid words (38, whitespace-separated, case-sensitive): the a cat dog" in msg  # [UNK] left out
+    assert tok.tokenize("the cat sat", max_tokens=64) == tok.encode("the cat sat")
+    with pytest.raises(ValueError, match="'Paris!' is not in the tokenizer's vocabulary"):
+        tok.single_token("Paris!")
+
+
+def test_the_demo_tokenizer_names_unknown_words() -> None:
+    from tokenizers import Tokenizer
+
+    from spd_core.run import DEMO_RUN
+
+    tok = TokenizerView(Tokenizer.from_file(str(DEMO_RUN / "tokenizer" / "tokenizer.json")))
+    with pytest.raises(ValueError) as info:
+        tok.tokenize("Paris is the capital of", max_tokens=64)
+    assert "outside the tokenizer's vocabulary: 'Paris'" in str(info.value) and "'<unk>'" in str(info.value)
+    assert len(tok.tokenize("the capital of", max_tokens=64)) == 3

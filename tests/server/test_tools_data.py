@@ -98,3 +98,27 @@ async def test_examples_search_and_attributions_page_like_the_store(served) -> N
 async def test_errors_say_what_is_valid(served, tool, args, needle) -> None:
     async with Client(make_server(served)) as client:
         assert needle in await err(client, tool, args)
+
+
+async def test_alive_counts_come_from_the_harvest_and_match_live_ci(served) -> None:
+    """alive per layer = components with CI above the harvest threshold on some harvested token; checked
+    by a second route: get_ci on every harvested text at that threshold, live."""
+    store = HarvestStore(served.path)
+    threshold = store.meta["config"]["threshold"]
+    seen: set[tuple[str, int]] = set()
+    async with Client(make_server(served)) as c:
+        info = await ok(c, "get_model_info")
+        for text in corpus():
+            page = await ok(c, "get_ci", {"text": text, "threshold": threshold, "top_k": 1000, "limit": 500})
+            assert page["total"] <= 500
+            seen |= {tuple(e["component"].rsplit(":", 1)) for e in page["entries"]}  # type: ignore[misc]
+    live = {layer: sum(1 for (lay, _) in seen if lay == layer) for layer in store.layers}
+    assert {r["layer"]: r["alive"] for r in info["layers"]} == live
+    assert sum(live.values()) > 0 and info["alive_source"].startswith(f"harvest: components with CI > {threshold}")
+    assert f"Alive: {sum(live.values())} of {info['n_components_total']}" in info["summary"]
+
+
+async def test_alive_is_said_to_be_unmeasured_without_harvest_or_metric(toy) -> None:
+    async with Client(make_server(toy)) as c:
+        info = await ok(c, "get_model_info")
+    assert all(r["alive"] is None for r in info["layers"]) and info["alive_source"].startswith("not measured")

@@ -346,14 +346,11 @@ TOOLS = [
         name="get_attributions",
         title="Attribution graph of an input",
         description=(
-            "How do components feed each other and the output on this input? Builds the one-hop attribution "
-            "graph (edge = gradient of the target node x activation of the source node, signed) between the "
-            "components with CI above 'threshold', the token embeddings and output nodes, stores it and returns "
-            "graph_id, the nodes (with CI), the top_k edges by |value| with signed values, and with "
-            "multi_hop=true each node's sign-preserving influence on the target through all paths. 'target' is "
-            "an output token (at 'position') or a node key. Toy models take 'features'. About a second on small "
-            "models, longer with low thresholds on long texts. "
-            "Example: get_attributions(text='Paris is the capital of', target=' France', top_k=20, multi_hop=true)."
+            "How do components feed each other and the output on this input? Builds and stores "
+            "the one-hop attribution graph (gradient x activation, signed) over components with "
+            "CI above 'threshold', embeddings and outputs; with multi_hop, each node's influence "
+            "on the target through all paths. About a second. Example: "
+            "get_attributions(text='Paris is the capital of', target=' France', top_k=20)."
         ),
         input_model=AttributionsInput, result_model=AttributionsResult, handler=get_attributions, read_only=False,
     ),
@@ -361,24 +358,14 @@ TOOLS = [
         name="optimize_circuit",
         title="Smallest circuit for a prediction",
         description=(
-            "What is the smallest set of components that still makes this prediction, or this kind"
-            " of prediction? One prompt (text, target_token): optimises the CI of every (position,"
-            " component) so that the model still predicts target_token at 'position' with as few "
-            "components as possible ('sparsity' weighs the trade-off); returns the circuit nodes "
-            "with CI, L0 per layer, the target token's probability (0-1) under every regime "
-            "(target, ci, stochastic, adversarial, unmasked), the stored graph_id and a loss-trace"
-            " summary. Several prompts of one behaviour ('prompts', or 'mechanism' = a probe "
-            "mechanism of the run): optimises one gate per component shared by all of them, under "
-            "stochastic masks by default (circuit at >= its CI, everything else free in [0, 1]), "
-            "and returns the components, each regime's probability and accuracy per prompt "
-            "(stochastic, adversarial, ci, alone, target) beside the whole decomposition's, and on"
-            " held-out prompts the same numbers and a validation (necessity, sufficiency, "
-            "specificity with bootstrap intervals: holds, fails or inconclusive). A job: 'steps' "
-            "forward+backward passes (seconds on small models; a minute with validation); past "
-            "wait_s it returns {job_id, status} to poll with get_job, and cancel_job stops it. "
-            "Language models only. Example: optimize_circuit(text='Paris is the capital of', "
-            "target_token=' France', steps=200, sparsity=0.1); "
-            "optimize_circuit(mechanism='induction', n_prompts=16)."
+            "What is the smallest set of components that still makes this prediction, or this kind "
+            "of prediction? One prompt (text, target_token): a sparse circuit of (position, "
+            "component) nodes, the target's probability under every regime and a stored graph_id. "
+            "Several prompts of one behaviour ('prompts', or a probe 'mechanism'): one component set "
+            "shared by all, optimised under stochastic masks by default, with every regime's "
+            "numbers and a held-out validation (validation_id). A job ('steps' passes; a minute "
+            "with validation). Language models only. Example: optimize_circuit(text='Paris is the "
+            "capital of', target_token=' France', steps=200); optimize_circuit(mechanism='induction')."
         ),
         input_model=CircuitInput, result_model=JobView, handler=optimize_circuit, read_only=False,
     ),

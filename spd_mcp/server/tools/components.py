@@ -43,7 +43,7 @@ class GetCIInput(TextOrFeatures):
     threshold: float = Field(0.1, ge=0.0, le=1.0, description="report components with CI above this (CI is in [0, 1])")
     top_k: int = Field(10, ge=1, le=1000, description="at most this many components per (position, layer), largest CI first")
     edit_id: str | None = Field(None, max_length=64, description=EDIT_DESC)
-    offset: int = Field(0, ge=0, description="skip this many entries of the (position, layer, CI) ordered list")
+    offset: int = Field(0, ge=0, le=1_000_000, description="skip this many entries of the (position, layer, CI) ordered list")
     limit: int = Field(60, ge=1, le=500, description="return at most this many entries")
 
 
@@ -126,7 +126,7 @@ async def get_ci(state: AppState, inp: GetCIInput, ctx: Context) -> CIResult:
 class ProbeComponentInput(TextOrFeatures):
     component: str = Field(max_length=200, description="component key '<layer>:<c>', e.g. '0.mlp.up:3'")
     edit_id: str | None = Field(None, max_length=64, description=EDIT_DESC)
-    offset: int = Field(0, ge=0, description="skip this many positions")
+    offset: int = Field(0, ge=0, le=100_000, description="skip this many positions")
     limit: int = Field(200, ge=1, le=1000, description="return at most this many positions")
 
 
@@ -254,12 +254,9 @@ TOOLS = [
         name="get_ci",
         title="Causal importance of components on an input",
         description=(
-            "Which components matter on this input? Runs the model once and returns, per token position and "
-            "layer, the components whose causal importance (CI, 0-1) is above 'threshold' with their inner "
-            "activation, at most top_k per (position, layer), as a paged list (total/offset/limit), plus L0 "
-            "(components above threshold) per layer. Restrict with 'layers' and 'position' (negative counts from "
-            "the end). Toy models take 'features' instead of 'text'. Usually well under a second. "
-            "Example: get_ci(text='The cat sat on the', position=-1, threshold=0.1, top_k=5)."
+            "Which components matter on this input? Per position and layer, the components with "
+            "causal importance (CI, 0-1) above 'threshold', and L0 per layer. Well under a "
+            "second. Example: get_ci(text='The cat sat on the', position=-1, top_k=5)."
         ),
         input_model=GetCIInput, result_model=CIResult, handler=get_ci, read_only=True, idempotent=True,
     ),
@@ -267,10 +264,9 @@ TOOLS = [
         name="probe_component",
         title="Where one component fires on a text",
         description=(
-            "Where does this component fire on my text? Returns, for every token, the component's causal "
-            "importance (0-1) and inner activation, with the maximum CI and |activation| and their positions. "
-            "Toy models take 'features'. Usually well under a second. "
-            "Example: probe_component(text='The cat sat on the mat', component='0.mlp.up:3')."
+            "Where does this component fire on my text? Its CI and inner activation on every "
+            "token. Well under a second. Example: probe_component(text='The cat sat on the mat', "
+            "component='0.mlp.up:3')."
         ),
         input_model=ProbeComponentInput, result_model=ProbeComponentResult, handler=probe_component,
         read_only=True, idempotent=True,
@@ -279,14 +275,11 @@ TOOLS = [
         name="find_components",
         title="Components consistently needed for a kind of prediction",
         description=(
-            "Which components are consistently needed for this kind of prediction? For each example {text, "
-            "target_token, position} finds the components needed for the prediction (method 'circuit': an "
-            "optimised sparse circuit, about steps forward+backward passes per example; 'ci': natural CI above "
-            "ci_threshold, one pass per example) and returns those needed in at least min_frequency of the "
-            "examples, with their frequency (0-1). A job: seconds to minutes; past wait_s it returns {job_id, "
-            "status} to poll with get_job. Language models only. Example: find_components(examples=[{'text': "
-            "'Paris is the capital of', 'target_token': ' France'}, {'text': 'Rome is the capital of', "
-            "'target_token': ' Italy'}], min_frequency=0.5, method='ci')."
+            "Which components are consistently needed for this kind of prediction? Finds the "
+            "components needed for each example (method 'circuit': optimised; 'ci': CI above "
+            "ci_threshold) and returns those needed in at least min_frequency of them. A job. "
+            "Language models only. Example: find_components(examples=[{'text': 'Paris is the "
+            "capital of', 'target_token': ' France'}], min_frequency=0.5, method='ci')."
         ),
         input_model=FindComponentsInput, result_model=JobView, handler=find_components, read_only=True,
         idempotent=True,

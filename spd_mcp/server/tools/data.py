@@ -286,13 +286,10 @@ TOOLS = [
         name="get_component_info",
         title="What is this component?",
         description=(
-            "What is this component? Returns its read/write vector norms, the tokens its write vector promotes "
-            "and suppresses through the unembedding (direct path, per unit of activation; empty for layers that "
-            "do not write into the residual stream) and, from the run's harvest: firing density (share of "
-            "tokens with CI above the harvest threshold), mean CI, top input tokens (where it fires) and output "
-            "tokens (what follows) with recall, precision and PMI, top co-firing components (Jaccard), and a "
-            "label if one exists. Without harvest data only the model-derived fields are filled. Instant. "
-            "Example: get_component_info(component='0.mlp.up:3', order='precision')."
+            "What is this component? Its vector norms, the tokens its write vector promotes and "
+            "suppresses, and from the harvest: firing density, mean CI, top input and output "
+            "tokens, co-firing components, label. Instant. Example: "
+            "get_component_info(component='0.mlp.up:3')."
         ),
         input_model=ComponentInfoInput, result_model=ComponentInfo, handler=get_component_info,
         read_only=True, idempotent=True,
@@ -301,10 +298,9 @@ TOOLS = [
         name="get_activation_examples",
         title="Where does it fire in the data?",
         description=(
-            "Show me where this component fires in the data. Returns harvested contexts (largest CI first), "
-            "each a window of tokens around the peak with the component's CI (0-1) on every token, with "
-            "total/offset/limit paging. Needs harvest data (spd-harvest). Instant. "
-            "Example: get_activation_examples(component='0.mlp.up:3', limit=5)."
+            "Show me where this component fires in the data: harvested contexts, largest CI "
+            "first, with the CI on every token. Needs harvest data. Instant. Example: "
+            "get_activation_examples(component='0.mlp.up:3', limit=5)."
         ),
         input_model=ExamplesInput, result_model=ExamplesResult, handler=get_activation_examples,
         read_only=True, idempotent=True,
@@ -313,10 +309,8 @@ TOOLS = [
         name="search_dataset",
         title="Search the run's texts",
         description=(
-            "Where in the run's own data does this text occur? Case-insensitive substring search over the "
-            "harvested texts; returns matches with text id, character offset and a snippet, with total/offset/"
-            "limit paging. Needs harvest data (spd-harvest). Instant. "
-            "Example: search_dataset(query='capital of', limit=10)."
+            "Where in the run's own data does this text occur? Case-insensitive substring search "
+            "over the harvested texts. Instant. Example: search_dataset(query='capital of')."
         ),
         input_model=SearchInput, result_model=SearchResult, handler=search_dataset,
         read_only=True, idempotent=True,
@@ -325,11 +319,10 @@ TOOLS = [
         name="get_dataset_attributions",
         title="What feeds this component across the data?",
         description=(
-            "Across the data, what feeds this component and what does it feed? Returns the top source and "
-            "target components by summed one-hop gradient x activation attribution over all harvested texts "
-            "(nodes with CI above the harvest threshold), each with the raw signed sum, the sum of |edges|, the "
-            "edge count, and the value normalised by the target's total |input|. Needs harvest data. Instant. "
-            "Example: get_dataset_attributions(component='1.mlp.down:2', top_k=10, sign='positive')."
+            "Across the data, what feeds this component and what does it feed? Top source and "
+            "target components by summed attribution over the harvested texts. Needs harvest "
+            "data. Instant. Example: get_dataset_attributions(component='1.mlp.down:2', "
+            "sign='positive')."
         ),
         input_model=DatasetAttrInput, result_model=DatasetAttrResult, handler=get_dataset_attributions,
         read_only=True, idempotent=True,

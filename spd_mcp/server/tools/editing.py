@@ -194,7 +194,7 @@ async def export_edit(state: AppState, inp: ExportInput, ctx: Context) -> Export
     out = ws.export_path(name, inp.overwrite)
     tok_dir = state.run.path / TOKENIZER_DIR if state.run.path is not None else None
     sizes = await state.device.call(
-        "export_edit", lambda: write_export(state.run.model, entry.edit, state.run.tokenizer, out, tok_dir), inp.model_dump()
+        "export_edit", lambda: write_export(state.run.model, entry.edit, state.run.tokenizer, out, tok_dir, inp.overwrite), inp.model_dump()
     )
     files, size = sorted(sizes), sum(sizes.values())
     rel = f"{EXPORTS}/{name}"
@@ -213,15 +213,12 @@ TOOLS = [
         name="edit_component",
         title="Edit components (a named overlay)",
         description=(
-            "Can I change this behaviour by editing these components, and at what cost? Creates a named edit "
-            "(edit_id) that never changes the base model: 'scale' multiplies the components' write vectors by "
-            "'factor', 'remove' subtracts their weights, 'finetune' trains only their vectors (train U, V or "
-            "both) to suppress or promote a token on the objective prompts while keeping preserve_prompts "
-            "close (KL). Returns edit_id, the effect on the objective token's probability, KL on the preserve "
-            "prompts and on held-out probe prompts (nats), and the norms of the weight change. scale/remove are "
-            "instant; finetune is a job ('steps' passes over the prompts), polled with get_job past wait_s. "
-            "Use the edit with run_prompt, get_ci, ablate, steer (edit_id=...). "
-            "Example: edit_component(components=['1.mlp.down:7'], method='remove', preserve_prompts=['The dog ran to the'])."
+            "Can I change this behaviour by editing these components, and at what cost? Makes a "
+            "named edit (the base model never changes): 'scale' the write vectors, 'remove' the "
+            "components, or 'finetune' only their vectors on an objective while keeping "
+            "preserve_prompts (KL). Use it through edit_id in run_prompt, get_ci, ablate, steer. "
+            "finetune is a job. Example: edit_component(components=['1.mlp.down:7'], "
+            "method='remove', preserve_prompts=['The dog ran to the'])."
         ),
         input_model=EditInput, result_model=JobView, handler=edit_component, read_only=False,
     ),
@@ -229,11 +226,10 @@ TOOLS = [
         name="export_edit",
         title="Export an edit as a model directory",
         description=(
-            "Writes the model with an edit baked into its weights as a plain transformers model directory "
-            f"(config, safetensors weights, tokenizer) under <workspace>/{EXPORTS}/<name>, loadable with "
-            "AutoModelForCausalLM.from_pretrained without spd-mcp; its outputs equal run_prompt with that "
-            "edit_id. Returns the path, the files and the edited layers. Needs --workspace and a transformers "
-            "model; about a second for small models. Example: export_edit(edit_id='e1', name='no_copying')."
+            "Write the model with an edit in its weights as a plain transformers directory in "
+            "exports/<name> (loads with AutoModelForCausalLM.from_pretrained; outputs equal "
+            "run_prompt with that edit_id). Needs --workspace. About a second. Example: "
+            "export_edit(edit_id='e1', name='no_copying')."
         ),
         input_model=ExportInput, result_model=ExportResult, handler=export_edit, read_only=False, idempotent=True,
     ),

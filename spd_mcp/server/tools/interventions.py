@@ -205,13 +205,11 @@ TOOLS = [
         name="ablate",
         title="Ablate components (necessity / sufficiency)",
         description=(
-            "Is this set of components necessary? Is it sufficient? Removes the listed components (all "
-            "positions) and nodes (one position) with mode='remove', or keeps only them with mode='keep_only', "
-            "and compares the next-token distribution at 'position' before and after: top_k tokens with "
-            "probabilities (0-1), KL(before ‖ after) in nats, and the change in the probability of 'token', for "
-            "each requested regime (deterministic, stochastic, adversarial, or 'all'). About a second per regime "
-            "on small models (adversarial: adversarial_steps passes). Language models only. "
-            "Example: ablate(text='Paris is the capital of', components=['1.mlp.down:7'], token=' France', regime='all')."
+            "Is this set necessary (mode='remove') or sufficient (mode='keep_only')? Ablates "
+            "components (all positions) and nodes (one position) and compares the next-token "
+            "distribution at 'position' before and after, per regime. About a second per regime. "
+            "Language models only. Example: ablate(text='Paris is the capital of', "
+            "components=['1.mlp.down:7'], token=' France', regime='all')."
         ),
         input_model=AblateInput, result_model=AblateResult, handler=ablate, read_only=True, idempotent=True,
     ),
@@ -219,13 +217,10 @@ TOOLS = [
         name="steer",
         title="Steer generation by scaling components",
         description=(
-            "What does the model say if I scale these components? Generates max_new_tokens tokens from 'text' "
-            "with the original model and with each listed component's mask multiplied by its factor (0 "
-            "ablates, 2 doubles), optionally only where its CI is above only_where_ci_above, and returns both "
-            "continuations, the top tokens at the prompt's last position and the largest logit changes there. "
-            "Greedy at temperature 0, else n_samples seeded samples. About max_new_tokens forward passes per "
-            "continuation. Language models only. "
-            "Example: steer(text='The cat sat on the', scales={'0.mlp.up:3': 0.0}, max_new_tokens=10)."
+            "What does the model say if I scale these components? Continuations from 'text' with "
+            "and without the scaled masks (0 ablates, 2 doubles), and the largest logit changes. "
+            "Language models only. Example: steer(text='The cat sat on the', "
+            "scales={'0.mlp.up:3': 0.0}, max_new_tokens=10)."
         ),
         input_model=SteerInput, result_model=SteerResultWire, handler=steer, read_only=True, idempotent=True,
     ),

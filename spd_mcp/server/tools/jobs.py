@@ -183,11 +183,8 @@ TOOLS = [
         name="get_job",
         title="Get a job's status and result",
         description=(
-            "Status, progress and, when done, the result of a job started by a long tool (those tools "
-            "return {job_id, status: 'running'} when they take longer than their wait_s). Waits up to "
-            "wait_s seconds (0-30, default 10) for the job to finish, sending progress notifications. "
-            "The result field holds exactly what the long tool would have returned. Takes at most wait_s. "
-            "Example: get_job(job_id='j3', wait_s=30)."
+            "Status, progress and, when done, the result of a job (what the long tool would have "
+            "returned). Waits up to wait_s. Example: get_job(job_id='j3', wait_s=30)."
         ),
         input_model=GetJobInput,
         result_model=JobView,
@@ -199,9 +196,8 @@ TOOLS = [
         name="cancel_job",
         title="Cancel a job",
         description=(
-            "Cancel a queued or running job. A queued job is cancelled at once; a running one stops at its "
-            "next progress step (usually well under a second) and its status becomes 'cancelled'. "
-            "Example: cancel_job(job_id='j3')."
+            "Cancel a job. A queued job never starts; a running one stops at its next progress "
+            "step. Example: cancel_job(job_id='j3')."
         ),
         input_model=CancelJobInput,
         result_model=JobView,
@@ -214,9 +210,8 @@ TOOLS = [
         name="server_status",
         title="Server status",
         description=(
-            "What the server is doing, without waiting for the device: the job or call running now with its "
-            "progress, the queue, recent jobs, uptime (s), calls served by outcome, and resident memory (MB). "
-            "Answers in milliseconds even while a long job runs. Example: server_status()."
+            "What the server is doing, without waiting for the device: running job, queue, "
+            "uptime, calls served, memory. Example: server_status()."
         ),
         input_model=StatusInput,
         result_model=ServerStatus,

@@ -10,6 +10,7 @@ from mcp.server.mcpserver import Context
 from pydantic import Field, model_validator
 
 from spd_core.analysis.overlay import Edit, applied
+from spd_core.harvest_store import HarvestStore, alive_counts
 from spd_core.model import ComponentModel
 from spd_mcp.server.errors import check_finite_values
 from spd_mcp.server.predict import predict_tokens, predict_vector
@@ -32,7 +33,7 @@ class LayerRow(Wire):
     d_in: int
     d_out: int
     C: int = Field(description="number of components; valid c is 0..C-1")
-    alive: int | None = Field(description="components that fire somewhere in the data, if the run measured it")
+    alive: int | None = Field(description="components whose CI exceeds a threshold on some input (see alive_source)")
 
 
 class ModelInfo(Wire):
@@ -49,6 +50,7 @@ class ModelInfo(Wire):
     n_params_target: int
     n_components_total: int
     layers: list[LayerRow] = Field(description="decomposed layers in network order")
+    alive_source: str = Field(description="where the alive counts come from: the harvest, run metrics, or none")
     metrics: dict[str, Any] = Field(description="decomposition quality from the run (faithfulness, reconstruction per regime, L0)")
     has_harvest: bool = Field(description="activation examples and token statistics exist for this run")
     has_probe_suite: bool
@@ -72,11 +74,25 @@ def _clean(value: Any, depth: int = 0) -> Any:
     return str(value)
 
 
+def _alive(state: AppState) -> tuple[dict[str, Any], str]:
+    """Alive components per layer and where the numbers come from (the harvest when the run has one)."""
+    run = state.run
+    if run.has_harvest and run.path is not None:
+        store = HarvestStore(run.path)
+        threshold, n_tokens = store.meta["config"]["threshold"], store.meta["n_tokens"]
+        return alive_counts(store), (
+            f"harvest: components with CI > {threshold} on at least one of its {n_tokens} tokens"
+        )
+    raw = run.metrics.get("alive")
+    if isinstance(raw, dict) and raw:
+        return raw, "run metrics ('alive' as recorded by the decomposition)"
+    return {}, "not measured: this run has no harvest (spd-harvest) and no 'alive' metric"
+
+
 async def get_model_info(state: AppState, inp: ModelInfoInput, ctx: Context) -> ModelInfo:
     run, model = state.run, state.run.model
     param = next(model.parameters())
-    raw_alive = run.metrics.get("alive")
-    alive: dict[str, Any] = raw_alive if isinstance(raw_alive, dict) else {}
+    alive, alive_source = await state.run_io(_alive, state)
     layers = [
         LayerRow(layer=i.name, kind=i.kind, d_in=i.d_in, d_out=i.d_out, C=i.C,
                  alive=int(alive[i.name]) if i.name in alive else None)
@@ -93,6 +109,7 @@ async def get_model_info(state: AppState, inp: ModelInfoInput, ctx: Context) -> 
             f"Run {run.name!r}: {arch} ({kind}) with {len(layers)} decomposed layers and "
             f"{n_comp} components in total. Harvest data: {'yes' if run.has_harvest else 'no'}; "
             f"probe prompts: {len(run.probes)}."
+            + (f" Alive: {sum(r.alive or 0 for r in layers)} of {n_comp} ({alive_source})." if alive else "")
         ),
         run=run.name,
         description=run.description,
@@ -106,6 +123,7 @@ async def get_model_info(state: AppState, inp: ModelInfoInput, ctx: Context) -> 
         n_params_target=sum(p.numel() for p in model.target.parameters()),
         n_components_total=n_comp,
         layers=layers,
+        alive_source=alive_source,
         metrics=_clean(run.metrics),
         has_harvest=run.has_harvest,
         has_probe_suite=bool(run.probes),
@@ -213,7 +231,7 @@ async def run_prompt(state: AppState, inp: RunPromptInput, ctx: Context) -> RunP
 
 class ProbeInput(Input):
     mechanism: str | None = Field(None, max_length=200, description="only prompts with this mechanism tag")
-    offset: int = Field(0, ge=0, description="skip this many prompts")
+    offset: int = Field(0, ge=0, le=1_000_000, description="skip this many prompts")
     limit: int = Field(50, ge=1, le=200, description="return at most this many prompts")
 
 
@@ -272,11 +290,9 @@ TOOLS = [
         name="get_model_info",
         title="Model and decomposition overview",
         description=(
-            "What model is this and how good is its decomposition? Returns the architecture, dtype, device, "
-            "vocabulary and context length (or, for toy models, the input feature length), every decomposed "
-            "layer as {layer, kind, d_in, d_out, C, alive}, the run's quality metrics, and whether harvest "
-            "data and a probe suite exist. Call it first: layer names here are the ones component keys use "
-            "('<layer>:<c>'). Instant. Example: get_model_info()."
+            "What model is this, and how good is its decomposition? Layers with their component "
+            "counts and alive counts, quality metrics, harvest and probe availability. Call it "
+            "first: its layer names are the ones keys use. Instant. Example: get_model_info()."
         ),
         input_model=ModelInfoInput,
         result_model=ModelInfo,
@@ -288,13 +304,10 @@ TOOLS = [
         name="run_prompt",
         title="Run the model on a prompt",
         description=(
-            "What does the model predict here? Language models: tokenizes 'text' (no special tokens), runs the "
-            "original (target) model and returns the tokens, the top_k next tokens with probabilities (0-1) "
-            "after the last position (or every position with all_positions=true), and the probability of "
-            "each actual next token. With edit_id, runs the model under that edit (see edit_component). Toy models (is_language_model=false in get_model_info) take 'features', "
-            "a feature vector, instead of text and return the output vector. Usually well under a second; "
-            "waits up to a few seconds for the device, then says it is busy. "
-            "Example: run_prompt(text='The cat sat on the', top_k=5)."
+            "What does the model predict here? The tokens and the top_k next tokens after the "
+            "last position (or every one), under an edit with edit_id. Toy models take "
+            "'features'. Well under a second. Example: run_prompt(text='The cat sat on the', "
+            "top_k=5)."
         ),
         input_model=RunPromptInput,
         result_model=RunPromptResult,
@@ -306,10 +319,9 @@ TOOLS = [
         name="list_probe_prompts",
         title="List the run's probe prompts",
         description=(
-            "Which prompts ship with this run, by mechanism? Returns probe prompts (text, the expected next "
-            "token, its foil, a mechanism tag) with total/offset/limit paging, the count per mechanism tag "
-            "and, where the run has them, each mechanism's description in plain words. Filter "
-            "with 'mechanism'. Instant. Example: list_probe_prompts(mechanism='induction', limit=10)."
+            "Which prompts ship with this run, by mechanism? Text, expected next token, foil and "
+            "mechanism tag, paged; the count per mechanism and each one's description where the run has "
+            "them. Instant. Example: list_probe_prompts(mechanism='induction')."
         ),
         input_model=ProbeInput,
         result_model=ProbeList,

@@ -220,7 +220,7 @@ async def set_investigation_summary(state: AppState, inp: SummaryInput, ctx: Con
 
 
 class GraphArtifactInput(Input):
-    graph_id: int = Field(ge=1, description="a graph_id returned by get_attributions or optimize_circuit")
+    graph_id: int = Field(ge=1, le=2**53 - 1, description="a graph_id returned by get_attributions or optimize_circuit")
     artifact_id: SafeId | None = Field(None, description=f"file name stem; default 'graph_<graph_id>'. {ID_RULE}", json_schema_extra=_ID_SCHEMA)
     min_ci: float = Field(0.0, ge=0, le=1, description="keep only nodes with causal importance ≥ this")
     max_edges: int = Field(200, ge=1, le=5000, description="keep at most this many edges, largest |value| first")
@@ -239,8 +239,8 @@ class GraphArtifactResult(Wire):
 
 
 def _write_artifact(ws: Workspace, artifact_id: str, payload: dict, svg: str) -> None:
-    ws.write_artifact(artifact_id, ".json", json.dumps(payload, indent=1, ensure_ascii=False, allow_nan=False))
-    ws.write_artifact(artifact_id, ".svg", svg)
+    text = json.dumps(payload, indent=1, ensure_ascii=False, allow_nan=False)
+    ws.write_artifacts(artifact_id, {".json": text, ".svg": svg})
 
 
 async def save_graph_artifact(state: AppState, inp: GraphArtifactInput, ctx: Context) -> GraphArtifactResult:
@@ -266,9 +266,9 @@ TOOLS = [
         name="update_research_log",
         title="Append to the research log",
         description=(
-            "Append markdown to research_log.md under a timestamped heading: your running notes, so you (and "
-            "readers) can recover the thread after a long session. Instant." + _NEEDS_WS
-            + " Example: update_research_log(heading='ablation of 1.mlp.up:17', markdown='Removing it drops p(Paris) from 0.81 to 0.07.')."
+            "Append markdown to research_log.md under a timestamped heading: your running notes. "
+            "Needs --workspace. Example: update_research_log(heading='ablation', "
+            "markdown='Removing 1.mlp.up:17 drops p(Paris) 0.81 -> 0.07.')."
         ),
         input_model=LogInput, result_model=LogResult, handler=update_research_log, read_only=False,
     ),
@@ -276,10 +276,10 @@ TOOLS = [
         name="record_hypothesis",
         title="Record or update a hypothesis",
         description=(
-            "Add a hypothesis or update its status (proposed, supported, refuted, inconclusive) with evidence "
-            "referring to tool results; each call appends a new version to hypotheses.jsonl and a note to the "
-            "research log. Instant." + _NEEDS_WS
-            + " Example: record_hypothesis(hypothesis_id='h1', statement='1.mlp.up:17 copies the subject', status='supported', evidence=['ablate: p drops 0.8->0.1'])."
+            "Add or update a hypothesis (status and evidence from tool results) in "
+            "hypotheses.jsonl, noted in the research log. Needs --workspace. Example: "
+            "record_hypothesis(hypothesis_id='h1', statement='1.mlp.up:17 copies the subject', "
+            "status='supported')."
         ),
         input_model=HypothesisInput, result_model=HypothesisResult, handler=record_hypothesis, read_only=False,
     ),
@@ -287,15 +287,12 @@ TOOLS = [
         name="save_explanation",
         title="Save an explanation",
         description=(
-            "Append an explanation of a behaviour (subject prompt, behaviour, mechanism, components with roles, "
-            "evidence, alternatives, limitations) to explanations.jsonl, resting on validate_claim results "
-            "(validation_ids) of exactly these components. Its status and confidence follow from them: refuted "
-            "if a claimed property (claims: necessary, sufficient, specific) fails, supported if all hold, "
-            "inconclusive otherwise; without a validation it is stored unvalidated, confidence low. Component "
-            "keys must exist. Instant." + _NEEDS_WS
-            + " Example: save_explanation(subject_prompt='The capital of France is', behaviour='predicts Paris', "
-            "explanation='...', components=[{'component': '1.mlp.up:17', 'role': 'recalls the capital'}], "
-            "validation_ids=[3], claims=['necessary', 'specific'])."
+            "Append an explanation (behaviour, components with roles, evidence, alternatives, "
+            "limitations) to explanations.jsonl, resting on validate_claim results (validation_ids) "
+            "of these components: its status and confidence follow from them (unvalidated without "
+            "one). Needs --workspace. Example: save_explanation(subject_prompt='The capital of France "
+            "is', behaviour='predicts Paris', explanation='...', components=[{'component': "
+            "'1.mlp.up:17', 'role': 'recalls'}], validation_ids=[3], claims=['necessary'])."
         ),
         input_model=ExplanationInput, result_model=ExplanationResult, handler=save_explanation, read_only=False,
     ),
@@ -303,9 +300,9 @@ TOOLS = [
         name="set_investigation_summary",
         title="Set the investigation summary",
         description=(
-            "Write summary.json (title, summary, status in_progress/completed/inconclusive), replacing the "
-            "previous one. Call it early and update it as you go. Instant." + _NEEDS_WS
-            + " Example: set_investigation_summary(title='Capital recall', summary='...', status='completed')."
+            "Write summary.json (title, summary, status), replacing the previous one; update it "
+            "as you go. Needs --workspace. Example: set_investigation_summary(title='Capital "
+            "recall', summary='...', status='completed')."
         ),
         input_model=SummaryInput, result_model=SummaryResult, handler=set_investigation_summary,
         read_only=False, destructive=True, idempotent=True,
@@ -314,11 +311,9 @@ TOOLS = [
         name="save_graph_artifact",
         title="Save a graph as an artifact",
         description=(
-            "Save a stored attribution graph (by graph_id) as artifacts/<id>.json plus a drawing artifacts/<id>.svg "
-            "(layers as rows, token positions as columns, blue positive and red negative edges, width by "
-            "|value|), keeping nodes with CI ≥ min_ci and the max_edges largest edges. Returns a markdown "
-            "snippet to paste into the research log. Well under a second." + _NEEDS_WS
-            + " Example: save_graph_artifact(graph_id=3, min_ci=0.1, max_edges=100, caption='Paris circuit')."
+            "Save a stored graph as artifacts/<id>.json and a drawing artifacts/<id>.svg; returns "
+            "markdown to embed in the log. Needs --workspace. Example: "
+            "save_graph_artifact(graph_id=3, min_ci=0.1)."
         ),
         input_model=GraphArtifactInput, result_model=GraphArtifactResult, handler=save_graph_artifact,
         read_only=False, idempotent=True,

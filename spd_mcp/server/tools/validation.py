@@ -212,15 +212,11 @@ TOOLS = [
         name="validate_claim",
         title="Validate a claimed circuit on held-out examples",
         description=(
-            "Does this claim hold beyond the prompts it was found on? Measures a set of components on held-out "
-            "examples of a behaviour (a probe 'mechanism' of the run, or your own 'examples'), excluding the "
-            "prompts in 'exclude': necessity (removing the set breaks the answer), sufficiency (the set alone, and "
-            "with everything else random, still gives each example's own answer: a set that always says the same "
-            "word fails) and specificity (removing it spares other behaviours), in the deterministic, stochastic "
-            "and adversarial regimes, with 95% bootstrap intervals and a verdict per property: holds, fails or "
-            "inconclusive. Returns a validation_id to cite in save_explanation. A job: about 10-30 s for 40 "
-            "examples. Example: validate_claim(components=['1.mlp.up:3', '0.attn.v:7'], mechanism='induction', "
-            "exclude=['code bim tal ... code bim'])."
+            "Does this claim hold beyond the prompts it was found on? Measures the set's necessity, "
+            "sufficiency and specificity on held-out examples of a behaviour (a probe 'mechanism' or "
+            "your own 'examples'), per regime, with 95% intervals and a verdict per property; returns "
+            "a validation_id to cite in save_explanation. A job: 10-30 s. Example: validate_claim("
+            "components=['1.mlp.up:3'], mechanism='induction', exclude=['code bim tal ... code bim'])."
         ),
         input_model=ValidateInput, result_model=JobView, handler=validate_claim, read_only=False,
     ),
