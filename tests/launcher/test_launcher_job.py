@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from support.fake_messages_api import FakeMessagesAPI, ToolCall, Turn
 
+from spd_mcp.common.events import read_events
 from spd_mcp.launcher import cli
-from spd_mcp.launcher.events import read_events
 from spd_mcp.launcher.job import run_job
 from spd_mcp.launcher.layout import InvestigationDir, read_json
 from spd_mcp.launcher.submit import submit
