@@ -80,7 +80,7 @@ class EventLog:
         return event
 
     def append(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """Append one event under the file lock (page cache: microseconds); `sync` makes it durable."""
+        """Append one event under the file lock (microseconds); `sync` makes it durable."""
         if kind not in KINDS[self.source]:
             raise ValueError(f"unknown {self.source} event kind {kind!r}; "
                              f"known: {sorted(KINDS[self.source])}")
@@ -109,7 +109,7 @@ class EventLog:
         return self.path is not None and self._synced < seq
 
     def sync(self, seq: int) -> None:
-        """fsync unless an earlier fsync already covered `seq` (group commit of concurrent events)."""
+        """fsync unless an earlier fsync covered `seq` (group commit of concurrent events)."""
         with self._sync_lock:
             if self._fd is None or self._synced >= seq:
                 return

@@ -93,7 +93,8 @@ def run_aggregate(spec: SwarmSpec, job_id: str) -> dict[str, Any]:
     sd = SwarmDir(Path(spec.swarm_dir))
     sd.aggregate.mkdir(parents=True, exist_ok=True)
     sd.tool_calls.unlink(missing_ok=True)  # a re-run measures afresh
-    events = EventLog(sd.aggregate / "events.jsonl", f"{spec.swarm_id}-aggregate", source="launcher")
+    events = EventLog(sd.aggregate / "events.jsonl", f"{spec.swarm_id}-aggregate",
+                      source="launcher")
     record_swarm(sd, status="aggregating", job_ids={"aggregate": job_id})
     t0 = time.monotonic()
     tasks = [read_task(t, sd.submitit) for t in spec.tasks]

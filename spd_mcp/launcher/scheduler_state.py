@@ -67,5 +67,5 @@ def reconcile(inv: InvestigationDir) -> str | None:
     with EventLog(inv.events, str(meta.get("inv_id", inv.root.name)), source="launcher") as log:
         log.emit("job_cancelled" if status == "cancelled" else "job_ended_by_scheduler",
                  job_id=job_id, slurm_state=state,
-                 note="recorded from sacct: the job was stopped before its own records were written")
+                 note="recorded from sacct: the job was stopped before it wrote its own records")
     return status

@@ -98,7 +98,7 @@ def event_line(e: dict[str, Any], lim: Limits = SHORT) -> str:
 
 
 class LogSections:
-    """The sections of a growing research_log.md, one at a time (each opens with a dated heading)."""
+    """The sections of a growing research_log.md, in turn (each opens with a dated heading)."""
 
     def __init__(self, path: Path) -> None:
         self.path, self.pos, self.buf = path, 0, ""

@@ -44,7 +44,8 @@ class InvestigationJob(submitit.helpers.Checkpointable):
         PREEMPTED.set()
         events = InvestigationDir(Path(self.spec.inv_dir)).events
         with EventLog(events, self.spec.inv_id, source="launcher") as log:
-            log.emit("checkpoint", note="preempted or timed out: requeued, will resume in this directory")
+            log.emit("checkpoint",
+                     note="preempted or timed out: requeued, will resume in this directory")
         return DelayedSubmission(InvestigationJob(self.spec))
 
 

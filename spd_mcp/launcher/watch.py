@@ -93,7 +93,7 @@ def is_job_end(e: dict[str, Any]) -> bool:
 
 def follow(inv: InvestigationDir, out: TextIO, poll_s: float = 0.5, timeout_s: float | None = None,
            job_done: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Print the stream (stream.py) of events and research log until the job finishes; its outcome."""
+    """Print the stream (stream.py) of events and research log until the job ends; its outcome."""
     events, stream = EventTail(inv.events), Stream(inv.research_log)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:

@@ -48,7 +48,8 @@ def _prepare_run(config: ServerConfig, run: ServedRun | None) -> ServedRun:
 
 async def open_state(config: ServerConfig, run: ServedRun | None) -> AppState:
     workspace = Workspace(config.workspace) if config.workspace is not None else None
-    events = EventLog(workspace.path(EVENTS) if workspace else None, config.agent_id, source="server")
+    events_path = workspace.path(EVENTS) if workspace else None
+    events = EventLog(events_path, config.agent_id, source="server")
     store = await Store.open(workspace.path(STORE) if workspace else None)
     device = DeviceWorker(short_wait_s=config.short_wait_s)
     try:
@@ -123,7 +124,8 @@ async def _job_finished(state: AppState, job: Job) -> None:
 async def close_state(state: AppState) -> None:
     await state.device.shutdown()
     try:
-        await state.run_io(functools.partial(state.events.emit, "server_stop", calls=dict(state.calls)))
+        stop = functools.partial(state.events.emit, "server_stop", calls=dict(state.calls))
+        await state.run_io(stop)
     finally:
         state.events.close()
         state.io.shutdown(wait=True)

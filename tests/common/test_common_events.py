@@ -1,4 +1,4 @@
-"""events.jsonl is one log: launcher and server writers in many processes (and server threads) at once
+"""events.jsonl is one log: launcher and server writers in many processes (and threads) at once
 leave one schema on every line and seq strictly increasing; old directories (both old line formats)
 still read and continue."""
 
@@ -22,8 +22,8 @@ WRITER = """
 import sys, threading, time
 from pathlib import Path
 from spd_mcp.common.events import EventLog
-path, source, who, threads, n, go = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), \\
-    int(sys.argv[5]), Path(sys.argv[6])
+path, source, who, go = Path(sys.argv[1]), sys.argv[2], sys.argv[3], Path(sys.argv[6])
+threads, n = int(sys.argv[4]), int(sys.argv[5])
 log = EventLog(path, who, source=source)
 kind = "protocol_step" if source == "launcher" else "tool_call"
 while not go.exists():
@@ -39,7 +39,7 @@ log.close()
 """
 
 
-def test_many_writers_in_several_processes_leave_one_schema_and_increasing_seq(tmp_path: Path) -> None:
+def test_many_writers_in_many_processes_leave_one_schema_and_rising_seq(tmp_path: Path) -> None:
     path, go = tmp_path / "events.jsonl", tmp_path / "go"
     writers = [("launcher", f"job{k}", 1, 60) for k in range(3)]
     writers += [("server", f"server{k}", 4, 30) for k in range(2)]
@@ -62,6 +62,7 @@ def test_many_writers_in_several_processes_leave_one_schema_and_increasing_seq(t
     assert [e["seq"] for e in events] == list(range(1, expected + 1))  # strictly increasing, no gap
     assert {e["source"] for e in events} == {"launcher", "server"}
     for source, who, threads, n in writers:  # each writer's (thread's) events keep their order
+        assert {e["source"] for e in events if e["agent_id"] == who} == {source}
         for t in range(threads):
             mine = [e["i"] for e in events if e["agent_id"] == who and e["thread"] == t]
             assert mine == list(range(n)), (who, t)
@@ -74,8 +75,8 @@ def test_many_writers_in_several_processes_leave_one_schema_and_increasing_seq(t
 OLD_LAUNCHER = {"schema": 1, "seq": 1, "ts": "2026-11-30T10:00:00.000+00:00", "t": 1796000000.0,
                 "agent_id": "inv-old", "source": "launcher", "kind": "job_started", "job_id": "7"}
 OLD_SERVER = {"v": 1, "seq": 2, "ts": "2026-11-30T10:00:01.000000+00:00", "t_unix": 1796000001.0,
-              "agent": "agent", "type": "tool_call", "tool": "run_prompt", "args": {"text": "the cat"},
-              "duration_ms": 4.2, "outcome": "ok", "error": None}
+              "agent": "agent", "type": "tool_call", "tool": "run_prompt",
+              "args": {"text": "the cat"}, "duration_ms": 4.2, "outcome": "ok", "error": None}
 
 
 def test_old_directories_read_in_the_one_schema_and_continue(tmp_path: Path) -> None:
@@ -101,8 +102,8 @@ def test_old_directories_read_in_the_one_schema_and_continue(tmp_path: Path) -> 
 def test_a_line_outside_the_schema_is_named() -> None:
     assert schema_problems(json.dumps(OLD_SERVER)) != []
     assert schema_problems("{not json") and schema_problems("[1]") == ["not a JSON object"]
-    good = {"schema": SCHEMA_VERSION, "seq": 1, "ts": "", "t": 0, "source": "server", "agent_id": "a",
-            "kind": "tool_call"}
+    good = {"schema": SCHEMA_VERSION, "seq": 1, "ts": "", "t": 0, "source": "server",
+            "agent_id": "a", "kind": "tool_call"}
     assert schema_problems(json.dumps(good)) == []
     assert schema_problems(json.dumps({**good, "kind": "job_started"})) == [
         "kind 'job_started' is not a 'server' kind"]

@@ -26,7 +26,8 @@ def _run(tmp_path: Path, standin, script: list[Turn], **spec_kw) -> tuple[AgentR
         transcript = TranscriptWriter(inv.transcript)
         ctx = AgentContext(spec=spec, inv=inv, url=server.url, token=server.token, tools=tools,
                            system_prompt="SYSTEM PROMPT", kickoff="Begin.",
-                           events=EventLog(inv.events, spec.inv_id, source="launcher"), transcript=transcript)
+                           events=EventLog(inv.events, spec.inv_id, source="launcher"),
+                           transcript=transcript)
         try:
             result = run_anthropic_api(ctx, backoff_base_s=0.01)
         finally:

@@ -54,7 +54,8 @@ def _ctx(tmp_path: Path) -> AgentContext:
     inv = InvestigationDir(tmp_path)
     spec = make_spec(tmp_path / "runs", agent="claude_code", claude_bin="/bin/true")
     return AgentContext(spec=spec, inv=inv, url="http://127.0.0.1:1/mcp", token="t", tools=[],
-                        system_prompt="", kickoff="", events=EventLog(inv.events, spec.inv_id, source="launcher"),
+                        system_prompt="", kickoff="",
+                        events=EventLog(inv.events, spec.inv_id, source="launcher"),
                         transcript=TranscriptWriter(inv.transcript))
 
 

@@ -6,6 +6,7 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
+
 from spd_mcp.common.events import SCHEMA_VERSION, EventLog, read_events
 
 

@@ -187,7 +187,8 @@ def test_a_slurm_that_does_not_answer_is_one_short_line(tmp_path: Path,
     # a directory written before this fix (the whole stderr in its reason) still shows one line
     inv = InvestigationDir(tmp_path / "inv-old")
     inv.root.mkdir()
+    old_reason = f"no SLURM here (sinfo rc 1: {SINFO_UNCONFIGURED})"
     write_json_atomic(inv.metadata, {"status": "completed", "executor": "local",
-                                     "executor_reason": f"no SLURM here (sinfo rc 1: {SINFO_UNCONFIGURED})"})
+                                     "executor_reason": old_reason})
     executor_line = next(line for line in status_text(inv).splitlines() if "executor:" in line)
     assert executor_line.endswith("job ids [], attempts 0") and "…" in executor_line
