@@ -18,7 +18,7 @@ from typing import Any
 
 ELLIPSIS = "…"
 LOG_TOOLS = frozenset({"update_research_log", "record_hypothesis"})  # each writes one log section
-LOG_HEADING = re.compile(r"^## (\d{4}-\d\d-\d\dT(\d\d:\d\d:\d\d))\S* (.*)$")
+LOG_HEADING = re.compile(r"^## (\d{4}-\d\d-\d\dT(\d\d:\d\d:\d\d))\S*(?: (.*))?$")
 BODY = " " * 18 + "| "
 HEAD_KEYS = frozenset({"schema", "seq", "ts", "t", "source", "agent_id", "kind"})
 
@@ -141,7 +141,7 @@ def render_section(lines: list[str]) -> list[str]:
     for line in lines:
         m = LOG_HEADING.match(line)
         if m:
-            out.append(f"{m.group(2)} {'log':<8} ## {m.group(3)}")
+            out.append(f"{m.group(2)} {'log':<8} ## {m.group(3) or ''}".rstrip())
         else:
             body.append(line)
     while body and not body[0].strip():
