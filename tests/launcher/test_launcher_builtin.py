@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from spd_mcp.common.events import read_events
 from spd_mcp.launcher import cli
 from spd_mcp.launcher.agents import builtin_read as rd
-from spd_mcp.common.events import read_events
 from spd_mcp.launcher.layout import InvestigationDir, read_json
 
 QUESTION = "How does the model choose between he and she?"

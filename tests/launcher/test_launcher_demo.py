@@ -10,7 +10,6 @@ import io
 import json
 import re
 import sqlite3
-from pathlib import Path
 
 import pytest
 

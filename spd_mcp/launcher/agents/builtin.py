@@ -208,7 +208,7 @@ class Protocol:
                              "prompts only")
         rows = "\n".join(f"| {r.get('layer')} | {r.get('d_in')} | {r.get('d_out')} | {r.get('C')} |"
                          for r in layers)
-        return (f"Model: {self.info.get('architecture')} ({self.info.get('run')}), "
+        return (f"Model: {self.info.get('architecture')}, run {self.info.get('run')}: "
                 f"{self.info.get('n_components_total')} components in {len(layers)} layers.\n\n"
                 f"| layer | d_in | d_out | C |\n| --- | --- | --- | --- |\n{rows}")
 
@@ -226,10 +226,9 @@ class Protocol:
         self.probes = prompts
         self.f.mechanisms = list(dict.fromkeys(str(p.get("mechanism") or "") for p in prompts))
         hypothesis = self.ctx.spec.hypothesis
-        mech, why = await rd.pick_behaviour(self.call, hypothesis, prompts) if hypothesis else (None, "")
-        if mech is not None:
-            why = f"{why} (in the task's hypothesis)"
-        else:
+        mech, why = (await rd.pick_behaviour(self.call, hypothesis, prompts, "task's hypothesis")
+                     if hypothesis else (None, ""))
+        if mech is None:
             mech, why = await rd.pick_behaviour(self.call, self.ctx.spec.question, prompts)
         self.f.mechanism, self.f.why = mech, why
         if mech is None:
@@ -340,7 +339,7 @@ class Protocol:
         return ("Each candidate measured on held-out probes of the behaviour (never the prompts it was found on) "
                 "and on the other behaviours' probes; a property holds when the lower end of its 95% interval "
                 "clears the bar.\n\n" + "\n\n".join(parts)
-                + f"\n\nThe strongest is the {self.f.best.name}.")
+                + f"\n\nThe strongest is {rd.the(self.f.best.name)}.")
 
     def best(self) -> Candidate:
         if self.f.best is None:
@@ -406,8 +405,9 @@ class Protocol:
             await self.call("record_hypothesis", {"hypothesis_id": hid, "statement": statement,
                                                   "status": status, "evidence": evidence})
             self.f.hypotheses.append({"id": hid, "status": status, "evidence": evidence, "statement": statement})
-            lines.append(f"- {hid}: **{status}**. {statement} ({'; '.join(evidence)})")
-        return "Hypotheses, each judged by a measurement:\n" + "\n".join(lines)
+            lines.append(f"{hid} **{status}**")
+        return ("Each hypothesis is recorded above with the measurement that judged it: "
+                + ", ".join(lines) + ".")
 
     async def graph_artifact(self) -> str:
         with_graph = [c for c in self.f.candidates if c.graph_id is not None]

@@ -48,24 +48,33 @@ def mechanism_scores(question: str, prompts: list[dict[str, Any]]) -> dict[str, 
     return {mech: len(terms & bag) for mech, bag in vocab.items()}
 
 
-def choose_mechanism(question: str, prompts: list[dict[str, Any]]) -> tuple[str | None, str]:
-    """The best matching mechanism and a sentence saying why (or that it fell back to the first)."""
+def choose_mechanism(question: str, prompts: list[dict[str, Any]],
+                     source: str = "question") -> tuple[str | None, str]:
+    """The best matching mechanism and a clause saying why (or why none matches); `source` names
+    what `question` is in that clause (the question, the task's hypothesis)."""
     if not prompts:
         return None, "the run ships no probe prompts"
     scores = mechanism_scores(question, prompts)
     order = list(dict.fromkeys(str(p.get("mechanism") or "") for p in prompts))
     best = max(order, key=lambda m: (scores[m], -order.index(m)))
     if scores[best] > 0:
-        return best, (f"mechanism '{best}' matches {scores[best]} word(s) of the question "
-                      f"(scores: {', '.join(f'{m}={scores[m]}' for m in order)})")
-    return None, (f"no behaviour's name or answers share a word with the question (available: "
-                  f"{', '.join(order)})")
+        n = scores[best]
+        return best, (f"its name and answers share {n} word{'s' if n != 1 else ''} with the {source}; "
+                      f"scores: {', '.join(f'{m}={scores[m]}' for m in order)}")
+    return None, (f"no behaviour's name or answers share a word with the {source}; available: "
+                  f"{', '.join(order)}")
 
 
-async def pick_behaviour(call: Any, question: str, prompts: list[dict[str, Any]]) -> tuple[str | None, str]:
+async def pick_behaviour(call: Any, question: str, prompts: list[dict[str, Any]],
+                         source: str = "question") -> tuple[str | None, str]:
     """The behaviour a question is about, or None with the reason; ``call(tool, args)`` reaches the server."""
     del call
-    return choose_mechanism(question, prompts)
+    return choose_mechanism(question, prompts, source)
+
+
+def the(name: str) -> str:
+    """A candidate's name after `the` (names that start with it keep theirs)."""
+    return name if name.lower().startswith("the ") else f"the {name}"
 
 
 def norm_token(token: str) -> str:
@@ -252,12 +261,12 @@ def answer_text(mechanism: str, source: str, comps: list[str], v: dict[str, Any]
     shown = ", ".join(comps[:12]) + (f" and {len(comps) - 12} more" if len(comps) > 12 else "")
     if held:
         said = "; ".join(_WORDS[h] for h in held)
-        head = f"For '{mechanism}', the {len(comps)} components of the {source} ({shown}) matter: {said}."
+        head = f"For '{mechanism}', the {len(comps)} components of {the(source)} ({shown}) matter: {said}."
     else:
-        head = (f"For '{mechanism}', no property of the {len(comps)} components of the {source} ({shown}) held on "
-                "held-out prompts.")
-    return f"{head} {property_evidence(v, 'necessity')}; {property_evidence(v, 'specificity')}; " \
-           f"{property_evidence(v, 'sufficiency')}."
+        head = (f"For '{mechanism}', no property of the {len(comps)} components of {the(source)} "
+                f"({shown}) held on held-out prompts.")
+    return (f"{head} Measured: {property_evidence(v, 'necessity')}; "
+            f"{property_evidence(v, 'specificity')}; {property_evidence(v, 'sufficiency')}.")
 
 
 def limitations(v: dict[str, Any], held: list[str]) -> list[str]:
