@@ -310,7 +310,7 @@ def _judge(numbers: dict[AblationRegime, RegimeNumbers], used: list[int], droppe
     if few:
         notes.append(f"only {n} usable examples (at least {cfg.min_examples} are needed for a verdict): inconclusive")
     pair: tuple[AblationRegime, AblationRegime] = ("deterministic", "stochastic")
-    both = [r for r in pair if r in numbers]
+    both: list[AblationRegime] = [r for r in pair if r in numbers]
     if len(both) < 2:
         notes.append("necessity and specificity need the deterministic and stochastic regimes: inconclusive")
     necessity = _combine([numbers[r].necessity.status(cfg.necessity_bar) for r in both]) if len(both) == 2 else "inconclusive"
