@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from spd_mcp.launcher.events import read_events
+from spd_mcp.common.events import read_events
 from spd_mcp.launcher.layout import read_json
 from spd_mcp.launcher.spec import Environment, LaunchRequest
 from spd_mcp.launcher.submit import submit_swarm

@@ -1,4 +1,5 @@
-"""Imports flow one way (ARCHITECTURE.md): launcher -> nothing of ours; server -> spd_core;
+"""Imports flow one way (ARCHITECTURE.md): launcher -> nothing of ours but spd_mcp.common;
+server -> spd_core and spd_mcp.common; spd_mcp.common -> the standard library;
 spd_core -> torch/einops/transformers only. Nothing imports tests."""
 
 import ast
@@ -10,6 +11,9 @@ FORBIDDEN = {
     "spd_core": {"mcp", "submitit", "spd_mcp", "anthropic", "tests"},
     "spd_mcp/server": {"submitit", "spd_mcp.launcher", "tests"},
     "spd_mcp/launcher": {"torch", "spd_core", "spd_mcp.server", "transformers", "einops", "tests"},
+    # what both sides share: the standard library only
+    "spd_mcp/common": {"torch", "spd_core", "spd_mcp.server", "spd_mcp.launcher", "mcp", "submitit",
+                       "transformers", "einops", "pydantic", "anyio", "tests"},
 }
 
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import anyio
 
+from spd_mcp.common.events import EventLog
 from spd_mcp.launcher import mcp_link
-from spd_mcp.launcher.events import EventLog
 from spd_mcp.launcher.layout import now_iso, write_json_atomic
 from spd_mcp.launcher.retest import Recorder, Retest, all_probe_prompts, retest_claim
 from spd_mcp.launcher.server_proc import (
@@ -93,7 +93,8 @@ def run_aggregate(spec: SwarmSpec, job_id: str) -> dict[str, Any]:
     sd = SwarmDir(Path(spec.swarm_dir))
     sd.aggregate.mkdir(parents=True, exist_ok=True)
     sd.tool_calls.unlink(missing_ok=True)  # a re-run measures afresh
-    events = EventLog(sd.aggregate / "events.jsonl", f"{spec.swarm_id}-aggregate")
+    events = EventLog(sd.aggregate / "events.jsonl", f"{spec.swarm_id}-aggregate",
+                      source="launcher")
     record_swarm(sd, status="aggregating", job_ids={"aggregate": job_id})
     t0 = time.monotonic()
     tasks = [read_task(t, sd.submitit) for t in spec.tasks]
@@ -137,4 +138,5 @@ def run_aggregate(spec: SwarmSpec, job_id: str) -> dict[str, Any]:
                "error": error, "elapsed_s": round(time.monotonic() - t0, 2)}
     record_swarm(sd, status=status, finished=now_iso(), outcome=outcome)
     events.emit("aggregate_finished", **outcome)
+    events.close()
     return outcome

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from spd_mcp.launcher.sandbox import SandboxPaths, claude_env
 from spd_mcp.launcher.spec import Environment
+from spd_mcp.launcher.stream import cut
 
 CLAUDE_BIN_ENV = "SPD_CLAUDE_BIN"
 AUTH_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
@@ -59,9 +61,18 @@ def slurm_answers(timeout_s: float = 15.0) -> tuple[bool, str]:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"sinfo failed: {type(exc).__name__}"
     if proc.returncode != 0:
-        return False, f"sinfo rc {proc.returncode}: {proc.stderr.strip()[:200]}"
+        return False, f"sinfo rc {proc.returncode}: {last_error(proc.stderr)}"
     parts = ",".join(proc.stdout.split())
     return True, f"partitions {parts or '(none listed)'}"
+
+
+def last_error(stderr: str, limit: int = 100) -> str:
+    """A failing SLURM client's last message on one short line (its stderr runs to several lines,
+    each `sinfo: error: ...`; the last, often `fatal`, says what went wrong)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if not lines:
+        return "no message"
+    return cut(re.sub(r"^\w+: (error|fatal): ", "", lines[-1]), limit)
 
 
 def probe(agent_choice: str, executor_choice: str) -> Environment:

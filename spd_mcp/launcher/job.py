@@ -19,9 +19,9 @@ from typing import Any
 
 import anyio
 
+from spd_mcp.common.events import EventLog
 from spd_mcp.launcher import mcp_link
 from spd_mcp.launcher.agents import AgentContext, AgentResult, TranscriptWriter, run_agent
-from spd_mcp.launcher.events import EventLog
 from spd_mcp.launcher.layout import (
     InvestigationDir,
     init_metadata,
@@ -101,7 +101,7 @@ def run_job(spec: JobSpec, job_id: str) -> dict[str, Any]:
         attempts=m.get("attempts", 0) + 1, status="running", started=now_iso()))
     record_job_id(inv, job_id)
     resumed = meta["attempts"] > 1
-    events = EventLog(inv.events, spec.inv_id)
+    events = EventLog(inv.events, spec.inv_id, source="launcher")
     events.emit("job_resumed" if resumed else "job_started", job_id=job_id, attempt=meta["attempts"],
                 agent=spec.agent, executor=spec.executor, pid=os.getpid(), host=socket.gethostname())
     t0 = time.monotonic()
@@ -169,6 +169,7 @@ def run_job(spec: JobSpec, job_id: str) -> dict[str, Any]:
     # metadata first: a follower that sees job_finished reads the outcome from metadata.json
     update_json(inv.metadata, lambda m: m.update(status=status, finished=now_iso(), outcome=outcome))
     events.emit("job_finished", **outcome)
+    events.close()
     return outcome
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
-from spd_mcp.launcher.events import EventLog
+from spd_mcp.common.events import EventLog
 from spd_mcp.launcher.layout import InvestigationDir, now_iso, read_json, update_json
 
 # What an investigation's status becomes when SLURM reports its job in one of these states.
@@ -64,7 +64,8 @@ def reconcile(inv: InvestigationDir) -> str | None:
     update_json(inv.metadata, mark)
     if not changed:
         return None
-    EventLog(inv.events, str(meta.get("inv_id", inv.root.name))).emit(
-        "job_cancelled" if status == "cancelled" else "job_ended_by_scheduler", job_id=job_id,
-        slurm_state=state, note="recorded from sacct: the job was stopped before its own records were written")
+    with EventLog(inv.events, str(meta.get("inv_id", inv.root.name)), source="launcher") as log:
+        log.emit("job_cancelled" if status == "cancelled" else "job_ended_by_scheduler",
+                 job_id=job_id, slurm_state=state,
+                 note="recorded from sacct: the job was stopped before it wrote its own records")
     return status

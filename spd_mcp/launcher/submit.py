@@ -17,7 +17,7 @@ from typing import Any
 import submitit
 from submitit.helpers import DelayedSubmission
 
-from spd_mcp.launcher.events import EventLog
+from spd_mcp.common.events import EventLog
 from spd_mcp.launcher.layout import InvestigationDir, init_metadata, record_job_id
 from spd_mcp.launcher.spec import LOCAL_TIMEOUT_MIN, JobSpec, SlurmResources
 from spd_mcp.launcher.swarm import SwarmDir, SwarmSpec, init_swarm_dir, record_swarm
@@ -42,8 +42,10 @@ class InvestigationJob(submitit.helpers.Checkpointable):
         from spd_mcp.launcher.job import PREEMPTED
 
         PREEMPTED.set()
-        EventLog(InvestigationDir(Path(self.spec.inv_dir)).events, self.spec.inv_id).emit(
-            "checkpoint", note="preempted or timed out: requeued, will resume in this directory")
+        events = InvestigationDir(Path(self.spec.inv_dir)).events
+        with EventLog(events, self.spec.inv_id, source="launcher") as log:
+            log.emit("checkpoint",
+                     note="preempted or timed out: requeued, will resume in this directory")
         return DelayedSubmission(InvestigationJob(self.spec))
 
 

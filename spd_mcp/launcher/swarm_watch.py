@@ -8,17 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from spd_mcp.launcher.events import read_events
+from spd_mcp.common.events import EventTail, read_events
 from spd_mcp.launcher.layout import InvestigationDir, now_iso, read_json, update_json
 from spd_mcp.launcher.scheduler_state import ended_status, reconcile, sacct_state
+from spd_mcp.launcher.stream import cut, event_line
 from spd_mcp.launcher.swarm import SwarmDir
-from spd_mcp.launcher.watch import format_event, match_dir
+from spd_mcp.launcher.watch import match_dir
 
 SWARM_DONE = frozenset({"completed", "failed"})
-
-
-def one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 def find_swarm(ref: str, out_root: Path) -> SwarmDir | None:
@@ -34,7 +31,7 @@ def list_swarms(out_root: Path) -> list[dict[str, Any]]:
         if meta:
             rows.append({"id": d.name, "status": meta.get("status", "?"), "tasks": len(meta.get("tasks", [])),
                          "executor": meta.get("executor"),
-                         "question": " ".join(meta.get("question", "").split())[:70]})
+                         "question": cut(meta.get("question", ""), 70)})
     return rows
 
 
@@ -63,8 +60,8 @@ def task_rows(sd: SwarmDir) -> list[dict[str, Any]]:
         reconcile(inv)
         meta = read_json(inv.metadata)
         events = read_events(inv.events)
-        steps = [e for e in events if e.get("kind") == "protocol_step" and e.get("step") != "log"]
-        tool_calls = sum(1 for e in events if e.get("type") == "tool_call")
+        steps = [e for e in events if e["kind"] == "protocol_step" and e.get("step") != "log"]
+        tool_calls = sum(1 for e in events if e["source"] == "server" and e["kind"] == "tool_call")
         rows.append({"index": t["index"], "inv_id": t["inv_id"], "status": meta.get("status", "?"),
                      "job_ids": meta.get("job_ids", []), "strategy": t.get("strategy"),
                      "hypothesis": t.get("hypothesis"), "tool_calls": tool_calls,
@@ -77,13 +74,13 @@ def swarm_status_text(sd: SwarmDir) -> str:
     reconcile_aggregate(sd)
     meta = read_json(sd.meta)
     lines = [f"swarm {sd.root.name}: {meta.get('status', '?')}",
-             f"  question: {' '.join(meta.get('question', '').split())[:200]}",
+             f"  question: {cut(meta.get('question', ''), 200)}",
              f"  {len(meta.get('tasks', []))} tasks ({meta.get('source')}), agent {meta.get('agent')}, "
              f"executor {meta.get('executor')}, {meta.get('parallelism')} at once, job ids {meta.get('job_ids', {})}",
              f"  directory: {sd.root}", "  tasks:"]
     for r in task_rows(sd):
         what = r["hypothesis"] or r["strategy"]
-        err = f"  error: {one_line(r['error'])[:160]}" if r["error"] else ""
+        err = f"  error: {cut(r['error'], 160)}" if r["error"] else ""
         lines.append(f"    t{r['index']:02d} {r['inv_id']}  {r['status']:<12} jobs {r['job_ids']} "
                      f"calls {r['tool_calls']:<3} last step {r['last_step'] or '-'}  [{what}]{err}")
     outcome = meta.get("outcome")
@@ -105,19 +102,17 @@ def follow_swarm(sd: SwarmDir, out: TextIO, poll_s: float = 1.0, timeout_s: floa
                  job_done: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Print each task's status changes and the aggregation's events until the swarm ends; its outcome."""
     seen: dict[int, str] = {}
-    n_agg = 0
+    agg = EventTail(sd.aggregate / "events.jsonl")
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         for r in task_rows(sd):
             if seen.get(r["index"]) != r["status"]:
                 seen[r["index"]] = r["status"]
                 out.write(f"t{r['index']:02d} {r['inv_id']}: {r['status']}"
-                          + (f" ({one_line(r['error'])[:300]})" if r["error"] else "") + "\n")
-        agg = read_events(sd.aggregate / "events.jsonl")
-        for e in agg[n_agg:]:
-            if e.get("source") == "launcher":
-                out.write("aggregate " + format_event(e) + "\n")
-        n_agg = len(agg)
+                          + (f" ({cut(r['error'], 300)})" if r["error"] else "") + "\n")
+        for e in agg.read():
+            if e["source"] == "launcher":
+                out.write("aggregate " + event_line(e) + "\n")
         out.flush()
         reconcile_aggregate(sd)
         meta = read_json(sd.meta)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from spd_mcp.launcher.events import read_events
+from spd_mcp.common.events import EventTail, read_events
 from spd_mcp.launcher.layout import InvestigationDir, read_json
 from spd_mcp.launcher.scheduler_state import FINAL_STATUSES, reconcile
+from spd_mcp.launcher.stream import Stream, cut, event_line
 
 DONE = FINAL_STATUSES
 
@@ -48,14 +48,8 @@ def list_investigations(out_root: Path) -> list[dict[str, Any]]:
         if meta:
             rows.append({"id": d.name, "status": meta.get("status", "?"), "agent": meta.get("agent"),
                          "executor": meta.get("executor"), "created": meta.get("created"),
-                         "question": " ".join(meta.get("question", "").split())[:70]})
+                         "question": cut(meta.get("question", ""), 70)})
     return rows
-
-
-def format_event(e: dict[str, Any]) -> str:
-    skip = {"schema", "seq", "ts", "t", "agent_id", "source", "kind"}
-    fields = " ".join(f"{k}={json.dumps(v, default=str)[:80]}" for k, v in e.items() if k not in skip)
-    return f"[{str(e.get('ts', ''))[11:19]}] {e.get('source', '?')}:{e.get('kind', '?')} {fields}".rstrip()
 
 
 def status_text(inv: InvestigationDir, last_events: int = 8) -> str:
@@ -63,9 +57,9 @@ def status_text(inv: InvestigationDir, last_events: int = 8) -> str:
     meta = read_json(inv.metadata)
     summary = read_json(inv.summary)
     lines = [f"investigation {inv.root.name}: {meta.get('status', '?')}",
-             f"  question: {' '.join(meta.get('question', '').split())[:200]}",
+             f"  question: {cut(meta.get('question', ''), 200)}",
              f"  agent: {meta.get('agent')} ({meta.get('agent_reason', '')}), model {meta.get('model')}",
-             f"  executor: {meta.get('executor')} ({meta.get('executor_reason', '')}), "
+             f"  executor: {meta.get('executor')} ({cut(meta.get('executor_reason', ''), 120)}), "
              f"job ids {meta.get('job_ids', [])}, attempts {meta.get('attempts', 0)}",
              f"  directory: {inv.root}"]
     if meta.get("outcome"):
@@ -77,7 +71,7 @@ def status_text(inv: InvestigationDir, last_events: int = 8) -> str:
     events = read_events(inv.events)[-last_events:]
     if events:
         lines.append("  last events:")
-        lines += ["    " + format_event(e) for e in events]
+        lines += ["    " + event_line(e) for e in events]
     return "\n".join(lines)
 
 
@@ -93,48 +87,33 @@ def report_text(inv: InvestigationDir) -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
-class _Tail:
-    """New complete lines of a growing file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.pos, self.buf = path, 0, ""
-
-    def read(self) -> list[str]:
-        if not self.path.exists():
-            return []
-        with self.path.open() as f:
-            f.seek(self.pos)
-            chunk = f.read()
-            self.pos = f.tell()
-        self.buf += chunk
-        *lines, self.buf = self.buf.split("\n")
-        return lines
+def is_job_end(e: dict[str, Any]) -> bool:
+    return e.get("source") == "launcher" and e.get("kind") == "job_finished"
 
 
 def follow(inv: InvestigationDir, out: TextIO, poll_s: float = 0.5, timeout_s: float | None = None,
            job_done: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Print the research log and events as they grow until the job finishes; its outcome."""
-    log, events = _Tail(inv.research_log), _Tail(inv.events)
+    """Print the stream (stream.py) of events and research log until the job ends; its outcome."""
+    events, stream = EventTail(inv.events), Stream(inv.research_log)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
-        for line in log.read():
-            out.write(f"log | {line}\n")
         finished = False
-        for line in events.read():
-            try:
-                e = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            out.write(format_event(e) + "\n")
-            finished |= e.get("kind") == "job_finished"
+        for e in events.read():
+            for line in stream.lines(e):
+                out.write(line + "\n")
+            finished |= is_job_end(e)
         out.flush()
         status = read_json(inv.metadata).get("status")
         ended = job_done is not None and job_done()
         if ended and not finished:
             status = reconcile(inv) or status
         if finished or status in DONE or ended:
-            for line in log.read():
-                out.write(f"log | {line}\n")
+            for e in events.read():
+                for line in stream.lines(e):
+                    out.write(line + "\n")
+            for line in stream.finish():
+                out.write(line + "\n")
+            out.flush()
             return read_json(inv.metadata).get("outcome", {})
         if deadline is not None and time.monotonic() > deadline:
             return {}

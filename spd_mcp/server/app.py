@@ -10,10 +10,10 @@ import torch
 from mcp.server.mcpserver import MCPServer
 
 from spd_core.analysis.overlay import check_edit
+from spd_mcp.common.events import EventLog
 from spd_mcp.server.call_log import log_tool_calls
 from spd_mcp.server.device import DeviceWorker, Job
 from spd_mcp.server.edits import EditEntry, edit_from_bytes
-from spd_mcp.server.events import EventLog
 from spd_mcp.server.state import AppState, ServedRun, ServerConfig, load_served_run
 from spd_mcp.server.store import Store
 from spd_mcp.server.tooling import ToolSpec, build_tool
@@ -50,7 +50,8 @@ def _prepare_run(config: ServerConfig, run: ServedRun | None) -> ServedRun:
 
 async def open_state(config: ServerConfig, run: ServedRun | None) -> AppState:
     workspace = Workspace(config.workspace) if config.workspace is not None else None
-    events = EventLog(workspace.path(EVENTS) if workspace else None, config.agent_id)
+    events_path = workspace.path(EVENTS) if workspace else None
+    events = EventLog(events_path, config.agent_id, source="server")
     store = await Store.open(workspace.path(STORE) if workspace else None)
     device = DeviceWorker(short_wait_s=config.short_wait_s)
     try:
@@ -70,7 +71,7 @@ async def open_state(config: ServerConfig, run: ServedRun | None) -> AppState:
     await reload_edits(state)
     await state.run_io(
         functools.partial(
-            events.write, "server_start", run=served.name, transport=config.transport,
+            events.emit, "server_start", run=served.name, transport=config.transport,
             device=state.device_name, layers=len(served.model.layers), edits=state.edits.ids(),
         )
     )
@@ -114,7 +115,7 @@ async def reload_edits(state: AppState) -> None:
 async def _job_finished(state: AppState, job: Job) -> None:
     await state.run_io(
         functools.partial(
-            state.events.write, "job_finished", job_id=job.id, tool=job.tool, status=job.status,
+            state.events.emit, "job_finished", job_id=job.id, tool=job.tool, status=job.status,
             duration_s=round(job.elapsed_s(), 3), error=job.error,
         )
     )
@@ -125,7 +126,8 @@ async def _job_finished(state: AppState, job: Job) -> None:
 async def close_state(state: AppState) -> None:
     await state.device.shutdown()
     try:
-        await state.run_io(functools.partial(state.events.write, "server_stop", calls=dict(state.calls)))
+        stop = functools.partial(state.events.emit, "server_stop", calls=dict(state.calls))
+        await state.run_io(stop)
     finally:
         state.events.close()
         state.io.shutdown(wait=True)

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from spd_core.model import ComponentModel
+from spd_mcp.common.events import EventLog
 from spd_mcp.server.config import ServerConfig
 from spd_mcp.server.device import DeviceWorker
 from spd_mcp.server.edits import EditRegistry
-from spd_mcp.server.events import EventLog
 from spd_mcp.server.store import Store
 from spd_mcp.server.tokens import TokenizerView
 from spd_mcp.server.workspace import Workspace

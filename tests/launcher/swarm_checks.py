@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from spd_mcp.launcher.events import read_events
+from spd_mcp.common.events import read_events
 from spd_mcp.launcher.swarm import SwarmDir
 
 
@@ -64,13 +64,13 @@ def check_numbers_are_measured(sd: SwarmDir) -> dict[str, Any]:
             for shown in (repr(value), f"{value:.6f}"):
                 assert shown not in agent_text, f"{claim['claim_id']} {key} {shown} is in the agent's text"
         agent_ablations = [e for e in read_events(Path(_inv_dir(summary, claim)) / "events.jsonl")
-                           if e.get("type") == "tool_call" and e.get("tool") == "ablate"]
+                           if e.get("kind") == "tool_call" and e.get("tool") == "ablate"]
         assert len(claim["measurements"]) > len(agent_ablations), "the re-test measured more than the agent"
     effects = [c["scores"]["verified_effect"] for c in summary["claims"]]
     assert effects == sorted(effects, reverse=True), "claims are ranked by verified effect"
     # the server of the aggregation logged the same ablate calls (a second record, written by the server)
     server_calls = [e for e in read_events(sd.aggregate / "events.jsonl")
-                    if e.get("type") == "tool_call" and e.get("tool") == "ablate"]
+                    if e.get("kind") == "tool_call" and e.get("tool") == "ablate"]
     recorded = [c for c in calls.values() if c["tool"] == "ablate"]
     assert all(e["outcome"] == "ok" for e in server_calls)
     key = lambda a: (a["text"], a["mode"], tuple(a["components"]))  # noqa: E731

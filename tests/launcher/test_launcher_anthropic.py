@@ -7,9 +7,9 @@ from pathlib import Path
 
 from support.fake_messages_api import FakeMessagesAPI, ToolCall, Turn
 
+from spd_mcp.common.events import EventLog, read_events
 from spd_mcp.launcher.agents import AgentContext, AgentResult, TranscriptWriter
 from spd_mcp.launcher.agents.anthropic_api import run_anthropic_api, usage_cost
-from spd_mcp.launcher.events import EventLog, read_events
 from spd_mcp.launcher.layout import InvestigationDir
 from tests.launcher.launcher_support import make_spec
 
@@ -26,7 +26,8 @@ def _run(tmp_path: Path, standin, script: list[Turn], **spec_kw) -> tuple[AgentR
         transcript = TranscriptWriter(inv.transcript)
         ctx = AgentContext(spec=spec, inv=inv, url=server.url, token=server.token, tools=tools,
                            system_prompt="SYSTEM PROMPT", kickoff="Begin.",
-                           events=EventLog(inv.events, spec.inv_id), transcript=transcript)
+                           events=EventLog(inv.events, spec.inv_id, source="launcher"),
+                           transcript=transcript)
         try:
             result = run_anthropic_api(ctx, backoff_base_s=0.01)
         finally:

@@ -14,9 +14,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from spd_mcp.common.events import read_events
 from spd_mcp.launcher import cli
 from spd_mcp.launcher.agents import builtin_read as rd
-from spd_mcp.launcher.events import read_events
 from spd_mcp.launcher.layout import InvestigationDir, read_json
 
 QUESTION = "How does the model choose between he and she?"
@@ -109,7 +109,7 @@ def test_builtin_investigation_through_the_cli_on_the_real_server(tiny_lm_run: P
 
     log = inv.research_log.read_text()
     assert "No language model was used" in log and "The question is about 'gendered_pronoun'" in log
-    server_calls = [e for e in events if e.get("type") == "tool_call"]
+    server_calls = [e for e in events if e.get("kind") == "tool_call"]
     assert all(e["outcome"] == "ok" for e in server_calls), [e for e in server_calls if e["outcome"] != "ok"]
     hyps = {h["id"]: h for h in map(json.loads, (inv.root / "hypotheses.jsonl").read_text().splitlines())}
     gendered = [p for p in PROMPTS_OF_RUN() if p["mechanism"] == "gendered_pronoun"][:8]

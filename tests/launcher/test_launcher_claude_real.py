@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from support.fake_messages_api import FakeMessagesAPI, ToolCall, Turn
 
+from spd_mcp.common.events import read_events
 from spd_mcp.launcher.detect import claude_auth, find_claude
-from spd_mcp.launcher.events import read_events
 from spd_mcp.launcher.job import run_job
 from spd_mcp.launcher.layout import InvestigationDir, read_json
 from tests.launcher.launcher_support import make_spec

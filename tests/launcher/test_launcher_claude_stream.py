@@ -12,9 +12,9 @@ import copy
 import json
 from pathlib import Path
 
+from spd_mcp.common.events import EventLog, read_events
 from spd_mcp.launcher.agents import AgentContext, TranscriptWriter
 from spd_mcp.launcher.agents.claude_code import analyze_stream, check_init, result_from_stream
-from spd_mcp.launcher.events import EventLog, read_events
 from spd_mcp.launcher.layout import InvestigationDir
 from tests.launcher.launcher_support import make_spec
 
@@ -54,7 +54,8 @@ def _ctx(tmp_path: Path) -> AgentContext:
     inv = InvestigationDir(tmp_path)
     spec = make_spec(tmp_path / "runs", agent="claude_code", claude_bin="/bin/true")
     return AgentContext(spec=spec, inv=inv, url="http://127.0.0.1:1/mcp", token="t", tools=[],
-                        system_prompt="", kickoff="", events=EventLog(inv.events, spec.inv_id),
+                        system_prompt="", kickoff="",
+                        events=EventLog(inv.events, spec.inv_id, source="launcher"),
                         transcript=TranscriptWriter(inv.transcript))
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from spd_mcp.launcher.events import SCHEMA_VERSION, EventLog, read_events
+from spd_mcp.common.events import SCHEMA_VERSION, EventLog, read_events
 
 
 def _write_many(path: str, who: str, n: int) -> None:
-    log = EventLog(Path(path), who)
+    log = EventLog(Path(path), who, source="launcher")
     for i in range(n):
         log.emit("tool_error", tool_name=who, i=i)
 
@@ -35,13 +35,13 @@ def test_concurrent_writers_get_unique_seq(tmp_path: Path) -> None:
 
 
 def test_unknown_kind_and_torn_line(tmp_path: Path) -> None:
-    log = EventLog(tmp_path / "events.jsonl", "a")
-    with pytest.raises(AssertionError, match="unknown launcher event kind"):
+    log = EventLog(tmp_path / "events.jsonl", "a", source="launcher")
+    with pytest.raises(ValueError, match="unknown launcher event kind"):
         log.emit("made_up")
     log.emit("job_started")
     with (tmp_path / "events.jsonl").open("a") as f:
         f.write('{"seq": 2, "kind": "tor')
     assert [e["kind"] for e in read_events(tmp_path / "events.jsonl")] == ["job_started"]
-    log.emit("job_finished")  # lands on its own line after the torn one
+    log.emit("job_finished")  # the torn line (never acknowledged) is cut; its seq is taken again
     assert [(e["seq"], e["kind"]) for e in read_events(tmp_path / "events.jsonl")] == [
-        (1, "job_started"), (3, "job_finished")]
+        (1, "job_started"), (2, "job_finished")]

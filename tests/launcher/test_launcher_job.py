@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from support.fake_messages_api import FakeMessagesAPI, ToolCall, Turn
 
+from spd_mcp.common.events import read_events
 from spd_mcp.launcher import cli
-from spd_mcp.launcher.events import read_events
 from spd_mcp.launcher.job import run_job
 from spd_mcp.launcher.layout import InvestigationDir, read_json
+from spd_mcp.launcher.stream import BODY
 from spd_mcp.launcher.submit import submit
 from spd_mcp.launcher.watch import follow, list_investigations, report_text, status_text
 from tests.launcher.launcher_support import STANDIN, make_spec
@@ -49,7 +50,8 @@ def test_cli_launches_a_local_job_and_follows_it(tmp_path: Path, api_env, capsys
     printed = capsys.readouterr().out
     assert rc == 0, printed
     assert "agent: anthropic_api (requested)" in printed and "executor: local (requested)" in printed
-    assert "log | Plan: sanity checks." in printed and "launcher:job_finished" in printed
+    # the stream (stream.py): the research log's text whole, then every event in one format
+    assert f"{BODY}Plan: sanity checks." in printed and " launcher job_finished " in printed
     assert "# He or she" in printed  # the report printed at the end
     (inv_dir,) = runs.iterdir()
     inv = InvestigationDir(inv_dir)
@@ -94,7 +96,7 @@ def test_cli_launches_a_local_job_and_follows_it(tmp_path: Path, api_env, capsys
             pass
 
     assert follow(inv, Out(), poll_s=0.05, timeout_s=10)["ok"] is True
-    assert "log | Plan: sanity checks." in Out.text and "launcher:job_finished" in Out.text
+    assert f"{BODY}Plan: sanity checks." in Out.text and " launcher job_finished " in Out.text
     for cmd in (["list"], ["status", spec.inv_id[-6:]], ["report", "latest"]):
         assert cli.main([*cmd, "--out", str(runs)]) == 0
     shown = capsys.readouterr().out

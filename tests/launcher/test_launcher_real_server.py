@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from support.fake_messages_api import FakeMessagesAPI, ToolCall, Turn
 
-from spd_mcp.launcher.events import read_events
+from spd_mcp.common.events import read_events
 from spd_mcp.launcher.job import run_job
 from spd_mcp.launcher.layout import InvestigationDir, read_json
 from tests.launcher.launcher_support import make_spec
@@ -47,7 +47,7 @@ def top1_by_torch(run_dir: Path, text: str) -> str:
 
 
 def server_calls(inv: InvestigationDir) -> list[dict]:
-    return [e for e in read_events(inv.events) if e.get("type") == "tool_call"]
+    return [e for e in read_events(inv.events) if e.get("kind") == "tool_call"]
 
 
 def test_real_claude_uses_our_tools_on_the_real_server_and_nothing_else(

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from spd_mcp.common.events import read_events
 from spd_mcp.launcher import cli
 from spd_mcp.launcher.detect import slurm_answers
-from spd_mcp.launcher.events import read_events
 from spd_mcp.launcher.layout import InvestigationDir, read_json
 from spd_mcp.launcher.spec import Environment, LaunchRequest, SlurmResources, resolve
 from spd_mcp.launcher.submit import submit

@@ -156,3 +156,39 @@ def test_run_path_without_run_json(tmp_path: Path, capsys: pytest.CaptureFixture
                    "--out", str(tmp_path / "runs")])
     assert rc == 2 and "no run.json" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+# What sinfo prints on a machine with SLURM's clients installed but no cluster configured.
+SINFO_UNCONFIGURED = """sinfo: error: resolve_ctls_from_dns_srv: res_nsearch error: Unknown host
+sinfo: error: fetch_config: DNS SRV lookup failed
+sinfo: error: _establish_config_source: failed to fetch config
+sinfo: fatal: Could not establish a configuration source
+"""
+
+
+def test_a_slurm_that_does_not_answer_is_one_short_line(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from spd_mcp.launcher.detect import probe
+    from spd_mcp.launcher.layout import InvestigationDir, write_json_atomic
+    from spd_mcp.launcher.watch import status_text
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sinfo").write_text(f"#!/bin/sh\ncat >&2 <<'END'\n{SINFO_UNCONFIGURED}END\nexit 1\n")
+    for tool in ("sbatch", "sinfo"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    env = probe("builtin", "auto")
+    assert not env.slurm_available
+    assert env.slurm_note == "sinfo rc 1: Could not establish a configuration source"
+    executor, reason = choose_executor("auto", False, env)
+    assert executor == "local" and "\n" not in reason and len(reason) <= 120, reason
+    # a directory written before this fix (the whole stderr in its reason) still shows one line
+    inv = InvestigationDir(tmp_path / "inv-old")
+    inv.root.mkdir()
+    old_reason = f"no SLURM here (sinfo rc 1: {SINFO_UNCONFIGURED})"
+    write_json_atomic(inv.metadata, {"status": "completed", "executor": "local",
+                                     "executor_reason": old_reason})
+    executor_line = next(line for line in status_text(inv).splitlines() if "executor:" in line)
+    assert executor_line.endswith("job ids [], attempts 0") and "…" in executor_line

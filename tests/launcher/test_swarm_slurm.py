@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from spd_mcp.common.events import read_events
 from spd_mcp.launcher import cli
 from spd_mcp.launcher.detect import slurm_answers
-from spd_mcp.launcher.events import read_events
 from spd_mcp.launcher.layout import read_json
 from spd_mcp.launcher.spec import Environment, LaunchRequest, SlurmResources
 from spd_mcp.launcher.submit import submit_swarm

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from spd_mcp.server.events import MAX_INLINE_ARGS_BYTES, EventLog, read_events
+from spd_mcp.common.events import SCHEMA_VERSION, EventLog, read_events
+from spd_mcp.server.events import MAX_INLINE_ARGS_BYTES
 from tests.server.helpers import err, make_server, ok
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,12 +28,14 @@ async def test_every_tool_call_is_an_event(lm, tmp_path: Path) -> None:
         await err(c, "no_such_tool", {})
     events = read_events(tmp_path / "events.jsonl")
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    assert events[0]["type"] == "server_start" and events[-1]["type"] == "server_stop"
-    calls = [e for e in events if e["type"] == "tool_call"]
+    assert events[0]["kind"] == "server_start" and events[-1]["kind"] == "server_stop"
+    calls = [e for e in events if e["kind"] == "tool_call"]
     assert [(e["tool"], e["outcome"]) for e in calls] == [
         ("run_prompt", "ok"), ("run_prompt", "error"), ("run_prompt", "error"), ("no_such_tool", "error")]
     for e in events:
-        assert e["v"] == 1 and e["agent"] == "agent-7" and e["ts"].endswith("+00:00") and e["t_unix"] > 0
+        assert e["schema"] == SCHEMA_VERSION and e["source"] == "server"
+        assert e["agent_id"] == "agent-7"
+        assert e["ts"].endswith("+00:00") and e["t"] > 0
     assert calls[0]["args"] == {"text": "the cat"} and calls[0]["duration_ms"] > 0 and calls[0]["error"] is None
     assert "args" not in calls[1] and len(calls[1]["args_sha256"]) == 64 and calls[1]["args_bytes"] > MAX_INLINE_ARGS_BYTES
     assert "at most 64" in calls[1]["error"] and "top_k" in calls[2]["error"] and "Unknown tool" in calls[3]["error"]
@@ -40,14 +43,14 @@ async def test_every_tool_call_is_an_event(lm, tmp_path: Path) -> None:
 
 def test_sequence_continues_after_restart(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
-    log = EventLog(path, "a")
-    log.write("x")
-    log.write("y")
+    log = EventLog(path, "a", source="server")
+    log.emit("server_start")
+    log.emit("tool_call")
     log.close()
     with path.open("ab") as f:
-        f.write(b'{"v": 1, "seq": 3, "torn')  # a crash mid-line
-    log = EventLog(path, "a")
-    assert log.write("z")["seq"] == 3
+        f.write(b'{"schema": 2, "seq": 3, "torn')  # a crash mid-line
+    log = EventLog(path, "a", source="server")
+    assert log.emit("server_stop")["seq"] == 3
     log.close()
     assert [e["seq"] for e in read_events(path)] == [1, 2, 3]
 
@@ -55,12 +58,12 @@ def test_sequence_continues_after_restart(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from pathlib import Path
-from spd_mcp.server.events import EventLog
-log = EventLog(Path(sys.argv[1]), "stress")
+from spd_mcp.common.events import EventLog
+log = EventLog(Path(sys.argv[1]), "stress", source="server")
 payload = {"text": "x" * 1500, "list": list(range(50))}
 i = 0
 while True:
-    ev = log.write("tool_call", tool="run_prompt", args=payload, i=i)
+    ev = log.emit("tool_call", tool="run_prompt", args=payload, i=i)
     print(ev["seq"], flush=True)
     i += 1
 """

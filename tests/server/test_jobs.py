@@ -8,7 +8,7 @@ import pytest
 from mcp import Client
 
 import spd_mcp.server.tools.model as model_tools
-from spd_mcp.server.events import read_events
+from spd_mcp.common.events import read_events
 from tests.server import helpers
 from tests.server.helpers import err, make_server, ok
 
@@ -46,9 +46,9 @@ async def test_long_tool_becomes_a_job_then_get_job_and_cancel(lm, tmp_path: Pat
         assert "recent jobs: " in await err(c, "cancel_job", {"job_id": "nope"})
         assert "wait_s" in await err(c, "get_job", {"job_id": view["job_id"], "wait_s": 31})
     events = read_events(tmp_path / "events.jsonl")
-    calls = [e for e in events if e["type"] == "tool_call" and e["tool"] == "sleep_job"]
+    calls = [e for e in events if e["kind"] == "tool_call" and e["tool"] == "sleep_job"]
     assert all(e.get("job_id") for e in calls)
-    finished = {e["job_id"]: e["status"] for e in events if e["type"] == "job_finished"}
+    finished = {e["job_id"]: e["status"] for e in events if e["kind"] == "job_finished"}
     assert finished == {view["job_id"]: "done", long["job_id"]: "cancelled"}
 
 

@@ -79,7 +79,8 @@ def test_inspector_cli_lists_and_calls_tools_over_http_with_the_token(
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
     assert json.loads(called["content"][0]["text"])["tokens"] == result["tokens"]
     calls = [json.loads(line) for line in (served.workspace / "events.jsonl").read_text().splitlines()]
-    assert any(e.get("type") == "tool_call" and e.get("tool") == "run_prompt" and e.get("outcome") == "ok"
+    assert any(e.get("kind") == "tool_call" and e.get("tool") == "run_prompt"
+               and e.get("outcome") == "ok"
                for e in calls)
 
 

@@ -18,7 +18,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from spd_mcp.server.events import read_events
+from spd_mcp.common.events import read_events
 from tests.server.helpers import err, make_server, ok
 from tests.server.test_tools_records import store_graph
 
@@ -134,7 +134,7 @@ async def test_same_calls_over_memory_stdio_and_http(lm, tmp_path: Path, http_se
         async with client as c:
             results[name] = await exercise(c, gid)
         events = read_events(ws / "events.jsonl")
-        assert sum(e["type"] == "tool_call" for e in events) == 24
+        assert sum(e["kind"] == "tool_call" for e in events) == 24
         assert (ws / "artifacts" / f"graph_{gid}.svg").exists() and (ws / "research_log.md").exists()
     server, ws, gid = http_server
     async with server.client() as c:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spd_mcp.launcher.events import EventLog
+from spd_mcp.common.events import EventLog
 from spd_mcp.launcher.layout import InvestigationDir
 from spd_mcp.launcher.mcp_link import ToolInfo
 from spd_mcp.launcher.spec import AVAILABLE_AGENTS, JobSpec

@@ -106,7 +106,7 @@ def _compute_get_ci(state: AppState, inp: GetCIInput, mi: ModelInput) -> CIResul
         f"At {where}, {len(entries)} (position, component) entries have CI > {inp.threshold:g} in {len(layers)} layers"
         + ("; busiest layers by L0: " + ", ".join(f"{k} ({v:.1f})" for k, v in busiest) if busiest else "")
         + ("; largest CI: " + ", ".join(f"{e.node} ({e.ci:.2f})" for e in top) if top else "")
-        + f". Showing {len(page)} from offset {inp.offset}."
+        + (f". Showing {len(page)} from offset {inp.offset}." if len(page) < len(entries) else ".")
     )
     return CIResult(
         summary=summary, tokens=mi.tokens, token_ids=mi.token_ids, positions=positions, l0=l0, total=len(entries),

@@ -1,0 +1,1 @@
+"""What the server and the launcher share: formats of files both write (standard library only)."""
