@@ -145,13 +145,13 @@ class EventLog:
             try:
                 fd = os.open(self.path, flags, 0o644)  # a symbolic link is refused (ELOOP)
             except OSError as exc:
-                raise OSError(exc.errno, f"refusing to append to {self.path.name}: {exc.strerror} (a symbolic "
-                              "link or not a file)") from exc
+                raise ValueError(f"refusing to append to {self.path.name}: {exc.strerror} (a symbolic link, or "
+                                 "not a file)") from exc
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:  # a fifo, or a hard link to a file elsewhere
                 os.close(fd)
-                raise OSError(f"refusing to append to {self.path.name}: it is not a plain file with one link "
-                              "(hard links and special files are refused)")
+                raise ValueError(f"refusing to append to {self.path.name}: it is not a plain file with one link "
+                                 "(hard links and special files are refused)")
             os.set_blocking(fd, True)
             self._fd = fd
             self._finalizer = weakref.finalize(self, os.close, self._fd)

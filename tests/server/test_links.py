@@ -19,7 +19,7 @@ import pytest
 from mcp import Client
 
 from spd_mcp.server import safe_files
-from spd_mcp.server.events import EventLog
+from spd_mcp.common.events import EventLog
 from spd_mcp.server.store import Store
 from tests.server.helpers import err, make_server, ok
 from tests.server.test_tools_records import store_graph
@@ -142,7 +142,7 @@ async def test_startup_files_planted_as_links_are_refused(tmp_path: Path, outsid
     before = outside_state(outside)
     if name == "events.jsonl":
         with pytest.raises(ValueError, match="symbolic link|hard links"):
-            EventLog(ws / name, "agent")
+            EventLog(ws / name, "agent", source="server").emit("server_start")
     elif name.startswith("store"):
         with pytest.raises(ValueError, match="symbolic link|hard links"):
             await Store.open(ws / "store.sqlite")
