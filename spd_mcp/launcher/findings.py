@@ -1,5 +1,5 @@
-"""What an investigation found, read from its files: the one place the report, status and the HTML page
-read an investigation from.
+"""What an investigation found, read from its files: the one place the report, status and the HTML
+page read an investigation from.
 
 Sources: summary.json, explanations.jsonl, hypotheses.jsonl (every version; the last one of an id
 counts), research_log.md, events.jsonl, store.sqlite's `tool_calls` table and artifacts/ (graph
@@ -21,8 +21,20 @@ from spd_mcp.launcher.layout import InvestigationDir, read_json
 from spd_mcp.launcher.scheduler_state import FINAL_STATUSES
 
 # Fields of an explanation that are prose or structure, not evidence numbers.
-PROSE = frozenset({"subject_prompt", "behaviour", "explanation", "components", "alternatives",
-                   "limitations", "ts", "agent", "confidence", "evidence"})
+PROSE = frozenset(
+    {
+        "subject_prompt",
+        "behaviour",
+        "explanation",
+        "components",
+        "alternatives",
+        "limitations",
+        "ts",
+        "agent",
+        "confidence",
+        "evidence",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -52,12 +64,26 @@ def read_event_lines(path: Path) -> list[Event]:
             continue
         if "kind" in raw:
             skip = {"schema", "seq", "ts", "t", "agent_id", "source", "kind"}
-            out.append(Event(_float(raw.get("t")), str(raw.get("source") or "launcher"), str(raw["kind"]),
-                             str(raw.get("agent_id") or ""), {k: v for k, v in raw.items() if k not in skip}))
+            out.append(
+                Event(
+                    _float(raw.get("t")),
+                    str(raw.get("source") or "launcher"),
+                    str(raw["kind"]),
+                    str(raw.get("agent_id") or ""),
+                    {k: v for k, v in raw.items() if k not in skip},
+                )
+            )
         elif "type" in raw:
             skip = {"v", "seq", "ts", "t_unix", "agent", "type"}
-            out.append(Event(_float(raw.get("t_unix")), "server", str(raw["type"]), str(raw.get("agent") or ""),
-                             {k: v for k, v in raw.items() if k not in skip}))
+            out.append(
+                Event(
+                    _float(raw.get("t_unix")),
+                    "server",
+                    str(raw["type"]),
+                    str(raw.get("agent") or ""),
+                    {k: v for k, v in raw.items() if k not in skip},
+                )
+            )
     return out
 
 
@@ -126,7 +152,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def latest_hypotheses(rows: list[dict[str, Any]]) -> list[Hypothesis]:
-    """The last version of each hypothesis id, in order of first appearance, with its status history."""
+    """The last version of each hypothesis id, in order of first appearance, with its status
+    history."""
     by_id: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_id.setdefault(str(r.get("id", "?")), []).append(r)
@@ -134,29 +161,51 @@ def latest_hypotheses(rows: list[dict[str, Any]]) -> list[Hypothesis]:
     for hid, versions in by_id.items():
         last = versions[-1]
         evidence = [str(e) for v in versions for e in (v.get("evidence") or [])]
-        out.append(Hypothesis(hid, str(last.get("statement", "")), str(last.get("status", "?")),
-                              list(dict.fromkeys(evidence)), len(versions),
-                              [str(v.get("status", "?")) for v in versions]))
+        out.append(
+            Hypothesis(
+                hid,
+                str(last.get("statement", "")),
+                str(last.get("status", "?")),
+                list(dict.fromkeys(evidence)),
+                len(versions),
+                [str(v.get("status", "?")) for v in versions],
+            )
+        )
     return out
 
 
 def tool_calls(root: Path, events: list[Event]) -> list[ToolCall]:
-    """The server's tool calls: store.sqlite's tool_calls table, or the tool_call events without it."""
+    """The server's tool calls: store.sqlite's tool_calls table, or the tool_call events without
+    it."""
     db = root / "store.sqlite"
     if db.exists():
         try:
             con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
             try:
-                rows = con.execute("SELECT created, tool, args, duration_ms, outcome, error FROM tool_calls "
-                                   "ORDER BY id").fetchall()
+                rows = con.execute(
+                    "SELECT created, tool, args, duration_ms, outcome, error FROM tool_calls "
+                    "ORDER BY id"
+                ).fetchall()
             finally:
                 con.close()
-            return [ToolCall(_float(c), str(t), str(a), _float(d), str(o), e) for c, t, a, d, o, e in rows]
+            return [
+                ToolCall(_float(c), str(t), str(a), _float(d), str(o), e)
+                for c, t, a, d, o, e in rows
+            ]
         except sqlite3.Error:
             pass
-    return [ToolCall(e.t, str(e.fields.get("tool", "?")), json.dumps(e.fields.get("args", {}), default=str),
-                     _float(e.fields.get("duration_ms")), str(e.fields.get("outcome", "?")), e.fields.get("error"))
-            for e in events if e.kind == "tool_call"]
+    return [
+        ToolCall(
+            e.t,
+            str(e.fields.get("tool", "?")),
+            json.dumps(e.fields.get("args", {}), default=str),
+            _float(e.fields.get("duration_ms")),
+            str(e.fields.get("outcome", "?")),
+            e.fields.get("error"),
+        )
+        for e in events
+        if e.kind == "tool_call"
+    ]
 
 
 def artifacts(root: Path) -> list[Artifact]:
@@ -165,7 +214,9 @@ def artifacts(root: Path) -> list[Artifact]:
     for js in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         data = read_json(js)
         svg = js.with_suffix(".svg")
-        out.append(Artifact(js.stem, str(data.get("caption", "")), svg if svg.is_file() else None, data))
+        out.append(
+            Artifact(js.stem, str(data.get("caption", "")), svg if svg.is_file() else None, data)
+        )
     return out
 
 
@@ -176,11 +227,17 @@ def read_findings(inv: InvestigationDir) -> Findings:
     for a in arts:
         promotes.update(a.data.get("promotes") or {})
     return Findings(
-        root=inv.root, meta=read_json(inv.metadata), summary=read_json(inv.summary),
+        root=inv.root,
+        meta=read_json(inv.metadata),
+        summary=read_json(inv.summary),
         explanations=read_jsonl(inv.root / "explanations.jsonl"),
         hypotheses=latest_hypotheses(read_jsonl(inv.root / "hypotheses.jsonl")),
         log=inv.research_log.read_text(errors="replace") if inv.research_log.exists() else "",
-        events=events, calls=tool_calls(inv.root, events), artifacts=arts, promotes=promotes)
+        events=events,
+        calls=tool_calls(inv.root, events),
+        artifacts=arts,
+        promotes=promotes,
+    )
 
 
 def fmt_number(x: float | int) -> str:
@@ -194,12 +251,13 @@ def _is_num(x: Any) -> bool:
 
 
 def numbers(obj: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
-    """Every number in ``obj`` as (dotted name, text): a dict or list of numbers alone (a value with
-    its interval, say) is one entry, ``a=1, b=2`` or ``[1, 2]``; prose is skipped."""
+    """Every number in ``obj`` as (dotted name, text): below the top level, a dict or list of
+    numbers alone (a value with its interval, say) is one entry, ``a=1, b=2`` or ``[1, 2]``; prose
+    is skipped."""
     if _is_num(obj):
         yield prefix or "value", fmt_number(obj)
     elif isinstance(obj, dict):
-        if obj and all(_is_num(v) for v in obj.values()):
+        if prefix and obj and all(_is_num(v) for v in obj.values()):
             yield prefix or "values", ", ".join(f"{k}={fmt_number(v)}" for k, v in obj.items())
             return
         for k, v in obj.items():
@@ -219,8 +277,12 @@ def evidence_numbers(explanation: dict[str, Any]) -> list[tuple[str, str]]:
     for i, ev in enumerate(explanation.get("evidence") or []):
         if isinstance(ev, dict):
             name = str(ev.get("kind") or f"evidence[{i}]")
-            out += [(f"{name}.{k}", v) for k, v in numbers({k: x for k, x in ev.items()
-                                                             if k not in ("kind", "description", "reference")})]
+            out += [
+                (f"{name}.{k}", v)
+                for k, v in numbers(
+                    {k: x for k, x in ev.items() if k not in ("kind", "description", "reference")}
+                )
+            ]
     return out
 
 
@@ -236,15 +298,20 @@ def evidence_texts(explanation: dict[str, Any]) -> list[str]:
 
 
 def caveats(f: Findings) -> list[str]:
-    """Limitations the explanations state, refuted or inconclusive hypotheses, tool errors, and a run
-    that ended without a summary."""
+    """Limitations the explanations state, refuted or inconclusive hypotheses, tool errors, and a
+    run that ended without a summary."""
     out = [str(x) for e in f.explanations for x in (e.get("limitations") or [])]
-    out += [f"hypothesis {h.id} is {h.status}: {h.statement}" for h in f.hypotheses
-            if h.status in ("refuted", "inconclusive")]
+    out += [
+        f"hypothesis {h.id} is {h.status}: {h.statement}"
+        for h in f.hypotheses
+        if h.status in ("refuted", "inconclusive")
+    ]
     errors = [c for c in f.calls if c.outcome != "ok"]
     if errors:
-        out.append(f"{len(errors)} of {len(f.calls)} tool calls failed (first: {errors[0].tool}: "
-                   f"{one_line(errors[0].error or errors[0].outcome)[:160]})")
+        out.append(
+            f"{len(errors)} of {len(f.calls)} tool calls failed (first: {errors[0].tool}: "
+            f"{one_line(errors[0].error or errors[0].outcome)[:160]})"
+        )
     if not f.summary:
         out.append("no summary.json: the agent has not stated a conclusion (yet)")
     if not f.explanations:

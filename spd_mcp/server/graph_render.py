@@ -46,8 +46,12 @@ class Box:
     h: float
 
     def overlaps(self, other: "Box") -> bool:
-        return (self.x < other.x + other.w and other.x < self.x + self.w
-                and self.y < other.y + other.h and other.y < self.y + self.h)
+        return (
+            self.x < other.x + other.w
+            and other.x < self.x + self.w
+            and self.y < other.y + other.h
+            and other.y < self.y + self.h
+        )
 
 
 @dataclass(frozen=True)
@@ -82,8 +86,14 @@ def component_key(node: GraphNode) -> str:
     return f"{node.layer}:{node.c}"
 
 
-def artifact_payload(graph: StoredGraph, sel: GraphSelection, graph_id: int, artifact_id: str, caption: str,
-                     promotes: Mapping[str, str | None]) -> dict[str, Any]:
+def artifact_payload(
+    graph: StoredGraph,
+    sel: GraphSelection,
+    graph_id: int,
+    artifact_id: str,
+    caption: str,
+    promotes: Mapping[str, str | None],
+) -> dict[str, Any]:
     return {
         "type": "graph",
         "id": artifact_id,
@@ -104,11 +114,12 @@ def artifact_payload(graph: StoredGraph, sel: GraphSelection, graph_id: int, art
 def node_label(node: GraphNode, promotes: Mapping[str, str | None]) -> str:
     """`<layer>:<c> ▸ token` for a component, `<layer> token` for an input or output pseudo-node."""
     if node.ci is None:
-        text = f"{node.layer} {node_label_token(node.label if node.label is not None else str(node.c))}"
+        shown = node.label if node.label is not None else str(node.c)
+        text = f"{node.layer} {node_label_token(shown)}"
     else:
         top = promotes.get(component_key(node))
         text = f"{component_key(node)} ▸ {NO_DIRECT if top is None else node_label_token(top)}"
-    return text if len(text) <= MAX_LABEL_CHARS else text[:MAX_LABEL_CHARS - 1] + "…"
+    return text if len(text) <= MAX_LABEL_CHARS else text[: MAX_LABEL_CHARS - 1] + "…"
 
 
 def label_width(text: str) -> float:
@@ -133,13 +144,22 @@ def layout(graph: StoredGraph, sel: GraphSelection, promotes: Mapping[str, str |
         members.sort(key=lambda n: (-(n.ci if n.ci is not None else 2.0), n.c))
     labels = {n.key: node_label(n, promotes) for n in nodes}
     pos_of = {n.key: n.pos for n in nodes}
-    bowed = {pos_of[e.src] for e in sel.edges if e.src in pos_of and pos_of.get(e.tgt) == pos_of[e.src]}
+    bowed = {
+        pos_of[e.src] for e in sel.edges if e.src in pos_of and pos_of.get(e.tgt) == pos_of[e.src]
+    }
     gutter = {p: GUTTER if p in bowed else 0 for p in positions}
-    col_w = {p: gutter[p] + 2 * CELL_PAD + LABEL_DX + max(label_width(labels[n.key]) for n in nodes if n.pos == p)
-             for p in positions}
+    col_w = {
+        p: gutter[p]
+        + 2 * CELL_PAD
+        + LABEL_DX
+        + max(label_width(labels[n.key]) for n in nodes if n.pos == p)
+        for p in positions
+    }
     col_w = {p: max(w, _token_header_width(graph, p)) for p, w in col_w.items()}
-    row_h = {layer: 2 * CELL_PAD + LINE_H * max(len(m) for (lay, _), m in cells.items() if lay == layer)
-             for layer in rows}
+    row_h = {
+        layer: 2 * CELL_PAD + LINE_H * max(len(m) for (lay, _), m in cells.items() if lay == layer)
+        for layer in rows
+    }
     columns, x = [], float(LEFT)
     for p in positions:
         columns.append((p, x, x + col_w[p]))
@@ -158,13 +178,21 @@ def layout(graph: StoredGraph, sel: GraphSelection, promotes: Mapping[str, str |
             box = Box(cx + LABEL_DX - 2, cy - FONT_PX / 2 - 3, label_width(text) + 4, FONT_PX + 6)
             placed[n.key] = Placed(n, cx, cy, text, box)
     width = int(max(x + 20, MIN_WIDTH))
-    partial = Layout(width, 0, [(lay, *row_spans[lay]) for lay in reversed(rows)], columns, placed,
-                     len(sel.nodes) - len(nodes))
+    partial = Layout(
+        width,
+        0,
+        [(lay, *row_spans[lay]) for lay in reversed(rows)],
+        columns,
+        placed,
+        len(sel.nodes) - len(nodes),
+    )
     height = int(y + 56 + _legend_height(len(_legend_lines(width, partial, sel))))
     return replace(partial, height=height)
 
 
-def render_svg(graph: StoredGraph, sel: GraphSelection, caption: str, promotes: Mapping[str, str | None]) -> str:
+def render_svg(
+    graph: StoredGraph, sel: GraphSelection, caption: str, promotes: Mapping[str, str | None]
+) -> str:
     lay = layout(graph, sel, promotes)
     w, h = lay.width, lay.height
     grid_bottom = lay.rows[-1][2] if lay.rows else TOP
@@ -172,17 +200,26 @@ def render_svg(graph: StoredGraph, sel: GraphSelection, caption: str, promotes: 
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
         f'font-family="DejaVu Sans, Arial, sans-serif" font-size="{FONT_PX}">',
         f'<rect width="{w}" height="{h}" fill="white"/>',
-        f'<text x="10" y="22" font-size="15" font-weight="bold">{escape(caption or "attribution graph")}</text>',
+        f'<text x="10" y="22" font-size="15" '
+        f'font-weight="bold">{escape(caption or "attribution graph")}</text>',
         f'<text x="10" y="42" fill="#4b5563">{escape(_subtitle(graph, w))}</text>',
     ]
     for i, (layer, top, bottom) in enumerate(lay.rows):
         if i % 2 == 0:
-            out.append(f'<rect x="{LEFT}" y="{top:.1f}" width="{w - LEFT - 10}" height="{bottom - top:.1f}" '
-                       f'fill="#f8fafc"/>')
-        out.append(f'<text x="{LEFT - 8}" y="{(top + bottom) / 2 + 4:.1f}" text-anchor="end" '
-                   f'font-weight="bold">{escape(layer)}</text>')
+            out.append(
+                f'<rect x="{LEFT}" y="{top:.1f}" width="{w - LEFT - 10}" '
+                f'height="{bottom - top:.1f}" '
+                f'fill="#f8fafc"/>'
+            )
+        out.append(
+            f'<text x="{LEFT - 8}" y="{(top + bottom) / 2 + 4:.1f}" text-anchor="end" '
+            f'font-weight="bold">{escape(layer)}</text>'
+        )
     for _, left, _ in lay.columns[1:]:
-        out.append(f'<line x1="{left:.1f}" y1="{TOP}" x2="{left:.1f}" y2="{grid_bottom:.1f}" stroke="#e5e7eb"/>')
+        out.append(
+            f'<line x1="{left:.1f}" y1="{TOP}" x2="{left:.1f}" y2="{grid_bottom:.1f}" '
+            f'stroke="#e5e7eb"/>'
+        )
     max_abs = max((abs(e.value) for e in sel.edges), default=0.0) or 1.0
     for i, e in enumerate(sorted(sel.edges, key=lambda e: abs(e.value))):
         if e.src not in lay.placed or e.tgt not in lay.placed:
@@ -191,38 +228,67 @@ def render_svg(graph: StoredGraph, sel: GraphSelection, caption: str, promotes: 
         colour = POSITIVE if e.value >= 0 else NEGATIVE
         sw = 1.0 + 5.0 * abs(e.value) / max_abs
         # inside one column: bow out to the left, further for longer edges, within the gutter
-        bend = 0.0 if a.x != b.x else -min(GUTTER * 1.3, 24.0 + 0.2 * abs(a.y - b.y) + 4.0 * (i % 3))
+        bend = (
+            0.0 if a.x != b.x else -min(GUTTER * 1.3, 24.0 + 0.2 * abs(a.y - b.y) + 4.0 * (i % 3))
+        )
         out.append(
             f'<path d="M{a.x:.1f},{a.y:.1f} C{a.x + bend:.1f},{a.y:.1f} {b.x + bend:.1f},{b.y:.1f} '
-            f'{b.x:.1f},{b.y:.1f}" fill="none" stroke="{colour}" stroke-width="{sw:.2f}" stroke-opacity="0.75">'
-            f"<title>{escape(f'{e.src} -> {e.tgt}: {e.value:.4g}')}</title></path>")
+            f'{b.x:.1f},{b.y:.1f}" fill="none" stroke="{colour}" stroke-width="{sw:.2f}" '
+            f'stroke-opacity="0.75">'
+            f"<title>{escape(f'{e.src} -> {e.tgt}: {e.value:.4g}')}</title></path>"
+        )
     for p in lay.placed.values():
         n = p.node
         shade = 0.35 + 0.65 * (1.0 if n.ci is None else max(0.0, min(1.0, n.ci)))
         fill = "#6b7280" if n.ci is None else "#111827"
-        title = n.key + ("" if n.ci is None else f" ci={n.ci:.3g}") + (f" act={n.act:.3g}" if n.act is not None else "")
-        out.append(f'<g class="node" data-key="{escape(n.key)}"><title>{escape(title)}</title>'
-                   f'<circle cx="{p.x:.1f}" cy="{p.y:.1f}" r="{DOT_R}" fill="{fill}" fill-opacity="{shade:.2f}"/>'
-                   f'<rect x="{p.box.x:.1f}" y="{p.box.y:.1f}" width="{p.box.w:.1f}" height="{p.box.h:.1f}" '
-                   f'rx="3" fill="white" fill-opacity="0.85"/>'
-                   f'<text class="node-label" x="{p.x + LABEL_DX:.1f}" y="{p.y + 4:.1f}">{escape(p.label)}</text></g>')
+        title = (
+            n.key
+            + ("" if n.ci is None else f" ci={n.ci:.3g}")
+            + (f" act={n.act:.3g}" if n.act is not None else "")
+        )
+        out.append(
+            f'<g class="node" data-key="{escape(n.key)}"><title>{escape(title)}</title>'
+            f'<circle cx="{p.x:.1f}" cy="{p.y:.1f}" r="{DOT_R}" fill="{fill}" '
+            f'fill-opacity="{shade:.2f}"/>'
+            f'<rect x="{p.box.x:.1f}" y="{p.box.y:.1f}" width="{p.box.w:.1f}" '
+            f'height="{p.box.h:.1f}" '
+            f'rx="3" fill="white" fill-opacity="0.85"/>'
+            f'<text class="node-label" x="{p.x + LABEL_DX:.1f}" '
+            f'y="{p.y + 4:.1f}">{escape(p.label)}</text></g>'
+        )
     for pos, left, right in lay.columns:
         x = (left + right) / 2
         tok = node_label_token(graph.tokens[pos]) if pos < len(graph.tokens) else ""
-        out.append(f'<text x="{x:.1f}" y="{grid_bottom + 18:.1f}" text-anchor="middle">{escape(tok)}</text>')
-        out.append(f'<text x="{x:.1f}" y="{grid_bottom + 33:.1f}" text-anchor="middle" fill="#6b7280">'
-                   f"pos {pos}</text>")
+        out.append(
+            f'<text x="{x:.1f}" y="{grid_bottom + 18:.1f}" '
+            f'text-anchor="middle">{escape(tok)}</text>'
+        )
+        out.append(
+            f'<text x="{x:.1f}" y="{grid_bottom + 33:.1f}" text-anchor="middle" fill="#6b7280">'
+            f"pos {pos}</text>"
+        )
     out += _legend(grid_bottom + 52, w, lay, sel, max_abs)
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
 
 def _legend_lines(width: int, lay: Layout, sel: GraphSelection) -> list[str]:
-    note = (f"layer:c ▸ token: the token the component's write vector promotes most through the unembedding "
-            f"(direct path only); {NO_DIRECT}: the layer has no direct path to the logits (q, k, v, up, gate)")
-    hidden = f"; {lay.n_hidden_pseudo} input/output nodes without a kept edge not drawn" if lay.n_hidden_pseudo else ""
-    counts = (f"{len(lay.placed)} of {sel.n_nodes_total} nodes and {len(sel.edges)} of {sel.n_edges_total} edges "
-              f"drawn; only token positions holding a node are columns{hidden}")
+    note = (
+        f"layer:c ▸ token: the token the component's write vector promotes most through the "
+        f"unembedding "
+        f"(direct path only); {NO_DIRECT}: the layer has no direct path to the logits (q, k, v, "
+        f"up, gate)"
+    )
+    hidden = (
+        f"; {lay.n_hidden_pseudo} input/output nodes without a kept edge not drawn"
+        if lay.n_hidden_pseudo
+        else ""
+    )
+    counts = (
+        f"{len(lay.placed)} of {sel.n_nodes_total} nodes and {len(sel.edges)} of "
+        f"{sel.n_edges_total} edges "
+        f"drawn; only token positions holding a node are columns{hidden}"
+    )
     return _wrap(note, width - 20) + _wrap(counts, width - 20)
 
 
@@ -233,15 +299,25 @@ def _legend_height(n_lines: int) -> int:
 def _legend(y0: float, width: int, lay: Layout, sel: GraphSelection, max_abs: float) -> list[str]:
     x, x2 = 10, 10 + LEGEND_COL
     rows = [
-        (f'<line x1="{x}" y1="{y0}" x2="{x + 30}" y2="{y0}" stroke="{POSITIVE}" stroke-width="3"/>'
-         f'<line x1="{x2}" y1="{y0}" x2="{x2 + 30}" y2="{y0}" stroke="{NEGATIVE}" stroke-width="3"/>',
-         [(x + 36, "positive attribution"), (x2 + 36, "negative attribution")]),
-        (f'<line x1="{x}" y1="{y0 + 18}" x2="{x + 30}" y2="{y0 + 18}" stroke="#374151" stroke-width="1"/>'
-         f'<line x1="{x2}" y1="{y0 + 18}" x2="{x2 + 30}" y2="{y0 + 18}" stroke="#374151" stroke-width="6"/>',
-         [(x + 36, "|value| near 0"), (x2 + 36, f"|value| = {max_abs:.3g} (width ∝ |value|)")]),
-        (f'<circle cx="{x + 15}" cy="{y0 + 36}" r="{DOT_R}" fill="#111827"/>'
-         f'<circle cx="{x2 + 15}" cy="{y0 + 36}" r="{DOT_R}" fill="#6b7280"/>',
-         [(x + 36, "component (darker: higher CI)"), (x2 + 36, "input token / output logit")]),
+        (
+            f'<line x1="{x}" y1="{y0}" x2="{x + 30}" y2="{y0}" stroke="{POSITIVE}" '
+            f'stroke-width="3"/>'
+            f'<line x1="{x2}" y1="{y0}" x2="{x2 + 30}" y2="{y0}" stroke="{NEGATIVE}" '
+            f'stroke-width="3"/>',
+            [(x + 36, "positive attribution"), (x2 + 36, "negative attribution")],
+        ),
+        (
+            f'<line x1="{x}" y1="{y0 + 18}" x2="{x + 30}" y2="{y0 + 18}" stroke="#374151" '
+            f'stroke-width="1"/>'
+            f'<line x1="{x2}" y1="{y0 + 18}" x2="{x2 + 30}" y2="{y0 + 18}" stroke="#374151" '
+            f'stroke-width="6"/>',
+            [(x + 36, "|value| near 0"), (x2 + 36, f"|value| = {max_abs:.3g} (width ∝ |value|)")],
+        ),
+        (
+            f'<circle cx="{x + 15}" cy="{y0 + 36}" r="{DOT_R}" fill="#111827"/>'
+            f'<circle cx="{x2 + 15}" cy="{y0 + 36}" r="{DOT_R}" fill="#6b7280"/>',
+            [(x + 36, "component (darker: higher CI)"), (x2 + 36, "input token / output logit")],
+        ),
     ]
     rows += [("", [(x, line)]) for line in _legend_lines(width, lay, sel)]
     out = [f'<text x="{x}" y="{y0 - 20}" font-weight="bold">Legend</text>']
@@ -249,7 +325,10 @@ def _legend(y0: float, width: int, lay: Layout, sel: GraphSelection, max_abs: fl
         if shape:
             out.append(shape)
         for tx, text in texts:
-            out.append(f'<text x="{tx}" y="{y0 + 18 * i + 4:.0f}" fill="#374151">{escape(_fit(text, width - tx))}</text>')
+            out.append(
+                f'<text x="{tx}" y="{y0 + 18 * i + 4:.0f}" '
+                f'fill="#374151">{escape(_fit(text, width - tx))}</text>'
+            )
     return out
 
 
@@ -266,7 +345,7 @@ def _wrap(text: str, room: float) -> list[str]:
 
 def _fit(text: str, room: float) -> str:
     n = int(room / CHAR_W)
-    return text if len(text) <= n else text[:n - 1] + "…"
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def _token_header_width(graph: StoredGraph, pos: int) -> float:
@@ -278,7 +357,7 @@ def _subtitle(graph: StoredGraph, width: int) -> str:
     text = str(graph.meta.get("text") or " ".join(graph.tokens))
     target = f"target {graph.target}; " if graph.target else ""
     room = int((width - 20) / 6.4) - len(target) - 10
-    shown = text if len(text) <= room else "…" + text[-(room - 1):]
+    shown = text if len(text) <= room else "…" + text[-(room - 1) :]
     return f"{target}prompt: {shown}"
 
 
