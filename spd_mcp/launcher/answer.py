@@ -6,7 +6,14 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from spd_mcp.launcher.findings import Findings, caveats, evidence_numbers, evidence_texts, one_line
+from spd_mcp.launcher.findings import (
+    Findings,
+    caveats,
+    evidence_numbers,
+    evidence_texts,
+    numbers,
+    one_line,
+)
 
 
 def wrap(text: str, indent: str, width: int = 100) -> list[str]:
@@ -91,4 +98,26 @@ def answer_lines(f: Findings, brief: bool = False) -> list[str]:
         f"{len(f.calls)} tool calls ({errors} failed), {len(f.hypotheses)} hypotheses, "
         f"{len(f.explanations)} explanations, {len(f.artifacts)} drawings"
     )
+    return out
+
+
+def swarm_answer_lines(s: dict[str, Any]) -> list[str]:
+    """A swarm's answer from swarm_summary.json: the best re-tested claim with its numbers."""
+    if not s:
+        return ["answer: none yet (the aggregation writes swarm_summary.json when every task has ended)"]
+    claims = s.get("claims") or []
+    out = [f"answer: {s.get('n_ok')}/{s.get('n_tasks')} tasks finished, {len(claims)} claims re-tested"]
+    if not claims:
+        return [*out, "  no task saved an explanation naming components"]
+    c = claims[0]
+    verdicts = ", ".join(f"{p} {c['verified_verdicts'].get(p, '-')} (agent: {c['agent_verdicts'].get(p, '-')})"
+                         for p in ("necessary", "sufficient"))
+    scores = ", ".join(f"{k} {v}" for k, v in numbers(c.get("scores") or {}))
+    out += [f"  best claim {c['claim_id']} (t{c['task_index']:02d}, {c['strategy']}): "
+            f"{clip(str(c['behaviour']), 120)}",
+            *wrap(f"components ({c['n_components']}): {', '.join(c['components'])}", "  "),
+            f"  re-test: {verdicts}", *wrap(f"scores: {scores}", "  ")]
+    if s.get("contradictions"):
+        out.append(f"  {len(s['contradictions'])} contradiction(s) between agents; "
+                   f"{len(s.get('failed_tasks') or [])} failed task(s)")
     return out

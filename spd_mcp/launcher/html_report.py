@@ -141,9 +141,11 @@ def answer_section(f: Findings) -> list[str]:
             out.append(f"<p>{esc(str(e['explanation']))}</p>")
         rows = component_rows(f, e)
         if rows:
+            interp = any(r["interpretation"] for r in rows)  # a column only where one is given
             out.append(
-                "<table><thead><tr><th>component</th><th>role</th><th>interpretation</th>"
-                "<th>promotes most (direct path)</th></tr></thead><tbody>"
+                "<table><thead><tr><th>component</th><th>role</th>"
+                + ("<th>interpretation</th>" if interp else "")
+                + "<th>promotes most (direct path)</th></tr></thead><tbody>"
             )
             for r in rows:
                 top = (
@@ -151,11 +153,12 @@ def answer_section(f: Findings) -> list[str]:
                     if r["promotes"] == "—"
                     else f"<code>{esc(repr(r['promotes']))}</code>"
                     if r["promotes"]
-                    else ""
+                    else '<span class="meta">not in a saved drawing</span>'
                 )
                 out.append(
                     f"<tr><td><code>{esc(r['component'])}</code></td><td>{esc(r['role'])}</td>"
-                    f"<td>{esc(r['interpretation'])}</td><td>{top}</td></tr>"
+                    + (f"<td>{esc(r['interpretation'])}</td>" if interp else "")
+                    + f"<td>{top}</td></tr>"
                 )
             out.append("</tbody></table>")
         texts, nums = evidence_texts(e), evidence_numbers(e)
@@ -240,9 +243,9 @@ def _clock(t: float | None) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S") if t is not None else "?"
 
 
-def timeline_section(calls: list[ToolCall], events: list[Event]) -> list[str]:
+def timeline_section(calls: list[ToolCall], events: list[Event], title: str = "Timeline") -> list[str]:
     """Tool calls (duration bars, errors) merged in time with the launcher's lifecycle events."""
-    out = ['<section id="timeline"><h2>Timeline</h2>']
+    out = [f'<section id="timeline"><h2>{esc(title)}</h2>']
     errors = sum(1 for c in calls if c.outcome != "ok")
     total_ms = sum(c.duration_ms or 0.0 for c in calls)
     out.append(

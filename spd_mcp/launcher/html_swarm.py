@@ -191,13 +191,14 @@ def claims_section(s: dict[str, Any]) -> list[str]:
     return [*out, "</section>"]
 
 
-def task_sections(meta: dict[str, Any], tasks: dict[int, Findings]) -> list[str]:
+def task_sections(meta: dict[str, Any], tasks: dict[int, Findings], best: int | None) -> list[str]:
     out = ['<section id="tasks"><h2>Tasks</h2>']
     for t in meta.get("tasks", []):
         f = tasks.get(t["index"])
         status = str(f.meta.get("status", "?")) if f else "missing"
         out.append(
-            f'<details id="task-t{t["index"]:02d}"><summary>t{t["index"]:02d} '
+            f'<details id="task-t{t["index"]:02d}"{" open" if t["index"] == best else ""}>'
+            f'<summary>t{t["index"]:02d} '
             f"<code>{esc(t['inv_id'])}</code> "
             f"{badge(status)} {esc(str(t.get('hypothesis') or t.get('strategy')))}</summary>"
         )
@@ -254,9 +255,9 @@ def swarm_html(root: Path, refresh_s: float | None = None) -> str:
         '<a href="#timeline">aggregation timeline</a> · <a href="#method">method</a></p>',
         *best_claim_section(s, tasks),
         *claims_section(s),
-        *task_sections(meta, tasks),
+        *task_sections(meta, tasks, (s.get("claims") or [{}])[0].get("task_index")),
     ]
     if agg.is_dir():
-        body += timeline_section(tool_calls(agg, agg_events), agg_events)
+        body += timeline_section(tool_calls(agg, agg_events), agg_events, "Aggregation timeline")
     body += method_section(s)
     return page(f"{root.name}: {meta.get('question', '')}", body, refresh_s if running else None)

@@ -84,8 +84,9 @@ def status_text(inv: InvestigationDir, last_events: int = 8) -> str:
 def report_text(inv: InvestigationDir) -> str:
     """The answer in full, then where the investigation's files are."""
     f = read_findings(inv)
-    question = " ".join(str(f.meta.get("question", "")).split())
-    parts = [f"# {inv.root.name}: {question or '(no question recorded)'}", "", *answer_lines(f), ""]
+    question = " ".join(str(f.meta.get("question", "")).split()) or "(no question recorded)"
+    title = " ".join(str(f.summary.get("title", "")).split()) or question
+    parts = [f"# {title}", "", f"investigation {inv.root.name}: {question}", "", *answer_lines(f), ""]
     files = [("research log", inv.research_log), ("explanations", inv.root / "explanations.jsonl"),
              ("hypotheses", inv.root / "hypotheses.jsonl")]
     parts += [f"{name}: {path}" + ("" if path.exists() else " (none)") for name, path in files]
