@@ -18,6 +18,7 @@ import pytest
 from spd_mcp.launcher import cli
 from spd_mcp.launcher.layout import InvestigationDir, read_json, update_json
 from tests.launcher.test_report_answer import write_investigation
+from tests.server.test_graph_render_browser import measured_labels, overlapping
 from tests.support.chromium import Chromium
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,6 +159,21 @@ def test_demo_investigation_and_swarm_pages(
     assert "Key numbers" in answer and "ratio" in answer and "Caveats" in answer
     drawing = section(dom, "circuits")
     assert all(f"{c['component']} ▸" in drawing for c in explanation["components"])
+    # The demo's drawing in Chromium: every node drawn has a label, no two labels overlap, <= 1600 px.
+    svg_path = next((inv_dir / "artifacts").glob("*.svg"))
+    art = json.loads(svg_path.with_suffix(".json").read_text())
+    boxes = measured_labels(chromium, svg_path.read_text(), tmp_path)
+    drawn = {n["key"] for n in art["nodes"] if n["ci"] is not None} | {
+        k for e in art["edges"] for k in (e["src"], e["tgt"])
+    }
+    assert {b["key"] for b in boxes} == drawn and all(b["text"].strip() for b in boxes)
+    assert not overlapping(boxes)
+    width, height = (
+        int(x) for x in re.search(r'width="(\d+)" height="(\d+)"', svg_path.read_text()).groups()
+    )
+    assert width <= 1600
+    png = kept(tmp_path, "circuit_demo.png")
+    assert chromium.screenshot(svg_path.as_uri(), png, width, height) == (width, height)
     assert re.search(r"\d+ tool calls, 0 failed", section(dom, "timeline"))
     assert chromium.screenshot(
         (inv_dir / "report.html").as_uri(), kept(tmp_path, "report_investigation.png"), 1280, 2000
