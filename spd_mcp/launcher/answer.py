@@ -13,6 +13,7 @@ from spd_mcp.launcher.findings import (
     evidence_texts,
     numbers,
     one_line,
+    verdict_lines,
 )
 
 
@@ -79,6 +80,7 @@ def answer_lines(f: Findings, brief: bool = False) -> list[str]:
                 )
                 role = "; ".join(x for x in (r["role"], r["interpretation"], top) if x)
                 out.append(f"    {r['component']:<16} {clip(role, 80)}")
+        out += [line for v in verdict_lines(e) for line in wrap(v, "  ")]
         texts, nums = evidence_texts(e), evidence_numbers(e)
         if texts or nums:
             out.append("  key numbers:")

@@ -321,3 +321,21 @@ def caveats(f: Findings) -> list[str]:
 
 def one_line(text: object) -> str:
     return " ".join(str(text).split())
+
+
+def verdict_lines(explanation: dict[str, Any]) -> list[str]:
+    """The explanation's own verdict (status and reasons, where the server judged it) and each cited
+    validation's short verdicts (``necessity holds`` ...) with its summary."""
+    out = []
+    if explanation.get("status"):
+        reasons = explanation.get("verdict") or []
+        why = "; ".join(str(r) for r in reasons) if isinstance(reasons, list) else str(reasons)
+        out.append(f"status {explanation['status']}" + (f" ({why})" if why else ""))
+    for v in explanation.get("validations") or []:
+        if not isinstance(v, dict):
+            continue
+        short = [f"{k} {x}" for k, x in v.items()
+                 if isinstance(x, str) and len(x) <= 24 and k not in ("behaviour", "summary")]
+        summary = f": {one_line(v['summary'])}" if v.get("summary") else ""
+        out.append(f"validation {v.get('validation_id', '?')}: {', '.join(short) or 'no verdicts'}{summary}")
+    return out

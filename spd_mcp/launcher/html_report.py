@@ -23,6 +23,7 @@ from spd_mcp.launcher.findings import (
     evidence_numbers,
     evidence_texts,
     one_line,
+    verdict_lines,
 )
 from spd_mcp.launcher.md_html import esc, render
 
@@ -161,6 +162,9 @@ def answer_section(f: Findings) -> list[str]:
                     + f"<td>{top}</td></tr>"
                 )
             out.append("</tbody></table>")
+        verdicts = verdict_lines(e)
+        if verdicts:
+            out.append("<h4>Verdict</h4><ul>" + "".join(f"<li>{esc(v)}</li>" for v in verdicts) + "</ul>")
         texts, nums = evidence_texts(e), evidence_numbers(e)
         if texts or nums:
             out.append("<h4>Key numbers</h4>")

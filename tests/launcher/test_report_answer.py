@@ -35,6 +35,17 @@ EXPLANATION = {
         }
     ],
     "validation": {"necessity": {"value": 0.93, "ci_low": 0.88, "ci_high": 0.97}, "n_prompts": 40},
+    "status": "supported",
+    "verdict": ["necessity holds"],
+    "validations": [
+        {
+            "validation_id": 3,
+            "necessity": "holds",
+            "n_examples": 40,
+            "regimes": {"deterministic": {"necessity": {"mean": 0.91, "low": 0.85, "high": 0.96}}},
+            "summary": "removing the set drops p on 38 of 40 held-out prompts",
+        }
+    ],
     "limitations": ["tested on one mechanism's prompts only"],
     "alternatives": ["an attention route"],
     "ts": "2026-12-04T09:32:04+00:00",
@@ -202,6 +213,9 @@ def test_one_reader_takes_both_event_schemas(tmp_path: Path) -> None:
 def test_numbers_of_an_explanation_are_found_whatever_its_fields() -> None:
     nums = dict(evidence_numbers(EXPLANATION))
     assert nums == {
+        "validations[0].validation_id": "3",
+        "validations[0].n_examples": "40",
+        "validations[0].regimes.deterministic.necessity": "mean=0.91, low=0.85, high=0.96",
         "validation.necessity": "value=0.93, ci_low=0.88, ci_high=0.97",
         "validation.n_prompts": "40",
         "ablation.p_before": "1",
@@ -222,6 +236,9 @@ def test_report_and_status_state_the_answer(tmp_path: Path, capsys) -> None:
         "validation.necessity: value=0.93, ci_low=0.88, ci_high=0.97",
         "ablation.p_after: 0.02",
         "hypotheses: h1 supported, h2 refuted",
+        "status supported (necessity holds)",
+        "validation 3: necessity holds: removing the set drops p on 38 of 40 held-out prompts",
+        "validations[0].regimes.deterministic.necessity: mean=0.91, low=0.85, high=0.96",
         "tested on one mechanism's prompts only",
         "hypothesis h2 is refuted: attention alone suffices",
         "1 of 2 tool calls failed (first: get_ci: unknown word 'Paris')",
