@@ -298,9 +298,16 @@ def evidence_texts(explanation: dict[str, Any]) -> list[str]:
 
 
 def caveats(f: Findings) -> list[str]:
-    """Limitations the explanations state, refuted or inconclusive hypotheses, tool errors, and a
-    run that ended without a summary."""
-    out = [str(x) for e in f.explanations for x in (e.get("limitations") or [])]
+    """Explanations the server judged unvalidated, refuted or inconclusive, the limitations they
+    state, refuted or inconclusive hypotheses, tool errors, and a run that ended without a
+    summary."""
+    out = [
+        f"explanation {i} ({one_line(e.get('behaviour', '?'))[:80]}) is {e['status']}"
+        + (f": {'; '.join(map(str, e['verdict']))}" if isinstance(e.get("verdict"), list) else "")
+        for i, e in enumerate(f.explanations, 1)
+        if e.get("status") in ("unvalidated", "refuted", "inconclusive")
+    ]
+    out += [str(x) for e in f.explanations for x in (e.get("limitations") or [])]
     out += [
         f"hypothesis {h.id} is {h.status}: {h.statement}"
         for h in f.hypotheses
@@ -334,8 +341,13 @@ def verdict_lines(explanation: dict[str, Any]) -> list[str]:
     for v in explanation.get("validations") or []:
         if not isinstance(v, dict):
             continue
-        short = [f"{k} {x}" for k, x in v.items()
-                 if isinstance(x, str) and len(x) <= 24 and k not in ("behaviour", "summary")]
+        short = [
+            f"{k} {x}"
+            for k, x in v.items()
+            if isinstance(x, str) and len(x) <= 24 and k not in ("behaviour", "summary")
+        ]
         summary = f": {one_line(v['summary'])}" if v.get("summary") else ""
-        out.append(f"validation {v.get('validation_id', '?')}: {', '.join(short) or 'no verdicts'}{summary}")
+        out.append(
+            f"validation {v.get('validation_id', '?')}: {', '.join(short) or 'no verdicts'}{summary}"
+        )
     return out

@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from spd_mcp.launcher import cli
-from spd_mcp.launcher.findings import evidence_numbers, read_event_lines, read_findings
+from spd_mcp.launcher.findings import caveats, evidence_numbers, read_event_lines, read_findings
 from spd_mcp.launcher.layout import InvestigationDir
 
 QUESTION = "How does the model choose between he and she?"
@@ -291,3 +291,19 @@ def test_html_report_is_self_contained_and_escapes_everything(tmp_path: Path, ca
         "proposed",
         "supported",
     ]
+
+
+def test_an_unvalidated_explanation_is_a_caveat(tmp_path: Path) -> None:
+    inv = write_investigation(tmp_path / "inv-20261204-093156-aaaaaa")
+    unvalidated = {
+        **EXPLANATION,
+        "status": "unvalidated",
+        "validations": [],
+        "verdict": ["no validation: call validate_claim and cite its validation_id"],
+    }
+    (inv.root / "explanations.jsonl").write_text(json.dumps(unvalidated) + "\n")
+    notes = caveats(read_findings(inv))
+    assert notes[0] == (
+        "explanation 1 (predicts 'he' (pronoun_gender)) is unvalidated: no validation: "
+        "call validate_claim and cite its validation_id"
+    )
