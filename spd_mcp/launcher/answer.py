@@ -85,7 +85,10 @@ def answer_lines(f: Findings, brief: bool = False) -> list[str]:
         if texts or nums:
             out.append("  key numbers:")
             out += [line for t in texts for line in wrap(t, "    - ")[: 1 if brief else None]]
-            out += [f"    {k}: {v}" for k, v in nums]
+            shown = nums[:8] if brief else nums
+            out += [f"    {k}: {v}" for k, v in shown]
+            if len(nums) > len(shown):
+                out.append(f"    … {len(nums) - len(shown)} more numbers in `spd-investigate report`")
     if f.hypotheses:
         out.append("hypotheses: " + ", ".join(f"{h.id} {h.status}" for h in f.hypotheses))
     notes = caveats(f)

@@ -267,7 +267,16 @@ def numbers(obj: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
             yield prefix or "values", "[" + ", ".join(fmt_number(v) for v in obj) + "]"
             return
         for i, v in enumerate(obj):
-            yield from numbers(v, f"{prefix}[{i}]")
+            yield from numbers(v, f"{prefix}[{_item_name(v) or i}]")
+
+
+def _item_name(item: Any) -> str | None:
+    """What names a list item: its 'regime', 'name', 'kind', 'mode' or 'id' string, if any."""
+    if isinstance(item, dict):
+        for key in ("regime", "name", "kind", "mode", "id"):
+            if isinstance(item.get(key), str) and item[key]:
+                return item[key]
+    return None
 
 
 def evidence_numbers(explanation: dict[str, Any]) -> list[tuple[str, str]]:

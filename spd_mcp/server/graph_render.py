@@ -20,6 +20,7 @@ POSITIVE = "#2563eb"
 NEGATIVE = "#dc2626"
 FONT_PX = 12
 CHAR_W = 7.0  # an upper bound on the mean advance of a 12 px sans-serif character
+TITLE_CHAR_W = 9.2  # the same for the 15 px bold title
 LINE_H = 24  # height of one stacked node
 LEFT, TOP, CELL_PAD, DOT_R = 110, 64, 10, 5
 LABEL_DX = DOT_R + 5
@@ -201,7 +202,7 @@ def render_svg(
         f'font-family="DejaVu Sans, Arial, sans-serif" font-size="{FONT_PX}">',
         f'<rect width="{w}" height="{h}" fill="white"/>',
         f'<text x="10" y="22" font-size="15" '
-        f'font-weight="bold">{escape(caption or "attribution graph")}</text>',
+        f'font-weight="bold">{escape(_fit(caption or "attribution graph", w - 20, TITLE_CHAR_W))}</text>',
         f'<text x="10" y="42" fill="#4b5563">{escape(_subtitle(graph, w))}</text>',
     ]
     for i, (layer, top, bottom) in enumerate(lay.rows):
@@ -343,8 +344,8 @@ def _wrap(text: str, room: float) -> list[str]:
     return [*lines, cur] if cur else lines
 
 
-def _fit(text: str, room: float) -> str:
-    n = int(room / CHAR_W)
+def _fit(text: str, room: float, char_w: float = CHAR_W) -> str:
+    n = int(room / char_w)
     return text if len(text) <= n else text[: n - 1] + "…"
 
 

@@ -42,7 +42,9 @@ EXPLANATION = {
             "validation_id": 3,
             "necessity": "holds",
             "n_examples": 40,
-            "regimes": {"deterministic": {"necessity": {"mean": 0.91, "low": 0.85, "high": 0.96}}},
+            "regimes": [  # as validate_claim stores them: a list, each item named by its regime
+                {"regime": "deterministic", "necessity": {"mean": 0.91, "low": 0.85, "high": 0.96}}
+            ],
             "summary": "removing the set drops p on 38 of 40 held-out prompts",
         }
     ],
@@ -215,7 +217,7 @@ def test_numbers_of_an_explanation_are_found_whatever_its_fields() -> None:
     assert nums == {
         "validations[0].validation_id": "3",
         "validations[0].n_examples": "40",
-        "validations[0].regimes.deterministic.necessity": "mean=0.91, low=0.85, high=0.96",
+        "validations[0].regimes[deterministic].necessity": "mean=0.91, low=0.85, high=0.96",
         "validation.necessity": "value=0.93, ci_low=0.88, ci_high=0.97",
         "validation.n_prompts": "40",
         "ablation.p_before": "1",
@@ -238,7 +240,7 @@ def test_report_and_status_state_the_answer(tmp_path: Path, capsys) -> None:
         "hypotheses: h1 supported, h2 refuted",
         "status supported (necessity holds)",
         "validation 3: necessity holds: removing the set drops p on 38 of 40 held-out prompts",
-        "validations[0].regimes.deterministic.necessity: mean=0.91, low=0.85, high=0.96",
+        "validations[0].regimes[deterministic].necessity: mean=0.91, low=0.85, high=0.96",
         "tested on one mechanism's prompts only",
         "hypothesis h2 is refuted: attention alone suffices",
         "1 of 2 tool calls failed (first: get_ci: unknown word 'Paris')",

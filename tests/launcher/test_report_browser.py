@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from spd_mcp.launcher import cli
+from spd_mcp.launcher.findings import evidence_numbers
 from spd_mcp.launcher.layout import InvestigationDir, read_json, update_json
 from tests.launcher.test_report_answer import write_investigation
 from tests.server.test_graph_render_browser import measured_labels, overlapping
@@ -156,7 +157,11 @@ def test_demo_investigation_and_swarm_pages(
         assert c["component"] in answer
         top = promotes.get(c["component"])
         assert (repr(top) if top is not None else "no direct path") in answer, (c, top, answer)
-    assert "Key numbers" in answer and "ratio" in answer and "Caveats" in answer
+    assert "Key numbers" in answer and "Caveats" in answer
+    nums = evidence_numbers(explanation)  # whatever numbers the explanation carries, all shown
+    assert all(f"{k} {v}" in answer for k, v in nums), [
+        kv for kv in nums if f"{kv[0]} {kv[1]}" not in answer
+    ]
     drawing = section(dom, "circuits")
     assert all(f"{c['component']} ▸" in drawing for c in explanation["components"])
     # The demo's drawing in Chromium: every node drawn has a label, no two labels overlap, <= 1600 px.
