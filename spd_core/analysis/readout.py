@@ -57,3 +57,10 @@ def write_vector_logits(model: ComponentModel, layer: str, c: int) -> Readout:
     vec = u * gain if gain is not None else u
     how = "W_U · (final-norm gain ⊙ U[c])" if gain is not None else "W_U · U[c]"
     return Readout((w_u @ vec).float(), f"{how}: direct path only, ignoring the norm's per-token scale and later layers")
+
+
+def top_promoted_token(model: ComponentModel, layer: str, c: int) -> int | None:
+    """The token id whose logit ``layer:c``'s write vector raises most (direct path), or None where
+    the layer has no direct path to the logits."""
+    r = write_vector_logits(model, layer, c)
+    return None if r.logits is None else int(r.logits.argmax())

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TextIO
 if TYPE_CHECKING:
     from spd_mcp.launcher.layout import InvestigationDir
 
-WATCH_COMMANDS = ("list", "status", "follow", "report")
+WATCH_COMMANDS = ("list", "status", "follow", "report", "serve")
 DEFAULT_OUT = "investigations/runs"
 SLURM_FLAGS = ("partition", "time", "gpus", "cpus", "mem", "account", "qos")
 
@@ -24,7 +24,9 @@ EPILOG = """watching:
   spd-investigate list                 investigations under --out, newest last
   spd-investigate status ID            metadata, outcome and last events (ID: id, part of one, latest)
   spd-investigate follow ID            print the research log and events as they grow
-  spd-investigate report ID            the final summary
+  spd-investigate report ID            the answer: summary, components, key numbers, caveats
+  spd-investigate report ID --html     the same as one self-contained page (report.html in its directory)
+  spd-investigate serve [--port N]     every investigation's page on 127.0.0.1, live while it runs
   (ID may name a swarm, swarm-...: status shows every task, follow ends with the
    aggregation, report prints swarm_report.md; follow SWARM --task N follows one task)
 
@@ -78,6 +80,9 @@ def watch_parser() -> argparse.ArgumentParser:
                    help="investigation or swarm id, part of one, 'latest', 'latest-swarm' or a path")
     p.add_argument("--task", type=int, help="with a swarm: the task to follow or show")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"investigations root (default {DEFAULT_OUT})")
+    p.add_argument("--html", nargs="?", const="", metavar="FILE",
+                   help="report: write one self-contained HTML page (default: report.html in its directory)")
+    p.add_argument("--port", type=int, default=8765, help="serve: port on 127.0.0.1 (default 8765; 0: any free)")
     return p
 
 
@@ -223,7 +228,12 @@ def watch_swarm(a: argparse.Namespace, root: Path) -> int | None:
         tasks = {t["index"]: t for t in read_json(sd.meta).get("tasks", [])}
         if a.task not in tasks:
             return fail(f"swarm {sd.root.name} has tasks {sorted(tasks)}; --task {a.task} is not one")
-        return show_investigation(a.command, InvestigationDir(Path(tasks[a.task]["inv_dir"])), out)
+        return show_investigation(a.command, InvestigationDir(Path(tasks[a.task]["inv_dir"])), out, a.html)
+
+    if a.command == "report" and a.html is not None:
+        from spd_mcp.launcher.html_swarm import swarm_html
+
+        return write_html(swarm_html(sd.root), a.html or sd.root / "report.html", out)
 
     def follow() -> None:
         swarm_watch.follow_swarm(sd, out)
@@ -247,8 +257,22 @@ def show(command: str, status: Callable[[], str], report: Callable[[], str], fol
     return 0
 
 
-def show_investigation(command: str, inv: InvestigationDir, out: TextIO) -> int:
+def write_html(text: str, path: str | Path, out: TextIO) -> int:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    out.write(f"wrote {target} ({len(text.encode()) // 1024} KB)\n")
+    return 0
+
+
+def show_investigation(command: str, inv: InvestigationDir, out: TextIO, html: str | None = None) -> int:
     from spd_mcp.launcher import watch
+
+    if command == "report" and html is not None:
+        from spd_mcp.launcher.findings import read_findings
+        from spd_mcp.launcher.html_report import investigation_html
+
+        return write_html(investigation_html(read_findings(inv)), html or inv.root / "report.html", out)
 
     return show(command, lambda: watch.status_text(inv), lambda: watch.report_text(inv), lambda: watch.follow(inv, out), out)
 
@@ -258,6 +282,12 @@ def watch_main(a: argparse.Namespace) -> int:
 
     root = Path(a.out)
     out = sys.stdout
+    if a.html is not None and a.command != "report":
+        return fail("--html applies to report: spd-investigate report ID --html")
+    if a.command == "serve":
+        from spd_mcp.launcher.live import serve
+
+        return serve(root, a.port, out)
     if a.command == "list":
         from spd_mcp.launcher.swarm_watch import list_swarms
 
@@ -280,7 +310,7 @@ def watch_main(a: argparse.Namespace) -> int:
         inv = watch.find_investigation(a.ref, root)
     except ValueError as err:
         return fail(str(err))
-    return show_investigation(a.command, inv, out)
+    return show_investigation(a.command, inv, out, a.html)
 
 
 if __name__ == "__main__":

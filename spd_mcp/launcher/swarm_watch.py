@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from spd_mcp.common.events import EventTail, read_events
+from spd_mcp.launcher.answer import swarm_answer_lines
 from spd_mcp.launcher.layout import InvestigationDir, now_iso, read_json, update_json
 from spd_mcp.launcher.scheduler_state import ended_status, reconcile, sacct_state
 from spd_mcp.launcher.stream import cut, event_line
@@ -87,14 +88,15 @@ def swarm_status_text(sd: SwarmDir) -> str:
     if outcome:
         lines.append(f"  aggregation: {outcome.get('status')} ({outcome.get('claims')} claims from "
                      f"{outcome.get('ok_tasks')} of {outcome.get('tasks')} tasks) error={outcome.get('error')}")
+    lines += ["  " + line for line in swarm_answer_lines(read_json(sd.summary))]
     if sd.report.exists():
-        lines.append(f"  report: {sd.report}")
+        lines.append(f"  report: {sd.report} (html: spd-investigate report {sd.root.name} --html)")
     return "\n".join(lines)
 
 
 def swarm_report_text(sd: SwarmDir) -> str:
     if sd.report.exists():
-        return sd.report.read_text()
+        return "\n".join(swarm_answer_lines(read_json(sd.summary))) + "\n\n" + sd.report.read_text()
     return swarm_status_text(sd) + "\n  (no report yet: the aggregation writes it when every task has ended)\n"
 
 

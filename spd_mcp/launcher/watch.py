@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from spd_mcp.common.events import EventTail, read_events
+from spd_mcp.launcher.answer import answer_lines
+from spd_mcp.launcher.findings import read_findings
 from spd_mcp.launcher.layout import InvestigationDir, read_json
 from spd_mcp.launcher.scheduler_state import FINAL_STATUSES, reconcile
 from spd_mcp.launcher.stream import Stream, cut, event_line
@@ -55,7 +57,6 @@ def list_investigations(out_root: Path) -> list[dict[str, Any]]:
 def status_text(inv: InvestigationDir, last_events: int = 8) -> str:
     reconcile(inv)
     meta = read_json(inv.metadata)
-    summary = read_json(inv.summary)
     lines = [f"investigation {inv.root.name}: {meta.get('status', '?')}",
              f"  question: {cut(meta.get('question', ''), 200)}",
              f"  agent: {meta.get('agent')} ({meta.get('agent_reason', '')}), model {meta.get('model')}",
@@ -66,8 +67,7 @@ def status_text(inv: InvestigationDir, last_events: int = 8) -> str:
         o = meta["outcome"]
         lines.append(f"  outcome: {o.get('status')} turns={o.get('turns')} cost_usd={o.get('cost_usd')} "
                      f"denials={o.get('denials')} error={o.get('error')}")
-    if summary:
-        lines.append(f"  summary ({summary.get('status')}): {summary.get('title', '')}")
+    lines += ["  " + line for line in answer_lines(read_findings(inv), brief=True)]
     events = read_events(inv.events)[-last_events:]
     if events:
         lines.append("  last events:")
@@ -76,14 +76,16 @@ def status_text(inv: InvestigationDir, last_events: int = 8) -> str:
 
 
 def report_text(inv: InvestigationDir) -> str:
-    summary = read_json(inv.summary)
-    parts = [f"# {summary.get('title') or inv.root.name}", "",
-             f"status: {summary.get('status', 'no summary yet')}", "", summary.get("summary", "")]
-    explanations = inv.root / "explanations.jsonl"
-    if explanations.exists():
-        n = sum(1 for line in explanations.read_text().splitlines() if line.strip())
-        parts += ["", f"{n} explanation(s) in {explanations}"]
-    parts += ["", f"research log: {inv.research_log}" + ("" if inv.research_log.exists() else " (none)")]
+    """The answer in full, then where the investigation's files are."""
+    f = read_findings(inv)
+    question = " ".join(str(f.meta.get("question", "")).split()) or "(no question recorded)"
+    title = " ".join(str(f.summary.get("title", "")).split()) or question
+    parts = [f"# {title}", "", f"investigation {inv.root.name}: {question}", "", *answer_lines(f), ""]
+    files = [("research log", inv.research_log), ("explanations", inv.root / "explanations.jsonl"),
+             ("hypotheses", inv.root / "hypotheses.jsonl")]
+    parts += [f"{name}: {path}" + ("" if path.exists() else " (none)") for name, path in files]
+    parts += [f"drawing: {a.svg}" for a in f.artifacts if a.svg is not None]
+    parts.append(f"html: spd-investigate report {inv.root.name} --html")
     return "\n".join(parts).rstrip() + "\n"
 
 

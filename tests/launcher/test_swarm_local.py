@@ -56,12 +56,17 @@ def test_local_swarm_with_a_failed_task(tmp_path: Path, capsys, monkeypatch) -> 
     assert cli.main(["status", summary["swarm_id"], "--out", str(runs)]) == 0
     status = capsys.readouterr().out
     assert f"swarm {summary['swarm_id']}: completed" in status
+    assert f"best claim {summary['claims'][0]['claim_id']}" in status
     for i, t in tasks.items():
         assert f"t{i:02d} {t['inv_id']}  {t['status']}" in status
     assert cli.main(["follow", summary["swarm_id"], "--task", "0", "--out", str(runs)]) == 0
     assert "No language model was used" in capsys.readouterr().out
     assert cli.main(["report", summary["swarm_id"], "--out", str(runs)]) == 0
-    assert capsys.readouterr().out == report
+    printed_report = capsys.readouterr().out
+    best = summary["claims"][0]
+    assert printed_report.startswith(f"answer: {summary['n_ok']}/{summary['n_tasks']} tasks finished, "
+                                     f"{len(summary['claims'])} claims re-tested\n")
+    assert f"best claim {best['claim_id']}" in printed_report and printed_report.endswith(report)
     assert cli.main(["list", "--out", str(runs)]) == 0
     listed = capsys.readouterr().out
     assert summary["swarm_id"] in listed and all(t["inv_id"] in listed for t in tasks.values())

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from spd_mcp.server import safe_files
 from spd_mcp.common.events import EventLog
+from spd_mcp.server import safe_files
 from spd_mcp.server.store import Store
 from tests.server.helpers import err, make_server, ok
 from tests.server.test_tools_records import store_graph

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
+from spd_mcp.server import graph_render
 from spd_mcp.server.store import Store
 from spd_mcp.server.workspace import Workspace, validate_id
 from tests.server.helpers import err, make_server, ok
@@ -94,11 +95,20 @@ async def test_save_graph_artifact_renders_json_and_svg(lm, tmp_path: Path) -> N
     assert [(e["src"], e["value"]) for e in data["edges"]] == [("embed:0:0", 2.0), ("0.mlp.up:0:3", -1.0)]
     assert data["n_edges_total"] == 5 and res["n_edges"] == 2
     svg = ET.parse(tmp_path / res["svg_path"]).getroot()
-    lines = [ln for ln in svg.iter(f"{SVG}line") if ln.find(f"{SVG}title") is not None]
-    assert [ln.get("stroke") for ln in lines] == ["#2563eb", "#dc2626"]  # sign -> colour
-    widths = [float(ln.get("stroke-width")) for ln in lines]
-    assert widths[0] == pytest.approx(4.0) and widths[1] == pytest.approx(0.5 + 3.5 * 0.5)  # width by |value|
-    assert len(list(svg.iter(f"{SVG}circle"))) == 5
+    edges = [p for p in svg.iter(f"{SVG}path") if p.find(f"{SVG}title") is not None]
+    assert [p.get("stroke") for p in edges] == ["#dc2626", "#2563eb"]  # sign -> colour, thinnest drawn first
+    widths = [float(p.get("stroke-width")) for p in edges]
+    assert widths == [pytest.approx(1.0 + 5.0 * 0.5), pytest.approx(6.0)]  # width by |value|
+    # Drawn: both components, the input token a kept edge touches, the target; embed:1:0 is left out.
+    labels = {g.get("data-key"): "".join(g.find(f"{SVG}text").itertext()) for g in svg.iter(f"{SVG}g")}
+    assert labels.keys() == {"embed:0:0", "0.mlp.up:0:3", "1.mlp.down:2:1", "output:2:7"}
+    # Each component is labelled with the token get_component_info says its write vector promotes most.
+    async with Client(make_server(lm, tmp_path)) as c:
+        down = await ok(c, "get_component_info", {"component": "1.mlp.down:1", "top_k": 1})
+    top = down["promotes"][0]["token"]
+    assert data["promotes"] == {"0.mlp.up:3": None, "1.mlp.down:1": top}
+    assert labels["1.mlp.down:2:1"] == f"1.mlp.down:1 ▸ {graph_render.node_label_token(top)}"
+    assert labels["0.mlp.up:0:3"] == "0.mlp.up:3 ▸ —" and labels["output:2:7"] == "output mat"
     assert "unknown graph_id" in missing and f"stored graph ids: {gid}" in missing
 
 

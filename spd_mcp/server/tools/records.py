@@ -8,9 +8,16 @@ from mcp.server.mcpserver import Context
 from pydantic import AfterValidator, Field
 from pydantic.config import JsonDict
 
+from spd_core.analysis.readout import top_promoted_token
 from spd_core.analysis.validation import Claim, judge_claims
 from spd_core.keys import parse_component_key
-from spd_mcp.server.graph_render import artifact_payload, markdown_snippet, render_svg, select
+from spd_mcp.server.graph_render import (
+    GraphSelection,
+    artifact_payload,
+    markdown_snippet,
+    render_svg,
+    select,
+)
 from spd_mcp.server.schemas import Input, StoredGraph, Wire
 from spd_mcp.server.state import AppState
 from spd_mcp.server.tooling import ToolSpec
@@ -243,13 +250,25 @@ def _write_artifact(ws: Workspace, artifact_id: str, payload: dict, svg: str) ->
     ws.write_artifacts(artifact_id, {".json": text, ".svg": svg})
 
 
+def _promoted_tokens(state: AppState, sel: GraphSelection) -> dict[str, str | None]:
+    """'<layer>:<c>' -> the token its write vector promotes most, for every component node drawn."""
+    model = state.run.model
+    keys = sorted({(n.layer, n.c) for n in sel.nodes if n.ci is not None and n.layer in model.layers})
+    out: dict[str, str | None] = {}
+    for layer, c in keys:
+        top = top_promoted_token(model, layer, c) if state.run.is_lm else None
+        out[f"{layer}:{c}"] = None if top is None else state.tok.display(top)
+    return out
+
+
 async def save_graph_artifact(state: AppState, inp: GraphArtifactInput, ctx: Context) -> GraphArtifactResult:
     ws = state.require_workspace()
     graph = StoredGraph.model_validate(await state.store.get_graph(inp.graph_id))
     artifact_id = inp.artifact_id or f"graph_{inp.graph_id}"
     sel = select(graph, inp.min_ci, inp.max_edges)
-    payload = artifact_payload(graph, sel, inp.graph_id, artifact_id, inp.caption)
-    svg = render_svg(graph, sel, inp.caption or f"graph {inp.graph_id}")
+    promotes = await state.device.call("save_graph_artifact", lambda: _promoted_tokens(state, sel))
+    payload = artifact_payload(graph, sel, inp.graph_id, artifact_id, inp.caption, promotes)
+    svg = render_svg(graph, sel, inp.caption or f"graph {inp.graph_id}", promotes)
     await state.run_io(_write_artifact, ws, artifact_id, payload, svg)
     return GraphArtifactResult(
         summary=f"Saved graph {inp.graph_id} as artifacts/{artifact_id}.json and .svg: {len(sel.nodes)} nodes, "
