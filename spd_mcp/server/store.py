@@ -129,6 +129,11 @@ class Store:
             "INSERT INTO validations (params, data, created) VALUES (?, ?, ?)", (_dump(params), _dump(data), time.time())
         )
 
+    async def set_validation(self, validation_id: int, data: dict[str, Any]) -> None:
+        await self._flush_calls()
+        await self._conn.execute("UPDATE validations SET data = ? WHERE id = ?", (_dump(data), validation_id))
+        await self._conn.commit()
+
     async def get_validation(self, validation_id: int) -> dict[str, Any]:
         async with self._conn.execute("SELECT data FROM validations WHERE id = ?", (validation_id,)) as cur:
             row = await cur.fetchone()

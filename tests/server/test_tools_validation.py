@@ -2,6 +2,7 @@
 save_explanation takes its status and confidence from the validations it cites."""
 
 import json
+import sqlite3
 from types import SimpleNamespace
 
 import pytest
@@ -65,6 +66,7 @@ async def test_a_shortcut_is_refuted_and_the_explanation_says_so(served, tmp_pat
         assert shortcut["sufficiency"] == "fails" and shortcut["baseline"] == pytest.approx(12 / 23)
         full = await _validate(c, components=[*AB, "lin1:3", "lin2:3"], examples=examples)
         assert full["sufficiency"] == "holds" and full["sufficient_alone"] == "holds"
+        assert full["validation_id"] == shortcut["validation_id"] + 1
         refuted = await ok(c, "save_explanation", {**base, "validation_ids": [shortcut["validation_id"]],
                                                    "claims": ["sufficient"], "confidence": "high"})
         assert refuted["status"] == "refuted" and refuted["confidence"] == "low"
@@ -74,6 +76,9 @@ async def test_a_shortcut_is_refuted_and_the_explanation_says_so(served, tmp_pat
         assert "validate exactly the set you explain" in wrong_set
         unknown = await err(c, "save_explanation", {**base, "validation_ids": [99]})
         assert "unknown validation_id 99" in unknown
+    store = sqlite3.connect(tmp_path / "store.sqlite")
+    stored = {vid: json.loads(d) for vid, d in store.execute("SELECT id, data FROM validations")}
+    assert {vid: v["validation_id"] for vid, v in stored.items()} == {vid: vid for vid in stored}
     lines = [json.loads(x) for x in (tmp_path / "explanations.jsonl").read_text().splitlines()]
     assert [x["status"] for x in lines] == ["refuted", "unvalidated"]
     assert lines[0]["agent_confidence"] == "high" and lines[0]["validations"][0]["sufficiency"] == "fails"

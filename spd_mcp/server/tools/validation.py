@@ -173,8 +173,10 @@ async def stored_validation(
         n_examples=v.n_examples, n_dropped=v.n_dropped, n_controls=v.n_others, baseline=v.baseline,
         regimes=[_regime_view(n) for n in v.regimes.values()], examples=rows, notes=v.notes,
     )
-    vid = await state.store.add_validation(params, result.model_dump(mode="json"))
-    return result.model_copy(update={"validation_id": vid, "summary": f"Validation {vid}: {result.summary}"})
+    vid = await state.store.add_validation(params, {})
+    final = result.model_copy(update={"validation_id": vid, "summary": f"Validation {vid}: {result.summary}"})
+    await state.store.set_validation(vid, final.model_dump(mode="json"))  # the stored copy carries its own id
+    return final
 
 
 async def validate_claim(state: AppState, inp: ValidateInput, ctx: Context) -> JobView:
