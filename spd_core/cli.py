@@ -20,7 +20,9 @@ from spd_core.config import DecompositionConfig, ModulePattern
 from spd_core.decompose import decompose
 from spd_core.experiments import EXPERIMENTS, Experiment, get_experiment
 from spd_core.model import match_modules
+from spd_core.recovery import recovery_verdict
 from spd_core.run import build_component_model, save_run
+from spd_core.targets.resid_mlp import ResidMLPSpec
 from spd_core.targets.spec import (
     HFSpec,
     build_target,
@@ -30,6 +32,8 @@ from spd_core.targets.spec import (
     save_target,
     untrained_target,
 )
+from spd_core.targets.tms import TMSSpec
+from spd_core.weight_delta import MEAN_SQ_KEY, REL_KEY, DeltaReport, weight_delta_report
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,9 +97,16 @@ def hf_experiment(path: Path, modules: list[str], seq_len: int) -> Experiment:
         steps=1000, batch_size=16, seq_len=seq_len, modules=patterns, importance_coeff=1e-3, p_start=2.0, p_end=1.0,
         stochastic_layerwise_coeff=0.0, stochastic_subset_coeff=1.0, ci_recon_coeff=1.0, ci_recon_mode="sequence_layer",
         output_loss="kl",
-        faithfulness_warmup_steps=200, eval_freq=250, eval_batches=2,
+        faithfulness_warmup_steps=200, faithfulness_coeff=1e7, eval_freq=250, eval_batches=2,
     )
     return Experiment(target=HFSpec(source=str(path.resolve())), decomposition=config)
+
+
+def delta_table(report: DeltaReport) -> str:
+    """Each matrix's relative delta norm and mean squared delta, then the summary or warning."""
+    rows = [f"{'weight delta':32s} {'‖W − (VU)ᵀ‖/‖W‖':>18s} {'mean squared':>13s}"]
+    rows += [f"  {k:30s} {v:18.3g} {report.mean_sq[k]:13.3g}" for k, v in report.rel_norm.items()]
+    return "\n".join([*rows, report.summary()])
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -126,8 +137,15 @@ def run(args: argparse.Namespace) -> Path:
     result = decompose(model, data, exp.decomposition, out_dir=out, progress=not args.no_progress)
     metrics = {**result.metrics, "train_seconds": result.seconds}
     save_run(out, model, exp.target, exp.decomposition, metrics, info=info)
+    per_matrix = (f"{REL_KEY}/", f"{MEAN_SQ_KEY}/")  # shown below, one row per matrix
     for k, v in metrics.items():
-        print(f"{k:32s} {v:.6g}")
+        if not k.startswith(per_matrix):
+            print(f"{k:32s} {v:.6g}")
+    print(delta_table(weight_delta_report(model)))
+    if isinstance(exp.target, TMSSpec | ResidMLPSpec):
+        verdict = recovery_verdict(model, exp.target.kind, exp.target.n_features)
+        if verdict is not None:
+            print(verdict.line())
     resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
     print(f"run directory: {out}{resumed}")
     return out

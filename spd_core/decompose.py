@@ -35,6 +35,7 @@ from spd_core.parallel import (
     mean_values,
     workers,
 )
+from spd_core.weight_delta import weight_delta_report
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -279,5 +280,5 @@ def _train(
         checkpoint(end)
     if not lead:
         return None
-    metrics = evaluate(model, data, config, device)
+    metrics = {**evaluate(model, data, config, device), **weight_delta_report(model).metrics()}
     return TrainResult(metrics, history, resumed_from, time.perf_counter() - t0)

@@ -47,6 +47,7 @@ class HarvestConfig:
     max_tokens: int | None = None
     batch_size: int = 16
     attribution_top_k: int | None = None  # keep per component only its top-k partners (see below)
+    max_nodes: int = 8_000  # alive nodes allowed in one text's attribution graph
 
     def __post_init__(self) -> None:
         assert 0.0 <= self.threshold < 1.0, f"threshold must be in [0, 1) (CI is in [0, 1]); got {self.threshold}"
@@ -184,7 +185,8 @@ class _Accumulator:
             )
 
     def add_attributions(self, x: Tensor) -> None:
-        graph = attribution_graph(self.model, x, threshold=self.config.threshold, outputs=[])
+        graph = attribution_graph(self.model, x, threshold=self.config.threshold, outputs=[],
+                                  max_nodes=self.config.max_nodes)
         idx = [(i, self.offsets[n.layer] + n.c) for i, n in enumerate(graph.nodes) if n.layer in self.offsets]
         if not idx:
             return

@@ -72,15 +72,79 @@ def tms_recovery(model: ComponentModel, layer: str, n_features: int) -> TMSLayer
 
 
 @torch.no_grad()
-def resid_mlp_owned_features(model: ComponentModel, layer: str, n_features: int, magnitude: float = 0.75, threshold: float = 0.1) -> int:
-    """Number of features owned by exactly one component of ``layer`` (see module docstring)."""
+def resid_mlp_owned(model: ComponentModel, layer: str, n_features: int, magnitude: float = 0.75,
+                    threshold: float = 0.1) -> set[int]:
+    """The features owned by exactly one component of ``layer`` (see module docstring)."""
     x = magnitude * torch.eye(n_features, device=model.comp(layer).V.device)
     ci = model.causal_importance(model(x, cache_inputs=True).inputs).lower[layer]
     active = ci > threshold  # (n_features, C)
     per_component = active.sum(0)
-    owned = 0
+    owned = set()
     for f in range(n_features):
         comps = active[f].nonzero().flatten()
         if len(comps) == 1 and per_component[comps[0]] == 1:
-            owned += 1
+            owned.add(f)
     return owned
+
+
+def resid_mlp_owned_features(
+    model: ComponentModel, layer: str, n_features: int, magnitude: float = 0.75,
+    threshold: float = 0.1,
+) -> int:
+    """Number of features owned by exactly one component of ``layer`` (see module docstring)."""
+    return len(resid_mlp_owned(model, layer, n_features, magnitude, threshold))
+
+
+# A TMS feature is recovered in a matrix when exactly one live component matches its rank-1 piece
+# this closely (the SPD paper's result, checked by tests/core/test_recovery.py).
+TMS_MIN_COSINE, TMS_NORM_RATIO = 0.98, (0.9, 1.1)
+
+
+def tms_recovered(rec: TMSLayerRecovery) -> set[int]:
+    """Features matched by exactly one live component, with cosine and norm ratio in range."""
+    lo, hi = TMS_NORM_RATIO
+    good = [m.feature for m in rec.matches
+            if m.cosine >= TMS_MIN_COSINE and lo <= m.norm_ratio <= hi]
+    bad = {m.feature for m in rec.matches if m.feature not in good}
+    return {f for f in good if good.count(f) == 1 and f not in bad}
+
+
+@dataclass(frozen=True)
+class RecoveryVerdict:
+    """``recovered`` of ``n_features`` features were recovered in every checked matrix
+    (``per_layer``: how many in each); ``check`` says what decided it."""
+
+    recovered: int
+    n_features: int
+    per_layer: dict[str, int]
+    check: str
+
+    def line(self) -> str:
+        layers = ", ".join(f"{k} {v}/{self.n_features}" for k, v in self.per_layer.items())
+        return (f"verdict: features recovered {self.recovered} of {self.n_features} ({layers}); "
+                f"check: {self.check}")
+
+
+def recovery_verdict(model: ComponentModel, kind: str, n_features: int) -> RecoveryVerdict | None:
+    """The verdict for a toy target (``kind`` 'tms' or 'resid_mlp'); None when no matrix it
+    checks is decomposed."""
+    if kind == "tms":
+        layers = [k for k in ("linear1", "linear2") if k in model.layers]
+        found = {k: tms_recovered(tms_recovery(model, k, n_features)) for k in layers}
+        lo, hi = TMS_NORM_RATIO
+        check = ("with one feature at 0.75 as input, exactly one live component (CI > 0.1, norm "
+                 "> 0.1 of the largest) matches the feature's rank-1 piece of the weight with "
+                 f"cosine ≥ {TMS_MIN_COSINE} and norm ratio {lo}–{hi}, in {' and '.join(layers)}")
+    elif kind == "resid_mlp":
+        layers = [k for k in model.layers if k.endswith(".mlp_in")]
+        found = {k: resid_mlp_owned(model, k, n_features) for k in layers}
+        check = ("with one feature at 0.75 as input, exactly one component of the layer's mlp_in "
+                 "has CI > 0.1, and it has CI > 0.1 for no other feature, in "
+                 + " and ".join(layers))
+    else:
+        return None
+    if not layers:
+        return None
+    everywhere = set.intersection(*found.values())
+    per_layer = {k: len(v) for k, v in found.items()}
+    return RecoveryVerdict(len(everywhere), n_features, per_layer, check)

@@ -68,6 +68,7 @@ async def open_state(config: ServerConfig, run: ServedRun | None) -> AppState:
     gc.enable()
     state = AppState(config=config, run=served, device=device, store=store, events=events, workspace=workspace)
     device.on_finished = functools.partial(_job_finished, state)
+    _ = state.weight_delta  # measured now, before any job can overlay an edit on the parameters
     await reload_edits(state)
     await state.run_io(
         functools.partial(

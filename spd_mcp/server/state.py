@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from spd_core.model import ComponentModel
+from spd_core.weight_delta import DeltaReport, weight_delta_report
 from spd_mcp.common.events import EventLog
 from spd_mcp.server.config import ServerConfig
 from spd_mcp.server.device import DeviceWorker
@@ -147,6 +148,12 @@ class AppState:
     def device_name(self) -> str:
         """Where the model lives ('cpu', 'cuda:0'); the model never moves after loading."""
         return str(next(self.run.model.parameters()).device)
+
+    @functools.cached_property
+    def weight_delta(self) -> DeltaReport:
+        """How far the components are from summing to the weights; measured at start-up, before any
+        edit is overlaid (the model's own parameters never change)."""
+        return weight_delta_report(self.run.model)
 
     def require_workspace(self) -> Workspace:
         if self.workspace is None:

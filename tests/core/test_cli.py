@@ -9,6 +9,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 from spd_core.cli import main
 from spd_core.masks import ones_masks
+from spd_core.recovery import tms_recovered, tms_recovery
 from spd_core.run import load_run
 
 
@@ -63,3 +64,31 @@ def test_pattern_matching_nothing_lists_candidates(tmp_path: Path, capsys) -> No
     assert main([str(tmp_path / "c.json"), "--out", str(tmp_path / "out")]) == 2
     assert "matches no decomposable module; candidates: linear1, linear2" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_toy_run_ends_with_the_delta_and_a_recovery_verdict(tmp_path: Path, capsys) -> None:
+    """The verdict line's counts are the recovery checks recomputed on the saved run; the delta
+    table rows are the saved components' deltas (a short run: its counts, not 5 of 5, count)."""
+    assert main(["tms_5-2", "--steps", "300", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    run = load_run(tmp_path / "run")
+    found = {k: tms_recovered(tms_recovery(run.model, k, 5)) for k in ("linear1", "linear2")}
+    n1, n2 = len(found["linear1"]), len(found["linear2"])
+    both = len(found["linear1"] & found["linear2"])
+    verdict = [line for line in out.splitlines() if line.startswith("verdict:")]
+    assert verdict == [
+        f"verdict: features recovered {both} of 5 (linear1 {n1}/5, linear2 {n2}/5); check: with"
+        " one feature at 0.75 as input, exactly one live component (CI > 0.1, norm > 0.1 of the"
+        " largest) matches the feature's rank-1 piece of the weight with cosine ≥ 0.98 and norm"
+        " ratio 0.9–1.1, in linear1 and linear2"
+    ]
+    for layer in ("linear1", "linear2"):
+        comp = run.model.comp(layer)
+        with torch.no_grad():
+            rel = float((comp.target_weight - comp.weight()).norm() / comp.target_weight.norm())
+        row = next(line.split() for line in out.splitlines() if line.startswith(f"  {layer} "))
+        assert float(row[1]) == pytest.approx(rel, rel=2e-3), (layer, row)
+        assert run.metrics[f"delta_rel_norm/{layer}"] == pytest.approx(rel, rel=1e-5)
+    # a toy run without faithfulness relies on its delta: the table says so
+    worst = max(run.metrics[f"delta_rel_norm/{k}"] for k in ("linear1", "linear2"))
+    assert ("WARNING: the components do not sum to the weights" in out) == (worst > 0.01)

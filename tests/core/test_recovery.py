@@ -5,7 +5,7 @@ import torch
 
 from spd_core.decompose import decompose
 from spd_core.experiments import get_experiment
-from spd_core.recovery import resid_mlp_owned_features, tms_recovery
+from spd_core.recovery import recovery_verdict, resid_mlp_owned_features, tms_recovery
 from spd_core.run import build_component_model
 from spd_core.targets.spec import build_target, data_source
 
@@ -33,12 +33,21 @@ def test_tms_5_2_one_live_component_per_feature_per_matrix() -> None:
         for m in rec.matches:
             assert m.cosine >= 0.98, f"{layer} component {m.component}: cosine {m.cosine:.4f} < 0.98"
             assert 0.9 <= m.norm_ratio <= 1.1, f"{layer} component {m.component}: norm ratio {m.norm_ratio:.3f}"
+    verdict = recovery_verdict(model, "tms", 5)  # what spd-decompose prints at the end
+    assert verdict is not None
+    assert (verdict.recovered, verdict.per_layer) == (5, {"linear1": 5, "linear2": 5})
+    assert verdict.line().startswith(
+        "verdict: features recovered 5 of 5 (linear1 5/5, linear2 5/5); check: "
+    )
 
 
 def test_resid_mlp1_w_in_splits_into_per_feature_components() -> None:
     exp, model, _ = _decompose("resid_mlp1", steps=RESID_STEPS, batch_size=RESID_BATCH)
     owned = resid_mlp_owned_features(model, "layers.0.mlp_in", exp.target.n_features)
     assert owned >= 90, f"only {owned}/100 features owned by exactly one mlp_in component"
+    verdict = recovery_verdict(model, "resid_mlp", exp.target.n_features)
+    assert verdict is not None
+    assert (verdict.recovered, verdict.per_layer) == (owned, {"layers.0.mlp_in": owned})
 
 
 RESID_STEPS, RESID_BATCH = 8000, 256

@@ -26,6 +26,36 @@ async def test_model_info_matches_the_component_model(lm) -> None:
     assert "tiny-llama" in info["summary"]
 
 
+async def test_model_info_reports_each_layers_weight_delta_and_warns_unless_negligible(toy) -> None:
+    async with Client(make_server(toy)) as c:
+        info = await ok(c, "get_model_info")
+    for row in info["layers"]:
+        comp = toy.model.comp(row["layer"])
+        with torch.no_grad():
+            delta = comp.target_weight - sum(comp.component_weight(i) for i in range(comp.C))
+        rel = float(delta.norm() / comp.target_weight.norm())
+        assert row["delta_rel_norm"] == pytest.approx(rel, rel=1e-5)
+        assert row["delta_mean_sq"] == pytest.approx(float(delta.pow(2).mean()), rel=1e-5)
+    assert max(r["delta_rel_norm"] for r in info["layers"]) > 0.01  # untrained components
+    assert info["weight_delta"].startswith("WARNING: the components do not sum to the weights")
+    assert info["weight_delta"] in info["summary"]
+    faithful = toy_run()
+    faithful.model = copy.deepcopy(toy.model)
+    with torch.no_grad():  # components that sum to the weights exactly: V U from each weight's SVD
+        for layer in faithful.model.layers:
+            comp = faithful.model.comp(layer)
+            if comp.tied_to is not None:
+                continue
+            u, sv, vh = torch.linalg.svd(comp.target_weight, full_matrices=False)
+            comp.V.zero_()[:, : sv.numel()] = vh.T * sv
+            comp.U.zero_()[: sv.numel()] = u.T
+    async with Client(make_server(faithful)) as c:
+        info = await ok(c, "get_model_info")
+    assert max(r["delta_rel_norm"] for r in info["layers"]) < 1e-5
+    assert info["weight_delta"].startswith("The components sum to the weights")
+    assert "WARNING" not in info["summary"]
+
+
 async def test_run_prompt_probabilities_equal_a_direct_forward(lm) -> None:
     text = "the cat sat on the"
     async with Client(make_server(lm)) as c:

@@ -34,6 +34,11 @@ class LayerRow(Wire):
     d_out: int
     C: int = Field(description="number of components; valid c is 0..C-1")
     alive: int | None = Field(description="components whose CI exceeds a threshold on some input (see alive_source)")
+    delta_rel_norm: float = Field(
+        description="‖W − (VU)ᵀ‖ / ‖W‖: how far the components are from summing to the weight "
+        "(≤ 0.01: negligible)"
+    )
+    delta_mean_sq: float = Field(description="mean squared entry of the weight delta W − (VU)ᵀ")
 
 
 class ModelInfo(Wire):
@@ -51,6 +56,10 @@ class ModelInfo(Wire):
     n_components_total: int
     layers: list[LayerRow] = Field(description="decomposed layers in network order")
     alive_source: str = Field(description="where the alive counts come from: the harvest, run metrics, or none")
+    weight_delta: str = Field(
+        description="whether the components sum to the weights; if not, a warning: ablations and "
+        "edits are inexact"
+    )
     metrics: dict[str, Any] = Field(description="decomposition quality from the run (faithfulness, reconstruction per regime, L0)")
     has_harvest: bool = Field(description="activation examples and token statistics exist for this run")
     has_probe_suite: bool
@@ -93,9 +102,11 @@ async def get_model_info(state: AppState, inp: ModelInfoInput, ctx: Context) -> 
     run, model = state.run, state.run.model
     param = next(model.parameters())
     alive, alive_source = await state.run_io(_alive, state)
+    delta = state.weight_delta
     layers = [
         LayerRow(layer=i.name, kind=i.kind, d_in=i.d_in, d_out=i.d_out, C=i.C,
-                 alive=int(alive[i.name]) if i.name in alive else None)
+                 alive=int(alive[i.name]) if i.name in alive else None,
+                 delta_rel_norm=delta.rel_norm[i.name], delta_mean_sq=delta.mean_sq[i.name])
         for i in model.layers.values()
     ]
     vocab = state.tok.vocab_size if run.is_lm else None
@@ -110,6 +121,7 @@ async def get_model_info(state: AppState, inp: ModelInfoInput, ctx: Context) -> 
             f"{n_comp} components in total. Harvest data: {'yes' if run.has_harvest else 'no'}; "
             f"probe prompts: {len(run.probes)}."
             + (f" Alive: {sum(r.alive or 0 for r in layers)} of {n_comp} ({alive_source})." if alive else "")
+            + ("" if delta.negligible else " " + delta.warning())
         ),
         run=run.name,
         description=run.description,
@@ -124,6 +136,7 @@ async def get_model_info(state: AppState, inp: ModelInfoInput, ctx: Context) -> 
         n_components_total=n_comp,
         layers=layers,
         alive_source=alive_source,
+        weight_delta=delta.summary(),
         metrics=_clean(run.metrics),
         has_harvest=run.has_harvest,
         has_probe_suite=bool(run.probes),
@@ -291,8 +304,9 @@ TOOLS = [
         title="Model and decomposition overview",
         description=(
             "What model is this, and how good is its decomposition? Layers with their component "
-            "counts and alive counts, quality metrics, harvest and probe availability. Call it "
-            "first: its layer names are the ones keys use. Instant. Example: get_model_info()."
+            "counts, alive counts and weight delta (do the components sum to the weights), quality "
+            "metrics, harvest and probe availability. Call it first: its layer names are the ones "
+            "keys use. Instant. Example: get_model_info()."
         ),
         input_model=ModelInfoInput,
         result_model=ModelInfo,
