@@ -113,7 +113,10 @@ def test_anthropic_api_agent_investigates_on_the_real_server(tiny_lm_run: Path, 
     assert not any(r.get("is_error") for r in results), [block_text(r) for r in results if r.get("is_error")]
     inv = InvestigationDir(Path(spec.inv_dir))
     probes = json.loads(block_text(results[1]))
-    assert [p["target_token"] for p in probes["prompts"]] == ["he", "she"]
+    from tests.support.tiny_run import PROBES
+
+    want = [p["target_token"] for p in PROBES if p["mechanism"] == "gendered_pronoun"]
+    assert [p["target_token"] for p in probes["prompts"]] == want and want[:2] == ["he", "she"]
     top = json.loads(block_text(results[2]))["predictions"][-1]["top"][0]["token"]
     assert top == top1_by_torch(tiny_lm_run, "the queen said that")
     assert [json.loads(line)["id"] for line in (inv.root / "hypotheses.jsonl").read_text().splitlines()] == ["h1"]
