@@ -4,8 +4,9 @@ Steps, in order: model info; the behaviour the question asks about (chosen from 
 mechanisms by the question's words, quoted phrases and the model's own answers; none when nothing
 matches, and then the investigation ends inconclusive after a short survey); the model's answers on
 the prompts circuits are found on; candidate circuits found on those prompts only (components whose
-CI is frequent on the behaviour's prompts and rare on the others', plus the strategy's own
-candidate: an optimized circuit, the top CI components or find_components); each candidate
+CI is frequent on the behaviour's prompts and rare on the others'; the strategy's own candidate:
+an optimized circuit, the top CI components or find_components; one circuit optimised over all of
+those prompts at once under stochastic masks, and its part the other behaviours do not use); each candidate
 validated with validate_claim on held-out probes of the behaviour and on the other behaviours'
 (necessity, specificity and sufficiency in three regimes, with intervals); steering with the best
 set removed; hypotheses whose status is the validation's verdict; a graph artifact; an explanation
@@ -40,6 +41,8 @@ CANDIDATE_MAX = 20
 HELD_OUT = 40  # held-out examples per validation
 CONTROLS = 45
 CIRCUIT_STEPS = 200
+SHARED_STEPS = 300  # optimize_circuit over all FOUND_ON prompts at once, under stochastic masks
+SHARED_OTHERS_MAX = 0.5  # the shared circuit's specific part: components active on at most this share of other prompts
 JOB_POLL_S = 20.0
 JOB_DEADLINE_S = 900.0
 NO_LLM = ("No language model was used: this investigation is the built-in protocol of spd-investigate, "
@@ -75,6 +78,7 @@ class Findings:
     prompts: list[dict[str, Any]] = field(default_factory=list)  # the prompts circuits are found on
     predictions: list[dict[str, Any]] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
+    elsewhere: dict[str, float] | None = None  # component -> share of other behaviours' prompts it is active on
     best: Candidate | None = None
     tokens: dict[str, str] = field(default_factory=dict)  # component -> what it promotes (harvest)
     steering: dict[str, Any] = field(default_factory=dict)
@@ -277,7 +281,8 @@ class Protocol:
 
     async def candidates(self) -> str:
         notes = []
-        for make in (self.contrast_candidate, self.strategy_candidate):
+        for make in (self.contrast_candidate, self.strategy_candidate, self.shared_candidate,
+                     self.specific_shared_candidate):
             try:
                 cand = await make()
             except StepFailed as exc:
@@ -300,7 +305,7 @@ class Protocol:
         others = [p for m in self.f.mechanisms if m != self.f.mechanism
                   for p in [q for q in self.probes if q.get("mechanism") == m][:CONTRAST_OTHERS]]
         mine = await self.frequencies(self.f.prompts)
-        there = await self.frequencies(others) if others else {}
+        there = self.f.elsewhere = await self.frequencies(others) if others else {}
         diff = sorted(((f - there.get(c, 0.0), f, c) for c, f in mine.items()), reverse=True)
         comps = [c for d, _, c in diff if d >= CONTRAST_MIN][:CANDIDATE_MAX]
         if not comps:
@@ -328,6 +333,28 @@ class Protocol:
         mask = self.strategy.circuit_args.get("mask", "ci")
         return Candidate(f"the optimized circuit of one prompt (optimize_circuit, {mask} masks)", comps,
                          rd.graph_id_of(res))
+
+    async def shared_candidate(self) -> Candidate:
+        args = {"prompts": self.examples(self.f.prompts), "mask": "stochastic", "steps": SHARED_STEPS, "wait_s": 30}
+        res = await self.until_done("optimize_circuit", await self.call("optimize_circuit", args))
+        comps = rd.circuit_components(res)
+        if not comps:
+            raise StepFailed(f"optimize_circuit returned no components: {rd.clip(str(res.get('summary', res)), 300)}")
+        return Candidate(f"one circuit shared by the {len(self.f.prompts)} prompts (optimize_circuit over all of "
+                         "them, stochastic masks)", comps)
+
+    async def specific_shared_candidate(self) -> Candidate:
+        """The shared circuit less the components the other behaviours use too: what is left should be
+        as necessary for this behaviour and touch the others less."""
+        shared = next((c for c in self.f.candidates if c.name.startswith("one circuit shared")), None)
+        if shared is None or self.f.elsewhere is None:
+            raise StepFailed("needs both the shared circuit and the other behaviours' CI frequencies")
+        comps = [c for c in shared.components if self.f.elsewhere.get(c, 0.0) <= SHARED_OTHERS_MAX]
+        if not comps or len(comps) == len(shared.components):
+            raise StepFailed("the shared circuit has no part used by the other behaviours to drop"
+                             if comps else "every component of the shared circuit is used by the other behaviours too")
+        return Candidate(f"the shared circuit's components active on at most {SHARED_OTHERS_MAX:.0%} of the other "
+                         "behaviours' prompts", comps)
 
     async def validation(self) -> str:
         exclude = [p["text"] for p in self.f.prompts]
