@@ -29,6 +29,8 @@ import anyio
 
 from spd_mcp.launcher.agents import AgentContext, AgentResult, is_model_tool
 from spd_mcp.launcher.agents import builtin_read as rd
+from spd_mcp.launcher.agents.builtin_read import StepFailed
+from spd_mcp.launcher.agents.builtin_toy import ToySteps
 from spd_mcp.launcher.mcp_link import connect, result_text
 from spd_mcp.launcher.strategies import STRATEGIES, strategy_named
 
@@ -49,10 +51,6 @@ NO_LLM = ("No language model was used: this investigation is the built-in protoc
           "a fixed sequence of tool calls whose conclusions follow from the measured numbers and the "
           "thresholds stated with them.")
 STATUS_OF = {"holds": "supported", "fails": "refuted", "inconclusive": "inconclusive"}
-
-
-class StepFailed(Exception):
-    """A step that could not be done; the message says why."""
 
 
 @dataclass
@@ -111,6 +109,7 @@ class Protocol:
         self.info: dict[str, Any] = {}
         self.strategy = strategy_named(ctx.spec.strategy) if ctx.spec.strategy else STRATEGIES[0]
         self.probes: list[dict[str, Any]] = []
+        self.toy: ToySteps | None = None
 
     # --- plumbing ---------------------------------------------------------------------------------
 
@@ -193,6 +192,11 @@ class Protocol:
                       f"'{self.strategy.name}': {self.strategy.description}")
         await self.log("Built-in protocol started", start)
         await self.step("model info", self.model_info)
+        if self.info.get("is_language_model") is False:
+            self.toy = ToySteps(self)
+            await self.toy.run()
+            await self.finish()
+            return
         await self.step("behaviour", self.behaviour)
         if self.f.mechanism is None:
             await self.step("survey", self.survey)
@@ -207,12 +211,11 @@ class Protocol:
     async def model_info(self) -> str:
         self.info = await self.call("get_model_info", {})
         layers = self.info.get("layers") or []
-        if not self.info.get("is_language_model", True):
-            raise StepFailed("the run is not a language model; the built-in protocol investigates text "
-                             "prompts only")
         rows = "\n".join(f"| {r.get('layer')} | {r.get('d_in')} | {r.get('d_out')} | {r.get('C')} |"
                          for r in layers)
-        return (f"Model: {self.info.get('architecture')} ({self.info.get('run')}), "
+        kind = ("a language model" if self.info.get("is_language_model", True)
+                else f"a toy model of {self.info.get('input_dim')} input features")
+        return (f"Model: {self.info.get('architecture')} ({self.info.get('run')}), {kind}, "
                 f"{self.info.get('n_components_total')} components in {len(layers)} layers.\n\n"
                 f"| layer | d_in | d_out | C |\n| --- | --- | --- | --- |\n{rows}")
 
@@ -473,15 +476,19 @@ class Protocol:
 
     async def finish(self) -> None:
         failed = [s for s in self.steps if not s.ok]
-        answer = rd.summary_text(self.f.mechanism, self.f.why, self.f.best.name if self.f.best else None,
-                                 self.f.best.components if self.f.best else [],
-                                 self.f.best.validation if self.f.best else {}, self.f.tokens,
-                                 self.f.best and self.held())
+        if self.toy is not None:
+            answer, conclusive = self.toy.answer()
+        else:
+            best = self.f.best
+            answer = rd.summary_text(self.f.mechanism, self.f.why, best.name if best else None,
+                                     best.components if best else [], best.validation if best else {},
+                                     self.f.tokens, best and self.held())
+            conclusive = self.f.best is not None and bool(self.held())
         if failed:
             answer += " Not done: " + "; ".join(f"{s.name} ({rd.clip(s.note, 200)})" for s in failed) + "."
         text = f"{answer} {NO_LLM}"
         await self.log("Built-in protocol finished", text)
-        conclusive = self.f.best is not None and bool(self.held()) and not failed
+        conclusive = conclusive and not failed
         try:
             await self.call("set_investigation_summary", {
                 "title": self.ctx.spec.question.splitlines()[0][:200],

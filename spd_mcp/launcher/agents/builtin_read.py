@@ -15,6 +15,10 @@ from spd_mcp.launcher.agents import behaviour_evidence
 from spd_mcp.launcher.mcp_link import ToolInfo
 
 
+class StepFailed(Exception):
+    """A step of the built-in protocol that could not be done; the message says why."""
+
+
 async def pick_behaviour(call: Any, question: str, prompts: list[dict[str, Any]],
                          tools: Sequence[ToolInfo] = ()) -> tuple[str | None, str]:
     """The behaviour a question is about, or None, with the grounds (behaviour_choice.py);
