@@ -45,6 +45,7 @@ CONTROLS = 45
 CIRCUIT_STEPS = 200
 SHARED_STEPS = 300  # optimize_circuit over all FOUND_ON prompts at once, under stochastic masks
 SHARED_OTHERS_MAX = 0.5  # the shared circuit's specific part: components active on at most this share of other prompts
+SPECIFIC_OTHERS = 6  # prompts of each other behaviour that share is measured on (at the prediction)
 JOB_POLL_S = 20.0
 JOB_DEADLINE_S = 900.0
 NO_LLM = ("No language model was used: this investigation is the built-in protocol of spd-investigate, "
@@ -76,7 +77,6 @@ class Findings:
     prompts: list[dict[str, Any]] = field(default_factory=list)  # the prompts circuits are found on
     predictions: list[dict[str, Any]] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
-    elsewhere: dict[str, float] | None = None  # component -> share of other behaviours' prompts it is active on
     best: Candidate | None = None
     tokens: dict[str, str] = field(default_factory=dict)  # component -> what it promotes (harvest)
     steering: dict[str, Any] = field(default_factory=dict)
@@ -298,8 +298,10 @@ class Protocol:
             raise StepFailed("no candidate circuit could be found:\n" + "\n".join(notes))
         return "Candidate circuits, found on the prompts above only:\n" + "\n".join(notes)
 
-    async def frequencies(self, prompts: list[dict[str, Any]]) -> dict[str, float]:
-        res = await self.call("find_components", {"examples": self.examples(prompts), "method": "ci", "scope": "any",
+    async def frequencies(self, prompts: list[dict[str, Any]], scope: str = "any") -> dict[str, float]:
+        """Each component's share of the prompts on which its CI is above 0.1 (at any position, or at
+        the prediction)."""
+        res = await self.call("find_components", {"examples": self.examples(prompts), "method": "ci", "scope": scope,
                                                   "ci_threshold": 0.1, "min_frequency": 0.01, "limit": 1000})
         res = await self.until_done("find_components", res)
         return {str(r["component"]): float(r["frequency"]) for r in res.get("components") or [] if isinstance(r, dict)}
@@ -308,7 +310,7 @@ class Protocol:
         others = [p for m in self.f.mechanisms if m != self.f.mechanism
                   for p in [q for q in self.probes if q.get("mechanism") == m][:CONTRAST_OTHERS]]
         mine = await self.frequencies(self.f.prompts)
-        there = self.f.elsewhere = await self.frequencies(others) if others else {}
+        there = await self.frequencies(others) if others else {}
         diff = sorted(((f - there.get(c, 0.0), f, c) for c, f in mine.items()), reverse=True)
         comps = [c for d, _, c in diff if d >= CONTRAST_MIN][:CANDIDATE_MAX]
         if not comps:
@@ -350,14 +352,17 @@ class Protocol:
         """The shared circuit less the components the other behaviours use too: what is left should be
         as necessary for this behaviour and touch the others less."""
         shared = next((c for c in self.f.candidates if c.name.startswith("one circuit shared")), None)
-        if shared is None or self.f.elsewhere is None:
-            raise StepFailed("needs both the shared circuit and the other behaviours' CI frequencies")
-        comps = [c for c in shared.components if self.f.elsewhere.get(c, 0.0) <= SHARED_OTHERS_MAX]
+        if shared is None:
+            raise StepFailed("needs the shared circuit")
+        others = [p for m in self.f.mechanisms if m != self.f.mechanism
+                  for p in [q for q in self.probes if q.get("mechanism") == m][:SPECIFIC_OTHERS]]
+        elsewhere = await self.frequencies(others, scope="position") if others else {}
+        comps = [c for c in shared.components if elsewhere.get(c, 0.0) <= SHARED_OTHERS_MAX]
         if not comps or len(comps) == len(shared.components):
             raise StepFailed("the shared circuit has no part used by the other behaviours to drop"
                              if comps else "every component of the shared circuit is used by the other behaviours too")
-        return Candidate(f"the shared circuit's components active on at most {SHARED_OTHERS_MAX:.0%} of the other "
-                         "behaviours' prompts", comps)
+        return Candidate(f"the shared circuit's components active (CI > 0.1) at the prediction on at most "
+                         f"{SHARED_OTHERS_MAX:.0%} of {len(others)} other behaviours' prompts", comps)
 
     async def validation(self) -> str:
         exclude = [p["text"] for p in self.f.prompts]
