@@ -346,7 +346,8 @@ def held_out(
     n_others: int = 40, seed: int = 0,
 ) -> tuple[list[Probe], list[Probe]]:
     """A seeded sample of ``mechanism``'s probes whose token ids are not in ``exclude`` (the prompts a
-    claim was found on), and a sample of the other mechanisms' probes (as even across them as it can)."""
+    claim was found on or selected on), and a sample of the other mechanisms' probes (as even across them
+    as it can), also without the excluded prompts."""
     tags = sorted({p.mechanism for p in probes})
     assert mechanism in tags, f"no probe has mechanism {mechanism!r}; valid: {', '.join(tags) or 'none (no probes)'}"
     skip = {tuple(e) for e in exclude}
@@ -361,7 +362,7 @@ def held_out(
     others: list[Probe] = []
     for i, tag in enumerate(rest):
         share = n_others // len(rest) + (1 if i < n_others % len(rest) else 0)
-        others += sample([p for p in probes if p.mechanism == tag], share)
+        others += sample([p for p in probes if p.mechanism == tag and tuple(p.token_ids) not in skip], share)
     return mine, others
 
 

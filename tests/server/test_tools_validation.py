@@ -55,6 +55,11 @@ async def test_the_known_circuit_holds_and_its_numbers_equal_the_core_on_the_sam
         assert by[regime]["broken"] == pytest.approx(n.broken)
         assert by[regime]["accuracy_kept"]["mean"] == pytest.approx(n.accuracy_kept.mean)
     assert [r["p_removed"] for r in res["examples"]] == pytest.approx([o.p_after for o in v.regimes["deterministic"].removed])
+    # an excluded prompt of another mechanism (one a claim was selected on) is not a control either
+    control = others[0]
+    _, again = held_out(probes, "ab", [*excl, control.token_ids], 40, 12, seed=0)
+    pool = sum(p.mechanism != "ab" for p in probes)
+    assert control.token_ids not in [o.token_ids for o in again] and len(again) == min(12, pool - 1)
 
 
 async def test_a_shortcut_is_refuted_and_the_explanation_says_so(served, tmp_path) -> None:
