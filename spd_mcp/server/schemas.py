@@ -1,65 +1,10 @@
-"""Wire models shared by several tools: job views, stored graphs, token probabilities."""
+"""Graphs in the store (written by attribution and circuit tools, read by save_graph_artifact)."""
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-JobStatusName = Literal["queued", "running", "done", "error", "cancelled"]
-
-
-class Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Input(BaseModel):
-    """Base of every tool's input model: frozen, unknown fields rejected, strict types (no coercion:
-    ``true`` is not the integer 1 and ``"yes"`` is not a boolean)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
-
-
-class LongInput(Input):
-    """Base of a long tool's input: it answers with a job once it runs longer than ``wait_s``."""
-
-    wait_s: float = Field(
-        20.0, ge=0, le=30,
-        description="seconds to wait (0-30); later the answer is {job_id, status} to poll with get_job",
-    )
-
-
-class TokenProb(Wire):
-    token: str = Field(description="display string of the token")
-    token_id: int
-    prob: float = Field(description="probability in [0, 1]")
-
-
-class JobBrief(Wire):
-    job_id: str
-    kind: Literal["call", "job"] = Field(description="'call': a short tool call; 'job': a long tool run as a job")
-    tool: str
-    status: JobStatusName
-    step: float
-    total: float | None
-    message: str
-    elapsed_s: float
-
-
-class JobView(Wire):
-    """A long tool's answer: its result when it finished within wait_s, else the job to poll."""
-
-    job_id: str
-    tool: str
-    status: JobStatusName
-    step: float = Field(description="progress so far, in units of `total`")
-    total: float | None
-    message: str
-    elapsed_s: float
-    result: dict[str, Any] | None = Field(description="the tool's result once status is 'done'")
-    error: str | None
-    summary: str
-
-
-# --- graphs in the store (written by attribution/circuit tools, read by save_graph_artifact) ----------
+from spd_mcp.contract.wire import Wire
 
 
 class GraphNode(Wire):

@@ -1,14 +1,15 @@
 """How a tool is declared and registered: flat input schema from an input model, one error boundary.
 
 A ``ToolSpec`` names a pydantic input model, a result model and an async handler
-``handler(state, inp, ctx) -> result``. ``build_tool`` turns it into an SDK ``Tool`` whose input
+``handler(state, inp, ctx) -> result``; ``bind`` makes them from the contract's entries
+(``spd_mcp.contract``) and one handler each. ``build_tool`` turns it into an SDK ``Tool`` whose input
 schema has one top-level property per input field (unknown arguments are rejected with the valid
 names) and whose failures are ToolErrors carrying their message.
 """
 
 import contextvars
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
+from spd_mcp.contract import ToolContract
 from spd_mcp.server.errors import BusyError, to_tool_error
 
 
@@ -45,6 +47,23 @@ class ToolSpec:
     read_only: bool
     destructive: bool = False
     idempotent: bool = False
+
+
+def bind(contracts: Iterable[ToolContract], **handlers: Handler) -> list[ToolSpec]:
+    """One ToolSpec per contract entry, with the handler of its name; a handler without an entry
+    or an entry without a handler is an error naming it."""
+    contracts = list(contracts)
+    names = [c.name for c in contracts]
+    extra, missing = sorted(set(handlers) - set(names)), [n for n in names if n not in handlers]
+    if extra or missing:
+        raise ValueError(f"handlers without a contract entry: {extra or 'none'}; "
+                         f"contract entries without a handler: {missing or 'none'}")
+    return [
+        ToolSpec(name=c.name, title=c.title, description=c.description, input_model=c.input_model,
+                 result_model=c.result_model, handler=handlers[c.name], read_only=c.read_only,
+                 destructive=c.destructive, idempotent=c.idempotent)
+        for c in contracts
+    ]
 
 
 def validation_message(exc: ValidationError) -> str:

@@ -5,16 +5,13 @@ Agent-chosen names (artifact ids, hypothesis ids) must match ``ID_PATTERN``; eve
 """
 
 import json
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from spd_mcp.contract.editing import EXPORTS
+from spd_mcp.contract.ids import ID_RULE, validate_id
 from spd_mcp.server import safe_files
-
-ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
-ID_RULE = "1-64 characters: letters, digits, '_' or '-', starting with a letter or digit (e.g. 'h1', 'graph_001')"
-_ID_RE = re.compile(ID_PATTERN)
 
 RESEARCH_LOG = "research_log.md"
 EVENTS = "events.jsonl"
@@ -22,16 +19,8 @@ HYPOTHESES = "hypotheses.jsonl"
 EXPLANATIONS = "explanations.jsonl"
 SUMMARY = "summary.json"
 ARTIFACTS = "artifacts"
-EXPORTS = "exports"
 STORE = "store.sqlite"
 SERVER_LOG = "server.log"
-
-
-def validate_id(value: str, what: str = "id") -> str:
-    """Return ``value`` if it is a safe id, else raise ValueError saying what is valid."""
-    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
-        raise ValueError(f"invalid {what} {value!r}; valid: {ID_RULE}")
-    return value
 
 
 def now_iso() -> str:

@@ -10,8 +10,8 @@ from mcp import Client
 from mcp.server.mcpserver import Context
 from pydantic import Field
 
+from spd_mcp.contract.wire import JobView, LongInput, Wire
 from spd_mcp.server.app import build_server
-from spd_mcp.server.schemas import JobView, LongInput, Wire
 from spd_mcp.server.state import AppState, ServedRun, ServerConfig
 from spd_mcp.server.tooling import ToolSpec
 from spd_mcp.server.tools.jobs import run_as_job

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
+from spd_mcp.contract.ids import validate_id
 from spd_mcp.server import graph_render
 from spd_mcp.server.store import Store
-from spd_mcp.server.workspace import Workspace, validate_id
+from spd_mcp.server.workspace import Workspace
 from tests.server.helpers import err, make_server, ok
 
 pytestmark = pytest.mark.anyio

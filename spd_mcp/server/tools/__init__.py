@@ -1,4 +1,5 @@
-"""The tool handlers, grouped by the question they answer."""
+"""The tool handlers, grouped by the question they answer; each module binds its handlers to the
+contract's entries (``spd_mcp.contract``)."""
 
 from spd_mcp.server.tools import (
     circuits,
@@ -13,5 +14,6 @@ from spd_mcp.server.tools import (
 )
 
 ALL_TOOLS = [
-    *model.TOOLS, *data.TOOLS, *components.TOOLS, *circuits.TOOLS, *interventions.TOOLS, *validation.TOOLS, *editing.TOOLS, *records.TOOLS, *jobs.TOOLS,
+    *model.TOOLS, *data.TOOLS, *components.TOOLS, *circuits.TOOLS, *interventions.TOOLS,
+    *validation.TOOLS, *editing.TOOLS, *records.TOOLS, *jobs.TOOLS,
 ]

@@ -4,16 +4,28 @@ Both store their graph (``schemas.StoredGraph``) so save_graph_artifact can draw
 """
 
 import re
-from typing import Any, Literal
+from typing import Any
 
 from mcp.server.mcpserver import Context
-from pydantic import Field
 
 from spd_core.analysis.attributions import EMBED, OUTPUT, AttributionGraph, attribution_graph
 from spd_core.analysis.circuits import Circuit, CircuitConfig
 from spd_core.analysis.circuits import optimize_circuit as core_optimize_circuit
 from spd_core.analysis.influence import influence_on
 from spd_core.keys import NodeKey, resolve_position
+from spd_mcp.contract import circuits as contract
+from spd_mcp.contract.circuits import (
+    REGIME_NAMES,
+    AttributionsInput,
+    AttributionsResult,
+    CircuitInput,
+    CircuitNode,
+    CircuitResult,
+    EdgeRow,
+    InfluenceRow,
+    NodeRow,
+)
+from spd_mcp.contract.wire import JobView
 from spd_mcp.server.inputs import (
     ModelInput,
     graph_node_key,
@@ -23,13 +35,11 @@ from spd_mcp.server.inputs import (
     text_input,
     token_label,
 )
-from spd_mcp.server.schemas import GraphEdge, GraphNode, JobView, LongInput, StoredGraph, Wire
+from spd_mcp.server.schemas import GraphEdge, GraphNode, StoredGraph
 from spd_mcp.server.state import AppState
-from spd_mcp.server.tooling import ToolSpec
-from spd_mcp.server.tools.components import EDIT_DESC, ExampleInput, TextOrFeatures
+from spd_mcp.server.tooling import bind
 from spd_mcp.server.tools.jobs import run_as_job
-from spd_mcp.server.tools.shared_circuit import LossSummary, loss_summary, optimize_shared
-from spd_mcp.server.tools.validation import ClaimExample, ControlPrompt
+from spd_mcp.server.tools.shared_circuit import loss_summary, optimize_shared
 
 STORED_EDGES = 20_000  # the largest edges (by |value|) kept with a stored graph
 NODE_PATTERN = re.compile(r"^.+:-?\d+:\d+$")
@@ -56,57 +66,6 @@ def stored_graph(
 
 
 # --- get_attributions ------------------------------------------------------------------------------
-
-
-class AttributionsInput(TextOrFeatures):
-    target: str | None = Field(
-        None, max_length=200,
-        description="what to explain: an output token string (exactly one token, at 'position'), or a node key "
-        "'<layer>:<pos>:<c>' (component node, or 'output:<pos>:<token id>'); default: the 3 most likely next "
-        "tokens at the last position",
-    )
-    position: int = Field(-1, ge=-100000, le=100000, description="position of a target token (negative counts from the end)")
-    threshold: float = Field(0.1, ge=0.0, le=1.0, description="component nodes are those with CI above this")
-    signed: bool = Field(
-        True, description="rank edges by |signed value| (true) or by the sum of |grad x act| terms (false: "
-        "no cancellation inside embedding sources)"
-    )
-    top_k: int = Field(30, ge=1, le=500, description="how many edges (largest first) to return")
-    multi_hop: bool = Field(False, description="also return each node's sign-preserving influence on the target through all paths")
-    node_limit: int = Field(40, ge=1, le=1000, description="return at most this many nodes (outputs first, then largest CI)")
-    edit_id: str | None = Field(None, max_length=64, description=EDIT_DESC)
-
-
-class NodeRow(Wire):
-    node: str = Field(description="'<layer>:<pos>:<c>'; layer 'embed' (c=0) or 'output' (c=token id) for pseudo-nodes")
-    ci: float | None = Field(description="causal importance; for output nodes the token's probability; None for embed")
-    act: float = Field(description="inner activation, embedding norm, or logit")
-    label: str | None = Field(description="the token of an embed or output node")
-
-
-class EdgeRow(Wire):
-    src: str
-    tgt: str
-    value: float = Field(description="signed attribution: gradient of tgt x activation of src (one hop)")
-    abs_value: float = Field(description="sum of |grad x act| terms (equals |value| except for embedding sources)")
-
-
-class InfluenceRow(Wire):
-    node: str
-    influence: float = Field(description="signed influence on the target through all paths (rows normalised to total |1|)")
-    direct: float = Field(description="the one-hop part")
-
-
-class AttributionsResult(Wire):
-    summary: str
-    graph_id: int = Field(description="pass to save_graph_artifact to save and draw this graph")
-    tokens: list[str]
-    target: str | None = Field(description="the target node of multi_hop (and of the explained prediction)")
-    n_nodes: int
-    n_edges: int = Field(description="non-zero edges in the graph")
-    nodes: list[NodeRow]
-    edges: list[EdgeRow] = Field(description="top_k edges, largest first")
-    influence: list[InfluenceRow] | None = Field(description="with multi_hop: the top_k nodes by |influence| on the target")
 
 
 def _resolve_target(
@@ -186,93 +145,6 @@ def _prob(graph: AttributionGraph, key: str) -> float:
 
 # --- optimize_circuit ------------------------------------------------------------------------------
 
-REGIME_NAMES = ("target", "ci", "stochastic", "adversarial", "unmasked")
-
-
-class CircuitInput(LongInput):
-    text: str | None = Field(
-        None, max_length=20000,
-        description="one prompt (with target_token); or give 'prompts' or 'mechanism' instead",
-        examples=["Paris is the capital of"],
-    )
-    target_token: str | None = Field(
-        None, max_length=200,
-        description="with 'text': the predicted token to keep; exactly one token",
-    )
-    position: int = Field(
-        -1, ge=-100000, le=100000,
-        description="with 'text': position whose prediction it is (default: the last)",
-    )
-    prompts: list[ExampleInput] | None = Field(
-        None, min_length=1, max_length=64,
-        description="several prompts {text, target_token, position?} of one behaviour: one circuit "
-        "of components that holds across them",
-    )
-    heldout_prompts: list[ClaimExample] | None = Field(
-        None, max_length=200,
-        description="with 'prompts': more prompts {text, target_token, foil?} of the behaviour, "
-        "not optimised on (copies of 'prompts' are skipped), to validate the circuit on",
-    )
-    control_prompts: list[ControlPrompt] | None = Field(
-        None, max_length=200,
-        description="with 'prompts': prompts of other behaviours, to validate specificity on",
-    )
-    mechanism: str | None = Field(
-        None, max_length=200,
-        description="a probe mechanism of the run (list_probe_prompts): optimise on its first "
-        "n_prompts probes, validate on others of its probes and on other mechanisms' probes",
-    )
-    n_prompts: int = Field(16, ge=1, le=64, description="with 'mechanism': probes to optimise on")
-    n_heldout: int = Field(
-        32, ge=0, le=200,
-        description="with 'mechanism': held-out probes (a seeded sample of the rest) to validate "
-        "on, and as many of the other mechanisms' for specificity (0: no validation)",
-    )
-    steps: int = Field(200, ge=1, le=5000, description="optimisation steps (one masked forward and backward each)")
-    sparsity: float | None = Field(
-        None, ge=0.0, le=100.0,
-        description="weight of the sparsity term (default 0.1 for one prompt; 0.003 for several, "
-        "where it sums over components)",
-    )
-    loss: Literal["ce", "kl"] = Field("ce", description="'ce': cross-entropy of the target token; 'kl': KL(target model ‖ circuit) at the position")
-    mask: Literal["ci", "stochastic"] | None = Field(
-        None,
-        description="train under CI masks, or under stochastic masks in [CI, 1] with the rest free "
-        "in [0, 1] (default: 'ci' for one prompt, 'stochastic' for several; CI-mask optima are "
-        "where shortcuts live)",
-    )
-    adversarial_steps: int = Field(0, ge=0, le=100, description="PGD steps of an adversary on the free masks each step (0: none)")
-    lr: float = Field(
-        0.1, gt=0.0, le=10.0, description="learning rate (AdamW) on the pre-sigmoid CI or the gates"
-    )
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="random seed")
-    edit_id: str | None = Field(None, max_length=64, description=EDIT_DESC)
-    limit: int = Field(
-        100, ge=1, le=1000, description="return at most this many circuit nodes or components"
-    )
-
-
-class CircuitNode(Wire):
-    node: str = Field(description="'<layer>:<pos>:<c>'")
-    token: str = Field(description="the input token at the node's position")
-    ci: float = Field(description="optimised CI in (0, 1]")
-
-
-class CircuitResult(Wire):
-    summary: str
-    graph_id: int = Field(description="the circuit's attribution graph (nodes = circuit); pass to save_graph_artifact")
-    target_token: str
-    target_token_id: int
-    position: int
-    total: int = Field(description="circuit nodes")
-    limit: int
-    nodes: list[CircuitNode] = Field(description="largest CI first")
-    l0: dict[str, int] = Field(description="circuit nodes per layer")
-    probs: dict[str, float] = Field(
-        description="probability of the target token under each regime: target, ci, stochastic, adversarial, unmasked"
-    )
-    loss: LossSummary
-
 
 def _circuit_work(state: AppState, inp: CircuitInput, mi: ModelInput, tid: int, progress: Any) -> tuple[Circuit, AttributionGraph]:
     model, edit = state.run.model, state.edits.edit(inp.edit_id)
@@ -341,32 +213,6 @@ async def optimize_circuit(state: AppState, inp: CircuitInput, ctx: Context) -> 
     )
 
 
-TOOLS = [
-    ToolSpec(
-        name="get_attributions",
-        title="Attribution graph of an input",
-        description=(
-            "How do components feed each other and the output on this input? Builds and stores "
-            "the one-hop attribution graph (gradient x activation, signed) over components with "
-            "CI above 'threshold', embeddings and outputs; with multi_hop, each node's influence "
-            "on the target through all paths. About a second. Example: "
-            "get_attributions(text='Paris is the capital of', target=' France', top_k=20)."
-        ),
-        input_model=AttributionsInput, result_model=AttributionsResult, handler=get_attributions, read_only=False,
-    ),
-    ToolSpec(
-        name="optimize_circuit",
-        title="Smallest circuit for a prediction",
-        description=(
-            "What is the smallest set of components that still makes this prediction, or this kind "
-            "of prediction? One prompt (text, target_token): a sparse circuit of (position, "
-            "component) nodes, the target's probability under every regime and a stored graph_id. "
-            "Several prompts of one behaviour ('prompts', or a probe 'mechanism'): one component set "
-            "shared by all, optimised under stochastic masks by default, with every regime's "
-            "numbers and a held-out validation (validation_id). A job ('steps' passes; a minute "
-            "with validation). Language models only. Example: optimize_circuit(text='Paris is the "
-            "capital of', target_token=' France', steps=200); optimize_circuit(mechanism='induction')."
-        ),
-        input_model=CircuitInput, result_model=JobView, handler=optimize_circuit, read_only=False,
-    ),
-]
+TOOLS = bind(
+    contract.TOOLS, get_attributions=get_attributions, optimize_circuit=optimize_circuit,
+)

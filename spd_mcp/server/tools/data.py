@@ -1,10 +1,9 @@
 """Harvest-backed tools: get_component_info, get_activation_examples, search_dataset, get_dataset_attributions."""
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from mcp.server.mcpserver import Context
-from pydantic import Field
 
 from spd_core.analysis.readout import write_vector_logits
 from spd_core.harvest_store import (
@@ -16,12 +15,25 @@ from spd_core.harvest_store import (
     search_texts,
 )
 from spd_core.keys import parse_component_key
-from spd_mcp.server.schemas import Input, Wire
+from spd_mcp.contract import data as contract
+from spd_mcp.contract.data import (
+    ActivationExample,
+    AttrRow,
+    CoFiringRow,
+    ComponentInfo,
+    ComponentInfoInput,
+    DatasetAttrInput,
+    DatasetAttrResult,
+    ExamplesInput,
+    ExamplesResult,
+    SearchInput,
+    SearchMatch,
+    SearchResult,
+    TokenLogit,
+    TokenStatRow,
+)
 from spd_mcp.server.state import AppState
-from spd_mcp.server.tooling import ToolSpec
-
-COMPONENT = Field(description="component key '<layer>:<c>' (layers from get_model_info)", max_length=200,
-                  examples=["0.mlp.up:3"])
+from spd_mcp.server.tooling import bind
 
 
 def _store(state: AppState) -> HarvestStore:
@@ -40,59 +52,6 @@ def _token(state: AppState, token_id: int) -> str:
 
 
 # --- get_component_info ----------------------------------------------------------------------------
-
-
-class ComponentInfoInput(Input):
-    component: str = COMPONENT
-    top_k: int = Field(10, ge=1, le=50, description="how many tokens / co-firing components per list")
-    order: Literal["pmi", "precision", "recall", "count"] = Field(
-        "pmi", description="how to rank input/output tokens: pmi, precision (share of the token's occurrences on "
-        "which it fires), recall (share of its firings on the token) or count",
-    )
-    min_count: int = Field(2, ge=1, le=10000, description="ignore tokens seen together with a firing fewer times")
-
-
-class TokenStatRow(Wire):
-    token: str
-    token_id: int
-    count: int = Field(description="firings on (input) or before (output) this token")
-    recall: float = Field(description="share of the component's firings with this token, 0-1")
-    precision: float = Field(description="share of this token's occurrences on which the component fires, 0-1")
-    pmi: float = Field(description="pointwise mutual information in nats")
-
-
-class TokenLogit(Wire):
-    token: str
-    token_id: int
-    logit: float = Field(description="direct logit change per unit of inner activation")
-
-
-class CoFiringRow(Wire):
-    component: str
-    count: int = Field(description="tokens on which both fire")
-    jaccard: float = Field(description="count / tokens on which either fires, 0-1")
-
-
-class ComponentInfo(Wire):
-    summary: str
-    component: str
-    layer: str
-    c: int
-    read_norm: float = Field(description="norm of the read vector V[:, c]")
-    write_norm: float = Field(description="norm of the write vector U[c]")
-    has_harvest: bool
-    n_firing: int | None = Field(description="harvested tokens with CI above the harvest threshold")
-    density: float | None = Field(description="firing density: n_firing / harvested tokens, 0-1")
-    mean_ci: float | None
-    max_ci: float | None
-    harvest_threshold: float | None
-    input_tokens: list[TokenStatRow] = Field(description="tokens at which it fires")
-    output_tokens: list[TokenStatRow] = Field(description="tokens that follow where it fires")
-    promotes: list[TokenLogit] = Field(description="tokens its write vector raises through the unembedding")
-    suppresses: list[TokenLogit] = Field(description="tokens its write vector lowers through the unembedding")
-    readout_method: str = Field(description="how promotes/suppresses were computed, or why they are empty")
-    cofiring: list[CoFiringRow]
-    label: str | None
 
 
 @torch.no_grad()
@@ -156,31 +115,6 @@ async def get_component_info(state: AppState, inp: ComponentInfoInput, ctx: Cont
 # --- get_activation_examples -----------------------------------------------------------------------
 
 
-class ExamplesInput(Input):
-    component: str = COMPONENT
-    limit: int = Field(5, ge=1, le=50, description="examples per page")
-    offset: int = Field(0, ge=0, le=100000, description="skip this many examples (largest CI first)")
-
-
-class ActivationExample(Wire):
-    text_id: int = Field(description="id of the harvested text")
-    position: int = Field(description="token position of the peak CI in the text")
-    max_ci: float
-    window_start: int = Field(description="token position in the text of tokens[0]")
-    tokens: list[str]
-    token_ids: list[int]
-    ci: list[float] = Field(description="the component's CI on each token of the window, 0-1")
-
-
-class ExamplesResult(Wire):
-    summary: str
-    component: str
-    total: int
-    offset: int
-    limit: int
-    examples: list[ActivationExample]
-
-
 async def get_activation_examples(state: AppState, inp: ExamplesInput, ctx: Context) -> ExamplesResult:
     key = parse_component_key(inp.component, state.layer_c())
     page = await state.run_io(lambda: activation_examples(_store(state), key.layer, key.c, inp.limit, inp.offset))
@@ -204,28 +138,6 @@ async def get_activation_examples(state: AppState, inp: ExamplesInput, ctx: Cont
 # --- search_dataset --------------------------------------------------------------------------------
 
 
-class SearchInput(Input):
-    query: str = Field(description="text to find (case-insensitive substring)", min_length=1, max_length=500,
-                       examples=["capital of"])
-    limit: int = Field(10, ge=1, le=100, description="matches per page")
-    offset: int = Field(0, ge=0, le=1000000, description="skip this many matches")
-
-
-class SearchMatch(Wire):
-    text_id: int
-    char_offset: int = Field(description="character offset of the match in the text")
-    snippet: str = Field(description="the match with up to 60 characters of context each side")
-    snippet_offset: int = Field(description="character offset of the match in the snippet")
-
-
-class SearchResult(Wire):
-    summary: str
-    total: int
-    offset: int
-    limit: int
-    matches: list[SearchMatch]
-
-
 async def search_dataset(state: AppState, inp: SearchInput, ctx: Context) -> SearchResult:
     page = await state.run_io(lambda: search_texts(_store(state), inp.query, inp.limit, inp.offset))
     matches = [SearchMatch(**m) for m in page.items]
@@ -236,29 +148,6 @@ async def search_dataset(state: AppState, inp: SearchInput, ctx: Context) -> Sea
 
 
 # --- get_dataset_attributions ----------------------------------------------------------------------
-
-
-class DatasetAttrInput(Input):
-    component: str = COMPONENT
-    top_k: int = Field(10, ge=1, le=100, description="sources and targets to return")
-    sign: Literal["abs", "positive", "negative"] = Field(
-        "abs", description="rank by |value| (abs), largest positive, or most negative summed attribution"
-    )
-
-
-class AttrRow(Wire):
-    component: str
-    value: float = Field(description="raw signed sum over the corpus of gradient x activation one-hop edges")
-    normalised: float = Field(description="value / total |value| flowing into the edge's target component")
-    abs_value: float = Field(description="sum of |edge| over the corpus")
-    count: int = Field(description="number of (text, position pair) edges summed")
-
-
-class DatasetAttrResult(Wire):
-    summary: str
-    component: str
-    sources: list[AttrRow] = Field(description="components that feed this one")
-    targets: list[AttrRow] = Field(description="components this one feeds")
 
 
 async def get_dataset_attributions(state: AppState, inp: DatasetAttrInput, ctx: Context) -> DatasetAttrResult:
@@ -281,51 +170,6 @@ async def get_dataset_attributions(state: AppState, inp: DatasetAttrInput, ctx: 
     )
 
 
-TOOLS = [
-    ToolSpec(
-        name="get_component_info",
-        title="What is this component?",
-        description=(
-            "What is this component? Its vector norms, the tokens its write vector promotes and "
-            "suppresses, and from the harvest: firing density, mean CI, top input and output "
-            "tokens, co-firing components, label. Instant. Example: "
-            "get_component_info(component='0.mlp.up:3')."
-        ),
-        input_model=ComponentInfoInput, result_model=ComponentInfo, handler=get_component_info,
-        read_only=True, idempotent=True,
-    ),
-    ToolSpec(
-        name="get_activation_examples",
-        title="Where does it fire in the data?",
-        description=(
-            "Show me where this component fires in the data: harvested contexts, largest CI "
-            "first, with the CI on every token. Needs harvest data. Instant. Example: "
-            "get_activation_examples(component='0.mlp.up:3', limit=5)."
-        ),
-        input_model=ExamplesInput, result_model=ExamplesResult, handler=get_activation_examples,
-        read_only=True, idempotent=True,
-    ),
-    ToolSpec(
-        name="search_dataset",
-        title="Search the run's texts",
-        description=(
-            "Where in the run's own data does this text occur? Case-insensitive substring search "
-            "over the harvested texts. Instant. Example: search_dataset(query='capital of')."
-        ),
-        input_model=SearchInput, result_model=SearchResult, handler=search_dataset,
-        read_only=True, idempotent=True,
-    ),
-    ToolSpec(
-        name="get_dataset_attributions",
-        title="What feeds this component across the data?",
-        description=(
-            "Across the data, what feeds this component and what does it feed? Top source and "
-            "target components by summed attribution over the harvested texts. Needs harvest "
-            "data. Instant. Example: get_dataset_attributions(component='1.mlp.down:2', "
-            "sign='positive')."
-        ),
-        input_model=DatasetAttrInput, result_model=DatasetAttrResult, handler=get_dataset_attributions,
-        read_only=True, idempotent=True,
-    ),
-]
-
+TOOLS = bind(
+    contract.TOOLS, get_component_info=get_component_info, get_activation_examples=get_activation_examples, search_dataset=search_dataset, get_dataset_attributions=get_dataset_attributions,
+)

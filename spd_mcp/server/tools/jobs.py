@@ -11,14 +11,20 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mcp.server.mcpserver import Context
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
+from spd_mcp.contract import jobs as contract
+from spd_mcp.contract.jobs import (
+    CancelJobInput,
+    GetJobInput,
+    ServerStatus,
+    StatusInput,
+)
+from spd_mcp.contract.wire import MAX_WAIT_S, JobBrief, JobView
 from spd_mcp.server.device import Job, Progress
-from spd_mcp.server.schemas import Input, JobBrief, JobView, Wire
 from spd_mcp.server.state import AppState
-from spd_mcp.server.tooling import ToolSpec, current_call
+from spd_mcp.server.tooling import bind, current_call
 
-MAX_WAIT_S = 30.0
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -81,11 +87,6 @@ async def run_as_job(
 # --- get_job ---------------------------------------------------------------------------------------
 
 
-class GetJobInput(Input):
-    job_id: str = Field(description="the job_id a long tool returned, e.g. 'j3'", max_length=64)
-    wait_s: float = Field(10.0, ge=0, le=MAX_WAIT_S, description="seconds to wait for the job to finish (0-30)")
-
-
 async def get_job(state: AppState, inp: GetJobInput, ctx: Context) -> JobView:
     job = state.device.job(inp.job_id)
     if job is None:
@@ -107,10 +108,6 @@ async def get_job(state: AppState, inp: GetJobInput, ctx: Context) -> JobView:
 # --- cancel_job ------------------------------------------------------------------------------------
 
 
-class CancelJobInput(Input):
-    job_id: str = Field(description="the job to cancel, e.g. 'j3'", max_length=64)
-
-
 async def cancel_job(state: AppState, inp: CancelJobInput, ctx: Context) -> JobView:
     job = state.device.job(inp.job_id)
     if job is None:
@@ -123,25 +120,6 @@ async def cancel_job(state: AppState, inp: CancelJobInput, ctx: Context) -> JobV
 
 
 # --- server_status ---------------------------------------------------------------------------------
-
-
-class StatusInput(Input):
-    pass
-
-
-class ServerStatus(Wire):
-    summary: str
-    run: str
-    device: str
-    uptime_s: float
-    calls_served: int
-    calls_by_outcome: dict[str, int] = Field(description="counts of ok / error / busy tool calls")
-    current: JobBrief | None = Field(description="what the device is running now")
-    queue: list[JobBrief]
-    recent_jobs: list[JobBrief]
-    rss_mb: float = Field(description="resident memory of the server process, MB")
-    workspace: str | None
-    events_logged: int
 
 
 def rss_mb() -> float:
@@ -178,44 +156,6 @@ async def server_status(state: AppState, inp: StatusInput, ctx: Context) -> Serv
     )
 
 
-TOOLS = [
-    ToolSpec(
-        name="get_job",
-        title="Get a job's status and result",
-        description=(
-            "Status, progress and, when done, the result of a job (what the long tool would have "
-            "returned). Waits up to wait_s. Example: get_job(job_id='j3', wait_s=30)."
-        ),
-        input_model=GetJobInput,
-        result_model=JobView,
-        handler=get_job,
-        read_only=True,
-        idempotent=True,
-    ),
-    ToolSpec(
-        name="cancel_job",
-        title="Cancel a job",
-        description=(
-            "Cancel a job. A queued job never starts; a running one stops at its next progress "
-            "step. Example: cancel_job(job_id='j3')."
-        ),
-        input_model=CancelJobInput,
-        result_model=JobView,
-        handler=cancel_job,
-        read_only=False,
-        destructive=True,
-        idempotent=True,
-    ),
-    ToolSpec(
-        name="server_status",
-        title="Server status",
-        description=(
-            "What the server is doing, without waiting for the device: running job, queue, "
-            "uptime, calls served, memory. Example: server_status()."
-        ),
-        input_model=StatusInput,
-        result_model=ServerStatus,
-        handler=server_status,
-        read_only=True,
-    ),
-]
+TOOLS = bind(
+    contract.TOOLS, get_job=get_job, cancel_job=cancel_job, server_status=server_status,
+)

@@ -7,7 +7,6 @@ it, and its scores and validation on held-out prompts (``spd_core.analysis.heldo
 from typing import Any
 
 from mcp.server.mcpserver import Context
-from pydantic import Field
 
 from spd_core.analysis.finder import Example
 from spd_core.analysis.heldout_circuit import HeldOutCircuit, circuit_with_heldout
@@ -15,31 +14,25 @@ from spd_core.analysis.regimes import RegimeSettings
 from spd_core.analysis.shared_circuit import RegimeScore, SharedCircuitConfig
 from spd_core.analysis.validation import MeasureSettings, Probe, ValidationConfig, held_out
 from spd_core.keys import resolve_position
+from spd_mcp.contract.circuits import (
+    LossSummary,
+    RegimeBrief,
+    RegimeRow,
+    SharedCircuitResult,
+    SharedComponent,
+)
+from spd_mcp.contract.components import ExampleInput
+from spd_mcp.contract.wire import JobView
 from spd_mcp.server.inputs import target_token, text_input
-from spd_mcp.server.schemas import JobView, Wire
 from spd_mcp.server.state import AppState
-from spd_mcp.server.tools.components import ExampleInput
 from spd_mcp.server.tools.jobs import run_as_job
 from spd_mcp.server.tools.validation import (
-    ValidationResult,
     run_probes,
     stored_validation,
     text_probe,
 )
 
 SHARED_SPARSITY = 0.003  # the gates are per component, so the penalty sums over ~C·layers of them
-
-
-class LossSummary(Wire):
-    first: float
-    final: float
-    min: float
-    steps: int
-    converged: bool = Field(
-        description="one prompt: the last tenth of the trace varies by < 1%; several: the set of "
-        "components did not change over the last tenth of the steps"
-    )
-    trace: list[float] = Field(description="at most 20 evenly spaced values of the loss")
 
 
 def loss_summary(trace: list[float], converged: bool) -> LossSummary:
@@ -52,61 +45,6 @@ def loss_summary(trace: list[float], converged: bool) -> LossSummary:
         converged=converged,
         trace=trace[::stride][:20],
     )
-
-
-class RegimeRow(Wire):
-    mean_prob: float = Field(description="mean over prompts of p(target) at the prompt's position")
-    accuracy: float = Field(
-        description="share of prompts (and samples) where the target is strictly the most likely"
-    )
-    probs: list[float] = Field(description="per prompt, in order")
-    correct: list[float] = Field(
-        description="per prompt: share of samples with the target on top (0/1 if deterministic)"
-    )
-
-
-class RegimeBrief(Wire):
-    mean_prob: float
-    accuracy: float
-
-
-class SharedComponent(Wire):
-    component: str = Field(description="'<layer>:<c>'")
-    gate: float = Field(
-        description="optimised gate in (0, 1]: the component keeps at least gate x its CI"
-    )
-
-
-class SharedCircuitResult(Wire):
-    summary: str
-    circuit_id: int = Field(description="the stored circuit")
-    mechanism: str | None = Field(description="the probe mechanism the prompts came from, if any")
-    mask: str = Field(description="the masks it was optimised under")
-    n_prompts: int = Field(description="prompts it was optimised on")
-    n_candidates: int = Field(
-        description="components with CI > 0 somewhere on them (the rest never enter)"
-    )
-    total: int = Field(description="components in the circuit")
-    limit: int
-    components: list[SharedComponent] = Field(description="largest gate first")
-    l0: dict[str, int] = Field(description="circuit components per layer")
-    regimes: dict[str, RegimeRow] = Field(
-        description="the circuit on its own prompts: target (the model), stochastic (circuit in "
-        "[CI, 1], the rest and the delta uniform in [0, 1]), adversarial (the same ranges, worst "
-        "case), ci (circuit at its CI, rest "
-        "off), alone (circuit at 1, rest off, no delta)"
-    )
-    full: dict[str, RegimeBrief] = Field(
-        description="the same regimes with every component kept: the ceiling"
-    )
-    heldout: dict[str, RegimeRow] | None = Field(
-        description="the circuit's regimes on the held-out prompts"
-    )
-    validation: ValidationResult | None = Field(
-        description="the circuit validated on held-out prompts (as validate_claim; cite its "
-        "validation_id)"
-    )
-    loss: LossSummary
 
 
 def _examples(state: AppState, prompts: list[ExampleInput]) -> list[Example]:
