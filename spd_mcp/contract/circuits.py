@@ -131,9 +131,6 @@ class SharedCircuitResult(Wire):
 
 
 
-REGIME_NAMES = ("target", "ci", "stochastic", "adversarial", "unmasked")
-
-
 class CircuitInput(LongInput):
     text: str | None = Field(
         None, max_length=20000,

@@ -9,8 +9,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from spd_mcp.contract import TOOL_GROUPS
 from spd_mcp.launcher.mcp_link import ToolInfo
-from spd_mcp.launcher.tool_names import TOOL_GROUPS
 
 PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
 MAX_LOG_CHARS = 30_000
@@ -40,7 +40,7 @@ def fill(text: str, values: Mapping[str, str]) -> str:
 
 
 def render_tool_groups(tools: Sequence[ToolInfo]) -> str:
-    """The live tools as markdown, grouped like TOOLS.md; unknown tools under 'other'."""
+    """The live tools as markdown, grouped as the contract groups them; unknown tools under 'other'."""
     by_name = {t.name: t for t in tools}
     lines: list[str] = []
     seen: set[str] = set()

@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from spd_mcp.launcher.tool_names import SERVER_NAME
+from spd_mcp.contract import SERVER_NAME, claude_tool_name
 
 # Variables copied from the launcher's environment when set (credentials, endpoint, proxies, locale).
 ENV_PASSTHROUGH: tuple[str, ...] = (
@@ -93,7 +93,7 @@ def allowed_tool_names(tools: Sequence[str], server: str = SERVER_NAME) -> list[
     bad = [t for t in tools if not t or any(ch in t for ch in "*?(), ")]
     assert not bad, f"tool names must be plain MCP names (no wildcards, spaces or commas): {bad}"
     assert tools, "the server listed no tools: an agent with no allowed tool cannot investigate"
-    return sorted(f"mcp__{server}__{t}" for t in set(tools))
+    return sorted(claude_tool_name(t, server) for t in set(tools))
 
 
 def claude_argv(

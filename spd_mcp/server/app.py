@@ -11,6 +11,7 @@ from mcp.server.mcpserver import MCPServer
 
 from spd_core.analysis.overlay import check_edit
 from spd_mcp.common.events import EventLog
+from spd_mcp.contract import SERVER_NAME
 from spd_mcp.server.call_log import log_tool_calls
 from spd_mcp.server.device import DeviceWorker, Job
 from spd_mcp.server.edits import EditEntry, edit_from_bytes
@@ -150,6 +151,6 @@ def build_server(
 
     tools = [build_tool(spec) for spec in [*ALL_TOOLS, *extra_tools]]
     return MCPServer(
-        "spd", instructions=INSTRUCTIONS, lifespan=lifespan, tools=tools, log_level="WARNING",
+        SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, tools=tools, log_level="WARNING",
         middleware=[log_tool_calls, check_request],
     )

@@ -19,6 +19,7 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
 from spd_mcp.contract import ToolContract
+from spd_mcp.contract.schemas import compact_schema
 from spd_mcp.server.errors import BusyError, to_tool_error
 
 
@@ -124,30 +125,6 @@ def build_tool(spec: ToolSpec) -> Tool:
     tool.fn_metadata.arg_model = _strict(tool.fn_metadata.arg_model, set(model.model_fields))  # pyright: ignore[reportAttributeAccessIssue]
     tool.parameters["additionalProperties"] = False
     return tool
-
-
-def compact_schema(schema: Any, output: bool = False) -> Any:
-    """A JSON schema without what an agent does not need: the titles pydantic derives from names
-    ("Top K" for top_k) and, in an output schema, the result models' docstrings, their
-    ``additionalProperties: false`` and their ``required`` lists (every result field is always
-    present, null when it does not apply: the server's instructions say so once). Field
-    descriptions stay."""
-    if isinstance(schema, list):
-        return [compact_schema(s, output) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {}
-    is_model = "properties" in schema
-    for key, value in schema.items():
-        if key == "title" and isinstance(value, str):
-            continue
-        if output and is_model and (key in ("description", "required") or (key == "additionalProperties" and value is False)):
-            continue
-        if key in ("properties", "$defs") and isinstance(value, dict):
-            out[key] = {name: compact_schema(sub, output) for name, sub in value.items()}
-        else:
-            out[key] = compact_schema(value, output)
-    return out
 
 
 def _strict(base: type[BaseModel], allowed: set[str]) -> type[BaseModel]:

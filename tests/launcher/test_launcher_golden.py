@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from golden import check_golden
 
+from spd_mcp.contract import TOOL_NAMES
 from spd_mcp.launcher.sandbox import (
     ENV_FIXED,
     SandboxPaths,
@@ -18,7 +19,6 @@ from spd_mcp.launcher.sandbox import (
     mcp_config,
     write_private_json,
 )
-from spd_mcp.launcher.tool_names import TOOL_NAMES
 
 INV = Path("/INV")
 

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
+from spd_mcp import contract
 from tests.server.harvested import harvested_run
 from tests.server.helpers import make_server, raw_request
 from tests.server.test_tools_records import store_graph
@@ -60,6 +61,8 @@ FORCED = {
     "adversarial_steps": st.sampled_from([0, 1, 2, 2]),
     "max_new_tokens": st.integers(0, 3),
     "n_samples": st.sampled_from([0, 1, 2, 3]),
+    "n_examples": st.sampled_from([0, 1, 2, 3]),
+    "n_controls": st.sampled_from([0, 1, 2]),
     "wait_s": st.sampled_from([0.0, 5.0, 31.0]),
     "components": st.lists(st.sampled_from(KEYS), min_size=1, max_size=3) | st.just([]),
     "nodes": st.lists(st.sampled_from(NODES), max_size=3),
@@ -77,7 +80,8 @@ FORCED = {
     "regime": st.sampled_from(["deterministic", "stochastic", "adversarial", "all", "none"])
     | st.lists(st.sampled_from(["deterministic", "stochastic", "adversarial"]), max_size=3),
 }
-HEAVY = {"optimize_circuit", "find_components", "edit_component", "export_edit", "steer", "ablate", "get_attributions"}
+HEAVY = {"optimize_circuit", "find_components", "edit_component", "export_edit", "steer", "ablate", "get_attributions",
+         "validate_claim"}
 ANALYSIS = HEAVY | {"get_ci", "probe_component", "run_prompt"}
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False),
                  st.text(max_size=12), st.lists(st.integers(-5, 5), max_size=3), st.just({"a": 1}))
@@ -224,11 +228,7 @@ def fuzz_client(tmp_path_factory, lm):
         yield portal, client, tools, ws
 
 
-TOOL_NAMES = ["get_model_info", "run_prompt", "list_probe_prompts", "update_research_log", "record_hypothesis",
-              "save_explanation", "set_investigation_summary", "save_graph_artifact", "get_job", "cancel_job",
-              "server_status", "get_ci", "probe_component", "find_components", "get_attributions", "optimize_circuit",
-              "ablate", "steer", "edit_component", "export_edit", "get_component_info", "get_activation_examples", "search_dataset",
-              "get_dataset_attributions"]
+TOOL_NAMES = list(contract.TOOL_NAMES)  # every tool of the contract (test_contract: the server has each)
 
 
 @pytest.mark.parametrize("name", TOOL_NAMES)

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from spd_mcp.common.events import EventLog
+from spd_mcp.contract import RECORD_TOOLS
 from spd_mcp.launcher.layout import InvestigationDir
 from spd_mcp.launcher.mcp_link import ToolInfo
 from spd_mcp.launcher.spec import AVAILABLE_AGENTS, JobSpec
-from spd_mcp.launcher.tool_names import RECORD_TOOLS
 
 
 class TranscriptWriter:

@@ -8,10 +8,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from spd_mcp.contract import SERVER_NAME, bare_tool_name, claude_tool_name
 from spd_mcp.launcher.agents import AgentContext, AgentResult, flag_no_model_tool, is_model_tool
 from spd_mcp.launcher.sandbox import SandboxPaths, claude_argv, claude_env
 from spd_mcp.launcher.server_proc import die_with_parent
-from spd_mcp.launcher.tool_names import SERVER_NAME, bare_tool_name
 
 RESULT_STATUS = {"success": "completed", "error_max_turns": "max_turns",
                  "error_max_budget_usd": "budget"}
@@ -43,7 +43,7 @@ def check_init(init: dict[str, Any] | None, expected_tools: Iterable[str]) -> li
     if others:
         problems.append(f"other MCP servers loaded: {others}")
     tools = set(init.get("tools", []))
-    expected = {f"mcp__{SERVER_NAME}__{t}" for t in expected_tools}
+    expected = {claude_tool_name(t) for t in expected_tools}
     if tools != expected:
         problems.append(f"tools differ from the server's: extra {sorted(tools - expected)}, "
                         f"missing {sorted(expected - tools)}")

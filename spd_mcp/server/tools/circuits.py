@@ -12,10 +12,10 @@ from spd_core.analysis.attributions import EMBED, OUTPUT, AttributionGraph, attr
 from spd_core.analysis.circuits import Circuit, CircuitConfig
 from spd_core.analysis.circuits import optimize_circuit as core_optimize_circuit
 from spd_core.analysis.influence import influence_on
+from spd_core.analysis.regimes import REGIMES
 from spd_core.keys import NodeKey, resolve_position
 from spd_mcp.contract import circuits as contract
 from spd_mcp.contract.circuits import (
-    REGIME_NAMES,
     AttributionsInput,
     AttributionsResult,
     CircuitInput,
@@ -191,7 +191,7 @@ async def optimize_circuit(state: AppState, inp: CircuitInput, ctx: Context) -> 
         graph_id = await state.store.add_graph(stored.model_dump(mode="json"), "circuit", prompt_id, params)
         nodes = [CircuitNode(node=str(k), token=mi.tokens[k.pos], ci=v) for k, v in circuit.nodes]
         loss = loss_summary(circuit.loss_trace, circuit.converged)
-        probs = {r: float(circuit.probs[r]) for r in REGIME_NAMES}
+        probs = {r: float(circuit.probs[r]) for r in REGIMES}
         await state.store.add_circuit(
             {"nodes": [[n.node, n.ci] for n in nodes], "probs": probs, "l0": circuit.l0}, params, graph_id, prompt_id
         )

@@ -1,0 +1,112 @@
+"""The contract (spd_mcp.contract) and the server's registered tools are the same: one walk over
+each, compared name by name. The server side is what a real MCP client lists; the contract side
+is computed from the contract's models alone. A tool on one side only fails the test."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any, get_args
+
+import anyio
+import pytest
+from mcp import Client
+
+from spd_core.analysis import ablation, regimes
+from spd_core.analysis import validation as core_validation
+from spd_mcp import contract
+from spd_mcp.contract import circuits, interventions, records
+from spd_mcp.contract.schemas import input_schema, output_schema
+from spd_mcp.contract.spec import ToolContract
+from spd_mcp.contract.wire import JobView, LongInput
+from tests.server.helpers import make_server
+from tests.server.runs import lm_run
+
+
+def contract_side(tools: Sequence[ToolContract]) -> dict[str, dict[str, Any]]:
+    return {
+        t.name: {
+            "title": t.title,
+            "description": t.description,
+            "annotations": {"read_only_hint": t.read_only, "destructive_hint": t.destructive,
+                            "idempotent_hint": t.idempotent, "open_world_hint": False},
+            "input_schema": input_schema(t.input_model),
+            "output_schema": output_schema(t.result_model),
+        }
+        for t in tools
+    }
+
+
+async def server_side(run: Any) -> dict[str, dict[str, Any]]:
+    async with Client(make_server(run)) as client:
+        listed = (await client.list_tools()).tools
+    return {
+        t.name: {
+            "title": t.title,
+            "description": t.description,
+            "annotations": t.annotations.model_dump(exclude_none=True) if t.annotations else None,
+            "input_schema": t.input_schema,
+            "output_schema": t.output_schema,
+        }
+        for t in listed
+    }
+
+
+def differences(contract_tools: Mapping[str, dict[str, Any]],
+                served: Mapping[str, dict[str, Any]]) -> list[str]:
+    """Every way the two sides differ: tools on one side only, then fields that differ."""
+    out = [f"{n}: in the contract, not served" for n in sorted(set(contract_tools) - set(served))]
+    out += [f"{n}: served, not in the contract" for n in sorted(set(served) - set(contract_tools))]
+    for name in sorted(set(contract_tools) & set(served)):
+        for key, want in contract_tools[name].items():
+            if served[name].get(key) != want:
+                out.append(f"{name}: {key} differs")
+    return out
+
+
+@pytest.fixture(scope="module")
+def served() -> dict[str, dict[str, Any]]:
+    return anyio.run(server_side, lm_run())
+
+
+def test_the_server_serves_exactly_the_contract(served: dict[str, dict[str, Any]]) -> None:
+    ours = contract_side(contract.TOOLS)
+    problems = differences(ours, served)
+    assert not problems, "the server and spd_mcp.contract differ:\n" + "\n".join(problems)
+    assert len(served) == len(contract.TOOLS) == len(contract.TOOL_NAMES) >= 25
+
+
+def test_a_tool_on_one_side_only_is_found(served: dict[str, dict[str, Any]]) -> None:
+    ours = contract_side(contract.TOOLS)
+    fewer = {k: v for k, v in ours.items() if k != "steer"}
+    assert differences(fewer, served) == ["steer: served, not in the contract"]
+    more = {**ours, "new_tool": ours["steer"]}
+    assert differences(more, served) == ["new_tool: in the contract, not served"]
+    changed = {**ours, "get_ci": {**ours["get_ci"], "description": "other"}}
+    assert differences(changed, served) == ["get_ci: description differs"]
+
+
+def test_groups_and_names_come_from_the_entries() -> None:
+    assert list(contract.TOOL_GROUPS) == list(contract.GROUPS)
+    grouped = [n for names in contract.TOOL_GROUPS.values() for n in names]
+    assert sorted(grouped) == sorted(contract.TOOL_NAMES)
+    assert len(set(contract.TOOL_NAMES)) == len(contract.TOOL_NAMES)
+    assert {"update_research_log", "get_job"} <= contract.RECORD_TOOLS
+    assert "get_ci" not in contract.RECORD_TOOLS
+    assert contract.bare_tool_name(contract.claude_tool_name("get_ci")) == "get_ci"
+
+
+def test_long_tools_name_their_job_results() -> None:
+    for t in contract.TOOLS:
+        long = issubclass(t.input_model, LongInput)
+        assert long == bool(t.job_results), f"{t.name}: a job (LongInput) needs job_results, only a job"
+        if long:
+            assert t.result_model is JobView, t.name
+            for model in t.job_results:
+                assert "summary" in model.model_fields, (t.name, model.__name__)
+
+
+def test_literals_equal_the_cores() -> None:
+    """The contract cannot import spd_core, so it states the names the core uses; they must agree."""
+    assert get_args(interventions.AblationRegime) == get_args(ablation.AblationRegime)
+    assert interventions.ABLATION_REGIMES == core_validation.REGIMES
+    assert get_args(records.Claim) == get_args(core_validation.Claim)
+    probs = circuits.CircuitResult.model_fields["probs"].description or ""
+    assert probs.endswith(", ".join(regimes.REGIMES))
