@@ -25,6 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spd_mcp.contract.interventions import AblateResult
+from spd_mcp.contract.model import ProbeList, ProbeRow, RunPromptResult
+from spd_mcp.contract.validation import ValidationResult
+from spd_mcp.contract.wire import JobView
 from spd_mcp.launcher.agents.builtin_read import top_tokens
 from spd_mcp.launcher.swarm_claims import Claim
 
@@ -86,24 +90,24 @@ class Retest:
         return dict(self.__dict__)
 
 
-async def all_probe_prompts(rec: Recorder) -> list[dict[str, Any]]:
+async def all_probe_prompts(rec: Recorder) -> list[ProbeRow]:
     """Every probe prompt of the run, following list_probe_prompts' pages."""
-    out: list[dict[str, Any]] = []
+    out: list[ProbeRow] = []
     while True:
-        _, page = await rec.call("list_probe_prompts", {"limit": 200, "offset": len(out)})
-        prompts = [p for p in page.get("prompts") or [] if isinstance(p, dict)]
-        out += prompts
-        if not prompts or len(out) >= int(page.get("total") or 0):
+        _, data = await rec.call("list_probe_prompts", {"limit": 200, "offset": len(out)})
+        page = ProbeList.model_validate(data)
+        out += page.prompts
+        if not page.prompts or len(out) >= page.total:
             return out
 
 
-def choose_prompts(claim: Claim, probes: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
+def choose_prompts(claim: Claim, probes: list[ProbeRow]) -> tuple[str | None, list[ProbeRow]]:
     """The claim's mechanism (None if its subject is no probe prompt) and the prompts to re-test on."""
-    subject = next((p for p in probes if p.get("text") == claim.subject_prompt), None)
+    subject = next((p for p in probes if p.text == claim.subject_prompt), None)
     if subject is None:
         return None, []
-    mech = subject.get("mechanism")
-    same = [p for p in probes if p.get("mechanism") == mech and p.get("text") != claim.subject_prompt]
+    mech = subject.mechanism
+    same = [p for p in probes if p.mechanism == mech and p.text != claim.subject_prompt]
     return mech, [subject, *same[: PROMPTS_PER_CLAIM - 1]]
 
 
@@ -132,28 +136,29 @@ def score(measurements: list[dict[str, Any]]) -> tuple[dict[str, float | None], 
     return scores, verdicts
 
 
-async def retest_claim(rec: Recorder, claim: Claim, probes: list[dict[str, Any]]) -> Retest:
-    mech, prompts = choose_prompts(claim, probes)
+async def retest_claim(rec: Recorder, claim: Claim, probes: list[ProbeRow]) -> Retest:
+    mech, chosen = choose_prompts(claim, probes)
+    prompts = [(p.text, p.target_token, p.index) for p in chosen]  # (text, target, probe index)
     if not prompts:  # not a probe prompt: re-test on the subject alone, for the model's own top-1
-        call, res = await rec.call("run_prompt", {"text": claim.subject_prompt, "top_k": 1})
-        top = top_tokens(res)
+        call, data = await rec.call("run_prompt", {"text": claim.subject_prompt, "top_k": 1})
+        top = top_tokens(RunPromptResult.model_validate(data))
         if not top:
             return Retest(claim.claim_id, None, None, error=f"run_prompt (call {call}) gave no prediction")
-        prompts = [{"text": claim.subject_prompt, "target_token": top[0][0], "index": None}]
-    out = Retest(claim.claim_id, mech, str(prompts[0].get("target_token")))
-    for p in prompts:
-        target = str(p.get("target_token"))
-        out.prompts.append({"text": p["text"], "target": target, "probe_index": p.get("index")})
+        prompts = [(claim.subject_prompt, top[0][0], None)]
+    out = Retest(claim.claim_id, mech, prompts[0][1])
+    for text, target, index in prompts:
+        out.prompts.append({"text": text, "target": target, "probe_index": index})
         for mode in MODES:
-            args = {"text": p["text"], "components": list(claim.components), "mode": mode,
+            args = {"text": text, "components": list(claim.components), "mode": mode,
                     "regime": list(REGIMES), "position": -1, "token": target, "top_k": 3,
                     "n_samples": STOCHASTIC_SAMPLES, "seed": SEED}
-            call, res = await rec.call("ablate", args)
-            before = res.get("token_prob_before")
-            for r in res.get("regimes") or []:
-                if r.get("regime") in REGIMES and before is not None and r.get("token_prob_after") is not None:
-                    out.measurements.append({"prompt": len(out.prompts) - 1, "mode": mode, "regime": r["regime"],
-                                             "p_before": before, "p_after": r["token_prob_after"], "call": call})
+            call, data = await rec.call("ablate", args)
+            res = AblateResult.model_validate(data)
+            before = res.token_prob_before
+            for r in res.regimes:
+                if r.regime in REGIMES and before is not None and r.token_prob_after is not None:
+                    out.measurements.append({"prompt": len(out.prompts) - 1, "mode": mode, "regime": r.regime,
+                                             "p_before": before, "p_after": r.token_prob_after, "call": call})
     out.scores, out.verdicts = score(out.measurements)
     if mech is not None:
         await validate(rec, out, claim)
@@ -162,17 +167,18 @@ async def retest_claim(rec: Recorder, claim: Claim, probes: list[dict[str, Any]]
 
 async def validate(rec: Recorder, out: Retest, claim: Claim) -> None:
     """The claim's verdicts from validate_claim on held-out probes of its mechanism (polled as a job)."""
-    call, res = await rec.call("validate_claim", {"components": list(claim.components), "mechanism": out.mechanism,
-                                                  "exclude": [claim.subject_prompt], "n_examples": HELD_OUT,
-                                                  "wait_s": 30})
-    while res.get("status") in ("queued", "running"):
-        call, res = await rec.call("get_job", {"job_id": res["job_id"], "wait_s": JOB_POLL_S})
-    v = res.get("result") or {}
-    if res.get("status") != "done" or not v:
-        out.error = f"validate_claim (call {call}) ended {res.get('status')}: {res.get('error')}"
+    call, data = await rec.call("validate_claim", {"components": list(claim.components), "mechanism": out.mechanism,
+                                                   "exclude": [claim.subject_prompt], "n_examples": HELD_OUT,
+                                                   "wait_s": 30})
+    view = JobView.model_validate(data)
+    while view.status in ("queued", "running"):
+        call, data = await rec.call("get_job", {"job_id": view.job_id, "wait_s": JOB_POLL_S})
+        view = JobView.model_validate(data)
+    if view.status != "done" or view.result is None:
+        out.error = f"validate_claim (call {call}) ended {view.status}: {view.error}"
         return
-    out.verdicts = {kind: STATUS.get(str(v.get(prop)), "inconclusive")
-                    for kind, prop in (("necessary", "necessity"), ("sufficient", "sufficiency"),
-                                       ("specific", "specificity"))}
-    out.validation = {"call": call, "validation_id": v.get("validation_id"), "summary": v.get("summary"),
-                      "n_examples": v.get("n_examples")}
+    v = ValidationResult.model_validate(view.result)
+    out.verdicts = {"necessary": STATUS[v.necessity], "sufficient": STATUS[v.sufficiency],
+                    "specific": STATUS[v.specificity]}
+    out.validation = {"call": call, "validation_id": v.validation_id, "summary": v.summary,
+                      "n_examples": v.n_examples}

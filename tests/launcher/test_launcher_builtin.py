@@ -15,6 +15,11 @@ import anyio
 import pytest
 
 from spd_mcp.common.events import read_events
+from spd_mcp.contract.circuits import CircuitResult, SharedCircuitResult
+from spd_mcp.contract.components import CIResult
+from spd_mcp.contract.interventions import SteerResultWire
+from spd_mcp.contract.model import RunPromptResult
+from spd_mcp.contract.validation import ValidationResult
 from spd_mcp.launcher import cli
 from spd_mcp.launcher.agents import builtin_read as rd
 from spd_mcp.launcher.layout import InvestigationDir, read_json
@@ -46,28 +51,62 @@ def test_mechanism_follows_the_question_words() -> None:
     assert pick(QUESTION, []) == (None, "the run has no probe prompts or behaviour descriptions")
 
 
-def test_readers_take_what_is_there_and_say_none_otherwise() -> None:
-    ci = {"entries": [{"node": "0.mlp.up:3:1", "component": "0.mlp.up:1", "ci": 0.4},
-                      {"node": "0.mlp.up:2:1", "ci": 0.9}, {"node": "0.mlp.down:3:2", "ci": 0.7}]}
+def test_readers_read_the_contract_models() -> None:
+    def entry(node: str, ci: float) -> dict:
+        return {"node": node, "component": rd.component_of_node(node), "position": 0, "token": "a", "ci": ci,
+                "inner_act": 1.0}
+
+    ci = CIResult.model_validate({
+        "summary": "", "tokens": ["a"], "token_ids": [1], "positions": [0], "l0": {}, "total": 3, "offset": 0,
+        "limit": 60, "entries": [entry("0.mlp.up:3:1", 0.4), entry("0.mlp.up:2:1", 0.9), entry("0.mlp.down:3:2", 0.7)]})
     assert rd.components_from_ci(ci) == ["0.mlp.up:1", "0.mlp.down:2"]
-    circuit = {"graph_id": 4, "nodes": [{"key": "embed:0:5", "layer": "embed"}, {"key": "0.mlp.up:3:1",
-                                                                                 "layer": "0.mlp.up"}]}
-    assert rd.circuit_components(circuit) == ["0.mlp.up:1"] and rd.graph_id_of(circuit) == 4
-    assert rd.graph_id_of({"graph_id": True}) is None
-    ablate = {"regimes": {"deterministic": {"token_prob_before": 0.8, "token_prob_after": 0.1, "kl": 1.5}}}
-    assert rd.probability_change(ablate) == (0.8, 0.1, 1.5)
-    assert rd.probability_change({"summary": "nothing numeric"}) == (None, None, None)
-    top = rd.top_tokens({"predictions": [{"top": [{"token": "Ġhe", "prob": 0.6}, {"token": "she", "prob": 0.3}]}]})
+    circuit = CircuitResult.model_validate({
+        "summary": "", "graph_id": 4, "target_token": "he", "target_token_id": 3, "position": 3, "total": 2,
+        "limit": 100, "nodes": [{"node": "0.mlp.up:3:1", "token": "x", "ci": 0.9},
+                                {"node": "0.mlp.up:1:1", "token": "y", "ci": 0.5}],
+        "l0": {"0.mlp.up": 2}, "probs": {}, "loss": LOSS})
+    assert rd.circuit_components(circuit) == ["0.mlp.up:1"]
+    shared = SharedCircuitResult.model_validate({
+        "summary": "", "circuit_id": 1, "mechanism": None, "mask": "stochastic", "n_prompts": 2, "n_candidates": 9,
+        "total": 2, "limit": 100, "components": [{"component": "1.attn.o:5", "gate": 0.9},
+                                                 {"component": "0.mlp.up:1", "gate": 0.4}],
+        "l0": {}, "regimes": {}, "full": {}, "heldout": None, "validation": None, "loss": LOSS})
+    assert rd.circuit_components(shared) == ["1.attn.o:5", "0.mlp.up:1"]
+    run = RunPromptResult.model_validate({
+        "summary": "", "prompt_id": 1, "tokens": ["a"], "token_ids": [1], "next_token_probs": [None],
+        "outputs": None, "top_outputs": None, "predictions": [{"position": 0, "token": "a", "top": [
+            {"token": "Ġhe", "token_id": 5, "prob": 0.6}, {"token": "she", "token_id": 6, "prob": 0.3}]}]})
+    top = rd.top_tokens(run)
     assert rd.prob_of(top, "he") == 0.6 and rd.prob_of(top, "it") is None
-    assert rd.steering_text({"baseline": ["he went"], "steered": [{"text": "she went"}]}) == ("he went", "she went")
+    steer = SteerResultWire.model_validate({
+        "summary": "", "baseline": [{"text": "he went", "token_ids": [1]}], "steered": [{"text": "she went",
+        "token_ids": [2]}], "baseline_top": [], "steered_top": [], "logit_changes": []})
+    assert rd.steering_text(steer) == ("he went", "she went")
     assert rd.clip("abcdef", 4) == "abc…" and rd.clip("abc", 4) == "abc"
 
 
+LOSS = {"first": 1.0, "final": 0.5, "min": 0.5, "steps": 10, "converged": True, "trace": [1.0, 0.5]}
+
+
+def validation(necessity: str, specificity: str, sufficiency: str, det_necessity: float) -> ValidationResult:
+    span = {"mean": det_necessity, "low": det_necessity - 0.1, "high": det_necessity + 0.1, "n": 40}
+    regime = {"regime": "deterministic", "necessity": span, "broken": 0.5, "sufficiency": None,
+              "accuracy_kept": None, "leak": None, "distinct_answers_kept": 1, "specificity": None}
+    return ValidationResult.model_validate({
+        "summary": "", "validation_id": 3, "components": ["0.mlp.up:1"], "behaviour": "m", "necessity": necessity,
+        "sufficiency": sufficiency, "specificity": specificity, "sufficient_alone": None, "robust_to_adversary": None,
+        "bars": {"necessity": 0.5}, "n_examples": 40, "n_dropped": 0, "n_controls": 45, "baseline": 0.5,
+        "regimes": [regime], "examples": [], "notes": []})
+
+
 def test_claims_need_necessity_and_follow_the_verdicts() -> None:
-    v = {"necessity": "holds", "specificity": "holds", "sufficiency": "fails"}
+    v = validation("holds", "holds", "fails", 0.8)
     assert rd.claimable(v) == ["necessary", "specific"]
-    assert rd.claimable({**v, "necessity": "inconclusive"}) == []  # idle components are specific, and say nothing
-    assert rd.validation_score(v) > rd.validation_score({**v, "necessity": "fails"})
+    assert rd.claimable(validation("inconclusive", "holds", "fails", 0.8)) == []  # idle components are specific
+    assert rd.validation_score(v) > rd.validation_score(validation("fails", "holds", "fails", 0.8))
+    assert rd.validation_score(v) > rd.validation_score(validation("holds", "holds", "fails", 0.6))
+    assert "| deterministic | 0.80 [0.70, 0.90] | n/a | n/a |" in rd.validation_table(v)
+    assert rd.limitations(v, ["necessary"])[0] == "sufficiency was not shown (fails)"
 
 
 def top1_share_by_torch(run_dir: Path, prompts: list[dict]) -> float:

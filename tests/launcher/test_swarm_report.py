@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from spd_mcp.contract.model import ProbeRow
 from spd_mcp.launcher.retest import Retest, choose_prompts, score
 from spd_mcp.launcher.swarm_claims import Claim, TaskRecord, claims_of, components_in
 from spd_mcp.launcher.swarm_report import build_summary, jaccard, render_report
@@ -61,11 +62,12 @@ def test_scores_by_hand() -> None:
 
 
 def test_retest_prompts_are_the_subject_then_its_mechanism() -> None:
-    probes = [{"text": "a", "mechanism": "m1"}, {"text": SUBJECT, "mechanism": "m2"},
-              {"text": "b", "mechanism": "m2"}, {"text": "c", "mechanism": "m1"}, {"text": "d", "mechanism": "m2"}]
+    rows = [("a", "m1"), (SUBJECT, "m2"), ("b", "m2"), ("c", "m1"), ("d", "m2")]
+    probes = [ProbeRow(index=i, text=text, target_token="x", mechanism=mech, position=None, foil=None)
+              for i, (text, mech) in enumerate(rows)]
     claim = Claim("t00.e0", 0, "inv", ("0.mlp.up:1",), SUBJECT, "predicts 'he'", "low")
     mech, prompts = choose_prompts(claim, probes)
-    assert mech == "m2" and [p["text"] for p in prompts] == [SUBJECT, "b", "d"]
+    assert mech == "m2" and [p.text for p in prompts] == [SUBJECT, "b", "d"]
 
 
 def _retest(cid: str, nec: float, suf: float) -> Retest:

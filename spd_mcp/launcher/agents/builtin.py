@@ -23,10 +23,19 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
+from spd_mcp.contract import BY_NAME
+from spd_mcp.contract.circuits import CircuitResult, SharedCircuitResult
+from spd_mcp.contract.components import CIResult, FindComponentsResult
+from spd_mcp.contract.data import ComponentInfo
+from spd_mcp.contract.interventions import SteerResultWire
+from spd_mcp.contract.model import ModelInfo, ProbeList, ProbeRow, RunPromptResult
+from spd_mcp.contract.records import ExplanationResult, GraphArtifactResult
+from spd_mcp.contract.validation import ValidationResult
+from spd_mcp.contract.wire import JobView, LongInput, Wire
 from spd_mcp.launcher.agents import AgentContext, AgentResult, is_model_tool
 from spd_mcp.launcher.agents import builtin_read as rd
 from spd_mcp.launcher.agents.builtin_read import StepFailed
@@ -52,6 +61,7 @@ NO_LLM = ("No language model was used: this investigation is the built-in protoc
           "a fixed sequence of tool calls whose conclusions follow from the measured numbers and the "
           "thresholds stated with them.")
 STATUS_OF = {"holds": "supported", "fails": "refuted", "inconclusive": "inconclusive"}
+W = TypeVar("W", bound=Wire)
 
 
 @dataclass
@@ -66,7 +76,7 @@ class Candidate:
     name: str  # where it came from, in words
     components: list[str]
     graph_id: int | None = None
-    validation: dict[str, Any] = field(default_factory=dict)  # the validate_claim result
+    validation: ValidationResult | None = None
 
 
 @dataclass
@@ -74,7 +84,7 @@ class Findings:
     mechanism: str | None = None
     why: str = ""
     mechanisms: list[str] = field(default_factory=list)
-    prompts: list[dict[str, Any]] = field(default_factory=list)  # the prompts circuits are found on
+    prompts: list[ProbeRow] = field(default_factory=list)  # the prompts circuits are found on
     predictions: list[dict[str, Any]] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
     best: Candidate | None = None
@@ -100,15 +110,21 @@ async def _run(ctx: AgentContext) -> AgentResult:
     return result
 
 
+def validated(cand: Candidate) -> ValidationResult:
+    if cand.validation is None:
+        raise StepFailed(f"the {cand.name} was not validated")
+    return cand.validation
+
+
 class Protocol:
     def __init__(self, ctx: AgentContext, mcp: Any, result: AgentResult) -> None:
         self.ctx, self.mcp, self.result = ctx, mcp, result
         self.offered = {t.name for t in ctx.tools}
         self.steps: list[Step] = []
         self.f = Findings()
-        self.info: dict[str, Any] = {}
+        self.info: ModelInfo | None = None
         self.strategy = strategy_named(ctx.spec.strategy) if ctx.spec.strategy else STRATEGIES[0]
-        self.probes: list[dict[str, Any]] = []
+        self.probes: list[ProbeRow] = []
         self.toy: ToySteps | None = None
 
     # --- plumbing ---------------------------------------------------------------------------------
@@ -140,21 +156,26 @@ class Protocol:
                 data = {"text": text}
         return data if isinstance(data, dict) else {"value": data}
 
+    async def ask(self, model: type[W], tool: str, args: dict[str, Any]) -> W:
+        """The tool's result as its contract model (a long tool's once its job is done); a result
+        that does not fit the model fails the step with pydantic's message."""
+        res = await self.call(tool, args)
+        if issubclass(BY_NAME[tool].input_model, LongInput):
+            res = await self.until_done(tool, res)
+        return model.model_validate(res)
+
     async def until_done(self, tool: str, res: dict[str, Any]) -> dict[str, Any]:
-        """A long tool's result: polls get_job while the answer is `{job_id, status: running}`."""
+        """A long tool's result: polls get_job while its job runs."""
         deadline = time.monotonic() + JOB_DEADLINE_S
-        if res.get("job_id") and res.get("status") == "done" and "tool" in res:
-            res = {"job_id": res["job_id"], "status": "running"}  # finished while answering: fetch its result
-        while res.get("job_id") and res.get("status") in ("queued", "running"):
+        view = JobView.model_validate(res)
+        while view.status != "done" or view.result is None:
+            if view.status in ("error", "cancelled", "done"):
+                raise StepFailed(f"{tool} job {view.job_id} ended {view.status}: {view.error}")
             if time.monotonic() > deadline:
-                raise StepFailed(f"{tool} job {res['job_id']} did not finish within {JOB_DEADLINE_S:g} s")
-            job = await self.call("get_job", {"job_id": res["job_id"], "wait_s": JOB_POLL_S})
-            if job.get("status") == "done":
-                return job.get("result") or {}
-            if job.get("status") in ("failed", "cancelled", "error"):
-                raise StepFailed(f"{tool} job {res['job_id']} ended {job.get('status')}: {job.get('error')}")
-            res = {"job_id": res["job_id"], "status": job.get("status")}
-        return res
+                raise StepFailed(f"{tool} job {view.job_id} did not finish within {JOB_DEADLINE_S:g} s")
+            view = JobView.model_validate(
+                await self.call("get_job", {"job_id": view.job_id, "wait_s": JOB_POLL_S}))
+        return view.result
 
     def record(self, name: str, ok: bool, note: str) -> None:
         self.steps.append(Step(name, ok, note))
@@ -192,7 +213,7 @@ class Protocol:
                       f"'{self.strategy.name}': {self.strategy.description}")
         await self.log("Built-in protocol started", start)
         await self.step("model info", self.model_info)
-        if self.info.get("is_language_model") is False:
+        if self.info is not None and not self.info.is_language_model:
             self.toy = ToySteps(self)
             await self.toy.run()
             await self.finish()
@@ -209,78 +230,76 @@ class Protocol:
         await self.finish()
 
     async def model_info(self) -> str:
-        self.info = await self.call("get_model_info", {})
-        layers = self.info.get("layers") or []
-        rows = "\n".join(f"| {r.get('layer')} | {r.get('d_in')} | {r.get('d_out')} | {r.get('C')} |"
-                         for r in layers)
-        kind = ("a language model" if self.info.get("is_language_model", True)
-                else f"a toy model of {self.info.get('input_dim')} input features")
-        return (f"Model: {self.info.get('architecture')} ({self.info.get('run')}), {kind}, "
-                f"{self.info.get('n_components_total')} components in {len(layers)} layers.\n\n"
+        info = self.info = await self.ask(ModelInfo, "get_model_info", {})
+        rows = "\n".join(f"| {r.layer} | {r.d_in} | {r.d_out} | {r.C} |" for r in info.layers)
+        kind = ("a language model" if info.is_language_model
+                else f"a toy model of {info.input_dim} input features")
+        return (f"Model: {info.architecture} ({info.run}), {kind}, "
+                f"{info.n_components_total} components in {len(info.layers)} layers.\n\n"
                 f"| layer | d_in | d_out | C |\n| --- | --- | --- | --- |\n{rows}")
 
-    async def all_probes(self) -> list[dict[str, Any]]:
-        prompts: list[dict[str, Any]] = []
+    async def all_probes(self) -> list[ProbeRow]:
+        prompts: list[ProbeRow] = []
         while True:
-            page = await self.call("list_probe_prompts", {"limit": 200, "offset": len(prompts)})
-            rows = [p for p in page.get("prompts") or [] if isinstance(p, dict)]
-            prompts += rows
-            if not rows or len(prompts) >= int(page.get("total") or 0):
+            page = await self.ask(ProbeList, "list_probe_prompts", {"limit": 200, "offset": len(prompts)})
+            prompts += page.prompts
+            if not page.prompts or len(prompts) >= page.total:
                 return prompts
 
     async def behaviour(self) -> str:
         prompts = await self.all_probes()
         self.probes = prompts
-        self.f.mechanisms = list(dict.fromkeys(str(p.get("mechanism") or "") for p in prompts))
+        self.f.mechanisms = list(dict.fromkeys(p.mechanism for p in prompts))
         hypothesis = self.ctx.spec.hypothesis
         tools = self.ctx.tools
-        mech, why = (await rd.pick_behaviour(self.call, hypothesis, prompts, tools)
+        rows = [p.model_dump() for p in prompts]
+        mech, why = (await rd.pick_behaviour(self.call, hypothesis, rows, tools)
                      if hypothesis else (None, ""))
         if mech is not None:
             why = f"{why} (in the task's hypothesis)"
         else:
-            mech, why = await rd.pick_behaviour(self.call, self.ctx.spec.question, prompts, tools)
+            mech, why = await rd.pick_behaviour(self.call, self.ctx.spec.question, rows, tools)
         self.f.mechanism, self.f.why = mech, why
         if mech is None:
             return (f"No behaviour of this run matches the question: {why}. The run's probe behaviours are "
                     f"{', '.join(self.f.mechanisms) or 'none'}.")
-        mine = [p for p in prompts if p.get("mechanism") == mech]
+        mine = [p for p in prompts if p.mechanism == mech]
         first = min(self.strategy.prompt_index, max(len(mine) - FOUND_ON, 0))
         self.f.prompts = mine[first:first + FOUND_ON]
-        shown = "\n".join(f"- `{p.get('text')}` -> `{p.get('target_token')}`" for p in self.f.prompts[:3])
+        shown = "\n".join(f"- `{p.text}` -> `{p.target_token}`" for p in self.f.prompts[:3])
         return (f"The question is about '{mech}': {why}. Circuits are found on {len(self.f.prompts)} of its "
                 f"{len(mine)} probe prompts and validated on the others. The first three:\n{shown}")
 
     async def survey(self) -> str:
-        by_mech: dict[str, list[dict[str, Any]]] = {}
+        by_mech: dict[str, list[ProbeRow]] = {}
         for p in self.probes:
-            by_mech.setdefault(str(p.get("mechanism")), []).append(p)
+            by_mech.setdefault(p.mechanism, []).append(p)
         lines = []
         for mech, ps in by_mech.items():
             example = ps[0]
-            res = await self.call("run_prompt", {"text": example["text"], "top_k": 3})
+            res = await self.ask(RunPromptResult, "run_prompt", {"text": example.text, "top_k": 3})
             top = rd.top_tokens(res)
-            lines.append(f"- '{mech}' ({len(ps)} probes), e.g. `{example['text'][-60:]}` -> expected "
-                         f"`{example['target_token']}`, the model says `{top[0][0] if top else 'n/a'}`")
+            lines.append(f"- '{mech}' ({len(ps)} probes), e.g. `{example.text[-60:]}` -> expected "
+                         f"`{example.target_token}`, the model says `{top[0][0] if top else 'n/a'}`")
         return ("What the run can be asked about instead:\n" + "\n".join(lines) if lines
                 else "The run ships no probe prompts, so there is nothing to compare the question with.")
 
     async def predictions(self) -> str:
         lines = []
         for p in self.f.prompts:
-            res = await self.call("run_prompt", {"text": p["text"], "top_k": 20})
+            res = await self.ask(RunPromptResult, "run_prompt", {"text": p.text, "top_k": 20})
             top = rd.top_tokens(res)
-            target = str(p.get("target_token") or "")
-            entry = {"text": p["text"], "target": target, "top1": top[0][0] if top else None,
+            target = p.target_token
+            entry = {"text": p.text, "target": target, "top1": top[0][0] if top else None,
                      "top1_prob": top[0][1] if top else None, "p_target": rd.prob_of(top, target)}
             self.f.predictions.append(entry)
-            lines.append(f"| `{rd.clip(p['text'], 70)}` | `{target}` | `{entry['top1']}` "
+            lines.append(f"| `{rd.clip(p.text, 70)}` | `{target}` | `{entry['top1']}` "
                          f"{rd.fmt(entry['top1_prob'])} | {rd.fmt(entry['p_target'])} |")
         return ("| prompt | expected | top-1 (p) | p(expected), n/a when not in the top 20 |\n"
                 "| --- | --- | --- | --- |\n" + "\n".join(lines))
 
-    def examples(self, prompts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{"text": p["text"], "target_token": p["target_token"]} for p in prompts]
+    def examples(self, prompts: list[ProbeRow]) -> list[dict[str, Any]]:
+        return [{"text": p.text, "target_token": p.target_token} for p in prompts]
 
     async def candidates(self) -> str:
         notes = []
@@ -298,17 +317,16 @@ class Protocol:
             raise StepFailed("no candidate circuit could be found:\n" + "\n".join(notes))
         return "Candidate circuits, found on the prompts above only:\n" + "\n".join(notes)
 
-    async def frequencies(self, prompts: list[dict[str, Any]], scope: str = "any") -> dict[str, float]:
+    async def frequencies(self, prompts: list[ProbeRow], scope: str = "any") -> dict[str, float]:
         """Each component's share of the prompts on which its CI is above 0.1 (at any position, or at
         the prediction)."""
-        res = await self.call("find_components", {"examples": self.examples(prompts), "method": "ci", "scope": scope,
+        res = await self.ask(FindComponentsResult, "find_components", {"examples": self.examples(prompts), "method": "ci", "scope": scope,
                                                   "ci_threshold": 0.1, "min_frequency": 0.01, "limit": 1000})
-        res = await self.until_done("find_components", res)
-        return {str(r["component"]): float(r["frequency"]) for r in res.get("components") or [] if isinstance(r, dict)}
+        return {r.component: r.frequency for r in res.components}
 
     async def contrast_candidate(self) -> Candidate:
         others = [p for m in self.f.mechanisms if m != self.f.mechanism
-                  for p in [q for q in self.probes if q.get("mechanism") == m][:CONTRAST_OTHERS]]
+                  for p in [q for q in self.probes if q.mechanism == m][:CONTRAST_OTHERS]]
         mine = await self.frequencies(self.f.prompts)
         there = await self.frequencies(others) if others else {}
         diff = sorted(((f - there.get(c, 0.0), f, c) for c, f in mine.items()), reverse=True)
@@ -321,30 +339,29 @@ class Protocol:
     async def strategy_candidate(self) -> Candidate:
         source, p = self.strategy.circuit_source, self.f.prompts[0]
         if source == "get_ci":
-            res = await self.call("get_ci", {"text": p["text"], "position": -1, "threshold": 0.1, "top_k": 5})
+            res = await self.ask(CIResult, "get_ci", {"text": p.text, "position": -1, "threshold": 0.1, "top_k": 5})
             return Candidate("the top CI components at the prediction (get_ci)", rd.components_from_ci(res, 12))
         if source == "find_components":
-            res = await self.call("find_components", {"examples": self.examples(self.f.prompts[:4]), "limit": 24,
+            found = await self.ask(FindComponentsResult, "find_components", {"examples": self.examples(self.f.prompts[:4]), "limit": 24,
                                                       **self.strategy.circuit_args})
-            res = await self.until_done("find_components", res)
-            comps = [str(r["component"]) for r in res.get("components") or [] if isinstance(r, dict)]
+            comps = [r.component for r in found.components]
             return Candidate("components needed on most of four prompts (find_components)", comps)
-        args = {"text": p["text"], "target_token": p["target_token"], "position": -1, "steps": CIRCUIT_STEPS,
+        args = {"text": p.text, "target_token": p.target_token, "position": -1, "steps": CIRCUIT_STEPS,
                 **self.strategy.circuit_args}
-        res = await self.until_done("optimize_circuit", await self.call("optimize_circuit", args))
-        comps = rd.circuit_components(res)
+        circuit = await self.ask(CircuitResult, "optimize_circuit", args)
+        comps = rd.circuit_components(circuit)
         if not comps:
-            raise StepFailed(f"optimize_circuit returned no components: {rd.clip(str(res.get('summary', res)), 300)}")
+            raise StepFailed(f"optimize_circuit returned no components: {rd.clip(circuit.summary, 300)}")
         mask = self.strategy.circuit_args.get("mask", "ci")
         return Candidate(f"the optimized circuit of one prompt (optimize_circuit, {mask} masks)", comps,
-                         rd.graph_id_of(res))
+                         circuit.graph_id)
 
     async def shared_candidate(self) -> Candidate:
         args = {"prompts": self.examples(self.f.prompts), "mask": "stochastic", "steps": SHARED_STEPS, "wait_s": 30}
-        res = await self.until_done("optimize_circuit", await self.call("optimize_circuit", args))
-        comps = rd.circuit_components(res)
+        shared = await self.ask(SharedCircuitResult, "optimize_circuit", args)
+        comps = rd.circuit_components(shared)
         if not comps:
-            raise StepFailed(f"optimize_circuit returned no components: {rd.clip(str(res.get('summary', res)), 300)}")
+            raise StepFailed(f"optimize_circuit returned no components: {rd.clip(shared.summary, 300)}")
         return Candidate(f"one circuit shared by the {len(self.f.prompts)} prompts (optimize_circuit over all of "
                          "them, stochastic masks)", comps)
 
@@ -355,7 +372,7 @@ class Protocol:
         if shared is None:
             raise StepFailed("needs the shared circuit")
         others = [p for m in self.f.mechanisms if m != self.f.mechanism
-                  for p in [q for q in self.probes if q.get("mechanism") == m][:SPECIFIC_OTHERS]]
+                  for p in [q for q in self.probes if q.mechanism == m][:SPECIFIC_OTHERS]]
         elsewhere = await self.frequencies(others, scope="position") if others else {}
         comps = [c for c in shared.components if elsewhere.get(c, 0.0) <= SHARED_OTHERS_MAX]
         if not comps or len(comps) == len(shared.components):
@@ -365,22 +382,21 @@ class Protocol:
                          f"{SHARED_OTHERS_MAX:.0%} of {len(others)} other behaviours' prompts", comps)
 
     async def validation(self) -> str:
-        exclude = [p["text"] for p in self.f.prompts]
+        exclude = [p.text for p in self.f.prompts]
         parts = []
         for cand in self.f.candidates:
-            res = await self.call("validate_claim", {
+            v = cand.validation = await self.ask(ValidationResult, "validate_claim", {
                 "components": cand.components, "mechanism": self.f.mechanism, "exclude": exclude,
                 "n_examples": HELD_OUT, "n_controls": CONTROLS, "wait_s": 30})
-            cand.validation = await self.until_done("validate_claim", res)
-            parts.append(f"**{cand.name}** ({len(cand.components)} components)\n\n" + rd.validation_table(cand.validation))
-        self.f.best = max(self.f.candidates, key=lambda c: rd.validation_score(c.validation))
+            parts.append(f"**{cand.name}** ({len(cand.components)} components)\n\n" + rd.validation_table(v))
+        self.f.best = max(self.f.candidates, key=lambda c: rd.validation_score(validated(c)))
         return ("Each candidate measured on held-out probes of the behaviour (never the prompts it was found on) "
                 "and on the other behaviours' probes; a property holds when the lower end of its 95% interval "
                 "clears the bar.\n\n" + "\n\n".join(parts)
                 + f"\n\nThe strongest is the {self.f.best.name}.")
 
     def best(self) -> Candidate:
-        if self.f.best is None:
+        if self.f.best is None or self.f.best.validation is None:
             raise StepFailed("no validated candidate circuit")
         return self.f.best
 
@@ -389,7 +405,7 @@ class Protocol:
         lines = []
         for comp in comps:
             try:
-                info = await self.call("get_component_info", {"component": comp})
+                info = await self.ask(ComponentInfo, "get_component_info", {"component": comp})
             except StepFailed as exc:
                 lines.append(f"- `{comp}`: no readout ({rd.clip(str(exc), 120)})")
                 continue
@@ -402,16 +418,17 @@ class Protocol:
     async def steer(self) -> str:
         comps = self.best().components
         p = self.held_out_prompt()
-        res = await self.call("steer", {"text": p["text"], "scales": {c: 0.0 for c in comps}, "max_new_tokens": 5,
-                                        "n_samples": 1, "temperature": 0.0, "seed": 0})
+        res = await self.ask(SteerResultWire, "steer", {
+            "text": p.text, "scales": {c: 0.0 for c in comps}, "max_new_tokens": 5, "n_samples": 1,
+            "temperature": 0.0, "seed": 0})
         base, steered = rd.steering_text(res)
-        self.f.steering = {"baseline": base, "steered": steered, "prompt": p["text"]}
-        return (f"On a held-out prompt (`{rd.clip(p['text'], 80)}`, expected `{p['target_token']}`), with the "
+        self.f.steering = {"baseline": base, "steered": steered, "prompt": p.text}
+        return (f"On a held-out prompt (`{rd.clip(p.text, 80)}`, expected `{p.target_token}`), with the "
                 f"{len(comps)} components at 0 the model continues `{steered}` instead of `{base}`.")
 
-    def held_out_prompt(self) -> dict[str, Any]:
-        used = {p["text"] for p in self.f.prompts}
-        rest = [p for p in self.probes if p.get("mechanism") == self.f.mechanism and p["text"] not in used]
+    def held_out_prompt(self) -> ProbeRow:
+        used = {p.text for p in self.f.prompts}
+        rest = [p for p in self.probes if p.mechanism == self.f.mechanism and p.text not in used]
         return rest[0] if rest else self.f.prompts[0]
 
     async def hypotheses(self) -> str:
@@ -427,16 +444,16 @@ class Protocol:
                          [f"run_prompt: the expected token is top-1 on {hits} of {len(self.f.predictions)} prompts "
                           f"({share:.0%}; threshold {BEHAVIOUR_MIN_TOP1:.0%})"]))
         best = self.f.best
-        if best is not None:
+        if best is not None and best.validation is not None:
             v, n = best.validation, len(best.components)
-            vid = v.get("validation_id")
+            vid = v.validation_id
             for hid, prop, claim in [
                 ("h_necessary", "necessity", f"Removing these {n} components breaks '{self.f.mechanism}' on held-out prompts."),
                 ("h_specific", "specificity", "Removing them leaves the other behaviours intact."),
                 ("h_sufficient", "sufficiency", f"These {n} components alone (and with everything else random) still "
                  f"give each held-out prompt its own answer."),
             ]:
-                hyps.append((hid, claim, STATUS_OF.get(str(v.get(prop)), "inconclusive"),
+                hyps.append((hid, claim, STATUS_OF[rd.verdict(v, prop)],
                              [f"validate_claim {vid}: {rd.property_evidence(v, prop)}"]))
         lines = []
         for hid, statement, status, evidence in hyps:
@@ -451,33 +468,33 @@ class Protocol:
         if not with_graph:
             return "No graph artifact: no candidate came with an attribution graph."
         cand = with_graph[0]
-        res = await self.call("save_graph_artifact", {
+        res = await self.ask(GraphArtifactResult, "save_graph_artifact", {
             "graph_id": cand.graph_id, "artifact_id": f"circuit_{cand.graph_id}",
-            "caption": f"{cand.name} on `{rd.clip(self.f.prompts[0]['text'], 60)}`"})
-        self.f.artifact = res.get("artifact_id")
-        return f"Saved {res.get('json_path')} and {res.get('svg_path')}.\n\n{res.get('markdown', '')}"
+            "caption": f"{cand.name} on `{rd.clip(self.f.prompts[0].text, 60)}`"})
+        self.f.artifact = res.artifact_id
+        return f"Saved {res.json_path} and {res.svg_path}.\n\n{res.markdown}"
 
     def held(self) -> list[str]:
-        return rd.claimable(self.best().validation)
+        return rd.claimable(validated(self.best()))
 
     async def explanation(self) -> str:
         best = self.best()
-        v = best.validation
+        v = validated(best)
         held = self.held()
         claims = held or ["necessary", "specific"]
         roles = {comp: (f"promotes {self.f.tokens[comp]}" if comp in self.f.tokens else "member of the set")
                  for comp in best.components}
-        res = await self.call("save_explanation", {
-            "subject_prompt": self.f.prompts[0]["text"],
+        res = await self.ask(ExplanationResult, "save_explanation", {
+            "subject_prompt": self.f.prompts[0].text,
             "behaviour": f"{self.f.mechanism}: the model predicts the expected token",
             "explanation": rd.answer_text(self.f.mechanism or "", best.name, best.components, v, held),
             "components": [{"component": c, "role": r} for c, r in roles.items()][:64],
-            "evidence": [{"kind": "ablation", "description": rd.clip(v.get("summary", ""), 2000),
-                          "reference": f"validation {v.get('validation_id')}"}],
-            "validation_ids": [v["validation_id"]] if v.get("validation_id") else [], "claims": claims,
+            "evidence": [{"kind": "ablation", "description": rd.clip(v.summary, 2000),
+                          "reference": f"validation {v.validation_id}"}],
+            "validation_ids": [v.validation_id], "claims": claims,
             "limitations": rd.limitations(v, held)})
-        return (f"Saved explanation #{res.get('explanation_index')}: {res.get('status')}, confidence "
-                f"{res.get('confidence')} (claims: {', '.join(claims)}).")
+        return (f"Saved explanation #{res.explanation_index}: {res.status}, confidence "
+                f"{res.confidence} (claims: {', '.join(claims)}).")
 
     async def finish(self) -> None:
         failed = [s for s in self.steps if not s.ok]
@@ -486,9 +503,9 @@ class Protocol:
         else:
             best = self.f.best
             answer = rd.summary_text(self.f.mechanism, self.f.why, best.name if best else None,
-                                     best.components if best else [], best.validation if best else {},
-                                     self.f.tokens, best and self.held())
-            conclusive = self.f.best is not None and bool(self.held())
+                                     best.components if best else [], best.validation if best else None,
+                                     self.f.tokens, self.held() if best and best.validation else None)
+            conclusive = best is not None and best.validation is not None and bool(self.held())
         if failed:
             answer += " Not done: " + "; ".join(f"{s.name} ({rd.clip(s.note, 200)})" for s in failed) + "."
         text = f"{answer} {NO_LLM}"

@@ -26,6 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from spd_mcp.contract.components import CIResult
+from spd_mcp.contract.editing import EditResult
+from spd_mcp.contract.model import RunPromptResult
 from spd_mcp.launcher.agents.builtin_read import StepFailed
 
 if TYPE_CHECKING:
@@ -101,8 +104,9 @@ class ToySteps:
 
     def __init__(self, proto: Protocol) -> None:
         self.p = proto
-        self.n = int(proto.info.get("input_dim") or 0)
-        self.layers = [(str(r["layer"]), int(r["C"])) for r in proto.info.get("layers") or []]
+        info = proto.info
+        self.n = (info.input_dim or 0) if info is not None else 0
+        self.layers = [(r.layer, r.C) for r in info.layers] if info is not None else []
         self.findings: list[FeatureFinding] = []
         self.floor: dict[tuple[int, float], float] = {}  # (feature, value) -> output with no component
         self.none_id: str | None = None  # the edit that removes every component
@@ -117,8 +121,8 @@ class ToySteps:
         args: dict[str, Any] = {"features": onehot(self.n, i, value), "top_k": 1}
         if edit_id is not None:
             args["edit_id"] = edit_id
-        res = await self.p.call("run_prompt", args)
-        return [float(x) for x in res.get("outputs") or []]
+        res = await self.p.ask(RunPromptResult, "run_prompt", args)
+        return res.outputs or []
 
     async def output(self, i: int, value: float, edit_id: str | None = None) -> float:
         """Feature i's own output at input value, less what is left with every component removed."""
@@ -150,9 +154,9 @@ class ToySteps:
         for f in self.findings:
             if not f.represented:
                 continue
-            res = await self.p.call("get_ci", {"features": onehot(self.n, f.feature, FOUND_AT),
-                                               "threshold": CI_MIN, "top_k": 50})
-            f.carriers = sorted(str(e["component"]) for e in res.get("entries") or [])
+            res = await self.p.ask(CIResult, "get_ci", {"features": onehot(self.n, f.feature, FOUND_AT),
+                                                        "threshold": CI_MIN, "top_k": 50})
+            f.carriers = sorted(e.component for e in res.entries)
         if not any(f.carriers for f in self.findings):
             raise StepFailed(f"no component has CI ≥ {CI_MIN} on any feature's input")
         return (f"Components with CI ≥ {CI_MIN} on each feature alone at {FOUND_AT} (found there only):\n"
@@ -160,9 +164,9 @@ class ToySteps:
                             for f in self.findings if f.represented))
 
     async def edit(self, components: list[str]) -> str:
-        res = await self.p.call("edit_component", {"components": components, "method": "remove", "wait_s": 30})
-        res = await self.p.until_done("edit_component", res)
-        return str((res.get("result") or res)["edit_id"])
+        res = await self.p.ask(EditResult, "edit_component",
+                               {"components": components, "method": "remove", "wait_s": 30})
+        return res.edit_id
 
     async def validation(self) -> str:
         checked = [f for f in self.findings if f.carriers]
