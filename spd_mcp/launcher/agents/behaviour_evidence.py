@@ -13,10 +13,13 @@ built-in agent passes its own recorded `call`; `choose_behaviour_via_mcp` adapts
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from mcp import Client
 
+from spd_mcp.contract.data import SearchResult
+from spd_mcp.contract.model import ProbeList, RunPromptResult
+from spd_mcp.contract.wire import Wire
 from spd_mcp.launcher.agents.behaviour_choice import (
     Behaviour,
     BehaviourChoice,
@@ -31,6 +34,7 @@ from spd_mcp.launcher.mcp_link import ToolInfo, list_all_tools
 
 Call = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 PAGE = 200
+W = TypeVar("W", bound=Wire)
 SEARCH_LIMIT = 20
 
 
@@ -49,9 +53,11 @@ def client_call(client: Client) -> Call:
     return call
 
 
-async def _try(call: Call, tool: str, args: dict[str, Any]) -> dict[str, Any] | None:
+async def _try(call: Call, model: type[W], tool: str, args: dict[str, Any]) -> W | None:
+    """The tool's result as its contract model, or None when the call fails or the result does not
+    fit the model."""
     try:
-        return await call(tool, args)
+        return model.model_validate(await call(tool, args))
     except Exception:  # any failure of one call: its piece of evidence is left out
         return None
 
@@ -62,28 +68,27 @@ async def _probes(call: Call, have: Sequence[Mapping[str, Any]] | None) -> tuple
     behaviours: dict[str, Behaviour] = {}
     offset = 0
     while True:
-        page = await _try(call, "list_probe_prompts",
+        page = await _try(call, ProbeList, "list_probe_prompts",
                           {"offset": offset, "limit": 1 if have is not None else PAGE})
         if page is None:
             break
-        for tag, b in (page.get("behaviours") or {}).items():
-            behaviours[str(tag)] = Behaviour(str(b["description"]), tuple(b.get("names") or ()))
+        for tag, b in page.behaviours.items():
+            behaviours[tag] = Behaviour(b.description, tuple(b.names))
         if have is not None:
             break
-        rows += page.get("prompts") or []
+        rows += [p.model_dump() for p in page.prompts]
         offset += PAGE
-        if offset >= int(page.get("total") or 0):
+        if offset >= page.total:
             break
     return rows, behaviours
 
 
 async def _predict(call: Call, text: str, completes: str | None) -> Prediction | None:
-    res = await _try(call, "run_prompt", {"text": text, "top_k": 5})
-    positions = (res or {}).get("predictions") or []
-    if not res or not positions:
+    res = await _try(call, RunPromptResult, "run_prompt", {"text": text, "top_k": 5})
+    if res is None or not res.predictions:
         return None
-    top = tuple((str(t["token"]), float(t["prob"])) for t in positions[-1].get("top") or [])
-    return Prediction(text, top, tuple(str(t) for t in res.get("tokens") or []), completes)
+    top = tuple((t.token, t.prob) for t in res.predictions[-1].top)
+    return Prediction(text, top, tuple(res.tokens), completes)
 
 
 def _background(tools: Sequence[ToolInfo]) -> tuple[str, ...]:
@@ -107,9 +112,9 @@ async def gather_evidence(call: Call, question: str, probes: Sequence[Mapping[st
                 if pred := await _predict(call, text, completes):
                     predictions.append(pred)
         elif words(span):
-            found = await _try(call, "search_dataset", {"query": span, "limit": SEARCH_LIMIT})
+            found = await _try(call, SearchResult, "search_dataset", {"query": span, "limit": SEARCH_LIMIT})
             if found is not None:
-                hits[span.lower()] = tuple(str(m["snippet"]) for m in found.get("matches") or [])
+                hits[span.lower()] = tuple(m.snippet for m in found.matches)
     parsed = tuple(Probe(str(p.get("text") or ""), str(p.get("target_token") or ""),
                          str(p.get("mechanism") or ""), p.get("foil")) for p in rows)
     return Evidence(parsed, behaviours, tuple(predictions), hits, _background(tools))
