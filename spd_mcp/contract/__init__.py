@@ -19,8 +19,15 @@ from spd_mcp.contract.spec import GROUPS, ToolContract
 SERVER_NAME = "spd"
 
 TOOLS: tuple[ToolContract, ...] = (
-    *model.TOOLS, *data.TOOLS, *components.TOOLS, *circuits.TOOLS, *interventions.TOOLS,
-    *validation.TOOLS, *editing.TOOLS, *records.TOOLS, *jobs.TOOLS,
+    *model.TOOLS,
+    *data.TOOLS,
+    *components.TOOLS,
+    *circuits.TOOLS,
+    *interventions.TOOLS,
+    *validation.TOOLS,
+    *editing.TOOLS,
+    *records.TOOLS,
+    *jobs.TOOLS,
 )
 BY_NAME: dict[str, ToolContract] = {t.name: t for t in TOOLS}
 TOOL_NAMES: tuple[str, ...] = tuple(BY_NAME)
@@ -43,10 +50,18 @@ def claude_tool_name(tool: str, server: str = SERVER_NAME) -> str:
 def bare_tool_name(full: str, server: str = SERVER_NAME) -> str | None:
     """The MCP tool name inside a Claude Code tool name of our server, else None."""
     prefix = f"mcp__{server}__"
-    return full[len(prefix):] if full.startswith(prefix) else None
+    return full[len(prefix) :] if full.startswith(prefix) else None
 
 
 __all__ = [
-    "BY_NAME", "GROUPS", "RECORD_TOOLS", "SERVER_NAME", "TOOLS", "TOOL_GROUPS", "TOOL_NAMES",
-    "ToolContract", "bare_tool_name", "claude_tool_name",
+    "BY_NAME",
+    "GROUPS",
+    "RECORD_TOOLS",
+    "SERVER_NAME",
+    "TOOLS",
+    "TOOL_GROUPS",
+    "TOOL_NAMES",
+    "ToolContract",
+    "bare_tool_name",
+    "claude_tool_name",
 ]

@@ -14,26 +14,52 @@ from spd_mcp.contract.wire import JobView, LongInput, Wire
 
 class AttributionsInput(TextOrFeatures):
     target: str | None = Field(
-        None, max_length=200,
-        description="what to explain: an output token string (exactly one token, at 'position'), or a node key "
-        "'<layer>:<pos>:<c>' (component node, or 'output:<pos>:<token id>'); default: the 3 most likely next "
+        None,
+        max_length=200,
+        description="what to explain: an output token string (exactly one token, at 'position'), "
+        "or a node key "
+        "'<layer>:<pos>:<c>' (component node, or 'output:<pos>:<token id>'); default: the 3 most "
+        "likely next "
         "tokens at the last position",
     )
-    position: int = Field(-1, ge=-100000, le=100000, description="position of a target token (negative counts from the end)")
-    threshold: float = Field(0.1, ge=0.0, le=1.0, description="component nodes are those with CI above this")
+    position: int = Field(
+        -1,
+        ge=-100000,
+        le=100000,
+        description="position of a target token (negative counts from the end)",
+    )
+    threshold: float = Field(
+        0.1, ge=0.0, le=1.0, description="component nodes are those with CI above this"
+    )
     signed: bool = Field(
-        True, description="rank edges by |signed value| (true) or by the sum of |grad x act| terms (false: "
-        "no cancellation inside embedding sources)"
+        True,
+        description="rank edges by |signed value| (true) or by the sum of |grad x act| terms "
+        "(false: "
+        "no cancellation inside embedding sources)",
     )
     top_k: int = Field(30, ge=1, le=500, description="how many edges (largest first) to return")
-    multi_hop: bool = Field(False, description="also return each node's sign-preserving influence on the target through all paths")
-    node_limit: int = Field(40, ge=1, le=1000, description="return at most this many nodes (outputs first, then largest CI)")
+    multi_hop: bool = Field(
+        False,
+        description="also return each node's sign-preserving influence on the target through all "
+        "paths",
+    )
+    node_limit: int = Field(
+        40,
+        ge=1,
+        le=1000,
+        description="return at most this many nodes (outputs first, then largest CI)",
+    )
     edit_id: str | None = Field(None, max_length=64, description=EDIT_DESC)
 
 
 class NodeRow(Wire):
-    node: str = Field(description="'<layer>:<pos>:<c>'; layer 'embed' (c=0) or 'output' (c=token id) for pseudo-nodes")
-    ci: float | None = Field(description="causal importance; for output nodes the token's probability; None for embed")
+    node: str = Field(
+        description="'<layer>:<pos>:<c>'; layer 'embed' (c=0) or 'output' (c=token id) for "
+        "pseudo-nodes"
+    )
+    ci: float | None = Field(
+        description="causal importance; for output nodes the token's probability; None for embed"
+    )
     act: float = Field(description="inner activation, embedding norm, or logit")
     label: str | None = Field(description="the token of an embed or output node")
 
@@ -41,13 +67,20 @@ class NodeRow(Wire):
 class EdgeRow(Wire):
     src: str
     tgt: str
-    value: float = Field(description="signed attribution: gradient of tgt x activation of src (one hop)")
-    abs_value: float = Field(description="sum of |grad x act| terms (equals |value| except for embedding sources)")
+    value: float = Field(
+        description="signed attribution: gradient of tgt x activation of src (one hop)"
+    )
+    abs_value: float = Field(
+        description="sum of |grad x act| terms (equals |value| except for embedding sources)"
+    )
 
 
 class InfluenceRow(Wire):
     node: str
-    influence: float = Field(description="signed influence on the target through all paths (rows normalised to total |1|)")
+    influence: float = Field(
+        description="signed influence on the target through all paths (rows normalised to total "
+        "|1|)"
+    )
     direct: float = Field(description="the one-hop part")
 
 
@@ -55,12 +88,16 @@ class AttributionsResult(Wire):
     summary: str
     graph_id: int = Field(description="pass to save_graph_artifact to save and draw this graph")
     tokens: list[str]
-    target: str | None = Field(description="the target node of multi_hop (and of the explained prediction)")
+    target: str | None = Field(
+        description="the target node of multi_hop (and of the explained prediction)"
+    )
     n_nodes: int
     n_edges: int = Field(description="non-zero edges in the graph")
     nodes: list[NodeRow]
     edges: list[EdgeRow] = Field(description="top_k edges, largest first")
-    influence: list[InfluenceRow] | None = Field(description="with multi_hop: the top_k nodes by |influence| on the target")
+    influence: list[InfluenceRow] | None = Field(
+        description="with multi_hop: the top_k nodes by |influence| on the target"
+    )
 
 
 class LossSummary(Wire):
@@ -130,60 +167,83 @@ class SharedCircuitResult(Wire):
     loss: LossSummary
 
 
-
 class CircuitInput(LongInput):
     text: str | None = Field(
-        None, max_length=20000,
+        None,
+        max_length=20000,
         description="one prompt (with target_token); or give 'prompts' or 'mechanism' instead",
         examples=["Paris is the capital of"],
     )
     target_token: str | None = Field(
-        None, max_length=200,
+        None,
+        max_length=200,
         description="with 'text': the predicted token to keep; exactly one token",
     )
     position: int = Field(
-        -1, ge=-100000, le=100000,
+        -1,
+        ge=-100000,
+        le=100000,
         description="with 'text': position whose prediction it is (default: the last)",
     )
     prompts: list[ExampleInput] | None = Field(
-        None, min_length=1, max_length=64,
+        None,
+        min_length=1,
+        max_length=64,
         description="several prompts {text, target_token, position?} of one behaviour: one circuit "
         "of components that holds across them",
     )
     heldout_prompts: list[ClaimExample] | None = Field(
-        None, max_length=200,
+        None,
+        max_length=200,
         description="with 'prompts': more prompts {text, target_token, foil?} of the behaviour, "
         "not optimised on (copies of 'prompts' are skipped), to validate the circuit on",
     )
     control_prompts: list[ControlPrompt] | None = Field(
-        None, max_length=200,
+        None,
+        max_length=200,
         description="with 'prompts': prompts of other behaviours, to validate specificity on",
     )
     mechanism: str | None = Field(
-        None, max_length=200,
+        None,
+        max_length=200,
         description="a probe mechanism of the run (list_probe_prompts): optimise on its first "
         "n_prompts probes, validate on others of its probes and on other mechanisms' probes",
     )
     n_prompts: int = Field(16, ge=1, le=64, description="with 'mechanism': probes to optimise on")
     n_heldout: int = Field(
-        32, ge=0, le=200,
+        32,
+        ge=0,
+        le=200,
         description="with 'mechanism': held-out probes (a seeded sample of the rest) to validate "
         "on, and as many of the other mechanisms' for specificity (0: no validation)",
     )
-    steps: int = Field(200, ge=1, le=5000, description="optimisation steps (one masked forward and backward each)")
+    steps: int = Field(
+        200, ge=1, le=5000, description="optimisation steps (one masked forward and backward each)"
+    )
     sparsity: float | None = Field(
-        None, ge=0.0, le=100.0,
+        None,
+        ge=0.0,
+        le=100.0,
         description="weight of the sparsity term (default 0.1 for one prompt; 0.003 for several, "
         "where it sums over components)",
     )
-    loss: Literal["ce", "kl"] = Field("ce", description="'ce': cross-entropy of the target token; 'kl': KL(target model ‖ circuit) at the position")
+    loss: Literal["ce", "kl"] = Field(
+        "ce",
+        description="'ce': cross-entropy of the target token; 'kl': KL(target model ‖ circuit) at "
+        "the position",
+    )
     mask: Literal["ci", "stochastic"] | None = Field(
         None,
         description="train under CI masks, or under stochastic masks in [CI, 1] with the rest free "
         "in [0, 1] (default: 'ci' for one prompt, 'stochastic' for several; CI-mask optima are "
         "where shortcuts live)",
     )
-    adversarial_steps: int = Field(0, ge=0, le=100, description="PGD steps of an adversary on the free masks each step (0: none)")
+    adversarial_steps: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="PGD steps of an adversary on the free masks each step (0: none)",
+    )
     lr: float = Field(
         0.1, gt=0.0, le=10.0, description="learning rate (AdamW) on the pre-sigmoid CI or the gates"
     )
@@ -202,7 +262,9 @@ class CircuitNode(Wire):
 
 class CircuitResult(Wire):
     summary: str
-    graph_id: int = Field(description="the circuit's attribution graph (nodes = circuit); pass to save_graph_artifact")
+    graph_id: int = Field(
+        description="the circuit's attribution graph (nodes = circuit); pass to save_graph_artifact"
+    )
     target_token: str
     target_token_id: int
     position: int
@@ -211,14 +273,16 @@ class CircuitResult(Wire):
     nodes: list[CircuitNode] = Field(description="largest CI first")
     l0: dict[str, int] = Field(description="circuit nodes per layer")
     probs: dict[str, float] = Field(
-        description="probability of the target token under each regime: target, ci, stochastic, adversarial, unmasked"
+        description="probability of the target token under each regime: target, ci, stochastic, "
+        "adversarial, unmasked"
     )
     loss: LossSummary
 
 
 TOOLS = (
     ToolContract(
-        name="get_attributions", group="circuits and attributions",
+        name="get_attributions",
+        group="circuits and attributions",
         title="Attribution graph of an input",
         description=(
             "How do components feed each other and the output on this input? Builds and stores "
@@ -227,21 +291,29 @@ TOOLS = (
             "on the target through all paths. About a second. Example: "
             "get_attributions(text='Paris is the capital of', target=' France', top_k=20)."
         ),
-        input_model=AttributionsInput, result_model=AttributionsResult, read_only=False,
+        input_model=AttributionsInput,
+        result_model=AttributionsResult,
+        read_only=False,
     ),
     ToolContract(
-        name="optimize_circuit", group="circuits and attributions", job_results=(CircuitResult, SharedCircuitResult),
+        name="optimize_circuit",
+        group="circuits and attributions",
+        job_results=(CircuitResult, SharedCircuitResult),
         title="Smallest circuit for a prediction",
         description=(
             "What is the smallest set of components that still makes this prediction, or this kind "
             "of prediction? One prompt (text, target_token): a sparse circuit of (position, "
             "component) nodes, the target's probability under every regime and a stored graph_id. "
-            "Several prompts of one behaviour ('prompts', or a probe 'mechanism'): one component set "
+            "Several prompts of one behaviour ('prompts', or a probe 'mechanism'): one component "
+            "set "
             "shared by all, optimised under stochastic masks by default, with every regime's "
             "numbers and a held-out validation (validation_id). A job ('steps' passes; a minute "
             "with validation). Language models only. Example: optimize_circuit(text='Paris is the "
-            "capital of', target_token=' France', steps=200); optimize_circuit(mechanism='induction')."
+            "capital of', target_token=' France', steps=200); "
+            "optimize_circuit(mechanism='induction')."
         ),
-        input_model=CircuitInput, result_model=JobView, read_only=False,
+        input_model=CircuitInput,
+        result_model=JobView,
+        read_only=False,
     ),
 )

@@ -8,18 +8,27 @@ from pydantic import Field
 from spd_mcp.contract.spec import ToolContract
 from spd_mcp.contract.wire import Input, Wire
 
-COMPONENT = Field(description="component key '<layer>:<c>' (layers from get_model_info)", max_length=200,
-                  examples=["0.mlp.up:3"])
+COMPONENT = Field(
+    description="component key '<layer>:<c>' (layers from get_model_info)",
+    max_length=200,
+    examples=["0.mlp.up:3"],
+)
 
 
 class ComponentInfoInput(Input):
     component: str = COMPONENT
-    top_k: int = Field(10, ge=1, le=50, description="how many tokens / co-firing components per list")
+    top_k: int = Field(
+        10, ge=1, le=50, description="how many tokens / co-firing components per list"
+    )
     order: Literal["pmi", "precision", "recall", "count"] = Field(
-        "pmi", description="how to rank input/output tokens: pmi, precision (share of the token's occurrences on "
+        "pmi",
+        description="how to rank input/output tokens: pmi, precision (share of the token's "
+        "occurrences on "
         "which it fires), recall (share of its firings on the token) or count",
     )
-    min_count: int = Field(2, ge=1, le=10000, description="ignore tokens seen together with a firing fewer times")
+    min_count: int = Field(
+        2, ge=1, le=10000, description="ignore tokens seen together with a firing fewer times"
+    )
 
 
 class TokenStatRow(Wire):
@@ -27,7 +36,9 @@ class TokenStatRow(Wire):
     token_id: int
     count: int = Field(description="firings on (input) or before (output) this token")
     recall: float = Field(description="share of the component's firings with this token, 0-1")
-    precision: float = Field(description="share of this token's occurrences on which the component fires, 0-1")
+    precision: float = Field(
+        description="share of this token's occurrences on which the component fires, 0-1"
+    )
     pmi: float = Field(description="pointwise mutual information in nats")
 
 
@@ -58,9 +69,15 @@ class ComponentInfo(Wire):
     harvest_threshold: float | None
     input_tokens: list[TokenStatRow] = Field(description="tokens at which it fires")
     output_tokens: list[TokenStatRow] = Field(description="tokens that follow where it fires")
-    promotes: list[TokenLogit] = Field(description="tokens its write vector raises through the unembedding")
-    suppresses: list[TokenLogit] = Field(description="tokens its write vector lowers through the unembedding")
-    readout_method: str = Field(description="how promotes/suppresses were computed, or why they are empty")
+    promotes: list[TokenLogit] = Field(
+        description="tokens its write vector raises through the unembedding"
+    )
+    suppresses: list[TokenLogit] = Field(
+        description="tokens its write vector lowers through the unembedding"
+    )
+    readout_method: str = Field(
+        description="how promotes/suppresses were computed, or why they are empty"
+    )
     cofiring: list[CoFiringRow]
     label: str | None
 
@@ -68,7 +85,9 @@ class ComponentInfo(Wire):
 class ExamplesInput(Input):
     component: str = COMPONENT
     limit: int = Field(5, ge=1, le=50, description="examples per page")
-    offset: int = Field(0, ge=0, le=100000, description="skip this many examples (largest CI first)")
+    offset: int = Field(
+        0, ge=0, le=100000, description="skip this many examples (largest CI first)"
+    )
 
 
 class ActivationExample(Wire):
@@ -91,8 +110,12 @@ class ExamplesResult(Wire):
 
 
 class SearchInput(Input):
-    query: str = Field(description="text to find (case-insensitive substring)", min_length=1, max_length=500,
-                       examples=["capital of"])
+    query: str = Field(
+        description="text to find (case-insensitive substring)",
+        min_length=1,
+        max_length=500,
+        examples=["capital of"],
+    )
     limit: int = Field(10, ge=1, le=100, description="matches per page")
     offset: int = Field(0, ge=0, le=1000000, description="skip this many matches")
 
@@ -116,14 +139,19 @@ class DatasetAttrInput(Input):
     component: str = COMPONENT
     top_k: int = Field(10, ge=1, le=100, description="sources and targets to return")
     sign: Literal["abs", "positive", "negative"] = Field(
-        "abs", description="rank by |value| (abs), largest positive, or most negative summed attribution"
+        "abs",
+        description="rank by |value| (abs), largest positive, or most negative summed attribution",
     )
 
 
 class AttrRow(Wire):
     component: str
-    value: float = Field(description="raw signed sum over the corpus of gradient x activation one-hop edges")
-    normalised: float = Field(description="value / total |value| flowing into the edge's target component")
+    value: float = Field(
+        description="raw signed sum over the corpus of gradient x activation one-hop edges"
+    )
+    normalised: float = Field(
+        description="value / total |value| flowing into the edge's target component"
+    )
     abs_value: float = Field(description="sum of |edge| over the corpus")
     count: int = Field(description="number of (text, position pair) edges summed")
 
@@ -137,7 +165,8 @@ class DatasetAttrResult(Wire):
 
 TOOLS = (
     ToolContract(
-        name="get_component_info", group="components",
+        name="get_component_info",
+        group="components",
         title="What is this component?",
         description=(
             "What is this component? Its vector norms, the tokens its write vector promotes and "
@@ -145,29 +174,41 @@ TOOLS = (
             "tokens, co-firing components, label. Instant. Example: "
             "get_component_info(component='0.mlp.up:3')."
         ),
-        input_model=ComponentInfoInput, result_model=ComponentInfo,read_only=True, idempotent=True,
+        input_model=ComponentInfoInput,
+        result_model=ComponentInfo,
+        read_only=True,
+        idempotent=True,
     ),
     ToolContract(
-        name="get_activation_examples", group="components",
+        name="get_activation_examples",
+        group="components",
         title="Where does it fire in the data?",
         description=(
             "Show me where this component fires in the data: harvested contexts, largest CI "
             "first, with the CI on every token. Needs harvest data. Instant. Example: "
             "get_activation_examples(component='0.mlp.up:3', limit=5)."
         ),
-        input_model=ExamplesInput, result_model=ExamplesResult,read_only=True, idempotent=True,
+        input_model=ExamplesInput,
+        result_model=ExamplesResult,
+        read_only=True,
+        idempotent=True,
     ),
     ToolContract(
-        name="search_dataset", group="model and data",
+        name="search_dataset",
+        group="model and data",
         title="Search the run's texts",
         description=(
             "Where in the run's own data does this text occur? Case-insensitive substring search "
             "over the harvested texts. Instant. Example: search_dataset(query='capital of')."
         ),
-        input_model=SearchInput, result_model=SearchResult,read_only=True, idempotent=True,
+        input_model=SearchInput,
+        result_model=SearchResult,
+        read_only=True,
+        idempotent=True,
     ),
     ToolContract(
-        name="get_dataset_attributions", group="circuits and attributions",
+        name="get_dataset_attributions",
+        group="circuits and attributions",
         title="What feeds this component across the data?",
         description=(
             "Across the data, what feeds this component and what does it feed? Top source and "
@@ -175,6 +216,9 @@ TOOLS = (
             "data. Instant. Example: get_dataset_attributions(component='1.mlp.down:2', "
             "sign='positive')."
         ),
-        input_model=DatasetAttrInput, result_model=DatasetAttrResult,read_only=True, idempotent=True,
+        input_model=DatasetAttrInput,
+        result_model=DatasetAttrResult,
+        read_only=True,
+        idempotent=True,
     ),
 )

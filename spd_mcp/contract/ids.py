@@ -8,7 +8,10 @@ from pydantic import AfterValidator
 from pydantic.config import JsonDict
 
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
-ID_RULE = "1-64 characters: letters, digits, '_' or '-', starting with a letter or digit (e.g. 'h1', 'graph_001')"
+ID_RULE = (
+    "1-64 characters: letters, digits, '_' or '-', starting with a letter or digit "
+    "(e.g. 'h1', 'graph_001')"
+)
 _ID_RE = re.compile(ID_PATTERN)
 
 

@@ -1,4 +1,5 @@
-"""Intervention tools: ablate (necessity / sufficiency) and steer (scale components and generate)."""
+"""Intervention tools: ablate (necessity / sufficiency) and steer (scale components and
+generate)."""
 
 from typing import Literal
 
@@ -14,24 +15,52 @@ ABLATION_REGIMES: tuple[AblationRegime, ...] = ("deterministic", "stochastic", "
 
 
 class AblateInput(Input):
-    text: str = Field(max_length=20000, description="the prompt", examples=["Paris is the capital of"])
-    components: list[str] = Field(default_factory=list, max_length=1000, description=COMPONENT_DESC + "; ablated at every position")
-    nodes: list[str] = Field(default_factory=list, max_length=1000, description="node keys '<layer>:<pos>:<c>'; ablated only at their position")
+    text: str = Field(
+        max_length=20000, description="the prompt", examples=["Paris is the capital of"]
+    )
+    components: list[str] = Field(
+        default_factory=list,
+        max_length=1000,
+        description=COMPONENT_DESC + "; ablated at every position",
+    )
+    nodes: list[str] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="node keys '<layer>:<pos>:<c>'; ablated only at their position",
+    )
     mode: Literal["remove", "keep_only"] = Field(
-        "remove", description="'remove': ablate the set (is it necessary?); 'keep_only': keep only the set (is it sufficient?)"
+        "remove",
+        description="'remove': ablate the set (is it necessary?); 'keep_only': keep only the set "
+        "(is it sufficient?)",
     )
     regime: AblationRegime | Literal["all"] | list[AblationRegime] = Field(
         "deterministic",
-        description="'deterministic' (remove: everything else on; keep_only: the set alone, everything else off), "
-        "'stochastic' (remove: others in [CI, 1]; keep_only: the set in [CI, 1], everything else anywhere in [0, 1]; "
-        "mean of n_samples), 'adversarial' (the same ranges, chosen to be the worst case for the claim), a list, or 'all'",
+        description="'deterministic' (remove: everything else on; keep_only: the set alone, "
+        "everything else off), "
+        "'stochastic' (remove: others in [CI, 1]; keep_only: the set in [CI, 1], everything else "
+        "anywhere in [0, 1]; "
+        "mean of n_samples), 'adversarial' (the same ranges, chosen to be the worst case for the "
+        "claim), a list, or 'all'",
     )
-    position: int = Field(-1, ge=-100000, le=100000, description="position whose next-token distribution is compared (default: the last)")
-    token: str | None = Field(None, max_length=200, description="a token (exactly one) whose probability change is reported")
+    position: int = Field(
+        -1,
+        ge=-100000,
+        le=100000,
+        description="position whose next-token distribution is compared (default: the last)",
+    )
+    token: str | None = Field(
+        None,
+        max_length=200,
+        description="a token (exactly one) whose probability change is reported",
+    )
     top_k: int = Field(5, ge=1, le=50, description="how many most likely tokens before and after")
     n_samples: int = Field(8, ge=1, le=64, description="samples for the stochastic regime")
-    adversarial_steps: int = Field(20, ge=1, le=200, description="signed-gradient steps for the adversarial regime")
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="random seed (stochastic and adversarial regimes)")
+    adversarial_steps: int = Field(
+        20, ge=1, le=200, description="signed-gradient steps for the adversarial regime"
+    )
+    seed: int = Field(
+        0, ge=0, le=2**31 - 1, description="random seed (stochastic and adversarial regimes)"
+    )
     edit_id: str | None = Field(None, max_length=64, description=EDIT_DESC)
 
 
@@ -48,7 +77,9 @@ class AblateResult(Wire):
     mode: Literal["remove", "keep_only"]
     position: int
     tokens: list[str]
-    before: list[TokenProb] = Field(description="top_k tokens of the unablated model at the position")
+    before: list[TokenProb] = Field(
+        description="top_k tokens of the unablated model at the position"
+    )
     token: str | None
     token_id: int | None
     token_prob_before: float | None
@@ -56,18 +87,29 @@ class AblateResult(Wire):
 
 
 class SteerInput(Input):
-    text: str = Field(max_length=20000, description="the prompt to continue", examples=["The cat sat on the"])
+    text: str = Field(
+        max_length=20000, description="the prompt to continue", examples=["The cat sat on the"]
+    )
     scales: dict[str, float] = Field(
-        description="component key -> factor on its mask (0 ablates, 1 leaves it, 2 doubles it), e.g. {'0.mlp.up:3': 0.0}"
+        description="component key -> factor on its mask (0 ablates, 1 leaves it, 2 doubles it), "
+        "e.g. {'0.mlp.up:3': 0.0}"
     )
     max_new_tokens: int = Field(20, ge=0, le=200, description="tokens to generate")
-    n_samples: int = Field(1, ge=1, le=16, description="continuations per side (used when temperature > 0)")
+    n_samples: int = Field(
+        1, ge=1, le=16, description="continuations per side (used when temperature > 0)"
+    )
     temperature: float = Field(0.0, ge=0.0, le=5.0, description="0: greedy; > 0: sampled")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="random seed for sampling")
     only_where_ci_above: float | None = Field(
-        None, ge=0.0, le=1.0, description="scale a component only at positions where its CI exceeds this; default everywhere"
+        None,
+        ge=0.0,
+        le=1.0,
+        description="scale a component only at positions where its CI exceeds this; default "
+        "everywhere",
     )
-    top_k: int = Field(10, ge=1, le=50, description="how many tokens in the top lists and logit changes")
+    top_k: int = Field(
+        10, ge=1, le=50, description="how many tokens in the top lists and logit changes"
+    )
     edit_id: str | None = Field(None, max_length=64, description=EDIT_DESC)
 
 
@@ -79,7 +121,9 @@ class Continuation(Wire):
 class LogitChange(Wire):
     token: str
     token_id: int
-    logit_change: float = Field(description="steered - baseline logit at the prompt's last position")
+    logit_change: float = Field(
+        description="steered - baseline logit at the prompt's last position"
+    )
     baseline_prob: float
     steered_prob: float
 
@@ -90,12 +134,15 @@ class SteerResultWire(Wire):
     steered: list[Continuation]
     baseline_top: list[TokenProb]
     steered_top: list[TokenProb]
-    logit_changes: list[LogitChange] = Field(description="tokens with the largest |logit change|, largest first")
+    logit_changes: list[LogitChange] = Field(
+        description="tokens with the largest |logit change|, largest first"
+    )
 
 
 TOOLS = (
     ToolContract(
-        name="ablate", group="interventions",
+        name="ablate",
+        group="interventions",
         title="Ablate components (necessity / sufficiency)",
         description=(
             "Is this set necessary (mode='remove') or sufficient (mode='keep_only')? Ablates "
@@ -104,10 +151,14 @@ TOOLS = (
             "Language models only. Example: ablate(text='Paris is the capital of', "
             "components=['1.mlp.down:7'], token=' France', regime='all')."
         ),
-        input_model=AblateInput, result_model=AblateResult, read_only=True, idempotent=True,
+        input_model=AblateInput,
+        result_model=AblateResult,
+        read_only=True,
+        idempotent=True,
     ),
     ToolContract(
-        name="steer", group="interventions",
+        name="steer",
+        group="interventions",
         title="Steer generation by scaling components",
         description=(
             "What does the model say if I scale these components? Continuations from 'text' with "
@@ -115,6 +166,9 @@ TOOLS = (
             "Language models only. Example: steer(text='The cat sat on the', "
             "scales={'0.mlp.up:3': 0.0}, max_new_tokens=10)."
         ),
-        input_model=SteerInput, result_model=SteerResultWire, read_only=True, idempotent=True,
+        input_model=SteerInput,
+        result_model=SteerResultWire,
+        read_only=True,
+        idempotent=True,
     ),
 )

@@ -8,7 +8,9 @@ from spd_mcp.contract.wire import MAX_WAIT_S, Input, JobBrief, JobView, Wire
 
 class GetJobInput(Input):
     job_id: str = Field(description="the job_id a long tool returned, e.g. 'j3'", max_length=64)
-    wait_s: float = Field(10.0, ge=0, le=MAX_WAIT_S, description="seconds to wait for the job to finish (0-30)")
+    wait_s: float = Field(
+        10.0, ge=0, le=MAX_WAIT_S, description="seconds to wait for the job to finish (0-30)"
+    )
 
 
 class CancelJobInput(Input):
@@ -36,7 +38,8 @@ class ServerStatus(Wire):
 
 TOOLS = (
     ToolContract(
-        name="get_job", group="jobs and status",
+        name="get_job",
+        group="jobs and status",
         title="Get a job's status and result",
         description=(
             "Status, progress and, when done, the result of a job (what the long tool would have "
@@ -48,7 +51,8 @@ TOOLS = (
         idempotent=True,
     ),
     ToolContract(
-        name="cancel_job", group="jobs and status",
+        name="cancel_job",
+        group="jobs and status",
         title="Cancel a job",
         description=(
             "Cancel a job. A queued job never starts; a running one stops at its next progress "
@@ -61,7 +65,8 @@ TOOLS = (
         idempotent=True,
     ),
     ToolContract(
-        name="server_status", group="jobs and status",
+        name="server_status",
+        group="jobs and status",
         title="Server status",
         description=(
             "What the server is doing, without waiting for the device: running job, queue, "

@@ -18,7 +18,9 @@ class LayerRow(Wire):
     d_in: int
     d_out: int
     C: int = Field(description="number of components; valid c is 0..C-1")
-    alive: int | None = Field(description="components whose CI exceeds a threshold on some input (see alive_source)")
+    alive: int | None = Field(
+        description="components whose CI exceeds a threshold on some input (see alive_source)"
+    )
     delta_rel_norm: float = Field(
         description="‖W − (VU)ᵀ‖ / ‖W‖: how far the components are from summing to the weight "
         "(≤ 0.01: negligible)"
@@ -31,7 +33,9 @@ class ModelInfo(Wire):
     run: str
     description: str
     architecture: str = Field(description="class name of the target model")
-    is_language_model: bool = Field(description="True: tools take text; False: toy model taking a feature vector")
+    is_language_model: bool = Field(
+        description="True: tools take text; False: toy model taking a feature vector"
+    )
     dtype: str
     device: str
     vocab_size: int | None
@@ -40,35 +44,58 @@ class ModelInfo(Wire):
     n_params_target: int
     n_components_total: int
     layers: list[LayerRow] = Field(description="decomposed layers in network order")
-    alive_source: str = Field(description="where the alive counts come from: the harvest, run metrics, or none")
+    alive_source: str = Field(
+        description="where the alive counts come from: the harvest, run metrics, or none"
+    )
     weight_delta: str = Field(
         description="whether the components sum to the weights; if not, a warning: ablations and "
         "edits are inexact"
     )
-    metrics: dict[str, Any] = Field(description="decomposition quality from the run (faithfulness, reconstruction per regime, L0)")
-    has_harvest: bool = Field(description="activation examples and token statistics exist for this run")
+    metrics: dict[str, Any] = Field(
+        description="decomposition quality from the run (faithfulness, reconstruction per regime, "
+        "L0)"
+    )
+    has_harvest: bool = Field(
+        description="activation examples and token statistics exist for this run"
+    )
     has_probe_suite: bool
     n_probe_prompts: int
 
 
 class RunPromptInput(Input):
     text: str | None = Field(
-        None, max_length=20000, description="language models: the text to run (no special tokens are added)",
+        None,
+        max_length=20000,
+        description="language models: the text to run (no special tokens are added)",
         examples=["The cat sat on the"],
     )
     features: list[float] | None = Field(
-        None, max_length=4096, description="toy models only: the input feature vector (length input_dim from get_model_info)"
+        None,
+        max_length=4096,
+        description="toy models only: the input feature vector (length input_dim from "
+        "get_model_info)",
     )
-    top_k: int = Field(10, ge=1, le=100, description="how many most likely next tokens (or largest outputs) to return")
-    all_positions: bool = Field(False, description="top-k at every position instead of only the last")
+    top_k: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="how many most likely next tokens (or largest outputs) to return",
+    )
+    all_positions: bool = Field(
+        False, description="top-k at every position instead of only the last"
+    )
     edit_id: str | None = Field(
-        None, max_length=64, description="run under this edit (an edit_id from edit_component); omit for the base model"
+        None,
+        max_length=64,
+        description="run under this edit (an edit_id from edit_component); omit for the base model",
     )
 
     @model_validator(mode="after")
     def _one_input(self) -> "RunPromptInput":
         if (self.text is None) == (self.features is None):
-            raise ValueError("give exactly one of 'text' (language models) or 'features' (toy models)")
+            raise ValueError(
+                "give exactly one of 'text' (language models) or 'features' (toy models)"
+            )
         return self
 
 
@@ -90,14 +117,19 @@ class RunPromptResult(Wire):
     token_ids: list[int]
     predictions: list[PositionPrediction]
     next_token_probs: list[float | None] = Field(
-        description="entry i: probability of the actual token i+1 given tokens 0..i; None at the last position"
+        description="entry i: probability of the actual token i+1 given tokens 0..i; None at the "
+        "last position"
     )
     outputs: list[float] | None = Field(description="toy models: the full output vector")
-    top_outputs: list[OutputValue] | None = Field(description="toy models: the top_k largest outputs")
+    top_outputs: list[OutputValue] | None = Field(
+        description="toy models: the top_k largest outputs"
+    )
 
 
 class ProbeInput(Input):
-    mechanism: str | None = Field(None, max_length=200, description="only prompts with this mechanism tag")
+    mechanism: str | None = Field(
+        None, max_length=200, description="only prompts with this mechanism tag"
+    )
     offset: int = Field(0, ge=0, le=1_000_000, description="skip this many prompts")
     limit: int = Field(50, ge=1, le=200, description="return at most this many prompts")
 
@@ -108,7 +140,9 @@ class ProbeRow(Wire):
     target_token: str = Field(description="the expected next token (exactly one token)")
     mechanism: str
     position: int | None
-    foil: str | None = Field(description="the wrong answer this mechanism rules out, if the run gives one")
+    foil: str | None = Field(
+        description="the wrong answer this mechanism rules out, if the run gives one"
+    )
 
 
 class BehaviourRow(Wire):
@@ -124,12 +158,14 @@ class ProbeList(Wire):
     mechanisms: dict[str, int] = Field(description="every mechanism tag with its number of prompts")
     prompts: list[ProbeRow]
     behaviours: dict[str, BehaviourRow] = Field(
-        description="mechanism tag -> what it is and names for it, where the run describes it")
+        description="mechanism tag -> what it is and names for it, where the run describes it"
+    )
 
 
 TOOLS = (
     ToolContract(
-        name="get_model_info", group="model and data",
+        name="get_model_info",
+        group="model and data",
         title="Model and decomposition overview",
         description=(
             "What model is this, and how good is its decomposition? Layers with their component "
@@ -143,7 +179,8 @@ TOOLS = (
         idempotent=True,
     ),
     ToolContract(
-        name="run_prompt", group="model and data",
+        name="run_prompt",
+        group="model and data",
         title="Run the model on a prompt",
         description=(
             "What does the model predict here? The tokens and the top_k next tokens after the "
@@ -157,11 +194,13 @@ TOOLS = (
         idempotent=True,
     ),
     ToolContract(
-        name="list_probe_prompts", group="model and data",
+        name="list_probe_prompts",
+        group="model and data",
         title="List the run's probe prompts",
         description=(
             "Which prompts ship with this run, by mechanism? Text, expected next token, foil and "
-            "mechanism tag, paged; the count per mechanism and each one's description where the run has "
+            "mechanism tag, paged; the count per mechanism and each one's description where the "
+            "run has "
             "them. Instant. Example: list_probe_prompts(mechanism='induction')."
         ),
         input_model=ProbeInput,

@@ -23,7 +23,14 @@ def compact_schema(schema: Any, output: bool = False) -> Any:
     for key, value in schema.items():
         if key == "title" and isinstance(value, str):
             continue
-        if output and is_model and (key in ("description", "required") or (key == "additionalProperties" and value is False)):
+        if (
+            output
+            and is_model
+            and (
+                key in ("description", "required")
+                or (key == "additionalProperties" and value is False)
+            )
+        ):
             continue
         if key in ("properties", "$defs") and isinstance(value, dict):
             out[key] = {name: compact_schema(sub, output) for name, sub in value.items()}

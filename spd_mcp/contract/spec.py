@@ -9,8 +9,13 @@ from dataclasses import dataclass
 from spd_mcp.contract.wire import Input, Wire
 
 GROUPS = (
-    "model and data", "components", "circuits and attributions", "interventions", "validation",
-    "records", "jobs and status",
+    "model and data",
+    "components",
+    "circuits and attributions",
+    "interventions",
+    "validation",
+    "records",
+    "jobs and status",
 )
 
 
@@ -32,4 +37,6 @@ class ToolContract:
 
     def __post_init__(self) -> None:
         if self.group not in GROUPS:
-            raise ValueError(f"tool {self.name}: unknown group {self.group!r}; valid: {', '.join(GROUPS)}")
+            raise ValueError(
+                f"tool {self.name}: unknown group {self.group!r}; valid: {', '.join(GROUPS)}"
+            )

@@ -1,4 +1,5 @@
-"""validate_claim: a claimed set of components measured on held-out examples of its behaviour (a job)."""
+"""validate_claim: a claimed set of components measured on held-out examples of its behaviour
+(a job)."""
 
 from typing import Literal
 
@@ -11,37 +12,70 @@ from spd_mcp.contract.wire import Input, JobView, LongInput, Wire
 
 class ClaimExample(Input):
     text: str = Field(max_length=20000, description="a prompt showing the behaviour")
-    target_token: str = Field(max_length=200, description="the correct next token (exactly one token)")
-    foil: str | None = Field(None, max_length=200, description="the wrong answer the behaviour rules out, if any")
+    target_token: str = Field(
+        max_length=200, description="the correct next token (exactly one token)"
+    )
+    foil: str | None = Field(
+        None, max_length=200, description="the wrong answer the behaviour rules out, if any"
+    )
 
 
 class ControlPrompt(Input):
     text: str = Field(max_length=20000, description="a prompt that does not need the behaviour")
-    target_token: str | None = Field(None, max_length=200, description="its correct next token; default: the model's own top-1")
+    target_token: str | None = Field(
+        None, max_length=200, description="its correct next token; default: the model's own top-1"
+    )
 
 
 class ValidateInput(LongInput):
-    components: list[str] = Field(min_length=1, max_length=1000, description="the claimed set, '<layer>:<c>' keys")
-    mechanism: str | None = Field(None, max_length=200, description="a probe mechanism of the run (list_probe_prompts): "
-                                  "held-out examples are drawn from its probes, controls from the other mechanisms'")
-    examples: list[ClaimExample] = Field(default_factory=list, max_length=200,
-                                         description="your own examples of the behaviour, instead of 'mechanism'")
-    controls: list[ControlPrompt] = Field(default_factory=list, max_length=200,
-                                          description="prompts of other behaviours (for specificity); default with "
-                                          "'mechanism': the other mechanisms' probes")
-    exclude: list[str] = Field(default_factory=list, max_length=200,
-                               description="the prompts the claim was found on: never used for validation")
-    n_examples: int = Field(40, ge=1, le=200, description="held-out examples drawn from the mechanism's probes")
-    n_controls: int = Field(40, ge=0, le=200, description="control examples drawn from the other mechanisms")
-    regimes: list[AblationRegime] = Field(default_factory=lambda: list(ABLATION_REGIMES), min_length=1, max_length=3,
-                                          description="regimes to measure in (necessity, sufficiency and "
-                                          "specificity are judged in deterministic and stochastic)")
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the example sample, masks and bootstrap")
+    components: list[str] = Field(
+        min_length=1, max_length=1000, description="the claimed set, '<layer>:<c>' keys"
+    )
+    mechanism: str | None = Field(
+        None,
+        max_length=200,
+        description="a probe mechanism of the run (list_probe_prompts): "
+        "held-out examples are drawn from its probes, controls from the other mechanisms'",
+    )
+    examples: list[ClaimExample] = Field(
+        default_factory=list,
+        max_length=200,
+        description="your own examples of the behaviour, instead of 'mechanism'",
+    )
+    controls: list[ControlPrompt] = Field(
+        default_factory=list,
+        max_length=200,
+        description="prompts of other behaviours (for specificity); default with "
+        "'mechanism': the other mechanisms' probes",
+    )
+    exclude: list[str] = Field(
+        default_factory=list,
+        max_length=200,
+        description="the prompts the claim was found on: never used for validation",
+    )
+    n_examples: int = Field(
+        40, ge=1, le=200, description="held-out examples drawn from the mechanism's probes"
+    )
+    n_controls: int = Field(
+        40, ge=0, le=200, description="control examples drawn from the other mechanisms"
+    )
+    regimes: list[AblationRegime] = Field(
+        default_factory=lambda: list(ABLATION_REGIMES),
+        min_length=1,
+        max_length=3,
+        description="regimes to measure in (necessity, sufficiency and "
+        "specificity are judged in deterministic and stochastic)",
+    )
+    seed: int = Field(
+        0, ge=0, le=2**31 - 1, description="seed of the example sample, masks and bootstrap"
+    )
 
     @model_validator(mode="after")
     def _one_behaviour(self) -> "ValidateInput":
         if (self.mechanism is None) == (not self.examples):
-            raise ValueError("give exactly one of 'mechanism' (a probe mechanism of the run) or 'examples'")
+            raise ValueError(
+                "give exactly one of 'mechanism' (a probe mechanism of the run) or 'examples'"
+            )
         return self
 
 
@@ -54,15 +88,25 @@ class Span(Wire):
 
 class RegimeView(Wire):
     regime: AblationRegime
-    necessity: Span | None = Field(description="mean relative drop of p(target) with the set removed (1: destroyed)")
-    broken: float = Field(description="share of examples no longer answered correctly with the set removed")
-    sufficiency: Span | None = Field(description="chance-corrected accuracy with only the set kept (1: every "
-                                     "answer right, 0: no better than always giving the commonest answer)")
+    necessity: Span | None = Field(
+        description="mean relative drop of p(target) with the set removed (1: destroyed)"
+    )
+    broken: float = Field(
+        description="share of examples no longer answered correctly with the set removed"
+    )
+    sufficiency: Span | None = Field(
+        description="chance-corrected accuracy with only the set kept (1: every "
+        "answer right, 0: no better than always giving the commonest answer)"
+    )
     accuracy_kept: Span | None
-    leak: float | None = Field(description="share of control prompts where the kept set gives one of the "
-                               "behaviour's answers and the model does not")
+    leak: float | None = Field(
+        description="share of control prompts where the kept set gives one of the "
+        "behaviour's answers and the model does not"
+    )
     distinct_answers_kept: int
-    specificity: Span | None = Field(description="1 - mean clamped relative drop on the controls (1: unharmed)")
+    specificity: Span | None = Field(
+        description="1 - mean clamped relative drop on the controls (1: unharmed)"
+    )
 
 
 class ExampleRow(Wire):
@@ -85,9 +129,15 @@ class ValidationResult(Wire):
     necessity: Status
     sufficiency: Status
     specificity: Status
-    sufficient_alone: Status | None = Field(description="the deterministic regime: the set with everything else off")
-    robust_to_adversary: Status | None = Field(description="sufficiency when the rest is chosen to break it")
-    bars: dict[str, float] = Field(description="a property holds when its interval's lower end is at least this")
+    sufficient_alone: Status | None = Field(
+        description="the deterministic regime: the set with everything else off"
+    )
+    robust_to_adversary: Status | None = Field(
+        description="sufficiency when the rest is chosen to break it"
+    )
+    bars: dict[str, float] = Field(
+        description="a property holds when its interval's lower end is at least this"
+    )
     n_examples: int
     n_dropped: int = Field(description="examples the model itself answers wrongly (not used)")
     n_controls: int
@@ -99,15 +149,23 @@ class ValidationResult(Wire):
 
 TOOLS = (
     ToolContract(
-        name="validate_claim", group="validation", job_results=(ValidationResult,),
+        name="validate_claim",
+        group="validation",
+        job_results=(ValidationResult,),
         title="Validate a claimed circuit on held-out examples",
         description=(
-            "Does this claim hold beyond the prompts it was found on? Measures the set's necessity, "
-            "sufficiency and specificity on held-out examples of a behaviour (a probe 'mechanism' or "
-            "your own 'examples'), per regime, with 95% intervals and a verdict per property; returns "
+            "Does this claim hold beyond the prompts it was found on? Measures the set's "
+            "necessity, "
+            "sufficiency and specificity on held-out examples of a behaviour (a probe 'mechanism' "
+            "or "
+            "your own 'examples'), per regime, with 95% intervals and a verdict per property; "
+            "returns "
             "a validation_id to cite in save_explanation. A job: 10-30 s. Example: validate_claim("
-            "components=['1.mlp.up:3'], mechanism='induction', exclude=['code bim tal ... code bim'])."
+            "components=['1.mlp.up:3'], mechanism='induction', exclude=['code bim tal ... code "
+            "bim'])."
         ),
-        input_model=ValidateInput, result_model=JobView, read_only=False,
+        input_model=ValidateInput,
+        result_model=JobView,
+        read_only=False,
     ),
 )

@@ -24,8 +24,11 @@ class LongInput(Input):
     """Base of a long tool's input: it answers with a job once it runs longer than ``wait_s``."""
 
     wait_s: float = Field(
-        20.0, ge=0, le=30,
-        description="seconds to wait (0-30); later the answer is {job_id, status} to poll with get_job",
+        20.0,
+        ge=0,
+        le=30,
+        description="seconds to wait (0-30); later the answer is {job_id, status} to poll with "
+        "get_job",
     )
 
 
@@ -37,7 +40,9 @@ class TokenProb(Wire):
 
 class JobBrief(Wire):
     job_id: str
-    kind: Literal["call", "job"] = Field(description="'call': a short tool call; 'job': a long tool run as a job")
+    kind: Literal["call", "job"] = Field(
+        description="'call': a short tool call; 'job': a long tool run as a job"
+    )
     tool: str
     status: JobStatusName
     step: float
