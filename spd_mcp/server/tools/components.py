@@ -1,6 +1,5 @@
 """Component tools: get_ci (which components matter here), probe_component (where one fires), find_components."""
 
-
 from mcp.server.mcpserver import Context
 
 from spd_core.analysis.ci import component_profile, compute_ci
