@@ -110,3 +110,53 @@ def test_literals_equal_the_cores() -> None:
     assert get_args(records.Claim) == get_args(core_validation.Claim)
     probs = circuits.CircuitResult.model_fields["probs"].description or ""
     assert probs.endswith(", ".join(regimes.REGIMES))
+
+
+async def finished_results(run: Any) -> dict[str, list[dict[str, Any]]]:
+    """One small call of every form of every long tool, each job's result once done."""
+    ex = [{"text": "the cat sat on the", "target_token": "mat"}]
+    async with Client(make_server(run)) as client:
+        info = (await client.call_tool("get_model_info", {})).structured_content or {}
+        comp = f"{info['layers'][0]['layer']}:0"
+        mech = next(iter((await client.call_tool("list_probe_prompts", {})).structured_content["mechanisms"]))
+        calls = [
+            ("find_components", {"examples": ex, "method": "ci"}),
+            ("optimize_circuit", {"text": ex[0]["text"], "target_token": "mat", "steps": 2}),
+            ("optimize_circuit", {"mechanism": mech, "n_prompts": 1, "n_heldout": 1, "steps": 2}),
+            ("edit_component", {"components": [comp], "method": "remove"}),
+            ("validate_claim", {"components": [comp], "mechanism": mech, "n_examples": 2, "n_controls": 1}),
+        ]
+        out: dict[str, list[dict[str, Any]]] = {}
+        for tool, args in calls:
+            r = await client.call_tool(tool, {**args, "wait_s": 30})
+            assert not r.is_error, (tool, r.content)
+            view = JobView.model_validate(r.structured_content)
+            while view.status in ("queued", "running"):
+                got = await client.call_tool("get_job", {"job_id": view.job_id, "wait_s": 30})
+                view = JobView.model_validate(got.structured_content)
+            assert view.status == "done" and view.result is not None, (tool, view.error)
+            out.setdefault(tool, []).append(view.result)
+    return out
+
+
+def test_every_long_tools_result_parses_into_its_job_results() -> None:
+    """The second route for job results (their schema is not in tools/list): real results parse
+    into the models the contract names, each form of optimize_circuit into its own."""
+    results = anyio.run(finished_results, lm_run())
+    for tool, found in results.items():
+        models = contract.BY_NAME[tool].job_results
+        for result in found:
+            parsed = [m for m in models if _fits(m, result)]
+            assert len(parsed) == 1, (tool, [m.__name__ for m in parsed], sorted(result))
+    one, shared = results["optimize_circuit"]
+    assert circuits.CircuitResult.model_validate(one).graph_id >= 1
+    assert circuits.SharedCircuitResult.model_validate(shared).circuit_id >= 1
+    assert len(results) == sum(bool(t.job_results) for t in contract.TOOLS)
+
+
+def _fits(model: type[Any], data: dict[str, Any]) -> bool:
+    try:
+        model.model_validate(data)
+    except ValueError:
+        return False
+    return True
