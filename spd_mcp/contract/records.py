@@ -99,7 +99,7 @@ class ExplanationInput(Input):
         min_length=1, max_length=20000, description="the mechanism in plain words"
     )
     components: list[ComponentRole] = Field(
-        min_length=1, max_length=64, description="components involved, each with its role"
+        min_length=1, max_length=1000, description="components involved, each with its role"
     )
     evidence: list[EvidenceItem] = Field(
         default_factory=list, max_length=64, description="experiments supporting it"

@@ -10,6 +10,7 @@ from typing import Any
 
 from spd_mcp.common.events import read_events
 from spd_mcp.launcher.swarm import SwarmDir
+from spd_mcp.server.events import summarize_args
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
@@ -54,9 +55,11 @@ def check_numbers_are_measured(sd: SwarmDir) -> dict[str, Any]:
         # grader scores: the recorded subprocess output for these components
         grader = calls[claim["grader_call"]]
         assert grader["tool"] == "spd_core.grader" and not grader["is_error"]
-        (graded,) = [g for g in grader["result"] if g["components"] == claim["components"]
-                     and g["mechanism"] == claim["mechanism"]]
-        assert claim["grader"] == graded
+        # tasks whose strategies converged on the same set claim it alike: one grader row per claim
+        graded = [g for g in grader["result"] if g["components"] == claim["components"]
+                  and g["mechanism"] == claim["mechanism"]]
+        assert graded and all(g == graded[0] for g in graded), graded
+        assert claim["grader"] == graded[0]
         # the agents' own text never holds these numbers: they were measured, not copied
         agent_text = "".join((Path(claim_dir) / f).read_text() for claim_dir in [_inv_dir(summary, claim)]
                              for f in ("hypotheses.jsonl", "explanations.jsonl", "research_log.md"))
@@ -73,8 +76,11 @@ def check_numbers_are_measured(sd: SwarmDir) -> dict[str, Any]:
                     if e.get("kind") == "tool_call" and e.get("tool") == "ablate"]
     recorded = [c for c in calls.values() if c["tool"] == "ablate"]
     assert all(e["outcome"] == "ok" for e in server_calls)
-    key = lambda a: (a["text"], a["mode"], tuple(a["components"]))  # noqa: E731
-    assert Counter(key(e["args"]) for e in server_calls) == Counter(key(c["arguments"]) for c in recorded)
+    # the server logs large arguments as their sha256 and size: compare the same summary of each side
+    key = lambda args: json.dumps(summarize_args(args), sort_keys=True)  # noqa: E731
+    logged = Counter(json.dumps({k: e[k] for k in ("args", "args_sha256", "args_bytes") if k in e}, sort_keys=True)
+                     for e in server_calls)
+    assert logged == Counter(key(c["arguments"]) for c in recorded)
     # the report prints the ranked effects
     report = sd.report.read_text()
     for c in summary["claims"]:

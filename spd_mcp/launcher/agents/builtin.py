@@ -357,7 +357,8 @@ class Protocol:
                          circuit.graph_id)
 
     async def shared_candidate(self) -> Candidate:
-        args = {"prompts": self.examples(self.f.prompts), "mask": "stochastic", "steps": SHARED_STEPS, "wait_s": 30}
+        args = {"prompts": self.examples(self.f.prompts), "mask": "stochastic", "steps": SHARED_STEPS,
+                "limit": 1000, "wait_s": 30}
         shared = await self.ask(SharedCircuitResult, "optimize_circuit", args)
         comps = rd.circuit_components(shared)
         if not comps:
@@ -488,7 +489,7 @@ class Protocol:
             "subject_prompt": self.f.prompts[0].text,
             "behaviour": f"{self.f.mechanism}: the model predicts the expected token",
             "explanation": rd.answer_text(self.f.mechanism or "", best.name, best.components, v, held),
-            "components": [{"component": c, "role": r} for c, r in roles.items()][:64],
+            "components": [{"component": c, "role": r} for c, r in roles.items()],
             "evidence": [{"kind": "ablation", "description": rd.clip(v.summary, 2000),
                           "reference": f"validation {v.validation_id}"}],
             "validation_ids": [v.validation_id], "claims": claims,
