@@ -29,7 +29,7 @@ PROMPTS = [{"text": "the king said that", "target_token": "he", "mechanism": "ge
            {"text": "the cat sat on the", "target_token": "mat", "mechanism": "copying"},
            {"text": "Paris is the capital of", "target_token": "France", "mechanism": "recall"}]
 
-STEPS = ["model info", "behaviour", "predictions", "candidate circuits", "validation", "component readouts",
+STEPS = ["model info", "behaviour", "predictions", "candidate circuits", "validation", "specificity pruning", "component readouts",
          "steering", "hypotheses", "graph artifact", "explanation"]
 
 
@@ -140,7 +140,7 @@ def test_builtin_investigation_through_the_cli_on_the_real_server(tiny_lm_run: P
     steps = {e["step"]: e for e in events if e.get("kind") == "protocol_step" and e["step"] != "log"}
     assert list(steps) == STEPS, "every step is recorded once, in order"
     failed = {name: e["note"] for name, e in steps.items() if e["outcome"] != "ok"}
-    assert set(failed) <= {"candidate circuits", "validation", "component readouts", "steering", "hypotheses",
+    assert set(failed) <= {"candidate circuits", "validation", "specificity pruning", "component readouts", "steering", "hypotheses",
                            "graph artifact", "explanation"}, failed
     assert all(failed.values()), "a failed step says why"
     outcome = read_json(inv.metadata)["outcome"]
@@ -191,3 +191,25 @@ def test_a_question_no_behaviour_matches_ends_inconclusive_after_a_survey(tiny_l
     summary = read_json(inv.summary)
     assert summary["status"] == "inconclusive" and "no behaviour that matches the question" in summary["summary"]
     assert not (inv.root / "explanations.jsonl").exists() and not (inv.root / "hypotheses.jsonl").exists()
+
+
+def test_pruning_chooses_on_a_split_that_validation_never_sees() -> None:
+    from spd_mcp.contract.model import ProbeRow
+    from spd_mcp.launcher.agents.builtin_prune import (
+        N_SELECT,
+        N_SELECT_CONTROLS,
+        drop_order,
+        selection_split,
+    )
+
+    rows = [ProbeRow.model_validate({"index": 60 * k + i, "text": f"{m} {i}", "target_token": "x", "mechanism": m,
+                                     "position": None, "foil": None})
+            for k, m in enumerate(("a", "b", "c")) for i in range(60)]
+    found_on = [r for r in rows if r.mechanism == "a"][:8]
+    select, controls = selection_split(rows, "a", found_on)
+    assert len(select) == N_SELECT and not {r.text for r in select} & {r.text for r in found_on}
+    assert {r.mechanism for r in select} == {"a"} and len(controls) == N_SELECT_CONTROLS
+    assert sorted({r.mechanism for r in controls}) == ["b", "c"]
+    # most used elsewhere and least here first; ties keep the circuit's order
+    assert drop_order(["p", "q", "r", "s"], here={"p": 0.9, "q": 0.1}, there={"q": 0.8, "r": 0.5}) == [
+        "q", "r", "s", "p"]

@@ -36,7 +36,7 @@ from spd_mcp.contract.model import ModelInfo, ProbeList, ProbeRow, RunPromptResu
 from spd_mcp.contract.records import ExplanationResult, GraphArtifactResult
 from spd_mcp.contract.validation import ValidationResult
 from spd_mcp.contract.wire import JobView, LongInput, Wire
-from spd_mcp.launcher.agents import AgentContext, AgentResult, is_model_tool
+from spd_mcp.launcher.agents import AgentContext, AgentResult, builtin_prune, is_model_tool
 from spd_mcp.launcher.agents import builtin_read as rd
 from spd_mcp.launcher.agents.builtin_read import StepFailed
 from spd_mcp.launcher.agents.builtin_toy import ToySteps
@@ -223,7 +223,8 @@ class Protocol:
             await self.step("survey", self.survey)
         else:
             for name, fn in [("predictions", self.predictions), ("candidate circuits", self.candidates),
-                             ("validation", self.validation), ("component readouts", self.readouts),
+                             ("validation", self.validation), ("specificity pruning", self.prune),
+                             ("component readouts", self.readouts),
                              ("steering", self.steer), ("hypotheses", self.hypotheses),
                              ("graph artifact", self.graph_artifact), ("explanation", self.explanation)]:
                 await self.step(name, fn)
@@ -395,6 +396,9 @@ class Protocol:
                 "and on the other behaviours' probes; a property holds when the lower end of its 95% interval "
                 "clears the bar.\n\n" + "\n\n".join(parts)
                 + f"\n\nThe strongest is the {self.f.best.name}.")
+
+    async def prune(self) -> str:
+        return await builtin_prune.prune(self)
 
     def best(self) -> Candidate:
         if self.f.best is None or self.f.best.validation is None:
