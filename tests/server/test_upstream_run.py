@@ -81,3 +81,31 @@ async def test_the_five_tms_components_are_found_and_each_is_necessary_and_suffi
             # cosine to the true feature directions, so removing the other four costs a few percent)
             assert alone[f] > 0.9 * base[f], (f, base, alone)
             assert max(v for i, v in enumerate(alone) if i != f) < 0.1, (f, alone)
+
+
+@pytest.mark.slow  # harvests (torch, a few seconds)
+@needs_fixtures
+async def test_a_public_language_model_run_is_harvested_when_asked(tmp_path: Path) -> None:
+    """``spd-harvest RUN --texts FILE`` on a copy of the public LM fixture: the server then reads the
+    harvest (activation examples of a component that fired, from the texts given)."""
+    import shutil
+
+    from spd_core.harvest_cli import main as harvest_main
+
+    run = tmp_path / "lm"
+    shutil.copytree(TMS.parent / "lm_demo_llama", run, ignore=shutil.ignore_patterns("figures"))
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the king walked near the castle and then he\nthe queen sat by the lake because she\n")
+    assert harvest_main([str(run), "--texts", str(texts), "--n-texts", "2"]) == 0
+    served = served_from_loaded(load_run(run))
+    assert served.has_harvest
+    async with Client(make_server(served)) as c:
+        info = await ok(c, "get_model_info")
+        assert info["has_harvest"] is True and info["alive_source"] != "none", info["alive_source"]
+        layer = info["layers"][0]["layer"]
+        ci = await ok(c, "get_ci", {"text": "the king walked near the castle and then he", "threshold": 0.1,
+                                    "top_k": 1})
+        comp = ci["entries"][0]["component"] if ci["entries"] else f"{layer}:0"
+        examples = await ok(c, "get_activation_examples", {"component": comp})
+        assert examples["examples"], examples
+        assert all({"king", "queen"} & set(e["tokens"]) for e in examples["examples"]), examples
