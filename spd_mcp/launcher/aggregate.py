@@ -22,6 +22,7 @@ import anyio
 
 from spd_mcp.common.events import EventLog
 from spd_mcp.launcher import mcp_link
+from spd_mcp.launcher.findings import read_jsonl
 from spd_mcp.launcher.layout import now_iso, write_json_atomic
 from spd_mcp.launcher.retest import Recorder, Retest, all_probe_prompts, retest_claim
 from spd_mcp.launcher.server_proc import (
@@ -32,7 +33,7 @@ from spd_mcp.launcher.server_proc import (
     wait_for_port,
 )
 from spd_mcp.launcher.swarm import SwarmDir, SwarmSpec, record_swarm
-from spd_mcp.launcher.swarm_claims import Claim, claims_of, read_jsonl, read_task
+from spd_mcp.launcher.swarm_claims import Claim, claims_of, read_task
 from spd_mcp.launcher.swarm_report import build_summary, render_report
 
 GRADER_MAX_PROBES = 10

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spd_mcp.launcher.findings import read_jsonl
 from spd_mcp.launcher.layout import InvestigationDir, read_json
 from spd_mcp.launcher.scheduler_state import reconcile
 from spd_mcp.launcher.server_proc import log_tail
@@ -60,20 +61,6 @@ class Claim:
     confidence: str
     agent_verdicts: dict[str, str] = field(default_factory=dict)  # necessary/sufficient -> the agent's status
     agent_text: str = ""
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(obj, dict):
-            out.append(obj)
-    return out
 
 
 def components_in(text: str) -> set[str]:
