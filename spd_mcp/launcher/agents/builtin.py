@@ -472,10 +472,13 @@ class Protocol:
         with_graph = [c for c in self.f.candidates if c.graph_id is not None]
         if not with_graph:
             return "No graph artifact: no candidate came with an attribution graph."
-        cand = with_graph[0]
+        best = self.f.best
+        cand = best if best is not None and best.graph_id is not None else with_graph[0]
+        caption = f"{cand.name} on `{rd.clip(self.f.prompts[0].text, 60)}`"
+        if cand is not best and best is not None:  # the explained set has no graph of its own
+            caption += f" (a candidate, not the explained {best.name}, which has no attribution graph)"
         res = await self.ask(GraphArtifactResult, "save_graph_artifact", {
-            "graph_id": cand.graph_id, "artifact_id": f"circuit_{cand.graph_id}",
-            "caption": f"{cand.name} on `{rd.clip(self.f.prompts[0].text, 60)}`"})
+            "graph_id": cand.graph_id, "artifact_id": f"circuit_{cand.graph_id}", "caption": caption})
         self.f.artifact = res.artifact_id
         return f"Saved {res.json_path} and {res.svg_path}.\n\n{res.markdown}"
 
