@@ -126,6 +126,7 @@ class Protocol:
         self.strategy = strategy_named(ctx.spec.strategy) if ctx.spec.strategy else STRATEGIES[0]
         self.probes: list[ProbeRow] = []
         self.toy: ToySteps | None = None
+        self.measured: dict[tuple[tuple[str, ...], str], dict[str, float]] = {}  # frequencies() results
 
     # --- plumbing ---------------------------------------------------------------------------------
 
@@ -318,18 +319,25 @@ class Protocol:
             raise StepFailed("no candidate circuit could be found:\n" + "\n".join(notes))
         return "Candidate circuits, found on the prompts above only:\n" + "\n".join(notes)
 
+    def other_prompts(self, per_behaviour: int) -> list[ProbeRow]:
+        """The first ``per_behaviour`` probes of each behaviour but the one investigated."""
+        return [p for m in self.f.mechanisms if m != self.f.mechanism
+                for p in [q for q in self.probes if q.mechanism == m][:per_behaviour]]
+
     async def frequencies(self, prompts: list[ProbeRow], scope: str = "any") -> dict[str, float]:
         """Each component's share of the prompts on which its CI is above 0.1 (at any position, or at
-        the prediction)."""
-        res = await self.ask(FindComponentsResult, "find_components", {"examples": self.examples(prompts), "method": "ci", "scope": scope,
-                                                  "ci_threshold": 0.1, "min_frequency": 0.01, "limit": 1000})
-        return {r.component: r.frequency for r in res.components}
+        the prediction); measured once per set of prompts and scope, none for no prompts."""
+        key = (tuple(p.text for p in prompts), scope)
+        if prompts and key not in self.measured:
+            res = await self.ask(FindComponentsResult, "find_components", {
+                "examples": self.examples(prompts), "method": "ci", "scope": scope, "ci_threshold": 0.1,
+                "min_frequency": 0.01, "limit": 1000})
+            self.measured[key] = {r.component: r.frequency for r in res.components}
+        return self.measured.get(key, {})
 
     async def contrast_candidate(self) -> Candidate:
-        others = [p for m in self.f.mechanisms if m != self.f.mechanism
-                  for p in [q for q in self.probes if q.mechanism == m][:CONTRAST_OTHERS]]
         mine = await self.frequencies(self.f.prompts)
-        there = await self.frequencies(others) if others else {}
+        there = await self.frequencies(self.other_prompts(CONTRAST_OTHERS))
         diff = sorted(((f - there.get(c, 0.0), f, c) for c, f in mine.items()), reverse=True)
         comps = [c for d, _, c in diff if d >= CONTRAST_MIN][:CANDIDATE_MAX]
         if not comps:
@@ -373,9 +381,8 @@ class Protocol:
         shared = next((c for c in self.f.candidates if c.name.startswith("one circuit shared")), None)
         if shared is None:
             raise StepFailed("needs the shared circuit")
-        others = [p for m in self.f.mechanisms if m != self.f.mechanism
-                  for p in [q for q in self.probes if q.mechanism == m][:SPECIFIC_OTHERS]]
-        elsewhere = await self.frequencies(others, scope="position") if others else {}
+        others = self.other_prompts(SPECIFIC_OTHERS)
+        elsewhere = await self.frequencies(others, scope="position")
         comps = [c for c in shared.components if elsewhere.get(c, 0.0) <= SHARED_OTHERS_MAX]
         if not comps or len(comps) == len(shared.components):
             raise StepFailed("the shared circuit has no part used by the other behaviours to drop"

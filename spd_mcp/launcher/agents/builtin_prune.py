@@ -66,10 +66,8 @@ async def prune(proto: Protocol) -> str:
                 "on held-out prompts.")
     mech = proto.f.mechanism or ""
     select, controls = selection_split(proto.probes, mech, proto.f.prompts)
-    others = [p for m in proto.f.mechanisms if m != mech
-              for p in [q for q in proto.probes if q.mechanism == m][:SPECIFIC_OTHERS]]
     here = await proto.frequencies(proto.f.prompts, scope="position")
-    there = await proto.frequencies(others, scope="position")
+    there = await proto.frequencies(proto.other_prompts(SPECIFIC_OTHERS), scope="position")  # measured once
     order = drop_order(best.components, here, there)
     rows, chosen = [], None
     for share in SHARES:
