@@ -77,16 +77,22 @@ class Components(nn.Module):
 
     def _masked_out(self, x: Tensor, a: Tensor, mask: Tensor | None, delta_mask: Tensor | None) -> Tensor:
         """(a ⊙ m)·U + d·(x·Δᵀ), computed as (a ⊙ (m − d))·U + d·(x·Wᵀ): the same function of V and U
-        without forming Δ or its weight gradient."""
-        m = mask if mask is not None else torch.ones_like(a)
+        without forming Δ or its weight gradient. The sum is one fused matmul-add."""
         if delta_mask is None:
-            return (a * m) @ self.U
+            return a @ self.U if mask is None else (a * mask) @ self.U
         d = delta_mask.unsqueeze(-1)
-        return (a * (m - d)) @ self.U + d * self._frozen_out(x)
+        m = mask if mask is not None else torch.ones_like(a)
+        frozen, masked = self._scaled_frozen_out(x, d), a * (m - d)
+        if masked.shape[:-1] != frozen.shape[:-1]:  # masks broadcast over more positions than x has
+            return masked @ self.U + frozen
+        return torch.addmm(frozen.reshape(-1, self.d_out), masked.reshape(-1, self.C), self.U).view(frozen.shape)
 
-    def _frozen_out(self, x: Tensor) -> Tensor:
-        """x·Wᵀ with the frozen target weight (no bias)."""
-        return x @ self.target_weight.T
+    def _scaled_frozen_out(self, x: Tensor, d: Tensor) -> Tensor:
+        """d·(x·Wᵀ) with the frozen target weight (no bias), scaling x instead of the output when the
+        input is the narrower side (a per-position scalar commutes with the product)."""
+        if self.d_in < self.d_out:
+            return (x * d) @ self.target_weight.T
+        return d * (x @ self.target_weight.T)
 
 
 class LinearComponents(Components):
@@ -133,8 +139,8 @@ class EmbeddingComponents(Components):
     def target_forward(self, x: Tensor) -> Tensor:
         return self.target_weight.T[x]
 
-    def _frozen_out(self, x: Tensor) -> Tensor:
-        return self.target_weight.T[x]
+    def _scaled_frozen_out(self, x: Tensor, d: Tensor) -> Tensor:
+        return d * self.target_weight.T[x]
 
 
 def is_conv1d(module: nn.Module) -> bool:

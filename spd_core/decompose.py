@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from spd_core.allocator import pin_malloc_thresholds
 from spd_core.config import DecompositionConfig
 from spd_core.losses import (
     LossWeightedLayers,
@@ -189,6 +190,7 @@ def _train(
     """The loop of one rank; rank 0 alone evaluates, writes checkpoints and returns the result."""
     end = config.steps if stop_after is None else stop_after
     device = pick_device(config.device)
+    pin_malloc_thresholds()
     assert group.world == 1 or device.type == "cpu", (
         f"workers > 1 splits batches over CPU processes; with device {device.type} use workers 1"
     )

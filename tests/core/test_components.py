@@ -40,12 +40,22 @@ def test_component_weights_sum_to_weight_and_delta_closes_the_gap() -> None:
     torch.testing.assert_close(comp.weight() + comp.weight_delta(), comp.target_weight)
 
 
-def test_masked_forward_equals_hand_computation() -> None:
-    comp = make_components(nn.Linear(3, 2), C=4)
-    x, mask, dm = torch.randn(5, 3), torch.rand(5, 4), torch.rand(5)
-    with torch.no_grad():
-        expected = ((x @ comp.V) * mask) @ comp.U + dm[:, None] * (x @ comp.weight_delta().T) + comp.bias
-        torch.testing.assert_close(comp(x, mask, dm), expected)
+@pytest.mark.parametrize(("d_in", "d_out", "mask_shape"), [(3, 2, (5,)), (2, 7, (5,)), (3, 2, (4, 5)), (2, 7, (4, 5))])
+def test_masked_forward_equals_hand_computation(d_in: int, d_out: int, mask_shape: tuple[int, ...]) -> None:
+    """The fused product (the delta's mask applied on the narrower side, one matmul-add) against the
+    formula with Δ formed explicitly, in values and in gradients; also with masks that broadcast over
+    more positions than x has."""
+    comp = make_components(nn.Linear(d_in, d_out), C=4)
+    x, mask, dm = torch.randn(5, d_in), torch.rand(*mask_shape, 4), torch.rand(*mask_shape)
+
+    def grads(out: torch.Tensor) -> list[torch.Tensor]:
+        return list(torch.autograd.grad(out.pow(2).sum(), [comp.V, comp.U]))
+
+    expected = ((x @ comp.V) * mask) @ comp.U + dm[..., None] * (x @ comp.weight_delta().T) + comp.bias
+    got = comp(x, mask, dm)
+    torch.testing.assert_close(got, expected)
+    for g, e in zip(grads(got), grads(expected), strict=True):
+        torch.testing.assert_close(g, e)
 
 
 def _tiny_llama() -> LlamaForCausalLM:
