@@ -78,6 +78,7 @@ DEMO_CONFIG = DecompositionConfig(
 DEMO_HARVEST = HarvestConfig(threshold=0.5, n_examples=10, window=8, top_tokens=15, top_cofiring=10,
                              attribution_top_k=12, max_nodes=20_000)
 DEMO_HARVEST_TEXTS = 700  # texts of the run's own corpus harvested into harvest.sqlite
+DEMO_HARVEST_PROCESSES = 2  # the harvest's texts split over this many CPU processes (one per core here)
 
 Forward = Callable[[Tensor], Tensor]
 
@@ -176,10 +177,12 @@ def build_demo(
 
 
 def harvest_demo(out: Path, model: ComponentModel, tokenizer, spec: DemoLMSpec, n_texts: int, progress: bool) -> float:
-    """Harvest ``n_texts`` of the run's corpus with ``DEMO_HARVEST`` into ``out/harvest.sqlite``; seconds taken."""
+    """Harvest ``n_texts`` of the run's corpus with ``DEMO_HARVEST`` into ``out/harvest.sqlite``, over
+    ``DEMO_HARVEST_PROCESSES`` CPU processes; seconds taken."""
     t0 = time.perf_counter()
     cfg = replace(DEMO_HARVEST, max_tokens=int(model.target.config.max_position_embeddings))  # type: ignore[union-attr]
-    write_harvest(out, harvest(model, tokenizer, corpus_texts(spec, n_texts), cfg, progress=progress))
+    texts = corpus_texts(spec, n_texts)
+    write_harvest(out, harvest(model, tokenizer, texts, cfg, progress=progress, processes=DEMO_HARVEST_PROCESSES))
     return time.perf_counter() - t0
 
 

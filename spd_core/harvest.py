@@ -19,6 +19,7 @@ positions); attributions one text at a time.
 
 import heapq
 import math
+import multiprocessing
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -198,6 +199,25 @@ class _Accumulator:
         for j, vals in enumerate((e, e.abs(), (e != 0).double())):
             self.attr[j] += torch.bincount(flat, weights=vals.flatten(), minlength=size).view(self.K, self.K)
 
+    def absorb(self, other: "_Accumulator") -> None:
+        """Add the counts of another accumulator over other texts (text ids disjoint from these)."""
+        for name in ("n_fire", "n_fire_out", "ci_sum", "cofire", "attr"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.ci_max = torch.maximum(self.ci_max, other.ci_max)
+        for side in ("input", "output"):
+            self.pair_counts[side].update(other.pair_counts[side])
+            self.token_counts[side].update(other.token_counts[side])
+        self.n_tokens += other.n_tokens
+        self.n_out_tokens += other.n_out_tokens
+        self.example_data.update(other.example_data)
+        for k, theirs in enumerate(other.heaps):
+            both = self.heaps[k] + theirs
+            kept = heapq.nlargest(self.config.n_examples, both)  # the streaming heap's final set
+            for _, neg_id, _ in set(both) - set(kept):
+                self.example_data.pop((k, -neg_id), None)
+            heapq.heapify(kept)
+            self.heaps[k] = kept
+
     def key(self, k: int) -> tuple[str, int]:
         for name, off in reversed(self.offsets.items()):
             if k >= off:
@@ -274,23 +294,68 @@ def harvest(
     texts: Sequence[str],
     config: HarvestConfig | None = None,
     progress: bool = True,
+    processes: int = 1,
 ) -> Harvest:
     """Harvest ``texts`` (tokenized without special tokens, cut to ``config.max_tokens``); see the module doc.
 
     Texts that tokenize to nothing are skipped. The model runs as the target (CI from its cached inputs).
+    ``processes`` > 1 splits the texts into that many contiguous shards on forked CPU processes and adds
+    their counts (same counts; sums of floats equal up to summation order).
     """
     config = config or HarvestConfig()
+    assert processes >= 1, f"processes must be >= 1, got {processes}"
     encoded: list[tuple[str, list[int]]] = []
     for text in texts:
         ids = encode(tokenizer, text)[: config.max_tokens]
         if ids:
             encoded.append((text, ids))
     assert encoded, f"no text tokenized to at least one token (got {len(texts)} texts); give non-empty texts"
+    device = next(model.parameters()).device
+    assert processes == 1 or device.type == "cpu", f"processes > 1 forks CPU processes; the model is on {device}"
+    bounds = _shards(len(encoded), config.batch_size, processes)
+    if len(bounds) == 1:
+        acc = _harvest_shard(model, config, encoded, *bounds[0], progress)
+    else:
+        global _FORKED
+        _FORKED = (model, config, encoded)
+        try:
+            with multiprocessing.get_context("fork").Pool(len(bounds) - 1) as pool:
+                others = pool.starmap_async(_forked_shard, bounds[1:])
+                acc = _harvest_shard(model, config, encoded, *bounds[0], progress)
+                for other in others.get():
+                    acc.absorb(other)
+        finally:
+            _FORKED = None
+    return acc.finish(encoded)
+
+
+def _shards(n: int, batch_size: int, processes: int) -> list[tuple[int, int]]:
+    """Contiguous [lo, hi) ranges of about equal size, cut at batch boundaries, none empty."""
+    n_batches = -(-n // batch_size)
+    per = -(-n_batches // min(processes, n_batches))
+    return [(lo * batch_size, min(n, (lo + per) * batch_size)) for lo in range(0, n_batches, per)]
+
+
+_FORKED: tuple[ComponentModel, HarvestConfig, list[tuple[str, list[int]]]] | None = None
+
+
+def _forked_shard(lo: int, hi: int) -> "_Accumulator":
+    """A shard in a forked worker: the model and texts come from the parent's memory, not a pickle."""
+    assert _FORKED is not None, "a harvest worker runs only in a process forked by harvest()"
+    torch.set_num_threads(1)
+    acc = _harvest_shard(*_FORKED, lo, hi, progress=False)
+    acc.model = None  # type: ignore[assignment]  # only the counts travel back
+    return acc
+
+
+def _harvest_shard(model: ComponentModel, config: HarvestConfig, encoded: list[tuple[str, list[int]]],
+                   lo: int, hi: int, progress: bool) -> _Accumulator:
+    """Counts over ``encoded[lo:hi]`` (text ids are indices into ``encoded``)."""
     acc = _Accumulator(model, config)
     device = next(model.parameters()).device
-    bar = tqdm(total=len(encoded), desc="harvest", unit="text", file=sys.stderr, disable=not progress)
-    for lo in range(0, len(encoded), config.batch_size):
-        batch = encoded[lo : lo + config.batch_size]
+    bar = tqdm(total=hi - lo, desc="harvest", unit="text", file=sys.stderr, disable=not progress)
+    for start in range(lo, hi, config.batch_size):
+        batch = encoded[start : min(hi, start + config.batch_size)]
         seq = max(len(ids) for _, ids in batch)
         x = torch.zeros(len(batch), seq, dtype=torch.long, device=device)
         for i, (_, ids) in enumerate(batch):
@@ -298,9 +363,9 @@ def harvest(
         with torch.no_grad():
             ci, _, _ = model_ci(model, x)
         for i, (_, ids) in enumerate(batch):
-            acc.add_text(lo + i, ids, {k: v[i, : len(ids)].cpu() for k, v in ci.lower.items()})
+            acc.add_text(start + i, ids, {k: v[i, : len(ids)].cpu() for k, v in ci.lower.items()})
             if config.attributions:
                 acc.add_attributions(x[i : i + 1, : len(ids)])
             bar.update(1)
     bar.close()
-    return acc.finish(encoded)
+    return acc

@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=8, help="tokens kept on each side of an example's peak")
     p.add_argument("--no-attributions", action="store_true", help="skip dataset attributions (the slowest part)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--processes", type=int, default=1,
+                   help="split the texts over this many CPU processes (default 1; same counts)")
     return p
 
 
@@ -48,6 +50,8 @@ def load_texts(path: Path | None, run: object, n: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.processes < 1 or (args.processes > 1 and args.device != "cpu"):
+        raise SystemExit(f"spd-harvest: --processes must be >= 1, and 1 with --device cuda; got {args.processes}")
     run = load_run(args.run, device=args.device)
     if run.tokenizer is None or run.path is None:
         raise SystemExit(f"spd-harvest: run {args.run!r} has no tokenizer; harvest needs a language-model run")
@@ -56,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = HarvestConfig(threshold=args.threshold, n_examples=args.examples, window=args.window,
                         attributions=not args.no_attributions, max_tokens=ctx, batch_size=args.batch)
     start = time.perf_counter()
-    h = harvest(run.model, run.tokenizer, texts, cfg)
+    h = harvest(run.model, run.tokenizer, texts, cfg, processes=args.processes)
     path = write_harvest(run.path, h)
     sys.stderr.write(f"harvested {len(h.texts)} texts ({h.n_tokens} tokens) in {time.perf_counter() - start:.1f} s -> {path}\n")
     return 0

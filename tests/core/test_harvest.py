@@ -174,3 +174,22 @@ def test_top_k_cut_keeps_every_ranked_query_of_at_most_k_rows(harvested, tmp_pat
         for sign in ("positive", "negative", "abs"):
             for top in (1, k):
                 assert dataset_attributions(cut, layer, c, top, sign) == dataset_attributions(whole, layer, c, top, sign)
+
+
+def test_sharded_over_processes_gives_the_serial_harvest(harvested) -> None:
+    """The second route: three forked processes, each over a shard of the texts, then their counts
+    added, against the one-process harvest of the fixture (top examples kept across shards, ties
+    broken by text id as the streaming heap does)."""
+    model, texts, serial, _ = harvested
+    sharded = harvest(model, word_tokenizer(), texts,
+                      HarvestConfig(threshold=0.5, n_examples=5, window=2, batch_size=7), progress=False, processes=3)
+    assert sharded.n_tokens == serial.n_tokens and sharded.texts == serial.texts
+    assert sharded.components == serial.components
+    assert sharded.token_stats == serial.token_stats
+    assert sharded.examples == serial.examples
+    assert sharded.cofiring == serial.cofiring
+    assert sharded.attributions.keys() == serial.attributions.keys()
+    for key, s in serial.attributions.items():
+        got = sharded.attributions[key]
+        assert (got.count, got.value, got.abs_value) == (s.count, pytest.approx(s.value), pytest.approx(s.abs_value))
+    assert sharded.attribution_inflow == pytest.approx(serial.attribution_inflow)

@@ -26,7 +26,8 @@ def test_cli_writes_the_same_statistics_as_the_library(tmp_path: Path, capsys) -
     rng = random.Random(0)
     texts = [" ".join(rng.choice(WORDS[1:]) for _ in range(rng.randint(2, 10))) for _ in range(12)]
     (tmp_path / "corpus.txt").write_text("\n".join(texts) + "\n\n")
-    assert main([str(tmp_path / "run"), "--texts", str(tmp_path / "corpus.txt"), "--n-texts", "9", "--batch", "4"]) == 0
+    assert main([str(tmp_path / "run"), "--texts", str(tmp_path / "corpus.txt"), "--n-texts", "9", "--batch", "4",
+                 "--processes", "2"]) == 0
     assert "harvested 9 texts" in capsys.readouterr().err
     store = HarvestStore(tmp_path / "run")
     assert store.meta["n_texts"] == 9 and store.layers == {"0.mlp.gate": 4, "0.mlp.up": 4, "0.mlp.down": 4}
@@ -37,3 +38,5 @@ def test_cli_writes_the_same_statistics_as_the_library(tmp_path: Path, capsys) -
         assert got["n_firing"] == s.n_firing and got["mean_ci"] == pytest.approx(s.mean_ci, abs=1e-6)
     with pytest.raises(SystemExit, match="--texts"):
         main([str(tmp_path / "run")])
+    with pytest.raises(SystemExit, match="--processes must be >= 1"):
+        main([str(tmp_path / "run"), "--texts", str(tmp_path / "corpus.txt"), "--processes", "0"])
