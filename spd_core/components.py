@@ -72,27 +72,37 @@ class Components(nn.Module):
         ``acts`` may pass precomputed inner activations (x·V) to avoid computing them twice.
         """
         a = self.inner_acts(x) if acts is None else acts
-        out = self._masked_out(x, a, mask, delta_mask)
-        return out if self.bias is None else out + self.bias
+        return self._masked_out(x, a, mask, delta_mask)
 
     def _masked_out(self, x: Tensor, a: Tensor, mask: Tensor | None, delta_mask: Tensor | None) -> Tensor:
-        """(a ⊙ m)·U + d·(x·Δᵀ), computed as (a ⊙ (m − d))·U + d·(x·Wᵀ): the same function of V and U
-        without forming Δ or its weight gradient. The sum is one fused matmul-add."""
+        """(a ⊙ m)·U + d·(x·Δᵀ) + b, computed as (a ⊙ (m − d))·U + d·(x·Wᵀ) + b: the same function of V
+        and U without forming Δ or its weight gradient. The last sum is one fused matmul-add, with the
+        bias inside the products, in their dtype (bf16 under autocast, as in the target's own layer)."""
         if delta_mask is None:
-            return a @ self.U if mask is None else (a * mask) @ self.U
+            return _matmul_add(a if mask is None else a * mask, self.U, self.bias)
         d = delta_mask.unsqueeze(-1)
-        m = mask if mask is not None else torch.ones_like(a)
-        frozen, masked = self._scaled_frozen_out(x, d), a * (m - d)
-        if masked.shape[:-1] != frozen.shape[:-1]:  # masks broadcast over more positions than x has
-            return masked @ self.U + frozen
-        return torch.addmm(frozen.reshape(-1, self.d_out), masked.reshape(-1, self.C), self.U).view(frozen.shape)
+        masked = a * ((mask if mask is not None else 1.0) - d)
+        return _matmul_add(masked, self.U, self._scaled_frozen_out(x, d))
 
     def _scaled_frozen_out(self, x: Tensor, d: Tensor) -> Tensor:
-        """d·(x·Wᵀ) with the frozen target weight (no bias), scaling x instead of the output when the
-        input is the narrower side (a per-position scalar commutes with the product)."""
+        """d·(x·Wᵀ) + b with the frozen target weight, scaling x instead of the output when the input
+        is the narrower side (a per-position scalar commutes with the product)."""
         if self.d_in < self.d_out:
-            return (x * d) @ self.target_weight.T
-        return d * (x @ self.target_weight.T)
+            return _matmul_add(x * d, self.target_weight.T, self.bias)
+        prod = x @ self.target_weight.T
+        d = d.to(prod.dtype)
+        return d * prod if self.bias is None else torch.addcmul(self.bias.to(prod.dtype), d, prod)
+
+
+def _matmul_add(a: Tensor, b: Tensor, base: Tensor | None) -> Tensor:
+    """base + a·b, one fused product when ``base`` is a bias or has a's rows (else a plain sum)."""
+    if base is None:
+        return a @ b
+    if base.ndim == 1:
+        return torch.addmm(base, a.reshape(-1, a.shape[-1]), b).view(*a.shape[:-1], b.shape[-1])
+    if base.shape[:-1] != a.shape[:-1]:  # masks broadcast over more positions than x has
+        return a @ b + base
+    return torch.addmm(base.reshape(-1, base.shape[-1]), a.reshape(-1, a.shape[-1]), b).view(base.shape)
 
 
 class LinearComponents(Components):
@@ -140,7 +150,8 @@ class EmbeddingComponents(Components):
         return self.target_weight.T[x]
 
     def _scaled_frozen_out(self, x: Tensor, d: Tensor) -> Tensor:
-        return d * self.target_weight.T[x]
+        rows = self.target_weight.T[x]
+        return d.to(rows.dtype) * rows
 
 
 def is_conv1d(module: nn.Module) -> bool:
