@@ -64,6 +64,21 @@ def test_faithfulness_is_mean_squared_delta() -> None:
     assert faithfulness_loss(model).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+def test_faithfulness_stays_fp32_under_bf16_autocast() -> None:
+    """bf16 keeps about 3 digits: under autocast the loss must still equal the value computed by hand
+    in float64 to 1e-5 (the bf16 product's is 1.2e-3 off here)."""
+    model = _model()
+    with torch.no_grad():
+        for layer in ("a", "b"):
+            comp = model.comp(layer)
+            comp.V.copy_(comp.target_weight.T @ torch.linalg.pinv(comp.U))  # (V U)ᵀ close to W
+    deltas = [(model.comp(k).target_weight - (model.comp(k).V @ model.comp(k).U).T).detach() for k in ("a", "b")]
+    expected = sum(float(d.double().pow(2).sum()) for d in deltas) / sum(d.numel() for d in deltas)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = faithfulness_loss(model).detach()
+    assert got.dtype == torch.float32 and got.item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_importance_minimality_hand_value() -> None:
     g = {"x": torch.tensor([[0.5, 0.0], [1.0, 0.2]]), "y": torch.tensor([[[0.3]], [[0.1]]])}
     # p = 1: per component means over batch: x -> [0.75, 0.1]; y -> [0.2]
