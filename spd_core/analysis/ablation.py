@@ -173,3 +173,28 @@ def ablate(
         token_prob_after=None if token is None else float(after_probs[token]),
         also_before={t: float(before[t]) for t in also}, also_after={t: float(after_probs[t]) for t in also},
     )
+
+
+def ablate_regimes(
+    model: ComponentModel,
+    x: Tensor,
+    *,
+    components: Sequence[ComponentKey] = (),
+    nodes: Sequence[NodeKey] = (),
+    mode: AblationMode = "remove",
+    regimes: Sequence[AblationRegime] = ("deterministic",),
+    position: int = -1,
+    token: int | None = None,
+    top_k: int = 5,
+    n_samples: int = 8,
+    adversarial_steps: int = 20,
+    seed: int = 0,
+    edit: Edit | None = None,
+) -> list[AblationResult]:
+    """``ablate`` once per regime, with the ablate tool's argument names (``top_k`` most probable
+    tokens kept, ``adversarial_steps`` PGD steps)."""
+    return [
+        ablate(model, x, components, nodes, mode=mode, regime=r, position=position, token=token, k=top_k,
+               n_samples=n_samples, pgd_steps=adversarial_steps, seed=seed, edit=edit)
+        for r in regimes
+    ]

@@ -21,6 +21,7 @@ from torch import Tensor
 from spd_core.analysis.common import kl_div, per_position, resolve
 from spd_core.analysis.health import checked_forward
 from spd_core.analysis.overlay import Edit, applied, check_edit, module_weight_change, weight_change
+from spd_core.errors import require
 from spd_core.keys import ComponentKey
 from spd_core.model import ComponentModel
 
@@ -201,3 +202,62 @@ def finetune_edit(
         kl_pres = float(_mean_kl(model, preserve_prompts, base_preserve))
         kl_held = float(_mean_kl(model, heldout_prompts, base_heldout)) if heldout_prompts else None
     return FinetuneResult(edit, p_before, p_after, kl_pres, kl_held, edit_norms(model, edit), best[1], trace)
+
+
+def mean_kl(model: ComponentModel, edit: Edit, prompts: Sequence[Tensor]) -> float | None:
+    """Mean per-position KL(target ‖ edited) in nats over ``prompts``; None for no prompt."""
+    if not prompts:
+        return None
+    with torch.no_grad():
+        base = [per_position(model.target_output(x)) for x in prompts]
+        with applied(model, edit):
+            after = [per_position(checked_forward(model, x, what="edited forward").output) for x in prompts]
+    return float(torch.stack([kl_div(b, a).mean() for b, a in zip(base, after, strict=True)]).mean())
+
+
+@dataclass(frozen=True)
+class MeasuredEdit:
+    """An edit and what it does: its weight change, its KL on the preserve and held-out prompts, and
+    for a fine-tune the fine-tune's own numbers (``finetune``; None for scale and remove)."""
+
+    edit: Edit
+    norms: EditNorms
+    kl_preserve: float | None
+    kl_heldout: float | None
+    finetune: FinetuneResult | None
+
+
+def edit_and_measure(
+    model: ComponentModel,
+    *,
+    components: Sequence[ComponentKey],
+    method: Literal["scale", "remove", "finetune"],
+    factor: float = 0.0,
+    objective: Objective | None = None,
+    preserve_prompts: Sequence[Tensor] = (),
+    heldout_prompts: Sequence[Tensor] = (),
+    train: Literal["U", "V", "both"] = "both",
+    steps: int = 100,
+    lr: float = 1e-2,
+    kl_bound: float = 0.05,
+    seed: int = 0,
+    name: str = "edit",
+    progress: Callable[[int, int, float], None] | None = None,
+) -> MeasuredEdit:
+    """Make the edit ``method`` of ``components`` (``factor`` for scale, ``objective`` for finetune)
+    and measure it on ``preserve_prompts`` and ``heldout_prompts``."""
+    if method == "finetune":
+        require(objective is not None, "method 'finetune' needs an objective {token, direction, prompts}")
+        assert objective is not None
+        ft = finetune_edit(
+            model, components, objective, preserve_prompts, heldout_prompts, train, steps, lr,
+            kl_bound=kl_bound, seed=seed, name=name, progress=progress,
+        )
+        return MeasuredEdit(ft.edit, ft.norms, ft.kl_preserve, ft.kl_heldout, ft)
+    require(method in ("scale", "remove"), f"method must be 'scale', 'remove' or 'finetune'; got {method!r}")
+    if method == "remove":
+        edit = remove_edit(model, components, name)
+    else:
+        edit = scale_edit(model, dict.fromkeys(components, factor), name)
+    kl_pres, kl_held = mean_kl(model, edit, preserve_prompts), mean_kl(model, edit, heldout_prompts)
+    return MeasuredEdit(edit, edit_norms(model, edit), kl_pres, kl_held, None)
