@@ -11,7 +11,7 @@ class InvalidInput(ValueError):
     """A value from outside (a tool argument, a run file) is not valid; the message says what is."""
 
 
-def require(cond: bool, message: str) -> None:
-    """Raise ``InvalidInput(message)`` unless ``cond``; ``message`` names what is valid."""
+def require(cond: object, message: str) -> None:
+    """Raise ``InvalidInput(message)`` unless ``cond`` is true (truthy); ``message`` names what is valid."""
     if not cond:
         raise InvalidInput(message)

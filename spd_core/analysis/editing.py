@@ -21,17 +21,17 @@ from torch import Tensor
 from spd_core.analysis.common import kl_div, per_position, resolve
 from spd_core.analysis.health import checked_forward
 from spd_core.analysis.overlay import Edit, applied, check_edit, module_weight_change, weight_change
-from spd_core.errors import require
+from spd_core.errors import InvalidInput, require
 from spd_core.keys import ComponentKey
 from spd_core.model import ComponentModel
 
 
 def _check_components(model: ComponentModel, components: Sequence[ComponentKey] | Mapping[ComponentKey, float]) -> None:
-    assert len(components) > 0, "give at least one component, e.g. '0.mlp.up:3'"
+    require(len(components) > 0, "give at least one component, e.g. '0.mlp.up:3'")
     for key in components:
-        assert key.layer in model.layers, f"unknown layer {key.layer!r}; valid layers: {', '.join(model.layers)}"
+        require(key.layer in model.layers, f"unknown layer {key.layer!r}; valid layers: {', '.join(model.layers)}")
         C = model.layers[key.layer].C
-        assert 0 <= key.c < C, f"component {key} out of range; valid: 0..{C - 1}"
+        require(0 <= key.c < C, f"component {key} out of range; valid: 0..{C - 1}")
 
 
 def scale_edit(model: ComponentModel, scales: Mapping[ComponentKey, float], name: str = "scale") -> Edit:
@@ -72,16 +72,17 @@ def export_edit(model: ComponentModel, edit: Edit, out_dir: str | Path) -> Path:
     check_edit(model, edit)
     target = copy.deepcopy(model.target)
     save = getattr(target, "save_pretrained", None)
-    assert callable(save), (
-        f"only transformers models can be exported as a model directory; target is {type(target).__name__}"
-    )
+    if not callable(save):
+        raise InvalidInput(
+            f"only transformers models can be exported as a model directory; target is {type(target).__name__}"
+        )
     with torch.no_grad():
         for layer in edit.layers:
             weight = target.get_submodule(model.layers[layer].path).weight
             assert isinstance(weight, Tensor), f"layer {layer!r} has no weight tensor"
             weight.add_(module_weight_change(model, edit, layer).to(weight.dtype))
     out = Path(out_dir)
-    assert not out.is_symlink() and (not out.exists() or (out.is_dir() and not any(out.iterdir()))), (
+    require(not out.is_symlink() and (not out.exists() or (out.is_dir() and not any(out.iterdir()))),
         f"export_edit writes a new model directory: {out} must be absent or an empty directory, not a link"
     )
     save(out)
@@ -144,12 +145,12 @@ def finetune_edit(
 ) -> FinetuneResult:
     """Train the listed components' U rows and/or V columns on ``objective`` (see module doc)."""
     _check_components(model, components)
-    assert train in ("U", "V", "both"), f"train must be 'U', 'V' or 'both'; got {train!r}"
-    assert objective.direction in ("suppress", "promote"), (
+    require(train in ("U", "V", "both"), f"train must be 'U', 'V' or 'both'; got {train!r}")
+    require(objective.direction in ("suppress", "promote"),
         f"objective direction must be 'suppress' or 'promote'; got {objective.direction!r}"
     )
-    assert objective.prompts and preserve_prompts, "give at least one objective prompt and one preserve prompt"
-    assert steps >= 0 and kl_bound >= 0, "steps and kl_bound must be ≥ 0"
+    require(objective.prompts and preserve_prompts, "give at least one objective prompt and one preserve prompt")
+    require(steps >= 0 and kl_bound >= 0, "steps and kl_bound must be ≥ 0")
     layers = sorted({k.layer for k in components})
     dV = {k: torch.zeros_like(model.comp(k).V.detach()) for k in layers}
     dU = {k: torch.zeros_like(model.comp(k).U.detach()) for k in layers}
