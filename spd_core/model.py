@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from spd_core.ci import CausalImportance, CIFnType, make_ci_fn, sigmoids
 from spd_core.components import ComponentKind, Components, TransposedComponents, make_components
-from spd_core.errors import require
+from spd_core.errors import InvalidInput, require
 from spd_core.keys import canonical_layer_name
 
 
@@ -103,7 +103,8 @@ class ComponentModel(nn.Module):
 
     # --- accessors -------------------------------------------------------------------------------
     def comp(self, layer: str) -> Components:
-        require(layer in self.layers, f"unknown layer {layer!r}; valid layers: {', '.join(self.layers)}")
+        if layer not in self.layers:  # not require: the message is built only when it is needed
+            raise InvalidInput(f"unknown layer {layer!r}; valid layers: {', '.join(self.layers)}")
         out = self.components[_key(layer)]
         assert isinstance(out, Components)
         return out

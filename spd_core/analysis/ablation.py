@@ -195,7 +195,7 @@ def ablate_regimes(
     """``ablate`` once per regime, with the ablate tool's argument names (``top_k`` most probable
     tokens kept, ``adversarial_steps`` PGD steps)."""
     return [
-        ablate(model, x, components, nodes, mode=mode, regime=r, position=position, token=token, k=top_k,
-               n_samples=n_samples, pgd_steps=adversarial_steps, seed=seed, edit=edit)
+        ablate(model, x, components, nodes, mode=mode, regime=r, position=position, token=token,
+               k=top_k, n_samples=n_samples, pgd_steps=adversarial_steps, seed=seed, edit=edit)
         for r in regimes
     ]

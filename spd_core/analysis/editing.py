@@ -82,7 +82,8 @@ def export_edit(model: ComponentModel, edit: Edit, out_dir: str | Path) -> Path:
             assert isinstance(weight, Tensor), f"layer {layer!r} has no weight tensor"
             weight.add_(module_weight_change(model, edit, layer).to(weight.dtype))
     out = Path(out_dir)
-    require(not out.is_symlink() and (not out.exists() or (out.is_dir() and not any(out.iterdir()))),
+    fresh = not out.exists() or (out.is_dir() and not any(out.iterdir()))
+    require(not out.is_symlink() and fresh,
         f"export_edit writes a new model directory: {out} must be absent or an empty directory, not a link"
     )
     save(out)
@@ -212,8 +213,10 @@ def mean_kl(model: ComponentModel, edit: Edit, prompts: Sequence[Tensor]) -> flo
     with torch.no_grad():
         base = [per_position(model.target_output(x)) for x in prompts]
         with applied(model, edit):
-            after = [per_position(checked_forward(model, x, what="edited forward").output) for x in prompts]
-    return float(torch.stack([kl_div(b, a).mean() for b, a in zip(base, after, strict=True)]).mean())
+            after = [per_position(checked_forward(model, x, what="edited forward").output)
+                     for x in prompts]
+    kls = [kl_div(b, a).mean() for b, a in zip(base, after, strict=True)]
+    return float(torch.stack(kls).mean())
 
 
 @dataclass(frozen=True)
@@ -248,14 +251,16 @@ def edit_and_measure(
     """Make the edit ``method`` of ``components`` (``factor`` for scale, ``objective`` for finetune)
     and measure it on ``preserve_prompts`` and ``heldout_prompts``."""
     if method == "finetune":
-        require(objective is not None, "method 'finetune' needs an objective {token, direction, prompts}")
+        require(objective is not None,
+                "method 'finetune' needs an objective {token, direction, prompts}")
         assert objective is not None
         ft = finetune_edit(
             model, components, objective, preserve_prompts, heldout_prompts, train, steps, lr,
             kl_bound=kl_bound, seed=seed, name=name, progress=progress,
         )
         return MeasuredEdit(ft.edit, ft.norms, ft.kl_preserve, ft.kl_heldout, ft)
-    require(method in ("scale", "remove"), f"method must be 'scale', 'remove' or 'finetune'; got {method!r}")
+    require(method in ("scale", "remove"),
+            f"method must be 'scale', 'remove' or 'finetune'; got {method!r}")
     if method == "remove":
         edit = remove_edit(model, components, name)
     else:

@@ -91,7 +91,8 @@ def batch_examples(
         check_single_input(ex.tokens)
     if examples[0].tokens.is_floating_point():  # toy features: one row each, no positions
         shapes = {tuple(ex.tokens.shape) for ex in examples}
-        require(len(shapes) == 1, f"toy examples must share one feature shape; got {sorted(shapes)}")
+        require(len(shapes) == 1,
+                f"toy examples must share one feature shape; got {sorted(shapes)}")
         x = torch.cat([ex.tokens for ex in examples]).to(device)
         valid = torch.ones(len(examples), dtype=torch.bool, device=device)
         positions = [resolve(ex.position, 1) for ex in examples]

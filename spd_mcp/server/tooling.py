@@ -81,11 +81,14 @@ class _Tool(Tool):
     """The SDK's Tool, but arguments that fail the schema reach the agent on one line
     (``validation_message``) instead of pydantic's multi-line report."""
 
-    async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
+    async def run(
+        self, arguments: dict[str, Any], context: Any, convert_result: bool = False
+    ) -> Any:
         try:
             self.fn_metadata.validate_arguments(arguments)
         except ValidationError as exc:
-            raise ToolError(f"Error executing tool {self.name}: {validation_message(exc)}") from exc
+            message = validation_message(exc)
+            raise ToolError(f"Error executing tool {self.name}: {message}") from exc
         return await super().run(arguments, context, convert_result)
 
 

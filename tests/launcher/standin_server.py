@@ -54,13 +54,15 @@ def build(workspace: Path) -> MCPServer:
     async def get_model_info() -> ModelInfo:
         """What model is this? (stand-in facts)"""
         layers = [LayerRow(layer=name, kind="linear", d_in=4, d_out=4, C=2, alive=None,
-                           delta_rel_norm=0.0, delta_mean_sq=0.0) for name in ("0.mlp.up", "1.mlp.down")]
+                           delta_rel_norm=0.0, delta_mean_sq=0.0)
+                  for name in ("0.mlp.up", "1.mlp.down")]
         return ModelInfo(
             summary="A 2-layer stand-in model.", run="standin", description="stand-in facts",
-            architecture="standin-2L", is_language_model=True, dtype="float32", device="cpu", vocab_size=15,
-            context_length=32, input_dim=None, n_params_target=0, n_components_total=4, layers=layers,
-            alive_source="not measured", weight_delta="negligible", metrics={}, has_harvest=False,
-            has_probe_suite=False, n_probe_prompts=0,
+            architecture="standin-2L", is_language_model=True, dtype="float32", device="cpu",
+            vocab_size=15, context_length=32, input_dim=None, n_params_target=0,
+            n_components_total=4, layers=layers, alive_source="not measured",
+            weight_delta="negligible", metrics={}, has_harvest=False, has_probe_suite=False,
+            n_probe_prompts=0,
         )
 
     @server.tool()

@@ -53,10 +53,11 @@ def test_tool_names_match_tools_md() -> None:
 
 
 MODEL_INFO = ModelInfo(
-    summary="A 2-layer LM.", run="tiny", description="", architecture="llama", is_language_model=True,
-    dtype="float32", device="cpu", vocab_size=20, context_length=16, input_dim=None, n_params_target=100,
-    n_components_total=2, layers=[], alive_source="none", weight_delta="negligible", metrics={},
-    has_harvest=False, has_probe_suite=False, n_probe_prompts=0,
+    summary="A 2-layer LM.", run="tiny", description="", architecture="llama",
+    is_language_model=True, dtype="float32", device="cpu", vocab_size=20, context_length=16,
+    input_dim=None, n_params_target=100, n_components_total=2, layers=[], alive_source="none",
+    weight_delta="negligible", metrics={}, has_harvest=False, has_probe_suite=False,
+    n_probe_prompts=0,
 )
 
 

@@ -44,7 +44,8 @@ def _params(ws: Path, optimize: bool) -> StdioServerParameters:
     flags = ["-O"] if optimize else []
     return StdioServerParameters(
         command=sys.executable,
-        args=[*flags, "-m", "tests.server.serve_tiny", "lm", "--workspace", str(ws), "--device", "cpu"],
+        args=[*flags, "-m", "tests.server.serve_tiny", "lm", "--workspace", str(ws),
+              "--device", "cpu"],
         cwd=str(ROOT),
     )
 
@@ -54,7 +55,7 @@ async def _messages(ws: Path, optimize: bool) -> list[str]:
     async with Client(_params(ws, optimize)) as c:
         for tool, args, _ in BAD_CALLS:
             r = await c.call_tool(tool, args)
-            assert r.is_error, f"{tool}({args}) should fail (optimize={optimize}): {r.structured_content}"
+            assert r.is_error, f"{tool}({args}) should fail (-O: {optimize}): {r.structured_content}"
             out.append(r.content[0].text)
     return out
 
@@ -62,12 +63,15 @@ async def _messages(ws: Path, optimize: bool) -> list[str]:
 def test_the_flag_strips_asserts() -> None:
     """``python -O`` is what the test claims it is: asserts are gone."""
     code = "assert False, 'not stripped'; import sys; print(sys.flags.optimize)"
-    res = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=60)
+    res = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True,
+                         timeout=60)
     assert res.returncode == 0 and res.stdout.strip() == "1", res.stderr
 
 
 @pytest.mark.anyio
-async def test_bad_arguments_give_the_same_one_line_errors_with_and_without_O(tmp_path: Path) -> None:
+async def test_bad_arguments_give_the_same_one_line_errors_with_and_without_O(
+    tmp_path: Path,
+) -> None:
     optimized = await _messages(tmp_path / "O", optimize=True)
     plain = await _messages(tmp_path / "plain", optimize=False)
     for (tool, args, words), msg, ref in zip(BAD_CALLS, optimized, plain, strict=True):
@@ -84,6 +88,8 @@ def test_no_assert_in_the_analyses_or_the_server_names_what_is_valid() -> None:
     for package in ("spd_core/analysis", "spd_mcp/server"):
         for path in sorted((ROOT / package).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Assert) and node.msg is not None and "valid" in ast.unparse(node.msg):
+                if not isinstance(node, ast.Assert) or node.msg is None:
+                    continue
+                if "valid" in ast.unparse(node.msg):
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not found, f"asserts that guard input (use spd_core.errors.require): {found}"

@@ -32,7 +32,8 @@ def body_lines(fn: Callable[..., Any]) -> int:
     body = node.body
     skip: set[int] = set()
     first = body[0]
-    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+    doc = first.value if isinstance(first, ast.Expr) else None
+    if isinstance(doc, ast.Constant) and isinstance(doc.value, str):
         skip = set(range(first.lineno, (first.end_lineno or first.lineno) + 1))
     lines = src.splitlines()
     end = node.end_lineno or node.lineno
@@ -43,7 +44,7 @@ def body_lines(fn: Callable[..., Any]) -> int:
 
 
 def handlers() -> dict[str, Callable[..., Any]]:
-    """Registered handlers by tool name, and every other (state, inp, ctx) function by its own name."""
+    """Registered handlers by tool name; every other (state, inp, ctx) function by its name."""
     found: dict[str, Callable[..., Any]] = {spec.name: spec.handler for spec in ALL_TOOLS}
     seen = set(found.values())
     for info in pkgutil.iter_modules(tools_pkg.__path__):
@@ -62,8 +63,8 @@ def test_every_handler_is_at_most_30_lines() -> None:
     assert "optimize_shared" in found
     long = {name: n for name, fn in found.items() if (n := body_lines(fn)) > MAX_BODY_LINES}
     assert not long, (
-        f"handlers over {MAX_BODY_LINES} body lines (move computation to spd_core/analysis, wiring to "
-        f"module-level helpers): {long}"
+        f"handlers over {MAX_BODY_LINES} body lines (move computation to spd_core/analysis, "
+        f"wiring to module-level helpers): {long}"
     )
 
 

@@ -105,8 +105,8 @@ def _compute_attributions(state: AppState, inp: AttributionsInput, mi: ModelInpu
 
 
 def _attributions_result(
-    inp: AttributionsInput, mi: ModelInput, graph: AttributionGraph, stored: StoredGraph, graph_id: int,
-    target: NodeKey, influence: Influence | None,
+    inp: AttributionsInput, mi: ModelInput, graph: AttributionGraph, stored: StoredGraph,
+    graph_id: int, target: NodeKey, influence: Influence | None,
 ) -> AttributionsResult:
     """The wire result of a stored attribution graph: its top nodes, edges and influences."""
     by_key = {n.key: n for n in stored.nodes}
@@ -226,7 +226,8 @@ async def optimize_circuit(state: AppState, inp: CircuitInput, ctx: Context) -> 
     state.edits.edit(inp.edit_id)
     return await run_as_job(
         state, ctx, "optimize_circuit", partial(_circuit_work, state, inp, mi, tid),
-        partial(_circuit_result, state, inp, mi, tid, pos), inp.wait_s, inp.model_dump(mode="json"),
+        partial(_circuit_result, state, inp, mi, tid, pos), inp.wait_s,
+        inp.model_dump(mode="json"),
     )
 
 

@@ -1,5 +1,6 @@
 """Component tools: get_ci (which components matter here), probe_component (where one fires), find_components."""
 
+from collections.abc import Callable
 from functools import partial
 
 from mcp.server.mcpserver import Context
@@ -112,18 +113,24 @@ async def probe_component(state: AppState, inp: ProbeComponentInput, ctx: Contex
 
 
 async def _found_result(inp: FindComponentsInput, raw: FinderResult) -> FindComponentsResult:
-    rows = [FoundRow(component=str(f.key), frequency=f.frequency, count=f.count) for f in raw.components]
+    rows = [FoundRow(component=str(f.key), frequency=f.frequency, count=f.count)
+            for f in raw.components]
     page = rows[: inp.limit]
+    shown = ", ".join(f"{r.component} ({r.frequency:.0%})" for r in page[:8])
     return FindComponentsResult(
         summary=(
-            f"{len(rows)} components are needed in ≥ {inp.min_frequency:.0%} of {raw.n_examples} examples "
-            f"(method {inp.method}, scope {inp.scope})"
-            + (": " + ", ".join(f"{r.component} ({r.frequency:.0%})" for r in page[:8]) if page else "")
-            + "."
+            f"{len(rows)} components are needed in ≥ {inp.min_frequency:.0%} of {raw.n_examples} "
+            f"examples (method {inp.method}, scope {inp.scope})"
+            + (f": {shown}" if page else "") + "."
         ),
         n_examples=raw.n_examples, total=len(rows), offset=0, limit=inp.limit, components=page,
         per_example_sizes=[len(s) for s in raw.per_example],
     )
+
+
+def _per_example(progress: Progress) -> Callable[[int, int, float], None]:
+    """find_components' progress (example i of n, the size of its set) as a job's progress."""
+    return lambda i, n, size: progress(i, n, f"example {i}/{n}: {size:g} components needed")
 
 
 async def find_components(state: AppState, inp: FindComponentsInput, ctx: Context) -> JobView:
@@ -135,15 +142,15 @@ async def find_components(state: AppState, inp: FindComponentsInput, ctx: Contex
         resolve_position(e.position, ex.tokens.shape[1])
     work = partial(
         core_find_components, state.run.model, examples, edit=state.edits.edit(inp.edit_id),
-        min_frequency=inp.min_frequency, method=inp.method, scope=inp.scope, ci_threshold=inp.ci_threshold,
+        min_frequency=inp.min_frequency, method=inp.method, scope=inp.scope,
+        ci_threshold=inp.ci_threshold,
         circuit=CircuitConfig(steps=inp.steps, sparsity=inp.sparsity),
     )
-
-    def run(progress: Progress) -> FinderResult:
-        return work(progress=lambda i, n, size: progress(i, n, f"example {i}/{n}: {size:g} components needed"))
-
     finish = partial(_found_result, inp)
-    return await run_as_job(state, ctx, "find_components", run, finish, inp.wait_s, inp.model_dump(mode="json"))
+    return await run_as_job(
+        state, ctx, "find_components", lambda progress: work(progress=_per_example(progress)),
+        finish, inp.wait_s, inp.model_dump(mode="json"),
+    )
 
 
 TOOLS = bind(

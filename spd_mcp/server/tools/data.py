@@ -80,7 +80,7 @@ def _info_text(
     key: ComponentKey, part: dict[str, Any], s: dict[str, Any] | None, ins: list[TokenStatRow],
     outs: list[TokenStatRow], promotes: list[TokenLogit],
 ) -> str:
-    """The summary of get_component_info; ``s`` is the harvest's summary, None without a harvest."""
+    """get_component_info's summary; ``s`` is the harvest's summary, None without a harvest."""
     text = f"Component {key}: read norm {part['read_norm']:.3g}, write norm {part['write_norm']:.3g}. "
     if s is not None:
         text += (f"Fires (CI > {s['threshold']}) on {s['density']:.2%} of {s['n_tokens']} harvested tokens, mean CI "

@@ -41,53 +41,60 @@ def _edit_prompts(
         require_lm(state, "edit_component with prompts or method 'finetune'")
     preserve = _tensors(state, inp.preserve_prompts)
     used = set(inp.preserve_prompts) | set(inp.objective.prompts if inp.objective else [])
-    heldout = _tensors(state, [p.text for p in state.run.probes if p.text not in used]) if lm else []
+    heldout_texts = [p.text for p in state.run.probes if p.text not in used] if lm else []
+    heldout = _tensors(state, heldout_texts)
     if inp.method != "finetune":
         return preserve, heldout, None
     if inp.objective is None:
         raise ValueError("method 'finetune' needs an objective {token, direction, prompts}")
     if not preserve:
-        raise ValueError("method 'finetune' needs at least one preserve prompt (its outputs are kept close)")
+        raise ValueError(
+            "method 'finetune' needs at least one preserve prompt (its outputs are kept close)"
+        )
     prompts = _tensors(state, inp.objective.prompts)
     for x in prompts:
         resolve_position(inp.objective.position, x.shape[1])
     token = target_token(state, inp.objective.token)
-    return preserve, heldout, Objective(prompts, token, inp.objective.direction, inp.objective.position)
+    objective = Objective(prompts, token, inp.objective.direction, inp.objective.position)
+    return preserve, heldout, objective
 
 
 def _edit_work(
-    state: AppState, inp: EditInput, edit_id: str, keys: list[ComponentKey], objective: Objective | None,
-    preserve: list[torch.Tensor], heldout: list[torch.Tensor], progress: Progress,
+    state: AppState, inp: EditInput, edit_id: str, keys: list[ComponentKey],
+    objective: Objective | None, preserve: list[torch.Tensor], heldout: list[torch.Tensor],
+    progress: Progress,
 ) -> tuple[MeasuredEdit, bytes]:
     """The edit measured, and its bytes for the store (on the device thread)."""
     measured = edit_and_measure(
-        state.run.model, components=keys, method=inp.method, factor=inp.factor, objective=objective,
-        preserve_prompts=preserve, heldout_prompts=heldout, train=inp.train, steps=inp.steps, lr=inp.lr,
-        kl_bound=inp.kl_bound, seed=inp.seed, name=edit_id,
+        state.run.model, components=keys, method=inp.method, factor=inp.factor,
+        objective=objective, preserve_prompts=preserve, heldout_prompts=heldout, train=inp.train,
+        steps=inp.steps, lr=inp.lr, kl_bound=inp.kl_bound, seed=inp.seed, name=edit_id,
         progress=lambda s, n, v: progress(s, n, f"step {s}/{n}, loss {v:.4g}"),
     )
     edit = measured.edit
-    entry = EditEntry(edit_id, edit, inp.method, [str(k) for k in keys], {"description": edit.description})
+    names = [str(k) for k in keys]
+    entry = EditEntry(edit_id, edit, inp.method, names, {"description": edit.description})
     return measured, edit_to_bytes(entry, state.run.name)
 
 
 def _edit_summary(result: EditResult, m: MeasuredEdit) -> str:
     ft, token = m.finetune, result.token
     effect = (
-        f"; p({token!r}) {ft.token_prob_before:.3f} -> {ft.token_prob_after:.3f} (best step {ft.best_step})"
-        if ft is not None else ""
+        f"; p({token!r}) {ft.token_prob_before:.3f} -> {ft.token_prob_after:.3f} "
+        f"(best step {ft.best_step})" if ft is not None else ""
     )
     kls = "".join(
         f"; KL on {name} {v:.4f} nats"
-        for name, v in (("preserve prompts", m.kl_preserve), ("held-out probe prompts", m.kl_heldout))
+        for name, v in (("preserve prompts", m.kl_preserve),
+                        ("held-out probe prompts", m.kl_heldout))
         if v is not None
     )
     biggest = max(m.norms.relative.items(), key=lambda kv: kv[1])
     edit_id = result.edit_id
     return (
-        f"Edit {edit_id} ({m.edit.description}) is ready{effect}{kls}; largest relative weight change "
-        f"{biggest[1]:.3g} in {biggest[0]}. Pass edit_id='{edit_id}' to run_prompt, get_ci, ablate or steer, "
-        "or export_edit it as a model directory; the base model is unchanged."
+        f"Edit {edit_id} ({m.edit.description}) is ready{effect}{kls}; largest relative weight "
+        f"change {biggest[1]:.3g} in {biggest[0]}. Pass edit_id='{edit_id}' to run_prompt, get_ci, "
+        "ablate or steer, or export_edit it as a model directory; the base model is unchanged."
     )
 
 
@@ -98,7 +105,8 @@ async def _edit_result(
     """Registers the edit, stores it with its result, and returns the result."""
     m, blob = raw
     ft = m.finetune
-    state.edits.add(EditEntry(edit_id, m.edit, inp.method, names, {"description": m.edit.description}))
+    info = {"description": m.edit.description}
+    state.edits.add(EditEntry(edit_id, m.edit, inp.method, names, info))
     token = None if objective is None else state.tok.display(objective.token)
     result = EditResult(
         summary="",
@@ -108,7 +116,8 @@ async def _edit_result(
         kl_preserve=m.kl_preserve, kl_heldout=m.kl_heldout, weight_change=m.norms.weight_change,
         relative_change=m.norms.relative, best_step=None if ft is None else ft.best_step,
     )
-    await state.store.put_edit(edit_id, inp.model_dump(mode="json"), result.model_dump(mode="json"), blob)
+    params = inp.model_dump(mode="json")
+    await state.store.put_edit(edit_id, params, result.model_dump(mode="json"), blob)
     result.summary = _edit_summary(result, m)
     return result
 
@@ -119,7 +128,8 @@ async def edit_component(state: AppState, inp: EditInput, ctx: Context) -> JobVi
     preserve, heldout, objective = _edit_prompts(state, inp)
     work = partial(_edit_work, state, inp, edit_id, keys, objective, preserve, heldout)
     finish = partial(_edit_result, state, inp, edit_id, [str(k) for k in keys], objective)
-    return await run_as_job(state, ctx, "edit_component", work, finish, inp.wait_s, inp.model_dump(mode="json"))
+    params = inp.model_dump(mode="json")
+    return await run_as_job(state, ctx, "edit_component", work, finish, inp.wait_s, params)
 
 
 # --- export_edit -----------------------------------------------------------------------------------

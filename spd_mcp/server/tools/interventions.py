@@ -97,7 +97,8 @@ async def ablate(state: AppState, inp: AblateInput, ctx: Context) -> AblateResul
     results = await state.device.call("ablate", work)
     kls = {r.regime: r.kl for r in results}
     await state.store.add_intervention("ablate", inp.model_dump(mode="json"), {"kl": kls})
-    return _ablate_result(state, inp, mi, f"{len(comps)} components and {len(nodes)} nodes", results)
+    what = f"{len(comps)} components and {len(nodes)} nodes"
+    return _ablate_result(state, inp, mi, what, results)
 
 
 # --- steer -----------------------------------------------------------------------------------------

@@ -78,7 +78,9 @@ def _layer_rows(state: AppState, alive: dict[str, Any]) -> list[LayerRow]:
     ]
 
 
-def _info_summary(state: AppState, arch: str, layers: list[LayerRow], alive_source: str | None) -> str:
+def _info_summary(
+    state: AppState, arch: str, layers: list[LayerRow], alive_source: str | None
+) -> str:
     """``alive_source`` is None when nothing says which components are alive."""
     run, delta = state.run, state.weight_delta
     n_comp = sum(r.C for r in layers)
@@ -153,7 +155,9 @@ def _vector_result(out: VectorOutput, top_k: int) -> RunPromptResult:
     )
 
 
-def _tokens_result(state: AppState, ids: list[int], pred: TokenPredictions, prompt_id: int) -> RunPromptResult:
+def _tokens_result(
+    state: AppState, ids: list[int], pred: TokenPredictions, prompt_id: int
+) -> RunPromptResult:
     pieces = state.tok.pieces(ids)
     predictions = [
         PositionPrediction(
@@ -176,12 +180,15 @@ async def run_prompt(state: AppState, inp: RunPromptInput, ctx: Context) -> RunP
     edit = state.edits.edit(inp.edit_id)
     if inp.features is not None:
         features = _features(state, inp.features)
-        out = await state.device.call("run_prompt", lambda: _under(model, edit, lambda: predict_vector(model, features)))
+        out = await state.device.call(
+            "run_prompt", lambda: _under(model, edit, lambda: predict_vector(model, features))
+        )
         return _vector_result(out, inp.top_k)
     assert inp.text is not None  # RunPromptInput holds exactly one of text and features
     ids = state.tok.tokenize(inp.text, state.run.context_length)
     pred = await state.device.call(
-        "run_prompt", lambda: _under(model, edit, lambda: predict_tokens(model, ids, inp.top_k, inp.all_positions))
+        "run_prompt",
+        lambda: _under(model, edit, lambda: predict_tokens(model, ids, inp.top_k, inp.all_positions)),
     )
     prompt_id = await state.store.add_prompt(inp.text, ids)
     return _tokens_result(state, ids, pred, prompt_id)

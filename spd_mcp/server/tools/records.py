@@ -103,7 +103,9 @@ def _explained_keys(state: AppState, inp: ExplanationInput) -> list[str]:
     return keys
 
 
-async def _validations(state: AppState, inp: ExplanationInput, keys: list[str]) -> list[dict[str, Any]]:
+async def _validations(
+    state: AppState, inp: ExplanationInput, keys: list[str]
+) -> list[dict[str, Any]]:
     """The validations the explanation cites; each must have measured exactly its components."""
     validations = [await state.store.get_validation(v) for v in inp.validation_ids]
     for vid, v in zip(inp.validation_ids, validations, strict=True):

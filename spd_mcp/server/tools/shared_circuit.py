@@ -126,9 +126,12 @@ def _summary(res: SharedCircuitResult) -> str:
     return text + f" Circuit {res.circuit_id}."
 
 
-def _shared_prompts(state: AppState, inp: Any) -> tuple[list[Example], list[Probe], list[Probe], str]:
-    """(prompts to optimise on, held-out prompts, control prompts, the behaviour in words) of ``inp``:
-    a mechanism's probes or the agent's own prompts; held-out prompts never repeat a training one."""
+def _shared_prompts(
+    state: AppState, inp: Any
+) -> tuple[list[Example], list[Probe], list[Probe], str]:
+    """(prompts to optimise on, held-out prompts, control prompts, the behaviour in words) of
+    ``inp``: a mechanism's probes or the agent's own prompts; held-out prompts never repeat a
+    training one."""
     if inp.mechanism is not None:
         train, heldout, controls = _mechanism_prompts(
             state, inp.mechanism, inp.n_prompts, inp.n_heldout, inp.seed
@@ -226,6 +229,6 @@ async def optimize_shared(state: AppState, inp: Any, ctx: Context) -> JobView:
     )
     finish = partial(_shared_result, state, inp, heldout, behaviour, len(examples))
     return await run_as_job(
-        state, ctx, "optimize_circuit", lambda progress: work(progress=progress), finish, inp.wait_s,
-        inp.model_dump(mode="json"),
+        state, ctx, "optimize_circuit", lambda progress: work(progress=progress), finish,
+        inp.wait_s, inp.model_dump(mode="json"),
     )
