@@ -304,7 +304,7 @@ def harvest(
     their counts (same counts; sums of floats equal up to summation order).
     """
     config = config or HarvestConfig()
-    assert processes >= 1, f"processes must be >= 1, got {processes}"
+    require(processes >= 1, f"processes must be >= 1, got {processes}")
     encoded: list[tuple[str, list[int]]] = []
     for text in texts:
         ids = encode(tokenizer, text)[: config.max_tokens]
