@@ -183,7 +183,7 @@ def ablate_regimes(
     components: Sequence[ComponentKey] = (),
     nodes: Sequence[NodeKey] = (),
     mode: AblationMode = "remove",
-    regimes: Sequence[AblationRegime] = ("deterministic",),
+    regime: Sequence[AblationRegime] = ("deterministic",),
     position: int = -1,
     token: int | None = None,
     top_k: int = 5,
@@ -192,10 +192,10 @@ def ablate_regimes(
     seed: int = 0,
     edit: Edit | None = None,
 ) -> list[AblationResult]:
-    """``ablate`` once per regime, with the ablate tool's argument names (``top_k`` most probable
-    tokens kept, ``adversarial_steps`` PGD steps)."""
+    """``ablate`` once per regime in ``regime``, with the ablate tool's argument names (``top_k``
+    most probable tokens kept, ``adversarial_steps`` PGD steps)."""
     return [
         ablate(model, x, components, nodes, mode=mode, regime=r, position=position, token=token,
                k=top_k, n_samples=n_samples, pgd_steps=adversarial_steps, seed=seed, edit=edit)
-        for r in regimes
+        for r in regime
     ]

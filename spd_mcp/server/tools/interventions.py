@@ -91,7 +91,7 @@ async def ablate(state: AppState, inp: AblateInput, ctx: Context) -> AblateResul
         ablate_regimes, state.run.model, mi.x, components=comps, nodes=nodes, mode=inp.mode,
         position=resolve_position(inp.position, mi.seq),
         token=None if inp.token is None else target_token(state, inp.token),
-        edit=state.edits.edit(inp.edit_id), regimes=_regimes(inp.regime), top_k=inp.top_k,
+        edit=state.edits.edit(inp.edit_id), regime=_regimes(inp.regime), top_k=inp.top_k,
         n_samples=inp.n_samples, adversarial_steps=inp.adversarial_steps, seed=inp.seed,
     )
     results = await state.device.call("ablate", work)
