@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from spd_core.ci import CIFnType
+from spd_core.errors import require
 from spd_core.losses import OutputLoss, ReconMode
 from spd_core.masks import Sampling
 
@@ -74,15 +75,15 @@ class DecompositionConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "DecompositionConfig":
-        assert self.p_anneal_start_frac <= self.p_anneal_end_frac, "p_anneal_start_frac must be ≤ p_anneal_end_frac"
-        assert self.ci_recon_layer_sampling == "uniform" or self.ci_recon_mode == "random_layer", (
+        require(self.p_anneal_start_frac <= self.p_anneal_end_frac, "p_anneal_start_frac must be ≤ p_anneal_end_frac")
+        require(self.ci_recon_layer_sampling == "uniform" or self.ci_recon_mode == "random_layer",
             f"ci_recon_layer_sampling {self.ci_recon_layer_sampling!r} needs ci_recon_mode 'random_layer', "
             f"got {self.ci_recon_mode!r}; with other modes use 'uniform'"
         )
-        assert self.batch_size % self.workers == 0, (
+        require(self.batch_size % self.workers == 0,
             f"batch_size {self.batch_size} must be a multiple of workers {self.workers}"
         )
-        assert self.workers == 1 or self.ci_recon_layer_sampling == "uniform", (
+        require(self.workers == 1 or self.ci_recon_layer_sampling == "uniform",
             "ci_recon_layer_sampling 'loss' keeps per-process loss statistics; with workers > 1 use 'uniform'"
         )
         return self

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from spd_core.config import DecompositionConfig, ModulePattern
 from spd_core.decompose import decompose, l0_per_layer
+from spd_core.errors import InvalidInput, require
 from spd_core.harvest import HarvestConfig, harvest
 from spd_core.harvest_store import write_harvest
 from spd_core.losses import output_loss
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--harvest-only", action="store_true", help="only (re)harvest the run already in --out")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    assert args.harvest_texts >= 0, f"--harvest-texts must be >= 0, got {args.harvest_texts}"
+    require(args.harvest_texts >= 0, f"--harvest-texts must be >= 0, got {args.harvest_texts}")
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     torch.set_num_threads(1)
@@ -216,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         from spd_core.run import load_run
 
         run = load_run(args.out)
-        assert isinstance(run.target_spec, DemoLMSpec), f"{args.out} is not a demo run"
+        if not isinstance(run.target_spec, DemoLMSpec):
+            raise InvalidInput(f"{args.out} is not a demo run")
         seconds = harvest_demo(args.out, run.model, run.tokenizer, run.target_spec, args.harvest_texts, not args.no_progress)
         print(json.dumps({"harvest_seconds": seconds}))
         return 0

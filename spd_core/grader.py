@@ -21,6 +21,7 @@ import torch
 from spd_core.analysis.ablation import AblationRegime
 from spd_core.analysis.ci import compute_ci
 from spd_core.analysis.validation import MeasureSettings, Probe, measure
+from spd_core.errors import require
 from spd_core.harvest import encode
 from spd_core.keys import ComponentKey
 from spd_core.model import ComponentModel
@@ -32,11 +33,11 @@ def probes_from_prompts(prompts: Sequence[Mapping[str, Any]], tokenizer: Any) ->
     for p in prompts:
         ids = encode(tokenizer, p["text"])
         tok = encode(tokenizer, p["target_token"])
-        assert len(tok) == 1, f"target token {p['target_token']!r} must be exactly one token; got {len(tok)}"
+        require(len(tok) == 1, f"target token {p['target_token']!r} must be exactly one token; got {len(tok)}")
         foil = None
         if p.get("foil"):
             f = encode(tokenizer, p["foil"])
-            assert len(f) == 1, f"foil {p['foil']!r} must be exactly one token; got {len(f)}"
+            require(len(f) == 1, f"foil {p['foil']!r} must be exactly one token; got {len(f)}")
             foil = f[0]
         pos = p.get("position")
         out.append(Probe(ids, tok[0], str(p.get("mechanism", "")), foil, -1 if pos is None else int(pos)))
@@ -72,8 +73,8 @@ def grade_circuit(
     """Necessity, sufficiency and specificity of ``components`` for ``mechanism``; see the module doc."""
     mine = [p for p in probes if p.mechanism == mechanism]
     tags = sorted({p.mechanism for p in probes})
-    assert mine, f"no probe has mechanism {mechanism!r}; valid: {', '.join(tags)}"
-    assert components, "give at least one component to grade"
+    require(mine, f"no probe has mechanism {mechanism!r}; valid: {', '.join(tags)}")
+    require(components, "give at least one component to grade")
     settings = MeasureSettings(seed=seed)
     removed = [measure(model, p, "remove", regime, components, settings=settings) for p in mine]
     kept = [measure(model, p, "keep_only", regime, components, settings=settings) for p in mine]
@@ -113,7 +114,7 @@ def rank_by_ci(model: ComponentModel, probes: Sequence[Probe], mechanism: str) -
             m = g[: pos + 1].max(0).values.cpu()
             total, n = sums.setdefault(layer, {}).get(mine, (torch.zeros_like(m), 0))
             sums[layer][mine] = (total + m, n + 1)
-    assert any(True in v for v in sums.values()), f"no probe has mechanism {mechanism!r}"
+    require(any(True in v for v in sums.values()), f"no probe has mechanism {mechanism!r}")
     scored = []
     for layer, parts in sums.items():
         own = parts[True][0] / parts[True][1]
@@ -161,7 +162,7 @@ def grade_claims(run: str, claims: Sequence[Mapping[str, Any]], max_probes: int 
     from spd_core.run import load_run
 
     loaded = load_run(run)
-    assert loaded.tokenizer is not None and loaded.probes, f"run {run!r} has no tokenizer or no probe prompts to grade on"
+    require(loaded.tokenizer is not None and loaded.probes, f"run {run!r} has no tokenizer or no probe prompts to grade on")
     rows = [{**p, "target_token": p.get("target_token") or p["target"]} for p in loaded.probes]
     if max_probes is not None:
         seen: dict[str, int] = {}

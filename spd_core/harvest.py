@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from spd_core.analysis.attributions import attribution_graph
 from spd_core.analysis.ci import model_ci
+from spd_core.errors import require
 from spd_core.model import ComponentModel
 
 Side = Literal["input", "output"]
@@ -51,8 +52,8 @@ class HarvestConfig:
     max_nodes: int = 8_000  # alive nodes allowed in one text's attribution graph
 
     def __post_init__(self) -> None:
-        assert 0.0 <= self.threshold < 1.0, f"threshold must be in [0, 1) (CI is in [0, 1]); got {self.threshold}"
-        assert self.n_examples >= 1 and self.window >= 0 and self.batch_size >= 1, (
+        require(0.0 <= self.threshold < 1.0, f"threshold must be in [0, 1) (CI is in [0, 1]); got {self.threshold}")
+        require(self.n_examples >= 1 and self.window >= 0 and self.batch_size >= 1,
             f"n_examples and batch_size must be ≥ 1 and window ≥ 0; got {self.n_examples}, {self.batch_size}, {self.window}"
         )
 
@@ -303,15 +304,17 @@ def harvest(
     their counts (same counts; sums of floats equal up to summation order).
     """
     config = config or HarvestConfig()
-    assert processes >= 1, f"processes must be >= 1, got {processes}"
+    require(processes >= 1, f"processes must be >= 1, got {processes}")
     encoded: list[tuple[str, list[int]]] = []
     for text in texts:
         ids = encode(tokenizer, text)[: config.max_tokens]
         if ids:
             encoded.append((text, ids))
-    assert encoded, f"no text tokenized to at least one token (got {len(texts)} texts); give non-empty texts"
+    require(encoded,
+            f"no text tokenized to at least one token (got {len(texts)} texts); give non-empty texts")
     device = next(model.parameters()).device
-    assert processes == 1 or device.type == "cpu", f"processes > 1 forks CPU processes; the model is on {device}"
+    require(processes == 1 or device.type == "cpu",
+            f"processes > 1 forks CPU processes; the model is on {device}")
     bounds = _shards(len(encoded), config.batch_size, processes)
     if len(bounds) == 1:
         acc = _harvest_shard(model, config, encoded, *bounds[0], progress)

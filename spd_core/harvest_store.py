@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from spd_core.errors import require
 from spd_core.harvest import Harvest
 
 SCHEMA_VERSION = 3  # 3: clustered (WITHOUT ROWID) tables, attribution_inflow
@@ -60,7 +61,7 @@ def harvest_path(run_dir: str | Path) -> Path:
 def write_harvest(run_dir: str | Path, h: Harvest, labels: dict[tuple[str, int], str] | None = None) -> Path:
     """Write ``h`` as ``run_dir/harvest.sqlite`` atomically (temp file in the same directory, then replace)."""
     run_dir = Path(run_dir)
-    assert run_dir.is_dir(), f"run directory {run_dir} does not exist"
+    require(run_dir.is_dir(), f"run directory {run_dir} does not exist")
     fd, tmp_name = tempfile.mkstemp(prefix=".harvest-", suffix=".sqlite.tmp", dir=run_dir)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -143,7 +144,7 @@ class HarvestStore:
 
     def text(self, text_id: int) -> tuple[str, list[int]]:
         rows = self._rows("SELECT text, token_ids FROM texts WHERE id = ?", (text_id,))
-        assert rows, f"text id {text_id} out of range; valid: 0..{self.meta['n_texts'] - 1}"
+        require(rows, f"text id {text_id} out of range; valid: 0..{self.meta['n_texts'] - 1}")
         return rows[0][0], json.loads(rows[0][1])
 
 
@@ -168,7 +169,7 @@ def component_summary(store: HarvestStore, layer: str, c: int, top_k: int = 10, 
                       min_count: int = 1) -> dict[str, Any]:
     """Density, mean/max CI, top input and output tokens (by ``order``, count ≥ ``min_count``), co-firing, label."""
     store.check(layer, c)
-    assert order in ("pmi", "precision", "recall", "count"), f"order must be pmi, precision, recall or count; got {order!r}"
+    require(order in ("pmi", "precision", "recall", "count"), f"order must be pmi, precision, recall or count; got {order!r}")
     row = store._rows("SELECT n_firing, density, mean_ci, max_ci FROM components WHERE layer = ? AND c = ?", (layer, c))
     n_firing, density, mean_ci, max_ci = row[0]
     tokens = {}
@@ -208,7 +209,7 @@ def activation_examples(store: HarvestStore, layer: str, c: int, limit: int = 10
 
 def search_texts(store: HarvestStore, query: str, limit: int = 10, offset: int = 0, context_chars: int = 60) -> Page:
     """Occurrences of ``query`` (case-insensitive substring) in the corpus: text_id, char offset, snippet."""
-    assert query, "query must be a non-empty string"
+    require(query, "query must be a non-empty string")
     needle = query.lower()
     hits = []
     for tid, text in store._rows("SELECT id, text FROM texts WHERE instr(lower(text), ?) > 0 ORDER BY id", (needle,)):
@@ -235,8 +236,8 @@ def dataset_attributions(store: HarvestStore, layer: str, c: int, top_k: int = 1
     share of that target's inputs that comes from ``layer:c``.
     """
     store.check(layer, c)
-    assert sign in ("positive", "negative", "abs"), f"sign must be positive, negative or abs; got {sign!r}"
-    assert store.meta.get("attribution_method"), "this harvest has no dataset attributions; re-run spd-harvest without --no-attributions"
+    require(sign in ("positive", "negative", "abs"), f"sign must be positive, negative or abs; got {sign!r}")
+    require(store.meta.get("attribution_method"), "this harvest has no dataset attributions; re-run spd-harvest without --no-attributions")
     order = {"positive": "value DESC", "negative": "value ASC", "abs": "abs(value) DESC"}[sign]
     cond = {"positive": "AND value > 0", "negative": "AND value < 0", "abs": ""}[sign]
     inflow = dict(((lay, cc), v) for lay, cc, v in store._rows(

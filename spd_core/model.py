@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from spd_core.ci import CausalImportance, CIFnType, make_ci_fn, sigmoids
 from spd_core.components import ComponentKind, Components, TransposedComponents, make_components
+from spd_core.errors import InvalidInput, require
 from spd_core.keys import canonical_layer_name
 
 
@@ -84,7 +85,7 @@ class ComponentModel(nn.Module):
         for path, C in match_modules(target, patterns).items():
             module = target.get_submodule(path)
             name = canonical_layer_name(path)
-            assert name not in self.layers, f"two modules map to layer name {name!r}"
+            require(name not in self.layers, f"two modules map to layer name {name!r}")
             comp = make_components(module, C)
             ci_in = C if comp.kind == "embedding" else comp.d_in  # embeddings feed V[token] to the CI fn
             components[_key(name)] = comp
@@ -92,7 +93,7 @@ class ComponentModel(nn.Module):
             self.layers[name] = LayerInfo(name, path, comp.kind, comp.d_in, comp.d_out, C)
             self._modules_by_layer[name] = module
         for layer, source in (tied or {}).items():
-            assert layer in self.layers and source in self.layers, (
+            require(layer in self.layers and source in self.layers,
                 f"tie {layer!r} -> {source!r}: both must be decomposed layers; valid: {', '.join(self.layers)}"
             )
             own = components[_key(layer)]
@@ -102,7 +103,8 @@ class ComponentModel(nn.Module):
 
     # --- accessors -------------------------------------------------------------------------------
     def comp(self, layer: str) -> Components:
-        assert layer in self.layers, f"unknown layer {layer!r}; valid layers: {', '.join(self.layers)}"
+        if layer not in self.layers:  # not require: the message is built only when it is needed
+            raise InvalidInput(f"unknown layer {layer!r}; valid layers: {', '.join(self.layers)}")
         out = self.components[_key(layer)]
         assert isinstance(out, Components)
         return out

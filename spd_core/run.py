@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from spd_core.config import DecompositionConfig
+from spd_core.errors import require
 from spd_core.model import ComponentModel
 from spd_core.targets.spec import (
     AnySpec,
@@ -175,7 +176,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", light_tokeniz
     model = build_component_model(spec, target, config)
     missing, unexpected = model.load_state_dict(load_file(str(run_dir / "components.safetensors")), strict=False)
     missing = [k for k in missing if not k.startswith("target.")]
-    assert not missing and not unexpected, f"{run_dir}: component state mismatch: missing {missing}, unexpected {unexpected}"
+    require(not missing and not unexpected, f"{run_dir}: component state mismatch: missing {missing}, unexpected {unexpected}")
     tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR, light_tokenizer)
     probes = []
     if (run_dir / "prompts.jsonl").is_file():

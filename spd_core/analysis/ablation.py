@@ -32,6 +32,7 @@ from spd_core.analysis.common import (
 )
 from spd_core.analysis.health import checked_forward
 from spd_core.analysis.overlay import Edit, applied
+from spd_core.errors import require
 from spd_core.keys import ComponentKey, NodeKey
 from spd_core.losses import signed_gradient_masks
 from spd_core.masks import stochastic_masks
@@ -74,14 +75,14 @@ def selection_masks(
     """Per layer a (seq, C) 0/1 tensor: 1 where a listed component (any position) or node is."""
     sel = {name: torch.zeros(seq, info.C) for name, info in model.layers.items()}
     for key in components:
-        assert key.layer in sel, f"unknown layer {key.layer!r}; valid layers: {', '.join(model.layers)}"
-        assert 0 <= key.c < model.layers[key.layer].C, (
+        require(key.layer in sel, f"unknown layer {key.layer!r}; valid layers: {', '.join(model.layers)}")
+        require(0 <= key.c < model.layers[key.layer].C,
             f"component {key} out of range; valid: 0..{model.layers[key.layer].C - 1}"
         )
         sel[key.layer][:, key.c] = 1.0
     for node in nodes:
-        assert node.layer in sel, f"unknown layer {node.layer!r}; valid layers: {', '.join(model.layers)}"
-        assert 0 <= node.c < model.layers[node.layer].C, (
+        require(node.layer in sel, f"unknown layer {node.layer!r}; valid layers: {', '.join(model.layers)}")
+        require(0 <= node.c < model.layers[node.layer].C,
             f"node {node} component out of range; valid: 0..{model.layers[node.layer].C - 1}"
         )
         sel[node.layer][resolve(node.pos, seq), node.c] = 1.0
@@ -118,11 +119,11 @@ def ablate(
 ) -> AblationResult:
     """Ablate ``components`` (all positions) and/or ``nodes`` (one position) of ``x``; see module doc."""
     check_single_input(x)
-    assert mode in ("remove", "keep_only"), f"mode must be 'remove' or 'keep_only'; got {mode!r}"
-    assert regime in ("deterministic", "stochastic", "adversarial"), (
+    require(mode in ("remove", "keep_only"), f"mode must be 'remove' or 'keep_only'; got {mode!r}")
+    require(regime in ("deterministic", "stochastic", "adversarial"),
         f"regime must be 'deterministic', 'stochastic' or 'adversarial'; got {regime!r}"
     )
-    assert components or nodes, "give at least one component ('layer:c') or node ('layer:pos:c') to ablate"
+    require(components or nodes, "give at least one component ('layer:c') or node ('layer:pos:c') to ablate")
     with applied(model, edit), torch.random.fork_rng():
         torch.manual_seed(seed)
         with torch.no_grad():
@@ -133,7 +134,7 @@ def ablate(
         pos = resolve(position, out_seq)
         vocab = target_out.shape[-1]
         for t in ([] if token is None else [token]) + list(also):
-            assert 0 <= t < vocab, f"token id {t} out of range; valid: 0..{vocab - 1}"
+            require(0 <= t < vocab, f"token id {t} out of range; valid: 0..{vocab - 1}")
         sel = {kk: model_shaped(v, like) for kk, v in selection_masks(model, seq, components, nodes).items()}
         g = {kk: v.detach() for kk, v in ci.lower.items()}
         outs: list[Tensor] = []
@@ -173,3 +174,28 @@ def ablate(
         token_prob_after=None if token is None else float(after_probs[token]),
         also_before={t: float(before[t]) for t in also}, also_after={t: float(after_probs[t]) for t in also},
     )
+
+
+def ablate_regimes(
+    model: ComponentModel,
+    x: Tensor,
+    *,
+    components: Sequence[ComponentKey] = (),
+    nodes: Sequence[NodeKey] = (),
+    mode: AblationMode = "remove",
+    regime: Sequence[AblationRegime] = ("deterministic",),
+    position: int = -1,
+    token: int | None = None,
+    top_k: int = 5,
+    n_samples: int = 8,
+    adversarial_steps: int = 20,
+    seed: int = 0,
+    edit: Edit | None = None,
+) -> list[AblationResult]:
+    """``ablate`` once per regime in ``regime``, with the ablate tool's argument names (``top_k``
+    most probable tokens kept, ``adversarial_steps`` PGD steps)."""
+    return [
+        ablate(model, x, components, nodes, mode=mode, regime=r, position=position, token=token,
+               k=top_k, n_samples=n_samples, pgd_steps=adversarial_steps, seed=seed, edit=edit)
+        for r in regime
+    ]

@@ -41,6 +41,7 @@ from spd_core.analysis.graph_pass import (
     target_tensor,
 )
 from spd_core.analysis.overlay import Edit, applied
+from spd_core.errors import require
 from spd_core.keys import NodeKey
 from spd_core.model import ComponentModel
 
@@ -96,7 +97,7 @@ def _outputs(gp: GraphPass, outputs: Sequence[tuple[int, int]] | None, top_k_out
         return [(last, int(t)) for t in logits[last].topk(min(top_k_outputs, vocab)).indices]
     out = []
     for p, t in outputs:
-        assert 0 <= t < vocab, f"output token id {t} out of range; valid: 0..{vocab - 1}"
+        require(0 <= t < vocab, f"output token id {t} out of range; valid: 0..{vocab - 1}")
         out.append((resolve(p, seq), int(t)))
     return out
 
@@ -126,8 +127,8 @@ def attribution_graph(
     one backward per target node (slow; for tests).
     """
     check_single_input(x)
-    assert threshold >= 0.0, f"threshold must be ≥ 0 (CI is in [0, 1]); got {threshold}"
-    assert method in ("batched", "reference"), f"method must be 'batched' or 'reference'; got {method!r}"
+    require(threshold >= 0.0, f"threshold must be ≥ 0 (CI is in [0, 1]); got {threshold}")
+    require(method in ("batched", "reference"), f"method must be 'batched' or 'reference'; got {method!r}")
     with applied(model, edit):
         if ci is None:
             with torch.no_grad():
@@ -138,7 +139,7 @@ def attribution_graph(
         gp = graph_pass(model, x, through_delta)
         layout = layout_nodes(gp, ci, threshold, _outputs(gp, outputs, top_k_outputs))
         n = len(layout.nodes)
-        assert n <= max_nodes, (
+        require(n <= max_nodes,
             f"{n} alive nodes exceed max_nodes={max_nodes}; raise the CI threshold (now {threshold}) or max_nodes"
         )
         edges = torch.zeros(n, n, dtype=torch.float32)

@@ -12,6 +12,7 @@ from spd_core.analysis.common import check_single_input, per_position
 from spd_core.analysis.health import check_ci_finite, checked_forward
 from spd_core.analysis.overlay import Edit, applied
 from spd_core.ci import CausalImportance
+from spd_core.errors import require
 from spd_core.model import ComponentModel
 
 
@@ -78,9 +79,9 @@ class ComponentProfile:
 
 def component_profile(model: ComponentModel, x: Tensor, layer: str, c: int, edit: Edit | None = None) -> ComponentProfile:
     """CI and inner activation of component ``layer:c`` at every position of ``x``."""
-    assert layer in model.layers, f"unknown layer {layer!r}; valid layers: {', '.join(model.layers)}"
+    require(layer in model.layers, f"unknown layer {layer!r}; valid layers: {', '.join(model.layers)}")
     C = model.layers[layer].C
-    assert 0 <= c < C, f"component index {c} out of range for layer {layer!r}; valid: 0..{C - 1}"
+    require(0 <= c < C, f"component index {c} out of range for layer {layer!r}; valid: 0..{C - 1}")
     res = compute_ci(model, x, edit)
     ci, acts = res.ci[layer][:, c], res.inner_acts[layer][:, c]
     return ComponentProfile(

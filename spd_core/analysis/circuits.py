@@ -21,6 +21,7 @@ from spd_core.analysis.health import checked_forward
 from spd_core.analysis.overlay import Edit, applied
 from spd_core.analysis.regimes import Regime, RegimeSettings, regime_outputs
 from spd_core.ci import lower_leaky_hard_sigmoid, upper_leaky_hard_sigmoid
+from spd_core.errors import require
 from spd_core.keys import NodeKey
 from spd_core.losses import importance_minimality_loss, pgd_masks
 from spd_core.masks import stochastic_masks
@@ -85,15 +86,15 @@ def optimize_circuit(
     check_single_input(x)
     config = config or CircuitConfig()
     regimes = regimes or RegimeSettings()
-    assert config.steps >= 1, f"steps must be ≥ 1; got {config.steps}"
-    assert config.loss in ("ce", "kl"), f"loss must be 'ce' or 'kl'; got {config.loss!r}"
-    assert config.mask in ("ci", "stochastic"), f"mask must be 'ci' or 'stochastic'; got {config.mask!r}"
+    require(config.steps >= 1, f"steps must be ≥ 1; got {config.steps}")
+    require(config.loss in ("ce", "kl"), f"loss must be 'ce' or 'kl'; got {config.loss!r}")
+    require(config.mask in ("ci", "stochastic"), f"mask must be 'ci' or 'stochastic'; got {config.mask!r}")
     with applied(model, edit), torch.random.fork_rng():
         torch.manual_seed(config.seed)
         with torch.no_grad():
             ci0, _, target_out = model_ci(model, x)
         vocab = target_out.shape[-1]
-        assert 0 <= target_token < vocab, f"target token id {target_token} out of range; valid: 0..{vocab - 1}"
+        require(0 <= target_token < vocab, f"target token id {target_token} out of range; valid: 0..{vocab - 1}")
         pos = resolve(position, per_position(target_out).shape[0])
         # All layers share the leading (1, seq) shape: one (1, seq, ΣC) parameter, split into layer views.
         names = list(ci0.pre)

@@ -21,16 +21,17 @@ from torch import Tensor
 from spd_core.analysis.common import kl_div, per_position, resolve
 from spd_core.analysis.health import checked_forward
 from spd_core.analysis.overlay import Edit, applied, check_edit, module_weight_change, weight_change
+from spd_core.errors import InvalidInput, require
 from spd_core.keys import ComponentKey
 from spd_core.model import ComponentModel
 
 
 def _check_components(model: ComponentModel, components: Sequence[ComponentKey] | Mapping[ComponentKey, float]) -> None:
-    assert len(components) > 0, "give at least one component, e.g. '0.mlp.up:3'"
+    require(len(components) > 0, "give at least one component, e.g. '0.mlp.up:3'")
     for key in components:
-        assert key.layer in model.layers, f"unknown layer {key.layer!r}; valid layers: {', '.join(model.layers)}"
+        require(key.layer in model.layers, f"unknown layer {key.layer!r}; valid layers: {', '.join(model.layers)}")
         C = model.layers[key.layer].C
-        assert 0 <= key.c < C, f"component {key} out of range; valid: 0..{C - 1}"
+        require(0 <= key.c < C, f"component {key} out of range; valid: 0..{C - 1}")
 
 
 def scale_edit(model: ComponentModel, scales: Mapping[ComponentKey, float], name: str = "scale") -> Edit:
@@ -71,16 +72,18 @@ def export_edit(model: ComponentModel, edit: Edit, out_dir: str | Path) -> Path:
     check_edit(model, edit)
     target = copy.deepcopy(model.target)
     save = getattr(target, "save_pretrained", None)
-    assert callable(save), (
-        f"only transformers models can be exported as a model directory; target is {type(target).__name__}"
-    )
+    if not callable(save):
+        raise InvalidInput(
+            f"only transformers models can be exported as a model directory; target is {type(target).__name__}"
+        )
     with torch.no_grad():
         for layer in edit.layers:
             weight = target.get_submodule(model.layers[layer].path).weight
             assert isinstance(weight, Tensor), f"layer {layer!r} has no weight tensor"
             weight.add_(module_weight_change(model, edit, layer).to(weight.dtype))
     out = Path(out_dir)
-    assert not out.is_symlink() and (not out.exists() or (out.is_dir() and not any(out.iterdir()))), (
+    fresh = not out.exists() or (out.is_dir() and not any(out.iterdir()))
+    require(not out.is_symlink() and fresh,
         f"export_edit writes a new model directory: {out} must be absent or an empty directory, not a link"
     )
     save(out)
@@ -143,12 +146,12 @@ def finetune_edit(
 ) -> FinetuneResult:
     """Train the listed components' U rows and/or V columns on ``objective`` (see module doc)."""
     _check_components(model, components)
-    assert train in ("U", "V", "both"), f"train must be 'U', 'V' or 'both'; got {train!r}"
-    assert objective.direction in ("suppress", "promote"), (
+    require(train in ("U", "V", "both"), f"train must be 'U', 'V' or 'both'; got {train!r}")
+    require(objective.direction in ("suppress", "promote"),
         f"objective direction must be 'suppress' or 'promote'; got {objective.direction!r}"
     )
-    assert objective.prompts and preserve_prompts, "give at least one objective prompt and one preserve prompt"
-    assert steps >= 0 and kl_bound >= 0, "steps and kl_bound must be ≥ 0"
+    require(objective.prompts and preserve_prompts, "give at least one objective prompt and one preserve prompt")
+    require(steps >= 0 and kl_bound >= 0, "steps and kl_bound must be ≥ 0")
     layers = sorted({k.layer for k in components})
     dV = {k: torch.zeros_like(model.comp(k).V.detach()) for k in layers}
     dU = {k: torch.zeros_like(model.comp(k).U.detach()) for k in layers}
@@ -201,3 +204,66 @@ def finetune_edit(
         kl_pres = float(_mean_kl(model, preserve_prompts, base_preserve))
         kl_held = float(_mean_kl(model, heldout_prompts, base_heldout)) if heldout_prompts else None
     return FinetuneResult(edit, p_before, p_after, kl_pres, kl_held, edit_norms(model, edit), best[1], trace)
+
+
+def mean_kl(model: ComponentModel, edit: Edit, prompts: Sequence[Tensor]) -> float | None:
+    """Mean per-position KL(target ‖ edited) in nats over ``prompts``; None for no prompt."""
+    if not prompts:
+        return None
+    with torch.no_grad():
+        base = [per_position(model.target_output(x)) for x in prompts]
+        with applied(model, edit):
+            after = [per_position(checked_forward(model, x, what="edited forward").output)
+                     for x in prompts]
+    kls = [kl_div(b, a).mean() for b, a in zip(base, after, strict=True)]
+    return float(torch.stack(kls).mean())
+
+
+@dataclass(frozen=True)
+class MeasuredEdit:
+    """An edit and what it does: its weight change, its KL on the preserve and held-out prompts, and
+    for a fine-tune the fine-tune's own numbers (``finetune``; None for scale and remove)."""
+
+    edit: Edit
+    norms: EditNorms
+    kl_preserve: float | None
+    kl_heldout: float | None
+    finetune: FinetuneResult | None
+
+
+def edit_and_measure(
+    model: ComponentModel,
+    *,
+    components: Sequence[ComponentKey],
+    method: Literal["scale", "remove", "finetune"],
+    factor: float = 0.0,
+    objective: Objective | None = None,
+    preserve_prompts: Sequence[Tensor] = (),
+    heldout_prompts: Sequence[Tensor] = (),
+    train: Literal["U", "V", "both"] = "both",
+    steps: int = 100,
+    lr: float = 1e-2,
+    kl_bound: float = 0.05,
+    seed: int = 0,
+    name: str = "edit",
+    progress: Callable[[int, int, float], None] | None = None,
+) -> MeasuredEdit:
+    """Make the edit ``method`` of ``components`` (``factor`` for scale, ``objective`` for finetune)
+    and measure it on ``preserve_prompts`` and ``heldout_prompts``."""
+    if method == "finetune":
+        require(objective is not None,
+                "method 'finetune' needs an objective {token, direction, prompts}")
+        assert objective is not None
+        ft = finetune_edit(
+            model, components, objective, preserve_prompts, heldout_prompts, train, steps, lr,
+            kl_bound=kl_bound, seed=seed, name=name, progress=progress,
+        )
+        return MeasuredEdit(ft.edit, ft.norms, ft.kl_preserve, ft.kl_heldout, ft)
+    require(method in ("scale", "remove"),
+            f"method must be 'scale', 'remove' or 'finetune'; got {method!r}")
+    if method == "remove":
+        edit = remove_edit(model, components, name)
+    else:
+        edit = scale_edit(model, dict.fromkeys(components, factor), name)
+    kl_pres, kl_held = mean_kl(model, edit, preserve_prompts), mean_kl(model, edit, heldout_prompts)
+    return MeasuredEdit(edit, edit_norms(model, edit), kl_pres, kl_held, None)

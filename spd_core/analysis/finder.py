@@ -15,6 +15,7 @@ from spd_core.analysis.ci import compute_ci
 from spd_core.analysis.circuits import CircuitConfig, optimize_circuit
 from spd_core.analysis.common import resolve
 from spd_core.analysis.overlay import Edit
+from spd_core.errors import require
 from spd_core.keys import ComponentKey
 from spd_core.model import ComponentModel
 
@@ -56,10 +57,10 @@ def find_components(
     progress: Callable[[int, int, float], None] | None = None,
     edit: Edit | None = None,
 ) -> FinderResult:
-    assert examples, "give at least one example {tokens, target_token, position}"
-    assert 0.0 < min_frequency <= 1.0, f"min_frequency must be in (0, 1]; got {min_frequency}"
-    assert method in ("circuit", "ci"), f"method must be 'circuit' or 'ci'; got {method!r}"
-    assert scope in ("position", "any"), f"scope must be 'position' or 'any'; got {scope!r}"
+    require(examples, "give at least one example {tokens, target_token, position}")
+    require(0.0 < min_frequency <= 1.0, f"min_frequency must be in (0, 1]; got {min_frequency}")
+    require(method in ("circuit", "ci"), f"method must be 'circuit' or 'ci'; got {method!r}")
+    require(scope in ("position", "any"), f"scope must be 'position' or 'any'; got {scope!r}")
     per_example: list[set[ComponentKey]] = []
     for i, ex in enumerate(examples):
         if method == "circuit":

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from spd_core.analysis.attributions import AttributionGraph
+from spd_core.errors import require
 from spd_core.keys import NodeKey
 
 
@@ -40,7 +41,7 @@ def normalise_rows(edges: Tensor) -> Tensor:
 def influence_on(graph: AttributionGraph, target: NodeKey, max_hops: int | None = None) -> Influence:
     """Signed influence of every node of ``graph`` on ``target`` through all paths (see module doc)."""
     index = graph.index()
-    assert target in index, (
+    require(target in index,
         f"target node {target} is not in the graph; valid targets are its nodes, e.g. "
         f"{', '.join(str(n) for n in graph.nodes[-3:])}"
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import einops
 from torch import Tensor, nn
 
+from spd_core.errors import require
 from spd_core.model import ComponentModel
 
 
@@ -33,15 +34,15 @@ class Edit:
 
 def check_edit(model: ComponentModel, edit: Edit) -> None:
     for layer in edit.layers:
-        assert layer in model.layers, f"edit {edit.name!r} names unknown layer {layer!r}; valid: {', '.join(model.layers)}"
+        require(layer in model.layers, f"edit {edit.name!r} names unknown layer {layer!r}; valid: {', '.join(model.layers)}")
         comp = model.comp(layer)
-        assert comp.tied_to is None, f"layer {layer!r} shares the components of {comp.tied_to!r} (tied); edit that layer instead"
+        require(comp.tied_to is None, f"layer {layer!r} shares the components of {comp.tied_to!r} (tied); edit that layer instead")
         if layer in edit.dV:
-            assert edit.dV[layer].shape == comp.V.shape, (
+            require(edit.dV[layer].shape == comp.V.shape,
                 f"edit {edit.name!r}: dV[{layer!r}] has shape {tuple(edit.dV[layer].shape)}, valid: {tuple(comp.V.shape)}"
             )
         if layer in edit.dU:
-            assert edit.dU[layer].shape == comp.U.shape, (
+            require(edit.dU[layer].shape == comp.U.shape,
                 f"edit {edit.name!r}: dU[{layer!r}] has shape {tuple(edit.dU[layer].shape)}, valid: {tuple(comp.U.shape)}"
             )
 

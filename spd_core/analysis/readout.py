@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from spd_core.errors import require
 from spd_core.model import ComponentModel
 
 _RESIDUAL_WRITERS = re.compile(r"^(embed|\d+\.attn\.o|\d+\.mlp\.down)$")
@@ -38,9 +39,9 @@ def _final_gain(target: nn.Module, d_model: int) -> Tensor | None:
 
 def write_vector_logits(model: ComponentModel, layer: str, c: int) -> Readout:
     """The direct logit effect of ``layer:c`` per unit of its inner activation (see the module doc)."""
-    assert layer in model.layers, f"unknown layer {layer!r}; valid layers: {', '.join(model.layers)}"
+    require(layer in model.layers, f"unknown layer {layer!r}; valid layers: {', '.join(model.layers)}")
     info = model.layers[layer]
-    assert 0 <= c < info.C, f"component index {c} out of range for layer {layer!r}; valid: 0..{info.C - 1}"
+    require(0 <= c < info.C, f"component index {c} out of range for layer {layer!r}; valid: 0..{info.C - 1}")
     u = model.comp(layer).U[c].detach()
     get = getattr(model.target, "get_output_embeddings", None)
     unembed = get() if callable(get) else None

@@ -41,6 +41,7 @@ from spd_core.analysis.health import checked_forward
 from spd_core.analysis.overlay import Edit, applied
 from spd_core.analysis.regimes import RegimeSettings
 from spd_core.ci import lower_leaky_hard_sigmoid, upper_leaky_hard_sigmoid
+from spd_core.errors import require
 from spd_core.keys import ComponentKey
 from spd_core.losses import importance_minimality_loss, signed_gradient_masks
 from spd_core.masks import stochastic_masks
@@ -85,12 +86,13 @@ def batch_examples(
     examples: Sequence[Example], device: torch.device, pad_id: int = 0
 ) -> ExampleBatch:
     """Stack examples into one batch, token ids right-padded with ``pad_id``; positions resolved."""
-    assert examples, "give at least one example {tokens, target_token, position}"
+    require(examples, "give at least one example {tokens, target_token, position}")
     for ex in examples:
         check_single_input(ex.tokens)
     if examples[0].tokens.is_floating_point():  # toy features: one row each, no positions
         shapes = {tuple(ex.tokens.shape) for ex in examples}
-        assert len(shapes) == 1, f"toy examples must share one feature shape; got {sorted(shapes)}"
+        require(len(shapes) == 1,
+                f"toy examples must share one feature shape; got {sorted(shapes)}")
         x = torch.cat([ex.tokens for ex in examples]).to(device)
         valid = torch.ones(len(examples), dtype=torch.bool, device=device)
         positions = [resolve(ex.position, 1) for ex in examples]
@@ -173,11 +175,11 @@ def _members(
 ) -> dict[str, Tensor]:
     member = {name: torch.zeros(info.C, device=device) for name, info in model.layers.items()}
     for key in components:
-        assert key.layer in member, (
+        require(key.layer in member,
             f"unknown layer {key.layer!r}; valid layers: {', '.join(model.layers)}"
         )
         C = model.layers[key.layer].C
-        assert 0 <= key.c < C, f"component {key} out of range; valid: 0..{C - 1}"
+        require(0 <= key.c < C, f"component {key} out of range; valid: 0..{C - 1}")
         member[key.layer][key.c] = 1.0
     return member
 
@@ -251,7 +253,7 @@ def score_circuit(
 def _check_targets(batch: ExampleBatch, target_out: Tensor) -> None:
     vocab = target_out.shape[-1]
     bad = [int(t) for t in batch.targets if not 0 <= int(t) < vocab]
-    assert not bad, f"target token ids {bad} out of range; valid: 0..{vocab - 1}"
+    require(not bad, f"target token ids {bad} out of range; valid: 0..{vocab - 1}")
 
 
 def optimize_shared_circuit(
@@ -265,9 +267,9 @@ def optimize_shared_circuit(
     """One circuit of components (shared gates) keeping every example's prediction; module doc."""
     config = config or SharedCircuitConfig()
     regimes = regimes or RegimeSettings()
-    assert config.steps >= 1, f"steps must be ≥ 1; got {config.steps}"
-    assert config.loss in ("ce", "kl"), f"loss must be 'ce' or 'kl'; got {config.loss!r}"
-    assert config.mask in ("stochastic", "ci"), (
+    require(config.steps >= 1, f"steps must be ≥ 1; got {config.steps}")
+    require(config.loss in ("ce", "kl"), f"loss must be 'ce' or 'kl'; got {config.loss!r}")
+    require(config.mask in ("stochastic", "ci"),
         f"mask must be 'stochastic' or 'ci'; got {config.mask!r}"
     )
     device = next(model.parameters()).device

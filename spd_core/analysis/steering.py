@@ -17,6 +17,7 @@ from spd_core.analysis.ci import model_ci
 from spd_core.analysis.common import check_single_input, per_position, top_k
 from spd_core.analysis.health import checked_forward
 from spd_core.analysis.overlay import Edit, applied
+from spd_core.errors import require
 from spd_core.keys import ComponentKey
 from spd_core.model import ComponentModel
 
@@ -88,13 +89,13 @@ def steer(
 ) -> SteerResult:
     """Baseline and steered continuations of token ids ``x`` (1, seq) and the logit change at its last position."""
     check_single_input(x)
-    assert not x.is_floating_point(), f"steering generates text: x must be token ids (1, seq), got dtype {x.dtype}"
-    assert scales, "give at least one component to scale, e.g. {'0.mlp.up:3': 0.0}"
+    require(not x.is_floating_point(), f"steering generates text: x must be token ids (1, seq), got dtype {x.dtype}")
+    require(scales, "give at least one component to scale, e.g. {'0.mlp.up:3': 0.0}")
     for key in scales:
-        assert key.layer in model.layers, f"unknown layer {key.layer!r}; valid layers: {', '.join(model.layers)}"
-        assert 0 <= key.c < model.layers[key.layer].C, f"component {key} out of range; valid: 0..{model.layers[key.layer].C - 1}"
-    assert max_new_tokens >= 0 and n_samples >= 1, "max_new_tokens must be ≥ 0 and n_samples ≥ 1"
-    assert temperature >= 0, f"temperature must be ≥ 0 (0 = greedy); got {temperature}"
+        require(key.layer in model.layers, f"unknown layer {key.layer!r}; valid layers: {', '.join(model.layers)}")
+        require(0 <= key.c < model.layers[key.layer].C, f"component {key} out of range; valid: 0..{model.layers[key.layer].C - 1}")
+    require(max_new_tokens >= 0 and n_samples >= 1, "max_new_tokens must be ≥ 0 and n_samples ≥ 1")
+    require(temperature >= 0, f"temperature must be ≥ 0 (0 = greedy); got {temperature}")
     with applied(model, edit), torch.no_grad():
         base_fn = lambda ids: checked_forward(model, ids, what="baseline forward").output  # noqa: E731
         steer_fn = lambda ids: _steered_logits(model, ids, scales, only_where_ci_above)  # noqa: E731

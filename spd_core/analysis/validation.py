@@ -33,6 +33,7 @@ from typing import Literal
 import torch
 
 from spd_core.analysis.ablation import AblationMode, AblationRegime, ablate
+from spd_core.errors import require
 from spd_core.keys import ComponentKey, NodeKey
 from spd_core.model import ComponentModel
 
@@ -147,7 +148,7 @@ def bootstrap(values: Sequence[float], stat: Callable[[torch.Tensor], torch.Tens
 
 def chance_corrected(baseline: float) -> Callable[[torch.Tensor], torch.Tensor]:
     """The statistic (accuracy − baseline) / (1 − baseline) over the last dim."""
-    assert baseline < 1.0, "chance correction needs examples with at least two different answers"
+    require(baseline < 1.0, "chance correction needs examples with at least two different answers")
     return lambda t: (t.mean(-1) - baseline) / (1 - baseline)
 
 
@@ -234,10 +235,10 @@ def validate(
     """Necessity, sufficiency and specificity of the set on ``examples`` (held out from where the claim
     was found) and ``others`` (other behaviours or controls), per regime, with intervals; see module doc."""
     cfg = config or ValidationConfig()
-    assert components or nodes, "give at least one component ('layer:c') or node ('layer:pos:c') to validate"
-    assert examples, "give at least one example of the behaviour"
+    require(components or nodes, "give at least one component ('layer:c') or node ('layer:pos:c') to validate")
+    require(examples, "give at least one example of the behaviour")
     bad = [r for r in cfg.regimes if r not in REGIMES]
-    assert not bad and cfg.regimes, f"regimes must be a non-empty subset of {', '.join(REGIMES)}; got {list(cfg.regimes)}"
+    require(not bad and cfg.regimes, f"regimes must be a non-empty subset of {', '.join(REGIMES)}; got {list(cfg.regimes)}")
     total = len(cfg.regimes) * 2 * (len(examples) + len(others))
     done = 0
 
@@ -349,7 +350,7 @@ def held_out(
     claim was found on or selected on), and a sample of the other mechanisms' probes (as even across them
     as it can), also without the excluded prompts."""
     tags = sorted({p.mechanism for p in probes})
-    assert mechanism in tags, f"no probe has mechanism {mechanism!r}; valid: {', '.join(tags) or 'none (no probes)'}"
+    require(mechanism in tags, f"no probe has mechanism {mechanism!r}; valid: {', '.join(tags) or 'none (no probes)'}")
     skip = {tuple(e) for e in exclude}
     gen = torch.Generator().manual_seed(seed)
 
@@ -401,9 +402,9 @@ def judge_claims(claims: Sequence[Claim], verdicts: Sequence[Mapping[str, object
     ≥ 30 examples in every validation (and, for sufficiency, robust to the adversary), medium when
     supported otherwise, low otherwise. No validation: unvalidated, low.
     """
-    assert claims, f"claim at least one property; valid: {', '.join(PROPERTY)}"
+    require(claims, f"claim at least one property; valid: {', '.join(PROPERTY)}")
     bad = [c for c in claims if c not in PROPERTY]
-    assert not bad, f"unknown claim(s) {bad}; valid: {', '.join(PROPERTY)}"
+    require(not bad, f"unknown claim(s) {bad}; valid: {', '.join(PROPERTY)}")
     if not verdicts:
         return ClaimJudgement("unvalidated", "low", ["no validation: call validate_claim and cite its validation_id"])
     reasons: list[str] = []

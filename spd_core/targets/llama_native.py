@@ -18,6 +18,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from spd_core.errors import require
+
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
@@ -136,7 +138,7 @@ class NativeLlama(nn.Module):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
         ok, why = supports(config)
-        assert ok, f"NativeLlama does not cover this config ({why}); load it with transformers instead"
+        require(ok, f"NativeLlama does not cover this config ({why}); load it with transformers instead")
         self.config_dict = dict(config)
         self.config = SimpleNamespace(**config)
         self.model = Decoder(config)
@@ -199,6 +201,6 @@ def load_native_llama(directory: Path) -> NativeLlama | None:
     if config.get("tie_word_embeddings", False):
         state.setdefault("lm_head.weight", state["model.embed_tokens.weight"])
     missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not missing and not unexpected, f"{directory}: weights do not fit the config: missing {missing}, unexpected {unexpected}"
+    require(not missing and not unexpected, f"{directory}: weights do not fit the config: missing {missing}, unexpected {unexpected}")
     return model.float().eval()
 

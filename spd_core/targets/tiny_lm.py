@@ -22,6 +22,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from spd_core.errors import InvalidInput, require
 from spd_core.targets.demo_lm_config import DemoLMConfig
 from spd_core.targets.language import (
     MAX_WORDS,
@@ -219,10 +220,12 @@ def save_demo_lm(
 
 def load_demo_lm(out_dir: Path) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast, list[Probe]]:
     """Inverse of ``save_demo_lm``; the model comes back in eval mode."""
-    assert (out_dir / "config.json").exists(), f"{out_dir} holds no saved model (no config.json)"
+    require((out_dir / "config.json").exists(), f"{out_dir} holds no saved model (no config.json)")
     model = AutoModelForCausalLM.from_pretrained(out_dir, attn_implementation="eager").eval()
     tokenizer = AutoTokenizer.from_pretrained(out_dir)
-    assert isinstance(model, LlamaForCausalLM) and isinstance(tokenizer, PreTrainedTokenizerFast), (
-        f"{out_dir} should hold a Llama and a fast tokenizer; got {type(model).__name__}, {type(tokenizer).__name__}"
-    )
+    if not (isinstance(model, LlamaForCausalLM) and isinstance(tokenizer, PreTrainedTokenizerFast)):
+        raise InvalidInput(
+            f"{out_dir} should hold a Llama and a fast tokenizer; got {type(model).__name__}, "
+            f"{type(tokenizer).__name__}"
+        )
     return model, tokenizer, read_probes(out_dir / PROBES_FILE)

@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 
 from spd_mcp.common.events import EventLog
+from spd_mcp.contract.model import ModelInfo
 from spd_mcp.launcher import mcp_link
 from spd_mcp.launcher.agents import AgentContext, AgentResult, TranscriptWriter, run_agent
 from spd_mcp.launcher.layout import (
@@ -60,15 +61,16 @@ def _catch_sigterm() -> object | None:
     return signal.signal(signal.SIGTERM, _on_sigterm)
 
 
-def fetch_model_info(url: str, token: str, tools: list[mcp_link.ToolInfo]) -> dict[str, Any] | None:
-    """get_model_info's structured answer, or None if the server has no such tool or it fails."""
+def fetch_model_info(url: str, token: str, tools: list[mcp_link.ToolInfo]) -> ModelInfo | None:
+    """get_model_info's answer as the contract's ModelInfo, or None if the server has no such tool,
+    the call fails or its answer is not a ModelInfo."""
     if "get_model_info" not in {t.name for t in tools}:
         return None
 
-    async def call() -> dict[str, Any] | None:
+    async def call() -> ModelInfo | None:
         async with mcp_link.connect(url, token, read_timeout_s=120.0) as client:
             res = await client.call_tool("get_model_info", {})
-            return None if res.is_error else res.structured_content
+            return None if res.is_error else ModelInfo.model_validate(res.structured_content)
 
     try:
         return anyio.run(call)

@@ -7,9 +7,9 @@ import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from spd_mcp.contract import TOOL_GROUPS
+from spd_mcp.contract.model import ModelInfo
 from spd_mcp.launcher.mcp_link import ToolInfo
 
 PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
@@ -57,12 +57,12 @@ def render_tool_groups(tools: Sequence[ToolInfo]) -> str:
     return "\n".join(lines).rstrip()
 
 
-def render_model_facts(info: Mapping[str, Any] | None) -> str:
+def render_model_facts(info: ModelInfo | None) -> str:
     """get_model_info's answer as a short markdown block (its summary first)."""
-    if not info:
+    if info is None:
         return "(get_model_info could not be read before the start: call it first.)"
-    summary = info.get("summary")
-    rest = {k: v for k, v in info.items() if k != "summary"}
+    summary = info.summary
+    rest = info.model_dump(mode="json", exclude={"summary"})
     body = json.dumps(rest, indent=1, default=str)
     if len(body) > MAX_FACTS_CHARS:
         body = body[:MAX_FACTS_CHARS] + "\n... (truncated: call get_model_info for everything)"
@@ -70,7 +70,7 @@ def render_model_facts(info: Mapping[str, Any] | None) -> str:
     return f"{head}```json\n{body}\n```"
 
 
-def render_system_prompt(*, question: str, model_info: Mapping[str, Any] | None,
+def render_system_prompt(*, question: str, model_info: ModelInfo | None,
                          tools: Sequence[ToolInfo], max_turns: int, inv_id: str, run: str,
                          agent: str, started: str, swarm_context: str = "") -> str:
     return fill(template("system"), {

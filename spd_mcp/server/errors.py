@@ -18,8 +18,9 @@ class NotFiniteError(ValueError):
     """A NaN or Inf appeared; the message names where."""
 
 
-# Errors whose message is written for the agent (STYLE.md: asserts say what is valid).
-_EXPECTED = (ValueError, AssertionError, KeyError, IndexError, LookupError, TypeError)
+# Errors whose message is written for the agent: spd_core.errors.InvalidInput (a ValueError) and
+# the other checks on input. An AssertionError is an internal invariant broken: an internal error.
+_EXPECTED = (ValueError, KeyError, IndexError, LookupError, TypeError)
 
 
 def to_tool_error(exc: BaseException, tool: str) -> ToolError:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
@@ -70,9 +71,25 @@ def bind(contracts: Iterable[ToolContract], **handlers: Handler) -> list[ToolSpe
 def validation_message(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "arguments"
-        parts.append(f"{loc}: {err['msg']}")
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
     return "invalid arguments: " + "; ".join(parts)
+
+
+class _Tool(Tool):
+    """The SDK's Tool, but arguments that fail the schema reach the agent on one line
+    (``validation_message``) instead of pydantic's multi-line report."""
+
+    async def run(
+        self, arguments: dict[str, Any], context: Any, convert_result: bool = False
+    ) -> Any:
+        try:
+            self.fn_metadata.validate_arguments(arguments)
+        except ValidationError as exc:
+            message = validation_message(exc)
+            raise ToolError(f"Error executing tool {self.name}: {message}") from exc
+        return await super().run(arguments, context, convert_result)
 
 
 def build_tool(spec: ToolSpec) -> Tool:
@@ -106,7 +123,7 @@ def build_tool(spec: ToolSpec) -> Tool:
     fn.__name__ = spec.name
     fn.__doc__ = spec.description
 
-    tool = Tool.from_function(
+    tool = _Tool.from_function(
         fn,
         name=spec.name,
         title=spec.title,

@@ -7,6 +7,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 from transformers.pytorch_utils import Conv1D
 
 from spd_core.components import make_components
+from spd_core.errors import InvalidInput
 from spd_core.masks import ones_masks
 from spd_core.model import ComponentModel, match_modules
 
@@ -139,5 +140,5 @@ def test_tied_layer_shares_transposed_components_and_stays_exact() -> None:
         tgt = model(x, cache_inputs=True)
         masks, delta = ones_masks(model.causal_importance(tgt.inputs).lower)
         torch.testing.assert_close(model(x, masks=masks, delta_masks=delta).output, tgt.output)
-    with pytest.raises(AssertionError, match="both must be decomposed layers"):
+    with pytest.raises(InvalidInput, match="both must be decomposed layers"):
         ComponentModel(Tied(), [("linear1", 3)], tied={"linear2": "linear1"})

@@ -5,6 +5,7 @@ import random
 
 import pytest
 
+from spd_core.errors import InvalidInput
 from spd_core.grader import grade_circuit, probes_from_prompts, rank_by_ci, search_circuit
 from spd_core.keys import ComponentKey
 from tests.core.bigram_model import STRENGTH, WORDS, bigram_model, word_tokenizer
@@ -53,5 +54,5 @@ def test_search_beats_random_sets_and_a_whole_layer_is_unspecific(setup) -> None
     assert layer.necessity == pytest.approx(best.necessity, rel=1e-4)
     assert layer.specificity is not None and best.specificity is not None
     assert layer.specificity < best.specificity - 0.5
-    with pytest.raises(AssertionError, match="valid: ab, cd"):
+    with pytest.raises(InvalidInput, match="valid: ab, cd"):
         grade_circuit(model, probes, "induction", KNOWN)

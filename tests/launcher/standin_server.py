@@ -23,13 +23,7 @@ import uvicorn
 from mcp.server.mcpserver import MCPServer
 from pydantic import BaseModel, Field
 
-
-class ModelInfo(BaseModel):
-    architecture: str
-    n_layers: int
-    vocab_size: int
-    layers: list[str]
-    summary: str
+from spd_mcp.contract.model import LayerRow, ModelInfo
 
 
 class Prediction(BaseModel):
@@ -59,8 +53,17 @@ def build(workspace: Path) -> MCPServer:
     @server.tool()
     async def get_model_info() -> ModelInfo:
         """What model is this? (stand-in facts)"""
-        return ModelInfo(architecture="standin-2L", n_layers=2, vocab_size=15,
-                         layers=["0.mlp.up", "1.mlp.down"], summary="A 2-layer stand-in model.")
+        layers = [LayerRow(layer=name, kind="linear", d_in=4, d_out=4, C=2, alive=None,
+                           delta_rel_norm=0.0, delta_mean_sq=0.0)
+                  for name in ("0.mlp.up", "1.mlp.down")]
+        return ModelInfo(
+            summary="A 2-layer stand-in model.", run="standin", description="stand-in facts",
+            architecture="standin-2L", is_language_model=True, dtype="float32", device="cpu",
+            vocab_size=15, context_length=32, input_dim=None, n_params_target=0,
+            n_components_total=4, layers=layers, alive_source="not measured",
+            weight_delta="negligible", metrics={}, has_harvest=False, has_probe_suite=False,
+            n_probe_prompts=0,
+        )
 
     @server.tool()
     async def run_prompt(text: str = Field(description="prompt text")) -> Prediction:

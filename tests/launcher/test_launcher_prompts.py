@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from spd_mcp.contract import TOOL_GROUPS, TOOL_NAMES
+from spd_mcp.contract.model import ModelInfo
 from spd_mcp.launcher.mcp_link import ToolInfo
 from spd_mcp.launcher.prompting import (
     MAX_LOG_CHARS,
@@ -51,13 +52,22 @@ def test_tool_names_match_tools_md() -> None:
     assert len(set(TOOL_NAMES)) == len(TOOL_NAMES) == sum(len(g) for g in TOOL_GROUPS.values())
 
 
+MODEL_INFO = ModelInfo(
+    summary="A 2-layer LM.", run="tiny", description="", architecture="llama",
+    is_language_model=True, dtype="float32", device="cpu", vocab_size=20, context_length=16,
+    input_dim=None, n_params_target=100, n_components_total=2, layers=[], alive_source="none",
+    weight_delta="negligible", metrics={}, has_harvest=False, has_probe_suite=False,
+    n_probe_prompts=0,
+)
+
+
 def _render(**kw) -> str:
     tools = [ToolInfo("get_ci", "Which components matter on this input?\nMore.", {}),
              ToolInfo("ablate", "Is this set necessary? Is it sufficient?", {}),
              ToolInfo("update_research_log", "Append markdown.", {}),
              ToolInfo("brand_new_tool", "Something new.", {})]
     args = dict(question="How does the model choose between he and she?",
-                model_info={"summary": "A 2-layer LM.", "n_layers": 2}, tools=tools, max_turns=37,
+                model_info=MODEL_INFO, tools=tools, max_turns=37,
                 inv_id="inv-1", run="demo", agent="anthropic_api", started="2026-01-01T00:00:00")
     args.update(kw)
     return render_system_prompt(**args)
@@ -67,7 +77,7 @@ def test_system_prompt_renders_everything() -> None:
     text = _render()
     assert not PLACEHOLDER.search(text), "unfilled placeholder left in the prompt"
     assert "How does the model choose between he and she?" in text
-    assert "A 2-layer LM." in text and '"n_layers": 2' in text
+    assert "A 2-layer LM." in text and '"n_components_total": 2' in text
     assert "- `get_ci`: Which components matter on this input?" in text
     assert "**Other**\n- `brand_new_tool`: Something new." in text  # unknown tools still listed
     assert text.index("**Components**") < text.index("**Interventions**") < text.index("**Records**")

@@ -4,6 +4,7 @@ Both store their graph (``schemas.StoredGraph``) so save_graph_artifact can draw
 """
 
 import re
+from functools import partial
 from typing import Any
 
 from mcp.server.mcpserver import Context
@@ -11,7 +12,7 @@ from mcp.server.mcpserver import Context
 from spd_core.analysis.attributions import EMBED, OUTPUT, AttributionGraph, attribution_graph
 from spd_core.analysis.circuits import Circuit, CircuitConfig
 from spd_core.analysis.circuits import optimize_circuit as core_optimize_circuit
-from spd_core.analysis.influence import influence_on
+from spd_core.analysis.influence import Influence, influence_on
 from spd_core.analysis.regimes import REGIMES
 from spd_core.keys import NodeKey, resolve_position
 from spd_mcp.contract import circuits as contract
@@ -103,13 +104,11 @@ def _compute_attributions(state: AppState, inp: AttributionsInput, mi: ModelInpu
     return graph, (target, influence)
 
 
-async def get_attributions(state: AppState, inp: AttributionsInput, ctx: Context) -> AttributionsResult:
-    mi = model_input(state, inp.text, inp.features)
-    state.edits.edit(inp.edit_id)
-    graph, (target, influence) = await state.device.call("get_attributions", lambda: _compute_attributions(state, inp, mi))
-    stored = stored_graph(state, graph, mi, target, {"tool": "get_attributions", "text": mi.text, "edit_id": inp.edit_id})
-    prompt_id = await state.store.add_prompt(mi.text, mi.token_ids) if mi.text is not None else None
-    graph_id = await state.store.add_graph(stored.model_dump(mode="json"), "attributions", prompt_id, inp.model_dump(mode="json"))
+def _attributions_result(
+    inp: AttributionsInput, mi: ModelInput, graph: AttributionGraph, stored: StoredGraph,
+    graph_id: int, target: NodeKey, influence: Influence | None,
+) -> AttributionsResult:
+    """The wire result of a stored attribution graph: its top nodes, edges and influences."""
     by_key = {n.key: n for n in stored.nodes}
     order = sorted(stored.nodes, key=lambda n: (n.layer != OUTPUT, -(n.ci if n.ci is not None else -1.0)))
     nodes = [NodeRow(node=n.key, ci=n.ci if n.layer != OUTPUT else _prob(graph, n.key), act=n.act or 0.0, label=n.label)
@@ -139,6 +138,16 @@ async def get_attributions(state: AppState, inp: AttributionsInput, ctx: Context
     )
 
 
+async def get_attributions(state: AppState, inp: AttributionsInput, ctx: Context) -> AttributionsResult:
+    mi = model_input(state, inp.text, inp.features)
+    state.edits.edit(inp.edit_id)
+    graph, (target, influence) = await state.device.call("get_attributions", lambda: _compute_attributions(state, inp, mi))
+    stored = stored_graph(state, graph, mi, target, {"tool": "get_attributions", "text": mi.text, "edit_id": inp.edit_id})
+    prompt_id = await state.store.add_prompt(mi.text, mi.token_ids) if mi.text is not None else None
+    graph_id = await state.store.add_graph(stored.model_dump(mode="json"), "attributions", prompt_id, inp.model_dump(mode="json"))
+    return _attributions_result(inp, mi, graph, stored, graph_id, target, influence)
+
+
 def _prob(graph: AttributionGraph, key: str) -> float:
     return float(graph.node_ci[[str(n) for n in graph.nodes].index(key)])
 
@@ -162,8 +171,7 @@ def _circuit_work(state: AppState, inp: CircuitInput, mi: ModelInput, tid: int, 
     return circuit, graph
 
 
-async def optimize_circuit(state: AppState, inp: CircuitInput, ctx: Context) -> JobView:
-    require_lm(state, "optimize_circuit")
+def _one_form(inp: CircuitInput) -> None:
     forms = [name for name in ("text", "prompts", "mechanism") if getattr(inp, name) is not None]
     if len(forms) != 1:
         raise ValueError(
@@ -171,6 +179,41 @@ async def optimize_circuit(state: AppState, inp: CircuitInput, ctx: Context) -> 
             "prompts of one behaviour) or 'mechanism' (a probe mechanism of the run); got "
             f"{', '.join(forms) or 'none'}"
         )
+
+
+async def _circuit_result(
+    state: AppState, inp: CircuitInput, mi: ModelInput, tid: int, pos: int,
+    raw: tuple[Circuit, AttributionGraph],
+) -> CircuitResult:
+    """The wire result of a one-prompt circuit; its graph and the circuit stored."""
+    circuit, graph = raw
+    target = NodeKey(OUTPUT, pos, tid)
+    stored = stored_graph(state, graph, mi, target, {"tool": "optimize_circuit", "text": mi.text, "edit_id": inp.edit_id})
+    prompt_id = await state.store.add_prompt(mi.text or "", mi.token_ids)
+    params = inp.model_dump(mode="json")
+    graph_id = await state.store.add_graph(stored.model_dump(mode="json"), "circuit", prompt_id, params)
+    nodes = [CircuitNode(node=str(k), token=mi.tokens[k.pos], ci=v) for k, v in circuit.nodes]
+    loss = loss_summary(circuit.loss_trace, circuit.converged)
+    probs = {r: float(circuit.probs[r]) for r in REGIMES}
+    await state.store.add_circuit(
+        {"nodes": [[n.node, n.ci] for n in nodes], "probs": probs, "l0": circuit.l0}, params, graph_id, prompt_id
+    )
+    label = state.tok.display(tid)
+    return CircuitResult(
+        summary=(
+            f"A circuit of {len(nodes)} nodes keeps {label!r} at position {pos}: p = {probs['ci']:.3f} under CI masks, "
+            f"{probs['stochastic']:.3f} stochastic, {probs['adversarial']:.3f} adversarial, vs {probs['target']:.3f} "
+            f"in the target model. Loss {loss.first:.4g} -> {loss.final:.4g} in {loss.steps} steps"
+            f"{' (converged)' if loss.converged else ' (not converged: try more steps)'}. Graph {graph_id}."
+        ),
+        graph_id=graph_id, target_token=label, target_token_id=tid, position=pos, total=len(nodes),
+        limit=inp.limit, nodes=nodes[: inp.limit], l0=circuit.l0, probs=probs, loss=loss,
+    )
+
+
+async def optimize_circuit(state: AppState, inp: CircuitInput, ctx: Context) -> JobView:
+    require_lm(state, "optimize_circuit")
+    _one_form(inp)
     if inp.text is None:
         return await optimize_shared(state, inp, ctx)
     if inp.target_token is None:
@@ -181,35 +224,10 @@ async def optimize_circuit(state: AppState, inp: CircuitInput, ctx: Context) -> 
     tid = target_token(state, inp.target_token)
     pos = resolve_position(inp.position, mi.seq)
     state.edits.edit(inp.edit_id)
-
-    async def finish(raw: tuple[Circuit, AttributionGraph]) -> CircuitResult:
-        circuit, graph = raw
-        target = NodeKey(OUTPUT, pos, tid)
-        stored = stored_graph(state, graph, mi, target, {"tool": "optimize_circuit", "text": mi.text, "edit_id": inp.edit_id})
-        prompt_id = await state.store.add_prompt(mi.text or "", mi.token_ids)
-        params = inp.model_dump(mode="json")
-        graph_id = await state.store.add_graph(stored.model_dump(mode="json"), "circuit", prompt_id, params)
-        nodes = [CircuitNode(node=str(k), token=mi.tokens[k.pos], ci=v) for k, v in circuit.nodes]
-        loss = loss_summary(circuit.loss_trace, circuit.converged)
-        probs = {r: float(circuit.probs[r]) for r in REGIMES}
-        await state.store.add_circuit(
-            {"nodes": [[n.node, n.ci] for n in nodes], "probs": probs, "l0": circuit.l0}, params, graph_id, prompt_id
-        )
-        label = state.tok.display(tid)
-        return CircuitResult(
-            summary=(
-                f"A circuit of {len(nodes)} nodes keeps {label!r} at position {pos}: p = {probs['ci']:.3f} under CI masks, "
-                f"{probs['stochastic']:.3f} stochastic, {probs['adversarial']:.3f} adversarial, vs {probs['target']:.3f} "
-                f"in the target model. Loss {loss.first:.4g} -> {loss.final:.4g} in {loss.steps} steps"
-                f"{' (converged)' if loss.converged else ' (not converged: try more steps)'}. Graph {graph_id}."
-            ),
-            graph_id=graph_id, target_token=label, target_token_id=tid, position=pos, total=len(nodes),
-            limit=inp.limit, nodes=nodes[: inp.limit], l0=circuit.l0, probs=probs, loss=loss,
-        )
-
     return await run_as_job(
-        state, ctx, "optimize_circuit", lambda progress: _circuit_work(state, inp, mi, tid, progress), finish,
-        inp.wait_s, inp.model_dump(mode="json"),
+        state, ctx, "optimize_circuit", partial(_circuit_work, state, inp, mi, tid),
+        partial(_circuit_result, state, inp, mi, tid, pos), inp.wait_s,
+        inp.model_dump(mode="json"),
     )
 
 

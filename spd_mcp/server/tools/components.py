@@ -1,10 +1,13 @@
 """Component tools: get_ci (which components matter here), probe_component (where one fires), find_components."""
 
+from collections.abc import Callable
+from functools import partial
+
 from mcp.server.mcpserver import Context
 
 from spd_core.analysis.ci import component_profile, compute_ci
 from spd_core.analysis.circuits import CircuitConfig
-from spd_core.analysis.finder import Example
+from spd_core.analysis.finder import Example, FinderResult
 from spd_core.analysis.finder import find_components as core_find_components
 from spd_core.keys import parse_component_key, resolve_position
 from spd_mcp.contract import components as contract
@@ -20,6 +23,7 @@ from spd_mcp.contract.components import (
     TokenFiring,
 )
 from spd_mcp.contract.wire import JobView
+from spd_mcp.server.device import Progress
 from spd_mcp.server.inputs import ModelInput, model_input, require_lm, target_token, text_input
 from spd_mcp.server.state import AppState
 from spd_mcp.server.tooling import bind
@@ -108,6 +112,27 @@ async def probe_component(state: AppState, inp: ProbeComponentInput, ctx: Contex
 # --- find_components -------------------------------------------------------------------------------
 
 
+async def _found_result(inp: FindComponentsInput, raw: FinderResult) -> FindComponentsResult:
+    rows = [FoundRow(component=str(f.key), frequency=f.frequency, count=f.count)
+            for f in raw.components]
+    page = rows[: inp.limit]
+    shown = ", ".join(f"{r.component} ({r.frequency:.0%})" for r in page[:8])
+    return FindComponentsResult(
+        summary=(
+            f"{len(rows)} components are needed in ≥ {inp.min_frequency:.0%} of {raw.n_examples} "
+            f"examples (method {inp.method}, scope {inp.scope})"
+            + (f": {shown}" if page else "") + "."
+        ),
+        n_examples=raw.n_examples, total=len(rows), offset=0, limit=inp.limit, components=page,
+        per_example_sizes=[len(s) for s in raw.per_example],
+    )
+
+
+def _per_example(progress: Progress) -> Callable[[int, int, float], None]:
+    """find_components' progress (example i of n, the size of its set) as a job's progress."""
+    return lambda i, n, size: progress(i, n, f"example {i}/{n}: {size:g} components needed")
+
+
 async def find_components(state: AppState, inp: FindComponentsInput, ctx: Context) -> JobView:
     require_lm(state, "find_components")
     examples = [
@@ -115,30 +140,17 @@ async def find_components(state: AppState, inp: FindComponentsInput, ctx: Contex
     ]
     for e, ex in zip(inp.examples, examples, strict=True):
         resolve_position(e.position, ex.tokens.shape[1])
-    edit = state.edits.edit(inp.edit_id)
-    config = CircuitConfig(steps=inp.steps, sparsity=inp.sparsity)
-
-    def work(progress) -> object:
-        return core_find_components(
-            state.run.model, examples, inp.min_frequency, inp.method, inp.scope, inp.ci_threshold, config,
-            progress=lambda i, n, size: progress(i, n, f"example {i}/{n}: {size:g} components needed"), edit=edit,
-        )
-
-    async def finish(raw) -> FindComponentsResult:
-        rows = [FoundRow(component=str(f.key), frequency=f.frequency, count=f.count) for f in raw.components]
-        page = rows[: inp.limit]
-        return FindComponentsResult(
-            summary=(
-                f"{len(rows)} components are needed in ≥ {inp.min_frequency:.0%} of {raw.n_examples} examples "
-                f"(method {inp.method}, scope {inp.scope})"
-                + (": " + ", ".join(f"{r.component} ({r.frequency:.0%})" for r in page[:8]) if page else "")
-                + "."
-            ),
-            n_examples=raw.n_examples, total=len(rows), offset=0, limit=inp.limit, components=page,
-            per_example_sizes=[len(s) for s in raw.per_example],
-        )
-
-    return await run_as_job(state, ctx, "find_components", work, finish, inp.wait_s, inp.model_dump(mode="json"))
+    work = partial(
+        core_find_components, state.run.model, examples, edit=state.edits.edit(inp.edit_id),
+        min_frequency=inp.min_frequency, method=inp.method, scope=inp.scope,
+        ci_threshold=inp.ci_threshold,
+        circuit=CircuitConfig(steps=inp.steps, sparsity=inp.sparsity),
+    )
+    finish = partial(_found_result, inp)
+    return await run_as_job(
+        state, ctx, "find_components", lambda progress: work(progress=_per_example(progress)),
+        finish, inp.wait_s, inp.model_dump(mode="json"),
+    )
 
 
 TOOLS = bind(

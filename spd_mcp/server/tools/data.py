@@ -14,7 +14,7 @@ from spd_core.harvest_store import (
     harvest_path,
     search_texts,
 )
-from spd_core.keys import parse_component_key
+from spd_core.keys import ComponentKey, parse_component_key
 from spd_mcp.contract import data as contract
 from spd_mcp.contract.data import (
     ActivationExample,
@@ -71,23 +71,18 @@ def _model_part(state: AppState, layer: str, c: int, top_k: int) -> dict[str, An
     return out
 
 
-async def get_component_info(state: AppState, inp: ComponentInfoInput, ctx: Context) -> ComponentInfo:
-    key = parse_component_key(inp.component, state.layer_c())
-    part = await state.device.call("get_component_info", lambda: _model_part(state, key.layer, key.c, inp.top_k))
-    has = state.run.path is not None and harvest_path(state.run.path).is_file()
-    s: dict[str, Any] = {}
-    if has:
-        s = await state.run_io(lambda: component_summary(_store(state), key.layer, key.c, inp.top_k, inp.order, inp.min_count))
+def _stat_rows(state: AppState, s: dict[str, Any], side: str) -> list[TokenStatRow]:
+    return [TokenStatRow(token=_token(state, r["token_id"]), token_id=r["token_id"], count=r["count"],
+                         recall=r["recall"], precision=r["precision"], pmi=r["pmi"]) for r in s.get(side, [])]
 
-    def rows(side: str) -> list[TokenStatRow]:
-        return [TokenStatRow(token=_token(state, r["token_id"]), token_id=r["token_id"], count=r["count"],
-                             recall=r["recall"], precision=r["precision"], pmi=r["pmi"]) for r in s.get(side, [])]
 
-    promotes = [TokenLogit(token=_token(state, i), token_id=i, logit=v) for i, v in part["promotes"]]
-    suppresses = [TokenLogit(token=_token(state, i), token_id=i, logit=v) for i, v in part["suppresses"]]
-    ins, outs = rows("input_tokens"), rows("output_tokens")
+def _info_text(
+    key: ComponentKey, part: dict[str, Any], s: dict[str, Any] | None, ins: list[TokenStatRow],
+    outs: list[TokenStatRow], promotes: list[TokenLogit],
+) -> str:
+    """get_component_info's summary; ``s`` is the harvest's summary, None without a harvest."""
     text = f"Component {key}: read norm {part['read_norm']:.3g}, write norm {part['write_norm']:.3g}. "
-    if has:
+    if s is not None:
         text += (f"Fires (CI > {s['threshold']}) on {s['density']:.2%} of {s['n_tokens']} harvested tokens, mean CI "
                  f"{s['mean_ci']:.3g}. ")
         if ins:
@@ -100,8 +95,22 @@ async def get_component_info(state: AppState, inp: ComponentInfoInput, ctx: Cont
         text += "Write vector promotes " + ", ".join(f"{t.token!r}" for t in promotes[:5]) + "."
     else:
         text += f"No direct logit readout ({part['readout_method']})."
+    return text
+
+
+async def get_component_info(state: AppState, inp: ComponentInfoInput, ctx: Context) -> ComponentInfo:
+    key = parse_component_key(inp.component, state.layer_c())
+    part = await state.device.call("get_component_info", lambda: _model_part(state, key.layer, key.c, inp.top_k))
+    has = state.run.path is not None and harvest_path(state.run.path).is_file()
+    s: dict[str, Any] = {}
+    if has:
+        s = await state.run_io(lambda: component_summary(_store(state), key.layer, key.c, inp.top_k, inp.order, inp.min_count))
+    promotes = [TokenLogit(token=_token(state, i), token_id=i, logit=v) for i, v in part["promotes"]]
+    suppresses = [TokenLogit(token=_token(state, i), token_id=i, logit=v) for i, v in part["suppresses"]]
+    ins, outs = _stat_rows(state, s, "input_tokens"), _stat_rows(state, s, "output_tokens")
     return ComponentInfo(
-        summary=text, component=str(key), layer=key.layer, c=key.c, read_norm=part["read_norm"],
+        summary=_info_text(key, part, s if has else None, ins, outs, promotes), component=str(key),
+        layer=key.layer, c=key.c, read_norm=part["read_norm"],
         write_norm=part["write_norm"], has_harvest=has, n_firing=s.get("n_firing"), density=s.get("density"),
         mean_ci=s.get("mean_ci"), max_ci=s.get("max_ci"), harvest_threshold=s.get("threshold"),
         input_tokens=ins, output_tokens=outs, promotes=promotes, suppresses=suppresses,

@@ -1,12 +1,12 @@
 """Intervention tools: ablate (necessity / sufficiency) and steer (scale components and generate)."""
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from mcp.server.mcpserver import Context
 
-from spd_core.analysis.ablation import AblationResult
-from spd_core.analysis.ablation import ablate as core_ablate
+from spd_core.analysis.ablation import AblationResult, ablate_regimes
 from spd_core.analysis.steering import SteerResult
 from spd_core.analysis.steering import steer as core_steer
 from spd_core.keys import resolve_position
@@ -24,7 +24,14 @@ from spd_mcp.contract.interventions import (
 )
 from spd_mcp.contract.wire import TokenProb
 from spd_mcp.server.errors import check_finite_values
-from spd_mcp.server.inputs import component_keys, node_keys, require_lm, target_token, text_input
+from spd_mcp.server.inputs import (
+    ModelInput,
+    component_keys,
+    node_keys,
+    require_lm,
+    target_token,
+    text_input,
+)
 from spd_mcp.server.state import AppState
 from spd_mcp.server.tooling import bind
 
@@ -46,36 +53,18 @@ def _regimes(regime: Any) -> list[AblationRegime]:
     return list(dict.fromkeys(regime))
 
 
-async def ablate(state: AppState, inp: AblateInput, ctx: Context) -> AblateResult:
-    require_lm(state, "ablate")
-    mi = text_input(state, inp.text)
-    comps = component_keys(state, inp.components)
-    nodes = node_keys(state, inp.nodes, mi.seq)
-    if not comps and not nodes:
-        raise ValueError("give at least one component ('<layer>:<c>') or node ('<layer>:<pos>:<c>') to ablate")
-    pos = resolve_position(inp.position, mi.seq)
-    tid = None if inp.token is None else target_token(state, inp.token)
-    edit = state.edits.edit(inp.edit_id)
-    regimes = _regimes(inp.regime)
-
-    def work() -> list[AblationResult]:
-        return [
-            core_ablate(
-                state.run.model, mi.x, comps, nodes, mode=inp.mode, regime=r, position=pos, token=tid, k=inp.top_k,
-                n_samples=inp.n_samples, pgd_steps=inp.adversarial_steps, seed=inp.seed, edit=edit,
-            )
-            for r in regimes
-        ]
-
-    results = await state.device.call("ablate", work)
+def _ablate_result(
+    state: AppState, inp: AblateInput, mi: ModelInput, what: str, results: list[AblationResult],
+) -> AblateResult:
+    """The wire result of ablating ``what`` in each regime of ``results``."""
     first = results[0]
+    pos, tid = first.position, first.token
     outcomes = [
         RegimeOutcome(regime=r.regime, after=_probs(state, r.after_top), kl=r.kl, token_prob_after=r.token_prob_after,
                       token_prob_change=r.token_prob_change)
         for r in results
     ]
     label = None if tid is None else state.tok.display(tid)
-    what = f"{len(comps)} components and {len(nodes)} nodes"
     parts = []
     for o in outcomes:
         part = f"{o.regime}: KL {o.kl:.4f} nats, top {o.after[0].token!r} ({o.after[0].prob:.3f})"
@@ -83,13 +72,33 @@ async def ablate(state: AppState, inp: AblateInput, ctx: Context) -> AblateResul
             part += f", p({label!r}) {first.token_prob_before:.3f} -> {o.token_prob_after:.3f}"
         parts.append(part)
     verb = "Removing" if inp.mode == "remove" else "Keeping only"
-    await state.store.add_intervention("ablate", inp.model_dump(mode="json"), {"kl": {o.regime: o.kl for o in outcomes}})
     return AblateResult(
         summary=f"{verb} {what} at position {pos} ({mi.tokens[pos]!r}); before, the top token is "
         f"{state.tok.display(first.before_top[0][0])!r} ({first.before_top[0][1]:.3f}). " + "; ".join(parts) + ".",
         mode=inp.mode, position=pos, tokens=mi.tokens, before=_probs(state, first.before_top), token=label, token_id=tid,
         token_prob_before=first.token_prob_before, regimes=outcomes,
     )
+
+
+async def ablate(state: AppState, inp: AblateInput, ctx: Context) -> AblateResult:
+    require_lm(state, "ablate")
+    mi = text_input(state, inp.text)
+    comps = component_keys(state, inp.components)
+    nodes = node_keys(state, inp.nodes, mi.seq)
+    if not comps and not nodes:
+        raise ValueError("give at least one component ('<layer>:<c>') or node ('<layer>:<pos>:<c>') to ablate")
+    work = partial(
+        ablate_regimes, state.run.model, mi.x, components=comps, nodes=nodes, mode=inp.mode,
+        position=resolve_position(inp.position, mi.seq),
+        token=None if inp.token is None else target_token(state, inp.token),
+        edit=state.edits.edit(inp.edit_id), regime=_regimes(inp.regime), top_k=inp.top_k,
+        n_samples=inp.n_samples, adversarial_steps=inp.adversarial_steps, seed=inp.seed,
+    )
+    results = await state.device.call("ablate", work)
+    kls = {r.regime: r.kl for r in results}
+    await state.store.add_intervention("ablate", inp.model_dump(mode="json"), {"kl": kls})
+    what = f"{len(comps)} components and {len(nodes)} nodes"
+    return _ablate_result(state, inp, mi, what, results)
 
 
 # --- steer -----------------------------------------------------------------------------------------

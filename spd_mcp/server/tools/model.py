@@ -27,7 +27,7 @@ from spd_mcp.contract.model import (
 )
 from spd_mcp.contract.wire import TokenProb
 from spd_mcp.server.errors import check_finite_values
-from spd_mcp.server.predict import predict_tokens, predict_vector
+from spd_mcp.server.predict import TokenPredictions, VectorOutput, predict_tokens, predict_vector
 from spd_mcp.server.state import AppState
 from spd_mcp.server.tooling import bind
 
@@ -68,45 +68,56 @@ def _alive(state: AppState) -> tuple[dict[str, Any], str]:
     return {}, "not measured: this run has no harvest (spd-harvest) and no 'alive' metric"
 
 
+def _layer_rows(state: AppState, alive: dict[str, Any]) -> list[LayerRow]:
+    delta = state.weight_delta
+    return [
+        LayerRow(layer=i.name, kind=i.kind, d_in=i.d_in, d_out=i.d_out, C=i.C,
+                 alive=int(alive[i.name]) if i.name in alive else None,
+                 delta_rel_norm=delta.rel_norm[i.name], delta_mean_sq=delta.mean_sq[i.name])
+        for i in state.run.model.layers.values()
+    ]
+
+
+def _info_summary(
+    state: AppState, arch: str, layers: list[LayerRow], alive_source: str | None
+) -> str:
+    """``alive_source`` is None when nothing says which components are alive."""
+    run, delta = state.run, state.weight_delta
+    n_comp = sum(r.C for r in layers)
+    kind = f"language model, vocab {state.tok.vocab_size}, context {run.context_length}" if run.is_lm else (
+        f"toy model taking a feature vector of length {run.input_dim}"
+    )
+    return (
+        f"Run {run.name!r}: {arch} ({kind}) with {len(layers)} decomposed layers and "
+        f"{n_comp} components in total. Harvest data: {'yes' if run.has_harvest else 'no'}; "
+        f"probe prompts: {len(run.probes)}."
+        + (f" Alive: {sum(r.alive or 0 for r in layers)} of {n_comp} ({alive_source})." if alive_source else "")
+        + ("" if delta.negligible else " " + delta.warning())
+    )
+
+
 async def get_model_info(state: AppState, inp: ModelInfoInput, ctx: Context) -> ModelInfo:
     run, model = state.run, state.run.model
     param = next(model.parameters())
     alive, alive_source = await state.run_io(_alive, state)
-    delta = state.weight_delta
-    layers = [
-        LayerRow(layer=i.name, kind=i.kind, d_in=i.d_in, d_out=i.d_out, C=i.C,
-                 alive=int(alive[i.name]) if i.name in alive else None,
-                 delta_rel_norm=delta.rel_norm[i.name], delta_mean_sq=delta.mean_sq[i.name])
-        for i in model.layers.values()
-    ]
-    vocab = state.tok.vocab_size if run.is_lm else None
-    n_comp = sum(r.C for r in layers)
-    kind = f"language model, vocab {vocab}, context {run.context_length}" if run.is_lm else (
-        f"toy model taking a feature vector of length {run.input_dim}"
-    )
+    layers = _layer_rows(state, alive)
     arch = getattr(model.target, "architecture", type(model.target).__name__)
     return ModelInfo(
-        summary=(
-            f"Run {run.name!r}: {arch} ({kind}) with {len(layers)} decomposed layers and "
-            f"{n_comp} components in total. Harvest data: {'yes' if run.has_harvest else 'no'}; "
-            f"probe prompts: {len(run.probes)}."
-            + (f" Alive: {sum(r.alive or 0 for r in layers)} of {n_comp} ({alive_source})." if alive else "")
-            + ("" if delta.negligible else " " + delta.warning())
-        ),
+        summary=_info_summary(state, arch, layers, alive_source if alive else None),
         run=run.name,
         description=run.description,
         architecture=arch,
         is_language_model=run.is_lm,
         dtype=str(param.dtype).removeprefix("torch."),
         device=str(param.device),
-        vocab_size=vocab,
+        vocab_size=state.tok.vocab_size if run.is_lm else None,
         context_length=run.context_length,
         input_dim=None if run.is_lm else run.input_dim,
         n_params_target=sum(p.numel() for p in model.target.parameters()),
-        n_components_total=n_comp,
+        n_components_total=sum(r.C for r in layers),
         layers=layers,
         alive_source=alive_source,
-        weight_delta=delta.summary(),
+        weight_delta=state.weight_delta.summary(),
         metrics=_clean(run.metrics),
         has_harvest=run.has_harvest,
         has_probe_suite=bool(run.probes),
@@ -122,30 +133,31 @@ def _under(model: ComponentModel, edit: Edit | None, fn: Callable[[], T]) -> T:
         return fn()
 
 
-async def run_prompt(state: AppState, inp: RunPromptInput, ctx: Context) -> RunPromptResult:
+def _features(state: AppState, features: list[float]) -> list[float]:
+    """A toy model's input vector, checked: finite, of the model's input length."""
     run = state.run
-    edit = state.edits.edit(inp.edit_id)
-    if inp.features is not None:
-        if run.is_lm:
-            raise ValueError("this is a language model: give 'text', not 'features'")
-        check_finite_values(inp.features, "features")
-        if run.input_dim is not None and len(inp.features) != run.input_dim:
-            raise ValueError(f"features has length {len(inp.features)}; this model takes exactly {run.input_dim} values")
-        features = list(inp.features)
-        out = await state.device.call("run_prompt", lambda: _under(run.model, edit, lambda: predict_vector(run.model, features)))
-        order = sorted(range(len(out.values)), key=lambda i: -out.values[i])[: inp.top_k]
-        top = [OutputValue(index=i, value=out.values[i]) for i in order]
-        return RunPromptResult(
-            summary=f"Output vector of length {len(out.values)}; largest: "
-            + ", ".join(f"[{t.index}]={t.value:.4g}" for t in top[:5]),
-            prompt_id=None, tokens=[], token_ids=[], predictions=[], next_token_probs=[],
-            outputs=out.values[:4096], top_outputs=top,
-        )
-    assert inp.text is not None
-    ids = state.tok.tokenize(inp.text, run.context_length)
-    pred = await state.device.call(
-        "run_prompt", lambda: _under(run.model, edit, lambda: predict_tokens(run.model, ids, inp.top_k, inp.all_positions))
+    if run.is_lm:
+        raise ValueError("this is a language model: give 'text', not 'features'")
+    check_finite_values(features, "features")
+    if run.input_dim is not None and len(features) != run.input_dim:
+        raise ValueError(f"features has length {len(features)}; this model takes exactly {run.input_dim} values")
+    return list(features)
+
+
+def _vector_result(out: VectorOutput, top_k: int) -> RunPromptResult:
+    order = sorted(range(len(out.values)), key=lambda i: -out.values[i])[:top_k]
+    top = [OutputValue(index=i, value=out.values[i]) for i in order]
+    return RunPromptResult(
+        summary=f"Output vector of length {len(out.values)}; largest: "
+        + ", ".join(f"[{t.index}]={t.value:.4g}" for t in top[:5]),
+        prompt_id=None, tokens=[], token_ids=[], predictions=[], next_token_probs=[],
+        outputs=out.values[:4096], top_outputs=top,
     )
+
+
+def _tokens_result(
+    state: AppState, ids: list[int], pred: TokenPredictions, prompt_id: int
+) -> RunPromptResult:
     pieces = state.tok.pieces(ids)
     predictions = [
         PositionPrediction(
@@ -154,7 +166,6 @@ async def run_prompt(state: AppState, inp: RunPromptInput, ctx: Context) -> RunP
         )
         for pos, top in zip(pred.positions, pred.top, strict=True)
     ]
-    prompt_id = await state.store.add_prompt(inp.text, ids)
     last = predictions[-1].top
     return RunPromptResult(
         summary=f"{len(ids)} tokens; after the last token {pieces[-1]!r} the model predicts "
@@ -162,6 +173,25 @@ async def run_prompt(state: AppState, inp: RunPromptInput, ctx: Context) -> RunP
         prompt_id=prompt_id, tokens=pieces, token_ids=ids, predictions=predictions,
         next_token_probs=pred.next_token_probs, outputs=None, top_outputs=None,
     )
+
+
+async def run_prompt(state: AppState, inp: RunPromptInput, ctx: Context) -> RunPromptResult:
+    model = state.run.model
+    edit = state.edits.edit(inp.edit_id)
+    if inp.features is not None:
+        features = _features(state, inp.features)
+        out = await state.device.call(
+            "run_prompt", lambda: _under(model, edit, lambda: predict_vector(model, features))
+        )
+        return _vector_result(out, inp.top_k)
+    assert inp.text is not None  # RunPromptInput holds exactly one of text and features
+    ids = state.tok.tokenize(inp.text, state.run.context_length)
+    pred = await state.device.call(
+        "run_prompt",
+        lambda: _under(model, edit, lambda: predict_tokens(model, ids, inp.top_k, inp.all_positions)),
+    )
+    prompt_id = await state.store.add_prompt(inp.text, ids)
+    return _tokens_result(state, ids, pred, prompt_id)
 
 
 # --- list_probe_prompts ----------------------------------------------------------------------------

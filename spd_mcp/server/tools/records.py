@@ -1,6 +1,7 @@
 """Records of the investigation: research log, hypotheses, explanations, summary, graph artifacts."""
 
 import json
+from typing import Any
 
 from mcp.server.mcpserver import Context
 
@@ -88,8 +89,8 @@ def _save_explanation(ws: Workspace, record: dict) -> int:
     return index
 
 
-async def save_explanation(state: AppState, inp: ExplanationInput, ctx: Context) -> ExplanationResult:
-    ws = state.require_workspace()
+def _explained_keys(state: AppState, inp: ExplanationInput) -> list[str]:
+    """The explanation's components as canonical keys; every bad one named in one error."""
     layer_c = state.layer_c()
     keys, problems = [], []
     for item in inp.components:
@@ -99,11 +100,25 @@ async def save_explanation(state: AppState, inp: ExplanationInput, ctx: Context)
             problems.append(str(exc))
     if problems:
         raise ValueError("; ".join(problems))
+    return keys
+
+
+async def _validations(
+    state: AppState, inp: ExplanationInput, keys: list[str]
+) -> list[dict[str, Any]]:
+    """The validations the explanation cites; each must have measured exactly its components."""
     validations = [await state.store.get_validation(v) for v in inp.validation_ids]
     for vid, v in zip(inp.validation_ids, validations, strict=True):
         if sorted(v["components"]) != sorted(keys):
             raise ValueError(f"validation {vid} measured {sorted(v['components'])}, not this explanation's components "
                              f"{sorted(keys)}: validate exactly the set you explain")
+    return validations
+
+
+async def save_explanation(state: AppState, inp: ExplanationInput, ctx: Context) -> ExplanationResult:
+    ws = state.require_workspace()
+    keys = _explained_keys(state, inp)
+    validations = await _validations(state, inp, keys)
     judged = judge_claims(inp.claims, validations)
     record = {**inp.model_dump(mode="json"), "ts": now_iso(), "agent": state.config.agent_id,
               "agent_confidence": inp.confidence, "confidence": judged.confidence, "status": judged.status,

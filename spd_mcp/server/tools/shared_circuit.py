@@ -4,6 +4,7 @@ One component-level circuit (``spd_core.analysis.shared_circuit``), every regime
 it, and its scores and validation on held-out prompts (``spd_core.analysis.heldout_circuit``).
 """
 
+from functools import partial
 from typing import Any
 
 from mcp.server.mcpserver import Context
@@ -125,8 +126,12 @@ def _summary(res: SharedCircuitResult) -> str:
     return text + f" Circuit {res.circuit_id}."
 
 
-async def optimize_shared(state: AppState, inp: Any, ctx: Context) -> JobView:
-    """The several-prompt form of optimize_circuit (``inp`` is its ``CircuitInput``)."""
+def _shared_prompts(
+    state: AppState, inp: Any
+) -> tuple[list[Example], list[Probe], list[Probe], str]:
+    """(prompts to optimise on, held-out prompts, control prompts, the behaviour in words) of
+    ``inp``: a mechanism's probes or the agent's own prompts; held-out prompts never repeat a
+    training one."""
     if inp.mechanism is not None:
         train, heldout, controls = _mechanism_prompts(
             state, inp.mechanism, inp.n_prompts, inp.n_heldout, inp.seed
@@ -147,72 +152,83 @@ async def optimize_shared(state: AppState, inp: Any, ctx: Context) -> JobView:
     behaviour = (
         f"mechanism {inp.mechanism!r}" if inp.mechanism else f"your {len(heldout)} held-out prompts"
     )
-    edit = state.edits.edit(inp.edit_id)
-    mask = inp.mask or "stochastic"
-    config = SharedCircuitConfig(
+    return examples, heldout, controls, behaviour
+
+
+def _shared_config(inp: Any) -> SharedCircuitConfig:
+    return SharedCircuitConfig(
         steps=inp.steps,
         lr=inp.lr,
         sparsity=SHARED_SPARSITY if inp.sparsity is None else inp.sparsity,
         loss=inp.loss,
-        mask=mask,
+        mask=inp.mask or "stochastic",
         adversarial_steps=inp.adversarial_steps,
         seed=inp.seed,
     )
 
-    def work(progress: Any) -> HeldOutCircuit:
-        return circuit_with_heldout(
-            state.run.model,
-            examples,
-            heldout,
-            controls,
-            config,
-            RegimeSettings(seed=inp.seed),
-            ValidationConfig(measure=MeasureSettings(seed=inp.seed)),
-            progress=progress,
-            edit=edit,
-        )
 
-    async def finish(raw: HeldOutCircuit) -> SharedCircuitResult:
-        c = raw.circuit
-        comps = [SharedComponent(component=str(k), gate=g) for k, g in c.components]
-        regimes = {r: _row(s) for r, s in c.scores.items()}
-        params = inp.model_dump(mode="json")
-        circuit_id = await state.store.add_circuit(
-            {
-                "components": [[r.component, r.gate] for r in comps],
-                "l0": c.l0,
-                "accuracy": {r: s.accuracy for r, s in regimes.items()},
-            },
-            params,
+async def _shared_result(
+    state: AppState, inp: Any, heldout: list[Probe], behaviour: str, n_prompts: int,
+    raw: HeldOutCircuit,
+) -> SharedCircuitResult:
+    """The wire result of a shared circuit, stored (and its validation, when it has one)."""
+    c = raw.circuit
+    comps = [SharedComponent(component=str(k), gate=g) for k, g in c.components]
+    regimes = {r: _row(s) for r, s in c.scores.items()}
+    params = inp.model_dump(mode="json")
+    circuit_id = await state.store.add_circuit(
+        {
+            "components": [[r.component, r.gate] for r in comps],
+            "l0": c.l0,
+            "accuracy": {r: s.accuracy for r, s in regimes.items()},
+        },
+        params,
+    )
+    validation = None
+    if raw.validation is not None:
+        keys = [k for k, _ in c.components]
+        validation = await stored_validation(
+            state, raw.validation, list(heldout), keys, behaviour, params
         )
-        validation = None
-        if raw.validation is not None:
-            keys = [k for k, _ in c.components]
-            validation = await stored_validation(
-                state, raw.validation, list(heldout), keys, behaviour, params
-            )
-        res = SharedCircuitResult(
-            summary="",
-            circuit_id=circuit_id,
-            mechanism=inp.mechanism,
-            mask=mask,
-            n_prompts=len(examples),
-            n_candidates=c.n_candidates,
-            total=len(comps),
-            limit=inp.limit,
-            components=comps[: inp.limit],
-            l0=c.l0,
-            regimes=regimes,
-            full={
-                r: RegimeBrief(mean_prob=s.mean_prob, accuracy=s.accuracy)
-                for r, s in c.full.items()
-            },
-            heldout=None if raw.heldout is None else {r: _row(s) for r, s in raw.heldout.items()},
-            validation=validation,
-            loss=loss_summary(c.loss_trace, c.converged),
-        )
-        return res.model_copy(update={"summary": _summary(res)})
+    res = SharedCircuitResult(
+        summary="",
+        circuit_id=circuit_id,
+        mechanism=inp.mechanism,
+        mask=inp.mask or "stochastic",
+        n_prompts=n_prompts,
+        n_candidates=c.n_candidates,
+        total=len(comps),
+        limit=inp.limit,
+        components=comps[: inp.limit],
+        l0=c.l0,
+        regimes=regimes,
+        full={
+            r: RegimeBrief(mean_prob=s.mean_prob, accuracy=s.accuracy)
+            for r, s in c.full.items()
+        },
+        heldout=None if raw.heldout is None else {r: _row(s) for r, s in raw.heldout.items()},
+        validation=validation,
+        loss=loss_summary(c.loss_trace, c.converged),
+    )
+    return res.model_copy(update={"summary": _summary(res)})
 
+
+async def optimize_shared(state: AppState, inp: Any, ctx: Context) -> JobView:
+    """The several-prompt form of optimize_circuit (``inp`` is its ``CircuitInput``)."""
+    examples, heldout, controls, behaviour = _shared_prompts(state, inp)
+    work = partial(
+        circuit_with_heldout,
+        state.run.model,
+        edit=state.edits.edit(inp.edit_id),
+        examples=examples,
+        heldout=heldout,
+        others=controls,
+        config=_shared_config(inp),
+        regimes=RegimeSettings(seed=inp.seed),
+        validation=ValidationConfig(measure=MeasureSettings(seed=inp.seed)),
+    )
+    finish = partial(_shared_result, state, inp, heldout, behaviour, len(examples))
     return await run_as_job(
-        state, ctx, "optimize_circuit", work, finish, inp.wait_s, inp.model_dump(mode="json")
+        state, ctx, "optimize_circuit", lambda progress: work(progress=progress), finish,
+        inp.wait_s, inp.model_dump(mode="json"),
     )

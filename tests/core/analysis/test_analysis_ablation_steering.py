@@ -8,6 +8,7 @@ from spd_core.analysis.circuits import CircuitConfig
 from spd_core.analysis.common import kl_div
 from spd_core.analysis.finder import Example, find_components
 from spd_core.analysis.steering import steer
+from spd_core.errors import InvalidInput
 from spd_core.keys import ComponentKey, NodeKey
 from spd_core.model import ComponentModel
 from tests.core.analysis.tms_like import tms_like
@@ -50,7 +51,7 @@ def test_stochastic_and_adversarial_regimes_are_seeded(llama: ComponentModel, to
     assert a == b
     adv = ablate(llama, tokens, components=keys, regime="adversarial", pgd_steps=5, seed=1)
     assert adv.kl >= 0 and adv.regime == "adversarial"
-    with pytest.raises(AssertionError, match="regime must be 'deterministic', 'stochastic' or 'adversarial'"):
+    with pytest.raises(InvalidInput, match="regime must be 'deterministic', 'stochastic' or 'adversarial'"):
         ablate(llama, tokens, components=keys, regime="bogus")  # type: ignore[arg-type]
 
 

@@ -11,6 +11,7 @@ from spd_core.analysis.attributions import (
     attribution_graph,
     attribution_graph_reference,
 )
+from spd_core.errors import InvalidInput
 from spd_core.keys import NodeKey
 from spd_core.model import ComponentModel
 from tests.core.analysis.tiny_models import tiny_gpt2, tiny_llama
@@ -103,7 +104,7 @@ def test_linear_attribution_equals_ablation_logit_change() -> None:
 
 def test_max_nodes_error_names_the_fix(tokens: torch.Tensor) -> None:
     model = tiny_llama()
-    with pytest.raises(AssertionError, match="raise the CI threshold"):
+    with pytest.raises(InvalidInput, match="raise the CI threshold"):
         attribution_graph(model, tokens, threshold=0.0, max_nodes=10)
 
 

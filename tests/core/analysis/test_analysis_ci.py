@@ -3,6 +3,7 @@
 import torch
 
 from spd_core.analysis.ci import component_profile, compute_ci
+from spd_core.errors import InvalidInput
 from spd_core.model import ComponentModel
 
 
@@ -35,7 +36,7 @@ def test_component_profile_matches_compute_ci(llama: ComponentModel, tokens: tor
 def test_profile_rejects_bad_component(llama: ComponentModel, tokens: torch.Tensor) -> None:
     import pytest
 
-    with pytest.raises(AssertionError, match="valid: 0..7"):
+    with pytest.raises(InvalidInput, match="valid: 0..7"):
         component_profile(llama, tokens, "1.mlp.gate", 8)
-    with pytest.raises(AssertionError, match="valid layers"):
+    with pytest.raises(InvalidInput, match="valid layers"):
         component_profile(llama, tokens, "2.mlp.gate", 0)

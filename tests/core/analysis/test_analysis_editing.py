@@ -10,6 +10,7 @@ from spd_core.analysis.ablation import ablate
 from spd_core.analysis.ci import compute_ci
 from spd_core.analysis.editing import Objective, export_edit, finetune_edit, remove_edit, scale_edit
 from spd_core.analysis.overlay import Edit, applied
+from spd_core.errors import InvalidInput
 from spd_core.keys import ComponentKey
 from spd_core.model import ComponentModel
 from tests.core.analysis.tiny_models import tiny_gpt2, tiny_llama
@@ -132,7 +133,7 @@ def test_finetune_suppresses_within_kl_bound(train: str) -> None:
 
 def test_edit_rejects_wrong_shapes(llama: ComponentModel, tokens: torch.Tensor) -> None:
     bad = Edit("bad", dU={"0.mlp.up": torch.zeros(3, 3)})
-    with pytest.raises(AssertionError, match="valid"):
+    with pytest.raises(InvalidInput, match="valid"):
         compute_ci(llama, tokens, edit=bad)
-    with pytest.raises(AssertionError, match="valid layers"):
+    with pytest.raises(InvalidInput, match="valid layers"):
         scale_edit(llama, {ComponentKey("nope", 0): 2.0})

@@ -15,6 +15,7 @@ from spd_core.analysis.shared_circuit import (
     score_circuit,
 )
 from spd_core.analysis.validation import MeasureSettings, Probe, ValidationConfig
+from spd_core.errors import InvalidInput
 from spd_core.keys import ComponentKey
 from spd_core.model import ComponentModel
 from tests.core.analysis.tms_like import tms_like
@@ -130,11 +131,11 @@ def test_shared_circuit_is_seeded_and_reports_progress(llama: ComponentModel) ->
 
 
 def test_bad_examples_say_what_is_valid(llama: ComponentModel) -> None:
-    with pytest.raises(AssertionError, match="at least one example"):
+    with pytest.raises(InvalidInput, match="at least one example"):
         optimize_shared_circuit(llama, [])
-    with pytest.raises(AssertionError, match=r"valid: 0\.\.47"):
+    with pytest.raises(InvalidInput, match=r"valid: 0\.\.47"):
         score_circuit(llama, [Example(torch.tensor([[1, 2]]), 99)], [])
-    with pytest.raises(AssertionError, match="valid: 0..7"):
+    with pytest.raises(InvalidInput, match="valid: 0..7"):
         score_circuit(llama, lm_examples(1), [ComponentKey("0.attn.q", 8)])
 
 

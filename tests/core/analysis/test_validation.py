@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from spd_core.analysis.validation import Probe, ValidationConfig, bootstrap, validate
+from spd_core.errors import InvalidInput
 from spd_core.grader import grade_circuit, probes_from_prompts
 from spd_core.keys import ComponentKey
 from tests.core.analysis.tms_like import tms_like
@@ -114,7 +115,7 @@ def test_too_few_examples_are_inconclusive_and_bad_input_says_what_is_valid(bigr
     v = validate(model, probes[:2], probes[6:], claim)
     assert (v.necessity, v.sufficiency, v.specificity) == ("inconclusive",) * 3
     assert any("at least 8" in n for n in v.notes)
-    with pytest.raises(AssertionError, match="regimes must be a non-empty subset of deterministic, stochastic, adversarial"):
+    with pytest.raises(InvalidInput, match="regimes must be a non-empty subset of deterministic, stochastic, adversarial"):
         validate(model, probes[:2], (), claim, config=ValidationConfig(regimes=("lucky",)))  # type: ignore[arg-type]
-    with pytest.raises(AssertionError, match="give at least one component"):
+    with pytest.raises(InvalidInput, match="give at least one component"):
         validate(model, probes[:2])

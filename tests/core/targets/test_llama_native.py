@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
+from spd_core.errors import InvalidInput
 from spd_core.run import DEMO_RUN
 from spd_core.targets.llama_native import NativeLlama, load_native_llama, native_copy, supports
 
@@ -63,7 +64,7 @@ def test_uncovered_configs_are_named_and_left_to_transformers(tmp_path: Path) ->
                                ("rope_parameters", {"rope_type": "linear", "factor": 2.0}, "default RoPE")]:  # fmt: skip
         bad = {**config, key: value}
         assert supports(bad) == (False, reason)
-        with pytest.raises(AssertionError, match=reason):
+        with pytest.raises(InvalidInput, match=reason):
             NativeLlama(bad)
         (tmp_path / "config.json").write_text(json.dumps(bad))
         assert load_native_llama(tmp_path) is None
