@@ -6,18 +6,25 @@ batch split over one and two CPU processes (``workers``)."""
 
 import statistics
 import time
+from dataclasses import replace
 
 import torch
 
 from spd_core.allocator import pin_malloc_thresholds
 from spd_core.config import DecompositionConfig
 from spd_core.decompose import decompose, loss_terms, pick_device
-from spd_core.demo import DEMO_CONFIG
+from spd_core.demo import (
+    DEMO_CONFIG,
+    DEMO_HARVEST,
+    DEMO_HARVEST_PROCESSES,
+    DEMO_HARVEST_TEXTS,
+)
 from spd_core.experiments import get_experiment
+from spd_core.harvest import harvest
 from spd_core.losses import output_loss
 from spd_core.masks import fold_routing, layer_subset_routing, stochastic_masks
 from spd_core.run import build_component_model, load_run
-from spd_core.targets.spec import AnySpec, data_source, untrained_target
+from spd_core.targets.spec import AnySpec, corpus_texts, data_source, untrained_target
 
 # Public implementation as configured (CPU bf16 autocast), 1 CPU thread: the fastest of its plain-step
 # medians in anchor_perf.md §4.1-4.2 (TMS 31.7, resid_mlp1 205.8) and of the side-by-side runs the
@@ -126,6 +133,23 @@ def demo_workers(n: int, worlds: tuple[int, ...] = (1, 2)) -> dict:
     return row
 
 
+def demo_harvest(n: int) -> dict:
+    """Seconds per text of the demo's harvest (``DEMO_HARVEST``) on 1 and on 2 CPU processes, over the
+    first ``n`` texts of its corpus, and the minutes that puts on ``DEMO_HARVEST_TEXTS``."""
+    shipped = load_run("demo")
+    cfg = replace(DEMO_HARVEST, max_tokens=int(shipped.model.target.config.max_position_embeddings))  # type: ignore[union-attr]
+    texts = corpus_texts(shipped.target_spec, n)
+    row: dict = {"bench": "demo harvest split over CPU processes", "n_texts": n}
+    for processes in (1, 2):
+        t0 = time.perf_counter()
+        harvest(shipped.model, shipped.tokenizer, texts, cfg, progress=False, processes=processes)
+        row[f"processes_{processes}_s_per_text"] = round((time.perf_counter() - t0) / n, 3)
+    row["speedup_2_over_1"] = round(row["processes_1_s_per_text"] / row["processes_2_s_per_text"], 2)
+    row[f"minutes_for_{DEMO_HARVEST_TEXTS}_texts_at_{DEMO_HARVEST_PROCESSES}"] = round(
+        DEMO_HARVEST_TEXTS * row[f"processes_{DEMO_HARVEST_PROCESSES}_s_per_text"] / 60, 1)
+    return row
+
+
 def run(quick: bool = False) -> list[dict]:
     rows = []
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -156,4 +180,5 @@ def run(quick: bool = False) -> list[dict]:
                  "median_ms": round(ms, 1), "steps_per_s": round(1000 / ms, 2), "n": n})
     rows.append(demo_subset_ab(8 if quick else 30))
     rows.append(demo_workers(40 if quick else 200))
+    rows.append(demo_harvest(8 if quick else 60))
     return rows
