@@ -13,6 +13,8 @@ import einops
 import torch
 from torch import Tensor, nn
 
+from spd_core.errors import require
+
 ComponentKind = Literal["linear", "conv1d", "embedding"]
 
 
@@ -25,8 +27,8 @@ class Components(nn.Module):
     def __init__(self, weight: Tensor, bias: Tensor | None, C: int) -> None:
         """``weight`` is the target weight in Linear orientation (d_out × d_in), detached and frozen."""
         super().__init__()
-        assert weight.ndim == 2, f"weight must be 2-D (d_out × d_in), got shape {tuple(weight.shape)}"
-        assert C >= 1, f"C must be ≥ 1, got {C}"
+        require(weight.ndim == 2, f"weight must be 2-D (d_out × d_in), got shape {tuple(weight.shape)}")
+        require(C >= 1, f"C must be ≥ 1, got {C}")
         d_out, d_in = weight.shape
         self.C, self.d_in, self.d_out = C, d_in, d_out
         self.register_buffer("target_weight", weight.detach().clone(), persistent=False)
@@ -143,7 +145,7 @@ class EmbeddingComponents(Components):
         return cls(module.weight, C, module.padding_idx)
 
     def inner_acts(self, x: Tensor) -> Tensor:
-        assert not x.is_floating_point(), f"embedding components take token ids, got dtype {x.dtype}"
+        require(not x.is_floating_point(), f"embedding components take token ids, got dtype {x.dtype}")
         return self.V[x]
 
     def target_forward(self, x: Tensor) -> Tensor:
@@ -179,9 +181,9 @@ class TransposedComponents(Components):
 
     def __init__(self, source: Components, weight: Tensor, bias: Tensor | None, source_layer: str) -> None:
         nn.Module.__init__(self)
-        assert weight.shape == (source.d_in, source.d_out), (
-            f"a layer tied to {source_layer!r} needs weight shape {(source.d_in, source.d_out)}, got {tuple(weight.shape)}"
-        )
+        require(weight.shape == (source.d_in, source.d_out),
+                f"a layer tied to {source_layer!r} needs weight shape {(source.d_in, source.d_out)}, "
+                f"got {tuple(weight.shape)}")
         self.C, self.d_in, self.d_out = source.C, source.d_out, source.d_in
         self.kind = source.kind
         self.tied_to = source_layer

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from spd_core.allocator import pin_malloc_thresholds
 from spd_core.config import DecompositionConfig
+from spd_core.errors import require
 from spd_core.losses import (
     LossWeightedLayers,
     ci_recon_loss,
@@ -166,9 +167,8 @@ def decompose(
     sets the learning-rate and p annealing), e.g. to check that a regeneration follows a recorded
     loss history. With ``config.workers`` > 1 the batch is split over that many CPU processes
     (``spd_core.parallel``); this process is the first of them and ends with the trained model."""
-    assert stop_after is None or 0 < stop_after <= config.steps, (
-        f"stop_after must be in 1..{config.steps} (config.steps), got {stop_after}"
-    )
+    require(stop_after is None or 0 < stop_after <= config.steps,
+            f"stop_after must be in 1..{config.steps} (config.steps), got {stop_after}")
     if config.workers == 1:
         result = _train(model, data, config, out_dir, progress, stop_after, SOLO)
     else:
@@ -191,9 +191,8 @@ def _train(
     end = config.steps if stop_after is None else stop_after
     device = pick_device(config.device)
     pin_malloc_thresholds()
-    assert group.world == 1 or device.type == "cpu", (
-        f"workers > 1 splits batches over CPU processes; with device {device.type} use workers 1"
-    )
+    require(group.world == 1 or device.type == "cpu",
+            f"workers > 1 splits batches over CPU processes; with device {device.type} use workers 1")
     model.to(device)
     lead = group.rank == 0
     torch.manual_seed(group.seed(config.seed))
@@ -205,9 +204,8 @@ def _train(
     ckpt_path = None if out_dir is None else Path(out_dir) / CHECKPOINT
     if ckpt_path is not None and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        assert state["config"] == config.model_dump(), (
-            f"checkpoint {ckpt_path} was written with a different config; delete it or use another --out"
-        )
+        require(state["config"] == config.model_dump(),
+                f"checkpoint {ckpt_path} was written with a different config; delete it or use another --out")
         model.load_state_dict(state["model"], strict=False)
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["data_rng"])

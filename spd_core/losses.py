@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from spd_core.errors import require
 from spd_core.masks import (
     Sampling,
     fold_routing,
@@ -60,7 +61,7 @@ _ROUTING = {"subset": layer_subset_routing, "sequence_layer": sequence_layer_rou
 def _layer_sets(model: ComponentModel, mode: ReconMode, layer: str | None = None) -> list[list[str]]:
     layers = list(model.layers)
     if mode == "random_layer" and layer is not None:
-        assert layer in model.layers, f"unknown layer {layer!r}; valid: {', '.join(layers)}"
+        require(layer in model.layers, f"unknown layer {layer!r}; valid: {', '.join(layers)}")
         return [[layer]]
     if mode in ("all", "subset", "sequence_layer"):
         return [layers]

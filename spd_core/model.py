@@ -140,7 +140,8 @@ class ComponentModel(nn.Module):
         """
         masks = masks or {}
         for name in masks:
-            assert name in self.layers, f"mask for unknown layer {name!r}; valid layers: {', '.join(self.layers)}"
+            if name not in self.layers:
+                raise InvalidInput(f"mask for unknown layer {name!r}; valid layers: {', '.join(self.layers)}")
         inputs: dict[str, Tensor] = {}
         if not masks and not cache_inputs:
             return ForwardOutput(self.target_output(x))

@@ -10,6 +10,7 @@ from torch import nn
 from spd_core.ci import lower_leaky_hard_sigmoid, upper_leaky_hard_sigmoid
 from spd_core.config import DecompositionConfig, ModulePattern
 from spd_core.decompose import decompose, loss_terms
+from spd_core.errors import InvalidInput
 from spd_core.losses import (
     LossWeightedLayers,
     faithfulness_loss,
@@ -253,7 +254,7 @@ def test_random_layer_with_a_fixed_layer_is_that_layer_alone() -> None:
         only_b = (((torch.relu(x @ a.target_weight.T) @ b.V) * mb) @ b.U + b.bias - y).pow(2).mean()
         got = masked_recon_loss(model, x, y, {"a": ma, "b": mb}, None, "mse", "random_layer", layer="b")
     assert got.item() == pytest.approx(only_b.item(), rel=1e-5)
-    with pytest.raises(AssertionError, match="unknown layer 'c'; valid: a, b"):
+    with pytest.raises(InvalidInput, match="unknown layer 'c'; valid: a, b"):
         masked_recon_loss(model, x, y, {"a": ma, "b": mb}, None, "mse", "random_layer", layer="c")
 
 
