@@ -1,4 +1,4 @@
-"""Imports flow one way (ARCHITECTURE.md): launcher -> nothing of ours but spd_mcp.contract and
+"""Imports flow one way: launcher -> nothing of ours but spd_mcp.contract and
 spd_mcp.common; server -> spd_core, spd_mcp.contract and spd_mcp.common; spd_mcp.contract (the tool
 contract) -> the standard library and pydantic; spd_mcp.common -> the standard library;
 spd_core -> torch/einops/transformers only. Nothing imports tests."""
@@ -45,7 +45,7 @@ def _violations(package: str, banned: set[str]) -> list[str]:
 
 def test_imports_flow_one_way() -> None:
     problems = [v for pkg, banned in FORBIDDEN.items() for v in _violations(pkg, banned)]
-    assert not problems, "import direction broken (see ARCHITECTURE.md):\n" + "\n".join(problems)
+    assert not problems, "import direction broken (see this file's docstring):\n" + "\n".join(problems)
 
 
 def test_the_checker_sees_a_violation(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The named mask regimes under which probabilities are reported (TOOLS.md):
+"""The named mask regimes under which probabilities are reported (the tools' `regime` argument):
 
 - ``target``: the original model; ``unmasked``: all components with the weight delta (equals target);
 - ``ci``: masks = CI, no delta (optimistic); ``stochastic``: masks uniform in [CI, 1] with the delta

@@ -188,7 +188,8 @@ def resolve_run(run: str) -> str:
 
 
 def choose_agent(choice: str, env: Environment) -> tuple[Agent, str]:
-    """The agent back end and a one-line reason, following LAUNCHER.md's order for `auto`."""
+    """The agent back end and a one-line reason. `auto` takes Claude Code when its CLI is found and
+    authenticated, else the Anthropic API when a key is set, else the built-in protocol."""
     if choice not in AGENT_CHOICES:
         raise SpecError(f"unknown agent {choice!r}: choose one of {', '.join(AGENT_CHOICES)}")
     if choice == "claude_code":
