@@ -7,6 +7,7 @@ Without a workspace the store lives in memory.
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,9 @@ CREATE TABLE IF NOT EXISTS tool_calls (
     id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER, tool TEXT NOT NULL, args TEXT NOT NULL,
     duration_ms REAL NOT NULL, outcome TEXT NOT NULL, error TEXT, created REAL NOT NULL);
 """
+
+
+_KEYED = ("graphs", "validations", "edits")  # tables whose rows are read back by id (_get_data)
 
 
 def _text(s: str) -> str:
@@ -95,14 +99,27 @@ class Store:
             (kind, prompt_id, _dump(params or {}), _dump(data), time.time()),
         )
 
-    async def get_graph(self, graph_id: int) -> dict[str, Any]:
-        async with self._conn.execute("SELECT data FROM graphs WHERE id = ?", (graph_id,)) as cur:
+    async def _get_data(
+        self, table: str, key: int | str, order: str, unknown: Callable[[list[Any]], str]
+    ) -> dict[str, Any]:
+        """The JSON ``data`` of row ``key`` of ``table``; if there is none, ValueError with the
+        message ``unknown(ids)`` (the table's ids in ``order``), so that it can say what is valid."""
+        assert table in _KEYED and order in ("id", "created"), (table, order)
+        async with self._conn.execute(f"SELECT data FROM {table} WHERE id = ?", (key,)) as cur:
             row = await cur.fetchone()
         if row is None:
-            ids = await self.graph_ids()
-            valid = ", ".join(map(str, ids[-20:])) if ids else "none yet (get_attributions and optimize_circuit store graphs)"
-            raise ValueError(f"unknown graph_id {graph_id}; stored graph ids: {valid}")
+            async with self._conn.execute(f"SELECT id FROM {table} ORDER BY {order}") as cur:
+                ids = [r[0] for r in await cur.fetchall()]
+            raise ValueError(unknown(ids))
         return json.loads(row[0])
+
+    async def get_graph(self, graph_id: int) -> dict[str, Any]:
+        def unknown(ids: list[Any]) -> str:
+            none = "none yet (get_attributions and optimize_circuit store graphs)"
+            valid = ", ".join(map(str, ids[-20:])) if ids else none
+            return f"unknown graph_id {graph_id}; stored graph ids: {valid}"
+
+        return await self._get_data("graphs", graph_id, "id", unknown)
 
     async def graph_ids(self) -> list[int]:
         async with self._conn.execute("SELECT id FROM graphs ORDER BY id") as cur:
@@ -135,13 +152,11 @@ class Store:
         await self._conn.commit()
 
     async def get_validation(self, validation_id: int) -> dict[str, Any]:
-        async with self._conn.execute("SELECT data FROM validations WHERE id = ?", (validation_id,)) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            async with self._conn.execute("SELECT id FROM validations ORDER BY id") as cur:
-                ids = [r[0] for r in await cur.fetchall()]
-            raise ValueError(f"unknown validation_id {validation_id}; valid: {ids or 'none yet (call validate_claim)'}")
-        return json.loads(row[0])
+        return await self._get_data(
+            "validations", validation_id, "id",
+            lambda ids: f"unknown validation_id {validation_id}; "
+            f"valid: {ids or 'none yet (call validate_claim)'}",
+        )
 
     async def put_edit(
         self, edit_id: str, params: dict[str, Any], data: dict[str, Any], tensors: bytes | None = None
@@ -160,13 +175,10 @@ class Store:
             return [(r[0], bytes(r[1])) for r in await cur.fetchall()]
 
     async def get_edit(self, edit_id: str) -> dict[str, Any]:
-        async with self._conn.execute("SELECT data FROM edits WHERE id = ?", (edit_id,)) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            async with self._conn.execute("SELECT id FROM edits ORDER BY created") as cur:
-                ids = [r[0] for r in await cur.fetchall()]
-            raise ValueError(f"unknown edit_id {edit_id!r}; stored edits: {', '.join(ids) or 'none'}")
-        return json.loads(row[0])
+        return await self._get_data(
+            "edits", edit_id, "created",
+            lambda ids: f"unknown edit_id {edit_id!r}; stored edits: {', '.join(ids) or 'none'}",
+        )
 
     # --- jobs and tool calls ----------------------------------------------------------------------
     async def put_job(

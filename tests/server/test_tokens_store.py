@@ -57,6 +57,37 @@ async def test_store_round_trips(tmp_path: Path) -> None:
     assert sqlite3.connect(tmp_path / "store.sqlite").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+@pytest.mark.anyio
+async def test_reads_by_id_name_the_valid_ids_in_each_table() -> None:
+    """The three by-id reads share one lookup (Store._get_data): each names its own ids, empty or not."""
+    store = await Store.open(None)
+    empty = {
+        "graph": (store.get_graph(1), "unknown graph_id 1; stored graph ids: none yet"),
+        "validation": (store.get_validation(1), "unknown validation_id 1; valid: none yet"),
+        "edit": (store.get_edit("e1"), "unknown edit_id 'e1'; stored edits: none"),
+    }
+    for read, message in empty.values():
+        with pytest.raises(ValueError) as info:
+            await read
+        assert str(info.value).startswith(message), str(info.value)
+    vids = [await store.add_validation({"n": i}, {"verdict": i}) for i in range(3)]
+    await store.set_validation(vids[1], {"verdict": "updated"})
+    assert [await store.get_validation(v) for v in vids] == [
+        {"verdict": 0}, {"verdict": "updated"}, {"verdict": 2}
+    ]
+    with pytest.raises(ValueError) as info:
+        await store.get_validation(vids[-1] + 1)
+    assert str(info.value) == f"unknown validation_id {vids[-1] + 1}; valid: {vids}"
+    for name in ("e1", "e2"):
+        await store.put_edit(name, {}, {"edit": name})
+    assert await store.get_edit("e2") == {"edit": "e2"}
+    with pytest.raises(ValueError) as info:
+        await store.get_edit("e3")
+    listed = str(info.value).removeprefix("unknown edit_id 'e3'; stored edits: ").split(", ")
+    assert sorted(listed) == ["e1", "e2"]
+    await store.close()
+
+
 def test_a_loaded_run_adapts_to_a_served_run(toy) -> None:
     from dataclasses import dataclass
 
