@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -71,6 +72,22 @@ pre{background:#f3f4f6;padding:8px;overflow-x:auto;font-size:12px}
 figure{margin:10px 0;overflow-x:auto}figcaption{color:#4b5563;font-size:13px}
 .caveats li{color:#7c2d12}details summary{cursor:pointer;color:#1d4ed8}
 """
+
+
+def num_table(pairs: Sequence[tuple[str, str]]) -> str:
+    """A table of (name, value) rows, values right-aligned; "" when there are none."""
+    if not pairs:
+        return ""
+    rows = "".join(f'<tr><th>{esc(k)}</th><td class="num">{esc(v)}</td></tr>' for k, v in pairs)
+    return f"<table><tbody>{rows}</tbody></table>"
+
+
+def caveats_block(notes: Sequence[str]) -> list[str]:
+    """The Caveats heading and list; nothing when there are no caveats."""
+    if not notes:
+        return []
+    items = "".join(f"<li>{esc(n)}</li>" for n in notes)
+    return [f'<h3>Caveats</h3><ul class="caveats">{items}</ul>']
 
 
 def badge(status: str) -> str:
@@ -171,26 +188,14 @@ def answer_section(f: Findings) -> list[str]:
         if texts:
             out.append("<ul>" + "".join(f"<li>{esc(t)}</li>" for t in texts) + "</ul>")
         if nums:
-            out.append(
-                "<table><tbody>"
-                + "".join(
-                    f'<tr><th>{esc(k)}</th><td class="num">{esc(v)}</td></tr>' for k, v in nums
-                )
-                + "</tbody></table>"
-            )
+            out.append(num_table(nums))
         if e.get("alternatives"):
             out.append(
                 "<p>Alternatives considered:</p><ul>"
                 + "".join(f"<li>{esc(str(a))}</li>" for a in e["alternatives"])
                 + "</ul>"
             )
-    notes = caveats(f)
-    if notes:
-        out.append(
-            '<h3>Caveats</h3><ul class="caveats">'
-            + "".join(f"<li>{esc(c)}</li>" for c in notes)
-            + "</ul>"
-        )
+    out.extend(caveats_block(caveats(f)))
     out.append("</section>")
     return out
 

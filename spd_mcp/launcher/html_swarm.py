@@ -14,8 +14,10 @@ from spd_mcp.launcher.findings import Findings, numbers, read_event_lines, read_
 from spd_mcp.launcher.html_report import (
     answer_section,
     badge,
+    caveats_block,
     circuits_section,
     hypotheses_section,
+    num_table,
     page,
     timeline_section,
 )
@@ -23,18 +25,6 @@ from spd_mcp.launcher.layout import InvestigationDir, read_json
 from spd_mcp.launcher.md_html import esc
 
 SWARM_DONE = ("completed", "failed")
-
-
-def _num_table(pairs: list[tuple[str, str]]) -> str:
-    return (
-        (
-            "<table><tbody>"
-            + "".join(f'<tr><th>{esc(k)}</th><td class="num">{esc(v)}</td></tr>' for k, v in pairs)
-            + "</tbody></table>"
-        )
-        if pairs
-        else ""
-    )
 
 
 def swarm_caveats(s: dict[str, Any]) -> list[str]:
@@ -129,17 +119,10 @@ def best_claim_section(s: dict[str, Any], tasks: dict[int, Findings]) -> list[st
             for p in ("necessary", "sufficient")
         )
         out.append(f"<p>{verdicts}</p>")
-        out.append(_num_table(list(numbers(c.get("scores") or {}))))
+        out.append(num_table(list(numbers(c.get("scores") or {}))))
         if c.get("grader"):
-            out.append("<h4>Grader</h4>" + _num_table([kv for kv in numbers(c["grader"])]))
-    notes = swarm_caveats(s)
-    if notes:
-        out.append(
-            '<h3>Caveats</h3><ul class="caveats">'
-            + "".join(f"<li>{esc(n)}</li>" for n in notes)
-            + "</ul>"
-        )
-    return [*out, "</section>"]
+            out.append("<h4>Grader</h4>" + num_table([kv for kv in numbers(c["grader"])]))
+    return [*out, *caveats_block(swarm_caveats(s)), "</section>"]
 
 
 def claims_section(s: dict[str, Any]) -> list[str]:

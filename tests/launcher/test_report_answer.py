@@ -309,3 +309,21 @@ def test_an_unvalidated_explanation_is_a_caveat(tmp_path: Path) -> None:
         "explanation 1 (predicts 'he' (pronoun_gender)) is unvalidated: no validation: "
         "call validate_claim and cite its validation_id"
     )
+
+
+def test_number_tables_and_caveats_shared_by_both_pages_escape_and_vanish_when_empty() -> None:
+    """html_report.num_table and caveats_block serve the investigation and the swarm page."""
+    from spd_mcp.launcher.html_report import caveats_block, num_table
+
+    assert num_table([]) == "" and caveats_block([]) == []
+    table = num_table([("p<b>", "0.5 & 1"), ("n", "40")])
+    tags = Tags()
+    tags.feed(table)
+    assert [t for t, _ in tags.seen] == ["table", "tbody", "tr", "th", "td", "tr", "th", "td"]
+    assert [a for t, a in tags.seen if t == "td"] == [[("class", "num")]] * 2
+    assert "<th>p&lt;b&gt;</th>" in table and ">0.5 &amp; 1</td>" in table
+    (block,) = caveats_block(["one", "<script>x</script>"])
+    assert block == (
+        '<h3>Caveats</h3><ul class="caveats"><li>one</li>'
+        "<li>&lt;script&gt;x&lt;/script&gt;</li></ul>"
+    )
