@@ -50,6 +50,20 @@ def text_input(state: AppState, text: str) -> ModelInput:
     return ModelInput(x=x, tokens=state.tok.pieces(ids), token_ids=ids, text=text)
 
 
+def checked_features(state: AppState, features: Sequence[float]) -> list[float]:
+    """A toy model's input vector, checked: the run is a toy model, the values are finite and there
+    are exactly ``input_dim`` of them; the error says what is valid."""
+    run = state.run
+    if run.is_lm:
+        raise ValueError("this is a language model: give 'text', not 'features'")
+    check_finite_values(features, "features")
+    if run.input_dim is not None and len(features) != run.input_dim:
+        raise ValueError(
+            f"features has length {len(features)}; this model takes exactly {run.input_dim} values"
+        )
+    return list(features)
+
+
 def model_input(state: AppState, text: str | None, features: list[float] | None) -> ModelInput:
     """Text for language models, a feature vector for toy models; the error says which one is valid."""
     run = state.run
@@ -57,11 +71,7 @@ def model_input(state: AppState, text: str | None, features: list[float] | None)
         need = "'text'" if run.is_lm else f"'features' (a list of {run.input_dim} numbers)"
         raise ValueError(f"give exactly one of 'text' or 'features'; this run takes {need}")
     if features is not None:
-        if run.is_lm:
-            raise ValueError("this is a language model: give 'text', not 'features'")
-        check_finite_values(features, "features")
-        if run.input_dim is not None and len(features) != run.input_dim:
-            raise ValueError(f"features has length {len(features)}; this model takes exactly {run.input_dim} values")
+        features = checked_features(state, features)
         param = next(run.model.parameters())
         x = torch.tensor([features], dtype=param.dtype, device=param.device)
         return ModelInput(x=x, tokens=[TOY_TOKEN], token_ids=[], text=None)

@@ -116,6 +116,24 @@ async def test_toy_run_takes_a_feature_vector(toy) -> None:
     assert not info["is_language_model"] and info["input_dim"] == 5 and info["vocab_size"] is None
 
 
+async def test_features_are_checked_alike_by_run_prompt_and_the_other_tools(lm, toy) -> None:
+    """run_prompt and the tools that take text or features (get_ci here) share one check of a
+    feature vector (inputs.checked_features): the same one-line error on either route."""
+    async with Client(make_server(toy)) as c:
+        short = [
+            (await err(c, t, {"features": [1.0, 2.0]})).split(f"tool {t}: ")[1]
+            for t in ("run_prompt", "get_ci")
+        ]
+        assert short[0] == short[1] and short[0].startswith("features has length 2")
+        assert "this model takes exactly 5 values" in short[0]
+    async with Client(make_server(lm)) as c:
+        on_lm = [
+            (await err(c, t, {"features": [1.0] * 5})).split(f"tool {t}: ")[1]
+            for t in ("run_prompt", "get_ci")
+        ]
+        assert on_lm[0] == on_lm[1] == "this is a language model: give 'text', not 'features'"
+
+
 async def test_non_finite_input_and_activation_are_named(toy) -> None:
     async with Client(make_server(toy)) as c:
         # JSON cannot carry NaN: the client sends null, which the input schema rejects by position.

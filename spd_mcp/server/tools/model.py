@@ -26,7 +26,7 @@ from spd_mcp.contract.model import (
     RunPromptResult,
 )
 from spd_mcp.contract.wire import TokenProb
-from spd_mcp.server.errors import check_finite_values
+from spd_mcp.server.inputs import checked_features
 from spd_mcp.server.predict import TokenPredictions, VectorOutput, predict_tokens, predict_vector
 from spd_mcp.server.state import AppState
 from spd_mcp.server.tooling import bind
@@ -133,17 +133,6 @@ def _under(model: ComponentModel, edit: Edit | None, fn: Callable[[], T]) -> T:
         return fn()
 
 
-def _features(state: AppState, features: list[float]) -> list[float]:
-    """A toy model's input vector, checked: finite, of the model's input length."""
-    run = state.run
-    if run.is_lm:
-        raise ValueError("this is a language model: give 'text', not 'features'")
-    check_finite_values(features, "features")
-    if run.input_dim is not None and len(features) != run.input_dim:
-        raise ValueError(f"features has length {len(features)}; this model takes exactly {run.input_dim} values")
-    return list(features)
-
-
 def _vector_result(out: VectorOutput, top_k: int) -> RunPromptResult:
     order = sorted(range(len(out.values)), key=lambda i: -out.values[i])[:top_k]
     top = [OutputValue(index=i, value=out.values[i]) for i in order]
@@ -179,7 +168,7 @@ async def run_prompt(state: AppState, inp: RunPromptInput, ctx: Context) -> RunP
     model = state.run.model
     edit = state.edits.edit(inp.edit_id)
     if inp.features is not None:
-        features = _features(state, inp.features)
+        features = checked_features(state, inp.features)
         out = await state.device.call(
             "run_prompt", lambda: _under(model, edit, lambda: predict_vector(model, features))
         )
