@@ -10,7 +10,7 @@ canonical layer name (or module path) and position.
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -29,8 +29,14 @@ class NonFiniteError(ValueError):
 
 @dataclass(frozen=True)
 class Site:
+    """Where a non-finite value first appeared: ``layer`` (the decomposed layer's name, else the module
+    path), ``position`` (token index, None without a position axis), ``module`` (the module path) and
+    ``kind`` ("NaN" if the output holds one, else "Inf")."""
+
     layer: str
     position: int | None
+    module: str = ""
+    kind: Literal["NaN", "Inf"] = "NaN"
 
 
 def first_nonfinite_position(t: Tensor) -> int | None:
@@ -69,7 +75,8 @@ def _watch(model: ComponentModel, found: list[Site]) -> Iterator[None]:
             t = _first_tensor(out)
             if found or t is None or not t.is_floating_point() or bool(torch.isfinite(t).all()):
                 return
-            found.append(Site(names.get(path, path), first_nonfinite_position(t)))
+            kind = "NaN" if bool(torch.isnan(t).any()) else "Inf"
+            found.append(Site(names.get(path, path), first_nonfinite_position(t), path, kind))
 
         return hook
 

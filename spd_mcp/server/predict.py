@@ -4,8 +4,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from spd_core.analysis import health
 from spd_core.keys import canonical_layer_name
 from spd_core.model import ComponentModel
 from spd_mcp.server.errors import NotFiniteError
@@ -30,25 +31,14 @@ class VectorOutput:
     values: list[float]
 
 
-def locate_nonfinite(target: nn.Module, run: Callable[[], Tensor]) -> str:
-    """Re-run ``run`` with hooks; name the first module whose output holds a NaN or Inf."""
-    found: list[str] = []
-
-    def hook(name: str) -> Callable[..., None]:
-        def fn(_m: nn.Module, _inp: object, out: object) -> None:
-            t = out[0] if isinstance(out, tuple) else getattr(out, "logits", out)
-            if not found and isinstance(t, Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                kind = "NaN" if bool(torch.isnan(t).any()) else "Inf"
-                found.append(f"{kind} first appeared in the output of layer {canonical_layer_name(name)} (module {name})")
-        return fn
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in target.named_modules() if n]
-    try:
-        run()
-    finally:
-        for h in handles:
-            h.remove()
-    return found[0] if found else "NaN/Inf appeared in the model output"
+def locate_nonfinite(model: ComponentModel, run: Callable[[], Tensor]) -> str:
+    """Re-run ``run`` with hooks (``analysis.health.locate_nonfinite``); name the first module of the
+    target model whose output holds a NaN or Inf."""
+    site = health.locate_nonfinite(model, run)
+    if site is None:
+        return "NaN/Inf appeared in the model output"
+    layer = canonical_layer_name(site.module)
+    return f"{site.kind} first appeared in the output of layer {layer} (module {site.module})"
 
 
 @torch.no_grad()
@@ -58,7 +48,7 @@ def predict_tokens(model: ComponentModel, token_ids: list[int], top_k: int, all_
     ids = torch.tensor([token_ids], device=device)
     logits = model.target_output(ids)[0]  # (seq, vocab)
     if not bool(torch.isfinite(logits).all()):
-        raise NotFiniteError(locate_nonfinite(model.target, lambda: model.target_output(ids)))
+        raise NotFiniteError(locate_nonfinite(model, lambda: model.target_output(ids)))
     probs = logits.float().softmax(-1)
     seq, vocab = probs.shape
     k = min(top_k, vocab)
@@ -76,5 +66,5 @@ def predict_vector(model: ComponentModel, features: list[float]) -> VectorOutput
     x = torch.tensor([features], dtype=param.dtype, device=param.device)
     out = model.target_output(x)
     if not bool(torch.isfinite(out).all()):
-        raise NotFiniteError(locate_nonfinite(model.target, lambda: model.target_output(x)))
+        raise NotFiniteError(locate_nonfinite(model, lambda: model.target_output(x)))
     return VectorOutput([float(v) for v in out.reshape(-1).tolist()])

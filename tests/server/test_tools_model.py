@@ -8,7 +8,7 @@ import torch
 from mcp import Client
 
 from tests.server.helpers import err, make_server, ok
-from tests.server.runs import toy_run
+from tests.server.runs import lm_run, toy_run
 
 pytestmark = pytest.mark.anyio
 
@@ -146,6 +146,33 @@ async def test_non_finite_input_and_activation_are_named(toy) -> None:
     async with Client(make_server(broken)) as c:
         msg = await err(c, "run_prompt", {"features": [1.0, 1.0, 1.0, 1.0, 1.0]})
     assert "NaN first appeared in the output of layer linear1" in msg
+
+
+@pytest.mark.parametrize(
+    ("module", "value", "expected", "core_layer"),
+    [  # weight[1, 3]: row 1 is the embedding of 'the' (token id 1), the prompt's first token
+        ("model.layers.1.mlp.down_proj", math.nan,
+         "NaN first appeared in the output of layer 1.mlp.down (module model.layers.1.mlp.down_proj)",
+         "1.mlp.down"),
+        ("model.embed_tokens", math.inf,
+         "Inf first appeared in the output of layer embed (module model.embed_tokens)",
+         "model.embed_tokens"),
+    ],
+)
+async def test_run_prompt_names_where_a_nan_appeared_like_the_analyses(
+    lm, module: str, value: float, expected: str, core_layer: str
+) -> None:
+    """run_prompt locates a NaN/Inf through the analyses' own search (analysis.health); get_ci, which
+    raises the analyses' error, names the same place (a second route)."""
+    broken = lm_run()
+    broken.model = copy.deepcopy(lm.model)
+    with torch.no_grad():
+        broken.model.target.get_submodule(module).weight[1, 3] = value
+    async with Client(make_server(broken)) as c:
+        msg = await err(c, "run_prompt", {"text": "the cat sat on the"})
+        ci = await err(c, "get_ci", {"text": "the cat sat on the"})
+    assert msg.endswith(expected), msg
+    assert f"first appeared in layer {core_layer!r} at position 0" in ci, ci
 
 
 async def test_probe_prompts_filter_and_page(lm) -> None:
