@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from spd_core.analysis.ci import model_ci
-from spd_core.analysis.common import check_single_input, per_position, resolve
+from spd_core.analysis.common import check_single_input, kl_div, per_position, resolve
 from spd_core.analysis.health import checked_forward
 from spd_core.analysis.overlay import Edit, applied
 from spd_core.analysis.regimes import Regime, RegimeSettings, regime_outputs
@@ -68,8 +68,7 @@ def _position_loss(out: Tensor, target_out: Tensor, pos: int, token: int, kind: 
     logits = per_position(out)[pos].float()
     if kind == "ce":
         return F.cross_entropy(logits[None], torch.tensor([token], device=logits.device))
-    ref = F.log_softmax(per_position(target_out)[pos].float(), -1)
-    return (ref.exp() * (ref - F.log_softmax(logits, -1))).sum()
+    return kl_div(per_position(target_out)[pos], logits)
 
 
 def optimize_circuit(

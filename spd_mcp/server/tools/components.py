@@ -57,9 +57,9 @@ def _compute_get_ci(state: AppState, inp: GetCIInput, mi: ModelInput) -> CIResul
                     node=f"{layer}:{pos}:{c}", component=f"{layer}:{c}", position=pos, token=mi.tokens[pos],
                     ci=float(g[c]), inner_act=float(acts[c]),
                 ))
+    counts = res.l0(inp.threshold)
     for layer in layers:
-        g = res.ci[layer][positions]
-        l0[layer] = float((g > inp.threshold).sum(-1).float().mean())
+        l0[layer] = float(counts[layer][positions].float().mean())
     page = entries[inp.offset : inp.offset + inp.limit]
     busiest = sorted(l0.items(), key=lambda kv: -kv[1])[:3]
     where = f"position {positions[0]} ({mi.tokens[positions[0]]!r})" if len(positions) == 1 else f"{len(positions)} positions"
