@@ -31,10 +31,16 @@ def output_loss(pred: Tensor, target: Tensor, kind: OutputLoss) -> Tensor:
     if kind == "mse":
         return F.mse_loss(pred.float(), target.float())
     if kind == "kl":
-        log_p = F.log_softmax(target.float(), dim=-1)
-        log_q = F.log_softmax(pred.float(), dim=-1)
-        return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+        return kl_div(target, pred).mean()
     raise ValueError(f"unknown output loss {kind!r}; valid: mse, kl")
+
+
+def kl_div(p_logits: Tensor, q_logits: Tensor) -> Tensor:
+    """KL(p ‖ q) over the last dim, in nats, computed in float32 (the one KL of the project: the
+    training loss and every analysis that reports one)."""
+    log_p = F.log_softmax(p_logits.float(), dim=-1)
+    log_q = F.log_softmax(q_logits.float(), dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
 def faithfulness_loss(model: ComponentModel) -> Tensor:

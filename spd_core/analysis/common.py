@@ -8,9 +8,9 @@ from collections.abc import Mapping
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from spd_core.keys import resolve_position
+from spd_core.losses import kl_div as kl_div  # re-exported: the analyses' KL is the training loss's
 
 
 def check_single_input(x: Tensor) -> None:
@@ -31,13 +31,6 @@ def model_shaped(t: Tensor, like: Tensor) -> Tensor:
 
 def resolve(pos: int, seq: int) -> int:
     return resolve_position(pos, seq)
-
-
-def kl_div(p_logits: Tensor, q_logits: Tensor) -> Tensor:
-    """KL(p ‖ q) over the last dim, in nats, computed in float32."""
-    log_p = F.log_softmax(p_logits.float(), dim=-1)
-    log_q = F.log_softmax(q_logits.float(), dim=-1)
-    return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
 def top_k(probs: Tensor, k: int) -> list[tuple[int, float]]:
