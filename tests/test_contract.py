@@ -25,8 +25,9 @@ def contract_side(tools: Sequence[ToolContract]) -> dict[str, dict[str, Any]]:
         t.name: {
             "title": t.title,
             "description": t.description,
-            "annotations": {"read_only_hint": t.read_only, "destructive_hint": t.destructive,
-                            "idempotent_hint": t.idempotent, "open_world_hint": False},
+            "annotations": {"read_only_hint": True, "open_world_hint": False} if t.read_only else {
+                "read_only_hint": False, "destructive_hint": t.destructive, "open_world_hint": False,
+                **({"idempotent_hint": True} if t.idempotent else {})},
             "input_schema": input_schema(t.input_model),
             "output_schema": output_schema(t.result_model),
         }

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from spd_mcp.contract.components import EDIT_DESC, ExampleInput, TextOrFeatures
+from spd_mcp.contract.components import ExampleInput, TextOrFeatures
 from spd_mcp.contract.spec import ToolContract
 from spd_mcp.contract.validation import ClaimExample, ControlPrompt, ValidationResult
 from spd_mcp.contract.wire import JobView, LongInput, Wire
@@ -16,40 +16,17 @@ class AttributionsInput(TextOrFeatures):
     target: str | None = Field(
         None,
         max_length=200,
-        description="what to explain: an output token string (exactly one token, at 'position'), "
-        "or a node key "
-        "'<layer>:<pos>:<c>' (component node, or 'output:<pos>:<token id>'); default: the 3 most "
-        "likely next "
-        "tokens at the last position",
+        description=(
+            "an output token at position, or a node key; default: the 3 likeliest next tokens"
+        ),
     )
-    position: int = Field(
-        -1,
-        ge=-100000,
-        le=100000,
-        description="position of a target token (negative counts from the end)",
-    )
-    threshold: float = Field(
-        0.1, ge=0.0, le=1.0, description="component nodes are those with CI above this"
-    )
-    signed: bool = Field(
-        True,
-        description="rank edges by |signed value| (true) or by the sum of |grad x act| terms "
-        "(false: "
-        "no cancellation inside embedding sources)",
-    )
-    top_k: int = Field(30, ge=1, le=500, description="how many edges (largest first) to return")
-    multi_hop: bool = Field(
-        False,
-        description="also return each node's sign-preserving influence on the target through all "
-        "paths",
-    )
-    node_limit: int = Field(
-        40,
-        ge=1,
-        le=1000,
-        description="return at most this many nodes (outputs first, then largest CI)",
-    )
-    edit_id: str | None = Field(None, max_length=64, description=EDIT_DESC)
+    position: int = Field(-1, ge=-100000, le=100000)
+    threshold: float = Field(0.1, ge=0.0, le=1.0, description="CI above this makes a node")
+    signed: bool = Field(True, description="false: rank edges by the sum of |grad x act| terms")
+    top_k: int = Field(30, ge=1, le=500)
+    multi_hop: bool = False
+    node_limit: int = Field(40, ge=1, le=1000)
+    edit_id: str | None = Field(None, max_length=64)
 
 
 class NodeRow(Wire):
@@ -168,90 +145,34 @@ class SharedCircuitResult(Wire):
 
 
 class CircuitInput(LongInput):
-    text: str | None = Field(
-        None,
-        max_length=20000,
-        description="one prompt (with target_token); or give 'prompts' or 'mechanism' instead",
-        examples=["Paris is the capital of"],
-    )
-    target_token: str | None = Field(
-        None,
-        max_length=200,
-        description="with 'text': the predicted token to keep; exactly one token",
-    )
-    position: int = Field(
-        -1,
-        ge=-100000,
-        le=100000,
-        description="with 'text': position whose prediction it is (default: the last)",
-    )
-    prompts: list[ExampleInput] | None = Field(
-        None,
-        min_length=1,
-        max_length=64,
-        description="several prompts {text, target_token, position?} of one behaviour: one circuit "
-        "of components that holds across them",
-    )
+    text: str | None = Field(None, max_length=20000)
+    target_token: str | None = Field(None, max_length=200)
+    position: int = Field(-1, ge=-100000, le=100000)
+    prompts: list[ExampleInput] | None = Field(None, min_length=1, max_length=64)
     heldout_prompts: list[ClaimExample] | None = Field(
-        None,
-        max_length=200,
-        description="with 'prompts': more prompts {text, target_token, foil?} of the behaviour, "
-        "not optimised on (copies of 'prompts' are skipped), to validate the circuit on",
+        None, max_length=200, description=("with prompts: validate on these")
     )
     control_prompts: list[ControlPrompt] | None = Field(
-        None,
-        max_length=200,
-        description="with 'prompts': prompts of other behaviours, to validate specificity on",
+        None, max_length=200, description=("other behaviours, for specificity")
     )
-    mechanism: str | None = Field(
-        None,
-        max_length=200,
-        description="a probe mechanism of the run (list_probe_prompts): optimise on its first "
-        "n_prompts probes, validate on others of its probes and on other mechanisms' probes",
-    )
-    n_prompts: int = Field(16, ge=1, le=64, description="with 'mechanism': probes to optimise on")
-    n_heldout: int = Field(
-        32,
-        ge=0,
-        le=200,
-        description="with 'mechanism': held-out probes (a seeded sample of the rest) to validate "
-        "on, and as many of the other mechanisms' for specificity (0: no validation)",
-    )
-    steps: int = Field(
-        200, ge=1, le=5000, description="optimisation steps (one masked forward and backward each)"
-    )
+    mechanism: str | None = Field(None, max_length=200)
+    n_prompts: int = Field(16, ge=1, le=64)
+    n_heldout: int = Field(32, ge=0, le=200, description="held-out probes to validate on (0: none)")
+    steps: int = Field(200, ge=1, le=5000)
     sparsity: float | None = Field(
-        None,
-        ge=0.0,
-        le=100.0,
-        description="weight of the sparsity term (default 0.1 for one prompt; 0.003 for several, "
-        "where it sums over components)",
+        None, ge=0.0, le=100.0, description=("default 0.1 for one prompt, 0.003 for several")
     )
-    loss: Literal["ce", "kl"] = Field(
-        "ce",
-        description="'ce': cross-entropy of the target token; 'kl': KL(target model ‖ circuit) at "
-        "the position",
-    )
+    loss: Literal["ce", "kl"] = "ce"
     mask: Literal["ci", "stochastic"] | None = Field(
-        None,
-        description="train under CI masks, or under stochastic masks in [CI, 1] with the rest free "
-        "in [0, 1] (default: 'ci' for one prompt, 'stochastic' for several; CI-mask optima are "
-        "where shortcuts live)",
+        None, description=("default 'ci' for one prompt, 'stochastic' for several")
     )
     adversarial_steps: int = Field(
-        0,
-        ge=0,
-        le=100,
-        description="PGD steps of an adversary on the free masks each step (0: none)",
+        0, ge=0, le=100, description="PGD steps on the free masks per step"
     )
-    lr: float = Field(
-        0.1, gt=0.0, le=10.0, description="learning rate (AdamW) on the pre-sigmoid CI or the gates"
-    )
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="random seed")
-    edit_id: str | None = Field(None, max_length=64, description=EDIT_DESC)
-    limit: int = Field(
-        100, ge=1, le=1000, description="return at most this many circuit nodes or components"
-    )
+    lr: float = Field(0.1, gt=0.0, le=10.0)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    edit_id: str | None = Field(None, max_length=64)
+    limit: int = Field(100, ge=1, le=1000)
 
 
 class CircuitNode(Wire):
@@ -285,11 +206,10 @@ TOOLS = (
         group="circuits and attributions",
         title="Attribution graph of an input",
         description=(
-            "How do components feed each other and the output on this input? Builds and stores "
-            "the one-hop attribution graph (gradient x activation, signed) over components with "
-            "CI above 'threshold', embeddings and outputs; with multi_hop, each node's influence "
-            "on the target through all paths. About a second. Example: "
-            "get_attributions(text='Paris is the capital of', target=' France', top_k=20)."
+            "How components feed each other and the output here: stores the one-hop attribution "
+            "graph (gradient x activation); returns graph_id, nodes, top edges and, with "
+            "multi_hop, each node's influence on the target. Example: "
+            "get_attributions(text='Paris is the capital of', target=' France')."
         ),
         input_model=AttributionsInput,
         result_model=AttributionsResult,
@@ -301,16 +221,10 @@ TOOLS = (
         job_results=(CircuitResult, SharedCircuitResult),
         title="Smallest circuit for a prediction",
         description=(
-            "What is the smallest set of components that still makes this prediction, or this kind "
-            "of prediction? One prompt (text, target_token): a sparse circuit of (position, "
-            "component) nodes, the target's probability under every regime and a stored graph_id. "
-            "Several prompts of one behaviour ('prompts', or a probe 'mechanism'): one component "
-            "set "
-            "shared by all, optimised under stochastic masks by default, with every regime's "
-            "numbers and a held-out validation (validation_id). A job ('steps' passes; a minute "
-            "with validation). Language models only. Example: optimize_circuit(text='Paris is the "
-            "capital of', target_token=' France', steps=200); "
-            "optimize_circuit(mechanism='induction')."
+            "A job: the smallest component set that keeps a prediction, with the target's "
+            "probability in every regime. One prompt (text, target_token): nodes and a graph_id. "
+            "Several ('prompts' or a probe 'mechanism'): one set, validated on held-out prompts. "
+            "Example: optimize_circuit(mechanism='induction')."
         ),
         input_model=CircuitInput,
         result_model=JobView,

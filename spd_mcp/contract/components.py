@@ -8,21 +8,10 @@ from pydantic import Field, model_validator
 from spd_mcp.contract.spec import ToolContract
 from spd_mcp.contract.wire import Input, JobView, LongInput, Wire
 
-TEXT_DESC = "language models: the text to analyse (no special tokens are added)"
-
-
-FEATURES_DESC = "toy models only: the input feature vector (length input_dim from get_model_info)"
-
-
-COMPONENT_DESC = "component keys '<layer>:<c>', e.g. ['0.mlp.up:3', '1.attn.o:0']"
-EDIT_DESC = "run under this edit (an edit_id from edit_component); omit for the base model"
-
 
 class TextOrFeatures(Input):
-    text: str | None = Field(
-        None, max_length=20000, description=TEXT_DESC, examples=["The cat sat on the"]
-    )
-    features: list[float] | None = Field(None, max_length=4096, description=FEATURES_DESC)
+    text: str | None = Field(None, max_length=20000)
+    features: list[float] | None = Field(None, max_length=4096)
 
     @model_validator(mode="after")
     def _one_input(self) -> "TextOrFeatures":
@@ -34,35 +23,13 @@ class TextOrFeatures(Input):
 
 
 class GetCIInput(TextOrFeatures):
-    layers: list[str] | None = Field(
-        None,
-        max_length=200,
-        description="only these layers (names from get_model_info); default all",
-    )
-    position: int | None = Field(
-        None,
-        ge=-100000,
-        le=100000,
-        description="only this token position (0-based; negative counts from the end); default "
-        "every position",
-    )
-    threshold: float = Field(
-        0.1, ge=0.0, le=1.0, description="report components with CI above this (CI is in [0, 1])"
-    )
-    top_k: int = Field(
-        10,
-        ge=1,
-        le=1000,
-        description="at most this many components per (position, layer), largest CI first",
-    )
-    edit_id: str | None = Field(None, max_length=64, description=EDIT_DESC)
-    offset: int = Field(
-        0,
-        ge=0,
-        le=1_000_000,
-        description="skip this many entries of the (position, layer, CI) ordered list",
-    )
-    limit: int = Field(60, ge=1, le=500, description="return at most this many entries")
+    layers: list[str] | None = Field(None, max_length=200)
+    position: int | None = Field(None, ge=-100000, le=100000, description="default: every position")
+    threshold: float = Field(0.1, ge=0.0, le=1.0)
+    top_k: int = Field(10, ge=1, le=1000, description="per position and layer")
+    edit_id: str | None = Field(None, max_length=64)
+    offset: int = Field(0, ge=0, le=1_000_000)
+    limit: int = Field(60, ge=1, le=500)
 
 
 class CIEntry(Wire):
@@ -94,12 +61,10 @@ class CIResult(Wire):
 
 
 class ProbeComponentInput(TextOrFeatures):
-    component: str = Field(
-        max_length=200, description="component key '<layer>:<c>', e.g. '0.mlp.up:3'"
-    )
-    edit_id: str | None = Field(None, max_length=64, description=EDIT_DESC)
-    offset: int = Field(0, ge=0, le=100_000, description="skip this many positions")
-    limit: int = Field(200, ge=1, le=1000, description="return at most this many positions")
+    component: str = Field(max_length=200)
+    edit_id: str | None = Field(None, max_length=64)
+    offset: int = Field(0, ge=0, le=100_000)
+    limit: int = Field(200, ge=1, le=1000)
 
 
 class TokenFiring(Wire):
@@ -123,49 +88,23 @@ class ProbeComponentResult(Wire):
 
 
 class ExampleInput(Input):
-    text: str = Field(
-        max_length=20000, description="the prompt", examples=["Paris is the capital of"]
-    )
-    target_token: str = Field(
-        max_length=200, description="the token the model should predict; must be exactly one token"
-    )
-    position: int = Field(
-        -1, ge=-100000, le=100000, description="position whose prediction it is (default: the last)"
-    )
+    text: str = Field(max_length=20000)
+    target_token: str = Field(max_length=200)
+    position: int = Field(-1, ge=-100000, le=100000)
 
 
 class FindComponentsInput(LongInput):
-    examples: list[ExampleInput] = Field(
-        min_length=1,
-        max_length=64,
-        description="several prompts showing the same kind of prediction",
-    )
-    min_frequency: float = Field(
-        0.7,
-        gt=0.0,
-        le=1.0,
-        description="report components needed in at least this fraction of examples",
-    )
-    method: Literal["circuit", "ci"] = Field(
-        "circuit",
-        description="'circuit': needed = in the optimised circuit of the prediction (slower, "
-        "sharper); "
-        "'ci': needed = natural CI above ci_threshold",
-    )
+    examples: list[ExampleInput] = Field(min_length=1, max_length=64)
+    min_frequency: float = Field(0.7, gt=0.0, le=1.0)
+    method: Literal["circuit", "ci"] = "circuit"
     scope: Literal["position", "any"] = Field(
-        "position", description="count components at the prediction position, or at any position"
+        "position", description=("count components at the prediction only, or anywhere")
     )
-    ci_threshold: float = Field(
-        0.0, ge=0.0, lt=1.0, description="a component counts when its CI is above this"
-    )
-    steps: int = Field(
-        100, ge=1, le=2000, description="circuit optimisation steps per example (method 'circuit')"
-    )
-    sparsity: float = Field(
-        0.1, ge=0.0, le=100.0, description="circuit sparsity coefficient (method 'circuit')"
-    )
-    edit_id: str | None = Field(None, max_length=64, description=EDIT_DESC)
-    limit: int = Field(100, ge=1, le=1000, description="return at most this many components")
+    ci_threshold: float = Field(0.0, ge=0.0, lt=1.0)
+    steps: int = Field(100, ge=1, le=2000)
+    sparsity: float = Field(0.1, ge=0.0, le=100.0)
+    edit_id: str | None = Field(None, max_length=64)
+    limit: int = Field(100, ge=1, le=1000)
 
 
 class FoundRow(Wire):
@@ -190,9 +129,9 @@ TOOLS = (
         group="components",
         title="Causal importance of components on an input",
         description=(
-            "Which components matter on this input? Per position and layer, the components with "
-            "causal importance (CI, 0-1) above 'threshold', and L0 per layer. Well under a "
-            "second. Example: get_ci(text='The cat sat on the', position=-1, top_k=5)."
+            "Which components matter on this input: per position and layer, those with causal "
+            "importance (CI) above threshold, and L0 per layer. Example: get_ci(text='The cat sat"
+            " on the', position=-1)."
         ),
         input_model=GetCIInput,
         result_model=CIResult,
@@ -204,9 +143,8 @@ TOOLS = (
         group="components",
         title="Where one component fires on a text",
         description=(
-            "Where does this component fire on my text? Its CI and inner activation on every "
-            "token. Well under a second. Example: probe_component(text='The cat sat on the mat', "
-            "component='0.mlp.up:3')."
+            "One component's CI and inner activation on every token. Example: "
+            "probe_component(text='The cat sat on the mat', component='0.mlp.up:3')."
         ),
         input_model=ProbeComponentInput,
         result_model=ProbeComponentResult,
@@ -219,11 +157,10 @@ TOOLS = (
         job_results=(FindComponentsResult,),
         title="Components consistently needed for a kind of prediction",
         description=(
-            "Which components are consistently needed for this kind of prediction? Finds the "
-            "components needed for each example (method 'circuit': optimised; 'ci': CI above "
-            "ci_threshold) and returns those needed in at least min_frequency of them. A job. "
-            "Language models only. Example: find_components(examples=[{'text': 'Paris is the "
-            "capital of', 'target_token': ' France'}], min_frequency=0.5, method='ci')."
+            "A job: the components needed in at least min_frequency of the examples (method "
+            "'circuit': in the optimised circuit; 'ci': CI above ci_threshold). Example: "
+            "find_components(examples=[{'text': 'Paris is the capital of', 'target_token': ' "
+            "France'}], method='ci')."
         ),
         input_model=FindComponentsInput,
         result_model=JobView,

@@ -8,27 +8,16 @@ from pydantic import Field
 from spd_mcp.contract.spec import ToolContract
 from spd_mcp.contract.wire import Input, Wire
 
-COMPONENT = Field(
-    description="component key '<layer>:<c>' (layers from get_model_info)",
-    max_length=200,
-    examples=["0.mlp.up:3"],
-)
+COMPONENT = Field(max_length=200)
 
 
 class ComponentInfoInput(Input):
     component: str = COMPONENT
-    top_k: int = Field(
-        10, ge=1, le=50, description="how many tokens / co-firing components per list"
-    )
+    top_k: int = Field(10, ge=1, le=50)
     order: Literal["pmi", "precision", "recall", "count"] = Field(
-        "pmi",
-        description="how to rank input/output tokens: pmi, precision (share of the token's "
-        "occurrences on "
-        "which it fires), recall (share of its firings on the token) or count",
+        "pmi", description=("ranks input and output tokens")
     )
-    min_count: int = Field(
-        2, ge=1, le=10000, description="ignore tokens seen together with a firing fewer times"
-    )
+    min_count: int = Field(2, ge=1, le=10000, description="ignore tokens seen with fewer firings")
 
 
 class TokenStatRow(Wire):
@@ -84,10 +73,8 @@ class ComponentInfo(Wire):
 
 class ExamplesInput(Input):
     component: str = COMPONENT
-    limit: int = Field(5, ge=1, le=50, description="examples per page")
-    offset: int = Field(
-        0, ge=0, le=100000, description="skip this many examples (largest CI first)"
-    )
+    limit: int = Field(5, ge=1, le=50)
+    offset: int = Field(0, ge=0, le=100000)
 
 
 class ActivationExample(Wire):
@@ -110,14 +97,9 @@ class ExamplesResult(Wire):
 
 
 class SearchInput(Input):
-    query: str = Field(
-        description="text to find (case-insensitive substring)",
-        min_length=1,
-        max_length=500,
-        examples=["capital of"],
-    )
-    limit: int = Field(10, ge=1, le=100, description="matches per page")
-    offset: int = Field(0, ge=0, le=1000000, description="skip this many matches")
+    query: str = Field(min_length=1, max_length=500)
+    limit: int = Field(10, ge=1, le=100)
+    offset: int = Field(0, ge=0, le=1000000)
 
 
 class SearchMatch(Wire):
@@ -137,11 +119,8 @@ class SearchResult(Wire):
 
 class DatasetAttrInput(Input):
     component: str = COMPONENT
-    top_k: int = Field(10, ge=1, le=100, description="sources and targets to return")
-    sign: Literal["abs", "positive", "negative"] = Field(
-        "abs",
-        description="rank by |value| (abs), largest positive, or most negative summed attribution",
-    )
+    top_k: int = Field(10, ge=1, le=100)
+    sign: Literal["abs", "positive", "negative"] = "abs"
 
 
 class AttrRow(Wire):
@@ -169,9 +148,8 @@ TOOLS = (
         group="components",
         title="What is this component?",
         description=(
-            "What is this component? Its vector norms, the tokens its write vector promotes and "
-            "suppresses, and from the harvest: firing density, mean CI, top input and output "
-            "tokens, co-firing components, label. Instant. Example: "
+            "What is this component? Norms, tokens its write vector promotes and suppresses; from"
+            " the harvest: density, mean CI, top input and output tokens, co-firing. Example: "
             "get_component_info(component='0.mlp.up:3')."
         ),
         input_model=ComponentInfoInput,
@@ -184,9 +162,8 @@ TOOLS = (
         group="components",
         title="Where does it fire in the data?",
         description=(
-            "Show me where this component fires in the data: harvested contexts, largest CI "
-            "first, with the CI on every token. Needs harvest data. Instant. Example: "
-            "get_activation_examples(component='0.mlp.up:3', limit=5)."
+            "Harvested contexts where this component fires, largest CI first, with its CI on "
+            "every token. Example: get_activation_examples(component='0.mlp.up:3', limit=5)."
         ),
         input_model=ExamplesInput,
         result_model=ExamplesResult,
@@ -198,8 +175,8 @@ TOOLS = (
         group="model and data",
         title="Search the run's texts",
         description=(
-            "Where in the run's own data does this text occur? Case-insensitive substring search "
-            "over the harvested texts. Instant. Example: search_dataset(query='capital of')."
+            "Case-insensitive substring search over the run's harvested texts. Example: "
+            "search_dataset(query='capital of')."
         ),
         input_model=SearchInput,
         result_model=SearchResult,
@@ -211,10 +188,9 @@ TOOLS = (
         group="circuits and attributions",
         title="What feeds this component across the data?",
         description=(
-            "Across the data, what feeds this component and what does it feed? Top source and "
-            "target components by summed attribution over the harvested texts. Needs harvest "
-            "data. Instant. Example: get_dataset_attributions(component='1.mlp.down:2', "
-            "sign='positive')."
+            "What feeds this component and what it feeds, summed over the harvested texts "
+            "(gradient x activation). Example: get_dataset_attributions(component='1.mlp.down:2',"
+            " sign='positive')."
         ),
         input_model=DatasetAttrInput,
         result_model=DatasetAttrResult,

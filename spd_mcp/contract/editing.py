@@ -5,8 +5,6 @@ from typing import Literal
 
 from pydantic import Field
 
-from spd_mcp.contract.components import COMPONENT_DESC
-from spd_mcp.contract.ids import ID_RULE
 from spd_mcp.contract.spec import ToolContract
 from spd_mcp.contract.wire import Input, JobView, LongInput, Wire
 
@@ -14,52 +12,36 @@ EXPORTS = "exports"  # the workspace folder export_edit writes into
 
 
 class ObjectiveInput(Input):
-    token: str = Field(
-        max_length=200, description="the token to suppress or promote; exactly one token"
-    )
-    direction: Literal["suppress", "promote"] = Field(description="lower or raise its probability")
-    prompts: list[str] = Field(
-        min_length=1, max_length=64, description="prompts on which to change it"
-    )
-    position: int = Field(
-        -1,
-        ge=-100000,
-        le=100000,
-        description="position of the prediction in each prompt (default: the last)",
-    )
+    token: str = Field(max_length=200)
+    direction: Literal["suppress", "promote"] = Field()
+    prompts: list[str] = Field(min_length=1, max_length=64)
+    position: int = Field(-1, ge=-100000, le=100000)
 
 
 class EditInput(LongInput):
-    components: list[str] = Field(min_length=1, max_length=200, description=COMPONENT_DESC)
+    components: list[str] = Field(min_length=1, max_length=200)
     method: Literal["scale", "remove", "finetune"] = Field(
-        description="'scale': multiply the write vectors by 'factor'; 'remove': subtract the "
-        "components' weights; "
-        "'finetune': train their vectors on 'objective'"
+        description=("scale: write vectors times factor; finetune: train them on objective")
     )
-    factor: float = Field(
-        0.5, ge=-100.0, le=100.0, description="method 'scale': the factor on each write vector"
-    )
-    objective: ObjectiveInput | None = Field(
-        None, description="method 'finetune': which token to suppress or promote on which prompts"
-    )
+    factor: float = Field(0.5, ge=-100.0, le=100.0)
+    objective: ObjectiveInput | None = None
     preserve_prompts: list[str] = Field(
         default_factory=list,
         max_length=64,
-        description="prompts whose outputs should not change (finetune: KL penalty; all methods: "
-        "KL reported)",
+        description=("KL on them reported (finetune: penalised)"),
     )
     train: Literal["U", "V", "both"] = Field(
-        "both", description="finetune: train write vectors (U), read vectors (V) or both"
+        "both", description="U: write vectors, V: read vectors"
     )
-    steps: int = Field(100, ge=0, le=5000, description="finetune steps")
-    lr: float = Field(0.01, gt=0.0, le=10.0, description="finetune learning rate (AdamW)")
+    steps: int = Field(100, ge=0, le=5000)
+    lr: float = Field(0.01, gt=0.0, le=10.0)
     kl_bound: float = Field(
         0.05,
         ge=0.0,
         le=100.0,
-        description="finetune keeps the best step whose preserve KL (nats) is within this",
+        description=("finetune keeps the best step with preserve KL below this"),
     )
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="random seed")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
 class EditResult(Wire):
@@ -88,18 +70,9 @@ class EditResult(Wire):
 
 
 class ExportInput(Input):
-    edit_id: str = Field(
-        max_length=64,
-        description="the edit to export (an edit_id from edit_component)",
-        examples=["e1"],
-    )
-    name: str | None = Field(
-        None,
-        max_length=64,
-        description=f"directory name under <workspace>/{EXPORTS}/ (default: the edit_id); "
-        f"{ID_RULE}",
-    )
-    overwrite: bool = Field(False, description="replace an existing export of the same name")
+    edit_id: str = Field(max_length=64)
+    name: str | None = Field(None, max_length=64, description="default: the edit_id")
+    overwrite: bool = False
 
 
 class ExportResult(Wire):
@@ -122,12 +95,10 @@ TOOLS = (
         job_results=(EditResult,),
         title="Edit components (a named overlay)",
         description=(
-            "Can I change this behaviour by editing these components, and at what cost? Makes a "
-            "named edit (the base model never changes): 'scale' the write vectors, 'remove' the "
-            "components, or 'finetune' only their vectors on an objective while keeping "
-            "preserve_prompts (KL). Use it through edit_id in run_prompt, get_ci, ablate, steer. "
-            "finetune is a job. Example: edit_component(components=['1.mlp.down:7'], "
-            "method='remove', preserve_prompts=['The dog ran to the'])."
+            "A named edit (the base model never changes): scale, remove or finetune (a job) these"
+            " components, with its KL cost on preserve_prompts; use its edit_id in run_prompt, "
+            "get_ci, ablate, steer. Example: edit_component(components=['1.mlp.down:7'], "
+            "method='remove')."
         ),
         input_model=EditInput,
         result_model=JobView,
@@ -138,10 +109,8 @@ TOOLS = (
         group="interventions",
         title="Export an edit as a model directory",
         description=(
-            "Write the model with an edit in its weights as a plain transformers directory in "
-            "exports/<name> (loads with AutoModelForCausalLM.from_pretrained; outputs equal "
-            "run_prompt with that edit_id). Needs --workspace. About a second. Example: "
-            "export_edit(edit_id='e1', name='no_copying')."
+            "Write the model with an edit in its weights as a transformers directory, "
+            "exports/<name>. Example: export_edit(edit_id='e1')."
         ),
         input_model=ExportInput,
         result_model=ExportResult,

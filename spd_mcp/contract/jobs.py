@@ -7,14 +7,12 @@ from spd_mcp.contract.wire import MAX_WAIT_S, Input, JobBrief, JobView, Wire
 
 
 class GetJobInput(Input):
-    job_id: str = Field(description="the job_id a long tool returned, e.g. 'j3'", max_length=64)
-    wait_s: float = Field(
-        10.0, ge=0, le=MAX_WAIT_S, description="seconds to wait for the job to finish (0-30)"
-    )
+    job_id: str = Field(max_length=64)
+    wait_s: float = Field(10.0, ge=0, le=MAX_WAIT_S)
 
 
 class CancelJobInput(Input):
-    job_id: str = Field(description="the job to cancel, e.g. 'j3'", max_length=64)
+    job_id: str = Field(max_length=64)
 
 
 class StatusInput(Input):
@@ -42,8 +40,8 @@ TOOLS = (
         group="jobs and status",
         title="Get a job's status and result",
         description=(
-            "Status, progress and, when done, the result of a job (what the long tool would have "
-            "returned). Waits up to wait_s. Example: get_job(job_id='j3', wait_s=30)."
+            "A job's status, progress and, when done, its result; waits up to wait_s. Example: "
+            "get_job(job_id='j3', wait_s=30)."
         ),
         input_model=GetJobInput,
         result_model=JobView,
@@ -55,8 +53,8 @@ TOOLS = (
         group="jobs and status",
         title="Cancel a job",
         description=(
-            "Cancel a job. A queued job never starts; a running one stops at its next progress "
-            "step. Example: cancel_job(job_id='j3')."
+            "Cancel a job: a queued one never starts, a running one stops at its next step. "
+            "Example: cancel_job(job_id='j3')."
         ),
         input_model=CancelJobInput,
         result_model=JobView,
@@ -70,7 +68,7 @@ TOOLS = (
         title="Server status",
         description=(
             "What the server is doing, without waiting for the device: running job, queue, "
-            "uptime, calls served, memory. Example: server_status()."
+            "uptime, calls, memory. Example: server_status()."
         ),
         input_model=StatusInput,
         result_model=ServerStatus,

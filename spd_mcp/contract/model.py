@@ -63,32 +63,11 @@ class ModelInfo(Wire):
 
 
 class RunPromptInput(Input):
-    text: str | None = Field(
-        None,
-        max_length=20000,
-        description="language models: the text to run (no special tokens are added)",
-        examples=["The cat sat on the"],
-    )
-    features: list[float] | None = Field(
-        None,
-        max_length=4096,
-        description="toy models only: the input feature vector (length input_dim from "
-        "get_model_info)",
-    )
-    top_k: int = Field(
-        10,
-        ge=1,
-        le=100,
-        description="how many most likely next tokens (or largest outputs) to return",
-    )
-    all_positions: bool = Field(
-        False, description="top-k at every position instead of only the last"
-    )
-    edit_id: str | None = Field(
-        None,
-        max_length=64,
-        description="run under this edit (an edit_id from edit_component); omit for the base model",
-    )
+    text: str | None = Field(None, max_length=20000)
+    features: list[float] | None = Field(None, max_length=4096)
+    top_k: int = Field(10, ge=1, le=100)
+    all_positions: bool = False
+    edit_id: str | None = Field(None, max_length=64)
 
     @model_validator(mode="after")
     def _one_input(self) -> "RunPromptInput":
@@ -127,11 +106,9 @@ class RunPromptResult(Wire):
 
 
 class ProbeInput(Input):
-    mechanism: str | None = Field(
-        None, max_length=200, description="only prompts with this mechanism tag"
-    )
-    offset: int = Field(0, ge=0, le=1_000_000, description="skip this many prompts")
-    limit: int = Field(50, ge=1, le=200, description="return at most this many prompts")
+    mechanism: str | None = Field(None, max_length=200)
+    offset: int = Field(0, ge=0, le=1_000_000)
+    limit: int = Field(50, ge=1, le=200)
 
 
 class ProbeRow(Wire):
@@ -168,10 +145,8 @@ TOOLS = (
         group="model and data",
         title="Model and decomposition overview",
         description=(
-            "What model is this, and how good is its decomposition? Layers with their component "
-            "counts, alive counts and weight delta (do the components sum to the weights), quality "
-            "metrics, harvest and probe availability. Call it first: its layer names are the ones "
-            "keys use. Instant. Example: get_model_info()."
+            "Call first. The model, its decomposed layers (names used in keys, C, alive counts, "
+            "weight delta), decomposition quality and the run's data. Example: get_model_info()."
         ),
         input_model=ModelInfoInput,
         result_model=ModelInfo,
@@ -183,10 +158,8 @@ TOOLS = (
         group="model and data",
         title="Run the model on a prompt",
         description=(
-            "What does the model predict here? The tokens and the top_k next tokens after the "
-            "last position (or every one), under an edit with edit_id. Toy models take "
-            "'features'. Well under a second. Example: run_prompt(text='The cat sat on the', "
-            "top_k=5)."
+            "What does the model predict? Tokens and the top_k next tokens at the last position "
+            "(or every one). Example: run_prompt(text='The cat sat on the', top_k=5)."
         ),
         input_model=RunPromptInput,
         result_model=RunPromptResult,
@@ -198,10 +171,9 @@ TOOLS = (
         group="model and data",
         title="List the run's probe prompts",
         description=(
-            "Which prompts ship with this run, by mechanism? Text, expected next token, foil and "
-            "mechanism tag, paged; the count per mechanism and each one's description where the "
-            "run has "
-            "them. Instant. Example: list_probe_prompts(mechanism='induction')."
+            "The run's probe prompts (text, target token, foil) by mechanism tag, paged, with "
+            "each mechanism's count and description. Example: "
+            "list_probe_prompts(mechanism='induction')."
         ),
         input_model=ProbeInput,
         result_model=ProbeList,

@@ -40,3 +40,15 @@ class ToolContract:
             raise ValueError(
                 f"tool {self.name}: unknown group {self.group!r}; valid: {', '.join(GROUPS)}"
             )
+
+
+def tool_hints(read_only: bool, destructive: bool, idempotent: bool) -> dict[str, bool]:
+    """The annotations a tool advertises, only those that say something: MCP's destructive and
+    idempotent hints mean nothing for a read-only tool, idempotent defaults to false, and no tool
+    reaches outside the server (open world false)."""
+    hints = {"read_only_hint": read_only, "open_world_hint": False}
+    if not read_only:
+        hints["destructive_hint"] = destructive
+        if idempotent:
+            hints["idempotent_hint"] = True
+    return hints

@@ -11,64 +11,40 @@ from spd_mcp.contract.wire import Input, JobView, LongInput, Wire
 
 
 class ClaimExample(Input):
-    text: str = Field(max_length=20000, description="a prompt showing the behaviour")
-    target_token: str = Field(
-        max_length=200, description="the correct next token (exactly one token)"
-    )
-    foil: str | None = Field(
-        None, max_length=200, description="the wrong answer the behaviour rules out, if any"
-    )
+    text: str = Field(max_length=20000)
+    target_token: str = Field(max_length=200)
+    foil: str | None = Field(None, max_length=200)
 
 
 class ControlPrompt(Input):
-    text: str = Field(max_length=20000, description="a prompt that does not need the behaviour")
-    target_token: str | None = Field(
-        None, max_length=200, description="its correct next token; default: the model's own top-1"
-    )
+    text: str = Field(max_length=20000)
+    target_token: str | None = Field(None, max_length=200)
 
 
 class ValidateInput(LongInput):
-    components: list[str] = Field(
-        min_length=1, max_length=1000, description="the claimed set, '<layer>:<c>' keys"
-    )
+    components: list[str] = Field(min_length=1, max_length=1000)
     mechanism: str | None = Field(
         None,
         max_length=200,
-        description="a probe mechanism of the run (list_probe_prompts): "
-        "held-out examples are drawn from its probes, controls from the other mechanisms'",
+        description=("a probe mechanism: examples from its probes, controls from others'"),
     )
     examples: list[ClaimExample] = Field(
-        default_factory=list,
-        max_length=200,
-        description="your own examples of the behaviour, instead of 'mechanism'",
+        default_factory=list, max_length=200, description="instead of mechanism"
     )
     controls: list[ControlPrompt] = Field(
-        default_factory=list,
-        max_length=200,
-        description="prompts of other behaviours (for specificity); default with "
-        "'mechanism': the other mechanisms' probes",
+        default_factory=list, max_length=200, description="other behaviours, for specificity"
     )
     exclude: list[str] = Field(
         default_factory=list,
         max_length=200,
-        description="the prompts the claim was found on: never used for validation",
+        description="prompts the claim was found on: never used",
     )
-    n_examples: int = Field(
-        40, ge=1, le=200, description="held-out examples drawn from the mechanism's probes"
-    )
-    n_controls: int = Field(
-        40, ge=0, le=200, description="control examples drawn from the other mechanisms"
-    )
+    n_examples: int = Field(40, ge=1, le=200)
+    n_controls: int = Field(40, ge=0, le=200)
     regimes: list[AblationRegime] = Field(
-        default_factory=lambda: list(ABLATION_REGIMES),
-        min_length=1,
-        max_length=3,
-        description="regimes to measure in (necessity, sufficiency and "
-        "specificity are judged in deterministic and stochastic)",
+        default_factory=lambda: list(ABLATION_REGIMES), min_length=1, max_length=3
     )
-    seed: int = Field(
-        0, ge=0, le=2**31 - 1, description="seed of the example sample, masks and bootstrap"
-    )
+    seed: int = Field(0, ge=0, le=2**31 - 1)
 
     @model_validator(mode="after")
     def _one_behaviour(self) -> "ValidateInput":
@@ -154,15 +130,10 @@ TOOLS = (
         job_results=(ValidationResult,),
         title="Validate a claimed circuit on held-out examples",
         description=(
-            "Does this claim hold beyond the prompts it was found on? Measures the set's "
-            "necessity, "
-            "sufficiency and specificity on held-out examples of a behaviour (a probe 'mechanism' "
-            "or "
-            "your own 'examples'), per regime, with 95% intervals and a verdict per property; "
-            "returns "
-            "a validation_id to cite in save_explanation. A job: 10-30 s. Example: validate_claim("
-            "components=['1.mlp.up:3'], mechanism='induction', exclude=['code bim tal ... code "
-            "bim'])."
+            "A job (10-30 s): the set's necessity, sufficiency and specificity on held-out "
+            "examples of a behaviour, per regime, with 95% intervals and verdicts; cite its "
+            "validation_id in save_explanation. Example: "
+            "validate_claim(components=['1.mlp.up:3'], mechanism='induction')."
         ),
         input_model=ValidateInput,
         result_model=JobView,

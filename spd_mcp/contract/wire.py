@@ -23,13 +23,7 @@ class Input(BaseModel):
 class LongInput(Input):
     """Base of a long tool's input: it answers with a job once it runs longer than ``wait_s``."""
 
-    wait_s: float = Field(
-        20.0,
-        ge=0,
-        le=30,
-        description="seconds to wait (0-30); later the answer is {job_id, status} to poll with "
-        "get_job",
-    )
+    wait_s: float = Field(20.0, ge=0, le=30)
 
 
 class TokenProb(Wire):

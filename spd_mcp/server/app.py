@@ -27,10 +27,14 @@ log = logging.getLogger(__name__)
 INSTRUCTIONS = """\
 Tools over a Stochastic Parameter Decomposition (SPD) of a neural network: every weight matrix is a
 sum of rank-1 components, each with a causal importance (CI) saying on which inputs it matters.
-Start with get_model_info. Components are '<layer>:<c>', graph nodes '<layer>:<pos>:<c>', positions
-are 0-based token indices (negative counts from the end). Long tools return {job_id, status}; poll
-with get_job. Every field of a result is always present (null when it does not apply). Record
-findings with update_research_log, record_hypothesis and save_explanation."""
+Start with get_model_info. Components are '<layer>:<c>', graph nodes '<layer>:<pos>:<c>' (output
+nodes 'output:<pos>:<token id>'), positions are 0-based token indices (negative counts from the
+end), a target token is exactly one token. Language models take 'text', toy models 'features'
+(length input_dim). 'edit_id' runs a tool under an edit made by edit_component. Tools answer within
+about a second; a long tool (a job) answers within wait_s seconds with its result or with
+{job_id, status}: poll with get_job. Every field of a result is always present (null when it does
+not apply). Record findings with update_research_log, record_hypothesis and save_explanation (they
+need the server's --workspace)."""
 
 
 def resolve_device(choice: str) -> torch.device:

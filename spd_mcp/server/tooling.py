@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model, model_vali
 
 from spd_mcp.contract import ToolContract
 from spd_mcp.contract.schemas import compact_schema
+from spd_mcp.contract.spec import tool_hints
 from spd_mcp.server.errors import BusyError, to_tool_error
 
 
@@ -129,10 +130,7 @@ def build_tool(spec: ToolSpec) -> Tool:
         title=spec.title,
         description=spec.description,
         annotations=ToolAnnotations(  # the title is the tool's own, not repeated here
-            read_only_hint=spec.read_only,
-            destructive_hint=spec.destructive,
-            idempotent_hint=spec.idempotent,
-            open_world_hint=False,
+            **tool_hints(spec.read_only, spec.destructive, spec.idempotent)
         ),
         structured_output=True,
     )

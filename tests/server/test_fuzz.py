@@ -27,7 +27,7 @@ from spd_mcp import contract
 from tests.server.harvested import harvested_run
 from tests.server.helpers import make_server, raw_request
 from tests.server.test_tools_records import store_graph
-from tests.server.wire_cases import tool_cases
+from tests.server.wire_cases import tool_cases, with_any_of
 
 EXAMPLES = int(os.environ.get("SPD_FUZZ_EXAMPLES", "200"))
 ANSWER_BOUND_S = 120.0  # a call unanswered after this counts as unanswered (heavy fuzz calls take seconds)
@@ -235,7 +235,7 @@ TOOL_NAMES = list(contract.TOOL_NAMES)  # every tool of the contract (test_contr
 def test_fuzz_tool(fuzz_client, name: str) -> None:
     portal, client, tools, _ws = fuzz_client
     tool = tools[name]
-    schema = tool.input_schema
+    schema = with_any_of(tool.input_schema)
     outcomes = {"ok": 0, "error": 0}
     n = max(10, EXAMPLES // 4) if name in HEAVY else EXAMPLES
 
@@ -285,7 +285,7 @@ def test_hostile_values_in_every_field(fuzz_client, name: str) -> None:
     """Huge integers and values of the wrong type in each field, the others left out: every call refused
     with a message naming the field (strict types: true is not 1, "yes" is not a boolean)."""
     portal, client, tools, _ws = fuzz_client
-    schema = tools[name].input_schema
+    schema = with_any_of(tools[name].input_schema)
     tried = 0
     for field, sub in fields(schema).items():
         for value in HOSTILE.get(sub.get("type", ""), []):
@@ -348,7 +348,7 @@ def test_fuzz_writers_with_links_planted(fuzz_client, tmp_path: Path, name: str,
 
     @settings(max_examples=max(10, EXAMPLES // 10), deadline=None, database=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
-    @given(args=args_strategy(tools[name].input_schema))
+    @given(args=args_strategy(with_any_of(tools[name].input_schema)))
     def one(args: dict[str, Any]) -> None:
         r = call(portal, client, name, args)
         text = r.message if isinstance(r, MCPError) else (r.content[0].text if r.is_error and r.content else "")

@@ -9,6 +9,29 @@ from typing import Any
 BAD = "a\ud800b"
 
 
+def with_any_of(schema: Any) -> Any:
+    """``schema`` with each type list (``{"type": ["integer", "null"], ...}``, as the server writes a
+    nullable field) spelled as ``anyOf`` of one type each, the form these walkers read."""
+    if isinstance(schema, list):
+        return [with_any_of(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: v if k in ("default", "enum", "const") else
+           {n: with_any_of(s) for n, s in v.items()} if k in ("properties", "$defs") else with_any_of(v)
+           for k, v in schema.items()}
+    if not isinstance(out.get("type"), list):
+        return out
+    kept = {k: v for k, v in out.items() if k in ("default", "description")}
+    shared = {k: v for k, v in out.items() if k not in kept and k != "type"}
+    branches = []
+    for t in out["type"]:
+        branch = {"type": "null"} if t == "null" else {**shared, "type": t}
+        if "enum" in branch:
+            branch["enum"] = [e for e in branch["enum"] if e is not None]
+        branches.append(branch)
+    return {**kept, "anyOf": branches}
+
+
 def _cases(schema: dict[str, Any], defs: dict[str, Any], path: str) -> list[tuple[str, Any]]:
     """(field path, a value holding BAD at that path) for each string place in ``schema``."""
     if "$ref" in schema:
@@ -31,6 +54,7 @@ def _cases(schema: dict[str, Any], defs: dict[str, Any], path: str) -> list[tupl
 
 def tool_cases(name: str, input_schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(field path as the error names it, tools/call params) for each string field of tool ``name``."""
+    input_schema = with_any_of(input_schema)
     cases = _cases(input_schema, input_schema.get("$defs", {}), "params.arguments")
     return [(path, {"name": name, "arguments": args}) for path, args in cases]
 
