@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-MODULES = ["bench.bench_decompose", "bench.bench_analysis", "bench.bench_server", "bench.bench_swarm", "bench.bench_behaviour", "bench.bench_findings"]
+MODULES = ["bench.bench_decompose", "bench.bench_analysis", "bench.bench_server", "bench.bench_swarm", "bench.bench_behaviour", "bench.bench_findings", "bench.bench_tools_list"]
 
 
 def _rows(name: str, quick: bool) -> list[dict]:

@@ -150,21 +150,21 @@ class CircuitInput(LongInput):
     position: int = Field(-1, ge=-100000, le=100000)
     prompts: list[ExampleInput] | None = Field(None, min_length=1, max_length=64)
     heldout_prompts: list[ClaimExample] | None = Field(
-        None, max_length=200, description=("with prompts: validate on these")
+        None, max_length=200, description="with prompts: validate on these"
     )
     control_prompts: list[ControlPrompt] | None = Field(
-        None, max_length=200, description=("other behaviours, for specificity")
+        None, max_length=200, description="other behaviours, for specificity"
     )
     mechanism: str | None = Field(None, max_length=200)
     n_prompts: int = Field(16, ge=1, le=64)
     n_heldout: int = Field(32, ge=0, le=200, description="held-out probes to validate on (0: none)")
     steps: int = Field(200, ge=1, le=5000)
     sparsity: float | None = Field(
-        None, ge=0.0, le=100.0, description=("default 0.1 for one prompt, 0.003 for several")
+        None, ge=0.0, le=100.0, description="default 0.1 for one prompt, 0.003 for several"
     )
     loss: Literal["ce", "kl"] = "ce"
     mask: Literal["ci", "stochastic"] | None = Field(
-        None, description=("default 'ci' for one prompt, 'stochastic' for several")
+        None, description="default 'ci' for one prompt, 'stochastic' for several"
     )
     adversarial_steps: int = Field(
         0, ge=0, le=100, description="PGD steps on the free masks per step"

@@ -98,7 +98,7 @@ class FindComponentsInput(LongInput):
     min_frequency: float = Field(0.7, gt=0.0, le=1.0)
     method: Literal["circuit", "ci"] = "circuit"
     scope: Literal["position", "any"] = Field(
-        "position", description=("count components at the prediction only, or anywhere")
+        "position", description="count components at the prediction only, or anywhere"
     )
     ci_threshold: float = Field(0.0, ge=0.0, lt=1.0)
     steps: int = Field(100, ge=1, le=2000)

@@ -15,7 +15,7 @@ class ComponentInfoInput(Input):
     component: str = COMPONENT
     top_k: int = Field(10, ge=1, le=50)
     order: Literal["pmi", "precision", "recall", "count"] = Field(
-        "pmi", description=("ranks input and output tokens")
+        "pmi", description="ranks input and output tokens"
     )
     min_count: int = Field(2, ge=1, le=10000, description="ignore tokens seen with fewer firings")
 

@@ -13,7 +13,7 @@ EXPORTS = "exports"  # the workspace folder export_edit writes into
 
 class ObjectiveInput(Input):
     token: str = Field(max_length=200)
-    direction: Literal["suppress", "promote"] = Field()
+    direction: Literal["suppress", "promote"]
     prompts: list[str] = Field(min_length=1, max_length=64)
     position: int = Field(-1, ge=-100000, le=100000)
 
@@ -21,14 +21,14 @@ class ObjectiveInput(Input):
 class EditInput(LongInput):
     components: list[str] = Field(min_length=1, max_length=200)
     method: Literal["scale", "remove", "finetune"] = Field(
-        description=("scale: write vectors times factor; finetune: train them on objective")
+        description="scale: write vectors times factor; finetune: train them on objective"
     )
     factor: float = Field(0.5, ge=-100.0, le=100.0)
     objective: ObjectiveInput | None = None
     preserve_prompts: list[str] = Field(
         default_factory=list,
         max_length=64,
-        description=("KL on them reported (finetune: penalised)"),
+        description="KL on them reported (finetune: penalised)",
     )
     train: Literal["U", "V", "both"] = Field(
         "both", description="U: write vectors, V: read vectors"
@@ -39,7 +39,7 @@ class EditInput(LongInput):
         0.05,
         ge=0.0,
         le=100.0,
-        description=("finetune keeps the best step with preserve KL below this"),
+        description="finetune keeps the best step with preserve KL below this",
     )
     seed: int = Field(0, ge=0, le=2**31 - 1)
 

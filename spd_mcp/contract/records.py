@@ -34,7 +34,7 @@ class HypothesisInput(Input):
     evidence: list[Annotated[str, Field(max_length=2000)]] = Field(
         default_factory=list,
         max_length=50,
-        description=("tool results backing the status, e.g. 'ablate j4: p(Paris) 0.8->0.1'"),
+        description="tool results backing the status, e.g. 'ablate j4: p(Paris) 0.8->0.1'",
     )
 
 
@@ -56,7 +56,7 @@ class ComponentRole(Input):
 class EvidenceItem(Input):
     kind: Literal[
         "ablation", "attribution", "activation_pattern", "steering", "edit", "correlation", "other"
-    ] = Field()
+    ]
     description: str = Field(min_length=1, max_length=2000)
     reference: str = Field("", max_length=200, description="a graph_id, job_id or artifact id")
 
@@ -70,13 +70,13 @@ class ExplanationInput(Input):
     validation_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(
         default_factory=list,
         max_length=20,
-        description=("validate_claim results on exactly these components"),
+        description="validate_claim results on exactly these components",
     )
     claims: list[Claim] = Field(
         default_factory=lambda: ["necessary", "specific"], min_length=1, max_length=3
     )
     confidence: Literal["high", "medium", "low"] | None = Field(
-        None, description=("ignored: set by the validations")
+        None, description="ignored: set by the validations"
     )
     alternatives: list[Annotated[str, Field(max_length=2000)]] = Field(
         default_factory=list, max_length=20

@@ -26,7 +26,7 @@ class ValidateInput(LongInput):
     mechanism: str | None = Field(
         None,
         max_length=200,
-        description=("a probe mechanism: examples from its probes, controls from others'"),
+        description="a probe mechanism: examples from its probes, controls from others'",
     )
     examples: list[ClaimExample] = Field(
         default_factory=list, max_length=200, description="instead of mechanism"
