@@ -3,8 +3,8 @@
 Calls list_probe_prompts (every page, unless the caller has the probes already: probes, foils,
 behaviour descriptions), run_prompt on each quoted phrase of two or more words and on it without
 its last word, and search_dataset on each quoted single word. The tools' descriptions, with their
-arguments', are the background of general words. A call that fails leaves its piece of evidence
-out; the choice is then made on the rest.
+arguments' and their results' (from the contract), are the background of general words. A call
+that fails leaves its piece of evidence out; the choice is then made on the rest.
 
 `call(tool, args)` returns a tool's structured result and raises when the call fails: the
 built-in agent passes its own recorded `call`; `choose_behaviour_via_mcp` adapts an MCP client.
@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from mcp import Client
 
+from spd_mcp.contract import BY_NAME
 from spd_mcp.contract.data import SearchResult
 from spd_mcp.contract.model import ProbeList, RunPromptResult
 from spd_mcp.contract.wire import Wire
@@ -96,7 +97,31 @@ def _background(tools: Sequence[ToolInfo]) -> tuple[str, ...]:
         props = schema.get("properties") or {}
         return [str(p.get("description") or "") for p in props.values() if isinstance(p, dict)]
 
-    return tuple(" ".join([t.description, *fields(t.input_schema)]) for t in tools)
+    return tuple(" ".join([t.description, *fields(t.input_schema), *_result_notes(t.name)])
+                 for t in tools)
+
+
+def _result_notes(tool: str) -> list[str]:
+    """The descriptions of a tool's result fields, from the contract (tools/list leaves them out)."""
+    entry = BY_NAME.get(tool)
+    if entry is None:
+        return []
+    out: list[str] = []
+
+    def walk(schema: Any) -> None:
+        if isinstance(schema, dict):
+            for key, value in schema.items():
+                if key == "description" and isinstance(value, str):
+                    out.append(value)
+                else:
+                    walk(value)
+        elif isinstance(schema, list):
+            for s in schema:
+                walk(s)
+
+    for model in (entry.result_model, *entry.job_results):
+        walk(model.model_json_schema())
+    return out
 
 
 async def gather_evidence(call: Call, question: str, probes: Sequence[Mapping[str, Any]] | None = None,
