@@ -129,8 +129,8 @@ def build_tool(spec: ToolSpec) -> Tool:
         name=spec.name,
         title=spec.title,
         description=spec.description,
-        annotations=ToolAnnotations(  # the title is the tool's own, not repeated here
-            **tool_hints(spec.read_only, spec.destructive, spec.idempotent)
+        annotations=ToolAnnotations.model_validate(  # the title is the tool's own, not repeated here
+            tool_hints(spec.read_only, spec.destructive, spec.idempotent)
         ),
         structured_output=True,
     )
