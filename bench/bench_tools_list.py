@@ -1,4 +1,4 @@
-"""The size of tools/list as an agent receives it: bytes of the JSON-RPC result, by part and per tool.
+"""The size of tools/list as an agent receives it: bytes of the JSON-RPC result, by part, per tool.
 
 Run: OMP_NUM_THREADS=1 python -m bench.bench_tools_list [--per-tool]
 The real server CLI over stdio (tests/server/serve_tiny.py, the tiny LM run); the bytes are those of
@@ -45,15 +45,19 @@ def sizes(result: dict[str, Any]) -> dict[str, int]:
         "descriptions": sum(compact_bytes(t.get("description", "")) for t in tools),
         "input_schemas": sum(compact_bytes(t.get("inputSchema")) for t in tools),
         "input_field_descriptions": sum(_description_bytes(t.get("inputSchema")) for t in tools),
-        "output_schemas": sum(compact_bytes(t.get("outputSchema")) for t in tools if "outputSchema" in t),
+        "output_schemas": sum(
+            compact_bytes(t["outputSchema"]) for t in tools if "outputSchema" in t
+        ),
         "output_field_descriptions": sum(_description_bytes(t.get("outputSchema")) for t in tools),
     }
-    parts["rest"] = parts["total"] - parts["descriptions"] - parts["input_schemas"] - parts["output_schemas"]
+    named = parts["descriptions"] + parts["input_schemas"] + parts["output_schemas"]
+    parts["rest"] = parts["total"] - named
     return parts
 
 
 def per_tool(result: dict[str, Any]) -> dict[str, int]:
-    return {t["name"]: compact_bytes(t) for t in sorted(result["tools"], key=lambda t: -compact_bytes(t))}
+    ranked = sorted(result["tools"], key=lambda t: -compact_bytes(t))
+    return {t["name"]: compact_bytes(t) for t in ranked}
 
 
 def wire_tools_list(run: str = "lm") -> tuple[int, dict[str, Any]]:
@@ -61,7 +65,8 @@ def wire_tools_list(run: str = "lm") -> tuple[int, dict[str, Any]]:
     client = RawStdio(run)
     try:
         client.next_id += 1
-        client._send({"jsonrpc": "2.0", "id": client.next_id, "method": "tools/list", "params": {}})  # noqa: SLF001
+        request = {"jsonrpc": "2.0", "id": client.next_id, "method": "tools/list", "params": {}}
+        client._send(request)  # noqa: SLF001 (the raw line back is what is measured)
         assert client.proc.stdout is not None
         while True:  # skip notifications until our reply
             line = client.proc.stdout.readline().rstrip(b"\n")

@@ -3,11 +3,12 @@ each, compared name by name. The server side is what a real MCP client lists; th
 is computed from the contract's models alone. A tool on one side only fails the test."""
 
 from collections.abc import Mapping, Sequence
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 import anyio
 import pytest
 from mcp import Client
+from pydantic import BaseModel, Field
 
 from spd_core.analysis import ablation, regimes
 from spd_core.analysis import validation as core_validation
@@ -26,8 +27,8 @@ def contract_side(tools: Sequence[ToolContract]) -> dict[str, dict[str, Any]]:
             "title": t.title,
             "description": t.description,
             "annotations": {"read_only_hint": True, "open_world_hint": False} if t.read_only else {
-                "read_only_hint": False, "destructive_hint": t.destructive, "open_world_hint": False,
-                **({"idempotent_hint": True} if t.idempotent else {})},
+                "read_only_hint": False, "destructive_hint": t.destructive,
+                "open_world_hint": False, **({"idempotent_hint": True} if t.idempotent else {})},
             "input_schema": input_schema(t.input_model),
             "output_schema": output_schema(t.result_model),
         }
@@ -161,3 +162,39 @@ def _fits(model: type[Any], data: dict[str, Any]) -> bool:
     except ValueError:
         return False
     return True
+
+
+def test_compact_schemas_mean_what_pydantic_says() -> None:
+    """A nullable field as a type list, a model used once written in place, one used twice kept
+    in $defs, null defaults gone, other defaults kept; an output schema without descriptions,
+    required lists or additionalProperties flags, but with a dictionary's value type."""
+    class Once(BaseModel):
+        a: int = Field(description="kept in an input schema")
+
+    class Twice(BaseModel):
+        b: str
+
+    class M(BaseModel):
+        once: Once
+        left: Twice
+        right: Twice | None = None
+        mode: Literal["x", "y"] | None = None
+        n: int | None = Field(None, ge=0, le=9)
+        k: int = 3
+        counts: dict[str, int] = Field(default_factory=dict, description="dropped in an output")
+
+    inp = input_schema(M)
+    props = inp["properties"]
+    a = {"description": "kept in an input schema", "type": "integer"}
+    assert props["once"] == {"properties": {"a": a}, "required": ["a"], "type": "object"}
+    assert props["left"] == {"$ref": "#/$defs/Twice"} and set(inp["$defs"]) == {"Twice"}
+    assert props["right"] == {"anyOf": [{"$ref": "#/$defs/Twice"}, {"type": "null"}]}
+    assert props["mode"] == {"enum": ["x", "y", None], "type": ["string", "null"]}
+    assert props["n"] == {"maximum": 9, "minimum": 0, "type": ["integer", "null"]}
+    assert props["k"] == {"default": 3, "type": "integer"} and props["counts"]["default"] == {}
+    assert inp["additionalProperties"] is False and inp["required"] == ["once", "left"]
+    out = output_schema(M)
+    assert "required" not in out and "description" not in out["properties"]["counts"]
+    counts = {"additionalProperties": {"type": "integer"}, "type": "object"}
+    assert out["properties"]["counts"] == counts
+    assert out["properties"]["once"] == {"properties": {"a": {"type": "integer"}}, "type": "object"}

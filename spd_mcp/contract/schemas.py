@@ -80,7 +80,7 @@ def _refs(schema: Any) -> list[str]:
 
 
 def _inline_single_use(schema: Any) -> Any:
-    """Each ``$defs`` entry referenced exactly once (and not from itself) written where it is used."""
+    """Each ``$defs`` entry referenced once (and not from itself) written where it is used."""
     if not isinstance(schema, dict) or not isinstance(schema.get("$defs"), dict):
         return schema
     defs: dict[str, Any] = dict(schema["$defs"])

@@ -2,6 +2,7 @@
 what the real SDK client receives, and (slow) checked against the bytes the stdio server writes."""
 
 import pytest
+from jsonschema import Draft202012Validator
 from mcp import Client
 
 from bench.bench_tools_list import compact_bytes, sizes, wire_tools_list
@@ -22,8 +23,11 @@ async def test_tools_list_fits_in_40_kb(lm) -> None:
     result = await listed(lm)
     parts = sizes(result)
     assert len(result["tools"]) >= 25
-    assert parts["total"] <= MAX_BYTES, f"tools/list is {parts['total']} bytes (at most {MAX_BYTES}): {parts}"
+    assert parts["total"] <= MAX_BYTES, f"tools/list: {parts['total']} bytes > {MAX_BYTES}: {parts}"
     assert parts["output_field_descriptions"] == 0, "output schemas carry structure only"
+    for tool in result["tools"]:  # compact, and still valid JSON Schema
+        Draft202012Validator.check_schema(tool["inputSchema"])
+        Draft202012Validator.check_schema(tool["outputSchema"])
 
 
 @pytest.mark.slow

@@ -10,15 +10,18 @@ BAD = "a\ud800b"
 
 
 def with_any_of(schema: Any) -> Any:
-    """``schema`` with each type list (``{"type": ["integer", "null"], ...}``, as the server writes a
+    """``schema`` with each type list (``{"type": ["integer", "null"]}``, as the server writes a
     nullable field) spelled as ``anyOf`` of one type each, the form these walkers read."""
     if isinstance(schema, list):
         return [with_any_of(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: v if k in ("default", "enum", "const") else
-           {n: with_any_of(s) for n, s in v.items()} if k in ("properties", "$defs") else with_any_of(v)
-           for k, v in schema.items()}
+    out = {}
+    for k, v in schema.items():
+        if k in ("properties", "$defs"):
+            out[k] = {n: with_any_of(s) for n, s in v.items()}
+        else:
+            out[k] = v if k in ("default", "enum", "const") else with_any_of(v)
     if not isinstance(out.get("type"), list):
         return out
     kept = {k: v for k, v in out.items() if k in ("default", "description")}

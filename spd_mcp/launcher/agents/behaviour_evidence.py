@@ -102,7 +102,7 @@ def _background(tools: Sequence[ToolInfo]) -> tuple[str, ...]:
 
 
 def _result_notes(tool: str) -> list[str]:
-    """The descriptions of a tool's result fields, from the contract (tools/list leaves them out)."""
+    """A tool's result field descriptions, from the contract (tools/list leaves them out)."""
     entry = BY_NAME.get(tool)
     if entry is None:
         return []
