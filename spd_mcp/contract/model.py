@@ -2,8 +2,9 @@
 
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
+from spd_mcp.contract.components import TextOrFeatures
 from spd_mcp.contract.spec import ToolContract
 from spd_mcp.contract.wire import Input, TokenProb, Wire
 
@@ -62,20 +63,10 @@ class ModelInfo(Wire):
     n_probe_prompts: int
 
 
-class RunPromptInput(Input):
-    text: str | None = Field(None, max_length=20000)
-    features: list[float] | None = Field(None, max_length=4096)
+class RunPromptInput(TextOrFeatures):
     top_k: int = Field(10, ge=1, le=100)
     all_positions: bool = False
     edit_id: str | None = Field(None, max_length=64)
-
-    @model_validator(mode="after")
-    def _one_input(self) -> "RunPromptInput":
-        if (self.text is None) == (self.features is None):
-            raise ValueError(
-                "give exactly one of 'text' (language models) or 'features' (toy models)"
-            )
-        return self
 
 
 class PositionPrediction(Wire):
