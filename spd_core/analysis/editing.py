@@ -123,8 +123,9 @@ def _token_probs(model: ComponentModel, objective: Objective) -> Tensor:
     return torch.stack(probs)
 
 
-def _mean_kl(model: ComponentModel, prompts: Sequence[Tensor], base: Sequence[Tensor]) -> Tensor:
-    kls = [kl_div(b, per_position(checked_forward(model, ids, what="edit KL forward").output)).mean()
+def _mean_kl(model: ComponentModel, prompts: Sequence[Tensor], base: Sequence[Tensor],
+             what: str = "edit KL forward") -> Tensor:
+    kls = [kl_div(b, per_position(checked_forward(model, ids, what=what).output)).mean()
            for ids, b in zip(prompts, base, strict=True)]
     return torch.stack(kls).mean()
 
@@ -213,10 +214,7 @@ def mean_kl(model: ComponentModel, edit: Edit, prompts: Sequence[Tensor]) -> flo
     with torch.no_grad():
         base = [per_position(model.target_output(x)) for x in prompts]
         with applied(model, edit):
-            after = [per_position(checked_forward(model, x, what="edited forward").output)
-                     for x in prompts]
-    kls = [kl_div(b, a).mean() for b, a in zip(base, after, strict=True)]
-    return float(torch.stack(kls).mean())
+            return float(_mean_kl(model, prompts, base, what="edited forward"))
 
 
 @dataclass(frozen=True)
