@@ -45,6 +45,7 @@ test-fast: install
 # Lint and type-check (also the first step of make test).
 check: install
 	$(PY) -m ruff check spd_core spd_mcp tests bench
+	$(PY) -m ruff format --check spd_core spd_mcp tests bench
 	$(PY) -m basedpyright
 
 # An investigation of the demo run, followed live: make investigate Q="Which components implement induction?"

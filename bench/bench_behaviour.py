@@ -33,7 +33,9 @@ def choose_all(questions: Iterable[str], run: str = "demo") -> list[BehaviourCho
     qs = list(questions)
     with tempfile.TemporaryDirectory(prefix="bench-behaviour-") as tmp:
         work = Path(tmp)
-        server = start_server(server_argv(run, work, work / "port"), work / "server.log", work / "port")
+        server = start_server(
+            server_argv(run, work, work / "port"), work / "server.log", work / "port"
+        )
         try:
             wait_for_port(server, 120)
 
@@ -63,10 +65,18 @@ def accuracy(rows: list[dict], choices: list[BehaviourChoice]) -> dict[str, str]
 def run(quick: bool = False) -> list[dict]:
     rows = load_questions()
     choices = choose_all(r["question"] for r in rows)
-    wrong = [f"{r['id']}->{c.mechanism or 'none'}" for r, c in zip(rows, choices, strict=True)
-             if not is_right(r, c)]
-    return [{"bench": "behaviour choice on bench/questions.jsonl (demo run, real server)",
-             **accuracy(rows, choices), "wrong": " ".join(wrong) or "none"}]
+    wrong = [
+        f"{r['id']}->{c.mechanism or 'none'}"
+        for r, c in zip(rows, choices, strict=True)
+        if not is_right(r, c)
+    ]
+    return [
+        {
+            "bench": "behaviour choice on bench/questions.jsonl (demo run, real server)",
+            **accuracy(rows, choices),
+            "wrong": " ".join(wrong) or "none",
+        }
+    ]
 
 
 def main() -> int:
@@ -78,8 +88,10 @@ def main() -> int:
     if args.show:
         for r, c in zip(rows, choices, strict=True):
             mark = "ok " if is_right(r, c) else "BAD"
-            print(f"{mark} {r['id']} [{r['kind']}] expected={r['expected']} got={c.mechanism}\n"
-                  f"    {r['question']}\n    {c.scores}\n    {c.reason}")
+            print(
+                f"{mark} {r['id']} [{r['kind']}] expected={r['expected']} got={c.mechanism}\n"
+                f"    {r['question']}\n    {c.scores}\n    {c.reason}"
+            )
     print(json.dumps(accuracy(rows, choices)))
     return 0
 

@@ -13,12 +13,7 @@ import torch
 from spd_core.allocator import pin_malloc_thresholds
 from spd_core.config import DecompositionConfig
 from spd_core.decompose import decompose, loss_terms, pick_device
-from spd_core.demo import (
-    DEMO_CONFIG,
-    DEMO_HARVEST,
-    DEMO_HARVEST_PROCESSES,
-    DEMO_HARVEST_TEXTS,
-)
+from spd_core.demo import DEMO_CONFIG, DEMO_HARVEST, DEMO_HARVEST_PROCESSES, DEMO_HARVEST_TEXTS
 from spd_core.experiments import get_experiment
 from spd_core.harvest import harvest
 from spd_core.losses import output_loss
@@ -32,8 +27,14 @@ from spd_core.targets.spec import AnySpec, corpus_texts, data_source, untrained_
 ANCHOR_MS_PER_STEP = {"tms_5-2": 31.7, "resid_mlp1": 179.0}
 
 
-def step_times(spec: AnySpec, target: torch.nn.Module, config: DecompositionConfig, n_steps: int, warmup: int = 5,
-               step: int | None = None) -> tuple[list[float], list[float]]:
+def step_times(
+    spec: AnySpec,
+    target: torch.nn.Module,
+    config: DecompositionConfig,
+    n_steps: int,
+    warmup: int = 5,
+    step: int | None = None,
+) -> tuple[list[float], list[float]]:
     """Wall and CPU seconds of ``n_steps`` training steps (the loop body of ``decompose``) of ``config``
     on ``target``; ``step`` fixes the schedule step the losses see (default: the loop index)."""
     dev = pick_device(config.device)
@@ -62,7 +63,9 @@ def step_times(spec: AnySpec, target: torch.nn.Module, config: DecompositionConf
     return wall, cpu
 
 
-def experiment_step_times(name: str, device: str, n_steps: int, **overrides: object) -> tuple[list[float], list[float]]:
+def experiment_step_times(
+    name: str, device: str, n_steps: int, **overrides: object
+) -> tuple[list[float], list[float]]:
     """``step_times`` of a built-in experiment's config (with ``overrides``) on its untrained target
     (step cost does not depend on the target's training)."""
     exp = get_experiment(name)
@@ -75,7 +78,9 @@ def demo_subset_ab(n: int) -> dict:
     routing (each routed layer's component output and target output, picked per position)."""
     shipped = load_run("demo")
     model = shipped.model
-    x = data_source(shipped.target_spec, model.target, DEMO_CONFIG.seq_len).batch(DEMO_CONFIG.batch_size, torch.Generator().manual_seed(0))
+    x = data_source(shipped.target_spec, model.target, DEMO_CONFIG.seq_len).batch(
+        DEMO_CONFIG.batch_size, torch.Generator().manual_seed(0)
+    )
 
     def term(fold: bool, seed: int) -> float:
         torch.manual_seed(seed)
@@ -103,8 +108,14 @@ def demo_subset_ab(n: int) -> dict:
                 times[fold].append(time.perf_counter() - t0)
         diff = max(diff, abs(values[True] - values[False]))
     folded, routed = statistics.median(times[True]) * 1000, statistics.median(times[False]) * 1000
-    return {"bench": "demo subset term: routing folded into the masks vs two paths (cpu)", "folded_ms": round(folded, 1),
-            "two_path_ms": round(routed, 1), "speedup": round(routed / folded, 2), "max_abs_loss_diff": diff, "n": n}
+    return {
+        "bench": "demo subset term: routing folded into the masks vs two paths (cpu)",
+        "folded_ms": round(folded, 1),
+        "two_path_ms": round(routed, 1),
+        "speedup": round(routed / folded, 2),
+        "max_abs_loss_diff": diff,
+        "n": n,
+    }
 
 
 def demo_workers(n: int, worlds: tuple[int, ...] = (1, 2)) -> dict:
@@ -115,7 +126,9 @@ def demo_workers(n: int, worlds: tuple[int, ...] = (1, 2)) -> dict:
     data = data_source(shipped.target_spec, target, DEMO_CONFIG.seq_len)
     per_step: dict[int, float] = {}
     for world in worlds:
-        config = DEMO_CONFIG.model_copy(update={"workers": world, "faithfulness_warmup_steps": 0, "device": "cpu"})
+        config = DEMO_CONFIG.model_copy(
+            update={"workers": world, "faithfulness_warmup_steps": 0, "device": "cpu"}
+        )
         walls = []
         for steps in (20, 20 + n):
             torch.manual_seed(0)
@@ -129,7 +142,8 @@ def demo_workers(n: int, worlds: tuple[int, ...] = (1, 2)) -> dict:
         row[f"workers_{world}_ms"] = round(sec * 1000, 1)
     row["speedup_2_over_1"] = round(per_step[1] / per_step[2], 2)
     row[f"minutes_for_{DEMO_CONFIG.steps}_steps_at_workers_{DEMO_CONFIG.workers}"] = round(
-        DEMO_CONFIG.steps * per_step[DEMO_CONFIG.workers] / 60, 1)
+        DEMO_CONFIG.steps * per_step[DEMO_CONFIG.workers] / 60, 1
+    )
     return row
 
 
@@ -144,22 +158,32 @@ def demo_harvest(n: int) -> dict:
         t0 = time.perf_counter()
         harvest(shipped.model, shipped.tokenizer, texts, cfg, progress=False, processes=processes)
         row[f"processes_{processes}_s_per_text"] = round((time.perf_counter() - t0) / n, 3)
-    row["speedup_2_over_1"] = round(row["processes_1_s_per_text"] / row["processes_2_s_per_text"], 2)
+    row["speedup_2_over_1"] = round(
+        row["processes_1_s_per_text"] / row["processes_2_s_per_text"], 2
+    )
     row[f"minutes_for_{DEMO_HARVEST_TEXTS}_texts_at_{DEMO_HARVEST_PROCESSES}"] = round(
-        DEMO_HARVEST_TEXTS * row[f"processes_{DEMO_HARVEST_PROCESSES}_s_per_text"] / 60, 1)
+        DEMO_HARVEST_TEXTS * row[f"processes_{DEMO_HARVEST_PROCESSES}_s_per_text"] / 60, 1
+    )
     return row
 
 
 def run(quick: bool = False) -> list[dict]:
     rows = []
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    cases = [("tms_5-2", 60 if quick else 300, {}), ("resid_mlp1", 10 if quick else 40, {}),
-             ("resid_mlp1", 10 if quick else 40, {"autocast_bf16": False})]
+    cases = [
+        ("tms_5-2", 60 if quick else 300, {}),
+        ("resid_mlp1", 10 if quick else 40, {}),
+        ("resid_mlp1", 10 if quick else 40, {"autocast_bf16": False}),
+    ]
     for name, n, overrides in cases:
         for device in devices:
             wall, cpu = experiment_step_times(name, device, n, **overrides)
             ms = statistics.median(wall) * 1000
-            precision = "bf16 autocast" if get_experiment(name).decomposition.model_copy(update=overrides).autocast_bf16 else "fp32"
+            precision = (
+                "bf16 autocast"
+                if get_experiment(name).decomposition.model_copy(update=overrides).autocast_bf16
+                else "fp32"
+            )
             row = {
                 "bench": f"decompose step {name} ({device}, {precision})",
                 "median_ms": round(ms, 2),
@@ -170,14 +194,29 @@ def run(quick: bool = False) -> list[dict]:
             if device == "cpu":
                 ratio = ANCHOR_MS_PER_STEP[name] / ms
                 verdict = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
-                row["vs_public_impl"] = f"{verdict} than the public implementation ({ANCHOR_MS_PER_STEP[name]} ms/step, its fastest recorded)"
+                row["vs_public_impl"] = (
+                    f"{verdict} than the public implementation ({ANCHOR_MS_PER_STEP[name]} ms/step, its fastest recorded)"
+                )
             rows.append(row)
     n = 8 if quick else 30
     shipped = load_run("demo")  # DEMO_CONFIG on the shipped target, at mid-schedule
-    wall, _ = step_times(shipped.target_spec, shipped.model.target, DEMO_CONFIG, n, warmup=3, step=DEMO_CONFIG.steps // 2)
+    wall, _ = step_times(
+        shipped.target_spec,
+        shipped.model.target,
+        DEMO_CONFIG,
+        n,
+        warmup=3,
+        step=DEMO_CONFIG.steps // 2,
+    )
     ms = statistics.median(wall) * 1000
-    rows.append({"bench": "decompose step demo LM, DEMO_CONFIG's losses on its whole batch in one process (cpu)",
-                 "median_ms": round(ms, 1), "steps_per_s": round(1000 / ms, 2), "n": n})
+    rows.append(
+        {
+            "bench": "decompose step demo LM, DEMO_CONFIG's losses on its whole batch in one process (cpu)",
+            "median_ms": round(ms, 1),
+            "steps_per_s": round(1000 / ms, 2),
+            "n": n,
+        }
+    )
     rows.append(demo_subset_ab(8 if quick else 30))
     rows.append(demo_workers(40 if quick else 200))
     rows.append(demo_harvest(8 if quick else 60))

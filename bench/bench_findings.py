@@ -30,9 +30,23 @@ GOALS = {"necessity": 0.5, "specificity": 0.8, "sufficiency": 0.5}
 
 def investigate(question: str, out: Path, run: str = "demo") -> dict[str, Any]:
     """One built-in investigation; its summary status, explanation and the validation it cites."""
-    with contextlib.redirect_stdout(io.StringIO()):  # the followed stream: not part of the bench's output
-        rc = cli.main([question, "--agent", "builtin", "--executor", "local", "--run", run, "--out", str(out),
-                       "--follow"])
+    with contextlib.redirect_stdout(
+        io.StringIO()
+    ):  # the followed stream: not part of the bench's output
+        rc = cli.main(
+            [
+                question,
+                "--agent",
+                "builtin",
+                "--executor",
+                "local",
+                "--run",
+                run,
+                "--out",
+                str(out),
+                "--follow",
+            ]
+        )
     assert rc in (0, 1), f"spd-investigate exited {rc}"
     (inv_dir,) = sorted(out.iterdir())[-1:]
     inv = InvestigationDir(inv_dir)
@@ -40,10 +54,14 @@ def investigate(question: str, out: Path, run: str = "demo") -> dict[str, Any]:
     expl_path = inv.root / "explanations.jsonl"
     if expl_path.exists():
         expl = json.loads(expl_path.read_text().splitlines()[-1])
-        result["explanation"] = {k: expl.get(k) for k in ("status", "confidence", "claims", "validation_ids")}
+        result["explanation"] = {
+            k: expl.get(k) for k in ("status", "confidence", "claims", "validation_ids")
+        }
         if expl.get("validation_ids"):
             store = sqlite3.connect(inv.root / "store.sqlite")
-            (data,) = store.execute("SELECT data FROM validations WHERE id = ?", (expl["validation_ids"][0],)).fetchone()
+            (data,) = store.execute(
+                "SELECT data FROM validations WHERE id = ?", (expl["validation_ids"][0],)
+            ).fetchone()
             result["validation"] = json.loads(data)
     return result
 
@@ -61,8 +79,12 @@ def lows(v: dict[str, Any]) -> dict[str, float | None]:
 def run(quick: bool = False) -> list[dict]:
     rows = load_questions()
     choices = choose_all(r["question"] for r in rows)
-    rows_out: list[dict] = [{"bench": "built-in protocol: behaviour chosen on bench/questions.jsonl",
-                             **accuracy(rows, choices)}]
+    rows_out: list[dict] = [
+        {
+            "bench": "built-in protocol: behaviour chosen on bench/questions.jsonl",
+            **accuracy(rows, choices),
+        }
+    ]
     by_behaviour: dict[str, str] = {}
     for row, choice in zip(rows, choices, strict=True):
         key = choice.mechanism or "none"
@@ -71,21 +93,32 @@ def run(quick: bool = False) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench-findings-") as tmp:
         for behaviour, question in sorted(by_behaviour.items()):
             res = investigate(question, Path(tmp) / behaviour)
-            row: dict[str, Any] = {"bench": f"built-in protocol on '{behaviour}' (question: {question[:70]})",
-                                   "summary_status": res["status"]}
+            row: dict[str, Any] = {
+                "bench": f"built-in protocol on '{behaviour}' (question: {question[:70]})",
+                "summary_status": res["status"],
+            }
             if res["explanation"]:
-                row |= {"explanation": res["explanation"]["status"], "claims": ",".join(res["explanation"]["claims"])}
+                row |= {
+                    "explanation": res["explanation"]["status"],
+                    "claims": ",".join(res["explanation"]["claims"]),
+                }
             if res.get("validation"):
                 v = res["validation"]
-                row |= {"n_held_out": v["n_examples"], **{f"{k}_low": None if x is None else round(x, 3)
-                                                          for k, x in lows(v).items()},
-                        **{k: v[k] for k in GOALS}}
+                row |= {
+                    "n_held_out": v["n_examples"],
+                    **{f"{k}_low": None if x is None else round(x, 3) for k, x in lows(v).items()},
+                    **{k: v[k] for k in GOALS},
+                }
             rows_out.append(row)
             if quick:
                 break
     nones = [(r, c) for r, c in zip(rows, choices, strict=True) if r["expected"] == "none"]
-    rows_out.append({"bench": "questions about behaviours the model does not have",
-                     "answered_none": f"{sum(c.mechanism is None for _, c in nones)}/{len(nones)}"})
+    rows_out.append(
+        {
+            "bench": "questions about behaviours the model does not have",
+            "answered_none": f"{sum(c.mechanism is None for _, c in nones)}/{len(nones)}",
+        }
+    )
     return rows_out
 
 

@@ -62,7 +62,9 @@ def _children() -> set[int]:
     return out
 
 
-async def _round_trips(call: Callable[[], Awaitable[object]], n: int, server_pid: int | None) -> dict[str, float]:
+async def _round_trips(
+    call: Callable[[], Awaitable[object]], n: int, server_pid: int | None
+) -> dict[str, float]:
     """Median round trip of ``call`` (ms) after 20 warm-up calls, and CPU per call (ms) of the server
     and of this client."""
     for _ in range(20):
@@ -74,7 +76,11 @@ async def _round_trips(call: Callable[[], Awaitable[object]], n: int, server_pid
         await call()
         times.append(time.perf_counter() - t0)
     server_cpu, client_cpu = _cpu_s(server_pid) - server0, time.process_time() - client0
-    return {"ms": statistics.median(times) * 1e3, "server_cpu_ms": server_cpu / n * 1e3, "client_cpu_ms": client_cpu / n * 1e3}
+    return {
+        "ms": statistics.median(times) * 1e3,
+        "server_cpu_ms": server_cpu / n * 1e3,
+        "client_cpu_ms": client_cpu / n * 1e3,
+    }
 
 
 async def _sdk_status(client: Client) -> None:
@@ -83,7 +89,9 @@ async def _sdk_status(client: Client) -> None:
 
 
 async def stdio_overhead(n: int, workspace: Path | None, run: str = "toy") -> dict[str, float]:
-    params = StdioServerParameters(command=sys.executable, args=_args(run, workspace, []), cwd=str(ROOT), env=_env())
+    params = StdioServerParameters(
+        command=sys.executable, args=_args(run, workspace, []), cwd=str(ROOT), env=_env()
+    )
     before = _children()
     async with Client(params) as c:
         new = _children() - before
@@ -94,7 +102,9 @@ class _Http:
     def __init__(self, workspace: Path | None, run: str = "toy") -> None:
         self.port_file = Path(tempfile.mkdtemp()) / "port"
         extra = ["--transport", "http", "--port", "0", "--port-file", str(self.port_file)]
-        self.proc = subprocess.Popen([sys.executable, *_args(run, workspace, extra)], cwd=ROOT, env=_env())
+        self.proc = subprocess.Popen(
+            [sys.executable, *_args(run, workspace, extra)], cwd=ROOT, env=_env()
+        )
         while not self.port_file.exists():
             if self.proc.poll() is not None:
                 raise RuntimeError("HTTP server exited before serving")
@@ -146,15 +156,25 @@ MIXED: list[tuple[str, dict[str, Any]]] = [
     ("update_research_log", {"markdown": "bench note"}),
     ("record_hypothesis", {"hypothesis_id": "h1", "statement": "bench"}),
     ("run_prompt", {"text": "the", "top_k": 0}),  # an error
-    ("save_explanation", {"subject_prompt": "p", "behaviour": "b", "explanation": "e", "confidence": "low",
-                          "components": [{"component": "0.mlp.up:1", "role": "r"}]}),
+    (
+        "save_explanation",
+        {
+            "subject_prompt": "p",
+            "behaviour": "b",
+            "explanation": "e",
+            "confidence": "low",
+            "components": [{"component": "0.mlp.up:1", "role": "r"}],
+        },
+    ),
 ]
 
 
 async def rss_growth_mb(n: int) -> dict[str, float]:
     """RSS (from server_status) after a warm-up of 100 mixed calls and after ``n`` more."""
     with tempfile.TemporaryDirectory() as ws:
-        params = StdioServerParameters(command=sys.executable, args=_args("lm", Path(ws), []), cwd=str(ROOT), env=_env())
+        params = StdioServerParameters(
+            command=sys.executable, args=_args("lm", Path(ws), []), cwd=str(ROOT), env=_env()
+        )
         async with Client(params) as c:
             for i in range(100):
                 await c.call_tool(*MIXED[i % len(MIXED)])
@@ -162,15 +182,25 @@ async def rss_growth_mb(n: int) -> dict[str, float]:
             for i in range(n):
                 await c.call_tool(*MIXED[i % len(MIXED)])
             after = (await c.call_tool("server_status", {})).structured_content["rss_mb"]
-    return {"rss_before_mb": before, "rss_after_mb": after, "rss_growth_mb": round(after - before, 1)}
+    return {
+        "rss_before_mb": before,
+        "rss_after_mb": after,
+        "rss_growth_mb": round(after - before, 1),
+    }
 
 
-INIT = {"protocolVersion": LATEST_PROTOCOL_VERSION, "capabilities": {}, "clientInfo": {"name": "bench-raw", "version": "0"}}
+INIT = {
+    "protocolVersion": LATEST_PROTOCOL_VERSION,
+    "capabilities": {},
+    "clientInfo": {"name": "bench-raw", "version": "0"},
+}
 CALL = {"name": "server_status", "arguments": {}}
 
 
 def _check(reply: dict[str, Any], rid: int) -> None:
-    assert reply.get("id") == rid and "result" in reply and not reply["result"].get("isError"), reply
+    assert reply.get("id") == rid and "result" in reply and not reply["result"].get("isError"), (
+        reply
+    )
 
 
 class RawStdio:
@@ -227,9 +257,13 @@ class RawHttp:
 
     def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         self.next_id += 1
-        resp, body = self._post({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
+        resp, body = self._post(
+            {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}
+        )
         if (resp.getheader("content-type") or "").startswith("text/event-stream"):
-            datas = [line[5:].strip() for line in body.decode().splitlines() if line.startswith("data:")]
+            datas = [
+                line[5:].strip() for line in body.decode().splitlines() if line.startswith("data:")
+            ]
             replies = [json.loads(d) for d in datas if d]
             reply = next(r for r in replies if "id" in r)
         else:
@@ -274,18 +308,24 @@ async def _bench(calls: int, repeats: int, mixed: int) -> dict[str, Any]:
         ws = Path(tmp)
         out |= _medians([await stdio_overhead(calls, None) for _ in range(repeats)], "stdio")
         out["stdio_overhead_with_workspace_ms"] = statistics.median(
-            [(await stdio_overhead(calls, ws / f"s{i}"))["ms"] for i in range(repeats)])
+            [(await stdio_overhead(calls, ws / f"s{i}"))["ms"] for i in range(repeats)]
+        )
         out |= _medians([await http_overhead(calls, None) for _ in range(repeats)], "http")
         out |= _medians([await raw_stdio_overhead(calls) for _ in range(repeats)], "raw_stdio")
         out |= _medians([await raw_http_overhead(calls) for _ in range(repeats)], "raw_http")
         out["http_overhead_with_workspace_ms"] = statistics.median(
-            [(await http_overhead(calls, ws / f"h{i}"))["ms"] for i in range(repeats)])
-    out["start_to_first_call_s"] = statistics.median([await start_to_first_call_s() for _ in range(repeats)])
+            [(await http_overhead(calls, ws / f"h{i}"))["ms"] for i in range(repeats)]
+        )
+    out["start_to_first_call_s"] = statistics.median(
+        [await start_to_first_call_s() for _ in range(repeats)]
+    )
     out.update(await rss_growth_mb(mixed))
-    out["note"] = ("overheads: server_status on a tiny run built in code (cpu_ms: CPU per call of the server process "
-                   "and of the client); stdio_/http_: the SDK Client, raw_stdio_/raw_http_: a bare JSON-RPC client (one "
-                   "JSON line; one keep-alive POST); workspace variants fsync events.jsonl per call; start: "
-                   "`spd-mcp-server --run demo` over stdio to its first answered run_prompt")
+    out["note"] = (
+        "overheads: server_status on a tiny run built in code (cpu_ms: CPU per call of the server process "
+        "and of the client); stdio_/http_: the SDK Client, raw_stdio_/raw_http_: a bare JSON-RPC client (one "
+        "JSON line; one keep-alive POST); workspace variants fsync events.jsonl per call; start: "
+        "`spd-mcp-server --run demo` over stdio to its first answered run_prompt"
+    )
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
 
 

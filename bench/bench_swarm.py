@@ -56,19 +56,30 @@ def bench_swarm(tasks: int = 8, timeout_s: float = 1800.0) -> dict:
     statuses = [read_json(Path(t.inv_dir) / "metadata.json").get("status") for t in spec.tasks]
     summary = read_json(SwarmDir(Path(spec.swarm_dir)).summary)
     rss = sorted(peak.values())
-    return {"tasks": tasks, "cpus": os.cpu_count(), "all_completed": statuses == ["completed"] * tasks,
-            "statuses": ",".join(str(s) for s in statuses), "tasks_wall_s": round(tasks_done_s or total_s, 1),
-            "with_aggregation_s": round(total_s, 1), "aggregation": outcome.get("status"),
-            "claims_retested": len(summary.get("claims", [])),
-            "server_peak_rss_mb_min": round(rss[0], 1) if rss else None,
-            "server_peak_rss_mb_median": round(rss[len(rss) // 2], 1) if rss else None,
-            "server_peak_rss_mb_max": round(rss[-1], 1) if rss else None,
-            "servers_sampled": len(rss), "swarm_dir": spec.swarm_dir}
+    return {
+        "tasks": tasks,
+        "cpus": os.cpu_count(),
+        "all_completed": statuses == ["completed"] * tasks,
+        "statuses": ",".join(str(s) for s in statuses),
+        "tasks_wall_s": round(tasks_done_s or total_s, 1),
+        "with_aggregation_s": round(total_s, 1),
+        "aggregation": outcome.get("status"),
+        "claims_retested": len(summary.get("claims", [])),
+        "server_peak_rss_mb_min": round(rss[0], 1) if rss else None,
+        "server_peak_rss_mb_median": round(rss[len(rss) // 2], 1) if rss else None,
+        "server_peak_rss_mb_max": round(rss[-1], 1) if rss else None,
+        "servers_sampled": len(rss),
+        "swarm_dir": spec.swarm_dir,
+    }
 
 
 def run(quick: bool = False) -> list[dict]:
-    return [{"bench": "swarm (8 built-in investigations of the demo run at once, local processes)",
-             **bench_swarm(tasks=8)}]
+    return [
+        {
+            "bench": "swarm (8 built-in investigations of the demo run at once, local processes)",
+            **bench_swarm(tasks=8),
+        }
+    ]
 
 
 if __name__ == "__main__":

@@ -83,8 +83,14 @@ def wire_tools_list(run: str = "lm") -> tuple[int, dict[str, Any]]:
 
 def run(quick: bool = False) -> list[dict]:
     sent, result = wire_tools_list()
-    return [{"bench": "tools/list bytes over stdio (tiny LM run)", "tools": len(result["tools"]),
-             "wire_result_bytes": sent, **sizes(result)}]
+    return [
+        {
+            "bench": "tools/list bytes over stdio (tiny LM run)",
+            "tools": len(result["tools"]),
+            "wire_result_bytes": sent,
+            **sizes(result),
+        }
+    ]
 
 
 def main() -> int:

@@ -92,7 +92,9 @@ class VectorMLPCI(nn.Module):
         self.b_out = nn.Parameter(torch.zeros(C))
 
     def forward(self, x: Tensor) -> Tensor:
-        h = F.gelu(einops.einsum(x, self.W_in, "... d_in, C d_in hidden -> ... C hidden") + self.b_in)
+        h = F.gelu(
+            einops.einsum(x, self.W_in, "... d_in, C d_in hidden -> ... C hidden") + self.b_in
+        )
         return einops.einsum(h, self.W_out, "... C hidden, C hidden -> ... C") + self.b_out
 
 

@@ -1,9 +1,9 @@
 """spd-decompose: train (or load) a target, decompose it with a progress bar, save the run directory.
 
-    spd-decompose tms_5-2                      # a built-in experiment
-    spd-decompose my_config.json --steps 500    # {"target": {...}, "decomposition": {...}}
-    spd-decompose --hf path/to/model_dir --module 'model.layers.*.mlp.*_proj:32' --steps 200
-    spd-decompose --list
+spd-decompose tms_5-2                      # a built-in experiment
+spd-decompose my_config.json --steps 500    # {"target": {...}, "decomposition": {...}}
+spd-decompose --hf path/to/model_dir --module 'model.layers.*.mlp.*_proj:32' --steps 200
+spd-decompose --list
 """
 
 import argparse
@@ -37,21 +37,53 @@ from spd_core.weight_delta import MEAN_SQ_KEY, REL_KEY, DeltaReport, weight_delt
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spd-decompose", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", nargs="?", help=f"built-in experiment ({', '.join(EXPERIMENTS)}) or a JSON config file")
+    p = argparse.ArgumentParser(
+        prog="spd-decompose",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "experiment",
+        nargs="?",
+        help=f"built-in experiment ({', '.join(EXPERIMENTS)}) or a JSON config file",
+    )
     p.add_argument("--list", action="store_true", help="list the built-in experiments and exit")
-    p.add_argument("--hf", type=Path, help="a local transformers causal-LM directory (Llama-style or GPT-2) to decompose")
-    p.add_argument("--module", action="append", default=[], metavar="PATTERN:C",
-                   help="with --hf: module pattern and number of components (repeatable)")
-    p.add_argument("--seq-len", type=int, default=16, help="with --hf: tokens per random training sequence")
+    p.add_argument(
+        "--hf",
+        type=Path,
+        help="a local transformers causal-LM directory (Llama-style or GPT-2) to decompose",
+    )
+    p.add_argument(
+        "--module",
+        action="append",
+        default=[],
+        metavar="PATTERN:C",
+        help="with --hf: module pattern and number of components (repeatable)",
+    )
+    p.add_argument(
+        "--seq-len", type=int, default=16, help="with --hf: tokens per random training sequence"
+    )
     p.add_argument("--steps", type=int, help="override the number of training steps")
     p.add_argument("--batch-size", type=int, help="override the batch size")
     p.add_argument("--seed", type=int, help="override the decomposition seed")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the device (default: auto)")
-    p.add_argument("--out", type=Path, help="run directory (default: runs/<experiment>); resumes a checkpoint found there")
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], help="override the device (default: auto)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="run directory (default: runs/<experiment>); resumes a checkpoint found there",
+    )
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
-    p.add_argument("--workers", type=int, help="CPU processes that split each batch (data parallel; default 1)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: faster on shared machines)")
+    p.add_argument(
+        "--workers", type=int, help="CPU processes that split each batch (data parallel; default 1)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: faster on shared machines)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -80,24 +112,46 @@ def _apply_overrides(exp: Experiment, args: argparse.Namespace) -> Experiment:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if not overrides:
         return exp
-    return exp.model_copy(update={"decomposition": exp.decomposition.model_validate({**exp.decomposition.model_dump(), **overrides})})
+    return exp.model_copy(
+        update={
+            "decomposition": exp.decomposition.model_validate(
+                {**exp.decomposition.model_dump(), **overrides}
+            )
+        }
+    )
 
 
 def hf_experiment(path: Path, modules: list[str], seq_len: int) -> Experiment:
     """A decomposition of a local causal LM on random token sequences (KL output loss)."""
     if not modules:
-        raise ValueError("--hf needs at least one --module PATTERN:C, e.g. 'model.layers.*.mlp.*_proj:32'")
+        raise ValueError(
+            "--hf needs at least one --module PATTERN:C, e.g. 'model.layers.*.mlp.*_proj:32'"
+        )
     patterns = []
     for spec in modules:
         pattern, sep, c = spec.rpartition(":")
         if not sep or not c.isdigit() or int(c) < 1:
-            raise ValueError(f"malformed --module {spec!r}; expected PATTERN:C with C ≥ 1, e.g. 'transformer.h.*.mlp.c_fc:32'")
+            raise ValueError(
+                f"malformed --module {spec!r}; expected PATTERN:C with C ≥ 1, e.g. 'transformer.h.*.mlp.c_fc:32'"
+            )
         patterns.append(ModulePattern(pattern=pattern, C=int(c)))
     config = DecompositionConfig(
-        steps=1000, batch_size=16, seq_len=seq_len, modules=patterns, importance_coeff=1e-3, p_start=2.0, p_end=1.0,
-        stochastic_layerwise_coeff=0.0, stochastic_subset_coeff=1.0, ci_recon_coeff=1.0, ci_recon_mode="sequence_layer",
+        steps=1000,
+        batch_size=16,
+        seq_len=seq_len,
+        modules=patterns,
+        importance_coeff=1e-3,
+        p_start=2.0,
+        p_end=1.0,
+        stochastic_layerwise_coeff=0.0,
+        stochastic_subset_coeff=1.0,
+        ci_recon_coeff=1.0,
+        ci_recon_mode="sequence_layer",
         output_loss="kl",
-        faithfulness_warmup_steps=200, faithfulness_coeff=1e7, eval_freq=250, eval_batches=2,
+        faithfulness_warmup_steps=200,
+        faithfulness_coeff=1e7,
+        eval_freq=250,
+        eval_batches=2,
     )
     return Experiment(target=HFSpec(source=str(path.resolve())), decomposition=config)
 
@@ -125,7 +179,9 @@ def run(args: argparse.Namespace) -> Path:
     elif isinstance(exp.target, HFSpec):
         target = load_hf_model(Path(exp.target.source))
     patterns = [(m.pattern, m.C) for m in exp.decomposition.modules]
-    match_modules(target if target is not None else untrained_target(exp.target), patterns)  # before any training
+    match_modules(
+        target if target is not None else untrained_target(exp.target), patterns
+    )  # before any training
     info: dict = {}
     if target is None:
         target, info = build_target(exp.target)
@@ -146,7 +202,9 @@ def run(args: argparse.Namespace) -> Path:
         verdict = recovery_verdict(model, exp.target.kind, exp.target.n_features)
         if verdict is not None:
             print(verdict.line())
-    resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
+    resumed = (
+        f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
+    )
     print(f"run directory: {out}{resumed}")
     return out
 
@@ -157,10 +215,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for name, exp in EXPERIMENTS.items():
             d = exp.decomposition
-            print(f"{name:14s} {exp.target.kind:10s} steps={d.steps} batch={d.batch_size} modules={[m.pattern for m in d.modules]}")
+            print(
+                f"{name:14s} {exp.target.kind:10s} steps={d.steps} batch={d.batch_size} modules={[m.pattern for m in d.modules]}"
+            )
         return 0
     if not args.experiment and args.hf is None:
-        print(f"spd-decompose: name an experiment ({', '.join(EXPERIMENTS)}) or a JSON config file", file=sys.stderr)
+        print(
+            f"spd-decompose: name an experiment ({', '.join(EXPERIMENTS)}) or a JSON config file",
+            file=sys.stderr,
+        )
         return 2
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()

@@ -27,12 +27,16 @@ class Components(nn.Module):
     def __init__(self, weight: Tensor, bias: Tensor | None, C: int) -> None:
         """``weight`` is the target weight in Linear orientation (d_out × d_in), detached and frozen."""
         super().__init__()
-        require(weight.ndim == 2, f"weight must be 2-D (d_out × d_in), got shape {tuple(weight.shape)}")
+        require(
+            weight.ndim == 2, f"weight must be 2-D (d_out × d_in), got shape {tuple(weight.shape)}"
+        )
         require(C >= 1, f"C must be ≥ 1, got {C}")
         d_out, d_in = weight.shape
         self.C, self.d_in, self.d_out = C, d_in, d_out
         self.register_buffer("target_weight", weight.detach().clone(), persistent=False)
-        self.register_buffer("bias", None if bias is None else bias.detach().clone(), persistent=False)
+        self.register_buffer(
+            "bias", None if bias is None else bias.detach().clone(), persistent=False
+        )
         self.V = nn.Parameter(torch.empty(d_in, C, dtype=weight.dtype, device=weight.device))
         self.U = nn.Parameter(torch.empty(C, d_out, dtype=weight.dtype, device=weight.device))
         nn.init.normal_(self.V, std=1.0 / math.sqrt(d_in))
@@ -76,7 +80,9 @@ class Components(nn.Module):
         a = self.inner_acts(x) if acts is None else acts
         return self._masked_out(x, a, mask, delta_mask)
 
-    def _masked_out(self, x: Tensor, a: Tensor, mask: Tensor | None, delta_mask: Tensor | None) -> Tensor:
+    def _masked_out(
+        self, x: Tensor, a: Tensor, mask: Tensor | None, delta_mask: Tensor | None
+    ) -> Tensor:
         """(a ⊙ m)·U + d·(x·Δᵀ) + b, computed as (a ⊙ (m − d))·U + d·(x·Wᵀ) + b: the same function of V
         and U without forming Δ or its weight gradient. The last sum is one fused matmul-add, with the
         bias inside the products, in their dtype (bf16 under autocast, as in the target's own layer)."""
@@ -104,7 +110,9 @@ def _matmul_add(a: Tensor, b: Tensor, base: Tensor | None) -> Tensor:
         return torch.addmm(base, a.reshape(-1, a.shape[-1]), b).view(*a.shape[:-1], b.shape[-1])
     if base.shape[:-1] != a.shape[:-1]:  # masks broadcast over more positions than x has
         return a @ b + base
-    return torch.addmm(base.reshape(-1, base.shape[-1]), a.reshape(-1, a.shape[-1]), b).view(base.shape)
+    return torch.addmm(base.reshape(-1, base.shape[-1]), a.reshape(-1, a.shape[-1]), b).view(
+        base.shape
+    )
 
 
 class LinearComponents(Components):
@@ -145,7 +153,9 @@ class EmbeddingComponents(Components):
         return cls(module.weight, C, module.padding_idx)
 
     def inner_acts(self, x: Tensor) -> Tensor:
-        require(not x.is_floating_point(), f"embedding components take token ids, got dtype {x.dtype}")
+        require(
+            not x.is_floating_point(), f"embedding components take token ids, got dtype {x.dtype}"
+        )
         return self.V[x]
 
     def target_forward(self, x: Tensor) -> Tensor:
@@ -179,17 +189,25 @@ class TransposedComponents(Components):
     For targets whose weights are tied the same way (TMS: W2 = W1ᵀ); the source owns the parameters.
     """
 
-    def __init__(self, source: Components, weight: Tensor, bias: Tensor | None, source_layer: str) -> None:
+    def __init__(
+        self, source: Components, weight: Tensor, bias: Tensor | None, source_layer: str
+    ) -> None:
         nn.Module.__init__(self)
-        require(weight.shape == (source.d_in, source.d_out),
-                f"a layer tied to {source_layer!r} needs weight shape {(source.d_in, source.d_out)}, "
-                f"got {tuple(weight.shape)}")
+        require(
+            weight.shape == (source.d_in, source.d_out),
+            f"a layer tied to {source_layer!r} needs weight shape {(source.d_in, source.d_out)}, "
+            f"got {tuple(weight.shape)}",
+        )
         self.C, self.d_in, self.d_out = source.C, source.d_out, source.d_in
         self.kind = source.kind
         self.tied_to = source_layer
-        object.__setattr__(self, "_source", source)  # not a submodule: its parameters live in one place
+        object.__setattr__(
+            self, "_source", source
+        )  # not a submodule: its parameters live in one place
         self.register_buffer("target_weight", weight.detach().clone(), persistent=False)
-        self.register_buffer("bias", None if bias is None else bias.detach().clone(), persistent=False)
+        self.register_buffer(
+            "bias", None if bias is None else bias.detach().clone(), persistent=False
+        )
 
     @property
     def V(self) -> Tensor:  # type: ignore[override]

@@ -15,7 +15,9 @@ from spd_core.masks import Sampling
 
 class ModulePattern(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    pattern: str = Field(description="fnmatch pattern over module paths, e.g. 'model.layers.*.mlp.*_proj'")
+    pattern: str = Field(
+        description="fnmatch pattern over module paths, e.g. 'model.layers.*.mlp.*_proj'"
+    )
     C: int = Field(ge=1, description="number of rank-1 components for each matched module")
 
 
@@ -27,7 +29,9 @@ class DecompositionConfig(BaseModel):
     batch_size: int = Field(ge=1)
     seq_len: int | None = Field(default=None, description="tokens per sequence for language models")
     modules: list[ModulePattern] = Field(min_length=1)
-    tied: dict[str, str] = Field(default_factory=dict, description="layer -> layer whose components it shares, transposed")
+    tied: dict[str, str] = Field(
+        default_factory=dict, description="layer -> layer whose components it shares, transposed"
+    )
     ci_fn_type: CIFnType = "mlp"
     ci_hidden: int = 16
 
@@ -54,7 +58,8 @@ class DecompositionConfig(BaseModel):
     ci_recon_coeff: float = 0.0
     ci_recon_mode: ReconMode = "all"
     ci_recon_layer_sampling: Literal["uniform", "loss"] = Field(
-        default="uniform", description="random_layer mode: draw the layer uniformly, or more often where its loss is high"
+        default="uniform",
+        description="random_layer mode: draw the layer uniformly, or more often where its loss is high",
     )
     pgd_recon_coeff: float = 0.0
     pgd_steps: int = 1
@@ -71,20 +76,28 @@ class DecompositionConfig(BaseModel):
     ci_alive_threshold: float = 0.1
     autocast_bf16: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    workers: int = Field(default=1, ge=1, description="CPU processes that split each batch (data parallel)")
+    workers: int = Field(
+        default=1, ge=1, description="CPU processes that split each batch (data parallel)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "DecompositionConfig":
-        require(self.p_anneal_start_frac <= self.p_anneal_end_frac, "p_anneal_start_frac must be ≤ p_anneal_end_frac")
-        require(self.ci_recon_layer_sampling == "uniform" or self.ci_recon_mode == "random_layer",
+        require(
+            self.p_anneal_start_frac <= self.p_anneal_end_frac,
+            "p_anneal_start_frac must be ≤ p_anneal_end_frac",
+        )
+        require(
+            self.ci_recon_layer_sampling == "uniform" or self.ci_recon_mode == "random_layer",
             f"ci_recon_layer_sampling {self.ci_recon_layer_sampling!r} needs ci_recon_mode 'random_layer', "
-            f"got {self.ci_recon_mode!r}; with other modes use 'uniform'"
+            f"got {self.ci_recon_mode!r}; with other modes use 'uniform'",
         )
-        require(self.batch_size % self.workers == 0,
-            f"batch_size {self.batch_size} must be a multiple of workers {self.workers}"
+        require(
+            self.batch_size % self.workers == 0,
+            f"batch_size {self.batch_size} must be a multiple of workers {self.workers}",
         )
-        require(self.workers == 1 or self.ci_recon_layer_sampling == "uniform",
-            "ci_recon_layer_sampling 'loss' keeps per-process loss statistics; with workers > 1 use 'uniform'"
+        require(
+            self.workers == 1 or self.ci_recon_layer_sampling == "uniform",
+            "ci_recon_layer_sampling 'loss' keeps per-process loss statistics; with workers > 1 use 'uniform'",
         )
         return self
 

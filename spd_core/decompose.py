@@ -65,11 +65,17 @@ def pick_device(name: str) -> torch.device:
 
 def l0_per_layer(ci_lower: dict[str, Tensor], threshold: float) -> dict[str, float]:
     """Mean number of components with CI > threshold per position, per layer."""
-    return {k: float((g > threshold).float().flatten(0, -2).sum(-1).mean()) for k, g in ci_lower.items()}
+    return {
+        k: float((g > threshold).float().flatten(0, -2).sum(-1).mean()) for k, g in ci_lower.items()
+    }
 
 
 def loss_terms(
-    model: ComponentModel, x: Tensor, config: DecompositionConfig, step: int, ci_layer: str | None = None
+    model: ComponentModel,
+    x: Tensor,
+    config: DecompositionConfig,
+    step: int,
+    ci_layer: str | None = None,
 ) -> tuple[Tensor, dict[str, float], dict[str, Tensor]]:
     """Total loss at ``step`` with each weighted term's value, and the lower CI (for logging).
     ``ci_layer`` fixes the layer of a ``random_layer`` CI-masked term (else drawn uniformly)."""
@@ -81,23 +87,47 @@ def loss_terms(
     kind = config.output_loss
     terms: dict[str, tuple[float, Callable[[], Tensor]]] = {
         "faithfulness": (config.faithfulness_coeff, lambda: faithfulness_loss(model)),
-        "importance": (config.importance_coeff, lambda: importance_minimality_loss(ci.upper, config.p_at(step))),
+        "importance": (
+            config.importance_coeff,
+            lambda: importance_minimality_loss(ci.upper, config.p_at(step)),
+        ),
         "stochastic": (
             config.stochastic_recon_coeff,
-            lambda: stochastic_recon_loss(model, x, y, ci.lower, kind, "all", config.sampling, config.n_mask_samples),
+            lambda: stochastic_recon_loss(
+                model, x, y, ci.lower, kind, "all", config.sampling, config.n_mask_samples
+            ),
         ),
         "stochastic_layerwise": (
             config.stochastic_layerwise_coeff,
-            lambda: stochastic_recon_loss(model, x, y, ci.lower, kind, "layerwise", config.sampling, config.n_mask_samples, acts=acts),
+            lambda: stochastic_recon_loss(
+                model,
+                x,
+                y,
+                ci.lower,
+                kind,
+                "layerwise",
+                config.sampling,
+                config.n_mask_samples,
+                acts=acts,
+            ),
         ),
         "stochastic_subset": (
             config.stochastic_subset_coeff,
-            lambda: stochastic_recon_loss(model, x, y, ci.lower, kind, "subset", config.sampling, config.n_mask_samples),
+            lambda: stochastic_recon_loss(
+                model, x, y, ci.lower, kind, "subset", config.sampling, config.n_mask_samples
+            ),
         ),
-        "ci_recon": (config.ci_recon_coeff, lambda: ci_recon_loss(model, x, y, ci.lower, kind, config.ci_recon_mode, acts, ci_layer)),
+        "ci_recon": (
+            config.ci_recon_coeff,
+            lambda: ci_recon_loss(
+                model, x, y, ci.lower, kind, config.ci_recon_mode, acts, ci_layer
+            ),
+        ),
         "pgd": (
             config.pgd_recon_coeff,
-            lambda: pgd_recon_loss(model, x, y, ci.lower, kind, config.pgd_steps, config.pgd_step_size, config.pgd_mode),
+            lambda: pgd_recon_loss(
+                model, x, y, ci.lower, kind, config.pgd_steps, config.pgd_step_size, config.pgd_mode
+            ),
         ),
     }
     total = torch.zeros((), device=y.device)
@@ -111,7 +141,9 @@ def loss_terms(
 
 
 @torch.no_grad()
-def evaluate(model: ComponentModel, data: DataSource, config: DecompositionConfig, device: torch.device) -> dict[str, float]:
+def evaluate(
+    model: ComponentModel, data: DataSource, config: DecompositionConfig, device: torch.device
+) -> dict[str, float]:
     """Reconstruction under each mask regime and L0 per layer on fixed evaluation batches."""
     gen = torch.Generator().manual_seed(config.seed + 10_000)
     sums: dict[str, float] = {}
@@ -145,7 +177,9 @@ def _atomic_save(obj: object, path: Path) -> None:
 
 def _faithfulness_warmup(model: ComponentModel, config: DecompositionConfig) -> None:
     params = [p for name, p in model.named_parameters() if name.startswith("components.")]
-    opt = torch.optim.AdamW(params, lr=config.faithfulness_warmup_lr, weight_decay=config.faithfulness_warmup_wd)
+    opt = torch.optim.AdamW(
+        params, lr=config.faithfulness_warmup_lr, weight_decay=config.faithfulness_warmup_wd
+    )
     for _ in range(config.faithfulness_warmup_steps):
         loss = faithfulness_loss(model)
         opt.zero_grad(set_to_none=True)
@@ -167,12 +201,16 @@ def decompose(
     sets the learning-rate and p annealing), e.g. to check that a regeneration follows a recorded
     loss history. With ``config.workers`` > 1 the batch is split over that many CPU processes
     (``spd_core.parallel``); this process is the first of them and ends with the trained model."""
-    require(stop_after is None or 0 < stop_after <= config.steps,
-            f"stop_after must be in 1..{config.steps} (config.steps), got {stop_after}")
+    require(
+        stop_after is None or 0 < stop_after <= config.steps,
+        f"stop_after must be in 1..{config.steps} (config.steps), got {stop_after}",
+    )
     if config.workers == 1:
         result = _train(model, data, config, out_dir, progress, stop_after, SOLO)
     else:
-        with workers(_train, (model, data, config, out_dir, False, stop_after), config.workers) as group:
+        with workers(
+            _train, (model, data, config, out_dir, False, stop_after), config.workers
+        ) as group:
             result = _train(model, data, config, out_dir, progress, stop_after, group)
     assert result is not None
     return result
@@ -191,25 +229,33 @@ def _train(
     end = config.steps if stop_after is None else stop_after
     device = pick_device(config.device)
     pin_malloc_thresholds()
-    require(group.world == 1 or device.type == "cpu",
-            f"workers > 1 splits batches over CPU processes; with device {device.type} use workers 1")
+    require(
+        group.world == 1 or device.type == "cpu",
+        f"workers > 1 splits batches over CPU processes; with device {device.type} use workers 1",
+    )
     model.to(device)
     lead = group.rank == 0
     torch.manual_seed(group.seed(config.seed))
     gen = torch.Generator().manual_seed(config.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    sampler = LossWeightedLayers(list(model.layers)) if config.ci_recon_layer_sampling == "loss" else None
+    sampler = (
+        LossWeightedLayers(list(model.layers)) if config.ci_recon_layer_sampling == "loss" else None
+    )
     start, history, resumed_from = 0, [], None
     ckpt_path = None if out_dir is None else Path(out_dir) / CHECKPOINT
     if ckpt_path is not None and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        require(state["config"] == config.model_dump(),
-                f"checkpoint {ckpt_path} was written with a different config; delete it or use another --out")
+        require(
+            state["config"] == config.model_dump(),
+            f"checkpoint {ckpt_path} was written with a different config; delete it or use another --out",
+        )
         model.load_state_dict(state["model"], strict=False)
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["data_rng"])
-        torch.set_rng_state(state["torch_rng_ranks"][group.rank] if group.world > 1 else state["torch_rng"])
+        torch.set_rng_state(
+            state["torch_rng_ranks"][group.rank] if group.world > 1 else state["torch_rng"]
+        )
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"])
         start, history, resumed_from = state["step"], state["history"], state["step"]
@@ -245,7 +291,11 @@ def _train(
     t0 = time.perf_counter()
     # no tqdm at all off the lead: even a disabled bar makes a multiprocessing lock, which a worker
     # rank (it leaves with os._exit) would leak ("leaked semaphore objects" at shutdown)
-    bar = tqdm(range(start, end), initial=start, total=end, dynamic_ncols=True) if progress and lead else None
+    bar = (
+        tqdm(range(start, end), initial=start, total=end, dynamic_ncols=True)
+        if progress and lead
+        else None
+    )
     for step in bar if bar is not None else range(start, end):
         for param_group in opt.param_groups:
             param_group["lr"] = config.lr_at(step)
@@ -262,13 +312,20 @@ def _train(
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         opt.step()
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {float(loss.detach())} at step {step}; terms: {values}")
+            raise FloatingPointError(
+                f"loss became {float(loss.detach())} at step {step}; terms: {values}"
+            )
         if step % config.log_freq == 0 or step == config.steps - 1:
             l0 = sum(l0_per_layer(ci, config.ci_alive_threshold).values())
-            row = {"step": float(step), **mean_values({"loss": float(loss.detach()), **values, "l0_total": l0}, group)}
+            row = {
+                "step": float(step),
+                **mean_values({"loss": float(loss.detach()), **values, "l0_total": l0}, group),
+            }
             history.append(row)
             if bar is not None:
-                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"}, refresh=False)
+                bar.set_postfix(
+                    {k: f"{v:.3g}" for k, v in row.items() if k != "step"}, refresh=False
+                )
         done = step + 1
         if lead and done % config.eval_freq == 0 and done < config.steps:
             history.append({"step": float(done), **evaluate(model, data, config, device)})
@@ -276,7 +333,9 @@ def _train(
             checkpoint(done)
     if bar is not None:
         bar.close()
-    if ckpt_path is not None:  # before the evaluation, whose stochastic masks draw from torch's generator
+    if (
+        ckpt_path is not None
+    ):  # before the evaluation, whose stochastic masks draw from torch's generator
         checkpoint(end)
     if not lead:
         return None

@@ -76,10 +76,19 @@ DEMO_CONFIG = DecompositionConfig(
     workers=2,
 )
 
-DEMO_HARVEST = HarvestConfig(threshold=0.5, n_examples=10, window=8, top_tokens=15, top_cofiring=10,
-                             attribution_top_k=12, max_nodes=20_000)
+DEMO_HARVEST = HarvestConfig(
+    threshold=0.5,
+    n_examples=10,
+    window=8,
+    top_tokens=15,
+    top_cofiring=10,
+    attribution_top_k=12,
+    max_nodes=20_000,
+)
 DEMO_HARVEST_TEXTS = 700  # texts of the run's own corpus harvested into harvest.sqlite
-DEMO_HARVEST_PROCESSES = 2  # the harvest's texts split over this many CPU processes (one per core here)
+DEMO_HARVEST_PROCESSES = (
+    2  # the harvest's texts split over this many CPU processes (one per core here)
+)
 
 Forward = Callable[[Tensor], Tensor]
 
@@ -96,7 +105,9 @@ def probe_batch(tokenizer, probes: Sequence[Probe]) -> tuple[Tensor, Tensor, Ten
 
 
 @torch.no_grad()
-def regime_report(model: ComponentModel, tokenizer, probes: Sequence[Probe], n_stochastic: int = 5) -> dict:
+def regime_report(
+    model: ComponentModel, tokenizer, probes: Sequence[Probe], n_stochastic: int = 5
+) -> dict:
     """Per-mechanism accuracy under each mask regime, stochastic KL, L0 and per-matrix CI-masked KL."""
     ids, last, targets = probe_batch(tokenizer, probes)
     tgt = model(ids, cache_inputs=True)
@@ -116,7 +127,10 @@ def regime_report(model: ComponentModel, tokenizer, probes: Sequence[Probe], n_s
     mechanisms = list(dict.fromkeys(p.mechanism for p in probes))
 
     def rate(hit: Tensor) -> dict[str, float]:
-        return {m: float(hit[[i for i, p in enumerate(probes) if p.mechanism == m]].float().mean()) for m in mechanisms}
+        return {
+            m: float(hit[[i for i, p in enumerate(probes) if p.mechanism == m]].float().mean())
+            for m in mechanisms
+        }
 
     # accuracy: top-1 is the probe's answer; agreement: top-1 is the target model's own top-1 (what a
     # faithful decomposition must reproduce, right or wrong)
@@ -124,12 +138,18 @@ def regime_report(model: ComponentModel, tokenizer, probes: Sequence[Probe], n_s
     for name, reference in (("accuracy", targets), ("agreement", target_last.argmax(-1))):
         report |= {f"{name}_{k}": rate(v.argmax(-1) == reference) for k, v in logits.items()}
         per_sample = [rate(s.argmax(-1) == reference) for s in stoch]
-        report[f"{name}_stochastic_mean"] = {m: sum(a[m] for a in per_sample) / len(per_sample) for m in mechanisms}
+        report[f"{name}_stochastic_mean"] = {
+            m: sum(a[m] for a in per_sample) / len(per_sample) for m in mechanisms
+        }
         report[f"{name}_stochastic_worst"] = {m: min(a[m] for a in per_sample) for m in mechanisms}
-    report["kl_stochastic_last_token"] = sum(float(output_loss(s, target_last, "kl")) for s in stoch) / len(stoch)
+    report["kl_stochastic_last_token"] = sum(
+        float(output_loss(s, target_last, "kl")) for s in stoch
+    ) / len(stoch)
     report["kl_ci_last_token"] = float(output_loss(logits["ci"], target_last, "kl"))
     report["max_abs_unmasked_minus_target"] = float((logits["unmasked"] - target_last).abs().max())
-    real = torch.arange(ids.shape[1]).unsqueeze(0) <= last.unsqueeze(1)  # positions holding real tokens
+    real = torch.arange(ids.shape[1]).unsqueeze(0) <= last.unsqueeze(
+        1
+    )  # positions holding real tokens
     ci_real = {k: g[real] for k, g in ci.items()}
     report["l0_per_layer"] = l0_per_layer(ci_real, 0.0)
     report["l0_total"] = sum(report["l0_per_layer"].values())
@@ -143,7 +163,11 @@ def regime_report(model: ComponentModel, tokenizer, probes: Sequence[Probe], n_s
 
 
 def build_demo(
-    out: Path, steps: int | None, target_dir: Path | None, progress: bool, harvest_texts: int = DEMO_HARVEST_TEXTS
+    out: Path,
+    steps: int | None,
+    target_dir: Path | None,
+    progress: bool,
+    harvest_texts: int = DEMO_HARVEST_TEXTS,
 ) -> dict:
     spec = DemoLMSpec()
     config = DEMO_CONFIG if steps is None else DEMO_CONFIG.model_copy(update={"steps": steps})
@@ -157,7 +181,9 @@ def build_demo(
         info["target_train_seconds"] = lm_report.train_seconds
         if target_dir is not None:
             save_target(spec, trained, target_dir)
-        target = native_copy(trained)  # the forward load_target gives, so a reloaded run retraces this one
+        target = native_copy(
+            trained
+        )  # the forward load_target gives, so a reloaded run retraces this one
     target.requires_grad_(False).eval()
     target_seconds = time.perf_counter() - t0
     torch.manual_seed(config.seed)
@@ -166,24 +192,47 @@ def build_demo(
     result = decompose(model, data, config, out_dir=out, progress=progress)
     probes = probe_prompts(spec.lm.seed, spec.lm.n_probes_per_mechanism)
     report = regime_report(model, tokenizer, probes)
-    metrics = {**result.metrics, **report, "train_seconds": result.seconds, "target_seconds": target_seconds}
-    save_run(out, model, spec, config, metrics, tokenizer=tokenizer,
-             probes=[{"text": p.text, "target_token": p.target, "mechanism": p.mechanism, "foil": p.foil} for p in probes],
-             info=info, behaviours=BEHAVIOURS)
+    metrics = {
+        **result.metrics,
+        **report,
+        "train_seconds": result.seconds,
+        "target_seconds": target_seconds,
+    }
+    save_run(
+        out,
+        model,
+        spec,
+        config,
+        metrics,
+        tokenizer=tokenizer,
+        probes=[
+            {"text": p.text, "target_token": p.target, "mechanism": p.mechanism, "foil": p.foil}
+            for p in probes
+        ],
+        info=info,
+        behaviours=BEHAVIOURS,
+    )
     write_history(out, result.history)
     (out / "checkpoint.pt").unlink(missing_ok=True)
     if harvest_texts:
-        metrics["harvest_seconds"] = harvest_demo(out, model, tokenizer, spec, harvest_texts, progress)
+        metrics["harvest_seconds"] = harvest_demo(
+            out, model, tokenizer, spec, harvest_texts, progress
+        )
     return metrics
 
 
-def harvest_demo(out: Path, model: ComponentModel, tokenizer, spec: DemoLMSpec, n_texts: int, progress: bool) -> float:
+def harvest_demo(
+    out: Path, model: ComponentModel, tokenizer, spec: DemoLMSpec, n_texts: int, progress: bool
+) -> float:
     """Harvest ``n_texts`` of the run's corpus with ``DEMO_HARVEST`` into ``out/harvest.sqlite``, over
     ``DEMO_HARVEST_PROCESSES`` CPU processes; seconds taken."""
     t0 = time.perf_counter()
     cfg = replace(DEMO_HARVEST, max_tokens=int(model.target.config.max_position_embeddings))  # type: ignore[union-attr]
     texts = corpus_texts(spec, n_texts)
-    write_harvest(out, harvest(model, tokenizer, texts, cfg, progress=progress, processes=DEMO_HARVEST_PROCESSES))
+    write_harvest(
+        out,
+        harvest(model, tokenizer, texts, cfg, progress=progress, processes=DEMO_HARVEST_PROCESSES),
+    )
     return time.perf_counter() - t0
 
 
@@ -196,17 +245,36 @@ def write_history(out: Path, history: Sequence[dict]) -> None:
 
 
 def read_history(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / HISTORY_FILE).read_text().splitlines() if line.strip()]
+    return [
+        json.loads(line)
+        for line in (run_dir / HISTORY_FILE).read_text().splitlines()
+        if line.strip()
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m spd_core.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=DEMO_RUN, help=f"run directory (default: the shipped {DEMO_RUN})")
+    ap = argparse.ArgumentParser(
+        prog="python -m spd_core.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=DEMO_RUN,
+        help=f"run directory (default: the shipped {DEMO_RUN})",
+    )
     ap.add_argument("--steps", type=int, help=f"decomposition steps (default {DEMO_CONFIG.steps})")
     ap.add_argument("--target-dir", type=Path, help="reuse (or save) the trained target here")
-    ap.add_argument("--harvest-texts", type=int, default=DEMO_HARVEST_TEXTS,
-                    help=f"corpus texts to harvest into harvest.sqlite (default {DEMO_HARVEST_TEXTS}; 0 skips)")
-    ap.add_argument("--harvest-only", action="store_true", help="only (re)harvest the run already in --out")
+    ap.add_argument(
+        "--harvest-texts",
+        type=int,
+        default=DEMO_HARVEST_TEXTS,
+        help=f"corpus texts to harvest into harvest.sqlite (default {DEMO_HARVEST_TEXTS}; 0 skips)",
+    )
+    ap.add_argument(
+        "--harvest-only", action="store_true", help="only (re)harvest the run already in --out"
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     require(args.harvest_texts >= 0, f"--harvest-texts must be >= 0, got {args.harvest_texts}")
@@ -219,10 +287,19 @@ def main(argv: list[str] | None = None) -> int:
         run = load_run(args.out)
         if not isinstance(run.target_spec, DemoLMSpec):
             raise InvalidInput(f"{args.out} is not a demo run")
-        seconds = harvest_demo(args.out, run.model, run.tokenizer, run.target_spec, args.harvest_texts, not args.no_progress)
+        seconds = harvest_demo(
+            args.out,
+            run.model,
+            run.tokenizer,
+            run.target_spec,
+            args.harvest_texts,
+            not args.no_progress,
+        )
         print(json.dumps({"harvest_seconds": seconds}))
         return 0
-    metrics = build_demo(args.out, args.steps, args.target_dir, not args.no_progress, args.harvest_texts)
+    metrics = build_demo(
+        args.out, args.steps, args.target_dir, not args.no_progress, args.harvest_texts
+    )
     print(json.dumps(metrics, indent=2, default=float))
     return 0
 

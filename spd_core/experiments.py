@@ -23,7 +23,9 @@ class Experiment(BaseModel):
     decomposition: DecompositionConfig
 
 
-def _tms(n_features: int, n_hidden: int, hidden_layers: int, C: int, imp: float, p: float, steps: int) -> Experiment:
+def _tms(
+    n_features: int, n_hidden: int, hidden_layers: int, C: int, imp: float, p: float, steps: int
+) -> Experiment:
     modules = [ModulePattern(pattern="linear1", C=C), ModulePattern(pattern="linear2", C=C)]
     if hidden_layers:
         modules.append(ModulePattern(pattern="hidden_layers.*", C=C))
@@ -45,13 +47,25 @@ def _tms(n_features: int, n_hidden: int, hidden_layers: int, C: int, imp: float,
     )
 
 
-def _resid(n_layers: int, n_features: int, d_mlp: int, C: int, imp: float, lr: float, hidden: int, steps: int) -> Experiment:
+def _resid(
+    n_layers: int,
+    n_features: int,
+    d_mlp: int,
+    C: int,
+    imp: float,
+    lr: float,
+    hidden: int,
+    steps: int,
+) -> Experiment:
     return Experiment(
         target=ResidMLPSpec(n_features=n_features, d_mlp=d_mlp, n_layers=n_layers),
         decomposition=DecompositionConfig(
             steps=steps,
             batch_size=2048,
-            modules=[ModulePattern(pattern="layers.*.mlp_in", C=C), ModulePattern(pattern="layers.*.mlp_out", C=C)],
+            modules=[
+                ModulePattern(pattern="layers.*.mlp_in", C=C),
+                ModulePattern(pattern="layers.*.mlp_out", C=C),
+            ],
             importance_coeff=imp,
             p_start=2.0,
             lr=lr,
@@ -78,5 +92,7 @@ EXPERIMENTS: dict[str, Experiment] = {
 
 def get_experiment(name: str) -> Experiment:
     if name not in EXPERIMENTS:
-        raise KeyError(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)} (or a JSON config file)")
+        raise KeyError(
+            f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)} (or a JSON config file)"
+        )
     return EXPERIMENTS[name]

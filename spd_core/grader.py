@@ -33,14 +33,19 @@ def probes_from_prompts(prompts: Sequence[Mapping[str, Any]], tokenizer: Any) ->
     for p in prompts:
         ids = encode(tokenizer, p["text"])
         tok = encode(tokenizer, p["target_token"])
-        require(len(tok) == 1, f"target token {p['target_token']!r} must be exactly one token; got {len(tok)}")
+        require(
+            len(tok) == 1,
+            f"target token {p['target_token']!r} must be exactly one token; got {len(tok)}",
+        )
         foil = None
         if p.get("foil"):
             f = encode(tokenizer, p["foil"])
             require(len(f) == 1, f"foil {p['foil']!r} must be exactly one token; got {len(f)}")
             foil = f[0]
         pos = p.get("position")
-        out.append(Probe(ids, tok[0], str(p.get("mechanism", "")), foil, -1 if pos is None else int(pos)))
+        out.append(
+            Probe(ids, tok[0], str(p.get("mechanism", "")), foil, -1 if pos is None else int(pos))
+        )
     return out
 
 
@@ -99,7 +104,9 @@ def grade_circuit(
     )
 
 
-def rank_by_ci(model: ComponentModel, probes: Sequence[Probe], mechanism: str) -> list[tuple[ComponentKey, float]]:
+def rank_by_ci(
+    model: ComponentModel, probes: Sequence[Probe], mechanism: str
+) -> list[tuple[ComponentKey, float]]:
     """Components by contrast: mean max-CI over the mechanism's probes minus that over the other probes.
 
     Max-CI is taken over the positions up to the prediction position (where the mechanism can act).
@@ -141,7 +148,14 @@ def search_circuit(
             if k in chosen:
                 continue
             g = grade_circuit(model, probes, mechanism, [*chosen, k])
-            trials.append((g.necessity + g.sufficiency + (g.specificity if g.specificity is not None else 1.0), k))
+            trials.append(
+                (
+                    g.necessity
+                    + g.sufficiency
+                    + (g.specificity if g.specificity is not None else 1.0),
+                    k,
+                )
+            )
         if not trials:
             break
         score, k = max(trials, key=lambda t: t[0])
@@ -152,8 +166,12 @@ def search_circuit(
     return chosen
 
 
-def grade_claims(run: str, claims: Sequence[Mapping[str, Any]], max_probes: int | None = None,
-                 regime: AblationRegime = "deterministic") -> list[dict[str, Any]]:
+def grade_claims(
+    run: str,
+    claims: Sequence[Mapping[str, Any]],
+    max_probes: int | None = None,
+    regime: AblationRegime = "deterministic",
+) -> list[dict[str, Any]]:
     """Grades of claims {mechanism, components: ['<layer>:<c>', ...]} on a run's probe prompts, as dicts.
 
     ``max_probes`` keeps the first that many probes of every mechanism (all when None).
@@ -162,7 +180,10 @@ def grade_claims(run: str, claims: Sequence[Mapping[str, Any]], max_probes: int 
     from spd_core.run import load_run
 
     loaded = load_run(run)
-    require(loaded.tokenizer is not None and loaded.probes, f"run {run!r} has no tokenizer or no probe prompts to grade on")
+    require(
+        loaded.tokenizer is not None and loaded.probes,
+        f"run {run!r} has no tokenizer or no probe prompts to grade on",
+    )
     rows = [{**p, "target_token": p.get("target_token") or p["target"]} for p in loaded.probes]
     if max_probes is not None:
         seen: dict[str, int] = {}
@@ -177,11 +198,21 @@ def grade_claims(run: str, claims: Sequence[Mapping[str, Any]], max_probes: int 
         for claim in claims:
             comps = [parse_component_key(k, layer_c) for k in claim["components"]]
             g = grade_circuit(loaded.model, probes, str(claim["mechanism"]), comps, regime=regime)
-            out.append({"mechanism": g.mechanism, "components": [str(k) for k in g.components],
-                        "regime": regime, "n_probes": g.n_probes, "necessity": g.necessity,
-                        "accuracy_before": g.accuracy_before, "accuracy_removed": g.accuracy_removed,
-                        "sufficiency": g.sufficiency, "accuracy_kept": g.accuracy_kept,
-                        "specificity": g.specificity, "other_drops": g.other_drops})
+            out.append(
+                {
+                    "mechanism": g.mechanism,
+                    "components": [str(k) for k in g.components],
+                    "regime": regime,
+                    "n_probes": g.n_probes,
+                    "necessity": g.necessity,
+                    "accuracy_before": g.accuracy_before,
+                    "accuracy_removed": g.accuracy_removed,
+                    "sufficiency": g.sufficiency,
+                    "accuracy_kept": g.accuracy_kept,
+                    "specificity": g.specificity,
+                    "other_drops": g.other_drops,
+                }
+            )
     return out
 
 
@@ -197,12 +228,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--mechanism", help="mechanism tag of the probe prompts (with --components)")
     ap.add_argument("--components", nargs="+", help="component keys '<layer>:<c>'")
     ap.add_argument("--claims", type=Path, help="JSON file: a list of {mechanism, components}")
-    ap.add_argument("--max-probes", type=int, default=None, help="probes per mechanism (default: all)")
+    ap.add_argument(
+        "--max-probes", type=int, default=None, help="probes per mechanism (default: all)"
+    )
     ap.add_argument("--regime", default="deterministic", choices=["deterministic", "stochastic"])
     a = ap.parse_args(argv)
     if (a.claims is None) == (a.mechanism is None or a.components is None):
         ap.error("give --claims FILE, or --mechanism with --components (not both)")
-    claims = json.loads(a.claims.read_text()) if a.claims else [{"mechanism": a.mechanism, "components": a.components}]
+    claims = (
+        json.loads(a.claims.read_text())
+        if a.claims
+        else [{"mechanism": a.mechanism, "components": a.components}]
+    )
     sys.stdout.write(json.dumps(grade_claims(a.run, claims, a.max_probes, a.regime)) + "\n")
     return 0
 

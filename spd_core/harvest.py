@@ -52,9 +52,13 @@ class HarvestConfig:
     max_nodes: int = 8_000  # alive nodes allowed in one text's attribution graph
 
     def __post_init__(self) -> None:
-        require(0.0 <= self.threshold < 1.0, f"threshold must be in [0, 1) (CI is in [0, 1]); got {self.threshold}")
-        require(self.n_examples >= 1 and self.window >= 0 and self.batch_size >= 1,
-            f"n_examples and batch_size must be ≥ 1 and window ≥ 0; got {self.n_examples}, {self.batch_size}, {self.window}"
+        require(
+            0.0 <= self.threshold < 1.0,
+            f"threshold must be in [0, 1) (CI is in [0, 1]); got {self.threshold}",
+        )
+        require(
+            self.n_examples >= 1 and self.window >= 0 and self.batch_size >= 1,
+            f"n_examples and batch_size must be ≥ 1 and window ≥ 0; got {self.n_examples}, {self.batch_size}, {self.window}",
         )
 
 
@@ -114,7 +118,9 @@ class Harvest:
     examples: dict[tuple[str, int], list[Example]]
     cofiring: dict[tuple[str, int], list[CoFiring]]
     attributions: dict[tuple[str, int, str, int], AttributionSum] = field(default_factory=dict)
-    attribution_inflow: dict[tuple[str, int], float] = field(default_factory=dict)  # target -> total |sum| in
+    attribution_inflow: dict[tuple[str, int], float] = field(
+        default_factory=dict
+    )  # target -> total |sum| in
     attribution_method: str = "attribution_graph per text (one hop, nodes with CI > threshold)"
 
 
@@ -140,8 +146,13 @@ class _Accumulator:
         self.ci_sum = torch.zeros(k, dtype=torch.float64)
         self.ci_max = torch.zeros(k, dtype=torch.float64)
         self.cofire = torch.zeros(k, k, dtype=torch.float64)
-        self.attr = torch.zeros(3, k, k, dtype=torch.float64)  # value, |value|, count; [.., target, source]
-        self.pair_counts: dict[Side, Counter[tuple[int, int]]] = {"input": Counter(), "output": Counter()}
+        self.attr = torch.zeros(
+            3, k, k, dtype=torch.float64
+        )  # value, |value|, count; [.., target, source]
+        self.pair_counts: dict[Side, Counter[tuple[int, int]]] = {
+            "input": Counter(),
+            "output": Counter(),
+        }
         self.n_fire_out = torch.zeros(k, dtype=torch.float64)  # firings that have a next token
         self.token_counts: dict[Side, Counter[int]] = {"input": Counter(), "output": Counter()}
         self.heaps: list[list[tuple[float, int, int]]] = [[] for _ in range(k)]
@@ -187,9 +198,18 @@ class _Accumulator:
             )
 
     def add_attributions(self, x: Tensor) -> None:
-        graph = attribution_graph(self.model, x, threshold=self.config.threshold, outputs=[],
-                                  max_nodes=self.config.max_nodes)
-        idx = [(i, self.offsets[n.layer] + n.c) for i, n in enumerate(graph.nodes) if n.layer in self.offsets]
+        graph = attribution_graph(
+            self.model,
+            x,
+            threshold=self.config.threshold,
+            outputs=[],
+            max_nodes=self.config.max_nodes,
+        )
+        idx = [
+            (i, self.offsets[n.layer] + n.c)
+            for i, n in enumerate(graph.nodes)
+            if n.layer in self.offsets
+        ]
         if not idx:
             return
         rows = torch.tensor([i for i, _ in idx])
@@ -198,7 +218,9 @@ class _Accumulator:
         flat = (ks[:, None] * self.K + ks[None, :]).flatten()
         size = self.K * self.K
         for j, vals in enumerate((e, e.abs(), (e != 0).double())):
-            self.attr[j] += torch.bincount(flat, weights=vals.flatten(), minlength=size).view(self.K, self.K)
+            self.attr[j] += torch.bincount(flat, weights=vals.flatten(), minlength=size).view(
+                self.K, self.K
+            )
 
     def absorb(self, other: "_Accumulator") -> None:
         """Add the counts of another accumulator over other texts (text ids disjoint from these)."""
@@ -230,8 +252,14 @@ class _Accumulator:
         keys = [self.key(k) for k in range(self.K)]
         n_tok = max(self.n_tokens, 1)
         components = [
-            ComponentStats(layer, c, int(self.n_fire[k]), float(self.n_fire[k]) / n_tok,
-                           float(self.ci_sum[k]) / n_tok, float(self.ci_max[k]))
+            ComponentStats(
+                layer,
+                c,
+                int(self.n_fire[k]),
+                float(self.n_fire[k]) / n_tok,
+                float(self.ci_sum[k]) / n_tok,
+                float(self.ci_max[k]),
+            )
             for k, (layer, c) in enumerate(keys)
         ]
         by_comp: dict[tuple[int, Side], list[tuple[int, int]]] = {}
@@ -246,7 +274,9 @@ class _Accumulator:
             stats = []
             for t, n in rows[: cfg.top_tokens]:
                 n_t = self.token_counts[side][t]
-                stats.append(TokenStat(t, n, n_t, n / n_c, n / n_t, math.log(n * total / (n_c * n_t))))
+                stats.append(
+                    TokenStat(t, n, n_t, n / n_c, n / n_t, math.log(n * total / (n_c * n_t)))
+                )
             token_stats[(*keys[k], side)] = stats
         examples: dict[tuple[str, int], list[Example]] = {}
         for k, heap in enumerate(self.heaps):
@@ -261,20 +291,40 @@ class _Accumulator:
             if self.n_fire[k] == 0:
                 continue
             top = jac[k].topk(min(cfg.top_cofiring, self.K)).indices.tolist()
-            rows = [CoFiring(keys[j][0], keys[j][1], int(self.cofire[k, j]), float(jac[k, j])) for j in top if self.cofire[k, j] > 0 and j != k]
+            rows = [
+                CoFiring(keys[j][0], keys[j][1], int(self.cofire[k, j]), float(jac[k, j]))
+                for j in top
+                if self.cofire[k, j] > 0 and j != k
+            ]
             if rows:
                 cofiring[keys[k]] = rows
         value, present = self.attr[0], self.attr[2] > 0
-        keep = present if cfg.attribution_top_k is None else _top_k_pairs(value, present, cfg.attribution_top_k)
+        keep = (
+            present
+            if cfg.attribution_top_k is None
+            else _top_k_pairs(value, present, cfg.attribution_top_k)
+        )
         attributions: dict[tuple[str, int, str, int], AttributionSum] = {}
         for tk, sk in keep.nonzero().tolist():
             attributions[(*keys[sk], *keys[tk])] = AttributionSum(
                 float(value[tk, sk]), float(self.attr[1, tk, sk]), int(self.attr[2, tk, sk])
             )
         inflow_all = torch.where(present, value.abs(), torch.zeros_like(value)).sum(1)
-        inflow = {keys[tk]: float(inflow_all[tk]) for tk in present.any(1).nonzero().flatten().tolist()}
-        return Harvest(cfg, dict(self.layers), self.n_tokens, texts, components, token_stats, examples, cofiring,
-                       attributions, inflow)
+        inflow = {
+            keys[tk]: float(inflow_all[tk]) for tk in present.any(1).nonzero().flatten().tolist()
+        }
+        return Harvest(
+            cfg,
+            dict(self.layers),
+            self.n_tokens,
+            texts,
+            components,
+            token_stats,
+            examples,
+            cofiring,
+            attributions,
+            inflow,
+        )
 
 
 def _top_k_pairs(value: Tensor, present: Tensor, k: int) -> Tensor:
@@ -310,11 +360,15 @@ def harvest(
         ids = encode(tokenizer, text)[: config.max_tokens]
         if ids:
             encoded.append((text, ids))
-    require(encoded,
-            f"no text tokenized to at least one token (got {len(texts)} texts); give non-empty texts")
+    require(
+        encoded,
+        f"no text tokenized to at least one token (got {len(texts)} texts); give non-empty texts",
+    )
     device = next(model.parameters()).device
-    require(processes == 1 or device.type == "cpu",
-            f"processes > 1 forks CPU processes; the model is on {device}")
+    require(
+        processes == 1 or device.type == "cpu",
+        f"processes > 1 forks CPU processes; the model is on {device}",
+    )
     bounds = _shards(len(encoded), config.batch_size, processes)
     if len(bounds) == 1:
         acc = _harvest_shard(model, config, encoded, *bounds[0], progress)
@@ -351,8 +405,14 @@ def _forked_shard(lo: int, hi: int) -> "_Accumulator":
     return acc
 
 
-def _harvest_shard(model: ComponentModel, config: HarvestConfig, encoded: list[tuple[str, list[int]]],
-                   lo: int, hi: int, progress: bool) -> _Accumulator:
+def _harvest_shard(
+    model: ComponentModel,
+    config: HarvestConfig,
+    encoded: list[tuple[str, list[int]]],
+    lo: int,
+    hi: int,
+    progress: bool,
+) -> _Accumulator:
     """Counts over ``encoded[lo:hi]`` (text ids are indices into ``encoded``)."""
     acc = _Accumulator(model, config)
     device = next(model.parameters()).device

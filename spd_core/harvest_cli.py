@@ -20,18 +20,38 @@ from spd_core.run import load_run
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spd-harvest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="spd-harvest",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("run", help="run directory (or 'demo')")
     p.add_argument("--texts", type=Path, help="text file, one text per line")
-    p.add_argument("--n-texts", type=int, default=1000, help="use at most this many texts (default 1000)")
+    p.add_argument(
+        "--n-texts", type=int, default=1000, help="use at most this many texts (default 1000)"
+    )
     p.add_argument("--batch", type=int, default=16, help="texts per CI batch (default 16)")
-    p.add_argument("--threshold", type=float, default=0.1, help="CI above this counts as firing (default 0.1)")
-    p.add_argument("--examples", type=int, default=20, help="top activating contexts kept per component")
-    p.add_argument("--window", type=int, default=8, help="tokens kept on each side of an example's peak")
-    p.add_argument("--no-attributions", action="store_true", help="skip dataset attributions (the slowest part)")
+    p.add_argument(
+        "--threshold", type=float, default=0.1, help="CI above this counts as firing (default 0.1)"
+    )
+    p.add_argument(
+        "--examples", type=int, default=20, help="top activating contexts kept per component"
+    )
+    p.add_argument(
+        "--window", type=int, default=8, help="tokens kept on each side of an example's peak"
+    )
+    p.add_argument(
+        "--no-attributions",
+        action="store_true",
+        help="skip dataset attributions (the slowest part)",
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--processes", type=int, default=1,
-                   help="split the texts over this many CPU processes (default 1; same counts)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="split the texts over this many CPU processes (default 1; same counts)",
+    )
     return p
 
 
@@ -51,18 +71,30 @@ def load_texts(path: Path | None, run: object, n: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.processes < 1 or (args.processes > 1 and args.device != "cpu"):
-        raise SystemExit(f"spd-harvest: --processes must be >= 1, and 1 with --device cuda; got {args.processes}")
+        raise SystemExit(
+            f"spd-harvest: --processes must be >= 1, and 1 with --device cuda; got {args.processes}"
+        )
     run = load_run(args.run, device=args.device)
     if run.tokenizer is None or run.path is None:
-        raise SystemExit(f"spd-harvest: run {args.run!r} has no tokenizer; harvest needs a language-model run")
+        raise SystemExit(
+            f"spd-harvest: run {args.run!r} has no tokenizer; harvest needs a language-model run"
+        )
     texts = load_texts(args.texts, run, args.n_texts)
     ctx = getattr(getattr(run.model.target, "config", None), "max_position_embeddings", None)
-    cfg = HarvestConfig(threshold=args.threshold, n_examples=args.examples, window=args.window,
-                        attributions=not args.no_attributions, max_tokens=ctx, batch_size=args.batch)
+    cfg = HarvestConfig(
+        threshold=args.threshold,
+        n_examples=args.examples,
+        window=args.window,
+        attributions=not args.no_attributions,
+        max_tokens=ctx,
+        batch_size=args.batch,
+    )
     start = time.perf_counter()
     h = harvest(run.model, run.tokenizer, texts, cfg, processes=args.processes)
     path = write_harvest(run.path, h)
-    sys.stderr.write(f"harvested {len(h.texts)} texts ({h.n_tokens} tokens) in {time.perf_counter() - start:.1f} s -> {path}\n")
+    sys.stderr.write(
+        f"harvested {len(h.texts)} texts ({h.n_tokens} tokens) in {time.perf_counter() - start:.1f} s -> {path}\n"
+    )
     return 0
 
 

@@ -58,7 +58,9 @@ def harvest_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / FILENAME
 
 
-def write_harvest(run_dir: str | Path, h: Harvest, labels: dict[tuple[str, int], str] | None = None) -> Path:
+def write_harvest(
+    run_dir: str | Path, h: Harvest, labels: dict[tuple[str, int], str] | None = None
+) -> Path:
     """Write ``h`` as ``run_dir/harvest.sqlite`` atomically (temp file in the same directory, then replace)."""
     run_dir = Path(run_dir)
     require(run_dir.is_dir(), f"run directory {run_dir} does not exist")
@@ -78,31 +80,73 @@ def write_harvest(run_dir: str | Path, h: Harvest, labels: dict[tuple[str, int],
                 "n_tokens": h.n_tokens,
                 "attribution_method": h.attribution_method if h.config.attributions else None,
             }
-            con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
-            con.executemany("INSERT INTO texts VALUES (?, ?, ?)", [(i, t, json.dumps(ids)) for i, (t, ids) in enumerate(h.texts)])
-            con.executemany("INSERT INTO components VALUES (?, ?, ?, ?, ?, ?)",
-                            [(s.layer, s.c, s.n_firing, s.density, s.mean_ci, s.max_ci) for s in h.components])
+            con.executemany(
+                "INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()]
+            )
+            con.executemany(
+                "INSERT INTO texts VALUES (?, ?, ?)",
+                [(i, t, json.dumps(ids)) for i, (t, ids) in enumerate(h.texts)],
+            )
+            con.executemany(
+                "INSERT INTO components VALUES (?, ?, ?, ?, ?, ?)",
+                [(s.layer, s.c, s.n_firing, s.density, s.mean_ci, s.max_ci) for s in h.components],
+            )
             con.executemany(
                 "INSERT INTO token_stats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(layer, c, side, s.token_id, s.count, s.token_count, s.recall, s.precision, s.pmi)
-                 for (layer, c, side), rows in h.token_stats.items() for s in rows],
+                [
+                    (
+                        layer,
+                        c,
+                        side,
+                        s.token_id,
+                        s.count,
+                        s.token_count,
+                        s.recall,
+                        s.precision,
+                        s.pmi,
+                    )
+                    for (layer, c, side), rows in h.token_stats.items()
+                    for s in rows
+                ],
             )
             con.executemany(
                 "INSERT INTO examples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(layer, c, r, e.text_id, e.pos, e.max_ci, e.start, json.dumps(e.token_ids), json.dumps(e.ci))
-                 for (layer, c), rows in h.examples.items() for r, e in enumerate(rows)],
+                [
+                    (
+                        layer,
+                        c,
+                        r,
+                        e.text_id,
+                        e.pos,
+                        e.max_ci,
+                        e.start,
+                        json.dumps(e.token_ids),
+                        json.dumps(e.ci),
+                    )
+                    for (layer, c), rows in h.examples.items()
+                    for r, e in enumerate(rows)
+                ],
             )
             con.executemany(
                 "INSERT INTO cofiring VALUES (?, ?, ?, ?, ?, ?)",
-                [(layer, c, o.layer, o.c, o.count, o.jaccard) for (layer, c), rows in h.cofiring.items() for o in rows],
+                [
+                    (layer, c, o.layer, o.c, o.count, o.jaccard)
+                    for (layer, c), rows in h.cofiring.items()
+                    for o in rows
+                ],
             )
             con.executemany(
                 "INSERT INTO attributions VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(*key, a.value, a.abs_value, a.count) for key, a in h.attributions.items()],
             )
-            con.executemany("INSERT INTO attribution_inflow VALUES (?, ?, ?)",
-                            [(lay, c, v) for (lay, c), v in h.attribution_inflow.items()])
-            con.executemany("INSERT INTO labels VALUES (?, ?, ?)", [(lay, c, lab) for (lay, c), lab in (labels or {}).items()])
+            con.executemany(
+                "INSERT INTO attribution_inflow VALUES (?, ?, ?)",
+                [(lay, c, v) for (lay, c), v in h.attribution_inflow.items()],
+            )
+            con.executemany(
+                "INSERT INTO labels VALUES (?, ?, ?)",
+                [(lay, c, lab) for (lay, c), lab in (labels or {}).items()],
+            )
             con.commit()
         finally:
             con.close()
@@ -126,7 +170,9 @@ class HarvestStore:
         self.meta = {k: json.loads(v) for k, v in self._rows("SELECT key, value FROM meta")}
         version = self.meta.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise ValueError(f"{self.path}: harvest schema version {version!r}; this spd-mcp reads {SCHEMA_VERSION}. Re-run spd-harvest")
+            raise ValueError(
+                f"{self.path}: harvest schema version {version!r}; this spd-mcp reads {SCHEMA_VERSION}. Re-run spd-harvest"
+            )
         self.layers: dict[str, int] = self.meta["layers"]
 
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -140,7 +186,9 @@ class HarvestStore:
         if layer not in self.layers:
             raise ValueError(f"unknown layer {layer!r}; valid layers: {', '.join(self.layers)}")
         if not 0 <= c < self.layers[layer]:
-            raise ValueError(f"component index {c} out of range for layer {layer!r}; valid: 0..{self.layers[layer] - 1}")
+            raise ValueError(
+                f"component index {c} out of range for layer {layer!r}; valid: 0..{self.layers[layer] - 1}"
+            )
 
     def text(self, text_id: int) -> tuple[str, list[int]]:
         rows = self._rows("SELECT text, token_ids FROM texts WHERE id = ?", (text_id,))
@@ -150,7 +198,9 @@ class HarvestStore:
 
 def alive_counts(store: HarvestStore) -> dict[str, int]:
     """Per layer, the components whose CI exceeded the harvest threshold on at least one harvested token."""
-    rows = dict(store._rows("SELECT layer, COUNT(*) FROM components WHERE n_firing > 0 GROUP BY layer"))
+    rows = dict(
+        store._rows("SELECT layer, COUNT(*) FROM components WHERE n_firing > 0 GROUP BY layer")
+    )
     return {layer: int(rows.get(layer, 0)) for layer in store.layers}
 
 
@@ -165,12 +215,24 @@ class Page:
 TokenOrder = Literal["pmi", "precision", "recall", "count"]
 
 
-def component_summary(store: HarvestStore, layer: str, c: int, top_k: int = 10, order: TokenOrder = "pmi",
-                      min_count: int = 1) -> dict[str, Any]:
+def component_summary(
+    store: HarvestStore,
+    layer: str,
+    c: int,
+    top_k: int = 10,
+    order: TokenOrder = "pmi",
+    min_count: int = 1,
+) -> dict[str, Any]:
     """Density, mean/max CI, top input and output tokens (by ``order``, count ≥ ``min_count``), co-firing, label."""
     store.check(layer, c)
-    require(order in ("pmi", "precision", "recall", "count"), f"order must be pmi, precision, recall or count; got {order!r}")
-    row = store._rows("SELECT n_firing, density, mean_ci, max_ci FROM components WHERE layer = ? AND c = ?", (layer, c))
+    require(
+        order in ("pmi", "precision", "recall", "count"),
+        f"order must be pmi, precision, recall or count; got {order!r}",
+    )
+    row = store._rows(
+        "SELECT n_firing, density, mean_ci, max_ci FROM components WHERE layer = ? AND c = ?",
+        (layer, c),
+    )
     n_firing, density, mean_ci, max_ci = row[0]
     tokens = {}
     for side in ("input", "output"):
@@ -179,40 +241,70 @@ def component_summary(store: HarvestStore, layer: str, c: int, top_k: int = 10, 
             f"WHERE layer = ? AND c = ? AND side = ? AND count >= ? ORDER BY {order} DESC, count DESC, token_id LIMIT ?",
             (layer, c, side, min_count, top_k),
         )
-        tokens[side] = [dict(zip(("token_id", "count", "token_count", "recall", "precision", "pmi"), r, strict=True)) for r in rows]
+        tokens[side] = [
+            dict(
+                zip(
+                    ("token_id", "count", "token_count", "recall", "precision", "pmi"),
+                    r,
+                    strict=True,
+                )
+            )
+            for r in rows
+        ]
     cof = store._rows(
         "SELECT other_layer, other_c, count, jaccard FROM cofiring WHERE layer = ? AND c = ? ORDER BY jaccard DESC LIMIT ?",
         (layer, c, top_k),
     )
     label = store._rows("SELECT label FROM labels WHERE layer = ? AND c = ?", (layer, c))
     return {
-        "n_firing": n_firing, "density": density, "mean_ci": mean_ci, "max_ci": max_ci,
-        "input_tokens": tokens["input"], "output_tokens": tokens["output"],
+        "n_firing": n_firing,
+        "density": density,
+        "mean_ci": mean_ci,
+        "max_ci": max_ci,
+        "input_tokens": tokens["input"],
+        "output_tokens": tokens["output"],
         "cofiring": [dict(zip(("layer", "c", "count", "jaccard"), r, strict=True)) for r in cof],
         "label": label[0][0] if label else None,
-        "n_tokens": store.meta["n_tokens"], "threshold": store.meta["config"]["threshold"],
+        "n_tokens": store.meta["n_tokens"],
+        "threshold": store.meta["config"]["threshold"],
     }
 
 
-def activation_examples(store: HarvestStore, layer: str, c: int, limit: int = 10, offset: int = 0) -> Page:
+def activation_examples(
+    store: HarvestStore, layer: str, c: int, limit: int = 10, offset: int = 0
+) -> Page:
     """Top activating contexts, largest CI first: dicts with text_id, pos, max_ci, start, token_ids, ci."""
     store.check(layer, c)
     total = store._rows("SELECT COUNT(*) FROM examples WHERE layer = ? AND c = ?", (layer, c))[0][0]
     rows = store._rows(
         "SELECT text_id, pos, max_ci, start, token_ids, ci FROM examples WHERE layer = ? AND c = ? "
-        "ORDER BY rank LIMIT ? OFFSET ?", (layer, c, limit, offset),
+        "ORDER BY rank LIMIT ? OFFSET ?",
+        (layer, c, limit, offset),
     )
-    items = [{"text_id": t, "pos": p, "max_ci": m, "start": s, "token_ids": json.loads(ids), "ci": json.loads(ci)}
-             for t, p, m, s, ids, ci in rows]
+    items = [
+        {
+            "text_id": t,
+            "pos": p,
+            "max_ci": m,
+            "start": s,
+            "token_ids": json.loads(ids),
+            "ci": json.loads(ci),
+        }
+        for t, p, m, s, ids, ci in rows
+    ]
     return Page(total, offset, limit, items)
 
 
-def search_texts(store: HarvestStore, query: str, limit: int = 10, offset: int = 0, context_chars: int = 60) -> Page:
+def search_texts(
+    store: HarvestStore, query: str, limit: int = 10, offset: int = 0, context_chars: int = 60
+) -> Page:
     """Occurrences of ``query`` (case-insensitive substring) in the corpus: text_id, char offset, snippet."""
     require(query, "query must be a non-empty string")
     needle = query.lower()
     hits = []
-    for tid, text in store._rows("SELECT id, text FROM texts WHERE instr(lower(text), ?) > 0 ORDER BY id", (needle,)):
+    for tid, text in store._rows(
+        "SELECT id, text FROM texts WHERE instr(lower(text), ?) > 0 ORDER BY id", (needle,)
+    ):
         low, start = text.lower(), 0
         while (i := low.find(needle, start)) >= 0:
             hits.append((tid, i, text))
@@ -220,14 +312,18 @@ def search_texts(store: HarvestStore, query: str, limit: int = 10, offset: int =
     items = []
     for tid, i, text in hits[offset : offset + limit]:
         lo, hi = max(0, i - context_chars), min(len(text), i + len(query) + context_chars)
-        items.append({"text_id": tid, "char_offset": i, "snippet": text[lo:hi], "snippet_offset": i - lo})
+        items.append(
+            {"text_id": tid, "char_offset": i, "snippet": text[lo:hi], "snippet_offset": i - lo}
+        )
     return Page(len(hits), offset, limit, items)
 
 
 Sign = Literal["positive", "negative", "abs"]
 
 
-def dataset_attributions(store: HarvestStore, layer: str, c: int, top_k: int = 10, sign: Sign = "abs") -> dict[str, list[dict[str, Any]]]:
+def dataset_attributions(
+    store: HarvestStore, layer: str, c: int, top_k: int = 10, sign: Sign = "abs"
+) -> dict[str, list[dict[str, Any]]]:
     """Top sources (what feeds ``layer:c``) and targets (what it feeds) across the corpus.
 
     Ranked by signed value (``positive``: largest first; ``negative``: most negative first) or by
@@ -236,22 +332,40 @@ def dataset_attributions(store: HarvestStore, layer: str, c: int, top_k: int = 1
     share of that target's inputs that comes from ``layer:c``.
     """
     store.check(layer, c)
-    require(sign in ("positive", "negative", "abs"), f"sign must be positive, negative or abs; got {sign!r}")
-    require(store.meta.get("attribution_method"), "this harvest has no dataset attributions; re-run spd-harvest without --no-attributions")
+    require(
+        sign in ("positive", "negative", "abs"),
+        f"sign must be positive, negative or abs; got {sign!r}",
+    )
+    require(
+        store.meta.get("attribution_method"),
+        "this harvest has no dataset attributions; re-run spd-harvest without --no-attributions",
+    )
     order = {"positive": "value DESC", "negative": "value ASC", "abs": "abs(value) DESC"}[sign]
     cond = {"positive": "AND value > 0", "negative": "AND value < 0", "abs": ""}[sign]
-    inflow = dict(((lay, cc), v) for lay, cc, v in store._rows(
-        "SELECT layer, c, total FROM attribution_inflow WHERE (layer = ? AND c = ?) OR (layer, c) IN "
-        "(SELECT tgt_layer, tgt_c FROM attributions WHERE src_layer = ? AND src_c = ?)", (layer, c, layer, c)))
+    inflow = dict(
+        ((lay, cc), v)
+        for lay, cc, v in store._rows(
+            "SELECT layer, c, total FROM attribution_inflow WHERE (layer = ? AND c = ?) OR (layer, c) IN "
+            "(SELECT tgt_layer, tgt_c FROM attributions WHERE src_layer = ? AND src_c = ?)",
+            (layer, c, layer, c),
+        )
+    )
     out: dict[str, list[dict[str, Any]]] = {}
     for role, me, other in (("sources", "tgt", "src"), ("targets", "src", "tgt")):
         rows = store._rows(
             f"SELECT {other}_layer, {other}_c, tgt_layer, tgt_c, value, abs_value, count FROM attributions "
-            f"WHERE {me}_layer = ? AND {me}_c = ? {cond} ORDER BY {order} LIMIT ?", (layer, c, top_k),
+            f"WHERE {me}_layer = ? AND {me}_c = ? {cond} ORDER BY {order} LIMIT ?",
+            (layer, c, top_k),
         )
         out[role] = [
-            {"layer": ol, "c": oc, "value": v, "abs_value": a, "count": n,
-             "normalised": v / inflow[(tl, tc)] if inflow.get((tl, tc)) else 0.0}
+            {
+                "layer": ol,
+                "c": oc,
+                "value": v,
+                "abs_value": a,
+                "count": n,
+                "normalised": v / inflow[(tl, tc)] if inflow.get((tl, tc)) else 0.0,
+            }
             for ol, oc, tl, tc, v, a, n in rows
         ]
     return out

@@ -38,7 +38,9 @@ def parse_component_key(key: str, layer_c: Mapping[str, int]) -> ComponentKey:
     """Parse ``layer:c`` and check it against ``layer_c`` (layer name -> number of components)."""
     layer, sep, c_str = key.strip().rpartition(":")
     if not sep or not c_str.lstrip("-").isdigit():
-        raise ValueError(f"malformed component key {key!r}; expected '<layer>:<c>', e.g. '{_example(layer_c)}:0'")
+        raise ValueError(
+            f"malformed component key {key!r}; expected '<layer>:<c>', e.g. '{_example(layer_c)}:0'"
+        )
     out = ComponentKey(layer, int(c_str))
     _check_layer_and_c(out.layer, out.c, layer_c)
     return out
@@ -48,7 +50,9 @@ def parse_node_key(key: str, layer_c: Mapping[str, int], seq_len: int | None = N
     """Parse ``layer:pos:c``; a negative pos counts from the end when ``seq_len`` is given."""
     parts = key.strip().rsplit(":", 2)
     if len(parts) != 3 or not all(re.fullmatch(r"-?\d+", p) for p in parts[1:]):
-        raise ValueError(f"malformed node key {key!r}; expected '<layer>:<pos>:<c>', e.g. '{_example(layer_c)}:0:0'")
+        raise ValueError(
+            f"malformed node key {key!r}; expected '<layer>:<pos>:<c>', e.g. '{_example(layer_c)}:0:0'"
+        )
     layer, pos, c = parts[0], int(parts[1]), int(parts[2])
     _check_layer_and_c(layer, c, layer_c)
     if seq_len is not None:
@@ -59,7 +63,9 @@ def parse_node_key(key: str, layer_c: Mapping[str, int], seq_len: int | None = N
 def resolve_position(pos: int, seq_len: int) -> int:
     """Map a possibly negative position to 0..seq_len-1, or raise naming the valid range."""
     if not -seq_len <= pos < seq_len:
-        raise ValueError(f"position {pos} out of range for {seq_len} tokens; valid: {-seq_len}..{seq_len - 1}")
+        raise ValueError(
+            f"position {pos} out of range for {seq_len} tokens; valid: {-seq_len}..{seq_len - 1}"
+        )
     return pos % seq_len
 
 

@@ -52,7 +52,9 @@ def faithfulness_loss(model: ComponentModel) -> Tensor:
         return sum(d.pow(2).sum() for d in deltas) / sum(d.numel() for d in deltas)  # type: ignore[return-value]
 
 
-def importance_minimality_loss(ci_upper: Mapping[str, Tensor], p: float, eps: float = 1e-12) -> Tensor:
+def importance_minimality_loss(
+    ci_upper: Mapping[str, Tensor], p: float, eps: float = 1e-12
+) -> Tensor:
     """Σ_layers Σ_c mean over batch and positions of (g_upper + ε)^p."""
     total = torch.zeros((), device=next(iter(ci_upper.values())).device)
     for g in ci_upper.values():
@@ -64,7 +66,9 @@ def importance_minimality_loss(ci_upper: Mapping[str, Tensor], p: float, eps: fl
 _ROUTING = {"subset": layer_subset_routing, "sequence_layer": sequence_layer_routing}
 
 
-def _layer_sets(model: ComponentModel, mode: ReconMode, layer: str | None = None) -> list[list[str]]:
+def _layer_sets(
+    model: ComponentModel, mode: ReconMode, layer: str | None = None
+) -> list[list[str]]:
     layers = list(model.layers)
     if mode == "random_layer" and layer is not None:
         require(layer in model.layers, f"unknown layer {layer!r}; valid: {', '.join(layers)}")
@@ -75,7 +79,9 @@ def _layer_sets(model: ComponentModel, mode: ReconMode, layer: str | None = None
         return [[name] for name in layers]
     if mode == "random_layer":
         return [[layers[int(torch.randint(len(layers), ()))]]]
-    raise ValueError(f"unknown reconstruction mode {mode!r}; valid: all, layerwise, subset, random_layer, sequence_layer")
+    raise ValueError(
+        f"unknown reconstruction mode {mode!r}; valid: all, layerwise, subset, random_layer, sequence_layer"
+    )
 
 
 def masked_recon_loss(
@@ -99,19 +105,29 @@ def masked_recon_loss(
     total = torch.zeros((), device=target_out.device)
     for layer_set in sets:
         sub_masks = {k: masks[k] for k in layer_set}
-        sub_delta = None if delta_masks is None else {k: delta_masks[k] for k in layer_set if k in delta_masks}
+        sub_delta = (
+            None
+            if delta_masks is None
+            else {k: delta_masks[k] for k in layer_set if k in delta_masks}
+        )
         routing = None
         if mode in _ROUTING:
             leading = next(iter(masks.values())).shape[:-1]
             routing = _ROUTING[mode](layer_set, leading, target_out.device)
-            if mode == "sequence_layer" and sub_delta is None:  # CI-masked: the routed layer has no delta
+            if (
+                mode == "sequence_layer" and sub_delta is None
+            ):  # CI-masked: the routed layer has no delta
                 sub_delta = {k: torch.zeros_like(m[..., 0]) for k, m in sub_masks.items()}
-            if sub_delta is not None and set(sub_delta) == set(layer_set):  # one masked path instead of two
+            if sub_delta is not None and set(sub_delta) == set(
+                layer_set
+            ):  # one masked path instead of two
                 sub_masks, sub_delta = fold_routing(sub_masks, sub_delta, routing)
                 routing = None
         alone = acts is not None and len(layer_set) == 1 and mode not in _ROUTING
         sub_acts = {layer_set[0]: acts[layer_set[0]]} if alone and acts is not None else None
-        out = model(x, masks=sub_masks, delta_masks=sub_delta, routing=routing, acts=sub_acts).output
+        out = model(
+            x, masks=sub_masks, delta_masks=sub_delta, routing=routing, acts=sub_acts
+        ).output
         total = total + output_loss(out, target_out, kind)
     return total / len(sets)
 
@@ -132,7 +148,9 @@ def stochastic_recon_loss(
     total = torch.zeros((), device=target_out.device)
     for _ in range(n_samples):
         masks, delta = stochastic_masks(ci_lower, sampling)
-        total = total + masked_recon_loss(model, x, target_out, masks, delta if use_delta else None, kind, mode, acts)
+        total = total + masked_recon_loss(
+            model, x, target_out, masks, delta if use_delta else None, kind, mode, acts
+        )
     return total / n_samples
 
 
@@ -196,7 +214,9 @@ def signed_gradient_masks(
     sources = {k: make(torch.cat([g, g[..., :1]], dim=-1)) for k, g in g_d.items()}
     sign = 1.0 if maximize else -1.0
 
-    def split(src: Mapping[str, Tensor], g: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def split(
+        src: Mapping[str, Tensor], g: Mapping[str, Tensor]
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         return (
             {k: g[k] + (1 - g[k]) * s[..., :-1] for k, s in src.items()},
             {k: s[..., -1] for k, s in src.items()},
@@ -229,7 +249,11 @@ def pgd_masks(
     """Adversarial masks m = g + (1 − g)·s whose sources s maximise the reconstruction loss
     (``signed_gradient_masks`` with the masked reconstruction loss as its objective)."""
     return signed_gradient_masks(
-        ci_lower, lambda m, d: masked_recon_loss(model, x, target_out, m, d, kind, mode), steps, step_size, init
+        ci_lower,
+        lambda m, d: masked_recon_loss(model, x, target_out, m, d, kind, mode),
+        steps,
+        step_size,
+        init,
     )
 
 

@@ -24,7 +24,9 @@ def _source(shape: torch.Size, like: Tensor, sampling: Sampling) -> Tensor:
     raise ValueError(f"unknown sampling {sampling!r}; valid: continuous, binomial")
 
 
-def stochastic_masks(ci: Mapping[str, Tensor], sampling: Sampling = "continuous") -> tuple[Masks, Masks]:
+def stochastic_masks(
+    ci: Mapping[str, Tensor], sampling: Sampling = "continuous"
+) -> tuple[Masks, Masks]:
     """(component masks uniform in [ci, 1], delta masks) for every layer in ``ci``."""
     masks = {k: g + (1 - g) * _source(g.shape, g, sampling) for k, g in ci.items()}
     delta = {k: _source(g.shape[:-1], g, sampling) for k, g in ci.items()}
@@ -38,10 +40,14 @@ def rounded_masks(ci: Mapping[str, Tensor], threshold: float) -> Masks:
 
 def ones_masks(ci: Mapping[str, Tensor]) -> tuple[Masks, Masks]:
     """All components on and the delta on: reproduces the target exactly."""
-    return {k: torch.ones_like(g) for k, g in ci.items()}, {k: torch.ones_like(g[..., 0]) for k, g in ci.items()}
+    return {k: torch.ones_like(g) for k, g in ci.items()}, {
+        k: torch.ones_like(g[..., 0]) for k, g in ci.items()
+    }
 
 
-def layer_subset_routing(layers: Sequence[str], leading_shape: torch.Size, device: torch.device) -> Masks:
+def layer_subset_routing(
+    layers: Sequence[str], leading_shape: torch.Size, device: torch.device
+) -> Masks:
     """Per position, k ~ U{1..L} layers chosen uniformly at random route through components."""
     n = len(layers)
     assert n >= 1, "routing needs at least one layer"
@@ -52,20 +58,33 @@ def layer_subset_routing(layers: Sequence[str], leading_shape: torch.Size, devic
     return {name: chosen[..., i] for i, name in enumerate(layers)}
 
 
-def sequence_layer_routing(layers: Sequence[str], leading_shape: torch.Size, device: torch.device) -> Masks:
+def sequence_layer_routing(
+    layers: Sequence[str], leading_shape: torch.Size, device: torch.device
+) -> Masks:
     """Per sequence (first leading dim), one layer drawn uniformly routes through components at every
     position; the rest run the target. Each layer is then exactly "alone" on its sequences."""
     n = len(layers)
     assert n >= 1, "routing needs at least one layer"
-    pick = torch.randint(n, leading_shape[:1], device=device).view(-1, *[1] * (len(leading_shape) - 1))
+    pick = torch.randint(n, leading_shape[:1], device=device).view(
+        -1, *[1] * (len(leading_shape) - 1)
+    )
     return {name: (pick == i).expand(leading_shape) for i, name in enumerate(layers)}
 
 
-def fold_routing(masks: Mapping[str, Tensor], delta: Mapping[str, Tensor], routing: Mapping[str, Tensor]) -> tuple[Masks, Masks]:
+def fold_routing(
+    masks: Mapping[str, Tensor], delta: Mapping[str, Tensor], routing: Mapping[str, Tensor]
+) -> tuple[Masks, Masks]:
     """Masks that route like ``routing`` without a second (target) path: where a layer is not routed
     through components, its component mask and delta mask are 1, so (a ⊙ (m − d))·U + d·x·Wᵀ = x·Wᵀ,
     the target layer. Only for layers that carry a delta mask."""
-    assert set(routing) <= set(masks) and set(routing) <= set(delta), "every routed layer needs a mask and a delta mask"
-    folded = {k: torch.where(routing[k].unsqueeze(-1), m, 1.0) if k in routing else m for k, m in masks.items()}
-    folded_delta = {k: torch.where(routing[k], d, 1.0) if k in routing else d for k, d in delta.items()}
+    assert set(routing) <= set(masks) and set(routing) <= set(delta), (
+        "every routed layer needs a mask and a delta mask"
+    )
+    folded = {
+        k: torch.where(routing[k].unsqueeze(-1), m, 1.0) if k in routing else m
+        for k, m in masks.items()
+    }
+    folded_delta = {
+        k: torch.where(routing[k], d, 1.0) if k in routing else d for k, d in delta.items()
+    }
     return folded, folded_delta

@@ -87,17 +87,22 @@ class ComponentModel(nn.Module):
             name = canonical_layer_name(path)
             require(name not in self.layers, f"two modules map to layer name {name!r}")
             comp = make_components(module, C)
-            ci_in = C if comp.kind == "embedding" else comp.d_in  # embeddings feed V[token] to the CI fn
+            ci_in = (
+                C if comp.kind == "embedding" else comp.d_in
+            )  # embeddings feed V[token] to the CI fn
             components[_key(name)] = comp
             ci_fns[_key(name)] = make_ci_fn(ci_fn_type, ci_in, C, ci_hidden)
             self.layers[name] = LayerInfo(name, path, comp.kind, comp.d_in, comp.d_out, C)
             self._modules_by_layer[name] = module
         for layer, source in (tied or {}).items():
-            require(layer in self.layers and source in self.layers,
-                f"tie {layer!r} -> {source!r}: both must be decomposed layers; valid: {', '.join(self.layers)}"
+            require(
+                layer in self.layers and source in self.layers,
+                f"tie {layer!r} -> {source!r}: both must be decomposed layers; valid: {', '.join(self.layers)}",
             )
             own = components[_key(layer)]
-            components[_key(layer)] = TransposedComponents(components[_key(source)], own.target_weight, own.bias, source)
+            components[_key(layer)] = TransposedComponents(
+                components[_key(source)], own.target_weight, own.bias, source
+            )
         self.components = nn.ModuleDict(components)
         self.ci_fns = nn.ModuleDict(ci_fns)
 
@@ -141,11 +146,15 @@ class ComponentModel(nn.Module):
         masks = masks or {}
         for name in masks:
             if name not in self.layers:
-                raise InvalidInput(f"mask for unknown layer {name!r}; valid layers: {', '.join(self.layers)}")
+                raise InvalidInput(
+                    f"mask for unknown layer {name!r}; valid layers: {', '.join(self.layers)}"
+                )
         inputs: dict[str, Tensor] = {}
         if not masks and not cache_inputs:
             return ForwardOutput(self.target_output(x))
-        with self._patched(masks, delta_masks or {}, routing or {}, acts or {}, inputs if cache_inputs else None):
+        with self._patched(
+            masks, delta_masks or {}, routing or {}, acts or {}, inputs if cache_inputs else None
+        ):
             out = self.target_output(x)
         return ForwardOutput(out, inputs)
 
@@ -163,7 +172,9 @@ class ComponentModel(nn.Module):
             for name, module in self._modules_by_layer.items():
                 if name not in masks and cache is None:
                     continue
-                module.forward = self._layer_forward(name, module.forward, masks, delta_masks, routing, acts, cache)  # type: ignore[method-assign]
+                module.forward = self._layer_forward(
+                    name, module.forward, masks, delta_masks, routing, acts, cache
+                )  # type: ignore[method-assign]
                 patched.append(module)
             yield
         finally:
@@ -199,7 +210,9 @@ class ComponentModel(nn.Module):
         """x·V of every layer from its cached input, (..., C) each."""
         return {name: self.comp(name).inner_acts(x) for name, x in inputs.items()}
 
-    def causal_importance(self, inputs: Mapping[str, Tensor], acts: Mapping[str, Tensor] | None = None) -> CausalImportance:
+    def causal_importance(
+        self, inputs: Mapping[str, Tensor], acts: Mapping[str, Tensor] | None = None
+    ) -> CausalImportance:
         """CI of every layer from its cached input (see ``forward(..., cache_inputs=True)``);
         ``acts`` may pass the inner activations already computed from those inputs."""
         pre: dict[str, Tensor] = {}

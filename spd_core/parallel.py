@@ -48,14 +48,19 @@ SOLO = Group()
 
 def _pieces(flat: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
     """``flat`` cut back into tensors shaped like ``like`` (views, no copies)."""
-    return [piece.view_as(t) for piece, t in zip(flat.split([t.numel() for t in like]), like, strict=True)]
+    return [
+        piece.view_as(t)
+        for piece, t in zip(flat.split([t.numel() for t in like]), like, strict=True)
+    ]
 
 
 def average_grads(params: Sequence[torch.nn.Parameter], group: Group) -> None:
     """Replace every gradient by its mean over the ranks (a missing gradient counts as zero)."""
     if group.world == 1:
         return
-    flat = parameters_to_vector([p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
+    flat = parameters_to_vector(
+        [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    )
     dist.all_reduce(flat)
     flat /= group.world
     for p, grad in zip(params, _pieces(flat, params), strict=True):
@@ -96,11 +101,17 @@ def _join(init: str, rank: int, world: int) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world, timeout=TIMEOUT)
 
 
-def _child(index: int, fn: Callable[..., object], payload: bytes, init: str, world: int, threads: int) -> None:
+def _child(
+    index: int, fn: Callable[..., object], payload: bytes, init: str, world: int, threads: int
+) -> None:
     torch.set_num_threads(threads)
-    _join(init, index + 1, world)  # first: a failure after this reaches rank 0 at its next collective,
+    _join(
+        init, index + 1, world
+    )  # first: a failure after this reaches rank 0 at its next collective,
     # one before it would leave rank 0 waiting out the rendezvous timeout
-    args = pickle.loads(payload)  # plain pickle: the child's tensors are its own copies, not shared memory
+    args = pickle.loads(
+        payload
+    )  # plain pickle: the child's tensors are its own copies, not shared memory
     fn(*args, Group(index + 1, world))
     dist.barrier()  # rank 0 is past its last collective too
     sys.stdout.flush()

@@ -38,7 +38,9 @@ def component_norms(model: ComponentModel, layer: str) -> Tensor:
 
 
 @torch.no_grad()
-def live_components(model: ComponentModel, layer: str, x: Tensor, ci_threshold: float = 0.1, norm_frac: float = 0.1) -> list[int]:
+def live_components(
+    model: ComponentModel, layer: str, x: Tensor, ci_threshold: float = 0.1, norm_frac: float = 0.1
+) -> list[int]:
     """Components that fire (CI > threshold somewhere in ``x``) and have non-negligible norm."""
     ci = model.causal_importance(model(x, cache_inputs=True).inputs).lower[layer]
     fires = (ci > ci_threshold).flatten(0, -2).any(0)
@@ -61,7 +63,9 @@ def tms_recovery(model: ComponentModel, layer: str, n_features: int) -> TMSLayer
     comp = model.comp(layer)
     x = 0.75 * torch.eye(n_features, device=comp.V.device)
     live = live_components(model, layer, x)
-    pieces = tms_pieces(comp.target_weight.cpu(), layer_reads_features=layer == "linear1").flatten(1)
+    pieces = tms_pieces(comp.target_weight.cpu(), layer_reads_features=layer == "linear1").flatten(
+        1
+    )
     matches = []
     for c in live:
         w = comp.component_weight(c).cpu().flatten()
@@ -72,8 +76,13 @@ def tms_recovery(model: ComponentModel, layer: str, n_features: int) -> TMSLayer
 
 
 @torch.no_grad()
-def resid_mlp_owned(model: ComponentModel, layer: str, n_features: int, magnitude: float = 0.75,
-                    threshold: float = 0.1) -> set[int]:
+def resid_mlp_owned(
+    model: ComponentModel,
+    layer: str,
+    n_features: int,
+    magnitude: float = 0.75,
+    threshold: float = 0.1,
+) -> set[int]:
     """The features owned by exactly one component of ``layer`` (see module docstring)."""
     x = magnitude * torch.eye(n_features, device=model.comp(layer).V.device)
     ci = model.causal_importance(model(x, cache_inputs=True).inputs).lower[layer]
@@ -88,7 +97,10 @@ def resid_mlp_owned(model: ComponentModel, layer: str, n_features: int, magnitud
 
 
 def resid_mlp_owned_features(
-    model: ComponentModel, layer: str, n_features: int, magnitude: float = 0.75,
+    model: ComponentModel,
+    layer: str,
+    n_features: int,
+    magnitude: float = 0.75,
     threshold: float = 0.1,
 ) -> int:
     """Number of features owned by exactly one component of ``layer`` (see module docstring)."""
@@ -103,8 +115,9 @@ TMS_MIN_COSINE, TMS_NORM_RATIO = 0.98, (0.9, 1.1)
 def tms_recovered(rec: TMSLayerRecovery) -> set[int]:
     """Features matched by exactly one live component, with cosine and norm ratio in range."""
     lo, hi = TMS_NORM_RATIO
-    good = [m.feature for m in rec.matches
-            if m.cosine >= TMS_MIN_COSINE and lo <= m.norm_ratio <= hi]
+    good = [
+        m.feature for m in rec.matches if m.cosine >= TMS_MIN_COSINE and lo <= m.norm_ratio <= hi
+    ]
     bad = {m.feature for m in rec.matches if m.feature not in good}
     return {f for f in good if good.count(f) == 1 and f not in bad}
 
@@ -121,8 +134,10 @@ class RecoveryVerdict:
 
     def line(self) -> str:
         layers = ", ".join(f"{k} {v}/{self.n_features}" for k, v in self.per_layer.items())
-        return (f"verdict: features recovered {self.recovered} of {self.n_features} ({layers}); "
-                f"check: {self.check}")
+        return (
+            f"verdict: features recovered {self.recovered} of {self.n_features} ({layers}); "
+            f"check: {self.check}"
+        )
 
 
 def recovery_verdict(model: ComponentModel, kind: str, n_features: int) -> RecoveryVerdict | None:
@@ -132,15 +147,18 @@ def recovery_verdict(model: ComponentModel, kind: str, n_features: int) -> Recov
         layers = [k for k in ("linear1", "linear2") if k in model.layers]
         found = {k: tms_recovered(tms_recovery(model, k, n_features)) for k in layers}
         lo, hi = TMS_NORM_RATIO
-        check = ("with one feature at 0.75 as input, exactly one live component (CI > 0.1, norm "
-                 "> 0.1 of the largest) matches the feature's rank-1 piece of the weight with "
-                 f"cosine ≥ {TMS_MIN_COSINE} and norm ratio {lo}–{hi}, in {' and '.join(layers)}")
+        check = (
+            "with one feature at 0.75 as input, exactly one live component (CI > 0.1, norm "
+            "> 0.1 of the largest) matches the feature's rank-1 piece of the weight with "
+            f"cosine ≥ {TMS_MIN_COSINE} and norm ratio {lo}–{hi}, in {' and '.join(layers)}"
+        )
     elif kind == "resid_mlp":
         layers = [k for k in model.layers if k.endswith(".mlp_in")]
         found = {k: resid_mlp_owned(model, k, n_features) for k in layers}
-        check = ("with one feature at 0.75 as input, exactly one component of the layer's mlp_in "
-                 "has CI > 0.1, and it has CI > 0.1 for no other feature, in "
-                 + " and ".join(layers))
+        check = (
+            "with one feature at 0.75 as input, exactly one component of the layer's mlp_in "
+            "has CI > 0.1, and it has CI > 0.1 for no other feature, in " + " and ".join(layers)
+        )
     else:
         return None
     if not layers:

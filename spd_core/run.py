@@ -22,13 +22,7 @@ from safetensors.torch import load_file, save_file
 from spd_core.config import DecompositionConfig
 from spd_core.errors import require
 from spd_core.model import ComponentModel
-from spd_core.targets.spec import (
-    AnySpec,
-    load_target,
-    model_kwargs,
-    parse_target_spec,
-    save_target,
-)
+from spd_core.targets.spec import AnySpec, load_target, model_kwargs, parse_target_spec, save_target
 
 FORMAT_VERSION = 1
 DEMO_RUN = Path(__file__).resolve().parent / "demo_run"
@@ -54,7 +48,9 @@ class LoadedRun:
         return p if p.exists() else None
 
 
-def build_component_model(spec: AnySpec, target: torch.nn.Module, config: DecompositionConfig) -> ComponentModel:
+def build_component_model(
+    spec: AnySpec, target: torch.nn.Module, config: DecompositionConfig
+) -> ComponentModel:
     return ComponentModel(
         target,
         [(m.pattern, m.C) for m in config.modules],
@@ -122,7 +118,9 @@ BEHAVIOURS_FILE = "behaviours.json"
 def check_behaviours(behaviours: Any) -> dict[str, dict[str, Any]]:
     """``behaviours.json``'s content, checked: {tag: {"description": str, "names": [str, ...]}}."""
     if not isinstance(behaviours, dict):
-        raise ValueError(f"behaviours must map mechanism tags to entries, got {type(behaviours).__name__}")
+        raise ValueError(
+            f"behaviours must map mechanism tags to entries, got {type(behaviours).__name__}"
+        )
     for tag, entry in behaviours.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("description"), str):
             raise ValueError(f"behaviour {tag!r} needs a 'description' string, got {entry!r}")
@@ -130,7 +128,9 @@ def check_behaviours(behaviours: Any) -> dict[str, dict[str, Any]]:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ValueError(f"behaviour {tag!r}: 'names' must be a list of strings, got {names!r}")
         if unknown := sorted(set(entry) - {"description", "names"}):
-            raise ValueError(f"behaviour {tag!r}: unknown keys {unknown}; valid: description, names")
+            raise ValueError(
+                f"behaviour {tag!r}: unknown keys {unknown}; valid: description, names"
+            )
     return behaviours
 
 
@@ -151,7 +151,9 @@ def load_tokenizer(directory: Path, light: bool = False) -> Any:
     return None
 
 
-def load_run(path: str | Path, device: str | torch.device = "cpu", light_tokenizer: bool = False) -> LoadedRun:
+def load_run(
+    path: str | Path, device: str | torch.device = "cpu", light_tokenizer: bool = False
+) -> LoadedRun:
     """Load a run directory, or the shipped demo run by the name ``demo``; a directory written by the
     public SPD implementation (``final_config.yaml``) goes to ``spd_core.upstream``. ``light_tokenizer``: the
     tokenizer as a bare ``tokenizers.Tokenizer`` (see ``load_tokenizer``) instead of transformers'."""
@@ -169,22 +171,42 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", light_tokeniz
     meta = json.loads(meta_path.read_text())
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
-        raise ValueError(f"{run_dir}: run format version {version!r}; this spd-mcp reads version {FORMAT_VERSION}")
+        raise ValueError(
+            f"{run_dir}: run format version {version!r}; this spd-mcp reads version {FORMAT_VERSION}"
+        )
     spec = parse_target_spec(meta["target_spec"])
     config = DecompositionConfig.model_validate(meta["config"])
     target = load_target(spec, run_dir / "target")
     model = build_component_model(spec, target, config)
-    missing, unexpected = model.load_state_dict(load_file(str(run_dir / "components.safetensors")), strict=False)
+    missing, unexpected = model.load_state_dict(
+        load_file(str(run_dir / "components.safetensors")), strict=False
+    )
     missing = [k for k in missing if not k.startswith("target.")]
-    require(not missing and not unexpected, f"{run_dir}: component state mismatch: missing {missing}, unexpected {unexpected}")
+    require(
+        not missing and not unexpected,
+        f"{run_dir}: component state mismatch: missing {missing}, unexpected {unexpected}",
+    )
     tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR, light_tokenizer)
     probes = []
     if (run_dir / "prompts.jsonl").is_file():
-        probes = [json.loads(line) for line in (run_dir / "prompts.jsonl").read_text().splitlines() if line.strip()]
+        probes = [
+            json.loads(line)
+            for line in (run_dir / "prompts.jsonl").read_text().splitlines()
+            if line.strip()
+        ]
     behaviours_path = run_dir / BEHAVIOURS_FILE
     behaviours = {}
     if behaviours_path.is_file():
         behaviours = check_behaviours(json.loads(behaviours_path.read_text()))
     model.to(device)
-    return LoadedRun(model, spec, config, meta.get("metrics", {}), run_dir, tokenizer, probes, meta.get("info", {}),
-                     behaviours)
+    return LoadedRun(
+        model,
+        spec,
+        config,
+        meta.get("metrics", {}),
+        run_dir,
+        tokenizer,
+        probes,
+        meta.get("info", {}),
+        behaviours,
+    )

@@ -4,7 +4,12 @@ import random
 import pytest
 import torch
 
-pytest_plugins = ["tests.support.slurm", "tests.support.node_tools", "tests.support.tiny_run", "tests.support.chromium"]
+pytest_plugins = [
+    "tests.support.slurm",
+    "tests.support.node_tools",
+    "tests.support.tiny_run",
+    "tests.support.chromium",
+]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -15,11 +15,34 @@ FORBIDDEN = {
     "spd_mcp/server": {"submitit", "spd_mcp.launcher", "tests"},
     "spd_mcp/launcher": {"torch", "spd_core", "spd_mcp.server", "transformers", "einops", "tests"},
     # the tool contract both sides import: the standard library and pydantic
-    "spd_mcp/contract": {"torch", "spd_core", "spd_mcp.server", "spd_mcp.launcher", "spd_mcp.common",
-                         "mcp", "submitit", "transformers", "einops", "anyio", "anthropic", "tests"},
+    "spd_mcp/contract": {
+        "torch",
+        "spd_core",
+        "spd_mcp.server",
+        "spd_mcp.launcher",
+        "spd_mcp.common",
+        "mcp",
+        "submitit",
+        "transformers",
+        "einops",
+        "anyio",
+        "anthropic",
+        "tests",
+    },
     # what both sides share: the standard library only
-    "spd_mcp/common": {"torch", "spd_core", "spd_mcp.server", "spd_mcp.launcher", "mcp", "submitit",
-                       "transformers", "einops", "pydantic", "anyio", "tests"},
+    "spd_mcp/common": {
+        "torch",
+        "spd_core",
+        "spd_mcp.server",
+        "spd_mcp.launcher",
+        "mcp",
+        "submitit",
+        "transformers",
+        "einops",
+        "pydantic",
+        "anyio",
+        "tests",
+    },
 }
 
 
@@ -45,7 +68,9 @@ def _violations(package: str, banned: set[str]) -> list[str]:
 
 def test_imports_flow_one_way() -> None:
     problems = [v for pkg, banned in FORBIDDEN.items() for v in _violations(pkg, banned)]
-    assert not problems, "import direction broken (see this file's docstring):\n" + "\n".join(problems)
+    assert not problems, "import direction broken (see this file's docstring):\n" + "\n".join(
+        problems
+    )
 
 
 def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
@@ -57,13 +82,16 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
 def test_the_contract_loads_no_torch() -> None:
     """Importing the contract (every tool's models) in a fresh interpreter loads neither torch nor
     anything of the server, the core or the MCP SDK."""
-    code = ("import sys\nimport spd_mcp.contract\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('torch', 'spd_core', 'mcp', 'transformers', 'einops', 'numpy') "
-            "or m.startswith(('spd_mcp.server', 'spd_mcp.launcher'))))\n"
-            "print(len(spd_mcp.contract.TOOLS))\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120)
+    code = (
+        "import sys\nimport spd_mcp.contract\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'spd_core', 'mcp', 'transformers', 'einops', 'numpy') "
+        "or m.startswith(('spd_mcp.server', 'spd_mcp.launcher'))))\n"
+        "print(len(spd_mcp.contract.TOOLS))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     loaded, n_tools = out.stdout.split("\n")[:2]
     assert loaded == "[]", f"importing spd_mcp.contract loaded {loaded}"

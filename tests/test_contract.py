@@ -26,9 +26,14 @@ def contract_side(tools: Sequence[ToolContract]) -> dict[str, dict[str, Any]]:
         t.name: {
             "title": t.title,
             "description": t.description,
-            "annotations": {"read_only_hint": True, "open_world_hint": False} if t.read_only else {
-                "read_only_hint": False, "destructive_hint": t.destructive,
-                "open_world_hint": False, **({"idempotent_hint": True} if t.idempotent else {})},
+            "annotations": {"read_only_hint": True, "open_world_hint": False}
+            if t.read_only
+            else {
+                "read_only_hint": False,
+                "destructive_hint": t.destructive,
+                "open_world_hint": False,
+                **({"idempotent_hint": True} if t.idempotent else {}),
+            },
             "input_schema": input_schema(t.input_model),
             "output_schema": output_schema(t.result_model),
         }
@@ -51,8 +56,9 @@ async def server_side(run: Any) -> dict[str, dict[str, Any]]:
     }
 
 
-def differences(contract_tools: Mapping[str, dict[str, Any]],
-                served: Mapping[str, dict[str, Any]]) -> list[str]:
+def differences(
+    contract_tools: Mapping[str, dict[str, Any]], served: Mapping[str, dict[str, Any]]
+) -> list[str]:
     """Every way the two sides differ: tools on one side only, then fields that differ."""
     out = [f"{n}: in the contract, not served" for n in sorted(set(contract_tools) - set(served))]
     out += [f"{n}: served, not in the contract" for n in sorted(set(served) - set(contract_tools))]
@@ -98,7 +104,9 @@ def test_groups_and_names_come_from_the_entries() -> None:
 def test_long_tools_name_their_job_results() -> None:
     for t in contract.TOOLS:
         long = issubclass(t.input_model, LongInput)
-        assert long == bool(t.job_results), f"{t.name}: a job (LongInput) needs job_results, only a job"
+        assert long == bool(t.job_results), (
+            f"{t.name}: a job (LongInput) needs job_results, only a job"
+        )
         if long:
             assert t.result_model is JobView, t.name
             for model in t.job_results:
@@ -120,13 +128,20 @@ async def finished_results(run: Any) -> dict[str, list[dict[str, Any]]]:
     async with Client(make_server(run)) as client:
         info = (await client.call_tool("get_model_info", {})).structured_content or {}
         comp = f"{info['layers'][0]['layer']}:0"
-        mech = next(iter((await client.call_tool("list_probe_prompts", {})).structured_content["mechanisms"]))
+        mech = next(
+            iter(
+                (await client.call_tool("list_probe_prompts", {})).structured_content["mechanisms"]
+            )
+        )
         calls = [
             ("find_components", {"examples": ex, "method": "ci"}),
             ("optimize_circuit", {"text": ex[0]["text"], "target_token": "mat", "steps": 2}),
             ("optimize_circuit", {"mechanism": mech, "n_prompts": 1, "n_heldout": 1, "steps": 2}),
             ("edit_component", {"components": [comp], "method": "remove"}),
-            ("validate_claim", {"components": [comp], "mechanism": mech, "n_examples": 2, "n_controls": 1}),
+            (
+                "validate_claim",
+                {"components": [comp], "mechanism": mech, "n_examples": 2, "n_controls": 1},
+            ),
         ]
         out: dict[str, list[dict[str, Any]]] = {}
         for tool, args in calls:
@@ -168,6 +183,7 @@ def test_compact_schemas_mean_what_pydantic_says() -> None:
     """A nullable field as a type list, a model used once written in place, one used twice kept
     in $defs, null defaults gone, other defaults kept; an output schema without descriptions,
     required lists or additionalProperties flags, but with a dictionary's value type."""
+
     class Once(BaseModel):
         a: int = Field(description="kept in an input schema")
 

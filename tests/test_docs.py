@@ -36,7 +36,9 @@ def test_readme_paths_exist() -> None:
 
 
 def test_pyproject_lists_every_package() -> None:
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
     found = {
         ".".join(p.parent.relative_to(ROOT).parts)
         for pkg in PACKAGES

@@ -22,7 +22,9 @@ def _locked() -> dict[str, str]:
 
 def _wanted() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    return [
+        Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]
+    ]
 
 
 def test_the_lock_satisfies_every_requirement_of_pyproject() -> None:
@@ -31,14 +33,20 @@ def test_the_lock_satisfies_every_requirement_of_pyproject() -> None:
         if req.marker is not None and not req.marker.evaluate():
             continue
         name = canonicalize_name(req.name)
-        assert name in pins, f"{req.name} is in pyproject.toml but not in requirements.lock: run `make lock`"
+        assert name in pins, (
+            f"{req.name} is in pyproject.toml but not in requirements.lock: run `make lock`"
+        )
         assert req.specifier.contains(pins[name], prereleases=True), (
             f"requirements.lock pins {req.name}=={pins[name]}, outside pyproject's {req.specifier}: run `make lock`"
         )
-    assert pins["torch"].startswith("2.13.0"), f"torch must stay 2.13.0, the lock has {pins['torch']}"
+    assert pins["torch"].startswith("2.13.0"), (
+        f"torch must stay 2.13.0, the lock has {pins['torch']}"
+    )
 
 
 def test_the_installed_environment_is_the_locked_one() -> None:
     for name, version in _locked().items():
         installed = metadata.version(name)
-        assert installed == version, f"{name} {installed} is installed but the lock says {version}: run `make install`"
+        assert installed == version, (
+            f"{name} {installed} is installed but the lock says {version}: run `make install`"
+        )

@@ -56,7 +56,9 @@ class AblationResult:
     token: int | None
     token_prob_before: float | None
     token_prob_after: float | None
-    also_before: dict[int, float] = field(default_factory=dict)  # probabilities of the ``also`` tokens
+    also_before: dict[int, float] = field(
+        default_factory=dict
+    )  # probabilities of the ``also`` tokens
     also_after: dict[int, float] = field(default_factory=dict)
 
     @property
@@ -75,27 +77,39 @@ def selection_masks(
     """Per layer a (seq, C) 0/1 tensor: 1 where a listed component (any position) or node is."""
     sel = {name: torch.zeros(seq, info.C) for name, info in model.layers.items()}
     for key in components:
-        require(key.layer in sel, f"unknown layer {key.layer!r}; valid layers: {', '.join(model.layers)}")
-        require(0 <= key.c < model.layers[key.layer].C,
-            f"component {key} out of range; valid: 0..{model.layers[key.layer].C - 1}"
+        require(
+            key.layer in sel,
+            f"unknown layer {key.layer!r}; valid layers: {', '.join(model.layers)}",
+        )
+        require(
+            0 <= key.c < model.layers[key.layer].C,
+            f"component {key} out of range; valid: 0..{model.layers[key.layer].C - 1}",
         )
         sel[key.layer][:, key.c] = 1.0
     for node in nodes:
-        require(node.layer in sel, f"unknown layer {node.layer!r}; valid layers: {', '.join(model.layers)}")
-        require(0 <= node.c < model.layers[node.layer].C,
-            f"node {node} component out of range; valid: 0..{model.layers[node.layer].C - 1}"
+        require(
+            node.layer in sel,
+            f"unknown layer {node.layer!r}; valid layers: {', '.join(model.layers)}",
+        )
+        require(
+            0 <= node.c < model.layers[node.layer].C,
+            f"node {node} component out of range; valid: 0..{model.layers[node.layer].C - 1}",
         )
         sel[node.layer][resolve(node.pos, seq), node.c] = 1.0
     return sel
 
 
-def _lower_bounds(g: Mapping[str, Tensor], sel: Mapping[str, Tensor], mode: AblationMode) -> dict[str, Tensor]:
+def _lower_bounds(
+    g: Mapping[str, Tensor], sel: Mapping[str, Tensor], mode: AblationMode
+) -> dict[str, Tensor]:
     """The lowest mask each component may take: its CI, except the set (remove) or everything outside
     the set (keep_only), which has 0."""
     return {k: v * (1 - sel[k]) if mode == "remove" else v * sel[k] for k, v in g.items()}
 
 
-def _constrain(masks: Mapping[str, Tensor], sel: Mapping[str, Tensor], mode: AblationMode) -> dict[str, Tensor]:
+def _constrain(
+    masks: Mapping[str, Tensor], sel: Mapping[str, Tensor], mode: AblationMode
+) -> dict[str, Tensor]:
     """Removal forces the set to 0; keep_only leaves every mask free in its range."""
     return {k: m * (1 - sel[k]) for k, m in masks.items()} if mode == "remove" else dict(masks)
 
@@ -120,10 +134,14 @@ def ablate(
     """Ablate ``components`` (all positions) and/or ``nodes`` (one position) of ``x``; see module doc."""
     check_single_input(x)
     require(mode in ("remove", "keep_only"), f"mode must be 'remove' or 'keep_only'; got {mode!r}")
-    require(regime in ("deterministic", "stochastic", "adversarial"),
-        f"regime must be 'deterministic', 'stochastic' or 'adversarial'; got {regime!r}"
+    require(
+        regime in ("deterministic", "stochastic", "adversarial"),
+        f"regime must be 'deterministic', 'stochastic' or 'adversarial'; got {regime!r}",
     )
-    require(components or nodes, "give at least one component ('layer:c') or node ('layer:pos:c') to ablate")
+    require(
+        components or nodes,
+        "give at least one component ('layer:c') or node ('layer:pos:c') to ablate",
+    )
     with applied(model, edit), torch.random.fork_rng():
         torch.manual_seed(seed)
         with torch.no_grad():
@@ -135,12 +153,17 @@ def ablate(
         vocab = target_out.shape[-1]
         for t in ([] if token is None else [token]) + list(also):
             require(0 <= t < vocab, f"token id {t} out of range; valid: 0..{vocab - 1}")
-        sel = {kk: model_shaped(v, like) for kk, v in selection_masks(model, seq, components, nodes).items()}
+        sel = {
+            kk: model_shaped(v, like)
+            for kk, v in selection_masks(model, seq, components, nodes).items()
+        }
         g = {kk: v.detach() for kk, v in ci.lower.items()}
         outs: list[Tensor] = []
 
         def forward(masks: Mapping[str, Tensor], delta: Mapping[str, Tensor]) -> Tensor:
-            return checked_forward(model, x, masks=dict(masks), delta_masks=dict(delta), what="ablated forward").output
+            return checked_forward(
+                model, x, masks=dict(masks), delta_masks=dict(delta), what="ablated forward"
+            ).output
 
         lower = _lower_bounds(g, sel, mode)
         if regime == "deterministic":
@@ -159,7 +182,9 @@ def ablate(
             masks, delta = signed_gradient_masks(
                 lower,
                 lambda m, d: kl_div(ref, per_position(forward(_constrain(m, sel, mode), d))[pos]),
-                pgd_steps, pgd_step_size, maximize=mode == "keep_only",
+                pgd_steps,
+                pgd_step_size,
+                maximize=mode == "keep_only",
             )
             with torch.no_grad():
                 outs.append(forward(_constrain(masks, sel, mode), delta))
@@ -168,11 +193,17 @@ def ablate(
     after_probs = torch.stack([a.softmax(-1) for a in afters]).mean(0)
     kl = float(torch.stack([kl_div(per_position(target_out)[pos], a) for a in afters]).mean())
     return AblationResult(
-        mode=mode, regime=regime, position=pos, before_top=top_k(before, k), after_top=top_k(after_probs, k), kl=kl,
+        mode=mode,
+        regime=regime,
+        position=pos,
+        before_top=top_k(before, k),
+        after_top=top_k(after_probs, k),
+        kl=kl,
         token=token,
         token_prob_before=None if token is None else float(before[token]),
         token_prob_after=None if token is None else float(after_probs[token]),
-        also_before={t: float(before[t]) for t in also}, also_after={t: float(after_probs[t]) for t in also},
+        also_before={t: float(before[t]) for t in also},
+        also_after={t: float(after_probs[t]) for t in also},
     )
 
 
@@ -195,7 +226,20 @@ def ablate_regimes(
     """``ablate`` once per regime in ``regime``, with the ablate tool's argument names (``top_k``
     most probable tokens kept, ``adversarial_steps`` PGD steps)."""
     return [
-        ablate(model, x, components, nodes, mode=mode, regime=r, position=position, token=token,
-               k=top_k, n_samples=n_samples, pgd_steps=adversarial_steps, seed=seed, edit=edit)
+        ablate(
+            model,
+            x,
+            components,
+            nodes,
+            mode=mode,
+            regime=r,
+            position=position,
+            token=token,
+            k=top_k,
+            n_samples=n_samples,
+            pgd_steps=adversarial_steps,
+            seed=seed,
+            edit=edit,
+        )
         for r in regime
     ]

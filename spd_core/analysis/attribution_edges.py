@@ -27,8 +27,14 @@ from spd_core.analysis.graph_pass import (
 
 
 def fill_rows(
-    edges: Tensor, embed_abs: Tensor, gp: GraphPass, layout: Layout, target: str, rows: Tensor,
-    sources: list[str], grads: Sequence[Tensor | None],
+    edges: Tensor,
+    embed_abs: Tensor,
+    gp: GraphPass,
+    layout: Layout,
+    target: str,
+    rows: Tensor,
+    sources: list[str],
+    grads: Sequence[Tensor | None],
 ) -> None:
     """Write grad × act of one batch of target rows (grads: per source (n, *source shape)).
 
@@ -46,7 +52,9 @@ def fill_rows(
             embed_abs[rows] = ga.abs().sum(-1)
         else:  # read the gradient at alive source nodes only
             cols = layout.flat[src]
-            edges[rows, start : start + cols.numel()] = g.reshape(n, -1)[:, cols] * act.reshape(-1)[cols]
+            edges[rows, start : start + cols.numel()] = (
+                g.reshape(n, -1)[:, cols] * act.reshape(-1)[cols]
+            )
 
 
 @functools.lru_cache(maxsize=64)
@@ -71,7 +79,12 @@ def probe_cotangents(t_tensor: Tensor, seed: int = 0) -> tuple[Tensor, Tensor]:
     outside the selected positions of some row (with probability 1)."""
     seq = t_tensor.shape[1]
     sel = _separating_sets(seq)
-    cot = torch.randn(sel.shape[0], *t_tensor.shape, generator=torch.Generator().manual_seed(seed), dtype=t_tensor.dtype)
+    cot = torch.randn(
+        sel.shape[0],
+        *t_tensor.shape,
+        generator=torch.Generator().manual_seed(seed),
+        dtype=t_tensor.dtype,
+    )
     cot = cot * sel.view(sel.shape[0], 1, seq, *([1] * (t_tensor.ndim - 2))).to(cot.dtype)
     return cot, sel
 
@@ -80,22 +93,31 @@ def leaky_sources(gp: GraphPass, layout: Layout) -> set[str]:
     """Sources that some target depends on at another position (one joint probe over all targets;
     a sum of independent random probes leaks iff one of them does, with probability 1)."""
     targets = [
-        t for t in layout.layers
+        t
+        for t in layout.layers
         if not pseudo_embed(gp, t) and layout.flat[t].numel() and target_tensor(gp, t).requires_grad
     ]
-    sources = ([EMBED] if gp.embed is not None else []) + [k for k in gp.order if layout.flat[k].numel()]
+    sources = ([EMBED] if gp.embed is not None else []) + [
+        k for k in gp.order if layout.flat[k].numel()
+    ]
     tensors = [target_tensor(gp, t) for t in targets]
     if not targets or not sources or any(t.ndim < 3 for t in tensors):
         return set()
     probes = [probe_cotangents(t, seed=i) for i, t in enumerate(tensors)]
     sel = probes[0][1]
     grads = torch.autograd.grad(
-        tensors, [source_tensor(gp, s) for s in sources], [p for p, _ in probes],
-        retain_graph=True, allow_unused=True, is_grads_batched=True,
+        tensors,
+        [source_tensor(gp, s) for s in sources],
+        [p for p, _ in probes],
+        retain_graph=True,
+        allow_unused=True,
+        is_grads_batched=True,
     )
     leaky = set()
     for src, g in zip(sources, grads, strict=True):
-        if g is not None and bool((g.reshape(sel.shape[0], sel.shape[1], -1).abs().sum(-1) * (~sel)).any()):
+        if g is not None and bool(
+            (g.reshape(sel.shape[0], sel.shape[1], -1).abs().sum(-1) * (~sel)).any()
+        ):
             leaky.add(src)
     return leaky
 
@@ -124,12 +146,22 @@ def _packing(gp: GraphPass, layout: Layout, target: str) -> _Packing:
     return _Packing(target, t_pos, rank, m, cot.view(m, *t_tensor.shape))
 
 
-def _read_packed(edges: Tensor, embed_abs: Tensor, gp: GraphPass, layout: Layout, pk: _Packing, src: str, g: Tensor) -> None:
+def _read_packed(
+    edges: Tensor,
+    embed_abs: Tensor,
+    gp: GraphPass,
+    layout: Layout,
+    pk: _Packing,
+    src: str,
+    g: Tensor,
+) -> None:
     """Write the edges of one local source from its packed gradients g (m, *source shape)."""
     rows = layout.offset[pk.target] + torch.arange(pk.t_pos.numel())
     act = source_tensor(gp, src).detach()
     start = layout.offset[src]
-    if pseudo_embed(gp, src):  # one node per position: sum over d_model at the target's own position
+    if pseudo_embed(
+        gp, src
+    ):  # one node per position: sum over d_model at the target's own position
         ga = (g * act).reshape(pk.m, -1, act.shape[-1])[pk.rank, pk.t_pos]  # (n_t, d_model)
         edges[rows, start + pk.t_pos] = ga.sum(-1)
         embed_abs[rows, pk.t_pos] = ga.abs().sum(-1)
@@ -141,7 +173,12 @@ def _read_packed(edges: Tensor, embed_abs: Tensor, gp: GraphPass, layout: Layout
 
 
 def packed_edges_group(
-    edges: Tensor, embed_abs: Tensor, gp: GraphPass, layout: Layout, targets: list[str], sources: list[str]
+    edges: Tensor,
+    embed_abs: Tensor,
+    gp: GraphPass,
+    layout: Layout,
+    targets: list[str],
+    sources: list[str],
 ) -> None:
     """Edges from sources known to be local to every target in ``targets``: one batched backward with
     the targets' packed rows stacked (each target's rows are zero on the other targets)."""
@@ -154,8 +191,12 @@ def packed_edges_group(
         grad_outputs.append(go)
         offset += pk.m
     grads = torch.autograd.grad(
-        [target_tensor(gp, t) for t in targets], [source_tensor(gp, s) for s in sources], grad_outputs,
-        retain_graph=True, allow_unused=True, is_grads_batched=True,
+        [target_tensor(gp, t) for t in targets],
+        [source_tensor(gp, s) for s in sources],
+        grad_outputs,
+        retain_graph=True,
+        allow_unused=True,
+        is_grads_batched=True,
     )
     for src, g in zip(sources, grads, strict=True):
         if g is None:

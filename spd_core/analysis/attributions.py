@@ -20,11 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from spd_core.analysis.attribution_edges import (
-    fill_rows,
-    leaky_sources,
-    packed_edges_group,
-)
+from spd_core.analysis.attribution_edges import fill_rows, leaky_sources, packed_edges_group
 from spd_core.analysis.ci import model_ci
 from spd_core.analysis.common import check_single_input, per_position, resolve
 from spd_core.analysis.graph_pass import (
@@ -45,7 +41,13 @@ from spd_core.errors import require
 from spd_core.keys import NodeKey
 from spd_core.model import ComponentModel
 
-__all__ = ["EMBED", "OUTPUT", "AttributionGraph", "attribution_graph", "attribution_graph_reference"]
+__all__ = [
+    "EMBED",
+    "OUTPUT",
+    "AttributionGraph",
+    "attribution_graph",
+    "attribution_graph_reference",
+]
 
 
 @dataclass(frozen=True)
@@ -86,10 +88,14 @@ class AttributionGraph:
         k = min(k, int((flat > 0).sum()))
         idx = flat.topk(k).indices
         n = vals.shape[1]
-        return [(self.nodes[int(i) % n], self.nodes[int(i) // n], float(vals.flatten()[i])) for i in idx]
+        return [
+            (self.nodes[int(i) % n], self.nodes[int(i) // n], float(vals.flatten()[i])) for i in idx
+        ]
 
 
-def _outputs(gp: GraphPass, outputs: Sequence[tuple[int, int]] | None, top_k_outputs: int) -> list[tuple[int, int]]:
+def _outputs(
+    gp: GraphPass, outputs: Sequence[tuple[int, int]] | None, top_k_outputs: int
+) -> list[tuple[int, int]]:
     logits = per_position(gp.output.detach())
     seq, vocab = logits.shape
     if outputs is None:
@@ -128,19 +134,25 @@ def attribution_graph(
     """
     check_single_input(x)
     require(threshold >= 0.0, f"threshold must be ≥ 0 (CI is in [0, 1]); got {threshold}")
-    require(method in ("batched", "reference"), f"method must be 'batched' or 'reference'; got {method!r}")
+    require(
+        method in ("batched", "reference"),
+        f"method must be 'batched' or 'reference'; got {method!r}",
+    )
     with applied(model, edit):
         if ci is None:
             with torch.no_grad():
                 ci_model, _, _ = model_ci(model, x)
             ci = {k: per_position(v) for k, v in ci_model.lower.items()}
         missing = set(model.layers) - set(ci)
-        assert not missing, f"ci must give every decomposed layer; missing: {', '.join(sorted(missing))}"
+        assert not missing, (
+            f"ci must give every decomposed layer; missing: {', '.join(sorted(missing))}"
+        )
         gp = graph_pass(model, x, through_delta)
         layout = layout_nodes(gp, ci, threshold, _outputs(gp, outputs, top_k_outputs))
         n = len(layout.nodes)
-        require(n <= max_nodes,
-            f"{n} alive nodes exceed max_nodes={max_nodes}; raise the CI threshold (now {threshold}) or max_nodes"
+        require(
+            n <= max_nodes,
+            f"{n} alive nodes exceed max_nodes={max_nodes}; raise the CI threshold (now {threshold}) or max_nodes",
         )
         edges = torch.zeros(n, n, dtype=torch.float32)
         n_embed = layout.flat[EMBED].numel() if gp.embed is not None else 0
@@ -154,7 +166,11 @@ def attribution_graph(
                     continue
                 if not target_tensor(gp, target).requires_grad:
                     continue
-                sure = tuple(s for s in sources_of(gp, layout, target) if s in reach[target] and s not in leaky)
+                sure = tuple(
+                    s
+                    for s in sources_of(gp, layout, target)
+                    if s in reach[target] and s not in leaky
+                )
                 if sure:
                     groups.setdefault(sure, []).append(target)
             for sure, targets in groups.items():
@@ -180,21 +196,51 @@ def attribution_graph(
                     cot = torch.zeros(part.numel(), t_tensor.numel(), dtype=t_tensor.dtype)
                     cot[torch.arange(part.numel()), part] = 1.0
                     grads = torch.autograd.grad(
-                        t_tensor, cross_tensors, cot.view(part.numel(), *t_tensor.shape),
-                        retain_graph=True, allow_unused=True, is_grads_batched=True,
+                        t_tensor,
+                        cross_tensors,
+                        cot.view(part.numel(), *t_tensor.shape),
+                        retain_graph=True,
+                        allow_unused=True,
+                        is_grads_batched=True,
                     )
-                    fill_rows(edges, embed_abs, gp, layout, target, base + lo + torch.arange(part.numel()), cross, grads)
+                    fill_rows(
+                        edges,
+                        embed_abs,
+                        gp,
+                        layout,
+                        target,
+                        base + lo + torch.arange(part.numel()),
+                        cross,
+                        grads,
+                    )
             else:
                 flat_t = t_tensor.reshape(-1)
                 for i, f in enumerate(idx.tolist()):
-                    grads = torch.autograd.grad(flat_t[f], src_tensors, retain_graph=True, allow_unused=True)
+                    grads = torch.autograd.grad(
+                        flat_t[f], src_tensors, retain_graph=True, allow_unused=True
+                    )
                     grads = [None if g is None else g.unsqueeze(0) for g in grads]
-                    fill_rows(edges, embed_abs, gp, layout, target, torch.tensor([base + i]), sources, grads)
+                    fill_rows(
+                        edges,
+                        embed_abs,
+                        gp,
+                        layout,
+                        target,
+                        torch.tensor([base + i]),
+                        sources,
+                        grads,
+                    )
         node_ci, node_acts = _node_values(gp, layout, ci)
     logits = per_position(gp.output.detach())
     return AttributionGraph(
-        nodes=layout.nodes, node_ci=node_ci, node_acts=node_acts, edges=edges, embed_abs=embed_abs,
-        logits=logits, probs=logits.float().softmax(-1), threshold=threshold,
+        nodes=layout.nodes,
+        node_ci=node_ci,
+        node_acts=node_acts,
+        edges=edges,
+        embed_abs=embed_abs,
+        logits=logits,
+        probs=logits.float().softmax(-1),
+        threshold=threshold,
     )
 
 
@@ -215,6 +261,8 @@ def _node_values(gp: GraphPass, layout: Layout, ci: dict[str, Tensor]) -> tuple[
     return torch.cat(cis).float(), torch.cat(acts).float()
 
 
-def attribution_graph_reference(model: ComponentModel, x: Tensor, **kwargs: Any) -> AttributionGraph:
+def attribution_graph_reference(
+    model: ComponentModel, x: Tensor, **kwargs: Any
+) -> AttributionGraph:
     """``attribution_graph`` with one backward per target node (the slow route the fast one is checked against)."""
     return attribution_graph(model, x, method="reference", **kwargs)

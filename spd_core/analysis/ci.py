@@ -38,7 +38,9 @@ class CIResult:
         return out
 
 
-def model_ci(model: ComponentModel, x: Tensor) -> tuple[CausalImportance, dict[str, Tensor], Tensor]:
+def model_ci(
+    model: ComponentModel, x: Tensor
+) -> tuple[CausalImportance, dict[str, Tensor], Tensor]:
     """(CI in model shape, cached layer inputs, target output) from one checked target pass.
 
     Runs under the caller's grad mode and overlay; the CI keeps its graph when grad is enabled.
@@ -54,7 +56,9 @@ def compute_ci(model: ComponentModel, x: Tensor, edit: Edit | None = None) -> CI
     check_single_input(x)
     with torch.no_grad(), applied(model, edit):
         ci, inputs, output = model_ci(model, x)
-        acts = {name: per_position(model.comp(name).inner_acts(inp)) for name, inp in inputs.items()}
+        acts = {
+            name: per_position(model.comp(name).inner_acts(inp)) for name, inp in inputs.items()
+        }
     order = [name for name in model.layers if name in ci.lower]
     return CIResult(
         ci={k: per_position(ci.lower[k]) for k in order},
@@ -77,9 +81,13 @@ class ComponentProfile:
     argmax_abs_act: int
 
 
-def component_profile(model: ComponentModel, x: Tensor, layer: str, c: int, edit: Edit | None = None) -> ComponentProfile:
+def component_profile(
+    model: ComponentModel, x: Tensor, layer: str, c: int, edit: Edit | None = None
+) -> ComponentProfile:
     """CI and inner activation of component ``layer:c`` at every position of ``x``."""
-    require(layer in model.layers, f"unknown layer {layer!r}; valid layers: {', '.join(model.layers)}")
+    require(
+        layer in model.layers, f"unknown layer {layer!r}; valid layers: {', '.join(model.layers)}"
+    )
     C = model.layers[layer].C
     require(0 <= c < C, f"component index {c} out of range for layer {layer!r}; valid: 0..{C - 1}")
     res = compute_ci(model, x, edit)

@@ -87,13 +87,19 @@ def optimize_circuit(
     regimes = regimes or RegimeSettings()
     require(config.steps >= 1, f"steps must be ≥ 1; got {config.steps}")
     require(config.loss in ("ce", "kl"), f"loss must be 'ce' or 'kl'; got {config.loss!r}")
-    require(config.mask in ("ci", "stochastic"), f"mask must be 'ci' or 'stochastic'; got {config.mask!r}")
+    require(
+        config.mask in ("ci", "stochastic"),
+        f"mask must be 'ci' or 'stochastic'; got {config.mask!r}",
+    )
     with applied(model, edit), torch.random.fork_rng():
         torch.manual_seed(config.seed)
         with torch.no_grad():
             ci0, _, target_out = model_ci(model, x)
         vocab = target_out.shape[-1]
-        require(0 <= target_token < vocab, f"target token id {target_token} out of range; valid: 0..{vocab - 1}")
+        require(
+            0 <= target_token < vocab,
+            f"target token id {target_token} out of range; valid: 0..{vocab - 1}",
+        )
         pos = resolve(position, per_position(target_out).shape[0])
         # All layers share the leading (1, seq) shape: one (1, seq, ΣC) parameter, split into layer views.
         names = list(ci0.pre)
@@ -105,23 +111,44 @@ def optimize_circuit(
         trace: list[float] = []
         for step in range(config.steps):
             pre = param * keep  # entries with natural CI 0 stay off (their gradient is 0)
-            lower = dict(zip(names, lower_leaky_hard_sigmoid(pre).split(sizes, dim=-1), strict=True))
+            lower = dict(
+                zip(names, lower_leaky_hard_sigmoid(pre).split(sizes, dim=-1), strict=True)
+            )
             if config.mask == "ci":
-                out = checked_forward(model, x, masks=lower, what="circuit CI-masked forward", layer_flags=False).output
+                out = checked_forward(
+                    model, x, masks=lower, what="circuit CI-masked forward", layer_flags=False
+                ).output
             else:
                 masks, delta = stochastic_masks(lower)
                 out = checked_forward(
-                    model, x, masks=masks, delta_masks=delta, what="circuit stochastic forward", layer_flags=False
+                    model,
+                    x,
+                    masks=masks,
+                    delta_masks=delta,
+                    what="circuit stochastic forward",
+                    layer_flags=False,
                 ).output
             loss = config.ce_coeff * _position_loss(out, target_out, pos, target_token, config.loss)
             if config.adversarial_steps:
                 masks, delta = pgd_masks(
-                    model, x, target_out, lower, "kl", config.adversarial_steps, config.adversarial_step_size
+                    model,
+                    x,
+                    target_out,
+                    lower,
+                    "kl",
+                    config.adversarial_steps,
+                    config.adversarial_step_size,
                 )
-                adv = checked_forward(model, x, masks=masks, delta_masks=delta, what="circuit adversarial forward").output
-                loss = loss + config.ce_coeff * _position_loss(adv, target_out, pos, target_token, config.loss)
+                adv = checked_forward(
+                    model, x, masks=masks, delta_masks=delta, what="circuit adversarial forward"
+                ).output
+                loss = loss + config.ce_coeff * _position_loss(
+                    adv, target_out, pos, target_token, config.loss
+                )
             # Σ_layers Σ_c mean over positions, as importance_minimality_loss computes it per layer
-            loss = loss + config.sparsity * importance_minimality_loss({"all": upper_leaky_hard_sigmoid(pre)}, config.p)
+            loss = loss + config.sparsity * importance_minimality_loss(
+                {"all": upper_leaky_hard_sigmoid(pre)}, config.p
+            )
             # autograd.grad, not backward: nothing accumulates in the model's own .grad fields
             (param.grad,) = torch.autograd.grad(loss, [param])
             opt.step()
@@ -129,21 +156,34 @@ def optimize_circuit(
             if progress is not None:
                 progress(step + 1, config.steps, trace[-1])
         with torch.no_grad():
-            final = dict(zip(names, lower_leaky_hard_sigmoid(param * keep).split(sizes, dim=-1), strict=True))
+            final = dict(
+                zip(names, lower_leaky_hard_sigmoid(param * keep).split(sizes, dim=-1), strict=True)
+            )
         outs = regime_outputs(model, x, final, target_out, regimes)
     probs: dict[Regime, float] = {
-        r: float(torch.stack([per_position(o)[pos].float().softmax(-1)[target_token] for o in os]).mean())
+        r: float(
+            torch.stack([per_position(o)[pos].float().softmax(-1)[target_token] for o in os]).mean()
+        )
         for r, os in outs.items()
     }
     ci_out = {k: per_position(final[k]) for k in model.layers}
     nodes = [
-        (NodeKey(layer, p, c), float(g[p, c])) for layer, g in ci_out.items() for p, c in (g > 0).nonzero().tolist()
+        (NodeKey(layer, p, c), float(g[p, c]))
+        for layer, g in ci_out.items()
+        for p, c in (g > 0).nonzero().tolist()
     ]
     nodes.sort(key=lambda n: -n[1])
     tail = trace[-max(1, len(trace) // 10) :]
     converged = len(trace) >= 10 and (max(tail) - min(tail)) <= 1e-2 * max(1e-8, abs(tail[-1]))
     return Circuit(
-        nodes=nodes, ci=ci_out, l0={k: int((g > 0).sum()) for k, g in ci_out.items()}, probs=probs,
-        loss_trace=trace, final_loss=trace[-1], converged=converged, steps=config.steps, position=pos,
+        nodes=nodes,
+        ci=ci_out,
+        l0={k: int((g > 0).sum()) for k, g in ci_out.items()},
+        probs=probs,
+        loss_trace=trace,
+        final_loss=trace[-1],
+        converged=converged,
+        steps=config.steps,
+        position=pos,
         target_token=target_token,
     )

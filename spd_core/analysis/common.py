@@ -41,4 +41,6 @@ def top_k(probs: Tensor, k: int) -> list[tuple[int, float]]:
 
 
 def ones_like_ci(ci: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    return {k: torch.ones_like(g) for k, g in ci.items()}, {k: torch.ones_like(g[..., 0]) for k, g in ci.items()}
+    return {k: torch.ones_like(g) for k, g in ci.items()}, {
+        k: torch.ones_like(g[..., 0]) for k, g in ci.items()
+    }

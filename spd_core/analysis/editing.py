@@ -26,15 +26,22 @@ from spd_core.keys import ComponentKey
 from spd_core.model import ComponentModel
 
 
-def _check_components(model: ComponentModel, components: Sequence[ComponentKey] | Mapping[ComponentKey, float]) -> None:
+def _check_components(
+    model: ComponentModel, components: Sequence[ComponentKey] | Mapping[ComponentKey, float]
+) -> None:
     require(len(components) > 0, "give at least one component, e.g. '0.mlp.up:3'")
     for key in components:
-        require(key.layer in model.layers, f"unknown layer {key.layer!r}; valid layers: {', '.join(model.layers)}")
+        require(
+            key.layer in model.layers,
+            f"unknown layer {key.layer!r}; valid layers: {', '.join(model.layers)}",
+        )
         C = model.layers[key.layer].C
         require(0 <= key.c < C, f"component {key} out of range; valid: 0..{C - 1}")
 
 
-def scale_edit(model: ComponentModel, scales: Mapping[ComponentKey, float], name: str = "scale") -> Edit:
+def scale_edit(
+    model: ComponentModel, scales: Mapping[ComponentKey, float], name: str = "scale"
+) -> Edit:
     """Multiply each listed component's write vector U[c] by its factor (0 removes it)."""
     _check_components(model, scales)
     dU: dict[str, Tensor] = {}
@@ -46,7 +53,9 @@ def scale_edit(model: ComponentModel, scales: Mapping[ComponentKey, float], name
     return Edit(name=name, dU=dU, description=f"scale {desc}")
 
 
-def remove_edit(model: ComponentModel, components: Sequence[ComponentKey], name: str = "remove") -> Edit:
+def remove_edit(
+    model: ComponentModel, components: Sequence[ComponentKey], name: str = "remove"
+) -> Edit:
     """Subtract each listed component's rank-1 weight from its layer."""
     edit = scale_edit(model, dict.fromkeys(components, 0.0), name)
     return Edit(name=name, dU=edit.dU, description="remove " + ", ".join(map(str, components)))
@@ -63,7 +72,9 @@ class EditNorms:
 def edit_norms(model: ComponentModel, edit: Edit) -> EditNorms:
     check_edit(model, edit)
     change = {k: float(weight_change(model, edit, k).norm()) for k in edit.layers}
-    rel = {k: change[k] / max(float(model.comp(k).target_weight.norm()), 1e-12) for k in edit.layers}
+    rel = {
+        k: change[k] / max(float(model.comp(k).target_weight.norm()), 1e-12) for k in edit.layers
+    }
     return EditNorms(change, rel)
 
 
@@ -83,8 +94,9 @@ def export_edit(model: ComponentModel, edit: Edit, out_dir: str | Path) -> Path:
             weight.add_(module_weight_change(model, edit, layer).to(weight.dtype))
     out = Path(out_dir)
     fresh = not out.exists() or (out.is_dir() and not any(out.iterdir()))
-    require(not out.is_symlink() and fresh,
-        f"export_edit writes a new model directory: {out} must be absent or an empty directory, not a link"
+    require(
+        not out.is_symlink() and fresh,
+        f"export_edit writes a new model directory: {out} must be absent or an empty directory, not a link",
     )
     save(out)
     return out
@@ -119,14 +131,24 @@ def _token_probs(model: ComponentModel, objective: Objective) -> Tensor:
     probs = []
     for ids in objective.prompts:
         logits = per_position(checked_forward(model, ids, what="edit objective forward").output)
-        probs.append(logits[resolve(objective.position, logits.shape[0])].float().softmax(-1)[objective.token])
+        probs.append(
+            logits[resolve(objective.position, logits.shape[0])]
+            .float()
+            .softmax(-1)[objective.token]
+        )
     return torch.stack(probs)
 
 
-def _mean_kl(model: ComponentModel, prompts: Sequence[Tensor], base: Sequence[Tensor],
-             what: str = "edit KL forward") -> Tensor:
-    kls = [kl_div(b, per_position(checked_forward(model, ids, what=what).output)).mean()
-           for ids, b in zip(prompts, base, strict=True)]
+def _mean_kl(
+    model: ComponentModel,
+    prompts: Sequence[Tensor],
+    base: Sequence[Tensor],
+    what: str = "edit KL forward",
+) -> Tensor:
+    kls = [
+        kl_div(b, per_position(checked_forward(model, ids, what=what).output)).mean()
+        for ids, b in zip(prompts, base, strict=True)
+    ]
     return torch.stack(kls).mean()
 
 
@@ -148,10 +170,14 @@ def finetune_edit(
     """Train the listed components' U rows and/or V columns on ``objective`` (see module doc)."""
     _check_components(model, components)
     require(train in ("U", "V", "both"), f"train must be 'U', 'V' or 'both'; got {train!r}")
-    require(objective.direction in ("suppress", "promote"),
-        f"objective direction must be 'suppress' or 'promote'; got {objective.direction!r}"
+    require(
+        objective.direction in ("suppress", "promote"),
+        f"objective direction must be 'suppress' or 'promote'; got {objective.direction!r}",
     )
-    require(objective.prompts and preserve_prompts, "give at least one objective prompt and one preserve prompt")
+    require(
+        objective.prompts and preserve_prompts,
+        "give at least one objective prompt and one preserve prompt",
+    )
     require(steps >= 0 and kl_bound >= 0, "steps and kl_bound must be ≥ 0")
     layers = sorted({k.layer for k in components})
     dV = {k: torch.zeros_like(model.comp(k).V.detach()) for k in layers}
@@ -175,7 +201,12 @@ def finetune_edit(
         p_before = float(_token_probs(model, objective).mean())
     opt = torch.optim.AdamW(trained, lr=lr, weight_decay=0.0)
     sign = 1.0 if objective.direction == "promote" else -1.0
-    best = (float("inf"), 0, {k: v.detach().clone() for k, v in dV.items()}, {k: v.detach().clone() for k, v in dU.items()})
+    best = (
+        float("inf"),
+        0,
+        {k: v.detach().clone() for k, v in dV.items()},
+        {k: v.detach().clone() for k, v in dU.items()},
+    )
     trace: list[float] = []
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -184,12 +215,21 @@ def finetune_edit(
             with torch.enable_grad(), applied(model, edit):
                 p = _token_probs(model, objective)
                 kl = _mean_kl(model, preserve_prompts, base_preserve)
-            obj = -torch.log(p.clamp_min(1e-12)).mean() if sign > 0 else -torch.log1p(-p.clamp(max=1 - 1e-6)).mean()
+            obj = (
+                -torch.log(p.clamp_min(1e-12)).mean()
+                if sign > 0
+                else -torch.log1p(-p.clamp(max=1 - 1e-6)).mean()
+            )
             loss = obj + kl_coeff * kl
             trace.append(float(loss.detach()))
             score = -sign * float(p.detach().mean())  # lower is better
             if float(kl.detach()) <= kl_bound and score < best[0]:
-                best = (score, step, {k: v.detach().clone() for k, v in dV.items()}, {k: v.detach().clone() for k, v in dU.items()})
+                best = (
+                    score,
+                    step,
+                    {k: v.detach().clone() for k, v in dV.items()},
+                    {k: v.detach().clone() for k, v in dU.items()},
+                )
             if step == steps:
                 break
             grads = torch.autograd.grad(loss, trained)
@@ -198,13 +238,20 @@ def finetune_edit(
             opt.step()
             if progress is not None:
                 progress(step + 1, steps, trace[-1])
-    edit = Edit(name, dV=best[2] if train != "U" else {}, dU=best[3] if train != "V" else {},
-                description=f"finetune {objective.direction} token {objective.token} via " + ", ".join(map(str, components)))
+    edit = Edit(
+        name,
+        dV=best[2] if train != "U" else {},
+        dU=best[3] if train != "V" else {},
+        description=f"finetune {objective.direction} token {objective.token} via "
+        + ", ".join(map(str, components)),
+    )
     with torch.no_grad(), applied(model, edit):
         p_after = float(_token_probs(model, objective).mean())
         kl_pres = float(_mean_kl(model, preserve_prompts, base_preserve))
         kl_held = float(_mean_kl(model, heldout_prompts, base_heldout)) if heldout_prompts else None
-    return FinetuneResult(edit, p_before, p_after, kl_pres, kl_held, edit_norms(model, edit), best[1], trace)
+    return FinetuneResult(
+        edit, p_before, p_after, kl_pres, kl_held, edit_norms(model, edit), best[1], trace
+    )
 
 
 def mean_kl(model: ComponentModel, edit: Edit, prompts: Sequence[Tensor]) -> float | None:
@@ -249,16 +296,30 @@ def edit_and_measure(
     """Make the edit ``method`` of ``components`` (``factor`` for scale, ``objective`` for finetune)
     and measure it on ``preserve_prompts`` and ``heldout_prompts``."""
     if method == "finetune":
-        require(objective is not None,
-                "method 'finetune' needs an objective {token, direction, prompts}")
+        require(
+            objective is not None,
+            "method 'finetune' needs an objective {token, direction, prompts}",
+        )
         assert objective is not None
         ft = finetune_edit(
-            model, components, objective, preserve_prompts, heldout_prompts, train, steps, lr,
-            kl_bound=kl_bound, seed=seed, name=name, progress=progress,
+            model,
+            components,
+            objective,
+            preserve_prompts,
+            heldout_prompts,
+            train,
+            steps,
+            lr,
+            kl_bound=kl_bound,
+            seed=seed,
+            name=name,
+            progress=progress,
         )
         return MeasuredEdit(ft.edit, ft.norms, ft.kl_preserve, ft.kl_heldout, ft)
-    require(method in ("scale", "remove"),
-            f"method must be 'scale', 'remove' or 'finetune'; got {method!r}")
+    require(
+        method in ("scale", "remove"),
+        f"method must be 'scale', 'remove' or 'finetune'; got {method!r}",
+    )
     if method == "remove":
         edit = remove_edit(model, components, name)
     else:

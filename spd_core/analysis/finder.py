@@ -64,7 +64,9 @@ def find_components(
     per_example: list[set[ComponentKey]] = []
     for i, ex in enumerate(examples):
         if method == "circuit":
-            ci = optimize_circuit(model, ex.tokens, ex.target_token, ex.position, circuit, edit=edit).ci
+            ci = optimize_circuit(
+                model, ex.tokens, ex.target_token, ex.position, circuit, edit=edit
+            ).ci
         else:
             ci = compute_ci(model, ex.tokens, edit).ci
         needed: set[ComponentKey] = set()
@@ -80,10 +82,9 @@ def find_components(
         for key in needed:
             counts[key] = counts.get(key, 0) + 1
     n = len(examples)
-    found = [FoundComponent(k, c / n, c) for k, c in counts.items() if c / n >= min_frequency - 1e-12]
+    found = [
+        FoundComponent(k, c / n, c) for k, c in counts.items() if c / n >= min_frequency - 1e-12
+    ]
     order = {name: i for i, name in enumerate(model.layers)}
     found.sort(key=lambda f: (-f.frequency, order[f.key.layer], f.key.c))
     return FinderResult(found, n, per_example)
-
-
-

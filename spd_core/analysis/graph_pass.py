@@ -37,7 +37,9 @@ class GraphPass:
 def input_embedding(model: ComponentModel) -> nn.Module | None:
     get = getattr(model.target, "get_input_embeddings", None)
     emb = get() if callable(get) else None
-    if not isinstance(emb, nn.Module) or any(model.target.get_submodule(info.path) is emb for info in model.layers.values()):
+    if not isinstance(emb, nn.Module) or any(
+        model.target.get_submodule(info.path) is emb for info in model.layers.values()
+    ):
         return None
     return emb
 
@@ -70,7 +72,9 @@ def releafed(model: ComponentModel, gp: GraphPass, through_delta: bool) -> Itera
         return gp.embed
 
     for name, info in model.layers.items():
-        handles.append(model.target.get_submodule(info.path).register_forward_hook(layer_hook(name)))
+        handles.append(
+            model.target.get_submodule(info.path).register_forward_hook(layer_hook(name))
+        )
     emb = input_embedding(model)
     if emb is not None:
         handles.append(emb.register_forward_hook(embed_hook))
@@ -85,9 +89,20 @@ def graph_pass(model: ComponentModel, x: Tensor, through_delta: bool) -> GraphPa
     gp = GraphPass({}, {}, [], None, torch.empty(0))
     check_input(x)
     # The math attention kernel has batching rules; the fused CPU kernel falls back to a loop under vmap.
-    with torch.enable_grad(), releafed(model, gp, through_delta), sdpa_kernel([SDPBackend.MATH]), flagged(model) as flags:
+    with (
+        torch.enable_grad(),
+        releafed(model, gp, through_delta),
+        sdpa_kernel([SDPBackend.MATH]),
+        flagged(model) as flags,
+    ):
         gp.output = model.target_output(x)
-    raise_if_nonfinite(model, gp.output.detach(), lambda: model.target_output(x), "attribution-graph forward", flags)
+    raise_if_nonfinite(
+        model,
+        gp.output.detach(),
+        lambda: model.target_output(x),
+        "attribution-graph forward",
+        flags,
+    )
     return gp
 
 
@@ -102,7 +117,9 @@ class Layout:
     nodes: list[NodeKey]
 
 
-def layout_nodes(gp: GraphPass, ci: dict[str, Tensor], threshold: float, outputs: list[tuple[int, int]]) -> Layout:
+def layout_nodes(
+    gp: GraphPass, ci: dict[str, Tensor], threshold: float, outputs: list[tuple[int, int]]
+) -> Layout:
     layers, flat, offset, width, nodes = [], {}, {}, {}, []
 
     def add(layer: str, idx: Tensor, w: int) -> None:

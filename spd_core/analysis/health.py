@@ -24,7 +24,9 @@ class NonFiniteError(ValueError):
     def __init__(self, layer: str, position: int | None, what: str) -> None:
         self.layer, self.position = layer, position
         where = f"layer {layer!r}" + ("" if position is None else f" at position {position}")
-        super().__init__(f"non-finite values (NaN/Inf) first appeared in {where} ({what}); results would be meaningless")
+        super().__init__(
+            f"non-finite values (NaN/Inf) first appeared in {where} ({what}); results would be meaningless"
+        )
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,10 @@ def flagged(model: ComponentModel) -> Iterator[list[Tensor]]:
         if t is not None and t.is_floating_point():
             flags.append(~torch.isfinite(t).all())
 
-    handles = [model.target.get_submodule(info.path).register_forward_hook(hook) for info in model.layers.values()]
+    handles = [
+        model.target.get_submodule(info.path).register_forward_hook(hook)
+        for info in model.layers.values()
+    ]
     try:
         yield flags
     finally:
@@ -117,7 +122,11 @@ def flagged(model: ComponentModel) -> Iterator[list[Tensor]]:
 
 
 def raise_if_nonfinite(
-    model: ComponentModel, out: Tensor, rerun: Callable[[], Any], what: str, flags: list[Tensor] | None = None
+    model: ComponentModel,
+    out: Tensor,
+    rerun: Callable[[], Any],
+    what: str,
+    flags: list[Tensor] | None = None,
 ) -> None:
     """Raise ``NonFiniteError`` naming the first bad module if ``out`` (or a flagged layer) is not finite."""
     layers_ok = not flags or not bool(torch.stack(flags).any())
@@ -145,7 +154,9 @@ def checked_forward(
     check_input(x)
     with flagged(model) if layer_flags else nullcontext([]) as flags:
         out = model(x, masks=masks, delta_masks=delta_masks, cache_inputs=cache_inputs)
-    raise_if_nonfinite(model, out.output, lambda: model(x, masks=masks, delta_masks=delta_masks), what, flags)
+    raise_if_nonfinite(
+        model, out.output, lambda: model(x, masks=masks, delta_masks=delta_masks), what, flags
+    )
     return out
 
 
@@ -153,4 +164,6 @@ def check_ci_finite(ci: Mapping[str, Tensor]) -> None:
     """CI values come from the CI functions; a non-finite one names its layer."""
     for layer, g in ci.items():
         if not bool(torch.isfinite(g).all()):
-            raise NonFiniteError(layer, first_nonfinite_position(g), "causal-importance function output")
+            raise NonFiniteError(
+                layer, first_nonfinite_position(g), "causal-importance function output"
+            )

@@ -35,15 +35,20 @@ class Influence:
 def normalise_rows(edges: Tensor) -> Tensor:
     """Divide each row by its absolute row sum (rows with no incoming edges stay zero)."""
     denom = edges.abs().sum(-1, keepdim=True)
-    return torch.where(denom > 0, edges / denom.clamp_min(torch.finfo(edges.dtype).tiny), torch.zeros_like(edges))
+    return torch.where(
+        denom > 0, edges / denom.clamp_min(torch.finfo(edges.dtype).tiny), torch.zeros_like(edges)
+    )
 
 
-def influence_on(graph: AttributionGraph, target: NodeKey, max_hops: int | None = None) -> Influence:
+def influence_on(
+    graph: AttributionGraph, target: NodeKey, max_hops: int | None = None
+) -> Influence:
     """Signed influence of every node of ``graph`` on ``target`` through all paths (see module doc)."""
     index = graph.index()
-    require(target in index,
+    require(
+        target in index,
         f"target node {target} is not in the graph; valid targets are its nodes, e.g. "
-        f"{', '.join(str(n) for n in graph.nodes[-3:])}"
+        f"{', '.join(str(n) for n in graph.nodes[-3:])}",
     )
     a_hat = normalise_rows(graph.edges.double())
     row = torch.zeros(len(graph.nodes), dtype=torch.float64)
@@ -58,4 +63,6 @@ def influence_on(graph: AttributionGraph, target: NodeKey, max_hops: int | None 
             break
         total += row
         hops += 1
-    return Influence(target=target, nodes=graph.nodes, total=total.float(), direct=direct.float(), hops=hops)
+    return Influence(
+        target=target, nodes=graph.nodes, total=total.float(), direct=direct.float(), hops=hops
+    )

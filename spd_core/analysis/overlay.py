@@ -34,16 +34,24 @@ class Edit:
 
 def check_edit(model: ComponentModel, edit: Edit) -> None:
     for layer in edit.layers:
-        require(layer in model.layers, f"edit {edit.name!r} names unknown layer {layer!r}; valid: {', '.join(model.layers)}")
+        require(
+            layer in model.layers,
+            f"edit {edit.name!r} names unknown layer {layer!r}; valid: {', '.join(model.layers)}",
+        )
         comp = model.comp(layer)
-        require(comp.tied_to is None, f"layer {layer!r} shares the components of {comp.tied_to!r} (tied); edit that layer instead")
+        require(
+            comp.tied_to is None,
+            f"layer {layer!r} shares the components of {comp.tied_to!r} (tied); edit that layer instead",
+        )
         if layer in edit.dV:
-            require(edit.dV[layer].shape == comp.V.shape,
-                f"edit {edit.name!r}: dV[{layer!r}] has shape {tuple(edit.dV[layer].shape)}, valid: {tuple(comp.V.shape)}"
+            require(
+                edit.dV[layer].shape == comp.V.shape,
+                f"edit {edit.name!r}: dV[{layer!r}] has shape {tuple(edit.dV[layer].shape)}, valid: {tuple(comp.V.shape)}",
             )
         if layer in edit.dU:
-            require(edit.dU[layer].shape == comp.U.shape,
-                f"edit {edit.name!r}: dU[{layer!r}] has shape {tuple(edit.dU[layer].shape)}, valid: {tuple(comp.U.shape)}"
+            require(
+                edit.dU[layer].shape == comp.U.shape,
+                f"edit {edit.name!r}: dU[{layer!r}] has shape {tuple(edit.dU[layer].shape)}, valid: {tuple(comp.U.shape)}",
             )
 
 
@@ -90,7 +98,9 @@ def applied(model: ComponentModel, edit: Edit | None) -> Iterator[None]:
         yield
         return
     check_edit(model, edit)
-    swaps: list[tuple[nn.Module, str, str, Tensor]] = []  # (module, attr, "param"|"buffer", original)
+    swaps: list[
+        tuple[nn.Module, str, str, Tensor]
+    ] = []  # (module, attr, "param"|"buffer", original)
     try:
         for layer in edit.layers:
             comp = model.comp(layer)
@@ -110,7 +120,9 @@ def applied(model: ComponentModel, edit: Edit | None) -> Iterator[None]:
         for module, attr, kind, original in reversed(swaps):
             if kind == "param":
                 delattr(module, attr)
-                assert isinstance(original, nn.Parameter), f"{attr} was swapped out as a Parameter and must go back as one"
+                assert isinstance(original, nn.Parameter), (
+                    f"{attr} was swapped out as a Parameter and must go back as one"
+                )
                 module._parameters[attr] = original  # noqa: SLF001 - restoring the original Parameter
             else:
                 module._buffers[attr] = original  # noqa: SLF001

@@ -16,7 +16,12 @@ from spd_core.errors import require
 from spd_core.model import ComponentModel
 
 _RESIDUAL_WRITERS = re.compile(r"^(embed|\d+\.attn\.o|\d+\.mlp\.down)$")
-_FINAL_NORMS = ("model.norm", "transformer.ln_f", "model.final_layernorm", "gpt_neox.final_layer_norm")
+_FINAL_NORMS = (
+    "model.norm",
+    "transformer.ln_f",
+    "model.final_layernorm",
+    "gpt_neox.final_layer_norm",
+)
 
 
 @dataclass(frozen=True)
@@ -39,9 +44,14 @@ def _final_gain(target: nn.Module, d_model: int) -> Tensor | None:
 
 def write_vector_logits(model: ComponentModel, layer: str, c: int) -> Readout:
     """The direct logit effect of ``layer:c`` per unit of its inner activation (see the module doc)."""
-    require(layer in model.layers, f"unknown layer {layer!r}; valid layers: {', '.join(model.layers)}")
+    require(
+        layer in model.layers, f"unknown layer {layer!r}; valid layers: {', '.join(model.layers)}"
+    )
     info = model.layers[layer]
-    require(0 <= c < info.C, f"component index {c} out of range for layer {layer!r}; valid: 0..{info.C - 1}")
+    require(
+        0 <= c < info.C,
+        f"component index {c} out of range for layer {layer!r}; valid: 0..{info.C - 1}",
+    )
     u = model.comp(layer).U[c].detach()
     get = getattr(model.target, "get_output_embeddings", None)
     unembed = get() if callable(get) else None
@@ -49,15 +59,23 @@ def write_vector_logits(model: ComponentModel, layer: str, c: int) -> Readout:
         return Readout(u.float(), "the layer is the unembedding: U[c] is a logit vector")
     w_u = getattr(unembed, "weight", None)
     if not isinstance(w_u, Tensor):
-        return Readout(None, "not applicable: the model has no output embedding (not a language model)")
+        return Readout(
+            None, "not applicable: the model has no output embedding (not a language model)"
+        )
     w_u = w_u.detach()
     if not _RESIDUAL_WRITERS.match(layer) or w_u.shape[1] != info.d_out:
-        return Readout(None, f"not applicable: {layer} does not write into the residual stream (d_out={info.d_out}); "
-                             "only the embedding, attn.o and mlp.down have a direct path to the logits")
+        return Readout(
+            None,
+            f"not applicable: {layer} does not write into the residual stream (d_out={info.d_out}); "
+            "only the embedding, attn.o and mlp.down have a direct path to the logits",
+        )
     gain = _final_gain(model.target, info.d_out)
     vec = u * gain if gain is not None else u
     how = "W_U · (final-norm gain ⊙ U[c])" if gain is not None else "W_U · U[c]"
-    return Readout((w_u @ vec).float(), f"{how}: direct path only, ignoring the norm's per-token scale and later layers")
+    return Readout(
+        (w_u @ vec).float(),
+        f"{how}: direct path only, ignoring the norm's per-token scale and later layers",
+    )
 
 
 def top_promoted_token(model: ComponentModel, layer: str, c: int) -> int | None:

@@ -49,16 +49,36 @@ def regime_outputs(
         torch.manual_seed(settings.seed)
         out["ci"] = [checked_forward(model, x, masks=ci, what="CI-masked forward").output]
         ones, ones_delta = ones_like_ci(ci)
-        out["unmasked"] = [checked_forward(model, x, masks=ones, delta_masks=ones_delta, what="unmasked forward").output]
+        out["unmasked"] = [
+            checked_forward(
+                model, x, masks=ones, delta_masks=ones_delta, what="unmasked forward"
+            ).output
+        ]
         samples = []
         for _ in range(settings.n_samples):
             masks, delta = stochastic_masks(ci)
-            samples.append(checked_forward(model, x, masks=masks, delta_masks=delta, what="stochastic forward").output)
+            samples.append(
+                checked_forward(
+                    model, x, masks=masks, delta_masks=delta, what="stochastic forward"
+                ).output
+            )
         out["stochastic"] = samples
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
         with torch.enable_grad():
-            masks, delta = pgd_masks(model, x, target_out.detach(), ci, settings.pgd_loss, settings.pgd_steps, settings.pgd_step_size)
+            masks, delta = pgd_masks(
+                model,
+                x,
+                target_out.detach(),
+                ci,
+                settings.pgd_loss,
+                settings.pgd_steps,
+                settings.pgd_step_size,
+            )
         with torch.no_grad():
-            out["adversarial"] = [checked_forward(model, x, masks=masks, delta_masks=delta, what="adversarial forward").output]
+            out["adversarial"] = [
+                checked_forward(
+                    model, x, masks=masks, delta_masks=delta, what="adversarial forward"
+                ).output
+            ]
     return out

@@ -91,8 +91,9 @@ def batch_examples(
         check_single_input(ex.tokens)
     if examples[0].tokens.is_floating_point():  # toy features: one row each, no positions
         shapes = {tuple(ex.tokens.shape) for ex in examples}
-        require(len(shapes) == 1,
-                f"toy examples must share one feature shape; got {sorted(shapes)}")
+        require(
+            len(shapes) == 1, f"toy examples must share one feature shape; got {sorted(shapes)}"
+        )
         x = torch.cat([ex.tokens for ex in examples]).to(device)
         valid = torch.ones(len(examples), dtype=torch.bool, device=device)
         positions = [resolve(ex.position, 1) for ex in examples]
@@ -175,8 +176,9 @@ def _members(
 ) -> dict[str, Tensor]:
     member = {name: torch.zeros(info.C, device=device) for name, info in model.layers.items()}
     for key in components:
-        require(key.layer in member,
-            f"unknown layer {key.layer!r}; valid layers: {', '.join(model.layers)}"
+        require(
+            key.layer in member,
+            f"unknown layer {key.layer!r}; valid layers: {', '.join(model.layers)}",
         )
         C = model.layers[key.layer].C
         require(0 <= key.c < C, f"component {key} out of range; valid: 0..{C - 1}")
@@ -269,8 +271,9 @@ def optimize_shared_circuit(
     regimes = regimes or RegimeSettings()
     require(config.steps >= 1, f"steps must be ≥ 1; got {config.steps}")
     require(config.loss in ("ce", "kl"), f"loss must be 'ce' or 'kl'; got {config.loss!r}")
-    require(config.mask in ("stochastic", "ci"),
-        f"mask must be 'stochastic' or 'ci'; got {config.mask!r}"
+    require(
+        config.mask in ("stochastic", "ci"),
+        f"mask must be 'stochastic' or 'ci'; got {config.mask!r}",
     )
     device = next(model.parameters()).device
     batch = batch_examples(examples, device)

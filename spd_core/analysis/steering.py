@@ -48,7 +48,10 @@ class SteerResult:
 
 
 def _steered_logits(
-    model: ComponentModel, ids: Tensor, scales: Mapping[ComponentKey, float], ci_threshold: float | None
+    model: ComponentModel,
+    ids: Tensor,
+    scales: Mapping[ComponentKey, float],
+    ci_threshold: float | None,
 ) -> Tensor:
     ci, _, _ = model_ci(model, ids)
     masks = {k: torch.ones_like(g) for k, g in ci.lower.items()}
@@ -59,10 +62,14 @@ def _steered_logits(
             m.fill_(factor)
         else:
             m.copy_(torch.where(ci.lower[key.layer][..., key.c] > ci_threshold, factor, 1.0))
-    return checked_forward(model, ids, masks=masks, delta_masks=delta, what="steered forward").output
+    return checked_forward(
+        model, ids, masks=masks, delta_masks=delta, what="steered forward"
+    ).output
 
 
-def _generate(step_logits, ids: Tensor, max_new: int, temperature: float, gen: torch.Generator) -> list[int]:
+def _generate(
+    step_logits, ids: Tensor, max_new: int, temperature: float, gen: torch.Generator
+) -> list[int]:
     new: list[int] = []
     for _ in range(max_new):
         logits = per_position(step_logits(ids))[-1].float()
@@ -89,11 +96,20 @@ def steer(
 ) -> SteerResult:
     """Baseline and steered continuations of token ids ``x`` (1, seq) and the logit change at its last position."""
     check_single_input(x)
-    require(not x.is_floating_point(), f"steering generates text: x must be token ids (1, seq), got dtype {x.dtype}")
+    require(
+        not x.is_floating_point(),
+        f"steering generates text: x must be token ids (1, seq), got dtype {x.dtype}",
+    )
     require(scales, "give at least one component to scale, e.g. {'0.mlp.up:3': 0.0}")
     for key in scales:
-        require(key.layer in model.layers, f"unknown layer {key.layer!r}; valid layers: {', '.join(model.layers)}")
-        require(0 <= key.c < model.layers[key.layer].C, f"component {key} out of range; valid: 0..{model.layers[key.layer].C - 1}")
+        require(
+            key.layer in model.layers,
+            f"unknown layer {key.layer!r}; valid layers: {', '.join(model.layers)}",
+        )
+        require(
+            0 <= key.c < model.layers[key.layer].C,
+            f"component {key} out of range; valid: 0..{model.layers[key.layer].C - 1}",
+        )
     require(max_new_tokens >= 0 and n_samples >= 1, "max_new_tokens must be ≥ 0 and n_samples ≥ 1")
     require(temperature >= 0, f"temperature must be ≥ 0 (0 = greedy); got {temperature}")
     with applied(model, edit), torch.no_grad():
@@ -109,6 +125,7 @@ def steer(
     diff = steer_last - base_last
     idx = diff.abs().topk(min(k, diff.numel())).indices
     changes = [
-        TokenChange(int(i), float(base_last[i]), float(steer_last[i]), float(bp[i]), float(sp[i])) for i in idx
+        TokenChange(int(i), float(base_last[i]), float(steer_last[i]), float(bp[i]), float(sp[i]))
+        for i in idx
     ]
     return SteerResult(baseline, steered, top_k(bp, k), top_k(sp, k), changes)

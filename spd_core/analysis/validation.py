@@ -97,8 +97,19 @@ def measure(
     x = probe.as_input(next(model.parameters()).device)
     also = () if probe.foil is None else (probe.foil,)
     r = ablate(
-        model, x, components, nodes, mode=mode, regime=regime, position=probe.position, token=probe.target,
-        also=also, k=2, n_samples=s.n_samples, pgd_steps=s.pgd_steps, seed=s.seed,
+        model,
+        x,
+        components,
+        nodes,
+        mode=mode,
+        regime=regime,
+        position=probe.position,
+        token=probe.target,
+        also=also,
+        k=2,
+        n_samples=s.n_samples,
+        pgd_steps=s.pgd_steps,
+        seed=s.seed,
     )
     assert r.token_prob_before is not None and r.token_prob_after is not None
     if probe.foil is None:
@@ -131,8 +142,13 @@ class Interval:
         return "inconclusive"
 
 
-def bootstrap(values: Sequence[float], stat: Callable[[torch.Tensor], torch.Tensor] | None = None,
-              n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> Interval:
+def bootstrap(
+    values: Sequence[float],
+    stat: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval:
     """Percentile bootstrap interval of ``stat`` (default: the mean) over ``values``, seeded."""
     assert values, "bootstrap needs at least one value"
     assert 0.0 < confidence < 1.0, f"confidence must be in (0, 1); got {confidence}"
@@ -152,7 +168,9 @@ def chance_corrected(baseline: float) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda t: (t.mean(-1) - baseline) / (1 - baseline)
 
 
-def _two_sample(correct: Sequence[float], leaked: Sequence[float], cfg: "ValidationConfig") -> Interval:
+def _two_sample(
+    correct: Sequence[float], leaked: Sequence[float], cfg: "ValidationConfig"
+) -> Interval:
     """Bootstrap interval of mean(correct) − mean(leaked), resampling each sample on its own."""
     gen = torch.Generator().manual_seed(cfg.measure.seed)
     a = torch.tensor(list(correct), dtype=torch.float64)
@@ -172,9 +190,13 @@ class RegimeNumbers:
     regime: AblationRegime
     necessity: Interval
     broken: float  # share of examples no longer correct with the set removed
-    sufficiency: Interval | None  # chance-corrected accuracy (or accuracy − leak) with only the set kept
+    sufficiency: (
+        Interval | None
+    )  # chance-corrected accuracy (or accuracy − leak) with only the set kept
     accuracy_kept: Interval
-    leak: float | None  # share of other examples where the kept set gives the behaviour's answer, the model not
+    leak: (
+        float | None
+    )  # share of other examples where the kept set gives the behaviour's answer, the model not
     prob_kept: float  # mean of min(p_kept / p_before, 1)
     distinct_answers_kept: int
     specificity: Interval | None  # None without other examples
@@ -235,10 +257,16 @@ def validate(
     """Necessity, sufficiency and specificity of the set on ``examples`` (held out from where the claim
     was found) and ``others`` (other behaviours or controls), per regime, with intervals; see module doc."""
     cfg = config or ValidationConfig()
-    require(components or nodes, "give at least one component ('layer:c') or node ('layer:pos:c') to validate")
+    require(
+        components or nodes,
+        "give at least one component ('layer:c') or node ('layer:pos:c') to validate",
+    )
     require(examples, "give at least one example of the behaviour")
     bad = [r for r in cfg.regimes if r not in REGIMES]
-    require(not bad and cfg.regimes, f"regimes must be a non-empty subset of {', '.join(REGIMES)}; got {list(cfg.regimes)}")
+    require(
+        not bad and cfg.regimes,
+        f"regimes must be a non-empty subset of {', '.join(REGIMES)}; got {list(cfg.regimes)}",
+    )
     total = len(cfg.regimes) * 2 * (len(examples) + len(others))
     done = 0
 
@@ -256,27 +284,54 @@ def validate(
     mine = [examples[i] for i in keep]
     notes: list[str] = []
     if len(mine) < len(examples):
-        notes.append(f"{len(examples) - len(mine)} of {len(examples)} examples dropped: the model itself answers them wrongly")
+        notes.append(
+            f"{len(examples) - len(mine)} of {len(examples)} examples dropped: the model itself answers them wrongly"
+        )
     answers = [p.target for p in mine]
     counts = {a: answers.count(a) for a in set(answers)}
     baseline = max(counts.values()) / len(answers) if answers else 1.0
     numbers: dict[AblationRegime, RegimeNumbers] = {}
     for regime in cfg.regimes:
-        removed = [base[i] for i in keep] if regime == cfg.regimes[0] else [run(p, "remove", regime) for p in mine]
+        removed = (
+            [base[i] for i in keep]
+            if regime == cfg.regimes[0]
+            else [run(p, "remove", regime) for p in mine]
+        )
         kept = [run(p, "keep_only", regime) for p in mine]
-        free = regime != "adversarial"  # the others' worst case is not the claim's: measured in the two others
+        free = (
+            regime != "adversarial"
+        )  # the others' worst case is not the claim's: measured in the two others
         others_removed = [run(p, "remove", regime) for p in others] if free else []
         others_kept = [run(p, "keep_only", regime) for p in others] if free else []
-        leaked = [float(o.answer_after in counts and o.answer_after != p.target and o.correct_before)
-                  for p, o in zip(others, others_kept, strict=True)] if free else []
-        numbers[regime] = _regime_numbers(regime, removed, kept, others_removed, others_kept, leaked, baseline, cfg)
-    return _judge(numbers, keep, len(examples) - len(mine), baseline, len(counts), len(others), cfg, notes)
+        leaked = (
+            [
+                float(o.answer_after in counts and o.answer_after != p.target and o.correct_before)
+                for p, o in zip(others, others_kept, strict=True)
+            ]
+            if free
+            else []
+        )
+        numbers[regime] = _regime_numbers(
+            regime, removed, kept, others_removed, others_kept, leaked, baseline, cfg
+        )
+    return _judge(
+        numbers, keep, len(examples) - len(mine), baseline, len(counts), len(others), cfg, notes
+    )
 
 
-def _regime_numbers(regime: AblationRegime, removed: list[Outcome], kept: list[Outcome], others: list[Outcome],
-                    others_kept: list[Outcome], leaked: list[float], baseline: float,
-                    cfg: ValidationConfig) -> RegimeNumbers:
-    def interval(values: Sequence[float], stat: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Interval:
+def _regime_numbers(
+    regime: AblationRegime,
+    removed: list[Outcome],
+    kept: list[Outcome],
+    others: list[Outcome],
+    others_kept: list[Outcome],
+    leaked: list[float],
+    baseline: float,
+    cfg: ValidationConfig,
+) -> RegimeNumbers:
+    def interval(
+        values: Sequence[float], stat: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> Interval:
         if not values:
             return Interval(float("nan"), float("nan"), float("nan"), 0)
         return bootstrap(values, stat, cfg.n_bootstrap, cfg.confidence, cfg.measure.seed)
@@ -296,30 +351,57 @@ def _regime_numbers(regime: AblationRegime, removed: list[Outcome], kept: list[O
         sufficiency=suff,
         accuracy_kept=interval(correct_kept),
         leak=sum(leaked) / len(leaked) if leaked else None,
-        prob_kept=sum(min(o.p_after / max(o.p_before, 1e-12), 1.0) for o in kept) / max(len(kept), 1),
+        prob_kept=sum(min(o.p_after / max(o.p_before, 1e-12), 1.0) for o in kept)
+        / max(len(kept), 1),
         distinct_answers_kept=len({o.answer_after for o in kept} - {-1}),
         specificity=spec,
-        removed=removed, kept=kept, others_removed=others, others_kept=others_kept,
+        removed=removed,
+        kept=kept,
+        others_removed=others,
+        others_kept=others_kept,
     )
 
 
-def _judge(numbers: dict[AblationRegime, RegimeNumbers], used: list[int], dropped: int, baseline: float, distinct: int,
-           n_others: int, cfg: ValidationConfig, notes: list[str]) -> Validation:
+def _judge(
+    numbers: dict[AblationRegime, RegimeNumbers],
+    used: list[int],
+    dropped: int,
+    baseline: float,
+    distinct: int,
+    n_others: int,
+    cfg: ValidationConfig,
+    notes: list[str],
+) -> Validation:
     n = len(used)
-    bars = {"necessity": cfg.necessity_bar, "specificity": cfg.specificity_bar, "sufficiency": cfg.sufficiency_bar}
+    bars = {
+        "necessity": cfg.necessity_bar,
+        "specificity": cfg.specificity_bar,
+        "sufficiency": cfg.sufficiency_bar,
+    }
     few = n < cfg.min_examples
     if few:
-        notes.append(f"only {n} usable examples (at least {cfg.min_examples} are needed for a verdict): inconclusive")
+        notes.append(
+            f"only {n} usable examples (at least {cfg.min_examples} are needed for a verdict): inconclusive"
+        )
     pair: tuple[AblationRegime, AblationRegime] = ("deterministic", "stochastic")
     both: list[AblationRegime] = [r for r in pair if r in numbers]
     if len(both) < 2:
-        notes.append("necessity and specificity need the deterministic and stochastic regimes: inconclusive")
-    necessity = _combine([numbers[r].necessity.status(cfg.necessity_bar) for r in both]) if len(both) == 2 else "inconclusive"
+        notes.append(
+            "necessity and specificity need the deterministic and stochastic regimes: inconclusive"
+        )
+    necessity = (
+        _combine([numbers[r].necessity.status(cfg.necessity_bar) for r in both])
+        if len(both) == 2
+        else "inconclusive"
+    )
     specs = [numbers[r].specificity for r in both]
     if n_others == 0:
         notes.append("no other behaviours or controls were given: specificity not measured")
-    specificity = (_combine([s.status(cfg.specificity_bar) for s in specs if s is not None])
-                   if len(both) == 2 and n_others else "inconclusive")
+    specificity = (
+        _combine([s.status(cfg.specificity_bar) for s in specs if s is not None])
+        if len(both) == 2 and n_others
+        else "inconclusive"
+    )
 
     def suff(regime: AblationRegime) -> Status | None:
         if regime not in numbers:
@@ -328,29 +410,53 @@ def _judge(numbers: dict[AblationRegime, RegimeNumbers], used: list[int], droppe
         return "inconclusive" if s is None else s.status(cfg.sufficiency_bar)
 
     if distinct < 2:
-        notes.append("every example has the same correct answer: sufficiency is accuracy minus leak on the other "
-                     "examples" if n_others else "every example has the same correct answer and no other examples "
-                     "were given: a constant answer cannot be told from a sufficient set, so sufficiency is "
-                     "inconclusive")
-    sufficiency = _combine([suff(r) or "inconclusive" for r in both]) if len(both) == 2 else "inconclusive"
+        notes.append(
+            "every example has the same correct answer: sufficiency is accuracy minus leak on the other "
+            "examples"
+            if n_others
+            else "every example has the same correct answer and no other examples "
+            "were given: a constant answer cannot be told from a sufficient set, so sufficiency is "
+            "inconclusive"
+        )
+    sufficiency = (
+        _combine([suff(r) or "inconclusive" for r in both]) if len(both) == 2 else "inconclusive"
+    )
     if few:
         necessity = specificity = sufficiency = "inconclusive"
     return Validation(
-        used=used, n_examples=n, n_dropped=dropped, baseline=baseline, distinct_answers=distinct, n_others=n_others,
-        regimes=numbers, necessity=necessity, sufficiency=sufficiency, specificity=specificity,
-        sufficient_alone=suff("deterministic"), sufficient_adversarial=suff("adversarial"), bars=bars, notes=notes,
+        used=used,
+        n_examples=n,
+        n_dropped=dropped,
+        baseline=baseline,
+        distinct_answers=distinct,
+        n_others=n_others,
+        regimes=numbers,
+        necessity=necessity,
+        sufficiency=sufficiency,
+        specificity=specificity,
+        sufficient_alone=suff("deterministic"),
+        sufficient_adversarial=suff("adversarial"),
+        bars=bars,
+        notes=notes,
     )
 
 
 def held_out(
-    probes: Sequence[Probe], mechanism: str, exclude: Sequence[list[int]] = (), n_examples: int = 40,
-    n_others: int = 40, seed: int = 0,
+    probes: Sequence[Probe],
+    mechanism: str,
+    exclude: Sequence[list[int]] = (),
+    n_examples: int = 40,
+    n_others: int = 40,
+    seed: int = 0,
 ) -> tuple[list[Probe], list[Probe]]:
     """A seeded sample of ``mechanism``'s probes whose token ids are not in ``exclude`` (the prompts a
     claim was found on or selected on), and a sample of the other mechanisms' probes (as even across them
     as it can), also without the excluded prompts."""
     tags = sorted({p.mechanism for p in probes})
-    require(mechanism in tags, f"no probe has mechanism {mechanism!r}; valid: {', '.join(tags) or 'none (no probes)'}")
+    require(
+        mechanism in tags,
+        f"no probe has mechanism {mechanism!r}; valid: {', '.join(tags) or 'none (no probes)'}",
+    )
     skip = {tuple(e) for e in exclude}
     gen = torch.Generator().manual_seed(seed)
 
@@ -358,12 +464,17 @@ def held_out(
         order = torch.randperm(len(pool), generator=gen).tolist()
         return [pool[i] for i in order[:n]]
 
-    mine = sample([p for p in probes if p.mechanism == mechanism and tuple(p.token_ids) not in skip], n_examples)
+    mine = sample(
+        [p for p in probes if p.mechanism == mechanism and tuple(p.token_ids) not in skip],
+        n_examples,
+    )
     rest = [t for t in tags if t != mechanism]
     others: list[Probe] = []
     for i, tag in enumerate(rest):
         share = n_others // len(rest) + (1 if i < n_others % len(rest) else 0)
-        others += sample([p for p in probes if p.mechanism == tag and tuple(p.token_ids) not in skip], share)
+        others += sample(
+            [p for p in probes if p.mechanism == tag and tuple(p.token_ids) not in skip], share
+        )
     return mine, others
 
 
@@ -378,12 +489,18 @@ def with_model_answers(model: ComponentModel, probes: Sequence[Probe]) -> list[P
         with torch.no_grad():
             logits = model(p.as_input(device)).output
         row = logits[0, p.position] if logits.ndim == 3 else logits[0]
-        out.append(Probe(p.token_ids, int(row.argmax()), p.mechanism, p.foil, p.position, p.features))
+        out.append(
+            Probe(p.token_ids, int(row.argmax()), p.mechanism, p.foil, p.position, p.features)
+        )
     return out
 
 
 Claim = Literal["necessary", "sufficient", "specific"]
-PROPERTY: dict[str, str] = {"necessary": "necessity", "sufficient": "sufficiency", "specific": "specificity"}
+PROPERTY: dict[str, str] = {
+    "necessary": "necessity",
+    "sufficient": "sufficiency",
+    "specific": "specificity",
+}
 
 
 @dataclass(frozen=True)
@@ -393,7 +510,9 @@ class ClaimJudgement:
     reasons: list[str]
 
 
-def judge_claims(claims: Sequence[Claim], verdicts: Sequence[Mapping[str, object]]) -> ClaimJudgement:
+def judge_claims(
+    claims: Sequence[Claim], verdicts: Sequence[Mapping[str, object]]
+) -> ClaimJudgement:
     """What an explanation may say, from the validations it rests on (each a mapping with the verdicts
     'necessity', 'sufficiency', 'specificity', 'robust_to_adversary' and 'n_examples').
 
@@ -406,7 +525,9 @@ def judge_claims(claims: Sequence[Claim], verdicts: Sequence[Mapping[str, object
     bad = [c for c in claims if c not in PROPERTY]
     require(not bad, f"unknown claim(s) {bad}; valid: {', '.join(PROPERTY)}")
     if not verdicts:
-        return ClaimJudgement("unvalidated", "low", ["no validation: call validate_claim and cite its validation_id"])
+        return ClaimJudgement(
+            "unvalidated", "low", ["no validation: call validate_claim and cite its validation_id"]
+        )
     reasons: list[str] = []
     failed = held = False
     held_all = True
@@ -427,5 +548,7 @@ def judge_claims(claims: Sequence[Claim], verdicts: Sequence[Mapping[str, object
     if not (held and held_all):
         return ClaimJudgement("inconclusive", "low", reasons)
     big = all(int(str(v.get("n_examples", 0))) >= 30 for v in verdicts)
-    robust = "sufficient" not in claims or any(v.get("robust_to_adversary") == "holds" for v in verdicts)
+    robust = "sufficient" not in claims or any(
+        v.get("robust_to_adversary") == "holds" for v in verdicts
+    )
     return ClaimJudgement("supported", "high" if big and robust else "medium", reasons)

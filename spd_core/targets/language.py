@@ -54,7 +54,10 @@ MIN_WORDS = 12  # texts stop at a length drawn from MIN_WORDS..MAX_WORDS
 RUN_MIN, RUN_MAX = 3, 5  # NONCE words per code sentence
 RUN_COUNT_WEIGHTS = (0.3, 0.1, 0.6)  # P(0, 1, 2 nonce runs in a training text)
 RECALLS = (1, 1, 2)
-REPEAT_TEXT_P, REPEAT_LEN = 0.15, (6, 18)  # share of texts that are one long run said twice, its length  # times a run is recalled after its mention
+REPEAT_TEXT_P, REPEAT_LEN = (
+    0.15,
+    (6, 18),
+)  # share of texts that are one long run said twice, its length  # times a run is recalled after its mention
 
 MALE_NAMES = (
     "john", "james", "peter", "paul", "david", "mark", "tom", "george", "henry", "jack",
@@ -360,6 +363,7 @@ def read_probes(path: Path) -> list[Probe]:
     """Inverse of ``write_probes``."""
     return [Probe(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
+
 # What each planted mechanism is, in plain words, and names people use for it. The demo recipe
 # writes this into the run directory as ``behaviours.json`` (``spd_core.run``), which the server
 # serves with the probe prompts.
@@ -372,9 +376,17 @@ BEHAVIOURS: dict[str, dict[str, object]] = {
             "words back, even when an earlier sentence has a subject of the other gender."
         ),
         "names": [
-            "he/she choice", "pronoun gender", "gendered pronouns", "gender agreement",
-            "pronoun resolution", "coreference", "referring back to a person",
-            "male or female", "man or woman", "masculine or feminine", "his or her",
+            "he/she choice",
+            "pronoun gender",
+            "gendered pronouns",
+            "gender agreement",
+            "pronoun resolution",
+            "coreference",
+            "referring back to a person",
+            "male or female",
+            "man or woman",
+            "masculine or feminine",
+            "his or her",
         ],
     },
     "number_agreement": {
@@ -385,9 +397,16 @@ BEHAVIOURS: dict[str, dict[str, object]] = {
             "trees is'."
         ),
         "names": [
-            "subject-verb agreement", "number agreement", "singular or plural verb",
-            "is/are choice", "grammatical number", "agreement attraction", "one or many",
-            "plurality of the subject", "verb form", "ignoring the nearest noun",
+            "subject-verb agreement",
+            "number agreement",
+            "singular or plural verb",
+            "is/are choice",
+            "grammatical number",
+            "agreement attraction",
+            "one or many",
+            "plurality of the subject",
+            "verb form",
+            "ignoring the nearest noun",
         ],
     },
     "induction": {
@@ -398,9 +417,16 @@ BEHAVIOURS: dict[str, dict[str, object]] = {
             "predicts them."
         ),
         "names": [
-            "induction heads", "in-context copying", "repeating a sequence", "pattern completion",
-            "copying repeated tokens", "nonsense word repetition", "invented words",
-            "random tokens seen before", "in-context learning", "continuing a repeated sequence",
+            "induction heads",
+            "in-context copying",
+            "repeating a sequence",
+            "pattern completion",
+            "copying repeated tokens",
+            "nonsense word repetition",
+            "invented words",
+            "random tokens seen before",
+            "in-context learning",
+            "continuing a repeated sequence",
         ],
     },
     "fact_lookup": {
@@ -410,8 +436,14 @@ BEHAVIOURS: dict[str, dict[str, object]] = {
             "in the weights, not copied from the context."
         ),
         "names": [
-            "factual recall", "capital cities", "knowledge retrieval", "memorised associations",
-            "country to capital lookup", "fact lookup", "world knowledge", "geography",
+            "factual recall",
+            "capital cities",
+            "knowledge retrieval",
+            "memorised associations",
+            "country to capital lookup",
+            "fact lookup",
+            "world knowledge",
+            "geography",
             "trivia",
         ],
     },

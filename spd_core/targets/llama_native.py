@@ -31,7 +31,8 @@ def supports(config: dict[str, Any]) -> tuple[bool, str]:
         "hidden_act is silu": config.get("hidden_act", "silu") == "silu",
         "no attention bias": not config.get("attention_bias", False),
         "no MLP bias": not config.get("mlp_bias", False),
-        "default RoPE": (config.get("rope_parameters") or {}).get("rope_type", "default") == "default"
+        "default RoPE": (config.get("rope_parameters") or {}).get("rope_type", "default")
+        == "default"
         and not config.get("rope_scaling"),
         "pretraining_tp 1": config.get("pretraining_tp", 1) == 1,
     }
@@ -40,7 +41,9 @@ def supports(config: dict[str, Any]) -> tuple[bool, str]:
 
 
 def _rope_theta(config: dict[str, Any]) -> float:
-    return float((config.get("rope_parameters") or {}).get("rope_theta", config.get("rope_theta", 10000.0)))
+    return float(
+        (config.get("rope_parameters") or {}).get("rope_theta", config.get("rope_theta", 10000.0))
+    )
 
 
 class RMSNorm(nn.Module):
@@ -94,7 +97,9 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d: int, d_mlp: int, n_heads: int, n_kv: int, head_dim: int, eps: float) -> None:
+    def __init__(
+        self, d: int, d_mlp: int, n_heads: int, n_kv: int, head_dim: int, eps: float
+    ) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(d, eps)
         self.self_attn = Attention(d, n_heads, n_kv, head_dim)
@@ -115,16 +120,22 @@ class Decoder(nn.Module):
         eps = float(c.get("rms_norm_eps", 1e-6))
         self.embed_tokens = nn.Embedding(int(c["vocab_size"]), d)
         self.layers = nn.ModuleList(
-            Block(d, int(c["intermediate_size"]), heads, kv, head_dim, eps) for _ in range(int(c["num_hidden_layers"]))
+            Block(d, int(c["intermediate_size"]), heads, kv, head_dim, eps)
+            for _ in range(int(c["num_hidden_layers"]))
         )
         self.norm = RMSNorm(d, eps)
-        inv_freq = 1.0 / (_rope_theta(c) ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+        inv_freq = 1.0 / (
+            _rope_theta(c) ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim)
+        )
         self.inv_freq: Tensor
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, ids: Tensor) -> Tensor:
         h = self.embed_tokens(ids)
-        freqs = torch.arange(ids.shape[1], dtype=torch.float, device=ids.device)[:, None] * self.inv_freq
+        freqs = (
+            torch.arange(ids.shape[1], dtype=torch.float, device=ids.device)[:, None]
+            * self.inv_freq
+        )
         emb = torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos().to(h.dtype), emb.sin().to(h.dtype)
         for block in self.layers:
@@ -138,7 +149,9 @@ class NativeLlama(nn.Module):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
         ok, why = supports(config)
-        require(ok, f"NativeLlama does not cover this config ({why}); load it with transformers instead")
+        require(
+            ok, f"NativeLlama does not cover this config ({why}); load it with transformers instead"
+        )
         self.config_dict = dict(config)
         self.config = SimpleNamespace(**config)
         self.model = Decoder(config)
@@ -146,12 +159,14 @@ class NativeLlama(nn.Module):
         if config.get("tie_word_embeddings", False):
             self.lm_head.weight = self.model.embed_tokens.weight
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, **_: Any) -> SimpleNamespace:
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, **_: Any
+    ) -> SimpleNamespace:
         # Causal attention already hides right padding from every real position, so a right-padding
         # mask changes only the (unused) outputs at pad positions; any other mask is refused.
-        assert attention_mask is None or bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all()), (
-            "NativeLlama supports only right padding (each mask row: ones, then zeros)"
-        )
+        assert attention_mask is None or bool(
+            (attention_mask[:, 1:] <= attention_mask[:, :-1]).all()
+        ), "NativeLlama supports only right padding (each mask row: ones, then zeros)"
         return SimpleNamespace(logits=self.lm_head(self.model(input_ids)))
 
     @property
@@ -182,7 +197,8 @@ def native_copy(model: nn.Module) -> nn.Module:
     # the config transformers' save_pretrained writes (defaults dropped, architecture and dtype named),
     # so a fresh target saves the same config.json as one trained, saved and loaded back
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    config = {**model.config.to_diff_dict(), "architectures": [type(model).__name__], "dtype": dtype}  # type: ignore[union-attr, operator]
+    diff = model.config.to_diff_dict()  # type: ignore[union-attr, operator]
+    config = {**diff, "architectures": [type(model).__name__], "dtype": dtype}
     if not supports(config)[0]:
         return model
     native = NativeLlama(config)
@@ -201,6 +217,8 @@ def load_native_llama(directory: Path) -> NativeLlama | None:
     if config.get("tie_word_embeddings", False):
         state.setdefault("lm_head.weight", state["model.embed_tokens.weight"])
     missing, unexpected = model.load_state_dict(state, strict=False)
-    require(not missing and not unexpected, f"{directory}: weights do not fit the config: missing {missing}, unexpected {unexpected}")
+    require(
+        not missing and not unexpected,
+        f"{directory}: weights do not fit the config: missing {missing}, unexpected {unexpected}",
+    )
     return model.float().eval()
-

@@ -43,7 +43,9 @@ class ResidMLP(nn.Module):
         gen = torch.Generator().manual_seed(spec.seed)
         W_E = torch.randn(spec.n_features, spec.d_embed, generator=gen)
         self.register_buffer("W_E", W_E / W_E.norm(dim=-1, keepdim=True))
-        self.layers = nn.ModuleList(MLPBlock(spec.d_embed, spec.d_mlp) for _ in range(spec.n_layers))
+        self.layers = nn.ModuleList(
+            MLPBlock(spec.d_embed, spec.d_mlp) for _ in range(spec.n_layers)
+        )
 
     W_E: Tensor
 

@@ -20,8 +20,12 @@ class HFSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["hf"] = "hf"
-    source: str = Field(description="directory the model was loaded from (informational once saved in a run)")
-    data_text: str | None = Field(default=None, description="optional text file, one sample per line")
+    source: str = Field(
+        description="directory the model was loaded from (informational once saved in a run)"
+    )
+    data_text: str | None = Field(
+        default=None, description="optional text file, one sample per line"
+    )
 
 
 class DemoLMSpec(BaseModel):
@@ -69,7 +73,10 @@ def build_target(spec: AnySpec) -> tuple[nn.Module, dict[str, Any]]:
         from spd_core.targets.tiny_lm import train_demo_lm
 
         model, _, report = train_demo_lm(spec.lm)
-        return model, {"target_report": {m: vars(s) for m, s in report.scores.items()}, "target_train_seconds": report.train_seconds}
+        return model, {
+            "target_report": {m: vars(s) for m, s in report.scores.items()},
+            "target_train_seconds": report.train_seconds,
+        }
     return load_hf_model(Path(spec.source)), {}
 
 
@@ -107,7 +114,9 @@ def save_target(spec: BaseModel, model: nn.Module, out: Path) -> None:
     if is_language_model(spec):
         model.save_pretrained(out)  # type: ignore[operator]
         return
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors")
+    )
     (out / "spec.json").write_text(json.dumps(spec.model_dump(), indent=2))
 
 
@@ -158,7 +167,9 @@ def corpus_texts(spec: AnySpec, n: int | None = None) -> list[str]:
     if isinstance(spec, HFSpec) and spec.data_text:
         lines = [ln for ln in Path(spec.data_text).read_text().splitlines() if ln.strip()]
         return lines[:n] if n else lines
-    raise ValueError(f"a {getattr(spec, 'kind', spec)} target has no text corpus; pass texts explicitly")
+    raise ValueError(
+        f"a {getattr(spec, 'kind', spec)} target has no text corpus; pass texts explicitly"
+    )
 
 
 def data_source(spec: AnySpec, model: nn.Module, seq_len: int | None) -> Any:
@@ -170,7 +181,13 @@ def data_source(spec: AnySpec, model: nn.Module, seq_len: int | None) -> Any:
         from spd_core.targets.tokenizer import build_tokenizer
 
         tok = build_tokenizer()
-        enc = tok(corpus_texts(spec), padding="max_length", max_length=seq_len or 48, truncation=True, return_tensors="pt")
+        enc = tok(
+            corpus_texts(spec),
+            padding="max_length",
+            max_length=seq_len or 48,
+            truncation=True,
+            return_tensors="pt",
+        )
         return CorpusTokens(enc["input_ids"])
     vocab = int(model.config.vocab_size)  # type: ignore[union-attr]
     return RandomTokens(vocab, seq_len or 16)

@@ -116,7 +116,9 @@ def train_demo_lm(
     torch.set_num_threads(config.threads)
     try:
         pad_id, bos_id = tokenizer.pad_token_id, tokenizer.bos_token_id
-        assert isinstance(pad_id, int) and isinstance(bos_id, int), "the demo tokenizer defines [PAD] and [BOS]"
+        assert isinstance(pad_id, int) and isinstance(bos_id, int), (
+            "the demo tokenizer defines [PAD] and [BOS]"
+        )
         model = build_demo_lm(config, len(tokenizer), pad_id, bos_id)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, config))

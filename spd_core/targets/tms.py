@@ -32,7 +32,9 @@ class TMSModel(nn.Module):
         super().__init__()
         self.spec = spec
         self.linear1 = nn.Linear(spec.n_features, spec.n_hidden, bias=False)
-        hidden = [nn.Linear(spec.n_hidden, spec.n_hidden, bias=False) for _ in range(spec.n_hidden_layers)]
+        hidden = [
+            nn.Linear(spec.n_hidden, spec.n_hidden, bias=False) for _ in range(spec.n_hidden_layers)
+        ]
         for layer in hidden:
             nn.init.eye_(layer.weight)
         self.hidden_layers = nn.ModuleList(hidden)

@@ -37,15 +37,34 @@ Source = Literal["launcher", "server"]
 HEADER = ("schema", "seq", "ts", "t", "source", "agent_id", "kind")
 
 KINDS: dict[str, frozenset[str]] = {
-    "launcher": frozenset({
-        "job_started", "job_resumed", "server_started", "server_ready", "server_failed",
-        "server_stopped", "agent_started", "agent_finished", "agent_failed", "permission_denied",
-        "tool_unavailable", "tool_error", "no_model_tool_called", "checkpoint", "job_finished",
-        "protocol_step", "job_cancelled", "job_ended_by_scheduler",
-        # the aggregation of a swarm (aggregate.py)
-        "aggregate_started", "claim_retested", "grader_scored", "aggregate_failed",
-        "aggregate_finished",
-    }),
+    "launcher": frozenset(
+        {
+            "job_started",
+            "job_resumed",
+            "server_started",
+            "server_ready",
+            "server_failed",
+            "server_stopped",
+            "agent_started",
+            "agent_finished",
+            "agent_failed",
+            "permission_denied",
+            "tool_unavailable",
+            "tool_error",
+            "no_model_tool_called",
+            "checkpoint",
+            "job_finished",
+            "protocol_step",
+            "job_cancelled",
+            "job_ended_by_scheduler",
+            # the aggregation of a swarm (aggregate.py)
+            "aggregate_started",
+            "claim_retested",
+            "grader_scored",
+            "aggregate_failed",
+            "aggregate_finished",
+        }
+    ),
     # job_finished here is an MCP job (a long tool call), not the launcher's job
     "server": frozenset({"server_start", "server_stop", "tool_call", "job_finished"}),
 }
@@ -83,8 +102,9 @@ class EventLog:
     def append(self, kind: str, **fields: Any) -> dict[str, Any]:
         """Append one event under the file lock (microseconds); `sync` makes it durable."""
         if kind not in KINDS[self.source]:
-            raise ValueError(f"unknown {self.source} event kind {kind!r}; "
-                             f"known: {sorted(KINDS[self.source])}")
+            raise ValueError(
+                f"unknown {self.source} event kind {kind!r}; known: {sorted(KINDS[self.source])}"
+            )
         clash = sorted(set(fields) & set(HEADER))
         if clash:
             raise ValueError(f"event fields {clash} would overwrite the header {HEADER}")
@@ -132,26 +152,40 @@ class EventLog:
 
     def _event(self, seq: int, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
         now = time.time()
-        return {"schema": SCHEMA_VERSION, "seq": seq,
-                "ts": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
-                "t": round(now, 6), "source": self.source, "agent_id": self.agent_id, "kind": kind,
-                **fields}
+        return {
+            "schema": SCHEMA_VERSION,
+            "seq": seq,
+            "ts": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+            "t": round(now, 6),
+            "source": self.source,
+            "agent_id": self.agent_id,
+            "kind": kind,
+            **fields,
+        }
 
     def _open(self) -> int | None:
         if self.path is None:
             return None
         if self._fd is None:
-            flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            flags = (
+                os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            )
             try:
                 fd = os.open(self.path, flags, 0o644)  # a symbolic link is refused (ELOOP)
             except OSError as exc:
-                raise ValueError(f"refusing to append to {self.path.name}: {exc.strerror} (a symbolic link, or "
-                                 "not a file)") from exc
+                raise ValueError(
+                    f"refusing to append to {self.path.name}: {exc.strerror} (a symbolic link, or "
+                    "not a file)"
+                ) from exc
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:  # a fifo, or a hard link to a file elsewhere
+            if (
+                not stat.S_ISREG(st.st_mode) or st.st_nlink > 1
+            ):  # a fifo, or a hard link to a file elsewhere
                 os.close(fd)
-                raise ValueError(f"refusing to append to {self.path.name}: it is not a plain file with one link "
-                                 "(hard links and special files are refused)")
+                raise ValueError(
+                    f"refusing to append to {self.path.name}: it is not a plain file with one link "
+                    "(hard links and special files are refused)"
+                )
             os.set_blocking(fd, True)
             self._fd = fd
             self._finalizer = weakref.finalize(self, os.close, self._fd)
@@ -203,17 +237,30 @@ def _last_newline(fd: int, size: int) -> int:
 
 # --- reading ------------------------------------------------------------------------------------
 
+
 def normalize(raw: dict[str, Any]) -> dict[str, Any]:
     """One line in the header above (keys in that order), whichever writer and version wrote it."""
     if "type" in raw and "v" in raw and "kind" not in raw:  # the server's lines before schema 2
-        head = {"schema": raw["v"], "seq": raw.get("seq"), "ts": raw.get("ts", ""),
-                "t": raw.get("t_unix"), "source": "server", "agent_id": raw.get("agent"),
-                "kind": raw["type"]}
+        head = {
+            "schema": raw["v"],
+            "seq": raw.get("seq"),
+            "ts": raw.get("ts", ""),
+            "t": raw.get("t_unix"),
+            "source": "server",
+            "agent_id": raw.get("agent"),
+            "kind": raw["type"],
+        }
         old = ("v", "t_unix", "agent", "type")
     else:  # this schema, the launcher's schema 1, or a line that follows neither
-        head = {"schema": raw.get("schema"), "seq": raw.get("seq"), "ts": raw.get("ts", ""),
-                "t": raw.get("t"), "source": str(raw.get("source", "unknown")),
-                "agent_id": raw.get("agent_id"), "kind": str(raw.get("kind", "unknown"))}
+        head = {
+            "schema": raw.get("schema"),
+            "seq": raw.get("seq"),
+            "ts": raw.get("ts", ""),
+            "t": raw.get("t"),
+            "source": str(raw.get("source", "unknown")),
+            "agent_id": raw.get("agent_id"),
+            "kind": str(raw.get("kind", "unknown")),
+        }
         old = ()
     rest = {k: v for k, v in raw.items() if k not in head and k not in old}
     return {**head, **rest}
@@ -263,8 +310,8 @@ def schema_problems(line: bytes | str) -> list[str]:
     if not isinstance(obj, dict):
         return ["not a JSON object"]
     problems = []
-    if tuple(obj)[:len(HEADER)] != HEADER:
-        problems.append(f"header {tuple(obj)[:len(HEADER)]} is not {HEADER}")
+    if tuple(obj)[: len(HEADER)] != HEADER:
+        problems.append(f"header {tuple(obj)[: len(HEADER)]} is not {HEADER}")
     if obj.get("schema") != SCHEMA_VERSION:
         problems.append(f"schema {obj.get('schema')!r} is not {SCHEMA_VERSION}")
     if obj.get("kind") not in KINDS.get(str(obj.get("source")), ()):

@@ -26,9 +26,7 @@ class EditInput(LongInput):
     factor: float = Field(0.5, ge=-100.0, le=100.0)
     objective: ObjectiveInput | None = None
     preserve_prompts: list[str] = Field(
-        default_factory=list,
-        max_length=64,
-        description="KL on them reported (finetune: penalised)",
+        default_factory=list, max_length=64, description="KL on them reported (finetune: penalised)"
     )
     train: Literal["U", "V", "both"] = Field(
         "both", description="U: write vectors, V: read vectors"

@@ -88,7 +88,9 @@ def answer_lines(f: Findings, brief: bool = False) -> list[str]:
             shown = nums[:8] if brief else nums
             out += [f"    {k}: {v}" for k, v in shown]
             if len(nums) > len(shown):
-                out.append(f"    … {len(nums) - len(shown)} more numbers in `spd-investigate report`")
+                out.append(
+                    f"    … {len(nums) - len(shown)} more numbers in `spd-investigate report`"
+                )
     if f.hypotheses:
         out.append("hypotheses: " + ", ".join(f"{h.id} {h.status}" for h in f.hypotheses))
     notes = caveats(f)
@@ -109,20 +111,31 @@ def answer_lines(f: Findings, brief: bool = False) -> list[str]:
 def swarm_answer_lines(s: dict[str, Any]) -> list[str]:
     """A swarm's answer from swarm_summary.json: the best re-tested claim with its numbers."""
     if not s:
-        return ["answer: none yet (the aggregation writes swarm_summary.json when every task has ended)"]
+        return [
+            "answer: none yet (the aggregation writes swarm_summary.json when every task has ended)"
+        ]
     claims = s.get("claims") or []
-    out = [f"answer: {s.get('n_ok')}/{s.get('n_tasks')} tasks finished, {len(claims)} claims re-tested"]
+    out = [
+        f"answer: {s.get('n_ok')}/{s.get('n_tasks')} tasks finished, {len(claims)} claims re-tested"
+    ]
     if not claims:
         return [*out, "  no task saved an explanation naming components"]
     c = claims[0]
-    verdicts = ", ".join(f"{p} {c['verified_verdicts'].get(p, '-')} (agent: {c['agent_verdicts'].get(p, '-')})"
-                         for p in ("necessary", "sufficient"))
+    verdicts = ", ".join(
+        f"{p} {c['verified_verdicts'].get(p, '-')} (agent: {c['agent_verdicts'].get(p, '-')})"
+        for p in ("necessary", "sufficient")
+    )
     scores = ", ".join(f"{k} {v}" for k, v in numbers(c.get("scores") or {}))
-    out += [f"  best claim {c['claim_id']} (t{c['task_index']:02d}, {c['strategy']}): "
-            f"{clip(str(c['behaviour']), 120)}",
-            *wrap(f"components ({c['n_components']}): {', '.join(c['components'])}", "  "),
-            f"  re-test: {verdicts}", *wrap(f"scores: {scores}", "  ")]
+    out += [
+        f"  best claim {c['claim_id']} (t{c['task_index']:02d}, {c['strategy']}): "
+        f"{clip(str(c['behaviour']), 120)}",
+        *wrap(f"components ({c['n_components']}): {', '.join(c['components'])}", "  "),
+        f"  re-test: {verdicts}",
+        *wrap(f"scores: {scores}", "  "),
+    ]
     if s.get("contradictions"):
-        out.append(f"  {len(s['contradictions'])} contradiction(s) between agents; "
-                   f"{len(s.get('failed_tasks') or [])} failed task(s)")
+        out.append(
+            f"  {len(s['contradictions'])} contradiction(s) between agents; "
+            f"{len(s.get('failed_tasks') or [])} failed task(s)"
+        )
     return out

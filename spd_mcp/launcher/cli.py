@@ -40,27 +40,61 @@ examples:
 
 def launch_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="spd-investigate", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run an agent that investigates a decomposed model through the spd MCP server.")
+        prog="spd-investigate",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run an agent that investigates a decomposed model through the spd MCP server.",
+    )
     p.add_argument("question", help="the research question, or @path to a file holding it")
-    p.add_argument("--run", default="demo", help="run directory, or 'demo' (default) for the shipped demo run")
-    p.add_argument("--agent", default="auto",
-                   help="auto (default: claude if authenticated, else Anthropic API if "
-                        "ANTHROPIC_API_KEY is set, else built-in) | claude_code | anthropic_api | builtin")
-    p.add_argument("--executor", default="auto",
-                   help="auto (default: SLURM if sbatch answers, else local) | local | slurm")
+    p.add_argument(
+        "--run", default="demo", help="run directory, or 'demo' (default) for the shipped demo run"
+    )
+    p.add_argument(
+        "--agent",
+        default="auto",
+        help="auto (default: claude if authenticated, else Anthropic API if "
+        "ANTHROPIC_API_KEY is set, else built-in) | claude_code | anthropic_api | builtin",
+    )
+    p.add_argument(
+        "--executor",
+        default="auto",
+        help="auto (default: SLURM if sbatch answers, else local) | local | slurm",
+    )
     p.add_argument("--max-turns", type=int, default=50, help="agent turns (default 50)")
-    p.add_argument("--budget-usd", type=float, default=10.0, help="dollar budget of the agent (default 10)")
-    p.add_argument("--model", default=None, help="model name (default: opus for Claude Code, "
-                                                 "claude-opus-4-5 for the API agent)")
-    p.add_argument("--follow", action="store_true", help="after submitting, follow the log until the job ends")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"investigations root (default {DEFAULT_OUT})")
-    w = p.add_argument_group("swarm (several agents, then an aggregation that re-tests their claims)")
-    w.add_argument("--hypotheses", metavar="FILE", help="one task per line of FILE, each starting from that hypothesis")
-    w.add_argument("--swarm", type=int, metavar="N", help="N tasks, each with a different starting strategy")
-    w.add_argument("--parallel", type=int, metavar="P",
-                   help="tasks at once (default: all on SLURM, one per CPU core locally)")
-    w.add_argument("--fail-task", type=int, action="append", default=[], help=argparse.SUPPRESS)  # tests
+    p.add_argument(
+        "--budget-usd", type=float, default=10.0, help="dollar budget of the agent (default 10)"
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model name (default: opus for Claude Code, claude-opus-4-5 for the API agent)",
+    )
+    p.add_argument(
+        "--follow", action="store_true", help="after submitting, follow the log until the job ends"
+    )
+    p.add_argument(
+        "--out", default=DEFAULT_OUT, help=f"investigations root (default {DEFAULT_OUT})"
+    )
+    w = p.add_argument_group(
+        "swarm (several agents, then an aggregation that re-tests their claims)"
+    )
+    w.add_argument(
+        "--hypotheses",
+        metavar="FILE",
+        help="one task per line of FILE, each starting from that hypothesis",
+    )
+    w.add_argument(
+        "--swarm", type=int, metavar="N", help="N tasks, each with a different starting strategy"
+    )
+    w.add_argument(
+        "--parallel",
+        type=int,
+        metavar="P",
+        help="tasks at once (default: all on SLURM, one per CPU core locally)",
+    )
+    w.add_argument(
+        "--fail-task", type=int, action="append", default=[], help=argparse.SUPPRESS
+    )  # tests
     s = p.add_argument_group("SLURM (only with a SLURM executor)")
     s.add_argument("--partition", help="partition (cluster default if unset)")
     s.add_argument("--time", help="time limit, e.g. 4:00:00 (default 8:00:00)")
@@ -69,20 +103,38 @@ def launch_parser() -> argparse.ArgumentParser:
     s.add_argument("--mem", help="memory per node, e.g. 32G")
     s.add_argument("--account", help="account to charge")
     s.add_argument("--qos", help="quality of service")
-    p.add_argument("--server-cmd", help=argparse.SUPPRESS)  # tests: replaces `python -m spd_mcp.server`
+    p.add_argument(
+        "--server-cmd", help=argparse.SUPPRESS
+    )  # tests: replaces `python -m spd_mcp.server`
     return p
 
 
 def watch_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spd-investigate", description="Watch investigations.")
     p.add_argument("command", choices=WATCH_COMMANDS)
-    p.add_argument("ref", nargs="?", default="latest",
-                   help="investigation or swarm id, part of one, 'latest', 'latest-swarm' or a path")
+    p.add_argument(
+        "ref",
+        nargs="?",
+        default="latest",
+        help="investigation or swarm id, part of one, 'latest', 'latest-swarm' or a path",
+    )
     p.add_argument("--task", type=int, help="with a swarm: the task to follow or show")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"investigations root (default {DEFAULT_OUT})")
-    p.add_argument("--html", nargs="?", const="", metavar="FILE",
-                   help="report: write one self-contained HTML page (default: report.html in its directory)")
-    p.add_argument("--port", type=int, default=8765, help="serve: port on 127.0.0.1 (default 8765; 0: any free)")
+    p.add_argument(
+        "--out", default=DEFAULT_OUT, help=f"investigations root (default {DEFAULT_OUT})"
+    )
+    p.add_argument(
+        "--html",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="report: write one self-contained HTML page (default: report.html in its directory)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=8765,
+        help="serve: port on 127.0.0.1 (default 8765; 0: any free)",
+    )
     return p
 
 
@@ -115,10 +167,19 @@ def build_request(a: argparse.Namespace):  # -> LaunchRequest
     given = {k: getattr(a, k) for k in SLURM_FLAGS if getattr(a, k) is not None}
     try:
         return LaunchRequest(
-            question=question, question_file=source, run=a.run, agent=a.agent, executor=a.executor,
-            slurm=SlurmResources(**given) if given else None, max_turns=a.max_turns,
-            budget_usd=a.budget_usd, model=a.model, follow=a.follow, out=a.out,
-            server_argv=tuple(shlex.split(a.server_cmd)) if a.server_cmd else None)
+            question=question,
+            question_file=source,
+            run=a.run,
+            agent=a.agent,
+            executor=a.executor,
+            slurm=SlurmResources(**given) if given else None,
+            max_turns=a.max_turns,
+            budget_usd=a.budget_usd,
+            model=a.model,
+            follow=a.follow,
+            out=a.out,
+            server_argv=tuple(shlex.split(a.server_cmd)) if a.server_cmd else None,
+        )
     except ValidationError as err:
         first = err.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else ""
@@ -126,8 +187,9 @@ def build_request(a: argparse.Namespace):  # -> LaunchRequest
             from spd_mcp.launcher.spec import AGENT_CHOICES, EXECUTOR_CHOICES
 
             choices = AGENT_CHOICES if field == "agent" else EXECUTOR_CHOICES
-            raise SpecError(f"unknown {field} {getattr(a, field)!r}: choose one of "
-                            f"{', '.join(choices)}") from None
+            raise SpecError(
+                f"unknown {field} {getattr(a, field)!r}: choose one of {', '.join(choices)}"
+            ) from None
         raise SpecError("--" + one_line(err).replace("_", "-").replace("slurm.", "", 1)) from None
 
 
@@ -164,8 +226,10 @@ def launch_main(a: argparse.Namespace) -> int:
     try:
         outcome = follow(inv, out, job_done=job.done)
     except KeyboardInterrupt:
-        out.write(f"\nstopped following ({spec.executor} jobs started from this terminal stop with it "
-                  f"when local); status: spd-investigate status {spec.inv_id} --out {a.out}\n")
+        out.write(
+            f"\nstopped following ({spec.executor} jobs started from this terminal stop with it "
+            f"when local); status: spd-investigate status {spec.inv_id} --out {a.out}\n"
+        )
         return 130
     out.write(report_text(inv))
     return 0 if outcome.get("ok") else 1
@@ -183,20 +247,30 @@ def swarm_main(a: argparse.Namespace) -> int:
         from spd_mcp.launcher.detect import probe
 
         env = probe(request.agent, request.executor)
-        spec = resolve_swarm(request, env, hypotheses=hypotheses, swarm=a.swarm, parallelism=a.parallel,
-                             fail_tasks=tuple(a.fail_task))
+        spec = resolve_swarm(
+            request,
+            env,
+            hypotheses=hypotheses,
+            swarm=a.swarm,
+            parallelism=a.parallel,
+            fail_tasks=tuple(a.fail_task),
+        )
     except SpecError as err:
         return fail(str(err))
     out = sys.stdout
     out.write(f"agent: {spec.agent} ({spec.tasks[0].agent_reason})\n")
-    out.write(f"executor: {spec.executor} ({spec.tasks[0].executor_reason}), {spec.parallelism} task(s) at once\n")
+    out.write(
+        f"executor: {spec.executor} ({spec.tasks[0].executor_reason}), {spec.parallelism} task(s) at once\n"
+    )
     for t in spec.tasks:
         out.write(f"  t{t.task_index:02d} {t.inv_id}: {t.hypothesis or t.strategy}\n")
     from spd_mcp.launcher.submit import submit_swarm
 
     jobs = submit_swarm(spec)
-    out.write(f"submitted swarm {spec.swarm_id} (jobs {', '.join(f'{k}={j.job_id}' for k, j in jobs.items())}): "
-              f"{spec.swarm_dir}\n")
+    out.write(
+        f"submitted swarm {spec.swarm_id} (jobs {', '.join(f'{k}={j.job_id}' for k, j in jobs.items())}): "
+        f"{spec.swarm_dir}\n"
+    )
     out.write(f"watch it with: spd-investigate status {spec.swarm_id} --out {a.out}\n")
     out.flush()
     if not a.follow:
@@ -209,7 +283,9 @@ def swarm_main(a: argparse.Namespace) -> int:
     try:
         outcome = follow_swarm(sd, out, job_done=last.done)
     except KeyboardInterrupt:
-        out.write(f"\nstopped following; status: spd-investigate status {spec.swarm_id} --out {a.out}\n")
+        out.write(
+            f"\nstopped following; status: spd-investigate status {spec.swarm_id} --out {a.out}\n"
+        )
         return 130
     out.write(swarm_report_text(sd))
     return 0 if outcome.get("status") == "completed" else 1
@@ -227,8 +303,12 @@ def watch_swarm(a: argparse.Namespace, root: Path) -> int | None:
     if a.task is not None:
         tasks = {t["index"]: t for t in read_json(sd.meta).get("tasks", [])}
         if a.task not in tasks:
-            return fail(f"swarm {sd.root.name} has tasks {sorted(tasks)}; --task {a.task} is not one")
-        return show_investigation(a.command, InvestigationDir(Path(tasks[a.task]["inv_dir"])), out, a.html)
+            return fail(
+                f"swarm {sd.root.name} has tasks {sorted(tasks)}; --task {a.task} is not one"
+            )
+        return show_investigation(
+            a.command, InvestigationDir(Path(tasks[a.task]["inv_dir"])), out, a.html
+        )
 
     if a.command == "report" and a.html is not None:
         from spd_mcp.launcher.html_swarm import swarm_html
@@ -239,10 +319,22 @@ def watch_swarm(a: argparse.Namespace, root: Path) -> int | None:
         swarm_watch.follow_swarm(sd, out)
         out.write(swarm_watch.swarm_report_text(sd))
 
-    return show(a.command, lambda: swarm_watch.swarm_status_text(sd), lambda: swarm_watch.swarm_report_text(sd), follow, out)
+    return show(
+        a.command,
+        lambda: swarm_watch.swarm_status_text(sd),
+        lambda: swarm_watch.swarm_report_text(sd),
+        follow,
+        out,
+    )
 
 
-def show(command: str, status: Callable[[], str], report: Callable[[], str], follow: Callable[[], object], out: TextIO) -> int:
+def show(
+    command: str,
+    status: Callable[[], str],
+    report: Callable[[], str],
+    follow: Callable[[], object],
+    out: TextIO,
+) -> int:
     """``status``, ``report`` or (any other command) ``follow`` one investigation or swarm; 130 when
     following is interrupted."""
     if command == "status":
@@ -265,16 +357,26 @@ def write_html(text: str, path: str | Path, out: TextIO) -> int:
     return 0
 
 
-def show_investigation(command: str, inv: InvestigationDir, out: TextIO, html: str | None = None) -> int:
+def show_investigation(
+    command: str, inv: InvestigationDir, out: TextIO, html: str | None = None
+) -> int:
     from spd_mcp.launcher import watch
 
     if command == "report" and html is not None:
         from spd_mcp.launcher.findings import read_findings
         from spd_mcp.launcher.html_report import investigation_html
 
-        return write_html(investigation_html(read_findings(inv)), html or inv.root / "report.html", out)
+        return write_html(
+            investigation_html(read_findings(inv)), html or inv.root / "report.html", out
+        )
 
-    return show(command, lambda: watch.status_text(inv), lambda: watch.report_text(inv), lambda: watch.follow(inv, out), out)
+    return show(
+        command,
+        lambda: watch.status_text(inv),
+        lambda: watch.report_text(inv),
+        lambda: watch.follow(inv, out),
+        out,
+    )
 
 
 def watch_main(a: argparse.Namespace) -> int:
@@ -293,11 +395,15 @@ def watch_main(a: argparse.Namespace) -> int:
 
         rows = watch.list_investigations(root)
         for r in rows:
-            out.write(f"{r['id']}  {r['status']:<22} {r['agent'] or '?':<14} {r['executor'] or '?':<6} "
-                      f"{r['question']}\n")
+            out.write(
+                f"{r['id']}  {r['status']:<22} {r['agent'] or '?':<14} {r['executor'] or '?':<6} "
+                f"{r['question']}\n"
+            )
         for r in list_swarms(root):
-            out.write(f"{r['id']}  {r['status']:<22} {str(r['tasks']) + ' tasks':<14} {r['executor'] or '?':<6} "
-                      f"{r['question']}\n")
+            out.write(
+                f"{r['id']}  {r['status']:<22} {str(r['tasks']) + ' tasks':<14} {r['executor'] or '?':<6} "
+                f"{r['question']}\n"
+            )
         if not rows:
             out.write(f"no investigations under {root}\n")
         return 0

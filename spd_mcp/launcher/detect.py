@@ -36,9 +36,15 @@ def claude_auth(claude_bin: str, timeout_s: float = 20.0) -> tuple[bool, str]:
         paths = SandboxPaths.inside(Path(tmp))
         paths.prepare()
         try:
-            proc = subprocess.run([claude_bin, "auth", "status", "--json"], env=claude_env(paths),
-                                  cwd=paths.cwd, stdin=subprocess.DEVNULL, capture_output=True,
-                                  text=True, timeout=timeout_s)
+            proc = subprocess.run(
+                [claude_bin, "auth", "status", "--json"],
+                env=claude_env(paths),
+                cwd=paths.cwd,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return False, f"claude auth status failed: {type(exc).__name__}"
     try:
@@ -47,8 +53,10 @@ def claude_auth(claude_bin: str, timeout_s: float = 20.0) -> tuple[bool, str]:
         return False, f"claude auth status gave no JSON (rc {proc.returncode})"
     if status.get("loggedIn"):
         return True, f"auth {status.get('authMethod')} via {status.get('apiKeySource', 'login')}"
-    return False, ("claude is not authenticated for headless use "
-                   "(set ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN)")
+    return False, (
+        "claude is not authenticated for headless use "
+        "(set ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN)"
+    )
 
 
 def slurm_answers(timeout_s: float = 15.0) -> tuple[bool, str]:
@@ -56,8 +64,13 @@ def slurm_answers(timeout_s: float = 15.0) -> tuple[bool, str]:
     if shutil.which("sbatch") is None:
         return False, "no sbatch on PATH"
     try:
-        proc = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True,
-                              timeout=timeout_s, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            ["sinfo", "-h", "-o", "%P"],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"sinfo failed: {type(exc).__name__}"
     if proc.returncode != 0:
@@ -88,6 +101,11 @@ def probe(agent_choice: str, executor_choice: str) -> Environment:
     slurm_ok, slurm_note = False, "not probed"
     if executor_choice in ("auto", "slurm"):
         slurm_ok, slurm_note = slurm_answers()
-    return Environment(claude_bin=claude_bin, claude_authenticated=bool(claude_ok),
-                       claude_note=claude_note, api_key_set=bool(os.environ.get("ANTHROPIC_API_KEY")),
-                       slurm_available=slurm_ok, slurm_note=slurm_note)
+    return Environment(
+        claude_bin=claude_bin,
+        claude_authenticated=bool(claude_ok),
+        claude_note=claude_note,
+        api_key_set=bool(os.environ.get("ANTHROPIC_API_KEY")),
+        slurm_available=slurm_ok,
+        slurm_note=slurm_note,
+    )

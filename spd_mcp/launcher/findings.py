@@ -55,9 +55,16 @@ def read_event_lines(path: Path) -> list[Event]:
     if not path.exists():
         return []
     skip = {"schema", "seq", "ts", "t", "agent_id", "source", "kind"}
-    return [Event(_float(e.get("t")), str(e.get("source") or "launcher"), str(e["kind"]),
-                  str(e.get("agent_id") or ""), {k: v for k, v in e.items() if k not in skip})
-            for e in read_events(path)]
+    return [
+        Event(
+            _float(e.get("t")),
+            str(e.get("source") or "launcher"),
+            str(e["kind"]),
+            str(e.get("agent_id") or ""),
+            {k: v for k, v in e.items() if k not in skip},
+        )
+        for e in read_events(path)
+    ]
 
 
 def _float(x: Any) -> float | None:

@@ -181,7 +181,9 @@ def answer_section(f: Findings) -> list[str]:
             out.append("</tbody></table>")
         verdicts = verdict_lines(e)
         if verdicts:
-            out.append("<h4>Verdict</h4><ul>" + "".join(f"<li>{esc(v)}</li>" for v in verdicts) + "</ul>")
+            out.append(
+                "<h4>Verdict</h4><ul>" + "".join(f"<li>{esc(v)}</li>" for v in verdicts) + "</ul>"
+            )
         texts, nums = evidence_texts(e), evidence_numbers(e)
         if texts or nums:
             out.append("<h4>Key numbers</h4>")
@@ -252,7 +254,9 @@ def _clock(t: float | None) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S") if t is not None else "?"
 
 
-def timeline_section(calls: list[ToolCall], events: list[Event], title: str = "Timeline") -> list[str]:
+def timeline_section(
+    calls: list[ToolCall], events: list[Event], title: str = "Timeline"
+) -> list[str]:
     """Tool calls (duration bars, errors) merged in time with the launcher's lifecycle events."""
     out = [f'<section id="timeline"><h2>{esc(title)}</h2>']
     errors = sum(1 for c in calls if c.outcome != "ok")

@@ -181,7 +181,7 @@ def task_sections(meta: dict[str, Any], tasks: dict[int, Findings], best: int | 
         status = str(f.meta.get("status", "?")) if f else "missing"
         out.append(
             f'<details id="task-t{t["index"]:02d}"{" open" if t["index"] == best else ""}>'
-            f'<summary>t{t["index"]:02d} '
+            f"<summary>t{t['index']:02d} "
             f"<code>{esc(t['inv_id'])}</code> "
             f"{badge(status)} {esc(str(t.get('hypothesis') or t.get('strategy')))}</summary>"
         )

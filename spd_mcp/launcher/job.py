@@ -78,20 +78,30 @@ def fetch_model_info(url: str, token: str, tools: list[mcp_link.ToolInfo]) -> Mo
         return None
 
 
-def ensure_summary(spec: JobSpec, inv: InvestigationDir, result: AgentResult | None,
-                   error: str | None) -> bool:
+def ensure_summary(
+    spec: JobSpec, inv: InvestigationDir, result: AgentResult | None, error: str | None
+) -> bool:
     """Write summary.json if the agent did not; True if the launcher wrote it."""
     if inv.summary.exists():
         return False
     if result is None:
         text = f"The investigation did not run: {error}"
     else:
-        text = (f"The agent ({spec.agent}) ended with status '{result.status}' after {result.turns} "
-                f"turns and {result.model_tool_calls} calls to model tools without writing a summary"
-                + (f"; error: {result.error}" if result.error else "")
-                + ". See research_log.md and agent_transcript.jsonl.")
-    write_json_atomic(inv.summary, {"title": spec.question.splitlines()[0][:120], "summary": text,
-                                    "status": "inconclusive", "written_by": "launcher"})
+        text = (
+            f"The agent ({spec.agent}) ended with status '{result.status}' after {result.turns} "
+            f"turns and {result.model_tool_calls} calls to model tools without writing a summary"
+            + (f"; error: {result.error}" if result.error else "")
+            + ". See research_log.md and agent_transcript.jsonl."
+        )
+    write_json_atomic(
+        inv.summary,
+        {
+            "title": spec.question.splitlines()[0][:120],
+            "summary": text,
+            "status": "inconclusive",
+            "written_by": "launcher",
+        },
+    )
     return True
 
 
@@ -99,13 +109,22 @@ def run_job(spec: JobSpec, job_id: str) -> dict[str, Any]:
     """The whole job; returns the outcome (also recorded in events.jsonl and metadata.json)."""
     inv = InvestigationDir(Path(spec.inv_dir))
     init_metadata(spec, inv)
-    meta = update_json(inv.metadata, lambda m: m.update(
-        attempts=m.get("attempts", 0) + 1, status="running", started=now_iso()))
+    meta = update_json(
+        inv.metadata,
+        lambda m: m.update(attempts=m.get("attempts", 0) + 1, status="running", started=now_iso()),
+    )
     record_job_id(inv, job_id)
     resumed = meta["attempts"] > 1
     events = EventLog(inv.events, spec.inv_id, source="launcher")
-    events.emit("job_resumed" if resumed else "job_started", job_id=job_id, attempt=meta["attempts"],
-                agent=spec.agent, executor=spec.executor, pid=os.getpid(), host=socket.gethostname())
+    events.emit(
+        "job_resumed" if resumed else "job_started",
+        job_id=job_id,
+        attempt=meta["attempts"],
+        agent=spec.agent,
+        executor=spec.executor,
+        pid=os.getpid(),
+        host=socket.gethostname(),
+    )
     t0 = time.monotonic()
     TERMINATED.clear()
     previous_handler = _catch_sigterm()
@@ -114,32 +133,62 @@ def run_job(spec: JobSpec, job_id: str) -> dict[str, Any]:
     error: str | None = None
     ready = False
     try:
-        server = start_server(server_argv(spec.run, inv.root, inv.port_file, spec.server_argv),
-                              inv.server_log, inv.port_file)
+        server = start_server(
+            server_argv(spec.run, inv.root, inv.port_file, spec.server_argv),
+            inv.server_log,
+            inv.port_file,
+        )
         events.emit("server_started", pid=server.proc.pid)
         wait_for_port(server, spec.server_start_timeout_s)
         tools = mcp_link.wait_until_answers(
-            server.url, server.token, server.proc,
+            server.url,
+            server.token,
+            server.proc,
             timeout_s=max(1.0, spec.server_start_timeout_s - (time.monotonic() - t0)),
-            log_hint=f"; server.log ends with:\n{log_tail(inv.server_log)}")
-        events.emit("server_ready", port=server.port, tools=[t.name for t in tools],
-                    boot_s=round(time.monotonic() - t0, 2))
+            log_hint=f"; server.log ends with:\n{log_tail(inv.server_log)}",
+        )
+        events.emit(
+            "server_ready",
+            port=server.port,
+            tools=[t.name for t in tools],
+            boot_s=round(time.monotonic() - t0, 2),
+        )
         ready = True
         write_private_json(inv.mcp_config, mcp_config(server.url, server.token))
         system_prompt = render_system_prompt(
-            question=spec.question, model_info=fetch_model_info(server.url, server.token, tools),
-            tools=tools, max_turns=spec.max_turns, inv_id=spec.inv_id, run=spec.run,
-            agent=spec.agent, started=now_iso(),
-            swarm_context=render_swarm_context(swarm_id=spec.swarm_id, task_index=spec.task_index,
-                                               hypothesis=spec.hypothesis, strategy=spec.strategy))
+            question=spec.question,
+            model_info=fetch_model_info(server.url, server.token, tools),
+            tools=tools,
+            max_turns=spec.max_turns,
+            inv_id=spec.inv_id,
+            run=spec.run,
+            agent=spec.agent,
+            started=now_iso(),
+            swarm_context=render_swarm_context(
+                swarm_id=spec.swarm_id,
+                task_index=spec.task_index,
+                hypothesis=spec.hypothesis,
+                strategy=spec.strategy,
+            ),
+        )
         inv.prompt.write_text(system_prompt)
         log = inv.research_log.read_text() if inv.research_log.exists() else ""
         kickoff = render_kickoff(log if resumed else None)
         transcript = TranscriptWriter(inv.transcript)
         try:
-            result = run_agent(AgentContext(spec=spec, inv=inv, url=server.url, token=server.token,
-                                            tools=tools, system_prompt=system_prompt, kickoff=kickoff,
-                                            events=events, transcript=transcript))
+            result = run_agent(
+                AgentContext(
+                    spec=spec,
+                    inv=inv,
+                    url=server.url,
+                    token=server.token,
+                    tools=tools,
+                    system_prompt=system_prompt,
+                    kickoff=kickoff,
+                    events=events,
+                    transcript=transcript,
+                )
+            )
         finally:
             transcript.close()
     except Exception as exc:
@@ -154,22 +203,40 @@ def run_job(spec: JobSpec, job_id: str) -> dict[str, Any]:
         return {"status": "preempted", "job_id": job_id}
     cancelled = TERMINATED.is_set()
     if cancelled:
-        events.emit("job_cancelled", job_id=job_id, signal="SIGTERM",
-                    note="the job was terminated (scancel or a kill) before the investigation finished")
-        error = "cancelled: the job received SIGTERM (scancel or a kill)" + (f"; {error}" if error else "")
+        events.emit(
+            "job_cancelled",
+            job_id=job_id,
+            signal="SIGTERM",
+            note="the job was terminated (scancel or a kill) before the investigation finished",
+        )
+        error = "cancelled: the job received SIGTERM (scancel or a kill)" + (
+            f"; {error}" if error else ""
+        )
     if result is not None:
         events.emit("agent_finished", **result.as_event())
         if result.status == "no_model_tool_called":
-            events.emit("no_model_tool_called", turns=result.turns,
-                        note="the agent never called a tool that looks at the model")
+            events.emit(
+                "no_model_tool_called",
+                turns=result.turns,
+                note="the agent never called a tool that looks at the model",
+            )
     wrote = ensure_summary(spec, inv, result, error)
     status = "cancelled" if cancelled else result.status if result is not None else "failed"
-    outcome = {"status": status, "ok": bool(result and result.ok) and not cancelled, "job_id": job_id,
-               "turns": result.turns if result else 0, "cost_usd": result.cost_usd if result else None,
-               "denials": len(result.denials) if result else 0, "error": error or (result and result.error),
-               "summary_written_by_launcher": wrote, "elapsed_s": round(time.monotonic() - t0, 2)}
+    outcome = {
+        "status": status,
+        "ok": bool(result and result.ok) and not cancelled,
+        "job_id": job_id,
+        "turns": result.turns if result else 0,
+        "cost_usd": result.cost_usd if result else None,
+        "denials": len(result.denials) if result else 0,
+        "error": error or (result and result.error),
+        "summary_written_by_launcher": wrote,
+        "elapsed_s": round(time.monotonic() - t0, 2),
+    }
     # metadata first: a follower that sees job_finished reads the outcome from metadata.json
-    update_json(inv.metadata, lambda m: m.update(status=status, finished=now_iso(), outcome=outcome))
+    update_json(
+        inv.metadata, lambda m: m.update(status=status, finished=now_iso(), outcome=outcome)
+    )
     events.emit("job_finished", **outcome)
     events.close()
     return outcome

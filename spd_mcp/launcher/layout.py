@@ -108,8 +108,9 @@ def init_metadata(spec: JobSpec, inv: InvestigationDir) -> None:
     def fill(meta: dict[str, Any]) -> None:
         if not meta:
             meta.update(spec.model_dump(mode="json"))
-            meta.update(created=now_iso(), status="submitted", attempts=0, job_ids=[],
-                        versions=versions())
+            meta.update(
+                created=now_iso(), status="submitted", attempts=0, job_ids=[], versions=versions()
+            )
 
     update_json(inv.metadata, fill)
 

@@ -69,20 +69,26 @@ class ServerNotReady(RuntimeError):
     """The server did not answer an MCP request in time, or exited first."""
 
 
-def wait_until_answers(url: str, token: str, proc: subprocess.Popen[bytes] | None,
-                       timeout_s: float, log_hint: str = "") -> list[ToolInfo]:
+def wait_until_answers(
+    url: str, token: str, proc: subprocess.Popen[bytes] | None, timeout_s: float, log_hint: str = ""
+) -> list[ToolInfo]:
     """Poll `tools/list` until the server answers; its tools. Raises ServerNotReady with the cause."""
     deadline = time.monotonic() + timeout_s
     last = "no attempt"
     while True:
         if proc is not None and proc.poll() is not None:
-            raise ServerNotReady(f"server exited with code {proc.returncode} before answering "
-                                 f"at {url}{log_hint}")
+            raise ServerNotReady(
+                f"server exited with code {proc.returncode} before answering at {url}{log_hint}"
+            )
         try:
             return anyio.run(_tools_once, url, token)
-        except Exception as exc:  # connection refused, 401, protocol errors: keep trying until timeout
+        except (
+            Exception
+        ) as exc:  # connection refused, 401, protocol errors: keep trying until timeout
             last = f"{type(exc).__name__}: {exc}"
         if time.monotonic() > deadline:
-            raise ServerNotReady(f"server at {url} did not answer tools/list within {timeout_s:g} s "
-                                 f"(last error: {last}){log_hint}")
+            raise ServerNotReady(
+                f"server at {url} did not answer tools/list within {timeout_s:g} s "
+                f"(last error: {last}){log_hint}"
+            )
         time.sleep(0.25)

@@ -35,7 +35,9 @@ def fill(text: str, values: Mapping[str, str]) -> str:
     missing = used - set(values)
     assert not missing, f"no value for placeholders {sorted(missing)}; given {sorted(values)}"
     unused = set(values) - used
-    assert not unused, f"values {sorted(unused)} match no placeholder; placeholders are {sorted(used)}"
+    assert not unused, (
+        f"values {sorted(unused)} match no placeholder; placeholders are {sorted(used)}"
+    )
     return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
 
 
@@ -70,31 +72,56 @@ def render_model_facts(info: ModelInfo | None) -> str:
     return f"{head}```json\n{body}\n```"
 
 
-def render_system_prompt(*, question: str, model_info: ModelInfo | None,
-                         tools: Sequence[ToolInfo], max_turns: int, inv_id: str, run: str,
-                         agent: str, started: str, swarm_context: str = "") -> str:
-    return fill(template("system"), {
-        "question": question.strip(), "swarm_context": swarm_context,
-        "model_facts": render_model_facts(model_info),
-        "tool_groups": render_tool_groups(tools),
-        "methodology": template("methodology").strip(),
-        "max_turns": str(max_turns),
-        "inv_id": inv_id, "run": run, "agent": agent, "started": started,
-    })
+def render_system_prompt(
+    *,
+    question: str,
+    model_info: ModelInfo | None,
+    tools: Sequence[ToolInfo],
+    max_turns: int,
+    inv_id: str,
+    run: str,
+    agent: str,
+    started: str,
+    swarm_context: str = "",
+) -> str:
+    return fill(
+        template("system"),
+        {
+            "question": question.strip(),
+            "swarm_context": swarm_context,
+            "model_facts": render_model_facts(model_info),
+            "tool_groups": render_tool_groups(tools),
+            "methodology": template("methodology").strip(),
+            "max_turns": str(max_turns),
+            "inv_id": inv_id,
+            "run": run,
+            "agent": agent,
+            "started": started,
+        },
+    )
 
 
-def render_swarm_context(*, swarm_id: str | None, task_index: int | None, hypothesis: str | None,
-                         strategy: str | None) -> str:
+def render_swarm_context(
+    *, swarm_id: str | None, task_index: int | None, hypothesis: str | None, strategy: str | None
+) -> str:
     """The swarm task's starting point for the system prompt ('' outside a swarm)."""
     if swarm_id is None:
         return ""
     from spd_mcp.launcher.strategies import strategy_named
 
     described = f"{strategy_named(strategy).description}" if strategy else "your own choice"
-    return fill(template("swarm_task"), {
-        "swarm_id": swarm_id, "task_index": str(task_index),
-        "hypothesis": hypothesis or "none given: start from the strategy below",
-        "strategy": described}).rstrip() + "\n"
+    return (
+        fill(
+            template("swarm_task"),
+            {
+                "swarm_id": swarm_id,
+                "task_index": str(task_index),
+                "hypothesis": hypothesis or "none given: start from the strategy below",
+                "strategy": described,
+            },
+        ).rstrip()
+        + "\n"
+    )
 
 
 def render_kickoff(research_log: str | None) -> str:

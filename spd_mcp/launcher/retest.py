@@ -54,8 +54,20 @@ class Recorder:
     def record(self, tool: str, arguments: dict[str, Any], result: Any, is_error: bool) -> int:
         self.n += 1
         with self.path.open("a") as f:
-            f.write(json.dumps({"call": self.n, "tool": tool, "arguments": arguments, "is_error": is_error,
-                                "result": result, "t": round(time.time(), 3)}, default=str) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "call": self.n,
+                        "tool": tool,
+                        "arguments": arguments,
+                        "is_error": is_error,
+                        "result": result,
+                        "t": round(time.time(), 3),
+                    },
+                    default=str,
+                )
+                + "\n"
+            )
         return self.n
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -83,7 +95,9 @@ class Retest:
     measurements: list[dict[str, Any]] = field(default_factory=list)
     scores: dict[str, float | None] = field(default_factory=dict)
     verdicts: dict[str, str] = field(default_factory=dict)
-    validation: dict[str, Any] = field(default_factory=dict)  # {call, validation_id, summary, verdicts}
+    validation: dict[str, Any] = field(
+        default_factory=dict
+    )  # {call, validation_id, summary, verdicts}
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -120,8 +134,11 @@ def score(measurements: list[dict[str, Any]]) -> tuple[dict[str, float | None], 
     scores: dict[str, float | None] = {}
     for mode, name in MODES.items():
         for regime in REGIMES:
-            ratios = [m["p_after"] / m["p_before"] for m in measurements
-                      if m["mode"] == mode and m["regime"] == regime and m["p_before"] > 0]
+            ratios = [
+                m["p_after"] / m["p_before"]
+                for m in measurements
+                if m["mode"] == mode and m["regime"] == regime and m["p_before"] > 0
+            ]
             vals = [1.0 - r for r in ratios] if mode == "remove" else [min(r, 1.0) for r in ratios]
             scores[f"{name}_{regime}"] = _mean(vals)
     parts = [v for v in scores.values() if v is not None]
@@ -143,22 +160,40 @@ async def retest_claim(rec: Recorder, claim: Claim, probes: list[ProbeRow]) -> R
         call, data = await rec.call("run_prompt", {"text": claim.subject_prompt, "top_k": 1})
         top = top_tokens(RunPromptResult.model_validate(data))
         if not top:
-            return Retest(claim.claim_id, None, None, error=f"run_prompt (call {call}) gave no prediction")
+            return Retest(
+                claim.claim_id, None, None, error=f"run_prompt (call {call}) gave no prediction"
+            )
         prompts = [(claim.subject_prompt, top[0][0], None)]
     out = Retest(claim.claim_id, mech, prompts[0][1])
     for text, target, index in prompts:
         out.prompts.append({"text": text, "target": target, "probe_index": index})
         for mode in MODES:
-            args = {"text": text, "components": list(claim.components), "mode": mode,
-                    "regime": list(REGIMES), "position": -1, "token": target, "top_k": 3,
-                    "n_samples": STOCHASTIC_SAMPLES, "seed": SEED}
+            args = {
+                "text": text,
+                "components": list(claim.components),
+                "mode": mode,
+                "regime": list(REGIMES),
+                "position": -1,
+                "token": target,
+                "top_k": 3,
+                "n_samples": STOCHASTIC_SAMPLES,
+                "seed": SEED,
+            }
             call, data = await rec.call("ablate", args)
             res = AblateResult.model_validate(data)
             before = res.token_prob_before
             for r in res.regimes:
                 if r.regime in REGIMES and before is not None and r.token_prob_after is not None:
-                    out.measurements.append({"prompt": len(out.prompts) - 1, "mode": mode, "regime": r.regime,
-                                             "p_before": before, "p_after": r.token_prob_after, "call": call})
+                    out.measurements.append(
+                        {
+                            "prompt": len(out.prompts) - 1,
+                            "mode": mode,
+                            "regime": r.regime,
+                            "p_before": before,
+                            "p_after": r.token_prob_after,
+                            "call": call,
+                        }
+                    )
     out.scores, out.verdicts = score(out.measurements)
     if mech is not None:
         await validate(rec, out, claim)
@@ -167,9 +202,16 @@ async def retest_claim(rec: Recorder, claim: Claim, probes: list[ProbeRow]) -> R
 
 async def validate(rec: Recorder, out: Retest, claim: Claim) -> None:
     """The claim's verdicts from validate_claim on held-out probes of its mechanism (polled as a job)."""
-    call, data = await rec.call("validate_claim", {"components": list(claim.components), "mechanism": out.mechanism,
-                                                   "exclude": [claim.subject_prompt], "n_examples": HELD_OUT,
-                                                   "wait_s": 30})
+    call, data = await rec.call(
+        "validate_claim",
+        {
+            "components": list(claim.components),
+            "mechanism": out.mechanism,
+            "exclude": [claim.subject_prompt],
+            "n_examples": HELD_OUT,
+            "wait_s": 30,
+        },
+    )
     view = JobView.model_validate(data)
     while view.status in ("queued", "running"):
         call, data = await rec.call("get_job", {"job_id": view.job_id, "wait_s": JOB_POLL_S})
@@ -178,7 +220,14 @@ async def validate(rec: Recorder, out: Retest, claim: Claim) -> None:
         out.error = f"validate_claim (call {call}) ended {view.status}: {view.error}"
         return
     v = ValidationResult.model_validate(view.result)
-    out.verdicts = {"necessary": STATUS[v.necessity], "sufficient": STATUS[v.sufficiency],
-                    "specific": STATUS[v.specificity]}
-    out.validation = {"call": call, "validation_id": v.validation_id, "summary": v.summary,
-                      "n_examples": v.n_examples}
+    out.verdicts = {
+        "necessary": STATUS[v.necessity],
+        "sufficient": STATUS[v.sufficiency],
+        "specific": STATUS[v.specificity],
+    }
+    out.validation = {
+        "call": call,
+        "validation_id": v.validation_id,
+        "summary": v.summary,
+        "n_examples": v.n_examples,
+    }

@@ -39,9 +39,20 @@ from spd_mcp.contract import SERVER_NAME, claude_tool_name
 
 # Variables copied from the launcher's environment when set (credentials, endpoint, proxies, locale).
 ENV_PASSTHROUGH: tuple[str, ...] = (
-    "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_BASE_URL",
-    "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy",
-    "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "LANG", "TZ",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+    "ANTHROPIC_BASE_URL",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "NO_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "NODE_EXTRA_CA_CERTS",
+    "LANG",
+    "TZ",
 )
 # Variables always set to these values.
 ENV_FIXED: dict[str, str] = {
@@ -68,8 +79,9 @@ class SandboxPaths:
     @classmethod
     def inside(cls, inv_dir: Path) -> SandboxPaths:
         home = inv_dir / "agent" / "home"
-        return cls(home=home, config_dir=home / ".claude", cwd=inv_dir / "agent" / "cwd",
-                   tmp=home / "tmp")
+        return cls(
+            home=home, config_dir=home / ".claude", cwd=inv_dir / "agent" / "cwd", tmp=home / "tmp"
+        )
 
     def prepare(self) -> None:
         """Create the directories; the working directory must be empty."""
@@ -109,16 +121,29 @@ def claude_argv(
 ) -> list[str]:
     """The exact command line of a locked-down headless claude run."""
     return [
-        claude_bin, "-p", kickoff,
-        "--output-format", "stream-json", "--verbose",
-        "--max-turns", str(max_turns),
-        "--max-budget-usd", f"{budget_usd:g}",
-        "--model", model,
-        "--system-prompt-file", str(system_prompt_file),
-        "--mcp-config", str(mcp_config_file), "--strict-mcp-config",
-        "--tools", "",
-        "--allowedTools", ",".join(allowed_tool_names(tools)),
-        "--setting-sources", "",
+        claude_bin,
+        "-p",
+        kickoff,
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--max-turns",
+        str(max_turns),
+        "--max-budget-usd",
+        f"{budget_usd:g}",
+        "--model",
+        model,
+        "--system-prompt-file",
+        str(system_prompt_file),
+        "--mcp-config",
+        str(mcp_config_file),
+        "--strict-mcp-config",
+        "--tools",
+        "",
+        "--allowedTools",
+        ",".join(allowed_tool_names(tools)),
+        "--setting-sources",
+        "",
         "--disable-slash-commands",
         "--no-session-persistence",
     ]
@@ -126,8 +151,11 @@ def claude_argv(
 
 def mcp_config(url: str, token: str, server: str = SERVER_NAME) -> dict[str, object]:
     """An MCP config naming exactly one HTTP server, with its bearer token."""
-    return {"mcpServers": {server: {"type": "http", "url": url,
-                                    "headers": {"Authorization": f"Bearer {token}"}}}}
+    return {
+        "mcpServers": {
+            server: {"type": "http", "url": url, "headers": {"Authorization": f"Bearer {token}"}}
+        }
+    }
 
 
 def write_private_json(path: Path, obj: object) -> None:

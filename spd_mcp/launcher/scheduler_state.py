@@ -15,18 +15,38 @@ from spd_mcp.common.events import EventLog
 from spd_mcp.launcher.layout import InvestigationDir, now_iso, read_json, update_json
 
 # What an investigation's status becomes when SLURM reports its job in one of these states.
-ENDED_STATES: dict[str, str] = {"CANCELLED": "cancelled", "FAILED": "failed", "NODE_FAIL": "failed",
-                                "OUT_OF_MEMORY": "failed", "BOOT_FAIL": "failed", "DEADLINE": "failed"}
+ENDED_STATES: dict[str, str] = {
+    "CANCELLED": "cancelled",
+    "FAILED": "failed",
+    "NODE_FAIL": "failed",
+    "OUT_OF_MEMORY": "failed",
+    "BOOT_FAIL": "failed",
+    "DEADLINE": "failed",
+}
 # Statuses the job body (or this module) writes when an investigation is over.
-FINAL_STATUSES = frozenset({"completed", "max_turns", "budget", "no_model_tool_called", "failed",
-                            "incomplete", "cancelled"})
+FINAL_STATUSES = frozenset(
+    {
+        "completed",
+        "max_turns",
+        "budget",
+        "no_model_tool_called",
+        "failed",
+        "incomplete",
+        "cancelled",
+    }
+)
 
 
 def sacct_state(job_id: str, timeout_s: float = 15.0) -> str | None:
     """SLURM's accounting state of a job (e.g. 'CANCELLED by 0'), None if sacct cannot tell."""
     try:
-        proc = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id], capture_output=True,
-                              text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
@@ -43,16 +63,25 @@ def ended_status(state: str | None) -> str | None:
 def reconcile(inv: InvestigationDir) -> str | None:
     """Record a SLURM-ended job in the directory; the new status, or None if nothing changed."""
     meta = read_json(inv.metadata)
-    if meta.get("executor") != "slurm" or meta.get("status") in FINAL_STATUSES or not meta.get("job_ids"):
+    if (
+        meta.get("executor") != "slurm"
+        or meta.get("status") in FINAL_STATUSES
+        or not meta.get("job_ids")
+    ):
         return None
     job_id = str(meta["job_ids"][-1])
     state = sacct_state(job_id)
     status = ended_status(state)
     if status is None:
         return None
-    outcome: dict[str, Any] = {"status": status, "ok": False, "job_id": job_id, "slurm_state": state,
-                               "error": f"SLURM ended job {job_id} before it finished: {state}",
-                               "recorded_by": "sacct"}
+    outcome: dict[str, Any] = {
+        "status": status,
+        "ok": False,
+        "job_id": job_id,
+        "slurm_state": state,
+        "error": f"SLURM ended job {job_id} before it finished: {state}",
+        "recorded_by": "sacct",
+    }
     changed = False
 
     def mark(m: dict[str, Any]) -> None:
@@ -65,7 +94,10 @@ def reconcile(inv: InvestigationDir) -> str | None:
     if not changed:
         return None
     with EventLog(inv.events, str(meta.get("inv_id", inv.root.name)), source="launcher") as log:
-        log.emit("job_cancelled" if status == "cancelled" else "job_ended_by_scheduler",
-                 job_id=job_id, slurm_state=state,
-                 note="recorded from sacct: the job was stopped before it wrote its own records")
+        log.emit(
+            "job_cancelled" if status == "cancelled" else "job_ended_by_scheduler",
+            job_id=job_id,
+            slurm_state=state,
+            note="recorded from sacct: the job was stopped before it wrote its own records",
+        )
     return status

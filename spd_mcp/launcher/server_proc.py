@@ -36,12 +36,25 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}/mcp"
 
 
-def server_argv(run: str, workspace: Path, port_file: Path,
-                prefix: Sequence[str] | None = None) -> list[str]:
+def server_argv(
+    run: str, workspace: Path, port_file: Path, prefix: Sequence[str] | None = None
+) -> list[str]:
     """The server's command line (the real server unless a test gives another `prefix`)."""
     head = list(prefix) if prefix else [sys.executable, "-m", SERVER_MODULE]
-    return head + ["--run", run, "--workspace", str(workspace), "--transport", "http",
-                   "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file)]
+    return head + [
+        "--run",
+        run,
+        "--workspace",
+        str(workspace),
+        "--transport",
+        "http",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--port-file",
+        str(port_file),
+    ]
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
@@ -58,11 +71,19 @@ def start_server(argv: Sequence[str], log_path: Path, port_file: Path) -> Server
     env = dict(os.environ)
     env[TOKEN_ENV] = token
     with log_path.open("ab") as log:
-        log.write(f"\n=== launcher: starting server {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
+        log.write(
+            f"\n=== launcher: starting server {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode()
+        )
         log.flush()
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                preexec_fn=die_with_parent)
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
     return ServerProcess(proc=proc, token=token, log_path=log_path, port_file=port_file)
 
 
@@ -76,11 +97,15 @@ def wait_for_port(server: ServerProcess, timeout_s: float) -> int:
                 server.port = int(text)
                 return server.port
         if server.proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {server.proc.returncode} before writing its "
-                               f"port file; server.log ends with:\n{log_tail(server.log_path)}")
+            raise RuntimeError(
+                f"server exited with code {server.proc.returncode} before writing its "
+                f"port file; server.log ends with:\n{log_tail(server.log_path)}"
+            )
         if time.monotonic() > deadline:
-            raise RuntimeError(f"server wrote no port file {server.port_file.name} within "
-                               f"{timeout_s:g} s; server.log ends with:\n{log_tail(server.log_path)}")
+            raise RuntimeError(
+                f"server wrote no port file {server.port_file.name} within "
+                f"{timeout_s:g} s; server.log ends with:\n{log_tail(server.log_path)}"
+            )
         time.sleep(0.1)
 
 

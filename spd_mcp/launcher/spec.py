@@ -24,8 +24,11 @@ AGENT_CHOICES: tuple[str, ...] = ("auto", "claude_code", "anthropic_api", "built
 EXECUTOR_CHOICES: tuple[str, ...] = ("auto", "local", "slurm")
 # Back ends this build can run.
 AVAILABLE_AGENTS: tuple[str, ...] = ("claude_code", "anthropic_api", "builtin")
-DEFAULT_MODELS: dict[str, str] = {"claude_code": "opus", "anthropic_api": "claude-opus-4-5",
-                                  "builtin": "none"}
+DEFAULT_MODELS: dict[str, str] = {
+    "claude_code": "opus",
+    "anthropic_api": "claude-opus-4-5",
+    "builtin": "none",
+}
 DEFAULT_OUT = "investigations/runs"
 LOCAL_TIMEOUT_MIN = 24 * 60
 
@@ -64,7 +67,9 @@ def slurm_time_minutes(text: str) -> int:
 class SlurmResources(Frozen):
     """Resources of the SLURM job (sbatch options)."""
 
-    partition: str | None = Field(default=None, description="sbatch --partition; cluster default if unset")
+    partition: str | None = Field(
+        default=None, description="sbatch --partition; cluster default if unset"
+    )
     time: str = Field(default="8:00:00", description="sbatch --time, e.g. 4:00:00 or 1-00:00:00")
     gpus: int = Field(default=0, ge=0, le=16, description="GPUs per node")
     cpus: int = Field(default=4, ge=1, le=256, description="CPUs per task")
@@ -161,13 +166,17 @@ def load_question(arg: str) -> tuple[str, str | None]:
         source = arg[1:]
         path = Path(source).expanduser()
         if not path.is_file():
-            raise SpecError(f"question file {source!r} does not exist: give an existing file after @, "
-                            "or the question itself in quotes")
+            raise SpecError(
+                f"question file {source!r} does not exist: give an existing file after @, "
+                "or the question itself in quotes"
+            )
         text = path.read_text()
     if not text.strip():
         where = f"file {source!r} is empty" if source else "question is empty"
-        raise SpecError(f"the {where}: pass the question in quotes, e.g. "
-                        "spd-investigate \"How does the model choose between he and she?\"")
+        raise SpecError(
+            f"the {where}: pass the question in quotes, e.g. "
+            'spd-investigate "How does the model choose between he and she?"'
+        )
     return text.strip(), source
 
 
@@ -178,12 +187,16 @@ def resolve_run(run: str) -> str:
         return run
     path = Path(run).expanduser()
     if not path.is_dir():
-        raise SpecError(f"run directory {run!r} does not exist: pass --run demo or the path of a "
-                        "run directory (one holding run.json)")
+        raise SpecError(
+            f"run directory {run!r} does not exist: pass --run demo or the path of a "
+            "run directory (one holding run.json)"
+        )
     if not (path / "run.json").is_file() and not (path / "final_config.yaml").is_file():
-        raise SpecError(f"{run!r} is not a run directory (no run.json inside): pass --run demo, a "
-                        "directory written by spd-decompose, or one of goodfire-ai/spd "
-                        "(final_config.yaml + model_<step>.pth)")
+        raise SpecError(
+            f"{run!r} is not a run directory (no run.json inside): pass --run demo, a "
+            "directory written by spd-decompose, or one of goodfire-ai/spd "
+            "(final_config.yaml + model_<step>.pth)"
+        )
     return str(path.resolve())
 
 
@@ -194,16 +207,22 @@ def choose_agent(choice: str, env: Environment) -> tuple[Agent, str]:
         raise SpecError(f"unknown agent {choice!r}: choose one of {', '.join(AGENT_CHOICES)}")
     if choice == "claude_code":
         if env.claude_bin is None:
-            raise SpecError("--agent claude_code but the claude CLI was not found: install "
-                            "@anthropic-ai/claude-code (or set SPD_CLAUDE_BIN), or use --agent auto")
+            raise SpecError(
+                "--agent claude_code but the claude CLI was not found: install "
+                "@anthropic-ai/claude-code (or set SPD_CLAUDE_BIN), or use --agent auto"
+            )
         if not env.claude_authenticated:
-            raise SpecError("--agent claude_code but claude is not authenticated for headless use: "
-                            "set ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN (claude setup-token)")
+            raise SpecError(
+                "--agent claude_code but claude is not authenticated for headless use: "
+                "set ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN (claude setup-token)"
+            )
         return "claude_code", f"requested; {env.claude_note}".rstrip("; ")
     if choice == "anthropic_api":
         if not env.api_key_set:
-            raise SpecError("--agent anthropic_api needs ANTHROPIC_API_KEY in the environment: set it, "
-                            "or use --agent auto")
+            raise SpecError(
+                "--agent anthropic_api needs ANTHROPIC_API_KEY in the environment: set it, "
+                "or use --agent auto"
+            )
         return "anthropic_api", "requested"
     if choice == "builtin":
         return "builtin", "requested"
@@ -221,19 +240,25 @@ def choose_executor(choice: str, slurm_given: bool, env: Environment) -> tuple[E
         raise SpecError(f"unknown executor {choice!r}: choose one of {', '.join(EXECUTOR_CHOICES)}")
     if choice == "local":
         if slurm_given:
-            raise SpecError("SLURM options (--partition/--time/--gpus/--cpus/--mem/--account/--qos) "
-                            "were given with --executor local: drop them, or use --executor slurm")
+            raise SpecError(
+                "SLURM options (--partition/--time/--gpus/--cpus/--mem/--account/--qos) "
+                "were given with --executor local: drop them, or use --executor slurm"
+            )
         return "local", "requested"
     if choice == "slurm":
         if not env.slurm_available:
-            raise SpecError(f"--executor slurm but SLURM does not answer here ({env.slurm_note}): "
-                            "run on a SLURM login node, or use --executor local")
+            raise SpecError(
+                f"--executor slurm but SLURM does not answer here ({env.slurm_note}): "
+                "run on a SLURM login node, or use --executor local"
+            )
         return "slurm", "requested"
     if env.slurm_available:
         return "slurm", f"sbatch available and answering ({env.slurm_note})"
     if slurm_given:
-        raise SpecError(f"SLURM options were given but SLURM does not answer here ({env.slurm_note}): "
-                        "drop them to run locally, or run on a SLURM login node")
+        raise SpecError(
+            f"SLURM options were given but SLURM does not answer here ({env.slurm_note}): "
+            "drop them to run locally, or run on a SLURM login node"
+        )
     return "local", f"no SLURM here ({env.slurm_note}); running as a local process"
 
 
@@ -249,22 +274,33 @@ def resolve(request: LaunchRequest, env: Environment, inv_id: str | None = None)
     agent, agent_reason = choose_agent(request.agent, env)
     executor, executor_reason = choose_executor(request.executor, request.slurm is not None, env)
     if agent not in AVAILABLE_AGENTS:
-        raise SpecError(f"agent {agent!r} ({agent_reason}) is not available in this build yet: set "
-                        "ANTHROPIC_API_KEY, or install and authenticate the claude CLI")
+        raise SpecError(
+            f"agent {agent!r} ({agent_reason}) is not available in this build yet: set "
+            "ANTHROPIC_API_KEY, or install and authenticate the claude CLI"
+        )
     if agent == "builtin" and request.model:
-        raise SpecError("--model has no effect with the built-in agent (it uses no language model): "
-                        "drop --model, or choose --agent claude_code / anthropic_api")
+        raise SpecError(
+            "--model has no effect with the built-in agent (it uses no language model): "
+            "drop --model, or choose --agent claude_code / anthropic_api"
+        )
     inv_id = inv_id or new_inv_id()
     out = Path(request.out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise SpecError(f"--out {request.out!r} is a file: give a directory for investigations")
     try:
         return JobSpec(
-            inv_id=inv_id, inv_dir=str(out / inv_id), question=request.question,
-            question_file=request.question_file, run=run, agent=agent, agent_reason=agent_reason,
-            executor=executor, executor_reason=executor_reason,
+            inv_id=inv_id,
+            inv_dir=str(out / inv_id),
+            question=request.question,
+            question_file=request.question_file,
+            run=run,
+            agent=agent,
+            agent_reason=agent_reason,
+            executor=executor,
+            executor_reason=executor_reason,
             slurm=(request.slurm or SlurmResources()) if executor == "slurm" else None,
-            max_turns=request.max_turns, budget_usd=request.budget_usd,
+            max_turns=request.max_turns,
+            budget_usd=request.budget_usd,
             model=request.model or DEFAULT_MODELS[agent],
             claude_bin=env.claude_bin if agent == "claude_code" else None,
             server_argv=request.server_argv,

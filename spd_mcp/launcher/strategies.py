@@ -24,30 +24,46 @@ class Strategy:
 
 
 STRATEGIES: tuple[Strategy, ...] = (
-    Strategy("optimized-circuit",
-             "Start from an optimized circuit: run optimize_circuit on the first probe prompt of the "
-             "mechanism and test the circuit it returns by ablation.",
-             "optimize_circuit"),
-    Strategy("top-ci",
-             "Start from causal importance: take the components with the largest CI at the prediction "
-             "(get_ci) as the candidate circuit, without optimizing, and test them by ablation.",
-             "get_ci"),
-    Strategy("sparse-circuit",
-             "Start from a deliberately small circuit: run optimize_circuit with a strong sparsity "
-             "penalty (sparsity 1.0) and test whether so few components still carry the prediction.",
-             "optimize_circuit", circuit_args={"sparsity": 1.0}),
-    Strategy("other-prompt",
-             "Start from a different example: optimize the circuit on the second probe prompt of the "
-             "mechanism, not the first, and test whether it generalizes.",
-             "optimize_circuit", prompt_index=1),
-    Strategy("shared-components",
-             "Start from what several prompts share: run find_components over four probe prompts of "
-             "the mechanism and test the components needed on most of them.",
-             "find_components", circuit_args={"method": "ci", "ci_threshold": 0.5, "min_frequency": 0.75}),
-    Strategy("stochastic-circuit",
-             "Start from a robust circuit: run optimize_circuit under stochastic masks (mask "
-             "'stochastic') so that the circuit must work when other components are partly on.",
-             "optimize_circuit", circuit_args={"mask": "stochastic"}),
+    Strategy(
+        "optimized-circuit",
+        "Start from an optimized circuit: run optimize_circuit on the first probe prompt of the "
+        "mechanism and test the circuit it returns by ablation.",
+        "optimize_circuit",
+    ),
+    Strategy(
+        "top-ci",
+        "Start from causal importance: take the components with the largest CI at the prediction "
+        "(get_ci) as the candidate circuit, without optimizing, and test them by ablation.",
+        "get_ci",
+    ),
+    Strategy(
+        "sparse-circuit",
+        "Start from a deliberately small circuit: run optimize_circuit with a strong sparsity "
+        "penalty (sparsity 1.0) and test whether so few components still carry the prediction.",
+        "optimize_circuit",
+        circuit_args={"sparsity": 1.0},
+    ),
+    Strategy(
+        "other-prompt",
+        "Start from a different example: optimize the circuit on the second probe prompt of the "
+        "mechanism, not the first, and test whether it generalizes.",
+        "optimize_circuit",
+        prompt_index=1,
+    ),
+    Strategy(
+        "shared-components",
+        "Start from what several prompts share: run find_components over four probe prompts of "
+        "the mechanism and test the components needed on most of them.",
+        "find_components",
+        circuit_args={"method": "ci", "ci_threshold": 0.5, "min_frequency": 0.75},
+    ),
+    Strategy(
+        "stochastic-circuit",
+        "Start from a robust circuit: run optimize_circuit under stochastic masks (mask "
+        "'stochastic') so that the circuit must work when other components are partly on.",
+        "optimize_circuit",
+        circuit_args={"mask": "stochastic"},
+    ),
 )
 BY_NAME: dict[str, Strategy] = {s.name: s for s in STRATEGIES}
 
@@ -59,17 +75,22 @@ def strategy_for_task(index: int) -> Strategy:
     shift = index // len(STRATEGIES)
     if shift == 0:
         return base
-    return replace(base, name=f"{base.name}@prompt{base.prompt_index + shift * 2}",
-                   prompt_index=base.prompt_index + shift * 2,
-                   description=f"{base.description} Use probe prompt number {base.prompt_index + shift * 2 + 1} "
-                               "of the mechanism as the subject.")
+    return replace(
+        base,
+        name=f"{base.name}@prompt{base.prompt_index + shift * 2}",
+        prompt_index=base.prompt_index + shift * 2,
+        description=f"{base.description} Use probe prompt number {base.prompt_index + shift * 2 + 1} "
+        "of the mechanism as the subject.",
+    )
 
 
 def strategy_named(name: str) -> Strategy:
     """The strategy a task was given (including the `@promptK` variants); ValueError naming the choices."""
     base, _, shifted = name.partition("@prompt")
     if base not in BY_NAME or (shifted and not shifted.isdigit()):
-        raise ValueError(f"unknown strategy {name!r}: choose one of {', '.join(BY_NAME)} "
-                         "(optionally suffixed @promptK)")
+        raise ValueError(
+            f"unknown strategy {name!r}: choose one of {', '.join(BY_NAME)} "
+            "(optionally suffixed @promptK)"
+        )
     s = BY_NAME[base]
     return replace(s, name=name, prompt_index=int(shifted)) if shifted else s

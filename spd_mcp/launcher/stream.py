@@ -56,15 +56,19 @@ def value(v: Any, limit: int, items: int) -> str:
 
 
 def _fields(e: dict[str, Any], lim: Limits) -> str:
-    return " ".join(f"{k}={value(v, lim.value, lim.items)}" for k, v in e.items()
-                    if k not in HEAD_KEYS and v is not None)
+    return " ".join(
+        f"{k}={value(v, lim.value, lim.items)}"
+        for k, v in e.items()
+        if k not in HEAD_KEYS and v is not None
+    )
 
 
 def _tool_call(e: dict[str, Any], lim: Limits) -> str:
     if "args" in e:
         args = e["args"] if isinstance(e["args"], dict) else {"args": e["args"]}
-        shown = cut(", ".join(f"{k}={value(v, lim.arg, lim.items)}" for k, v in args.items()),
-                    lim.args)
+        shown = cut(
+            ", ".join(f"{k}={value(v, lim.arg, lim.items)}" for k, v in args.items()), lim.args
+        )
     elif "args_bytes" in e:
         shown = f"{e['args_bytes']} bytes of arguments"
     else:
@@ -84,8 +88,11 @@ def _job_finished_server(e: dict[str, Any], lim: Limits) -> str:
     return text + (f": {e['error']}" if e.get("error") else "")
 
 
-DETAILS = {("server", "tool_call"): _tool_call, ("launcher", "protocol_step"): _protocol_step,
-           ("server", "job_finished"): _job_finished_server}
+DETAILS = {
+    ("server", "tool_call"): _tool_call,
+    ("launcher", "protocol_step"): _protocol_step,
+    ("server", "job_finished"): _job_finished_server,
+}
 
 
 def event_line(e: dict[str, Any], lim: Limits = SHORT) -> str:

@@ -44,18 +44,30 @@ class InvestigationJob(submitit.helpers.Checkpointable):
         PREEMPTED.set()
         events = InvestigationDir(Path(self.spec.inv_dir)).events
         with EventLog(events, self.spec.inv_id, source="launcher") as log:
-            log.emit("checkpoint",
-                     note="preempted or timed out: requeued, will resume in this directory")
+            log.emit(
+                "checkpoint", note="preempted or timed out: requeued, will resume in this directory"
+            )
         return DelayedSubmission(InvestigationJob(self.spec))
 
 
 def slurm_parameters(res: SlurmResources, job_name: str) -> dict[str, Any]:
     """`SlurmExecutor.update_parameters` arguments for these resources (unset ones left out)."""
-    params: dict[str, Any] = {"job_name": job_name, "time": res.time_min, "nodes": 1,
-                              "ntasks_per_node": 1, "cpus_per_task": res.cpus,
-                              "signal_delay_s": 120, "stderr_to_stdout": True}
-    optional = {"partition": res.partition, "mem": res.mem, "account": res.account, "qos": res.qos,
-                "gpus_per_node": res.gpus or None}
+    params: dict[str, Any] = {
+        "job_name": job_name,
+        "time": res.time_min,
+        "nodes": 1,
+        "ntasks_per_node": 1,
+        "cpus_per_task": res.cpus,
+        "signal_delay_s": 120,
+        "stderr_to_stdout": True,
+    }
+    optional = {
+        "partition": res.partition,
+        "mem": res.mem,
+        "account": res.account,
+        "qos": res.qos,
+        "gpus_per_node": res.gpus or None,
+    }
     params.update({k: v for k, v in optional.items() if v is not None})
     return params
 
@@ -92,7 +104,9 @@ class SwarmTaskJob(InvestigationJob):
     def __call__(self) -> dict[str, Any]:
         outcome = super().__call__()
         if outcome.get("status") == "failed":
-            raise TaskFailed(f"task {self.spec.task_index} ({self.spec.inv_id}) failed: {outcome.get('error')}")
+            raise TaskFailed(
+                f"task {self.spec.task_index} ({self.spec.inv_id}) failed: {outcome.get('error')}"
+            )
         return outcome
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
@@ -158,8 +172,9 @@ def submit_swarm(spec: SwarmSpec) -> dict[str, submitit.Job[Any]]:
     res = spec.tasks[0].slurm
     assert res is not None, "a SLURM swarm needs its resources in the task specs"
     ex = submitit.SlurmExecutor(folder=sd.submitit / "tasks", max_num_timeout=MAX_REQUEUES)
-    ex.update_parameters(**slurm_parameters(res, f"spd-swarm-{spec.swarm_id}"),
-                         array_parallelism=spec.parallelism)
+    ex.update_parameters(
+        **slurm_parameters(res, f"spd-swarm-{spec.swarm_id}"), array_parallelism=spec.parallelism
+    )
     with ex.batch():
         jobs = [ex.submit(SwarmTaskJob(task)) for task in spec.tasks]
     by_role: dict[str, submitit.Job[Any]] = {}
@@ -168,9 +183,15 @@ def submit_swarm(spec: SwarmSpec) -> dict[str, submitit.Job[Any]]:
         by_role[f"t{task.task_index:02d}"] = job
     array_id = str(jobs[0].job_id).split("_")[0]
     agg = submitit.SlurmExecutor(folder=sd.submitit / "aggregate")
-    agg.update_parameters(**slurm_parameters(res, f"spd-swarm-aggregate-{spec.swarm_id}"),
-                          dependency=f"afterany:{array_id}")
+    agg.update_parameters(
+        **slurm_parameters(res, f"spd-swarm-aggregate-{spec.swarm_id}"),
+        dependency=f"afterany:{array_id}",
+    )
     by_role["aggregate"] = agg.submit(AggregateJob(spec))
-    record_swarm(sd, status="submitted", array_job_id=array_id,
-                 job_ids={role: str(j.job_id) for role, j in by_role.items()})
+    record_swarm(
+        sd,
+        status="submitted",
+        array_job_id=array_id,
+        job_ids={role: str(j.job_id) for role, j in by_role.items()},
+    )
     return by_role

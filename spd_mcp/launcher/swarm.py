@@ -34,12 +34,18 @@ from spd_mcp.launcher.spec import (
 from spd_mcp.launcher.strategies import strategy_for_task
 
 MAX_TASKS = 64
-BOTH_FLAGS = ("--hypotheses and --swarm were both given: use --hypotheses FILE (one task per line) or "
-              "--swarm N (N tasks with different strategies), not both")
+BOTH_FLAGS = (
+    "--hypotheses and --swarm were both given: use --hypotheses FILE (one task per line) or "
+    "--swarm N (N tasks with different strategies), not both"
+)
 MAX_HYPOTHESIS_CHARS = 2000
 # A server command that exits at once with a message on stderr: how `--fail-task` makes a task fail.
-FAILING_SERVER = (sys.executable, "-c", "import sys; sys.stderr.write('injected failure: this task was "
-                  "told to fail (--fail-task); the server exits with code 3\\n'); sys.exit(3)")
+FAILING_SERVER = (
+    sys.executable,
+    "-c",
+    "import sys; sys.stderr.write('injected failure: this task was "
+    "told to fail (--fail-task); the server exits with code 3\\n'); sys.exit(3)",
+)
 
 
 class SwarmSpec(Frozen):
@@ -63,20 +69,28 @@ def parse_hypotheses(text: str, source: str = "the hypotheses file") -> list[str
     lines = [line.strip() for line in text.splitlines()]
     hyps = [line for line in lines if line and not line.startswith("#")]
     if not hyps:
-        raise SpecError(f"{source} holds no hypothesis: write one hypothesis per line "
-                        "(blank lines and lines starting with # are skipped)")
+        raise SpecError(
+            f"{source} holds no hypothesis: write one hypothesis per line "
+            "(blank lines and lines starting with # are skipped)"
+        )
     if len(hyps) > MAX_TASKS:
-        raise SpecError(f"{source} holds {len(hyps)} hypotheses; a swarm runs at most {MAX_TASKS} tasks: "
-                        "split the file")
+        raise SpecError(
+            f"{source} holds {len(hyps)} hypotheses; a swarm runs at most {MAX_TASKS} tasks: "
+            "split the file"
+        )
     long = next((i for i, h in enumerate(hyps) if len(h) > MAX_HYPOTHESIS_CHARS), None)
     if long is not None:
-        raise SpecError(f"hypothesis {long + 1} of {source} has {len(hyps[long])} characters; keep each "
-                        f"to one line of at most {MAX_HYPOTHESIS_CHARS}")
+        raise SpecError(
+            f"hypothesis {long + 1} of {source} has {len(hyps[long])} characters; keep each "
+            f"to one line of at most {MAX_HYPOTHESIS_CHARS}"
+        )
     seen: dict[str, int] = {}
     for i, h in enumerate(hyps):
         if h.lower() in seen:
-            raise SpecError(f"hypotheses {seen[h.lower()] + 1} and {i + 1} of {source} are the same ({h!r}): "
-                            "every task of a swarm must start from a different hypothesis")
+            raise SpecError(
+                f"hypotheses {seen[h.lower()] + 1} and {i + 1} of {source} are the same ({h!r}): "
+                "every task of a swarm must start from a different hypothesis"
+            )
         seen[h.lower()] = i
     return hyps
 
@@ -84,8 +98,10 @@ def parse_hypotheses(text: str, source: str = "the hypotheses file") -> list[str
 def load_hypotheses(path: str) -> list[str]:
     p = Path(path).expanduser()
     if not p.is_file():
-        raise SpecError(f"hypotheses file {path!r} does not exist: give a text file with one hypothesis "
-                        "per line")
+        raise SpecError(
+            f"hypotheses file {path!r} does not exist: give a text file with one hypothesis "
+            "per line"
+        )
     return parse_hypotheses(p.read_text(errors="replace"), f"hypotheses file {path!r}")
 
 
@@ -109,9 +125,16 @@ def new_swarm_id() -> str:
     return "swarm-" + new_inv_id().removeprefix("inv-")
 
 
-def resolve_swarm(request: LaunchRequest, env: Environment, *, hypotheses: list[str] | None = None,
-                  swarm: int | None = None, parallelism: int | None = None,
-                  fail_tasks: tuple[int, ...] = (), swarm_id: str | None = None) -> SwarmSpec:
+def resolve_swarm(
+    request: LaunchRequest,
+    env: Environment,
+    *,
+    hypotheses: list[str] | None = None,
+    swarm: int | None = None,
+    parallelism: int | None = None,
+    fail_tasks: tuple[int, ...] = (),
+    swarm_id: str | None = None,
+) -> SwarmSpec:
     """The SwarmSpec of a request; raises SpecError, writes nothing."""
     n = swarm_size(hypotheses, swarm)
     if parallelism is not None and parallelism < 1:
@@ -125,18 +148,31 @@ def resolve_swarm(request: LaunchRequest, env: Environment, *, hypotheses: list[
     for i in range(n):
         strategy = strategy_for_task(i)
         spec = resolve(request, env, inv_id=f"inv-{stamp}-t{i:02d}")
-        tasks.append(spec.model_copy(update={
-            "swarm_id": swarm_id, "task_index": i, "strategy": strategy.name,
-            "hypothesis": hypotheses[i] if hypotheses is not None else None,
-            "server_argv": FAILING_SERVER if i in fail_tasks else spec.server_argv}))
+        tasks.append(
+            spec.model_copy(
+                update={
+                    "swarm_id": swarm_id,
+                    "task_index": i,
+                    "strategy": strategy.name,
+                    "hypothesis": hypotheses[i] if hypotheses is not None else None,
+                    "server_argv": FAILING_SERVER if i in fail_tasks else spec.server_argv,
+                }
+            )
+        )
     first = tasks[0]
     out = Path(first.inv_dir).parent
     return SwarmSpec(
-        swarm_id=swarm_id, swarm_dir=str(out / swarm_id), question=first.question, run=first.run,
-        agent=first.agent, executor=first.executor,
+        swarm_id=swarm_id,
+        swarm_dir=str(out / swarm_id),
+        question=first.question,
+        run=first.run,
+        agent=first.agent,
+        executor=first.executor,
         source=f"hypotheses file ({n} lines)" if hypotheses is not None else f"swarm {n}",
-        parallelism=parallelism or default_parallelism(n, first.executor), tasks=tuple(tasks),
-        failing_tasks=tuple(sorted(set(fail_tasks))))
+        parallelism=parallelism or default_parallelism(n, first.executor),
+        tasks=tuple(tasks),
+        failing_tasks=tuple(sorted(set(fail_tasks))),
+    )
 
 
 @dataclass(frozen=True)
@@ -189,8 +225,16 @@ def init_swarm_dir(spec: SwarmSpec) -> SwarmDir:
     def fill(meta: dict[str, Any]) -> None:
         if not meta:
             meta.update(spec.model_dump(mode="json", exclude={"tasks"}))
-            meta["tasks"] = [{"index": t.task_index, "inv_id": t.inv_id, "inv_dir": t.inv_dir,
-                              "strategy": t.strategy, "hypothesis": t.hypothesis} for t in spec.tasks]
+            meta["tasks"] = [
+                {
+                    "index": t.task_index,
+                    "inv_id": t.inv_id,
+                    "inv_dir": t.inv_dir,
+                    "strategy": t.strategy,
+                    "hypothesis": t.hypothesis,
+                }
+                for t in spec.tasks
+            ]
             meta.update(created=now_iso(), status="submitted", job_ids={}, versions=versions())
 
     update_json(sd.meta, fill)
@@ -199,6 +243,7 @@ def init_swarm_dir(spec: SwarmSpec) -> SwarmDir:
 
 def record_swarm(sd: SwarmDir, **fields: Any) -> dict[str, Any]:
     """Merge fields into swarm.json (job_ids merge key by key)."""
+
     def merge(meta: dict[str, Any]) -> None:
         job_ids = fields.pop("job_ids", None)
         meta.update(fields)
@@ -218,4 +263,6 @@ def load_swarm_spec(sd: SwarmDir) -> SwarmSpec:
         fields = set(JobSpec.model_fields)
         tasks.append(JobSpec.model_validate({k: v for k, v in task_meta.items() if k in fields}))
     keep = set(SwarmSpec.model_fields) - {"tasks"}
-    return SwarmSpec.model_validate({**{k: v for k, v in meta.items() if k in keep}, "tasks": tasks})
+    return SwarmSpec.model_validate(
+        {**{k: v for k, v in meta.items() if k in keep}, "tasks": tasks}
+    )

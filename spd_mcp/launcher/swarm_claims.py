@@ -59,7 +59,9 @@ class Claim:
     subject_prompt: str
     behaviour: str
     confidence: str
-    agent_verdicts: dict[str, str] = field(default_factory=dict)  # necessary/sufficient -> the agent's status
+    agent_verdicts: dict[str, str] = field(
+        default_factory=dict
+    )  # necessary/sufficient -> the agent's status
     agent_text: str = ""
 
 
@@ -70,8 +72,13 @@ def components_in(text: str) -> set[str]:
 def sacct_exit(job_id: str, timeout_s: float = 15.0) -> tuple[str | None, str | None]:
     """(State, ExitCode) of a SLURM job or array task from sacct; (None, None) when it cannot tell."""
     try:
-        proc = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "State,ExitCode", "-j", job_id],
-                              capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-o", "State,ExitCode", "-j", job_id],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None, None
     rows = [line.split("|") for line in proc.stdout.splitlines() if "|" in line]
@@ -107,12 +114,21 @@ def read_task(spec: JobSpec, submitit_root: Path) -> TaskRecord:
         if not tail and inv.server_log.exists():
             tail = log_tail(inv.server_log, 12)
     return TaskRecord(
-        index=int(spec.task_index or 0), inv_id=spec.inv_id, inv_dir=spec.inv_dir, strategy=spec.strategy,
-        hypothesis=spec.hypothesis, status=status if outcome or status != "running" else "unfinished",
-        ok=ok, job_id=job_id, error=None if ok else str(outcome.get("error") or f"status {status}"),
-        slurm_state=state, exit_code=code, log_tail=tail,
+        index=int(spec.task_index or 0),
+        inv_id=spec.inv_id,
+        inv_dir=spec.inv_dir,
+        strategy=spec.strategy,
+        hypothesis=spec.hypothesis,
+        status=status if outcome or status != "running" else "unfinished",
+        ok=ok,
+        job_id=job_id,
+        error=None if ok else str(outcome.get("error") or f"status {status}"),
+        slurm_state=state,
+        exit_code=code,
+        log_tail=tail,
         n_hypotheses=len(read_jsonl(inv.root / "hypotheses.jsonl")),
-        n_explanations=len(read_jsonl(inv.root / "explanations.jsonl")))
+        n_explanations=len(read_jsonl(inv.root / "explanations.jsonl")),
+    )
 
 
 def _verdict_kind(statement: str) -> str | None:
@@ -129,12 +145,19 @@ def claims_of(task: TaskRecord) -> list[Claim]:
     root = Path(task.inv_dir)
     explanations = read_jsonl(root / "explanations.jsonl")
     latest: dict[str, dict[str, Any]] = {}
-    for h in read_jsonl(root / "hypotheses.jsonl"):  # later versions of a hypothesis replace earlier ones
+    for h in read_jsonl(
+        root / "hypotheses.jsonl"
+    ):  # later versions of a hypothesis replace earlier ones
         latest[str(h.get("id"))] = h
     claims = []
     for i, e in enumerate(explanations):
-        comps = tuple(dict.fromkeys(str(c.get("component")) for c in e.get("components") or []
-                                    if isinstance(c, dict) and c.get("component")))
+        comps = tuple(
+            dict.fromkeys(
+                str(c.get("component"))
+                for c in e.get("components") or []
+                if isinstance(c, dict) and c.get("component")
+            )
+        )
         if not comps:
             continue
         verdicts: dict[str, str] = {}
@@ -148,8 +171,17 @@ def claims_of(task: TaskRecord) -> list[Claim]:
             if kind is not None:
                 verdicts[kind] = str(h.get("status"))
                 texts.append(json.dumps(h, default=str))
-        claims.append(Claim(
-            claim_id=f"t{task.index:02d}.e{i}", task_index=task.index, inv_id=task.inv_id, components=comps,
-            subject_prompt=str(e.get("subject_prompt", "")), behaviour=str(e.get("behaviour", "")),
-            confidence=str(e.get("confidence", "")), agent_verdicts=verdicts, agent_text="\n".join(texts)))
+        claims.append(
+            Claim(
+                claim_id=f"t{task.index:02d}.e{i}",
+                task_index=task.index,
+                inv_id=task.inv_id,
+                components=comps,
+                subject_prompt=str(e.get("subject_prompt", "")),
+                behaviour=str(e.get("behaviour", "")),
+                confidence=str(e.get("confidence", "")),
+                agent_verdicts=verdicts,
+                agent_text="\n".join(texts),
+            )
+        )
     return claims

@@ -17,7 +17,9 @@ from spd_mcp.launcher.stream import Stream, cut, event_line
 DONE = FINAL_STATUSES
 
 
-def match_dir(ref: str, out_root: Path, marker: str, prefix: str, latest: str) -> tuple[Path | None, list[str], list[str]]:
+def match_dir(
+    ref: str, out_root: Path, marker: str, prefix: str, latest: str
+) -> tuple[Path | None, list[str], list[str]]:
     """The directory ``ref`` names: a path holding ``marker``, or under ``out_root`` among the
     ``<prefix>-*`` ids holding it, the newest for ``latest``, else the one id containing ``ref``
     (None when none or several do); with the ids and the fragment's hits, for error messages."""
@@ -38,8 +40,10 @@ def find_investigation(ref: str, out_root: Path) -> InvestigationDir:
         return InvestigationDir(found)
     shown = ", ".join(ids[-5:]) or "none"
     why = f"{len(hits)} match" if hits else "none matches"
-    raise ValueError(f"investigation {ref!r}: {why} under {out_root} (latest: {shown}); "
-                     "give an id, a unique part of one, 'latest' or a directory")
+    raise ValueError(
+        f"investigation {ref!r}: {why} under {out_root} (latest: {shown}); "
+        "give an id, a unique part of one, 'latest' or a directory"
+    )
 
 
 def list_investigations(out_root: Path) -> list[dict[str, Any]]:
@@ -48,25 +52,36 @@ def list_investigations(out_root: Path) -> list[dict[str, Any]]:
         reconcile(InvestigationDir(d))
         meta = read_json(d / "metadata.json")
         if meta:
-            rows.append({"id": d.name, "status": meta.get("status", "?"), "agent": meta.get("agent"),
-                         "executor": meta.get("executor"), "created": meta.get("created"),
-                         "question": cut(meta.get("question", ""), 70)})
+            rows.append(
+                {
+                    "id": d.name,
+                    "status": meta.get("status", "?"),
+                    "agent": meta.get("agent"),
+                    "executor": meta.get("executor"),
+                    "created": meta.get("created"),
+                    "question": cut(meta.get("question", ""), 70),
+                }
+            )
     return rows
 
 
 def status_text(inv: InvestigationDir, last_events: int = 8) -> str:
     reconcile(inv)
     meta = read_json(inv.metadata)
-    lines = [f"investigation {inv.root.name}: {meta.get('status', '?')}",
-             f"  question: {cut(meta.get('question', ''), 200)}",
-             f"  agent: {meta.get('agent')} ({meta.get('agent_reason', '')}), model {meta.get('model')}",
-             f"  executor: {meta.get('executor')} ({cut(meta.get('executor_reason', ''), 120)}), "
-             f"job ids {meta.get('job_ids', [])}, attempts {meta.get('attempts', 0)}",
-             f"  directory: {inv.root}"]
+    lines = [
+        f"investigation {inv.root.name}: {meta.get('status', '?')}",
+        f"  question: {cut(meta.get('question', ''), 200)}",
+        f"  agent: {meta.get('agent')} ({meta.get('agent_reason', '')}), model {meta.get('model')}",
+        f"  executor: {meta.get('executor')} ({cut(meta.get('executor_reason', ''), 120)}), "
+        f"job ids {meta.get('job_ids', [])}, attempts {meta.get('attempts', 0)}",
+        f"  directory: {inv.root}",
+    ]
     if meta.get("outcome"):
         o = meta["outcome"]
-        lines.append(f"  outcome: {o.get('status')} turns={o.get('turns')} cost_usd={o.get('cost_usd')} "
-                     f"denials={o.get('denials')} error={o.get('error')}")
+        lines.append(
+            f"  outcome: {o.get('status')} turns={o.get('turns')} cost_usd={o.get('cost_usd')} "
+            f"denials={o.get('denials')} error={o.get('error')}"
+        )
     lines += ["  " + line for line in answer_lines(read_findings(inv), brief=True)]
     events = read_events(inv.events)[-last_events:]
     if events:
@@ -80,9 +95,19 @@ def report_text(inv: InvestigationDir) -> str:
     f = read_findings(inv)
     question = " ".join(str(f.meta.get("question", "")).split()) or "(no question recorded)"
     title = " ".join(str(f.summary.get("title", "")).split()) or question
-    parts = [f"# {title}", "", f"investigation {inv.root.name}: {question}", "", *answer_lines(f), ""]
-    files = [("research log", inv.research_log), ("explanations", inv.root / "explanations.jsonl"),
-             ("hypotheses", inv.root / "hypotheses.jsonl")]
+    parts = [
+        f"# {title}",
+        "",
+        f"investigation {inv.root.name}: {question}",
+        "",
+        *answer_lines(f),
+        "",
+    ]
+    files = [
+        ("research log", inv.research_log),
+        ("explanations", inv.root / "explanations.jsonl"),
+        ("hypotheses", inv.root / "hypotheses.jsonl"),
+    ]
     parts += [f"{name}: {path}" + ("" if path.exists() else " (none)") for name, path in files]
     parts += [f"drawing: {a.svg}" for a in f.artifacts if a.svg is not None]
     parts.append(f"html: spd-investigate report {inv.root.name} --html")
@@ -93,8 +118,13 @@ def is_job_end(e: dict[str, Any]) -> bool:
     return e.get("source") == "launcher" and e.get("kind") == "job_finished"
 
 
-def follow(inv: InvestigationDir, out: TextIO, poll_s: float = 0.5, timeout_s: float | None = None,
-           job_done: Callable[[], bool] | None = None) -> dict[str, Any]:
+def follow(
+    inv: InvestigationDir,
+    out: TextIO,
+    poll_s: float = 0.5,
+    timeout_s: float | None = None,
+    job_done: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
     """Print the stream (stream.py) of events and research log until the job ends; its outcome."""
     events, stream = EventTail(inv.events), Stream(inv.research_log)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s

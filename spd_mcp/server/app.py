@@ -40,7 +40,9 @@ need the server's --workspace)."""
 def resolve_device(choice: str) -> torch.device:
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+            raise RuntimeError(
+                "--device cuda was asked for, but torch sees no CUDA device; use --device cpu"
+            )
         return torch.device("cuda")
     return torch.device("cpu")
 
@@ -71,14 +73,21 @@ async def open_state(config: ServerConfig, run: ServedRun | None) -> AppState:
     # and start-up leaves little garbage). The CLI disables the GC while starting; it is on from here.
     gc.freeze()
     gc.enable()
-    state = AppState(config=config, run=served, device=device, store=store, events=events, workspace=workspace)
+    state = AppState(
+        config=config, run=served, device=device, store=store, events=events, workspace=workspace
+    )
     device.on_finished = functools.partial(_job_finished, state)
     _ = state.weight_delta  # measured now, before any job can overlay an edit on the parameters
     await reload_edits(state)
     await state.run_io(
         functools.partial(
-            events.emit, "server_start", run=served.name, transport=config.transport,
-            device=state.device_name, layers=len(served.model.layers), edits=state.edits.ids(),
+            events.emit,
+            "server_start",
+            run=served.name,
+            transport=config.transport,
+            device=state.device_name,
+            layers=len(served.model.layers),
+            edits=state.edits.ids(),
         )
     )
     return state
@@ -101,7 +110,9 @@ async def reload_edits(state: AppState) -> None:
             try:
                 entry, run_name = edit_from_bytes(blob, device)
                 if run_name != state.run.name:
-                    skipped.append(f"{edit_id}: made on run {run_name!r}, this is {state.run.name!r}")
+                    skipped.append(
+                        f"{edit_id}: made on run {run_name!r}, this is {state.run.name!r}"
+                    )
                     continue
                 check_edit(model, entry.edit)
             except Exception as exc:  # a damaged or foreign row must not stop the server
@@ -121,12 +132,19 @@ async def reload_edits(state: AppState) -> None:
 async def _job_finished(state: AppState, job: Job) -> None:
     await state.run_io(
         functools.partial(
-            state.events.emit, "job_finished", job_id=job.id, tool=job.tool, status=job.status,
-            duration_s=round(job.elapsed_s(), 3), error=job.error,
+            state.events.emit,
+            "job_finished",
+            job_id=job.id,
+            tool=job.tool,
+            status=job.status,
+            duration_s=round(job.elapsed_s(), 3),
+            error=job.error,
         )
     )
     result = job.result if job.status == "done" and isinstance(job.result, dict) else None
-    await state.store.put_job(job.id, job.tool, job.status, job.params, job.created, result, job.error, job.finished)
+    await state.store.put_job(
+        job.id, job.tool, job.status, job.params, job.created, result, job.error, job.finished
+    )
 
 
 async def close_state(state: AppState) -> None:
@@ -155,6 +173,10 @@ def build_server(
 
     tools = [build_tool(spec) for spec in [*ALL_TOOLS, *extra_tools]]
     return MCPServer(
-        SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, tools=tools, log_level="WARNING",
+        SERVER_NAME,
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        tools=tools,
+        log_level="WARNING",
         middleware=[log_tool_calls, check_request],
     )

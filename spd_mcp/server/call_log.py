@@ -45,7 +45,13 @@ async def log_tool_calls(ctx: Any, call_next: Any) -> Any:
 
 
 async def record_call(
-    state: AppState, tool: str, args: Any, duration_ms: float, outcome: str, error: str | None, rec: CallRecord
+    state: AppState,
+    tool: str,
+    args: Any,
+    duration_ms: float,
+    outcome: str,
+    error: str | None,
+    rec: CallRecord,
 ) -> None:
     state.calls["total"] += 1
     state.calls[outcome] += 1
@@ -53,10 +59,18 @@ async def record_call(
     extra = {"job_id": rec.job_id} if rec.job_id else {}
     try:
         event = state.events.append(
-            "tool_call", tool=tool, **args_fields, duration_ms=round(duration_ms, 3), outcome=outcome, error=error, **extra
+            "tool_call",
+            tool=tool,
+            **args_fields,
+            duration_ms=round(duration_ms, 3),
+            outcome=outcome,
+            error=error,
+            **extra,
         )
         if state.events.needs_sync(event["seq"]):
             await state.run_io(state.events.sync, event["seq"])
-        await state.store.add_tool_call(event["seq"], tool, args_fields, duration_ms, outcome, error)
+        await state.store.add_tool_call(
+            event["seq"], tool, args_fields, duration_ms, outcome, error
+        )
     except Exception:  # the answer still goes out; the failure is in server.log
         log.exception("could not record tool call %s", tool)

@@ -101,14 +101,20 @@ class DeviceWorker:
         cur = self.current()
         queued = self.queued()
         what = cur.describe() if cur else "the device queue"
-        hint = f"; poll it with get_job(job_id='{cur.id}', wait_s=30)" if cur and cur.kind == "job" else ""
+        hint = (
+            f"; poll it with get_job(job_id='{cur.id}', wait_s=30)"
+            if cur and cur.kind == "job"
+            else ""
+        )
         return (
             f"busy: {tool} waited {self.short_wait_s:g} s for the device, which is running {what}; "
             f"{len(queued)} queued. Retry in a few seconds{hint}, or cancel_job it."
         )
 
     # --- short calls ------------------------------------------------------------------------------
-    async def call(self, tool: str, fn: Callable[[], Any], params: dict[str, Any] | None = None) -> Any:
+    async def call(
+        self, tool: str, fn: Callable[[], Any], params: dict[str, Any] | None = None
+    ) -> Any:
         """Run ``fn()`` on the device; BusyError if it has not started after ``short_wait_s``."""
         job = self._enqueue(tool, "call", params or {}, lambda _progress: fn(), None)
         try:
@@ -155,7 +161,9 @@ class DeviceWorker:
                 await asyncio.wait_for(job.done_evt.wait(), min(0.2, remaining))
             if report is not None and job.step > last:
                 last = job.step
-                with contextlib.suppress(Exception):  # a client that went away must not fail the wait
+                with contextlib.suppress(
+                    Exception
+                ):  # a client that went away must not fail the wait
                     await report(job.step, job.total, job.message)
         return job
 
@@ -186,10 +194,19 @@ class DeviceWorker:
         finish: Callable[[Any], Awaitable[Any]] | None,
     ) -> Job:
         loop = asyncio.get_running_loop()
-        job = Job(id=f"{'j' if kind == 'job' else 'c'}{next(self._ids)}", tool=tool, kind=kind, params=params)
+        job = Job(
+            id=f"{'j' if kind == 'job' else 'c'}{next(self._ids)}",
+            tool=tool,
+            kind=kind,
+            params=params,
+        )
 
         def progress(step: float, total: float | None = None, message: str = "") -> None:
-            job.step, job.total, job.message = float(step), None if total is None else float(total), str(message)
+            job.step, job.total, job.message = (
+                float(step),
+                None if total is None else float(total),
+                str(message),
+            )
             if job.cancel_requested.is_set():
                 raise JobCancelled(f"job {job.id} cancelled at step {step:g}")
 
@@ -227,7 +244,11 @@ class DeviceWorker:
                     try:
                         job.result = await finish(job.result)
                     except Exception as exc:
-                        job.status, job.exception, job.error = "error", exc, f"{type(exc).__name__}: {exc}"
+                        job.status, job.exception, job.error = (
+                            "error",
+                            exc,
+                            f"{type(exc).__name__}: {exc}",
+                        )
                 if job.status == "running":
                     job.status = "done"
         finally:

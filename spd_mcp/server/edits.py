@@ -71,8 +71,12 @@ def edit_to_bytes(entry: EditEntry, run_name: str) -> bytes:
     tensors = {f"dV.{k}": v.detach().cpu().contiguous() for k, v in entry.edit.dV.items()}
     tensors |= {f"dU.{k}": v.detach().cpu().contiguous() for k, v in entry.edit.dU.items()}
     meta = {
-        "edit_id": entry.edit_id, "name": entry.edit.name, "description": entry.edit.description,
-        "method": entry.method, "components": json.dumps(entry.components), "info": json.dumps(entry.info),
+        "edit_id": entry.edit_id,
+        "name": entry.edit.name,
+        "description": entry.edit.description,
+        "method": entry.method,
+        "components": json.dumps(entry.components),
+        "info": json.dumps(entry.info),
         "run": run_name,
     }
     return save_tensors(tensors, metadata=meta)
@@ -86,7 +90,11 @@ def edit_from_bytes(blob: bytes, device: torch.device) -> tuple[EditEntry, str]:
     dU = {k.removeprefix("dU."): v.to(device) for k, v in tensors.items() if k.startswith("dU.")}
     edit = Edit(name=meta["name"], dV=dV, dU=dU, description=meta.get("description", ""))
     entry = EditEntry(
-        meta["edit_id"], edit, meta["method"], json.loads(meta["components"]), json.loads(meta.get("info", "{}"))
+        meta["edit_id"],
+        edit,
+        meta["method"],
+        json.loads(meta["components"]),
+        json.loads(meta.get("info", "{}")),
     )
     return entry, meta.get("run", "")
 
@@ -98,7 +106,11 @@ def _metadata(blob: bytes) -> dict[str, str]:
 
 
 def write_export(
-    model: ComponentModel, edit: Edit, tokenizer: Any | None, out: Path, tokenizer_dir: Path | None = None,
+    model: ComponentModel,
+    edit: Edit,
+    tokenizer: Any | None,
+    out: Path,
+    tokenizer_dir: Path | None = None,
     overwrite: bool = False,
 ) -> dict[str, int]:
     """Save the edited target (and tokenizer) to ``out``, replacing it whole; returns {file name: bytes}.

@@ -47,4 +47,6 @@ def check_finite_values(values: Iterable[float], where: str) -> None:
     """Raise NotFiniteError when any of ``values`` is NaN or Inf (inputs from the agent)."""
     for i, v in enumerate(values):
         if not math.isfinite(v):
-            raise NotFiniteError(f"{v} at index {i} of {where}; every value must be a finite number")
+            raise NotFiniteError(
+                f"{v} at index {i} of {where}; every value must be a finite number"
+            )

@@ -35,7 +35,9 @@ def resolve_token(config: ServerConfig) -> str:
         return os.environ[TOKEN_ENV].strip()
     path = config.token_file or (config.workspace / TOKEN_FILE if config.workspace else None)
     if path is None:
-        raise ValueError(f"HTTP needs a token: set ${TOKEN_ENV}, pass --token-file FILE, or pass --workspace DIR")
+        raise ValueError(
+            f"HTTP needs a token: set ${TOKEN_ENV}, pass --token-file FILE, or pass --workspace DIR"
+        )
     if path.exists():
         token = path.read_text().strip()
         if not token:
@@ -74,14 +76,20 @@ class LocalGuard:
             return
         headers = dict(scope["headers"])
         if headers.get(b"host") not in self.hosts:
-            await _reject(send, 421, "invalid Host header: this server answers only 127.0.0.1 or localhost on its port")
+            await _reject(
+                send,
+                421,
+                "invalid Host header: this server answers only 127.0.0.1 or localhost on its port",
+            )
             return
         origin = headers.get(b"origin")
         if origin is not None and origin not in self.origins:
             await _reject(send, 403, "invalid Origin header")
             return
         if not hmac.compare_digest(_bearer_token(headers.get(b"authorization", b"")), self.token):
-            await _reject(send, 401, "missing or wrong bearer token", {b"www-authenticate": b"Bearer"})
+            await _reject(
+                send, 401, "missing or wrong bearer token", {b"www-authenticate": b"Bearer"}
+            )
             return
         await self.app(scope, receive, send)
 
@@ -92,7 +100,9 @@ def _bearer_token(header: bytes) -> bytes:
     return credentials.strip() if scheme.lower() == b"bearer" else b""
 
 
-async def _reject(send: Send, status: int, text: str, extra: dict[bytes, bytes] | None = None) -> None:
+async def _reject(
+    send: Send, status: int, text: str, extra: dict[bytes, bytes] | None = None
+) -> None:
     body = text.encode()
     headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
     headers += list((extra or {}).items())
@@ -157,7 +167,9 @@ def _protocol_class() -> type[asyncio.Protocol]:
 
 def bind_local(host: str, port: int) -> socket.socket:
     if host not in LOCAL_HOSTS:
-        raise ValueError(f"--host {host!r} refused: the server binds only to 127.0.0.1 (or localhost)")
+        raise ValueError(
+            f"--host {host!r} refused: the server binds only to 127.0.0.1 (or localhost)"
+        )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -176,10 +188,18 @@ async def serve_http(server: MCPServer, config: ServerConfig, token: str) -> Non
         ),
         host="127.0.0.1",
     )
-    uv = uvicorn.Server(uvicorn.Config(
-        LocalGuard(RequestGuard(app), token, port), http=_protocol_class(), log_config=None, log_level="warning", access_log=False,
-        proxy_headers=False, server_header=False, date_header=False,
-    ))
+    uv = uvicorn.Server(
+        uvicorn.Config(
+            LocalGuard(RequestGuard(app), token, port),
+            http=_protocol_class(),
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            date_header=False,
+        )
+    )
 
     async def announce() -> None:
         while not uv.started:

@@ -42,7 +42,9 @@ def locate_nonfinite(model: ComponentModel, run: Callable[[], Tensor]) -> str:
 
 
 @torch.no_grad()
-def predict_tokens(model: ComponentModel, token_ids: list[int], top_k: int, all_positions: bool) -> TokenPredictions:
+def predict_tokens(
+    model: ComponentModel, token_ids: list[int], top_k: int, all_positions: bool
+) -> TokenPredictions:
     """Target-model next-token distribution: top-k at the last (or every) position, and P(actual next token)."""
     device = next(model.parameters()).device
     ids = torch.tensor([token_ids], device=device)
@@ -54,7 +56,10 @@ def predict_tokens(model: ComponentModel, token_ids: list[int], top_k: int, all_
     k = min(top_k, vocab)
     positions = list(range(seq)) if all_positions else [seq - 1]
     top_p, top_i = probs[positions].topk(k, dim=-1)
-    top = [[TopToken(int(i), float(p)) for p, i in zip(pr, ir, strict=True)] for pr, ir in zip(top_p, top_i, strict=True)]
+    top = [
+        [TopToken(int(i), float(p)) for p, i in zip(pr, ir, strict=True)]
+        for pr, ir in zip(top_p, top_i, strict=True)
+    ]
     nxt = probs[torch.arange(seq - 1), ids[0, 1:]].tolist() if seq > 1 else []
     return TokenPredictions(list(token_ids), top, positions, [*map(float, nxt), None])
 

@@ -35,7 +35,9 @@ def check_folder(folder: Path) -> Path:
     """``folder`` if it is an absolute path of real directories (no symbolic link anywhere in it)."""
     folder = Path(os.path.abspath(folder))
     if os.path.realpath(folder) != str(folder):
-        raise UnsafePathError(f"refusing to write in {folder}: its path goes through a symbolic link")
+        raise UnsafePathError(
+            f"refusing to write in {folder}: its path goes through a symbolic link"
+        )
     st = os.lstat(folder)
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafePathError(f"refusing to write in {folder}: not a directory")
@@ -100,10 +102,14 @@ def _create_exclusive(dir_fd: int, name: str) -> tuple[str, int]:
     for _ in range(_TMP_TRIES):
         tmp = tmp_name(name)
         try:
-            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
+            return tmp, os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd
+            )
         except FileExistsError:
             continue
-    raise UnsafePathError(f"could not create a temporary file for {name!r}: {_TMP_TRIES} names were taken")
+    raise UnsafePathError(
+        f"could not create a temporary file for {name!r}: {_TMP_TRIES} names were taken"
+    )
 
 
 def write_files(folder: Path, files: Mapping[str, bytes]) -> list[Path]:
@@ -118,7 +124,7 @@ def write_files(folder: Path, files: Mapping[str, bytes]) -> list[Path]:
                     made[name] = (tmp, os.fstat(fd).st_ino)
                     view = memoryview(data)
                     while view:
-                        view = view[os.write(fd, view):]
+                        view = view[os.write(fd, view) :]
                     os.fsync(fd)
                 finally:
                     os.close(fd)
@@ -129,7 +135,9 @@ def write_files(folder: Path, files: Mapping[str, bytes]) -> list[Path]:
                 os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
                 landed = _lstat_at(dfd, name)
                 if landed is None or landed.st_ino != ino or not stat.S_ISREG(landed.st_mode):
-                    raise UnsafePathError(f"the write of {folder.name}/{name} did not land where intended")
+                    raise UnsafePathError(
+                        f"the write of {folder.name}/{name} did not land where intended"
+                    )
                 made[name] = ("", ino)
         finally:
             for tmp, _ in made.values():
@@ -147,13 +155,17 @@ def open_append(folder: Path, name: str) -> int:
     """A descriptor appending to ``folder/name`` (created if missing); links and shared files refused."""
     _check_name(name)
     with _open_folder(folder) as dfd:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        flags = (
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        )
         try:
             fd = os.open(name, flags, 0o644, dir_fd=dfd)
         except OSError as exc:
             st = _lstat_at(dfd, name)
             err = _refusal(folder, name, st) if st is not None else None
-            raise (err or UnsafePathError(f"refusing to write {folder.name}/{name}: {exc.strerror}")) from exc
+            raise (
+                err or UnsafePathError(f"refusing to write {folder.name}/{name}: {exc.strerror}")
+            ) from exc
         st = os.fstat(fd)
         if (err := _refusal(folder, name, st)) is not None:
             os.close(fd)
@@ -199,7 +211,9 @@ def move_dir_into_place(tmp_dir: Path, folder: Path, name: str, replace: bool) -
         st = _lstat_at(dfd, name)
         if st is not None:
             if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-                raise UnsafePathError(f"refusing to replace {folder.name}/{name}: it is a link or not a directory")
+                raise UnsafePathError(
+                    f"refusing to replace {folder.name}/{name}: it is a link or not a directory"
+                )
             if not replace:
                 raise UnsafePathError(f"{folder.name}/{name} already exists")
             shutil.rmtree(folder / name)  # rmtree never follows links inside

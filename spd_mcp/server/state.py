@@ -26,7 +26,15 @@ from spd_mcp.server.tokens import TokenizerView
 from spd_mcp.server.workspace import Workspace
 
 T = TypeVar("T")
-__all__ = ["AppState", "Behaviour", "ProbePrompt", "ServedRun", "ServerConfig", "load_served_run", "served_from_loaded"]
+__all__ = [
+    "AppState",
+    "Behaviour",
+    "ProbePrompt",
+    "ServedRun",
+    "ServerConfig",
+    "load_served_run",
+    "served_from_loaded",
+]
 
 
 @dataclass(frozen=True)
@@ -73,9 +81,14 @@ def served_from_loaded(loaded: Any) -> ServedRun:
     model: ComponentModel = loaded.model
     path = Path(loaded.path) if getattr(loaded, "path", None) else None
     probes = [
-        p if isinstance(p, ProbePrompt) else ProbePrompt(
-            text=_get(p, "text"), target_token=_get(p, "target_token", "") or _get(p, "target", ""), mechanism=_get(p, "mechanism", "") or "",
-            position=_get(p, "position", None), foil=_get(p, "foil", None) or None,
+        p
+        if isinstance(p, ProbePrompt)
+        else ProbePrompt(
+            text=_get(p, "text"),
+            target_token=_get(p, "target_token", "") or _get(p, "target", ""),
+            mechanism=_get(p, "mechanism", "") or "",
+            position=_get(p, "position", None),
+            foil=_get(p, "foil", None) or None,
         )
         for p in (getattr(loaded, "probes", None) or [])
     ]
@@ -91,7 +104,8 @@ def served_from_loaded(loaded: Any) -> ServedRun:
         probes=probes,
         path=path,
         input_dim=None if tokenizer is not None else (_get(spec, "n_features", None) or first.d_in),
-        context_length=getattr(cfg, "max_position_embeddings", None) or _get(spec, "context_length", None),
+        context_length=getattr(cfg, "max_position_embeddings", None)
+        or _get(spec, "context_length", None),
         description=str(_get(spec, "description", "") if spec is not None else ""),
         behaviours={
             str(tag): Behaviour(str(b["description"]), tuple(str(n) for n in b.get("names", ())))
@@ -116,7 +130,9 @@ def load_served_run(spec: str) -> ServedRun:
             f"installation ({exc})"
         ) from exc
     if spec != "demo" and not Path(spec).exists():
-        raise FileNotFoundError(f"run directory {spec!r} does not exist; pass --run demo or a run directory")
+        raise FileNotFoundError(
+            f"run directory {spec!r} does not exist; pass --run demo or a run directory"
+        )
     return served_from_loaded(load_run(spec, light_tokenizer=True))
 
 
@@ -130,7 +146,9 @@ class AppState:
     store: Store
     events: EventLog
     workspace: Workspace | None
-    io: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="spd-io"))
+    io: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="spd-io")
+    )
     started: float = field(default_factory=time.time)
     calls: Counter[str] = field(default_factory=Counter)
     edits: EditRegistry = field(default_factory=EditRegistry)
@@ -157,7 +175,9 @@ class AppState:
 
     def require_workspace(self) -> Workspace:
         if self.workspace is None:
-            raise ValueError("the server was started without --workspace DIR, so it keeps no investigation files")
+            raise ValueError(
+                "the server was started without --workspace DIR, so it keeps no investigation files"
+            )
         return self.workspace
 
     async def run_io(self, fn: Callable[..., T], *args: Any) -> T:

@@ -60,7 +60,9 @@ class Store:
     @classmethod
     async def open(cls, path: Path | None) -> "Store":
         if path is not None:  # SQLite would follow a planted link at the file or its journals
-            check_replaceable(path.parent, [path.name + suffix for suffix in ("", "-wal", "-shm", "-journal")])
+            check_replaceable(
+                path.parent, [path.name + suffix for suffix in ("", "-wal", "-shm", "-journal")]
+            )
         conn = await aiosqlite.connect(":memory:" if path is None else str(path))
         if path is not None:
             await conn.execute("PRAGMA journal_mode=WAL")
@@ -87,11 +89,16 @@ class Store:
     # --- prompts and graphs -----------------------------------------------------------------------
     async def add_prompt(self, text: str, token_ids: list[int]) -> int:
         return await self._insert(
-            "INSERT INTO prompts (text, token_ids, created) VALUES (?, ?, ?)", (_text(text), _dump(token_ids), time.time())
+            "INSERT INTO prompts (text, token_ids, created) VALUES (?, ?, ?)",
+            (_text(text), _dump(token_ids), time.time()),
         )
 
     async def add_graph(
-        self, data: dict[str, Any], kind: str, prompt_id: int | None = None, params: dict[str, Any] | None = None
+        self,
+        data: dict[str, Any],
+        kind: str,
+        prompt_id: int | None = None,
+        params: dict[str, Any] | None = None,
     ) -> int:
         """Store a graph payload (see ``schemas.StoredGraph``); returns its graph_id."""
         return await self._insert(
@@ -127,14 +134,20 @@ class Store:
 
     # --- circuits, interventions, edits -----------------------------------------------------------
     async def add_circuit(
-        self, data: dict[str, Any], params: dict[str, Any], graph_id: int | None = None, prompt_id: int | None = None
+        self,
+        data: dict[str, Any],
+        params: dict[str, Any],
+        graph_id: int | None = None,
+        prompt_id: int | None = None,
     ) -> int:
         return await self._insert(
             "INSERT INTO circuits (graph_id, prompt_id, params, data, created) VALUES (?, ?, ?, ?, ?)",
             (graph_id, prompt_id, _dump(params), _dump(data), time.time()),
         )
 
-    async def add_intervention(self, kind: str, params: dict[str, Any], data: dict[str, Any]) -> int:
+    async def add_intervention(
+        self, kind: str, params: dict[str, Any], data: dict[str, Any]
+    ) -> int:
         return await self._insert(
             "INSERT INTO interventions (kind, params, data, created) VALUES (?, ?, ?, ?)",
             (kind, _dump(params), _dump(data), time.time()),
@@ -143,23 +156,34 @@ class Store:
     async def add_validation(self, params: dict[str, Any], data: dict[str, Any]) -> int:
         """Store a validation (its arguments and result); returns its validation_id."""
         return await self._insert(
-            "INSERT INTO validations (params, data, created) VALUES (?, ?, ?)", (_dump(params), _dump(data), time.time())
+            "INSERT INTO validations (params, data, created) VALUES (?, ?, ?)",
+            (_dump(params), _dump(data), time.time()),
         )
 
     async def set_validation(self, validation_id: int, data: dict[str, Any]) -> None:
         await self._flush_calls()
-        await self._conn.execute("UPDATE validations SET data = ? WHERE id = ?", (_dump(data), validation_id))
+        await self._conn.execute(
+            "UPDATE validations SET data = ? WHERE id = ?", (_dump(data), validation_id)
+        )
         await self._conn.commit()
 
     async def get_validation(self, validation_id: int) -> dict[str, Any]:
         return await self._get_data(
-            "validations", validation_id, "id",
-            lambda ids: f"unknown validation_id {validation_id}; "
-            f"valid: {ids or 'none yet (call validate_claim)'}",
+            "validations",
+            validation_id,
+            "id",
+            lambda ids: (
+                f"unknown validation_id {validation_id}; "
+                f"valid: {ids or 'none yet (call validate_claim)'}"
+            ),
         )
 
     async def put_edit(
-        self, edit_id: str, params: dict[str, Any], data: dict[str, Any], tensors: bytes | None = None
+        self,
+        edit_id: str,
+        params: dict[str, Any],
+        data: dict[str, Any],
+        tensors: bytes | None = None,
     ) -> None:
         """Record an edit: its tool arguments, its result and (to reload it) ``edits.edit_to_bytes`` output."""
         await self._flush_calls()
@@ -171,32 +195,52 @@ class Store:
 
     async def edit_blobs(self) -> list[tuple[str, bytes]]:
         """``(edit_id, tensors)`` of every edit stored with its tensors, oldest first."""
-        async with self._conn.execute("SELECT id, tensors FROM edits WHERE tensors IS NOT NULL ORDER BY created") as cur:
+        async with self._conn.execute(
+            "SELECT id, tensors FROM edits WHERE tensors IS NOT NULL ORDER BY created"
+        ) as cur:
             return [(r[0], bytes(r[1])) for r in await cur.fetchall()]
 
     async def get_edit(self, edit_id: str) -> dict[str, Any]:
         return await self._get_data(
-            "edits", edit_id, "created",
+            "edits",
+            edit_id,
+            "created",
             lambda ids: f"unknown edit_id {edit_id!r}; stored edits: {', '.join(ids) or 'none'}",
         )
 
     # --- jobs and tool calls ----------------------------------------------------------------------
     async def put_job(
-        self, job_id: str, tool: str, status: str, params: dict[str, Any], created: float,
-        result: Any = None, error: str | None = None, finished: float | None = None,
+        self,
+        job_id: str,
+        tool: str,
+        status: str,
+        params: dict[str, Any],
+        created: float,
+        result: Any = None,
+        error: str | None = None,
+        finished: float | None = None,
     ) -> None:
         await self._flush_calls()
         await self._conn.execute(
             "INSERT OR REPLACE INTO jobs (id, tool, status, params, result, error, created, finished) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (job_id, tool, status, _dump(params), None if result is None else _dump(result),
-             None if error is None else _text(error), created, finished),
+            (
+                job_id,
+                tool,
+                status,
+                _dump(params),
+                None if result is None else _dump(result),
+                None if error is None else _text(error),
+                created,
+                finished,
+            ),
         )
         await self._conn.commit()
 
     async def get_job(self, job_id: str) -> dict[str, Any] | None:
         async with self._conn.execute(
-            "SELECT id, tool, status, result, error, created, finished FROM jobs WHERE id = ?", (job_id,)
+            "SELECT id, tool, status, result, error, created, finished FROM jobs WHERE id = ?",
+            (job_id,),
         ) as cur:
             row = await cur.fetchone()
         if row is None:
@@ -207,7 +251,13 @@ class Store:
         return out
 
     async def add_tool_call(
-        self, seq: int, tool: str, args: dict[str, Any], duration_ms: float, outcome: str, error: str | None
+        self,
+        seq: int,
+        tool: str,
+        args: dict[str, Any],
+        duration_ms: float,
+        outcome: str,
+        error: str | None,
     ) -> None:
         """Buffered; written with the next write, every 50 calls, or at close (events.jsonl is the durable record)."""
         err = None if error is None else _text(error)
@@ -228,7 +278,15 @@ class Store:
         await self._conn.commit()
 
     async def count(self, table: str) -> int:
-        assert table in {"prompts", "graphs", "circuits", "interventions", "edits", "jobs", "tool_calls"}, table
+        assert table in {
+            "prompts",
+            "graphs",
+            "circuits",
+            "interventions",
+            "edits",
+            "jobs",
+            "tool_calls",
+        }, table
         await self.commit()
         async with self._conn.execute(f"SELECT COUNT(*) FROM {table}") as cur:
             row = await cur.fetchone()

@@ -12,7 +12,9 @@ MAX_LISTED_VOCAB = 400  # a vocabulary up to this size is listed whole in the er
 class TokenizerView:
     def __init__(self, tokenizer: Any) -> None:
         self.raw = tokenizer
-        self._hf = hasattr(tokenizer, "convert_ids_to_tokens")  # transformers tokenizer vs tokenizers.Tokenizer
+        self._hf = hasattr(
+            tokenizer, "convert_ids_to_tokens"
+        )  # transformers tokenizer vs tokenizers.Tokenizer
 
     @property
     def vocab_size(self) -> int:
@@ -53,16 +55,25 @@ class TokenizerView:
             split = self.pieces(ids)
         else:  # the unknown token's own string (a vocabulary word in some tokenizers) is known
             name = self._unk_name()
-            unknown = [t == unk and text[a:b] != name for (a, b), t in zip(offsets, ids, strict=True)]
+            unknown = [
+                t == unk and text[a:b] != name for (a, b), t in zip(offsets, ids, strict=True)
+            ]
             if not any(unknown):
                 return
             spans = [text[a:b] for a, b in offsets]
             words = [repr(w) for w, u in zip(spans, unknown, strict=True) if u]
-            split = [f"{w!r}: unknown" if u else self.display(t) for w, u, t in zip(spans, unknown, ids, strict=True)]
+            split = [
+                f"{w!r}: unknown" if u else self.display(t)
+                for w, u, t in zip(spans, unknown, ids, strict=True)
+            ]
         hints = []
         for w in dict.fromkeys(words):
             lower = w.lower()
-            if lower != w and len(self.encode(lower[1:-1])) == 1 and self.encode(lower[1:-1])[0] != unk:
+            if (
+                lower != w
+                and len(self.encode(lower[1:-1])) == 1
+                and self.encode(lower[1:-1])[0] != unk
+            ):
                 hints.append(f"{lower} is")
         hint = f" ({', '.join(hints)} in it)" if hints else ""
         raise ValueError(
@@ -74,7 +85,11 @@ class TokenizerView:
     def vocabulary(self) -> str:
         """What the vocabulary is, in a sentence (listed whole when small)."""
         vocab = self.raw.get_vocab() if self._hf else self.raw.get_vocab(with_added_tokens=False)
-        words = [w for w, _ in sorted(vocab.items(), key=lambda kv: kv[1]) if not (w.startswith("<") and w.endswith(">"))]
+        words = [
+            w
+            for w, _ in sorted(vocab.items(), key=lambda kv: kv[1])
+            if not (w.startswith("<") and w.endswith(">"))
+        ]
         words = [w for w in words if not (w.startswith("[") and w.endswith("]"))]
         if len(words) <= MAX_LISTED_VOCAB:
             return f"Valid words ({len(words)}, whitespace-separated, case-sensitive): {' '.join(words)}"
@@ -90,10 +105,14 @@ class TokenizerView:
         """Token ids of ``text``; an error names the limit when there are none or too many."""
         ids = self.encode(text)
         if not ids:
-            raise ValueError(f"text {text!r} tokenizes to 0 tokens; give at least one token of text")
+            raise ValueError(
+                f"text {text!r} tokenizes to 0 tokens; give at least one token of text"
+            )
         self.check_known(text, ids)
         if max_tokens is not None and len(ids) > max_tokens:
-            raise ValueError(f"text tokenizes to {len(ids)} tokens; the model's context holds at most {max_tokens}")
+            raise ValueError(
+                f"text tokenizes to {len(ids)} tokens; the model's context holds at most {max_tokens}"
+            )
         return ids
 
     def single_token(self, token: str) -> int:
@@ -102,9 +121,13 @@ class TokenizerView:
         if len(ids) == 1 and ids[0] != self.unk_id:
             return ids[0]
         if len(ids) == 1:
-            raise ValueError(f"target token {token!r} is not in the tokenizer's vocabulary. {self.vocabulary()}")
+            raise ValueError(
+                f"target token {token!r} is not in the tokenizer's vocabulary. {self.vocabulary()}"
+            )
         variants = []
-        for cand in dict.fromkeys([token, token.strip(), " " + token.strip(), token.strip().lower()]):
+        for cand in dict.fromkeys(
+            [token, token.strip(), " " + token.strip(), token.strip().lower()]
+        ):
             if not cand:
                 continue
             cids = self.encode(cand)

@@ -34,7 +34,9 @@ class CallRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-current_call: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("current_call", default=None)
+current_call: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar(
+    "current_call", default=None
+)
 
 Handler = Callable[[Any, Any, Context], Awaitable[BaseModel]]
 
@@ -59,12 +61,22 @@ def bind(contracts: Iterable[ToolContract], **handlers: Handler) -> list[ToolSpe
     names = [c.name for c in contracts]
     extra, missing = sorted(set(handlers) - set(names)), [n for n in names if n not in handlers]
     if extra or missing:
-        raise ValueError(f"handlers without a contract entry: {extra or 'none'}; "
-                         f"contract entries without a handler: {missing or 'none'}")
+        raise ValueError(
+            f"handlers without a contract entry: {extra or 'none'}; "
+            f"contract entries without a handler: {missing or 'none'}"
+        )
     return [
-        ToolSpec(name=c.name, title=c.title, description=c.description, input_model=c.input_model,
-                 result_model=c.result_model, handler=handlers[c.name], read_only=c.read_only,
-                 destructive=c.destructive, idempotent=c.idempotent)
+        ToolSpec(
+            name=c.name,
+            title=c.title,
+            description=c.description,
+            input_model=c.input_model,
+            result_model=c.result_model,
+            handler=handlers[c.name],
+            read_only=c.read_only,
+            destructive=c.destructive,
+            idempotent=c.idempotent,
+        )
         for c in contracts
     ]
 
@@ -114,10 +126,16 @@ def build_tool(spec: ToolSpec) -> Tool:
     params = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]
     annotations: dict[str, Any] = {"ctx": Context, "return": spec.result_model}
     for name, f in model.model_fields.items():
-        fi = Field(description=f.description, examples=f.examples, json_schema_extra=f.json_schema_extra)
+        fi = Field(
+            description=f.description, examples=f.examples, json_schema_extra=f.json_schema_extra
+        )
         ann = Annotated[(f.annotation, fi, *f.metadata)]
-        default = inspect.Parameter.empty if f.is_required() else f.get_default(call_default_factory=True)
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default))
+        default = (
+            inspect.Parameter.empty if f.is_required() else f.get_default(call_default_factory=True)
+        )
+        params.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default)
+        )
         annotations[name] = ann
     fn.__signature__ = inspect.Signature(params, return_annotation=spec.result_model)  # type: ignore[attr-defined]
     fn.__annotations__ = annotations
@@ -150,7 +168,9 @@ def _strict(base: type[BaseModel], allowed: set[str]) -> type[BaseModel]:
         if isinstance(data, dict):
             unknown = sorted(set(data) - allowed)
             if unknown:
-                raise ValueError(f"unknown argument(s) {', '.join(unknown)}; valid arguments: {valid}")
+                raise ValueError(
+                    f"unknown argument(s) {', '.join(unknown)}; valid arguments: {valid}"
+                )
         return data
 
     model = create_model(
@@ -158,6 +178,8 @@ def _strict(base: type[BaseModel], allowed: set[str]) -> type[BaseModel]:
         __base__=base,
         __validators__={"no_unknown": model_validator(mode="before")(classmethod(no_unknown))},  # type: ignore[arg-type]
     )
-    model.model_config["strict"] = True  # as the input models: no booleans as integers, no strings as booleans
+    model.model_config["strict"] = (
+        True  # as the input models: no booleans as integers, no strings as booleans
+    )
     model.model_rebuild(force=True)
     return model

@@ -25,7 +25,9 @@ from mcp_types import INVALID_PARAMS, ErrorData, JSONRPCError
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # a surrogate escape, maybe half of a valid pair
+_ESCAPE = re.compile(
+    r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}"
+)  # a surrogate escape, maybe half of a valid pair
 
 
 def lone_surrogate(value: Any, path: str) -> str | None:
@@ -58,7 +60,7 @@ def invalid_params(method: str, params: Any) -> str | None:
         if args is not None and not isinstance(args, dict):
             kind = type(args).__name__.replace("dict", "object").replace("list", "array")
             return (
-                f"params.arguments must be an object mapping argument names to values (e.g. {{\"text\": \"...\"}}), "
+                f'params.arguments must be an object mapping argument names to values (e.g. {{"text": "..."}}), '
                 f"not a JSON {kind}; tools/list gives each tool's arguments"
             )
     return None
@@ -79,12 +81,20 @@ def rejection(text: str | bytes) -> JSONRPCError | None:
     if problem is None:
         return None
     req_id = msg["id"]
-    if not isinstance(req_id, int | str) or isinstance(req_id, bool) or lone_surrogate(req_id, "id"):
+    if (
+        not isinstance(req_id, int | str)
+        or isinstance(req_id, bool)
+        or lone_surrogate(req_id, "id")
+    ):
         req_id = None
-    message = f"invalid text in {problem.removeprefix('message.')}; every string must be valid Unicode"
+    message = (
+        f"invalid text in {problem.removeprefix('message.')}; every string must be valid Unicode"
+    )
     field = problem.split(" (")[0].removeprefix("message.")
     return JSONRPCError(
-        jsonrpc="2.0", id=req_id, error=ErrorData(code=INVALID_PARAMS, message=message, data={"field": field})
+        jsonrpc="2.0",
+        id=req_id,
+        error=ErrorData(code=INVALID_PARAMS, message=message, data={"field": field}),
     )
 
 
@@ -103,7 +113,8 @@ async def check_request(ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) ->
             for loc, e in zip(locs[:5], errors[:5], strict=True)
         ]
         raise MCPError(
-            code=INVALID_PARAMS, message=f"invalid {ctx.method} parameters: " + "; ".join(parts),
+            code=INVALID_PARAMS,
+            message=f"invalid {ctx.method} parameters: " + "; ".join(parts),
             data={"method": ctx.method},
         ) from exc
 
@@ -153,14 +164,19 @@ class RequestGuard:
             await self.app(scope, _replay([body], None, receive), send)
             return
         data = error.model_dump_json(by_alias=True, exclude_none=True).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(data)).encode()),
+        ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 
 
 def _replay(bodies: list[bytes], last: Message | None, receive: Receive) -> Receive:
     """A ``receive`` that hands back the body already read, then the real channel."""
-    pending: list[Message] = [{"type": "http.request", "body": b, "more_body": False} for b in bodies]
+    pending: list[Message] = [
+        {"type": "http.request", "body": b, "more_body": False} for b in bodies
+    ]
     if last is not None:
         pending.append(last)
 

@@ -49,7 +49,9 @@ class Workspace:
         if not exports.is_symlink():
             exports.mkdir(exist_ok=True)
         if exports.is_symlink() or not exports.is_dir() or exports.resolve().parent != self.root:
-            raise ValueError(f"refusing to export: {EXPORTS}/ is not a plain directory inside the workspace")
+            raise ValueError(
+                f"refusing to export: {EXPORTS}/ is not a plain directory inside the workspace"
+            )
         return exports
 
     def export_path(self, name: str, overwrite: bool) -> Path:
@@ -57,9 +59,13 @@ class Workspace:
         validate_id(name, "export name")
         path = self.exports_dir() / name
         if path.is_symlink():
-            raise ValueError(f"refusing to export to {EXPORTS}/{name}: it is a symbolic link; remove it first")
+            raise ValueError(
+                f"refusing to export to {EXPORTS}/{name}: it is a symbolic link; remove it first"
+            )
         if path.exists() and not path.is_dir():
-            raise ValueError(f"refusing to export to {EXPORTS}/{name}: it exists and is not a model directory")
+            raise ValueError(
+                f"refusing to export to {EXPORTS}/{name}: it exists and is not a model directory"
+            )
         if path.exists() and not overwrite:
             raise ValueError(
                 f"export {name!r} already exists at {EXPORTS}/{name}; pass overwrite=true or another name (valid: {ID_RULE})"
@@ -111,7 +117,9 @@ class Workspace:
     # --- helpers ----------------------------------------------------------------------------------
     def _inside(self, path: Path) -> Path:
         if path.is_symlink() or path.resolve().parent not in (self.root, self.artifacts):
-            raise ValueError(f"refusing to read {path.name}: it is a symbolic link or not inside the workspace")
+            raise ValueError(
+                f"refusing to read {path.name}: it is a symbolic link or not inside the workspace"
+            )
         return path
 
 

@@ -43,9 +43,13 @@ def test_many_writers_in_many_processes_leave_one_schema_and_rising_seq(tmp_path
     path, go = tmp_path / "events.jsonl", tmp_path / "go"
     writers = [("launcher", f"job{k}", 1, 60) for k in range(3)]
     writers += [("server", f"server{k}", 4, 30) for k in range(2)]
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), source, who, str(threads),
-                               str(n), str(go)], cwd=ROOT)
-             for source, who, threads, n in writers]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), source, who, str(threads), str(n), str(go)],
+            cwd=ROOT,
+        )
+        for source, who, threads, n in writers
+    ]
     time.sleep(1.0)  # let every process import and open the file, then start them together
     go.touch()
     for p in procs:
@@ -72,21 +76,40 @@ def test_many_writers_in_many_processes_leave_one_schema_and_rising_seq(tmp_path
     assert read_events(path) == events  # current lines read back as written
 
 
-OLD_LAUNCHER = {"schema": 1, "seq": 1, "ts": "2026-11-30T10:00:00.000+00:00", "t": 1796000000.0,
-                "agent_id": "inv-old", "source": "launcher", "kind": "job_started", "job_id": "7"}
-OLD_SERVER = {"v": 1, "seq": 2, "ts": "2026-11-30T10:00:01.000000+00:00", "t_unix": 1796000001.0,
-              "agent": "agent", "type": "tool_call", "tool": "run_prompt",
-              "args": {"text": "the cat"}, "duration_ms": 4.2, "outcome": "ok", "error": None}
+OLD_LAUNCHER = {
+    "schema": 1,
+    "seq": 1,
+    "ts": "2026-11-30T10:00:00.000+00:00",
+    "t": 1796000000.0,
+    "agent_id": "inv-old",
+    "source": "launcher",
+    "kind": "job_started",
+    "job_id": "7",
+}
+OLD_SERVER = {
+    "v": 1,
+    "seq": 2,
+    "ts": "2026-11-30T10:00:01.000000+00:00",
+    "t_unix": 1796000001.0,
+    "agent": "agent",
+    "type": "tool_call",
+    "tool": "run_prompt",
+    "args": {"text": "the cat"},
+    "duration_ms": 4.2,
+    "outcome": "ok",
+    "error": None,
+}
 
 
 def test_old_directories_read_in_the_one_schema_and_continue(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     path.write_text(json.dumps(OLD_LAUNCHER) + "\n" + json.dumps(OLD_SERVER) + "\n")
     old = read_events(path)
-    assert [tuple(e)[:len(HEADER)] for e in old] == [HEADER, HEADER]
+    assert [tuple(e)[: len(HEADER)] for e in old] == [HEADER, HEADER]
     assert [(e["source"], e["kind"], e["agent_id"], e["t"]) for e in old] == [
         ("launcher", "job_started", "inv-old", 1796000000.0),
-        ("server", "tool_call", "agent", 1796000001.0)]
+        ("server", "tool_call", "agent", 1796000001.0),
+    ]
     assert old[1]["tool"] == "run_prompt" and old[1]["args"] == {"text": "the cat"}
     assert "v" not in old[1] and "type" not in old[1] and "t_unix" not in old[1]
     lines = [event_line(e) for e in old]
@@ -102,8 +125,16 @@ def test_old_directories_read_in_the_one_schema_and_continue(tmp_path: Path) -> 
 def test_a_line_outside_the_schema_is_named() -> None:
     assert schema_problems(json.dumps(OLD_SERVER)) != []
     assert schema_problems("{not json") and schema_problems("[1]") == ["not a JSON object"]
-    good = {"schema": SCHEMA_VERSION, "seq": 1, "ts": "", "t": 0, "source": "server",
-            "agent_id": "a", "kind": "tool_call"}
+    good = {
+        "schema": SCHEMA_VERSION,
+        "seq": 1,
+        "ts": "",
+        "t": 0,
+        "source": "server",
+        "agent_id": "a",
+        "kind": "tool_call",
+    }
     assert schema_problems(json.dumps(good)) == []
     assert schema_problems(json.dumps({**good, "kind": "job_started"})) == [
-        "kind 'job_started' is not a 'server' kind"]
+        "kind 'job_started' is not a 'server' kind"
+    ]

@@ -15,24 +15,50 @@ from spd_core.run import load_run
 
 def _save_tiny(kind: str, path: Path) -> None:
     if kind == "llama":
-        model = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                             num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32))
+        model = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=40,
+                hidden_size=16,
+                intermediate_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                num_key_value_heads=2,
+                max_position_embeddings=32,
+            )
+        )
     else:
-        model = GPT2LMHeadModel(GPT2Config(vocab_size=40, n_embd=16, n_layer=1, n_head=2, n_positions=32))
+        model = GPT2LMHeadModel(
+            GPT2Config(vocab_size=40, n_embd=16, n_layer=1, n_head=2, n_positions=32)
+        )
     model.save_pretrained(path)
 
 
-@pytest.mark.parametrize(("kind", "module", "layers", "extra"), [
-    ("llama", "model.layers.*.mlp.*_proj:8", {"0.mlp.up", "0.mlp.gate", "0.mlp.down"}, []),
-    ("gpt2", "transformer.h.*.mlp.c_*:8", {"0.mlp.up", "0.mlp.down"}, []),
-    ("gpt2", "transformer.h.*.mlp.c_*:8", {"0.mlp.up", "0.mlp.down"}, ["--workers", "2"]),
-])
+@pytest.mark.parametrize(
+    ("kind", "module", "layers", "extra"),
+    [
+        ("llama", "model.layers.*.mlp.*_proj:8", {"0.mlp.up", "0.mlp.gate", "0.mlp.down"}, []),
+        ("gpt2", "transformer.h.*.mlp.c_*:8", {"0.mlp.up", "0.mlp.down"}, []),
+        ("gpt2", "transformer.h.*.mlp.c_*:8", {"0.mlp.up", "0.mlp.down"}, ["--workers", "2"]),
+    ],
+)
 def test_decompose_a_local_transformers_model(
     tmp_path: Path, kind: str, module: str, layers: set[str], extra: list[str], capsys
 ) -> None:
     _save_tiny(kind, tmp_path / "model")
-    rc = main(["--hf", str(tmp_path / "model"), "--module", module, "--steps", "4", "--out", str(tmp_path / "run"),
-               "--no-progress", *extra])
+    rc = main(
+        [
+            "--hf",
+            str(tmp_path / "model"),
+            "--module",
+            module,
+            "--steps",
+            "4",
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+            *extra,
+        ]
+    )
     assert rc == 0
     assert "run directory:" in capsys.readouterr().out
     run = load_run(tmp_path / "run")
@@ -41,25 +67,42 @@ def test_decompose_a_local_transformers_model(
     with torch.no_grad():
         tgt = run.model(ids, cache_inputs=True)
         masks, delta = ones_masks(run.model.causal_importance(tgt.inputs).lower)
-        torch.testing.assert_close(run.model(ids, masks=masks, delta_masks=delta).output, tgt.output, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            run.model(ids, masks=masks, delta_masks=delta).output, tgt.output, atol=1e-5, rtol=1e-5
+        )
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["no_such_experiment"], "unknown experiment 'no_such_experiment'; valid: tms_5-2"),
-    (["missing.json"], "config file missing.json does not exist"),
-    (["--hf", "/nonexistent/dir", "--module", "x:4"], "is not a transformers model directory"),
-    (["--hf", "/tmp", "--module", "nocolon"], "malformed --module 'nocolon'"),
-    (["tms_5-2", "--workers", "3", "--batch-size", "32"], "batch_size 32 must be a multiple of workers 3"),
-])
-def test_bad_input_fails_at_once_naming_what_is_valid(argv: list[str], message: str, capsys, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["no_such_experiment"], "unknown experiment 'no_such_experiment'; valid: tms_5-2"),
+        (["missing.json"], "config file missing.json does not exist"),
+        (["--hf", "/nonexistent/dir", "--module", "x:4"], "is not a transformers model directory"),
+        (["--hf", "/tmp", "--module", "nocolon"], "malformed --module 'nocolon'"),
+        (
+            ["tms_5-2", "--workers", "3", "--batch-size", "32"],
+            "batch_size 32 must be a multiple of workers 3",
+        ),
+    ],
+)
+def test_bad_input_fails_at_once_naming_what_is_valid(
+    argv: list[str], message: str, capsys, tmp_path: Path
+) -> None:
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
 def test_pattern_matching_nothing_lists_candidates(tmp_path: Path, capsys) -> None:
-    cfg = {"target": {"kind": "tms", "n_features": 5, "n_hidden": 2},
-           "decomposition": {"steps": 2, "batch_size": 4, "modules": [{"pattern": "nothing*", "C": 2}], "importance_coeff": 1e-3}}
+    cfg = {
+        "target": {"kind": "tms", "n_features": 5, "n_hidden": 2},
+        "decomposition": {
+            "steps": 2,
+            "batch_size": 4,
+            "modules": [{"pattern": "nothing*", "C": 2}],
+            "importance_coeff": 1e-3,
+        },
+    }
     (tmp_path / "c.json").write_text(json.dumps(cfg))
     assert main([str(tmp_path / "c.json"), "--out", str(tmp_path / "out")]) == 2
     assert "matches no decomposable module; candidates: linear1, linear2" in capsys.readouterr().err

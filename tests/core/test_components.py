@@ -31,7 +31,9 @@ def test_all_ones_mask_with_delta_reproduces_module(kind: str) -> None:
         got = comp(x, ones, torch.ones(ones.shape[:-1]))
         without_delta = comp(x, ones)
     torch.testing.assert_close(got, expected, atol=ATOL, rtol=1e-5)
-    assert (without_delta - expected).abs().max() > 1e-3, "untrained components alone should not match"
+    assert (without_delta - expected).abs().max() > 1e-3, (
+        "untrained components alone should not match"
+    )
 
 
 def test_component_weights_sum_to_weight_and_delta_closes_the_gap() -> None:
@@ -41,8 +43,12 @@ def test_component_weights_sum_to_weight_and_delta_closes_the_gap() -> None:
     torch.testing.assert_close(comp.weight() + comp.weight_delta(), comp.target_weight)
 
 
-@pytest.mark.parametrize(("d_in", "d_out", "mask_shape"), [(3, 2, (5,)), (2, 7, (5,)), (3, 2, (4, 5)), (2, 7, (4, 5))])
-def test_masked_forward_equals_hand_computation(d_in: int, d_out: int, mask_shape: tuple[int, ...]) -> None:
+@pytest.mark.parametrize(
+    ("d_in", "d_out", "mask_shape"), [(3, 2, (5,)), (2, 7, (5,)), (3, 2, (4, 5)), (2, 7, (4, 5))]
+)
+def test_masked_forward_equals_hand_computation(
+    d_in: int, d_out: int, mask_shape: tuple[int, ...]
+) -> None:
     """The fused product (the delta's mask applied on the narrower side, one matmul-add) against the
     formula with Δ formed explicitly, in values and in gradients; also with masks that broadcast over
     more positions than x has."""
@@ -52,7 +58,9 @@ def test_masked_forward_equals_hand_computation(d_in: int, d_out: int, mask_shap
     def grads(out: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.autograd.grad(out.pow(2).sum(), [comp.V, comp.U]))
 
-    expected = ((x @ comp.V) * mask) @ comp.U + dm[..., None] * (x @ comp.weight_delta().T) + comp.bias
+    expected = (
+        ((x @ comp.V) * mask) @ comp.U + dm[..., None] * (x @ comp.weight_delta().T) + comp.bias
+    )
     got = comp(x, mask, dm)
     torch.testing.assert_close(got, expected)
     for g, e in zip(grads(got), grads(expected), strict=True):
@@ -60,8 +68,15 @@ def test_masked_forward_equals_hand_computation(d_in: int, d_out: int, mask_shap
 
 
 def _tiny_llama() -> LlamaForCausalLM:
-    cfg = LlamaConfig(vocab_size=23, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    cfg = LlamaConfig(
+        vocab_size=23,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -73,10 +88,24 @@ def _tiny_gpt2() -> GPT2LMHeadModel:
 @pytest.mark.parametrize(
     ("make", "patterns", "layers"),
     [
-        (_tiny_llama, [("model.embed_tokens", 8), ("model.layers.*.self_attn.*_proj", 4), ("model.layers.*.mlp.*_proj", 6)],
-         {"embed", "0.attn.q", "1.mlp.down"}),
-        (_tiny_gpt2, [("transformer.wte", 8), ("transformer.h.*.attn.c_*", 4), ("transformer.h.*.mlp.c_*", 6)],
-         {"embed", "0.attn.qkv", "1.attn.o", "1.mlp.up"}),
+        (
+            _tiny_llama,
+            [
+                ("model.embed_tokens", 8),
+                ("model.layers.*.self_attn.*_proj", 4),
+                ("model.layers.*.mlp.*_proj", 6),
+            ],
+            {"embed", "0.attn.q", "1.mlp.down"},
+        ),
+        (
+            _tiny_gpt2,
+            [
+                ("transformer.wte", 8),
+                ("transformer.h.*.attn.c_*", 4),
+                ("transformer.h.*.mlp.c_*", 6),
+            ],
+            {"embed", "0.attn.qkv", "1.attn.o", "1.mlp.up"},
+        ),
     ],
 )
 def test_component_model_all_ones_reproduces_language_model(make, patterns, layers) -> None:
@@ -97,7 +126,10 @@ def test_component_model_all_ones_reproduces_language_model(make, patterns, laye
 
 
 def test_pattern_matching_no_module_lists_candidates() -> None:
-    with pytest.raises(ValueError, match=r"matches no decomposable module; candidates: .*model\.layers\.0\.mlp\.up_proj"):
+    with pytest.raises(
+        ValueError,
+        match=r"matches no decomposable module; candidates: .*model\.layers\.0\.mlp\.up_proj",
+    ):
         match_modules(_tiny_llama(), [("model.layers.*.nonexistent", 4)])
 
 
@@ -108,7 +140,12 @@ def test_unsupported_module_is_an_error_naming_supported_ones() -> None:
 
 def test_target_untouched_after_masked_forward() -> None:
     lm = _tiny_llama()
-    model = ComponentModel(lm, [("model.layers.*.mlp.*_proj", 4)], output_attr="logits", target_kwargs={"use_cache": False})
+    model = ComponentModel(
+        lm,
+        [("model.layers.*.mlp.*_proj", 4)],
+        output_attr="logits",
+        target_kwargs={"use_cache": False},
+    )
     ids = torch.randint(0, 23, (1, 5))
     with torch.no_grad():
         before = lm(ids).logits

@@ -18,7 +18,9 @@ from spd_core.targets.language import Probe
 from spd_core.targets.tiny_lm import encode_batch, mechanism_scores
 from spd_core.weight_delta import NEGLIGIBLE_REL_NORM
 
-pytestmark = pytest.mark.skipif(not (DEMO_RUN / "run.json").exists(), reason="demo run not built (make demo-run)")
+pytestmark = pytest.mark.skipif(
+    not (DEMO_RUN / "run.json").exists(), reason="demo run not built (make demo-run)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,13 @@ def test_demo_target_accuracy_matches_the_report_by_a_second_route(demo) -> None
 def test_demo_masked_accuracies_and_single_matrix_kl_reproduce(demo) -> None:
     probes = _probes(demo)
     report = regime_report(demo.model, demo.tokenizer, probes, n_stochastic=1)
-    for key in ("accuracy_ci", "accuracy_rounded", "accuracy_unmasked", "agreement_ci", "agreement_rounded"):
+    for key in (
+        "accuracy_ci",
+        "accuracy_rounded",
+        "accuracy_unmasked",
+        "agreement_ci",
+        "agreement_rounded",
+    ):
         for mechanism, value in report[key].items():
             assert value == pytest.approx(demo.metrics[key][mechanism], abs=1e-6), (key, mechanism)
     for layer, l0 in report["l0_per_layer"].items():
@@ -52,10 +60,14 @@ def test_demo_masked_accuracies_and_single_matrix_kl_reproduce(demo) -> None:
     assert report["l0_total_above"] == pytest.approx(demo.metrics["l0_total_above"], rel=1e-6)
     assert report["l0_total"] >= report["l0_total_above"]["0.1"] >= report["l0_total_above"]["0.5"]
     for layer, kl in report["kl_single_matrix_ci"].items():
-        assert kl == pytest.approx(demo.metrics["kl_single_matrix_ci"][layer], rel=1e-4, abs=1e-6), layer
+        assert kl == pytest.approx(
+            demo.metrics["kl_single_matrix_ci"][layer], rel=1e-4, abs=1e-6
+        ), layer
     assert report["max_abs_unmasked_minus_target"] < 1e-4
     assert report["accuracy_unmasked"] == report["accuracy_target"]
-    assert set(report["agreement_target"].values()) == {1.0} and set(report["agreement_unmasked"].values()) == {1.0}
+    assert set(report["agreement_target"].values()) == {1.0} and set(
+        report["agreement_unmasked"].values()
+    ) == {1.0}
 
 
 # The goals the demo is shipped against (README, demo section). The deterministic numbers are
@@ -66,18 +78,24 @@ KL_STOCHASTIC_MAX, KL_SINGLE_MATRIX_MAX, ACTIVE_MAX = 0.02, 0.05, 60
 
 def test_demo_meets_its_agreement_goals(demo) -> None:
     m = demo.metrics
-    floors = {"agreement_ci": AGREEMENT_MIN, "agreement_stochastic_mean": AGREEMENT_MIN,
-              "agreement_stochastic_worst": AGREEMENT_WORST_MIN}
+    floors = {
+        "agreement_ci": AGREEMENT_MIN,
+        "agreement_stochastic_mean": AGREEMENT_MIN,
+        "agreement_stochastic_worst": AGREEMENT_WORST_MIN,
+    }
     for key, floor in floors.items():
         low = {mech: v for mech, v in m[key].items() if v < floor}
         assert not low, f"{key} below {floor}: {low}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "faithfulness first: with the components summing to the weights (faithfulness 1e7) the shipped "
-    "run has 154.5 active components per token, stochastic KL 0.0239 and 0.mlp.gate alone at KL "
-    "0.064 (README, demo section); a run that meets these turns this into a failure to update"
-))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "faithfulness first: with the components summing to the weights (faithfulness 1e7) the shipped "
+        "run has 154.5 active components per token, stochastic KL 0.0239 and 0.mlp.gate alone at KL "
+        "0.064 (README, demo section); a run that meets these turns this into a failure to update"
+    ),
+)
 def test_demo_meets_its_kl_and_sparsity_goals(demo) -> None:
     m = demo.metrics
     high = {k: kl for k, kl in m["kl_single_matrix_ci"].items() if kl > KL_SINGLE_MATRIX_MAX}

@@ -17,7 +17,9 @@ from spd_core.demo import DEMO_CONFIG, read_history
 from spd_core.run import DEMO_RUN, build_component_model, load_run
 from spd_core.targets.spec import data_source, load_target
 
-pytestmark = pytest.mark.skipif(not (DEMO_RUN / "history.jsonl").exists(), reason="demo run not built (make demo-run)")
+pytestmark = pytest.mark.skipif(
+    not (DEMO_RUN / "history.jsonl").exists(), reason="demo run not built (make demo-run)"
+)
 
 STEPS = 41  # logged rows at steps 0, 20 and 40
 REL_TOL = 1e-3  # float summation order may differ between CPUs; on one machine the match is exact
@@ -26,15 +28,22 @@ REL_TOL = 1e-3  # float summation order may differ between CPUs; on one machine 
 @pytest.mark.slow
 def test_decomposition_retraces_the_shipped_history() -> None:
     run = load_run("demo")
-    assert run.config == DEMO_CONFIG, "the shipped run was built with another config than DEMO_CONFIG"
+    assert run.config == DEMO_CONFIG, (
+        "the shipped run was built with another config than DEMO_CONFIG"
+    )
     target = load_target(run.target_spec, DEMO_RUN / "target").requires_grad_(False).eval()
     torch.manual_seed(DEMO_CONFIG.seed)
     model = build_component_model(run.target_spec, target, DEMO_CONFIG)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = decompose(model, data_source(run.target_spec, target, DEMO_CONFIG.seq_len), DEMO_CONFIG,
-                           progress=False, stop_after=STEPS)
+        result = decompose(
+            model,
+            data_source(run.target_spec, target, DEMO_CONFIG.seq_len),
+            DEMO_CONFIG,
+            progress=False,
+            stop_after=STEPS,
+        )
     finally:
         torch.set_num_threads(threads)
     shipped = {row["step"]: row for row in read_history(DEMO_RUN) if "loss" in row}

@@ -29,7 +29,13 @@ def corpus(n: int = 40, seed: int = 0) -> list[str]:
 @pytest.fixture(scope="module")
 def harvested(tmp_path_factory):
     model, tok, texts = bigram_model(), word_tokenizer(), corpus()
-    h = harvest(model, tok, texts, HarvestConfig(threshold=0.5, n_examples=5, window=2, batch_size=7), progress=False)
+    h = harvest(
+        model,
+        tok,
+        texts,
+        HarvestConfig(threshold=0.5, n_examples=5, window=2, batch_size=7),
+        progress=False,
+    )
     run_dir = tmp_path_factory.mktemp("run")
     write_harvest(run_dir, h, labels={("lin1", 1): "token a"})
     return model, texts, h, HarvestStore(run_dir)
@@ -78,7 +84,9 @@ def test_examples_are_the_texts_containing_the_token(harvested) -> None:
     for e in page.items:
         words = texts[e["text_id"]].split()
         assert words[e["pos"]] == "c" and words.index("c") == e["pos"]
-        assert e["token_ids"] == [WORDS.index(w) for w in words[e["start"] : e["start"] + len(e["ci"])]]
+        assert e["token_ids"] == [
+            WORDS.index(w) for w in words[e["start"] : e["start"] + len(e["ci"])]
+        ]
         assert e["ci"] == [pytest.approx(1.0, abs=1e-4) if t == 3 else 0.0 for t in e["token_ids"]]
 
 
@@ -87,7 +95,12 @@ def test_dataset_attributions_equal_the_per_text_graph_sums(harvested) -> None:
     tok = word_tokenizer()
     expected: Counter[tuple[str, int, str, int]] = Counter()
     for t in texts:
-        g = attribution_graph(model, torch.tensor([tok.encode(t, add_special_tokens=False)]), threshold=0.5, outputs=[])
+        g = attribution_graph(
+            model,
+            torch.tensor([tok.encode(t, add_special_tokens=False)]),
+            threshold=0.5,
+            outputs=[],
+        )
         for i, tgt in enumerate(g.nodes):
             for j, src in enumerate(g.nodes):
                 if tgt.layer in model.layers and src.layer in model.layers and g.edges[i, j] != 0:
@@ -128,10 +141,24 @@ def test_errors_say_what_is_valid_and_writes_are_atomic(harvested, tmp_path) -> 
     with pytest.raises(FileNotFoundError, match="spd-harvest"):
         HarvestStore(tmp_path)
     path = write_harvest(tmp_path, h)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["harvest.sqlite"]  # no temp file left behind
-    tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == {"meta", "texts", "components", "token_stats", "examples", "cofiring", "attributions",
-                      "attribution_inflow", "labels"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "harvest.sqlite"
+    ]  # no temp file left behind
+    tables = {
+        r[0]
+        for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")
+    }
+    assert tables == {
+        "meta",
+        "texts",
+        "components",
+        "token_stats",
+        "examples",
+        "cofiring",
+        "attributions",
+        "attribution_inflow",
+        "labels",
+    }
 
 
 def test_top_k_cut_keeps_every_ranked_query_of_at_most_k_rows(harvested, tmp_path) -> None:
@@ -143,12 +170,16 @@ def test_top_k_cut_keeps_every_ranked_query_of_at_most_k_rows(harvested, tmp_pat
     _, _, h, _ = harvested
     keys = [(layer, c) for layer, n in h.layers.items() for c in range(n)]
     gen = torch.Generator().manual_seed(0)
-    value = torch.randn(len(keys), len(keys), generator=gen, dtype=torch.float64)  # (target, source)
+    value = torch.randn(
+        len(keys), len(keys), generator=gen, dtype=torch.float64
+    )  # (target, source)
     present = torch.rand(len(keys), len(keys), generator=gen) < 0.7
     k = 2
     keep = _top_k_pairs(value, present, k)
     assert keep.sum() < present.sum()
-    for t in range(len(keys)):  # brute force: a kept pair is in its row's or column's top k by some score
+    for t in range(
+        len(keys)
+    ):  # brute force: a kept pair is in its row's or column's top k by some score
         for s in range(len(keys)):
             if not present[t, s]:
                 continue
@@ -160,8 +191,10 @@ def test_top_k_cut_keeps_every_ranked_query_of_at_most_k_rows(harvested, tmp_pat
             assert bool(keep[t, s]) == (min(ranks) < k), (t, s)
 
     def stored(mask: torch.Tensor, name: str) -> HarvestStore:
-        attrs = {(*keys[s], *keys[t]): AttributionSum(float(value[t, s]), abs(float(value[t, s])), 1)
-                 for t, s in mask.nonzero().tolist()}
+        attrs = {
+            (*keys[s], *keys[t]): AttributionSum(float(value[t, s]), abs(float(value[t, s])), 1)
+            for t, s in mask.nonzero().tolist()
+        }
         inflow_all = torch.where(present, value.abs(), torch.zeros_like(value)).sum(1)
         inflow = {keys[t]: float(inflow_all[t]) for t in range(len(keys)) if present[t].any()}
         run_dir = tmp_path / name
@@ -173,7 +206,9 @@ def test_top_k_cut_keeps_every_ranked_query_of_at_most_k_rows(harvested, tmp_pat
     for layer, c in keys:
         for sign in ("positive", "negative", "abs"):
             for top in (1, k):
-                assert dataset_attributions(cut, layer, c, top, sign) == dataset_attributions(whole, layer, c, top, sign)
+                assert dataset_attributions(cut, layer, c, top, sign) == dataset_attributions(
+                    whole, layer, c, top, sign
+                )
 
 
 def test_sharded_over_processes_gives_the_serial_harvest(harvested) -> None:
@@ -181,8 +216,14 @@ def test_sharded_over_processes_gives_the_serial_harvest(harvested) -> None:
     added, against the one-process harvest of the fixture (top examples kept across shards, ties
     broken by text id as the streaming heap does)."""
     model, texts, serial, _ = harvested
-    sharded = harvest(model, word_tokenizer(), texts,
-                      HarvestConfig(threshold=0.5, n_examples=5, window=2, batch_size=7), progress=False, processes=3)
+    sharded = harvest(
+        model,
+        word_tokenizer(),
+        texts,
+        HarvestConfig(threshold=0.5, n_examples=5, window=2, batch_size=7),
+        progress=False,
+        processes=3,
+    )
     assert sharded.n_tokens == serial.n_tokens and sharded.texts == serial.texts
     assert sharded.components == serial.components
     assert sharded.token_stats == serial.token_stats
@@ -191,5 +232,9 @@ def test_sharded_over_processes_gives_the_serial_harvest(harvested) -> None:
     assert sharded.attributions.keys() == serial.attributions.keys()
     for key, s in serial.attributions.items():
         got = sharded.attributions[key]
-        assert (got.count, got.value, got.abs_value) == (s.count, pytest.approx(s.value), pytest.approx(s.abs_value))
+        assert (got.count, got.value, got.abs_value) == (
+            s.count,
+            pytest.approx(s.value),
+            pytest.approx(s.abs_value),
+        )
     assert sharded.attribution_inflow == pytest.approx(serial.attribution_inflow)

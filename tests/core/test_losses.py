@@ -73,7 +73,10 @@ def test_faithfulness_stays_fp32_under_bf16_autocast() -> None:
         for layer in ("a", "b"):
             comp = model.comp(layer)
             comp.V.copy_(comp.target_weight.T @ torch.linalg.pinv(comp.U))  # (V U)ᵀ close to W
-    deltas = [(model.comp(k).target_weight - (model.comp(k).V @ model.comp(k).U).T).detach() for k in ("a", "b")]
+    deltas = [
+        (model.comp(k).target_weight - (model.comp(k).V @ model.comp(k).U).T).detach()
+        for k in ("a", "b")
+    ]
     expected = sum(float(d.double().pow(2).sum()) for d in deltas) / sum(d.numel() for d in deltas)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = faithfulness_loss(model).detach()
@@ -118,7 +121,9 @@ def test_subset_routing_picks_at_least_one_layer_per_position() -> None:
     chosen = torch.stack(list(routing.values()), dim=-1)
     assert chosen.any(-1).all()
     counts = chosen.sum(-1).bincount(minlength=4)[1:].float() / 500
-    assert all(0.2 < c < 0.47 for c in counts.tolist()), f"k should be ~uniform on 1..3, got {counts}"
+    assert all(0.2 < c < 0.47 for c in counts.tolist()), (
+        f"k should be ~uniform on 1..3, got {counts}"
+    )
 
 
 def test_folded_routing_equals_the_two_path_routing_in_value_and_gradient() -> None:
@@ -130,13 +135,17 @@ def test_folded_routing_equals_the_two_path_routing_in_value_and_gradient() -> N
     ci = model.causal_importance(tgt.inputs).lower
     masks, delta = stochastic_masks(ci)
     routing = layer_subset_routing(list(model.layers), x.shape[:-1], x.device)
-    assert all(0 < int(r.sum()) < 200 for r in routing.values()), "each layer should be routed at some positions only"
+    assert all(0 < int(r.sum()) < 200 for r in routing.values()), (
+        "each layer should be routed at some positions only"
+    )
     routed = model(x, masks=masks, delta_masks=delta, routing=routing).output
     folded_masks, folded_delta = fold_routing(masks, delta, routing)
     folded = model(x, masks=folded_masks, delta_masks=folded_delta).output
     torch.testing.assert_close(folded, routed, rtol=1e-5, atol=1e-6)
     params = [p for p in model.parameters() if p.requires_grad]
-    g_routed = torch.autograd.grad(routed.pow(2).sum(), params, allow_unused=True, retain_graph=True)
+    g_routed = torch.autograd.grad(
+        routed.pow(2).sum(), params, allow_unused=True, retain_graph=True
+    )
     g_folded = torch.autograd.grad(folded.pow(2).sum(), params, allow_unused=True)
     for a, b in zip(g_routed, g_folded, strict=True):
         assert (a is None) == (b is None)
@@ -151,7 +160,9 @@ def test_sequence_layer_routes_one_layer_per_sequence_at_every_position() -> Non
     assert (stacked.sum(-1) == 1).all(), "exactly one layer per position"
     assert (stacked == stacked[:, :1]).all(), "the same layer at every position of a sequence"
     share = stacked[:, 0].float().mean(0)
-    assert all(0.25 < v < 0.42 for v in share.tolist()), f"layers should be drawn ~uniformly, got {share}"
+    assert all(0.25 < v < 0.42 for v in share.tolist()), (
+        f"layers should be drawn ~uniformly, got {share}"
+    )
 
 
 def test_sequence_layer_ci_loss_is_the_single_layer_loss_of_each_sequence_averaged() -> None:
@@ -169,8 +180,16 @@ def test_sequence_layer_ci_loss_is_the_single_layer_loss_of_each_sequence_averag
         total = torch.zeros(())
         for layer, rows in picked.items():
             assert 0 < int(rows.sum()) < 120, "both layers should be drawn for some sequences"
-            part = masked_recon_loss(model, x[rows], tgt.output[rows], {k: g[rows] for k, g in ci.items()}, None, "mse",
-                                     "random_layer", layer=layer)
+            part = masked_recon_loss(
+                model,
+                x[rows],
+                tgt.output[rows],
+                {k: g[rows] for k, g in ci.items()},
+                None,
+                "mse",
+                "random_layer",
+                layer=layer,
+            )
             total = total + part * int(rows.sum())
     assert got.item() == pytest.approx((total / 120).item(), rel=1e-5)
 
@@ -189,9 +208,22 @@ def test_masked_recon_matches_hand_forward() -> None:
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
     # layerwise: mean of the two single-layer losses
     with torch.no_grad():
-        only_a = (((torch.relu(((x @ a.V) * ma) @ a.U + da[:, None] * (x @ a.weight_delta().T))) @ b.target_weight.T + b.bias) - y).pow(2).mean()
+        only_a = (
+            (
+                (
+                    (torch.relu(((x @ a.V) * ma) @ a.U + da[:, None] * (x @ a.weight_delta().T)))
+                    @ b.target_weight.T
+                    + b.bias
+                )
+                - y
+            )
+            .pow(2)
+            .mean()
+        )
         only_b = (((torch.relu(x @ a.target_weight.T) @ b.V) * mb) @ b.U + b.bias - y).pow(2).mean()
-        lw = masked_recon_loss(model, x, y, {"a": ma, "b": mb}, {"a": da, "b": torch.zeros(6)}, "mse", "layerwise")
+        lw = masked_recon_loss(
+            model, x, y, {"a": ma, "b": mb}, {"a": da, "b": torch.zeros(6)}, "mse", "layerwise"
+        )
     assert lw.item() == pytest.approx(((only_a + only_b) / 2).item(), rel=1e-5)
 
 
@@ -202,9 +234,13 @@ def test_pgd_steps_increase_reconstruction_loss() -> None:
     ci = model.causal_importance(model(x, cache_inputs=True).inputs).lower
     ci = {k: (0.5 * v).detach() for k, v in ci.items()}
     torch.manual_seed(1)
-    start = masked_recon_loss(model, x, y, *pgd_masks(model, x, y, ci, "mse", steps=0, step_size=0.1), "mse")
+    start = masked_recon_loss(
+        model, x, y, *pgd_masks(model, x, y, ci, "mse", steps=0, step_size=0.1), "mse"
+    )
     torch.manual_seed(1)
-    adv = masked_recon_loss(model, x, y, *pgd_masks(model, x, y, ci, "mse", steps=5, step_size=0.1), "mse")
+    adv = masked_recon_loss(
+        model, x, y, *pgd_masks(model, x, y, ci, "mse", steps=5, step_size=0.1), "mse"
+    )
     assert adv.item() > start.item() * 1.05, (start.item(), adv.item())
 
 
@@ -212,12 +248,27 @@ def test_pgd_steps_increase_reconstruction_loss() -> None:
 def test_gradients_reach_components_and_ci_functions(ci_fn_type: str) -> None:
     model = _model(ci_fn_type)
     config = DecompositionConfig(
-        steps=10, batch_size=8, modules=[ModulePattern(pattern="a", C=3)], importance_coeff=1e-2,
-        faithfulness_coeff=1.0, stochastic_subset_coeff=1.0, ci_recon_coeff=1.0, pgd_recon_coeff=1.0, pgd_steps=2,
+        steps=10,
+        batch_size=8,
+        modules=[ModulePattern(pattern="a", C=3)],
+        importance_coeff=1e-2,
+        faithfulness_coeff=1.0,
+        stochastic_subset_coeff=1.0,
+        ci_recon_coeff=1.0,
+        pgd_recon_coeff=1.0,
+        pgd_steps=2,
     )
     loss, values, _ = loss_terms(model, torch.randn(16, 3), config, step=0)
     loss.backward()
-    assert set(values) == {"faithfulness", "importance", "stochastic", "stochastic_layerwise", "stochastic_subset", "ci_recon", "pgd"}
+    assert set(values) == {
+        "faithfulness",
+        "importance",
+        "stochastic",
+        "stochastic_layerwise",
+        "stochastic_subset",
+        "ci_recon",
+        "pgd",
+    }
     for name, p in model.named_parameters():
         if name.startswith(("components.", "ci_fns.")):
             assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reached {name}"
@@ -237,7 +288,9 @@ def test_layerwise_reuse_of_inner_acts_changes_nothing() -> None:
     assert reused.item() == pytest.approx(plain.item(), rel=1e-6)
     g_plain = torch.autograd.grad(plain, [model.comp("a").V, model.comp("b").U])
     g_reused = torch.autograd.grad(
-        masked_recon_loss(model, x, tgt.output, masks, delta, "mse", "layerwise", model.inner_acts(tgt.inputs)),
+        masked_recon_loss(
+            model, x, tgt.output, masks, delta, "mse", "layerwise", model.inner_acts(tgt.inputs)
+        ),
         [model.comp("a").V, model.comp("b").U],
     )
     for a, b in zip(g_plain, g_reused, strict=True):
@@ -252,7 +305,9 @@ def test_random_layer_with_a_fixed_layer_is_that_layer_alone() -> None:
     a, b = model.comp("a"), model.comp("b")
     with torch.no_grad():
         only_b = (((torch.relu(x @ a.target_weight.T) @ b.V) * mb) @ b.U + b.bias - y).pow(2).mean()
-        got = masked_recon_loss(model, x, y, {"a": ma, "b": mb}, None, "mse", "random_layer", layer="b")
+        got = masked_recon_loss(
+            model, x, y, {"a": ma, "b": mb}, None, "mse", "random_layer", layer="b"
+        )
     assert got.item() == pytest.approx(only_b.item(), rel=1e-5)
     with pytest.raises(InvalidInput, match="unknown layer 'c'; valid: a, b"):
         masked_recon_loss(model, x, y, {"a": ma, "b": mb}, None, "mse", "random_layer", layer="c")
@@ -262,7 +317,9 @@ def test_loss_weighted_layers_probabilities_updates_and_draws() -> None:
     sampler = LossWeightedLayers(["a", "b"], decay=0.5)
     assert sampler.probabilities() == pytest.approx([0.5, 0.5])
     sampler.update("a", 3.0)
-    assert sampler.probabilities() == pytest.approx([0.5, 0.5])  # an unseen layer counts as the worst seen
+    assert sampler.probabilities() == pytest.approx(
+        [0.5, 0.5]
+    )  # an unseen layer counts as the worst seen
     sampler.update("b", 1.0)
     assert sampler.probabilities() == pytest.approx([0.25 + 0.5 * 3 / 4, 0.25 + 0.5 * 1 / 4])
     sampler.update("b", 3.0)  # running mean 0.5·1 + 0.5·3
@@ -274,8 +331,14 @@ def test_loss_weighted_layers_probabilities_updates_and_draws() -> None:
 
 def test_loss_layer_sampling_needs_random_layer_mode() -> None:
     with pytest.raises(ValueError, match="needs ci_recon_mode 'random_layer', got 'all'"):
-        DecompositionConfig(steps=1, batch_size=1, modules=[ModulePattern(pattern="a", C=1)], importance_coeff=1.0,
-                            ci_recon_coeff=1.0, ci_recon_layer_sampling="loss")
+        DecompositionConfig(
+            steps=1,
+            batch_size=1,
+            modules=[ModulePattern(pattern="a", C=1)],
+            importance_coeff=1.0,
+            ci_recon_coeff=1.0,
+            ci_recon_layer_sampling="loss",
+        )
 
 
 class _Gaussian:
@@ -285,18 +348,30 @@ class _Gaussian:
 
 def test_loss_weighted_run_resumes_to_the_same_components(tmp_path) -> None:
     config = DecompositionConfig(
-        steps=20, batch_size=16, modules=[ModulePattern(pattern="*", C=3)], importance_coeff=1e-2, checkpoint_freq=5,
-        ci_recon_coeff=1.0, ci_recon_mode="random_layer", ci_recon_layer_sampling="loss", output_loss="mse",
+        steps=20,
+        batch_size=16,
+        modules=[ModulePattern(pattern="*", C=3)],
+        importance_coeff=1e-2,
+        checkpoint_freq=5,
+        ci_recon_coeff=1.0,
+        ci_recon_mode="random_layer",
+        ci_recon_layer_sampling="loss",
+        output_loss="mse",
     )
     torch.manual_seed(0)
     whole = _model()
     decompose(whole, _Gaussian(), config, progress=False)
     torch.manual_seed(0)
     decompose(_model(), _Gaussian(), config, tmp_path, progress=False, stop_after=10)
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["ci_layer_loss"].keys() == {"a", "b"}
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["ci_layer_loss"].keys() == {
+        "a",
+        "b",
+    }
     torch.manual_seed(0)
     resumed = _model()
     result = decompose(resumed, _Gaussian(), config, tmp_path, progress=False)
     assert result.resumed_from == 10
-    for (name, p), q in zip(whole.trainable_state().items(), resumed.trainable_state().values(), strict=True):
+    for (name, p), q in zip(
+        whole.trainable_state().items(), resumed.trainable_state().values(), strict=True
+    ):
         torch.testing.assert_close(p, q, msg=f"resumed run diverged at {name}")

@@ -14,7 +14,9 @@ pytestmark = pytest.mark.slow
 
 def _decompose(name: str, **overrides):
     exp = get_experiment(name)
-    config = exp.decomposition.model_copy(update={"eval_freq": 10**9, "checkpoint_freq": 10**9, **overrides})
+    config = exp.decomposition.model_copy(
+        update={"eval_freq": 10**9, "checkpoint_freq": 10**9, **overrides}
+    )
     target, _ = build_target(exp.target)
     torch.manual_seed(config.seed)
     model = build_component_model(exp.target, target, config)
@@ -27,12 +29,21 @@ def test_tms_5_2_one_live_component_per_feature_per_matrix() -> None:
     assert result.metrics["recon_unmasked"] < 1e-10
     for layer in ("linear1", "linear2"):
         rec = tms_recovery(model, layer, n_features=5)
-        detail = [(m.component, m.feature, round(m.cosine, 4), round(m.norm_ratio, 3)) for m in rec.matches]
+        detail = [
+            (m.component, m.feature, round(m.cosine, 4), round(m.norm_ratio, 3))
+            for m in rec.matches
+        ]
         assert rec.n_live == 5, f"{layer}: {rec.n_live} live components, expected 5: {detail}"
-        assert rec.features_covered == 5, f"{layer}: features covered {rec.features_covered}/5: {detail}"
+        assert rec.features_covered == 5, (
+            f"{layer}: features covered {rec.features_covered}/5: {detail}"
+        )
         for m in rec.matches:
-            assert m.cosine >= 0.98, f"{layer} component {m.component}: cosine {m.cosine:.4f} < 0.98"
-            assert 0.9 <= m.norm_ratio <= 1.1, f"{layer} component {m.component}: norm ratio {m.norm_ratio:.3f}"
+            assert m.cosine >= 0.98, (
+                f"{layer} component {m.component}: cosine {m.cosine:.4f} < 0.98"
+            )
+            assert 0.9 <= m.norm_ratio <= 1.1, (
+                f"{layer} component {m.component}: norm ratio {m.norm_ratio:.3f}"
+            )
     verdict = recovery_verdict(model, "tms", 5)  # what spd-decompose prints at the end
     assert verdict is not None
     assert (verdict.recovered, verdict.per_layer) == (5, {"linear1": 5, "linear2": 5})

@@ -20,8 +20,12 @@ from spd_core.targets.spec import HFSpec, RandomTokens, data_source
 from spd_core.targets.tms import TMSModel, TMSSpec
 
 CFG = DecompositionConfig(
-    steps=5, batch_size=32, modules=[ModulePattern(pattern="linear*", C=4)], importance_coeff=1e-3,
-    eval_batches=1, log_freq=1,
+    steps=5,
+    batch_size=32,
+    modules=[ModulePattern(pattern="linear*", C=4)],
+    importance_coeff=1e-3,
+    eval_batches=1,
+    log_freq=1,
 )
 
 
@@ -48,16 +52,34 @@ def test_toy_run_round_trip_reproduces_outputs_exactly(tmp_path: Path) -> None:
         else:
             assert torch.equal(a, b)
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert meta["format_version"] == 1 and [lay["name"] for lay in meta["layers"]] == ["linear1", "linear2"]
+    assert meta["format_version"] == 1 and [lay["name"] for lay in meta["layers"]] == [
+        "linear1",
+        "linear2",
+    ]
     assert loaded.config == CFG and loaded.metrics == {"x": 1.0}
 
 
 def test_language_model_run_round_trip(tmp_path: Path) -> None:
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=31, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32))
+    lm = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=31,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=32,
+        )
+    )
     lm.save_pretrained(tmp_path / "src")
     spec = HFSpec(source=str(tmp_path / "src"))
-    cfg = CFG.model_copy(update={"modules": [ModulePattern(pattern="model.layers.*.mlp.*", C=4)], "seq_len": 6, "output_loss": "kl"})
+    cfg = CFG.model_copy(
+        update={
+            "modules": [ModulePattern(pattern="model.layers.*.mlp.*", C=4)],
+            "seq_len": 6,
+            "output_loss": "kl",
+        }
+    )
     target = LlamaForCausalLM.from_pretrained(tmp_path / "src").eval()
     model = build_component_model(spec, target, cfg)
     decompose(model, RandomTokens(31, 6), cfg, progress=False)
@@ -80,10 +102,26 @@ def test_load_errors_name_what_is_wrong(tmp_path: Path) -> None:
 
 
 def _spd_decompose(out: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "spd_core.cli", "tms_5-2", "--out", str(out), "--steps", "300", "--batch-size", "512",
-           "--checkpoint-every", "40", "--no-progress", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "spd_core.cli",
+        "tms_5-2",
+        "--out",
+        str(out),
+        "--steps",
+        "300",
+        "--batch-size",
+        "512",
+        "--checkpoint-every",
+        "40",
+        "--no-progress",
+        *extra,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
 
 
 @pytest.mark.slow
@@ -111,4 +149,6 @@ def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted(tmp_path: 
     b = load_file(str(tmp_path / "cut" / "components.safetensors"))
     assert a.keys() == b.keys()
     for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-6, msg=f"resumed run diverged at {k}")
+        torch.testing.assert_close(
+            a[k], b[k], atol=1e-6, rtol=1e-6, msg=f"resumed run diverged at {k}"
+        )

@@ -21,7 +21,8 @@ from spd_core.upstream import UpstreamRunError, load_upstream_run
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "upstream_spd"
 pytestmark = pytest.mark.skipif(
-    not FIXTURES.is_dir(), reason=f"upstream SPD fixtures not found at {FIXTURES} (../shared beside the repo)"
+    not FIXTURES.is_dir(),
+    reason=f"upstream SPD fixtures not found at {FIXTURES} (../shared beside the repo)",
 )
 RUNS = ["tms_5-2", "resid_mlp1", "lm_demo_llama"]
 # Tolerances: float32 with a different order of operations (their einsum vs our matmul; their
@@ -41,7 +42,9 @@ def loaded() -> dict[str, Any]:
 def _outputs(run: Any, ref: dict[str, Any]) -> dict[str, Any]:
     m = run.model
     x = torch.tensor(ref["inputs"])
-    last = (lambda t: t[:, -1]) if ref["kind"] == "lm" else (lambda t: t)  # LM: logits at the last position
+    last = (
+        (lambda t: t[:, -1]) if ref["kind"] == "lm" else (lambda t: t)
+    )  # LM: logits at the last position
     with torch.no_grad():
         ci = m.causal_importance(m(x, cache_inputs=True).inputs).lower
         ones, delta = ones_masks(ci)
@@ -56,11 +59,16 @@ def _outputs(run: Any, ref: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("name", RUNS)
 def test_layers_get_canonical_names_and_the_configured_C(loaded: dict[str, Any], name: str) -> None:
     run, ref = loaded[name], _reference(name)
-    want = {canonical_layer_name(k): torch.tensor(v).shape[-1] for k, v in ref["ci_lower_leaky"].items()}
+    want = {
+        canonical_layer_name(k): torch.tensor(v).shape[-1] for k, v in ref["ci_lower_leaky"].items()
+    }
     assert run.model.layer_c() == want
     if name == "lm_demo_llama":
-        assert set(want) == {f"{i}.{kind}" for i in (0, 1) for kind in
-                             ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down")}
+        assert set(want) == {
+            f"{i}.{kind}"
+            for i in (0, 1)
+            for kind in ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down")
+        }
         assert run.tokenizer is not None and run.config.ci_fn_type == "shared_mlp"
     else:
         assert run.tokenizer is None and run.config.ci_fn_type == "mlp"
@@ -68,13 +76,17 @@ def test_layers_get_canonical_names_and_the_configured_C(loaded: dict[str, Any],
 
 
 @pytest.mark.parametrize("name", RUNS)
-def test_all_ones_masks_with_the_delta_reproduce_the_target(loaded: dict[str, Any], name: str) -> None:
+def test_all_ones_masks_with_the_delta_reproduce_the_target(
+    loaded: dict[str, Any], name: str
+) -> None:
     out = _outputs(loaded[name], _reference(name))
     assert (out["ones_with_delta_output"] - out["target_output"]).abs().max().item() <= 1e-6
 
 
 @pytest.mark.parametrize("name", RUNS)
-def test_outputs_and_causal_importances_equal_the_public_implementations(loaded: dict[str, Any], name: str) -> None:
+def test_outputs_and_causal_importances_equal_the_public_implementations(
+    loaded: dict[str, Any], name: str
+) -> None:
     ref = _reference(name)
     out = _outputs(loaded[name], ref)
     tol = TOL[name]
@@ -85,11 +97,15 @@ def test_outputs_and_causal_importances_equal_the_public_implementations(loaded:
         diff = (out["ci"][canonical_layer_name(layer)] - torch.tensor(values)).abs().max().item()
         assert diff <= 1e-5, f"{name} CI of {layer}: max |diff| {diff:.3g}"
     # the CI masks matter: their output differs from the target's by far more than the tolerance
-    assert (torch.tensor(ref["ci_masked_output"]) - torch.tensor(ref["target_output"])).abs().max().item() > 10 * tol
+    assert (
+        torch.tensor(ref["ci_masked_output"]) - torch.tensor(ref["target_output"])
+    ).abs().max().item() > 10 * tol
 
 
 @pytest.mark.parametrize("name", RUNS)
-def test_weight_delta_norms_equal_the_public_implementations(loaded: dict[str, Any], name: str) -> None:
+def test_weight_delta_norms_equal_the_public_implementations(
+    loaded: dict[str, Any], name: str
+) -> None:
     model = loaded[name].model
     for layer, want in _reference(name)["weight_delta_rel_norm"].items():
         comp = model.comp(canonical_layer_name(layer))
@@ -102,7 +118,9 @@ def test_tms_components_are_the_five_feature_directions(loaded: dict[str, Any]) 
     rank-1 weight is that feature's column of W1 (and row of W2), and its CI is on for that feature alone."""
     model = loaded["tms_5-2"].model
     W1 = model.comp("linear1").target_weight  # (2, 5)
-    x = 0.75 * torch.eye(5)  # the public implementation's IdentityCIError probe (at 1.0, linear2's CIs spill)
+    x = 0.75 * torch.eye(
+        5
+    )  # the public implementation's IdentityCIError probe (at 1.0, linear2's CIs spill)
     with torch.no_grad():
         ci = model.causal_importance(model(x, cache_inputs=True).inputs).lower
     for layer in ("linear1", "linear2"):
@@ -146,15 +164,22 @@ def _copy_tms(tmp_path: Path, edit: dict[str, Any] | None = None, keep_target: b
 
 def test_the_target_is_found_next_to_the_run_or_passed_explicitly(tmp_path: Path) -> None:
     run = _copy_tms(tmp_path, keep_target=False)
-    with pytest.raises(UpstreamRunError, match=r"/cluster/spd_out/train/t-8eb90a6a/tms\.pth.*not on this machine.*target_run"):
+    with pytest.raises(
+        UpstreamRunError,
+        match=r"/cluster/spd_out/train/t-8eb90a6a/tms\.pth.*not on this machine.*target_run",
+    ):
         load_upstream_run(run)
     loaded = load_upstream_run(run, target=FIXTURES / "tms_5-2" / "target_run")
     assert loaded.info["target_loaded_from"] == str(FIXTURES / "tms_5-2" / "target_run" / "tms.pth")
 
 
 def test_a_wandb_target_without_a_local_copy_is_named(tmp_path: Path) -> None:
-    run = _copy_tms(tmp_path, {"pretrained_model_path": "wandb:goodfire/spd/runs/abc123"}, keep_target=False)
-    with pytest.raises(UpstreamRunError, match="wandb:goodfire/spd/runs/abc123.*W&B path with no local copy"):
+    run = _copy_tms(
+        tmp_path, {"pretrained_model_path": "wandb:goodfire/spd/runs/abc123"}, keep_target=False
+    )
+    with pytest.raises(
+        UpstreamRunError, match="wandb:goodfire/spd/runs/abc123.*W&B path with no local copy"
+    ):
         load_upstream_run(run)
 
 
@@ -170,15 +195,29 @@ def test_a_different_target_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        ({"ci_fn_type": "global_shared_mlp"}, "CI function type 'global_shared_mlp'.*valid: mlp, vector_mlp, shared_mlp"),
-        ({"ci_config": {"mode": "global", "fn_type": "global_shared_transformer"}}, "mode 'global'.*valid: layerwise"),
+        (
+            {"ci_fn_type": "global_shared_mlp"},
+            "CI function type 'global_shared_mlp'.*valid: mlp, vector_mlp, shared_mlp",
+        ),
+        (
+            {"ci_config": {"mode": "global", "fn_type": "global_shared_transformer"}},
+            "mode 'global'.*valid: layerwise",
+        ),
         ({"ci_fn_hidden_dims": [16, 16]}, r"hidden dims \[16, 16\].*exactly one hidden layer"),
         ({"sigmoid_type": "normal"}, "sigmoid_type 'normal'.*valid: leaky_hard"),
-        ({"identity_module_info": [{"module_pattern": "linear1", "C": 2}]}, "identity_module_info.*valid: null"),
-        ({"pretrained_model_class": "spd.experiments.ih.model.InductionTransformer"}, "not supported here; valid: spd"),
+        (
+            {"identity_module_info": [{"module_pattern": "linear1", "C": 2}]},
+            "identity_module_info.*valid: null",
+        ),
+        (
+            {"pretrained_model_class": "spd.experiments.ih.model.InductionTransformer"},
+            "not supported here; valid: spd",
+        ),
     ],
 )
-def test_what_we_do_not_implement_is_refused_by_name(tmp_path: Path, edit: dict[str, Any], message: str) -> None:
+def test_what_we_do_not_implement_is_refused_by_name(
+    tmp_path: Path, edit: dict[str, Any], message: str
+) -> None:
     with pytest.raises(UpstreamRunError, match=message):
         load_upstream_run(_copy_tms(tmp_path, edit))
 

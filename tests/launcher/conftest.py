@@ -25,8 +25,11 @@ def standin(tmp_path_factory: pytest.TempPathFactory):
     from spd_mcp.launcher.server_proc import server_argv, start_server, stop_server, wait_for_port
 
     inv = tmp_path_factory.mktemp("standin")
-    server = start_server(server_argv("demo", inv, inv / "server.port", STANDIN), inv / "server.log",
-                          inv / "server.port")
+    server = start_server(
+        server_argv("demo", inv, inv / "server.port", STANDIN),
+        inv / "server.log",
+        inv / "server.port",
+    )
     try:
         wait_for_port(server, 60)
         tools = wait_until_answers(server.url, server.token, server.proc, timeout_s=60)

@@ -23,4 +23,5 @@ def check_golden(name: str, value: Any) -> None:
         f"expected: {json.dumps(expected, sort_keys=True)}\n"
         f"got:      {json.dumps(value, sort_keys=True)}\n"
         f"If the change is deliberate, delete {path} and rerun the tests to regenerate it, "
-        "then review and commit the new file.")
+        "then review and commit the new file."
+    )

@@ -53,15 +53,38 @@ def build(workspace: Path) -> MCPServer:
     @server.tool()
     async def get_model_info() -> ModelInfo:
         """What model is this? (stand-in facts)"""
-        layers = [LayerRow(layer=name, kind="linear", d_in=4, d_out=4, C=2, alive=None,
-                           delta_rel_norm=0.0, delta_mean_sq=0.0)
-                  for name in ("0.mlp.up", "1.mlp.down")]
+        layers = [
+            LayerRow(
+                layer=name,
+                kind="linear",
+                d_in=4,
+                d_out=4,
+                C=2,
+                alive=None,
+                delta_rel_norm=0.0,
+                delta_mean_sq=0.0,
+            )
+            for name in ("0.mlp.up", "1.mlp.down")
+        ]
         return ModelInfo(
-            summary="A 2-layer stand-in model.", run="standin", description="stand-in facts",
-            architecture="standin-2L", is_language_model=True, dtype="float32", device="cpu",
-            vocab_size=15, context_length=32, input_dim=None, n_params_target=0,
-            n_components_total=4, layers=layers, alive_source="not measured",
-            weight_delta="negligible", metrics={}, has_harvest=False, has_probe_suite=False,
+            summary="A 2-layer stand-in model.",
+            run="standin",
+            description="stand-in facts",
+            architecture="standin-2L",
+            is_language_model=True,
+            dtype="float32",
+            device="cpu",
+            vocab_size=15,
+            context_length=32,
+            input_dim=None,
+            n_params_target=0,
+            n_components_total=4,
+            layers=layers,
+            alive_source="not measured",
+            weight_delta="negligible",
+            metrics={},
+            has_harvest=False,
+            has_probe_suite=False,
             n_probe_prompts=0,
         )
 
@@ -69,8 +92,11 @@ def build(workspace: Path) -> MCPServer:
     async def run_prompt(text: str = Field(description="prompt text")) -> Prediction:
         """What does the model predict here? (deterministic stand-in)"""
         words = text.split()
-        return Prediction(text=text, top_tokens=[w[::-1] for w in words[-2:]] or ["?"],
-                          summary=f"{len(words)} words")
+        return Prediction(
+            text=text,
+            top_tokens=[w[::-1] for w in words[-2:]] or ["?"],
+            summary=f"{len(words)} words",
+        )
 
     @server.tool()
     async def update_research_log(req: LogInput) -> Written:
@@ -96,9 +122,17 @@ class BearerGuard:
         self.app, self.expected = app, f"Bearer {token}".encode()
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and dict(scope["headers"]).get(b"authorization") != self.expected:
-            await send({"type": "http.response.start", "status": 401,
-                        "headers": [(b"content-type", b"text/plain")]})
+        if (
+            scope["type"] == "http"
+            and dict(scope["headers"]).get(b"authorization") != self.expected
+        ):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [(b"content-type", b"text/plain")],
+                }
+            )
             await send({"type": "http.response.body", "body": b"missing or wrong bearer token"})
             return
         await self.app(scope, receive, send)

@@ -23,10 +23,13 @@ PROBES = (
     Probe("mary sat . the king ran so", "he", "pronoun", "she"),
     Probe("the capital of peru is", "lima", "capital", "oslo"),
 )
-BEHAVIOURS = {"agreement": Behaviour("Choosing 'is' or 'are' to match a singular or plural subject.",
-                                     ("subject-verb agreement",)),
-              "pronoun": Behaviour("Choosing 'he' or 'she' to match the subject's gender."),
-              "capital": Behaviour("Recalling a country's capital city.", ("factual recall",))}
+BEHAVIOURS = {
+    "agreement": Behaviour(
+        "Choosing 'is' or 'are' to match a singular or plural subject.", ("subject-verb agreement",)
+    ),
+    "pronoun": Behaviour("Choosing 'he' or 'she' to match the subject's gender."),
+    "capital": Behaviour("Recalling a country's capital city.", ("factual recall",)),
+}
 EVIDENCE = Evidence(PROBES, BEHAVIOURS)
 
 
@@ -43,25 +46,38 @@ def test_the_models_prediction_on_a_quoted_phrase_is_evidence() -> None:
     ev = Evidence(PROBES, {}, (Prediction("the capital of mali is", (("lima", 0.9),), ("the",)),))
     choice = choose_behaviour("What happens after 'the capital of mali is'?", ev)
     assert choice.mechanism == "capital" and "predicts 'lima'" in choice.reason
-    with_pred = choose_behaviour("What happens after 'the capital of mali is'?", ev).scores["capital"]
-    without = choose_behaviour("What happens after 'the capital of mali is'?", Evidence(PROBES)).scores["capital"]
+    with_pred = choose_behaviour("What happens after 'the capital of mali is'?", ev).scores[
+        "capital"
+    ]
+    without = choose_behaviour(
+        "What happens after 'the capital of mali is'?", Evidence(PROBES)
+    ).scores["capital"]
     assert with_pred == pytest.approx(without + 3)
     # a phrase with a word the model does not know: its prediction is not evidence
-    unknown = Evidence(PROBES, {}, (Prediction("the capital of mali is", (("lima", 0.9),), ("<unk>",)),))
-    assert choose_behaviour("What happens after 'the capital of mali is'?", unknown).scores["capital"] == without
+    unknown = Evidence(
+        PROBES, {}, (Prediction("the capital of mali is", (("lima", 0.9),), ("<unk>",)),)
+    )
+    assert (
+        choose_behaviour("What happens after 'the capital of mali is'?", unknown).scores["capital"]
+        == without
+    )
 
 
 def test_a_quoted_sentence_ending_in_an_answer_counts_through_its_prefix() -> None:
     full = Prediction("the cats near the dog are", (("red", 0.5),), ("the",))
     prefix = Prediction("the cats near the dog", (("is", 0.7),), ("the",), completes="are")
-    choice = choose_behaviour("Explain 'the cats near the dog are'.", Evidence(PROBES, {}, (full, prefix)))
+    choice = choose_behaviour(
+        "Explain 'the cats near the dog are'.", Evidence(PROBES, {}, (full, prefix))
+    )
     assert choice.mechanism == "agreement" and "(the quote ends in 'are')" in choice.reason
     base = choose_behaviour("Explain 'the cats near the dog are'.", Evidence(PROBES, {}, (full,)))
     assert choice.scores["agreement"] == pytest.approx(base.scores["agreement"] + 3)
     # when the whole quote already predicts an answer, its prefix adds nothing more
     cap = Prediction("the capital of peru is", (("lima", 0.9),), ("the",))
     cap_prefix = Prediction("the capital of peru", (("is", 0.9),), ("the",), completes="is")
-    both = choose_behaviour("Why 'the capital of peru is'?", Evidence(PROBES, {}, (cap_prefix, cap)))
+    both = choose_behaviour(
+        "Why 'the capital of peru is'?", Evidence(PROBES, {}, (cap_prefix, cap))
+    )
     only = choose_behaviour("Why 'the capital of peru is'?", Evidence(PROBES, {}, (cap,)))
     assert both.scores == only.scores
 
@@ -69,14 +85,18 @@ def test_a_quoted_sentence_ending_in_an_answer_counts_through_its_prefix() -> No
 def test_a_question_about_no_behaviour_of_the_run_gets_none() -> None:
     for q in ("How does the model do arithmetic?", "Which components detect sentiment?"):
         choice = choose_behaviour(q, EVIDENCE)
-        assert choice.mechanism is None and choice.reason.startswith("No behaviour of this run"), choice
+        assert choice.mechanism is None and choice.reason.startswith("No behaviour of this run"), (
+            choice
+        )
         assert max(choice.scores.values()) < MIN_SCORE
 
 
 def test_common_background_words_weigh_less_than_rare_ones() -> None:
     background = ("the subject of a tool", "the subject here", "a subject")
     plain = choose_behaviour("how is the subject chosen", EVIDENCE)
-    damped = choose_behaviour("how is the subject chosen", Evidence(PROBES, BEHAVIOURS, background=background))
+    damped = choose_behaviour(
+        "how is the subject chosen", Evidence(PROBES, BEHAVIOURS, background=background)
+    )
     assert damped.scores["agreement"] < plain.scores["agreement"]
 
 
@@ -87,7 +107,10 @@ def test_a_tie_is_no_choice_and_a_run_without_probes_has_none() -> None:
 
 
 def test_quotes_and_stems() -> None:
-    assert quoted_spans("the model's choice of 'he' after \"the king ran so\"") == ["he", "the king ran so"]
+    assert quoted_spans("the model's choice of 'he' after \"the king ran so\"") == [
+        "he",
+        "the king ran so",
+    ]
     assert stem("countries") == stem("country") != stem("count")
     assert stem("copying") == stem("copies") == stem("copied") == stem("copy")
 
@@ -97,10 +120,17 @@ def test_the_question_set_through_a_real_server_of_the_demo_run() -> None:
     rows = load_questions()
     assert len(rows) >= 32 and sum(r["expected"] == "none" for r in rows) >= 6
     choices = choose_all(r["question"] for r in rows)
-    wrong = [(r["id"], r["question"], c.mechanism, c.reason) for r, c in zip(rows, choices, strict=True)
-             if not is_right(r, c)]
+    wrong = [
+        (r["id"], r["question"], c.mechanism, c.reason)
+        for r, c in zip(rows, choices, strict=True)
+        if not is_right(r, c)
+    ]
     assert len(wrong) <= 0.1 * len(rows), (accuracy(rows, choices), wrong)
-    nones = [(r["id"], c.mechanism) for r, c in zip(rows, choices, strict=True) if r["expected"] == "none"]
+    nones = [
+        (r["id"], c.mechanism)
+        for r, c in zip(rows, choices, strict=True)
+        if r["expected"] == "none"
+    ]
     assert all(m is None for _, m in nones), nones
     for c in choices:
         assert c.reason.endswith(".") and len(c.reason) < 700 and "\n" not in c.reason

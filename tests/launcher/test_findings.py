@@ -21,7 +21,9 @@ def _question(qid: str) -> dict:
     return next(q for q in map(json.loads, QUESTIONS.read_text().splitlines()) if q["id"] == qid)
 
 
-def test_two_wordings_of_one_behaviour_reach_the_same_validated_finding(tmp_path: Path, monkeypatch) -> None:
+def test_two_wordings_of_one_behaviour_reach_the_same_validated_finding(
+    tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     quoted, paraphrase = _question("h04"), _question("h05")
     assert quoted["expected"] == paraphrase["expected"] == "number_agreement"
@@ -35,13 +37,18 @@ def test_two_wordings_of_one_behaviour_reach_the_same_validated_finding(tmp_path
         assert res["explanation"]["validation_ids"] == [v["validation_id"]]
         # the explanation claims what held, and only that
         held = v["necessity"] == "holds"
-        assert res["explanation"]["status"] == ("supported" if held else "refuted" if v["necessity"] == "fails"
-                                                else "inconclusive")
+        assert res["explanation"]["status"] == (
+            "supported" if held else "refuted" if v["necessity"] == "fails" else "inconclusive"
+        )
         assert res["status"] == ("completed" if held else "inconclusive")
         # held-out: the prompts the candidates were found on are not among the validated examples
         calls = [json.loads(x) for x in (inv / "events.jsonl").read_text().splitlines()]
-        excluded = {t for c in calls if c.get("kind") == "tool_call" and c.get("tool") == "validate_claim"
-                    for t in (c.get("args") or {}).get("exclude", [])}
+        excluded = {
+            t
+            for c in calls
+            if c.get("kind") == "tool_call" and c.get("tool") == "validate_claim"
+            for t in (c.get("args") or {}).get("exclude", [])
+        }
         assert excluded and not excluded & {r["text"] for r in v["examples"]}
         store = sqlite3.connect(inv / "store.sqlite")
         assert store.execute("SELECT COUNT(*) FROM validations").fetchone()[0] >= 1

@@ -14,20 +14,30 @@ from spd_mcp.launcher.layout import InvestigationDir
 from tests.launcher.launcher_support import make_spec
 
 
-def _run(tmp_path: Path, standin, script: list[Turn], **spec_kw) -> tuple[AgentResult, FakeMessagesAPI,
-                                                                          InvestigationDir]:
+def _run(
+    tmp_path: Path, standin, script: list[Turn], **spec_kw
+) -> tuple[AgentResult, FakeMessagesAPI, InvestigationDir]:
     server, tools, _ = standin
-    inv = InvestigationDir(tmp_path)  # transcript and events of this test; the server has its own workspace
+    inv = InvestigationDir(
+        tmp_path
+    )  # transcript and events of this test; the server has its own workspace
     spec = make_spec(tmp_path / "runs", **spec_kw)
     with FakeMessagesAPI(script) as api:
         import os
 
         os.environ["ANTHROPIC_BASE_URL"], os.environ["ANTHROPIC_API_KEY"] = api.url, "sk-ant-dummy"
         transcript = TranscriptWriter(inv.transcript)
-        ctx = AgentContext(spec=spec, inv=inv, url=server.url, token=server.token, tools=tools,
-                           system_prompt="SYSTEM PROMPT", kickoff="Begin.",
-                           events=EventLog(inv.events, spec.inv_id, source="launcher"),
-                           transcript=transcript)
+        ctx = AgentContext(
+            spec=spec,
+            inv=inv,
+            url=server.url,
+            token=server.token,
+            tools=tools,
+            system_prompt="SYSTEM PROMPT",
+            kickoff="Begin.",
+            events=EventLog(inv.events, spec.inv_id, source="launcher"),
+            transcript=transcript,
+        )
         try:
             result = run_anthropic_api(ctx, backoff_base_s=0.01)
         finally:
@@ -41,15 +51,32 @@ def _transcript(inv: InvestigationDir) -> list[dict]:
 
 def test_short_investigation_end_to_end(tmp_path: Path, standin, api_env) -> None:
     script = [
-        Turn(tool_calls=(ToolCall("update_research_log", {"req": {"markdown": "Plan: check he/she."}}),)),
-        Turn(tool_calls=(ToolCall("run_prompt", {"text": "then he said"}), ToolCall("Bash", {"command": "ls"}))),
-        Turn(tool_calls=(ToolCall("set_investigation_summary",
-                                  {"req": {"title": "He/she", "summary": "done", "status": "completed"}}),)),
+        Turn(
+            tool_calls=(
+                ToolCall("update_research_log", {"req": {"markdown": "Plan: check he/she."}}),
+            )
+        ),
+        Turn(
+            tool_calls=(
+                ToolCall("run_prompt", {"text": "then he said"}),
+                ToolCall("Bash", {"command": "ls"}),
+            )
+        ),
+        Turn(
+            tool_calls=(
+                ToolCall(
+                    "set_investigation_summary",
+                    {"req": {"title": "He/she", "summary": "done", "status": "completed"}},
+                ),
+            )
+        ),
         Turn(text="Finished: the answer is in the log."),
     ]
     result, api, inv = _run(tmp_path, standin, script)
     assert (result.status, result.turns, result.tool_calls) == ("completed", 4, 4)
-    assert result.model_tool_calls == 1 and result.final_text == "Finished: the answer is in the log."
+    assert (
+        result.model_tool_calls == 1 and result.final_text == "Finished: the answer is in the log."
+    )
     first = api.requests[0].body
     assert first["system"] == "SYSTEM PROMPT" and first["messages"][0]["content"] == "Begin."
     assert sorted(t["name"] for t in first["tools"]) == sorted(t.name for t in standin[1])
@@ -66,18 +93,27 @@ def test_short_investigation_end_to_end(tmp_path: Path, standin, api_env) -> Non
     assert kinds == ["agent_started", "tool_unavailable"]
     lines = _transcript(inv)
     assert [m["type"] for m in lines] == ["system"] + ["assistant", "user"] * 3 + ["assistant"]
-    cost = sum(usage_cost("claude-opus-4-5", type("U", (), m["message"]["usage"])) for m in lines
-               if m["type"] == "assistant")
+    cost = sum(
+        usage_cost("claude-opus-4-5", type("U", (), m["message"]["usage"]))
+        for m in lines
+        if m["type"] == "assistant"
+    )
     assert abs(result.cost_usd - cost) < 1e-12 and result.cost_usd > 0
 
 
 def test_overload_is_retried_with_backoff(tmp_path: Path, standin, api_env) -> None:
-    script = [Turn(status=529), Turn(status=529),
-              Turn(tool_calls=(ToolCall("run_prompt", {"text": "a b"}),)), Turn(text="ok")]
+    script = [
+        Turn(status=529),
+        Turn(status=529),
+        Turn(tool_calls=(ToolCall("run_prompt", {"text": "a b"}),)),
+        Turn(text="ok"),
+    ]
     result, api, inv = _run(tmp_path, standin, script)
     assert result.status == "completed" and result.turns == 2
     retries = [m for m in _transcript(inv) if m["type"] == "retry"]
-    assert [r["attempt"] for r in retries] == [1, 2] and retries[1]["delay_s"] == 2 * retries[0]["delay_s"]
+    assert [r["attempt"] for r in retries] == [1, 2] and retries[1]["delay_s"] == 2 * retries[0][
+        "delay_s"
+    ]
     assert "overloaded" in retries[0]["error"]
     assert len(api.requests) == 4
 
@@ -101,7 +137,9 @@ def test_budget_stops_the_loop(tmp_path: Path, standin, api_env) -> None:
 
 
 def test_run_without_model_tools_is_flagged(tmp_path: Path, standin, api_env) -> None:
-    script = [Turn(tool_calls=(ToolCall("update_research_log", {"req": {"markdown": "hi"}}),)),
-              Turn(text="All done, trust me.")]
+    script = [
+        Turn(tool_calls=(ToolCall("update_research_log", {"req": {"markdown": "hi"}}),)),
+        Turn(text="All done, trust me."),
+    ]
     result, _, _ = _run(tmp_path, standin, script)
     assert result.status == "no_model_tool_called" and not result.ok

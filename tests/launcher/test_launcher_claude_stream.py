@@ -32,7 +32,8 @@ def test_recorded_stream_is_read_correctly() -> None:
     assert report.tool_calls == 10 and report.model_tool_calls == 2
     assert [d["tool_name"] for d in report.denials] == ["mcp__spd__set_investigation_summary"]
     assert sorted(u["tool_name"] for u in report.unavailable) == sorted(
-        ["Bash", "Read", "Write", "WebFetch", "mcp__other__evil", "Task"])
+        ["Bash", "Read", "Write", "WebFetch", "mcp__other__evil", "Task"]
+    )
     assert report.tool_errors == []
     assert report.result is not None and report.result["subtype"] == "success"
 
@@ -40,9 +41,14 @@ def test_recorded_stream_is_read_correctly() -> None:
 def test_init_must_show_our_server_alone_with_our_tools() -> None:
     init = next(m for m in _messages() if m.get("subtype") == "init")
     assert check_init(init, TOOLS) == []
-    assert check_init(None, TOOLS) == ["no init message in the stream (claude did not start a session)"]
+    assert check_init(None, TOOLS) == [
+        "no init message in the stream (claude did not start a session)"
+    ]
     failed = copy.deepcopy(init)
-    failed["mcp_servers"] = [{"name": "spd", "status": "failed"}, {"name": "other", "status": "connected"}]
+    failed["mcp_servers"] = [
+        {"name": "spd", "status": "failed"},
+        {"name": "other", "status": "connected"},
+    ]
     problems = check_init(failed, TOOLS)
     assert any("not connected" in p for p in problems) and any("other" in p for p in problems)
     extra = copy.deepcopy(init)
@@ -53,10 +59,17 @@ def test_init_must_show_our_server_alone_with_our_tools() -> None:
 def _ctx(tmp_path: Path) -> AgentContext:
     inv = InvestigationDir(tmp_path)
     spec = make_spec(tmp_path / "runs", agent="claude_code", claude_bin="/bin/true")
-    return AgentContext(spec=spec, inv=inv, url="http://127.0.0.1:1/mcp", token="t", tools=[],
-                        system_prompt="", kickoff="",
-                        events=EventLog(inv.events, spec.inv_id, source="launcher"),
-                        transcript=TranscriptWriter(inv.transcript))
+    return AgentContext(
+        spec=spec,
+        inv=inv,
+        url="http://127.0.0.1:1/mcp",
+        token="t",
+        tools=[],
+        system_prompt="",
+        kickoff="",
+        events=EventLog(inv.events, spec.inv_id, source="launcher"),
+        transcript=TranscriptWriter(inv.transcript),
+    )
 
 
 def test_result_and_events_from_the_stream(tmp_path: Path) -> None:
@@ -69,9 +82,18 @@ def test_result_and_events_from_the_stream(tmp_path: Path) -> None:
 
 
 def test_a_run_that_never_touched_the_model_is_flagged(tmp_path: Path) -> None:
-    msgs = [m for m in _messages() if not (m.get("type") == "assistant" and any(
-        b.get("name") in ("mcp__spd__get_model_info", "mcp__spd__run_prompt")
-        for b in m["message"]["content"] if isinstance(b, dict)))]
+    msgs = [
+        m
+        for m in _messages()
+        if not (
+            m.get("type") == "assistant"
+            and any(
+                b.get("name") in ("mcp__spd__get_model_info", "mcp__spd__run_prompt")
+                for b in m["message"]["content"]
+                if isinstance(b, dict)
+            )
+        )
+    ]
     result = result_from_stream(_ctx(tmp_path), analyze_stream(msgs, TOOLS), rc=0)
     assert result.status == "no_model_tool_called" and not result.ok
 

@@ -28,8 +28,20 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[InvestigationDir, in
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
         mp.delenv("ANTHROPIC_API_KEY", raising=False)
-        rc = cli.main(["How does the model choose between he and she?", "--agent", "builtin",
-                       "--executor", "local", "--run", "demo", "--out", str(out), "--follow"])
+        rc = cli.main(
+            [
+                "How does the model choose between he and she?",
+                "--agent",
+                "builtin",
+                "--executor",
+                "local",
+                "--run",
+                "demo",
+                "--out",
+                str(out),
+                "--follow",
+            ]
+        )
     (inv_dir,) = out.iterdir()
     return InvestigationDir(inv_dir), rc, printed.getvalue()
 
@@ -37,23 +49,38 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[InvestigationDir, in
 def test_builtin_investigation_of_the_demo_run(demo: tuple[InvestigationDir, int, str]) -> None:
     inv, rc, printed = demo
     assert rc == 0, printed[-3000:]
-    steps = [e for e in read_events(inv.events) if e.get("kind") == "protocol_step" and e["step"] != "log"]
-    assert steps and all(e["outcome"] == "ok" for e in steps), [(e["step"], e["note"][:200]) for e in steps]
+    steps = [
+        e
+        for e in read_events(inv.events)
+        if e.get("kind") == "protocol_step" and e["step"] != "log"
+    ]
+    assert steps and all(e["outcome"] == "ok" for e in steps), [
+        (e["step"], e["note"][:200]) for e in steps
+    ]
     log = inv.research_log.read_text()
     assert "No language model was used" in log and "The question is about 'pronoun_gender'" in log
     hyps = [json.loads(line) for line in (inv.root / "hypotheses.jsonl").read_text().splitlines()]
     assert {h["id"] for h in hyps} == {"h_behaviour", "h_necessary", "h_specific", "h_sufficient"}
     (expl,) = [json.loads(x) for x in (inv.root / "explanations.jsonl").read_text().splitlines()]
     store = sqlite3.connect(inv.root / "store.sqlite")
-    (cited,) = [json.loads(d) for (d,) in store.execute("SELECT data FROM validations WHERE id = ?",
-                                                       (expl["validation_ids"][0],))]
+    (cited,) = [
+        json.loads(d)
+        for (d,) in store.execute(
+            "SELECT data FROM validations WHERE id = ?", (expl["validation_ids"][0],)
+        )
+    ]
     # held-out: none of the prompts the circuit was found on is among the validation's examples
-    found_on = [c for c in read_events(inv.events)
-                if c.get("kind") == "tool_call" and c.get("tool") == "validate_claim"]
+    found_on = [
+        c
+        for c in read_events(inv.events)
+        if c.get("kind") == "tool_call" and c.get("tool") == "validate_claim"
+    ]
     excluded = set(found_on[0]["args"]["exclude"])
     assert excluded and not excluded & {r["text"] for r in cited["examples"]}
     supported = cited["necessity"] == "holds"
-    assert expl["status"] == ("supported" if supported else "refuted" if cited["necessity"] == "fails" else "inconclusive")
+    assert expl["status"] == (
+        "supported" if supported else "refuted" if cited["necessity"] == "fails" else "inconclusive"
+    )
     assert read_json(inv.summary)["status"] == ("completed" if supported else "inconclusive")
     svgs = list((inv.root / "artifacts").glob("*.svg"))
     assert svgs and svgs[0].read_text().lstrip().startswith("<svg")
@@ -81,10 +108,13 @@ def folded(e: dict) -> bool:
     """Events the stream shows as their research-log section rather than as a line of their own."""
     log_call = e["source"] == "server" and e["kind"] == "tool_call" and e["tool"] in LOG_TOOLS
     return (log_call and e["outcome"] == "ok") or (
-        e["source"] == "launcher" and e["kind"] == "protocol_step")
+        e["source"] == "launcher" and e["kind"] == "protocol_step"
+    )
 
 
-def test_follow_prints_each_step_once_in_one_format(demo: tuple[InvestigationDir, int, str]) -> None:
+def test_follow_prints_each_step_once_in_one_format(
+    demo: tuple[InvestigationDir, int, str],
+) -> None:
     inv, rc, printed = demo
     assert rc == 0, printed[-3000:]
     lines = followed_lines(printed)
@@ -93,8 +123,11 @@ def test_follow_prints_each_step_once_in_one_format(demo: tuple[InvestigationDir
     event_re = re.compile(r"^\d\d:\d\d:\d\d (launcher|server  ) [a-z_]+( |$)")
     heading_re = re.compile(r"^\d\d:\d\d:\d\d log      ## \S")
     shown = [line for line in lines if event_re.match(line)]
-    unknown = [line for line in lines
-               if not (event_re.match(line) or heading_re.match(line) or line.startswith(BODY.rstrip()))]
+    unknown = [
+        line
+        for line in lines
+        if not (event_re.match(line) or heading_re.match(line) or line.startswith(BODY.rstrip()))
+    ]
     assert not unknown, unknown[:5]
 
     # every event the stream does not fold into the log: one line each, in file order, in one format
@@ -112,7 +145,7 @@ def test_follow_prints_each_step_once_in_one_format(demo: tuple[InvestigationDir
     assert len(titles) == sum(folded(e) for e in events if e["kind"] == "tool_call") >= 10
     printed_titles = [line.split(" ## ", 1)[1] for line in lines if heading_re.match(line)]
     assert printed_titles == titles
-    body = [line[len(BODY):] for line in lines if line.startswith(BODY)]
+    body = [line[len(BODY) :] for line in lines if line.startswith(BODY)]
     assert body == [line.rstrip() for line in log if line.strip() and not LOG_HEADING.match(line)]
     steps = [e["step"] for e in events if e["kind"] == "protocol_step" and e["step"] != "log"]
     assert steps and all(printed_titles.count(step) == 1 for step in steps)

@@ -31,7 +31,9 @@ def test_concurrent_writers_get_unique_seq(tmp_path: Path) -> None:
         mine = [e["i"] for e in events if e["agent_id"] == f"w{k}"]
         assert mine == list(range(40)), "each writer's events stay in its own order"
     e = events[0]
-    assert e["schema"] == SCHEMA_VERSION and e["source"] == "launcher" and e["ts"].endswith("+00:00")
+    assert (
+        e["schema"] == SCHEMA_VERSION and e["source"] == "launcher" and e["ts"].endswith("+00:00")
+    )
 
 
 def test_unknown_kind_and_torn_line(tmp_path: Path) -> None:
@@ -44,4 +46,6 @@ def test_unknown_kind_and_torn_line(tmp_path: Path) -> None:
     assert [e["kind"] for e in read_events(tmp_path / "events.jsonl")] == ["job_started"]
     log.emit("job_finished")  # the torn line (never acknowledged) is cut; its seq is taken again
     assert [(e["seq"], e["kind"]) for e in read_events(tmp_path / "events.jsonl")] == [
-        (1, "job_started"), (2, "job_finished")]
+        (1, "job_started"),
+        (2, "job_finished"),
+    ]

@@ -24,10 +24,16 @@ INV = Path("/INV")
 
 
 def test_claude_argv_matches_golden() -> None:
-    argv = claude_argv(claude_bin="claude", kickoff="<KICKOFF>",
-                       system_prompt_file=INV / "agent_prompt.md",
-                       mcp_config_file=INV / "mcp_config.json", tools=list(TOOL_NAMES),
-                       max_turns=50, budget_usd=10.0, model="opus")
+    argv = claude_argv(
+        claude_bin="claude",
+        kickoff="<KICKOFF>",
+        system_prompt_file=INV / "agent_prompt.md",
+        mcp_config_file=INV / "mcp_config.json",
+        tools=list(TOOL_NAMES),
+        max_turns=50,
+        budget_usd=10.0,
+        model="opus",
+    )
     check_golden("claude_argv", argv)
     allowed = argv[argv.index("--allowedTools") + 1].split(",")
     assert allowed == sorted(f"mcp__spd__{t}" for t in TOOL_NAMES)
@@ -37,14 +43,24 @@ def test_claude_argv_matches_golden() -> None:
 
 
 def test_claude_env_is_an_allowlist() -> None:
-    source = {"ANTHROPIC_API_KEY": "sk-secret", "ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
-              "LANG": "C.UTF-8", "HOME": "/home/user", "PATH": "/evil:/usr/bin",
-              "AWS_SECRET_ACCESS_KEY": "x", "PYTHONPATH": "/x", "LD_PRELOAD": "/x.so",
-              "CLAUDE_CONFIG_DIR": "/home/user/.claude", "SSH_AUTH_SOCK": "/tmp/agent"}
+    source = {
+        "ANTHROPIC_API_KEY": "sk-secret",
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
+        "LANG": "C.UTF-8",
+        "HOME": "/home/user",
+        "PATH": "/evil:/usr/bin",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "PYTHONPATH": "/x",
+        "LD_PRELOAD": "/x.so",
+        "CLAUDE_CONFIG_DIR": "/home/user/.claude",
+        "SSH_AUTH_SOCK": "/tmp/agent",
+    }
     env = claude_env(SandboxPaths.inside(INV), source)
     shown = {k: ("<secret>" if k == "ANTHROPIC_API_KEY" else v) for k, v in env.items()}
     check_golden("claude_env", shown)
-    assert env["HOME"] == "/INV/agent/home" and env["CLAUDE_CONFIG_DIR"] == "/INV/agent/home/.claude"
+    assert (
+        env["HOME"] == "/INV/agent/home" and env["CLAUDE_CONFIG_DIR"] == "/INV/agent/home/.claude"
+    )
     for leaked in ("AWS_SECRET_ACCESS_KEY", "PYTHONPATH", "LD_PRELOAD", "SSH_AUTH_SOCK"):
         assert leaked not in env
     assert env["PATH"] == ENV_FIXED["PATH"]

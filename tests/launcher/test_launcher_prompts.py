@@ -20,11 +20,21 @@ from spd_mcp.launcher.prompting import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-TOOLS_MD = next((p for p in (ROOT.parent / "shared" / "design" / "TOOLS.md",
-                             ROOT.parents[1] / "shared" / "design" / "TOOLS.md") if p.exists()),
-                ROOT.parent / "shared" / "design" / "TOOLS.md")
-TOOLISH = re.compile(r"\b(?:get|run|set|save|record|update|list|search|probe|find|optimize|cancel|"
-                     r"server|edit)_[a-z_]+\b")
+TOOLS_MD = next(
+    (
+        p
+        for p in (
+            ROOT.parent / "shared" / "design" / "TOOLS.md",
+            ROOT.parents[1] / "shared" / "design" / "TOOLS.md",
+        )
+        if p.exists()
+    ),
+    ROOT.parent / "shared" / "design" / "TOOLS.md",
+)
+TOOLISH = re.compile(
+    r"\b(?:get|run|set|save|record|update|list|search|probe|find|optimize|cancel|"
+    r"server|edit)_[a-z_]+\b"
+)
 
 
 def _templates() -> dict[str, str]:
@@ -38,7 +48,9 @@ def test_prompts_come_from_this_tree() -> None:
 
 def test_every_tool_the_prompt_names_exists() -> None:
     for name, text in _templates().items():
-        backticked = {m for m in re.findall(r"`([^`]+)`", text) if re.fullmatch(r"[a-z]+(?:_[a-z]+)+", m)}
+        backticked = {
+            m for m in re.findall(r"`([^`]+)`", text) if re.fullmatch(r"[a-z]+(?:_[a-z]+)+", m)
+        }
         unknown = (backticked | set(TOOLISH.findall(text))) - set(TOOL_NAMES)
         assert not unknown, f"{name} names tools that are not in the contract: {sorted(unknown)}"
 
@@ -53,22 +65,45 @@ def test_tool_names_match_tools_md() -> None:
 
 
 MODEL_INFO = ModelInfo(
-    summary="A 2-layer LM.", run="tiny", description="", architecture="llama",
-    is_language_model=True, dtype="float32", device="cpu", vocab_size=20, context_length=16,
-    input_dim=None, n_params_target=100, n_components_total=2, layers=[], alive_source="none",
-    weight_delta="negligible", metrics={}, has_harvest=False, has_probe_suite=False,
+    summary="A 2-layer LM.",
+    run="tiny",
+    description="",
+    architecture="llama",
+    is_language_model=True,
+    dtype="float32",
+    device="cpu",
+    vocab_size=20,
+    context_length=16,
+    input_dim=None,
+    n_params_target=100,
+    n_components_total=2,
+    layers=[],
+    alive_source="none",
+    weight_delta="negligible",
+    metrics={},
+    has_harvest=False,
+    has_probe_suite=False,
     n_probe_prompts=0,
 )
 
 
 def _render(**kw) -> str:
-    tools = [ToolInfo("get_ci", "Which components matter on this input?\nMore.", {}),
-             ToolInfo("ablate", "Is this set necessary? Is it sufficient?", {}),
-             ToolInfo("update_research_log", "Append markdown.", {}),
-             ToolInfo("brand_new_tool", "Something new.", {})]
-    args = dict(question="How does the model choose between he and she?",
-                model_info=MODEL_INFO, tools=tools, max_turns=37,
-                inv_id="inv-1", run="demo", agent="anthropic_api", started="2026-01-01T00:00:00")
+    tools = [
+        ToolInfo("get_ci", "Which components matter on this input?\nMore.", {}),
+        ToolInfo("ablate", "Is this set necessary? Is it sufficient?", {}),
+        ToolInfo("update_research_log", "Append markdown.", {}),
+        ToolInfo("brand_new_tool", "Something new.", {}),
+    ]
+    args = dict(
+        question="How does the model choose between he and she?",
+        model_info=MODEL_INFO,
+        tools=tools,
+        max_turns=37,
+        inv_id="inv-1",
+        run="demo",
+        agent="anthropic_api",
+        started="2026-01-01T00:00:00",
+    )
     args.update(kw)
     return render_system_prompt(**args)
 
@@ -80,10 +115,20 @@ def test_system_prompt_renders_everything() -> None:
     assert "A 2-layer LM." in text and '"n_components_total": 2' in text
     assert "- `get_ci`: Which components matter on this input?" in text
     assert "**Other**\n- `brand_new_tool`: Something new." in text  # unknown tools still listed
-    assert text.index("**Components**") < text.index("**Interventions**") < text.index("**Records**")
+    assert (
+        text.index("**Components**") < text.index("**Interventions**") < text.index("**Records**")
+    )
     assert "at most 37 turns" in text and "inv-1" in text
-    for phrase in ("Sanity checks first", "Discarded hypotheses", "necessary", "sufficient",
-                   "optimistic", "Remaining questions", "next steps", "stochastic"):
+    for phrase in (
+        "Sanity checks first",
+        "Discarded hypotheses",
+        "necessary",
+        "sufficient",
+        "optimistic",
+        "Remaining questions",
+        "next steps",
+        "stochastic",
+    ):
         assert phrase in text, f"methodology lost {phrase!r}"
 
 

@@ -32,9 +32,17 @@ def _alive(pid: int) -> bool:
 
 def _slurm_spec(out: Path, note: str, **kw):
     env = Environment(slurm_available=True, slurm_note=note)
-    return resolve(LaunchRequest(question=kw.pop("question", "How does the model choose between he and she?"),
-                                 agent="builtin", executor="slurm", out=str(out),
-                                 slurm=kw.pop("slurm", RESOURCES), **kw), env)
+    return resolve(
+        LaunchRequest(
+            question=kw.pop("question", "How does the model choose between he and she?"),
+            agent="builtin",
+            executor="slurm",
+            out=str(out),
+            slurm=kw.pop("slurm", RESOURCES),
+            **kw,
+        ),
+        env,
+    )
 
 
 def test_builtin_investigation_runs_under_slurm(slurm_env, tmp_path: Path) -> None:
@@ -46,9 +54,15 @@ def test_builtin_investigation_runs_under_slurm(slurm_env, tmp_path: Path) -> No
     outcome = job.result()
     inv = InvestigationDir(Path(spec.inv_dir))
     events = read_events(inv.events)
-    assert outcome["status"] == "completed" and outcome["summary_written_by_launcher"] is False, outcome
+    assert outcome["status"] == "completed" and outcome["summary_written_by_launcher"] is False, (
+        outcome
+    )
     meta = read_json(inv.metadata)
-    assert meta["executor"] == "slurm" and meta["job_ids"] == [str(job.job_id)] and meta["agent"] == "builtin"
+    assert (
+        meta["executor"] == "slurm"
+        and meta["job_ids"] == [str(job.job_id)]
+        and meta["agent"] == "builtin"
+    )
     assert meta["status"] == outcome["status"]
     kinds = [e.get("kind") for e in events if e.get("source") == "launcher"]
     assert kinds[0] == "job_started" and kinds[-1] == "job_finished" and "server_stopped" in kinds
@@ -61,7 +75,9 @@ def test_builtin_investigation_runs_under_slurm(slurm_env, tmp_path: Path) -> No
         time.sleep(0.5)
 
 
-def test_scancel_is_recorded_in_the_investigation_directory(slurm_env, tmp_path: Path, capsys) -> None:
+def test_scancel_is_recorded_in_the_investigation_directory(
+    slurm_env, tmp_path: Path, capsys
+) -> None:
     """A running job records its own cancellation (SIGTERM); a pending one is recorded from sacct."""
     ok, note = slurm_answers()
     assert ok, note
@@ -69,19 +85,31 @@ def test_scancel_is_recorded_in_the_investigation_directory(slurm_env, tmp_path:
     node_cpus = int(slurm_env.run("sinfo", "-h", "-o", "%c").stdout.split()[0])
     # a server that never reports its port keeps a job busy (240 s) until it is cancelled
     hang = (*STANDIN, "--hang")
-    running = _slurm_spec(runs, note, question="cancel me while running", server_argv=hang,
-                          slurm=SlurmResources(time="0:10:00", cpus=node_cpus))
+    running = _slurm_spec(
+        runs,
+        note,
+        question="cancel me while running",
+        server_argv=hang,
+        slurm=SlurmResources(time="0:10:00", cpus=node_cpus),
+    )
     running_job = submit(running)
     inv = InvestigationDir(Path(running.inv_dir))
     deadline = time.monotonic() + 120
     while "server_started" not in [e.get("kind") for e in read_events(inv.events)]:
-        assert time.monotonic() < deadline and not running_job.done(), "the job never started its server"
+        assert time.monotonic() < deadline and not running_job.done(), (
+            "the job never started its server"
+        )
         time.sleep(0.2)
     pending = _slurm_spec(runs, note, question="cancel me while pending", server_argv=hang)
     pending_job = submit(pending)  # the node's CPUs are all taken: it waits
     time.sleep(1.0)
-    assert slurm_env.run("squeue", "-h", "-o", "%T", "-j", str(pending_job.job_id)).stdout.strip() == "PENDING"
-    server_pid = next(e["pid"] for e in read_events(inv.events) if e.get("kind") == "server_started")
+    assert (
+        slurm_env.run("squeue", "-h", "-o", "%T", "-j", str(pending_job.job_id)).stdout.strip()
+        == "PENDING"
+    )
+    server_pid = next(
+        e["pid"] for e in read_events(inv.events) if e.get("kind") == "server_started"
+    )
     for job in (pending_job, running_job):
         slurm_env.run("scancel", str(job.job_id))
     for job in (pending_job, running_job):
@@ -92,16 +120,26 @@ def test_scancel_is_recorded_in_the_investigation_directory(slurm_env, tmp_path:
     for spec, job in ((running, running_job), (pending, pending_job)):
         assert cli.main(["status", spec.inv_id, "--out", str(runs)]) == 0
         shown = capsys.readouterr().out
-        assert f"investigation {spec.inv_id}: cancelled" in shown and "job_cancelled" in shown, shown
+        assert f"investigation {spec.inv_id}: cancelled" in shown and "job_cancelled" in shown, (
+            shown
+        )
         d = InvestigationDir(Path(spec.inv_dir))
         outcome = read_json(d.metadata)["outcome"]
-        assert outcome["status"] == "cancelled" and not outcome["ok"] and outcome["job_id"] == str(job.job_id)
-        assert cli.main(["status", spec.inv_id, "--out", str(runs)]) == 0  # recorded once, not per look
+        assert (
+            outcome["status"] == "cancelled"
+            and not outcome["ok"]
+            and outcome["job_id"] == str(job.job_id)
+        )
+        assert (
+            cli.main(["status", spec.inv_id, "--out", str(runs)]) == 0
+        )  # recorded once, not per look
         cancelled = [e for e in read_events(d.events) if e.get("kind") == "job_cancelled"]
         assert len(cancelled) == 1 and cancelled[0]["job_id"] == str(job.job_id), cancelled
     assert "SIGTERM" in read_json(inv.metadata)["outcome"]["error"]  # the job body saw it
     pending_outcome = read_json(InvestigationDir(Path(pending.inv_dir)).metadata)["outcome"]
-    assert pending_outcome["recorded_by"] == "sacct" and pending_outcome["slurm_state"].startswith("CANCELLED")
+    assert pending_outcome["recorded_by"] == "sacct" and pending_outcome["slurm_state"].startswith(
+        "CANCELLED"
+    )
     while _alive(server_pid):
         assert time.monotonic() < deadline, "the server outlived its cancelled job"
         time.sleep(0.2)

@@ -27,8 +27,17 @@ NO_TOOLS = Environment(slurm_note="no sbatch on PATH")
 SLURM = Environment(slurm_available=True, slurm_note="partitions debug*")
 
 
-@pytest.mark.parametrize(("text", "minutes"), [("30", 30), ("4:00:00", 240), ("1-00:00:00", 1440),
-                                                ("0:90", 2), ("2-3", 51 * 60), ("1:30:01", 91)])
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [
+        ("30", 30),
+        ("4:00:00", 240),
+        ("1-00:00:00", 1440),
+        ("0:90", 2),
+        ("2-3", 51 * 60),
+        ("1:30:01", 91),
+    ],
+)
 def test_slurm_time_minutes(text: str, minutes: int) -> None:
     assert slurm_time_minutes(text) == minutes
 
@@ -50,10 +59,16 @@ def test_models_are_frozen_and_forbid_extra() -> None:
 
 
 def test_agent_auto_follows_the_documented_order() -> None:
-    claude = Environment(claude_bin="/x/claude", claude_authenticated=True, claude_note="auth api_key",
-                         api_key_set=True)
+    claude = Environment(
+        claude_bin="/x/claude",
+        claude_authenticated=True,
+        claude_note="auth api_key",
+        api_key_set=True,
+    )
     assert choose_agent("auto", claude)[0] == "claude_code"
-    unauth = claude.model_copy(update={"claude_authenticated": False, "claude_note": "not logged in"})
+    unauth = claude.model_copy(
+        update={"claude_authenticated": False, "claude_note": "not logged in"}
+    )
     agent, why = choose_agent("auto", unauth)
     assert agent == "anthropic_api" and "not logged in" in why
     agent, why = choose_agent("auto", NO_TOOLS)
@@ -77,21 +92,29 @@ def test_executor_choice() -> None:
 
 
 def test_resolve_builds_a_complete_spec(tmp_path: Path) -> None:
-    req = LaunchRequest(question="Q?", out=str(tmp_path / "runs"), slurm=SlurmResources(time="1:00:00"))
+    req = LaunchRequest(
+        question="Q?", out=str(tmp_path / "runs"), slurm=SlurmResources(time="1:00:00")
+    )
     spec = resolve(req, SLURM.model_copy(update={"api_key_set": True}), inv_id="inv-x")
     assert isinstance(spec, JobSpec)
     assert (spec.agent, spec.executor, spec.model) == ("anthropic_api", "slurm", "claude-opus-4-5")
     assert spec.inv_dir == str((tmp_path / "runs" / "inv-x").resolve())
     assert spec.slurm is not None and spec.slurm.time_min == 60
     assert not (tmp_path / "runs").exists(), "resolve must not touch the disk"
-    local = resolve(LaunchRequest(question="Q?", out=str(tmp_path), model="claude-haiku-4-5"),
-                    NO_TOOLS.model_copy(update={"api_key_set": True}))
+    local = resolve(
+        LaunchRequest(question="Q?", out=str(tmp_path), model="claude-haiku-4-5"),
+        NO_TOOLS.model_copy(update={"api_key_set": True}),
+    )
     assert local.executor == "local" and local.slurm is None and local.model == "claude-haiku-4-5"
 
 
 def test_builtin_agent_is_the_default_without_a_language_model(tmp_path: Path) -> None:
     spec = resolve(LaunchRequest(question="Q?", out=str(tmp_path)), NO_TOOLS)
-    assert spec.agent == "builtin" and spec.model == "none" and "no language model" in spec.agent_reason
+    assert (
+        spec.agent == "builtin"
+        and spec.model == "none"
+        and "no language model" in spec.agent_reason
+    )
     with pytest.raises(SpecError, match="--model has no effect with the built-in agent"):
         resolve(LaunchRequest(question="Q?", out=str(tmp_path), model="opus"), NO_TOOLS)
 
@@ -105,14 +128,23 @@ def test_question_from_file(tmp_path: Path) -> None:
 def test_slurm_parameters_render_through_submitit(tmp_path: Path) -> None:
     from submitit.slurm.slurm import _make_sbatch_string
 
-    res = SlurmResources(partition="gpu", time="4:00:00", gpus=1, cpus=8, mem="32g", account="lab",
-                         qos="high")
+    res = SlurmResources(
+        partition="gpu", time="4:00:00", gpus=1, cpus=8, mem="32g", account="lab", qos="high"
+    )
     params = slurm_parameters(res, "spd-investigate-inv-x")
     check_golden("slurm_parameters", params)
     script = _make_sbatch_string(command="python -m x", folder=str(tmp_path), **params)
     header = sorted(line for line in script.splitlines() if line.startswith("#SBATCH"))
-    for expected in ("--partition=gpu", "--time=240", "--gpus-per-node=1", "--cpus-per-task=8",
-                     "--mem=32G", "--account=lab", "--qos=high", "--signal=USR2@120"):
+    for expected in (
+        "--partition=gpu",
+        "--time=240",
+        "--gpus-per-node=1",
+        "--cpus-per-task=8",
+        "--mem=32G",
+        "--account=lab",
+        "--qos=high",
+        "--signal=USR2@120",
+    ):
         assert f"#SBATCH {expected}" in header, f"{expected} missing from {header}"
     bare = slurm_parameters(SlurmResources(), "n")
     assert "partition" not in bare and "gpus_per_node" not in bare and bare["time"] == 480
@@ -126,7 +158,10 @@ BAD_INPUTS = [
     (["Q?", "--executor", "kubernetes"], "unknown executor 'kubernetes'"),
     (["Q?", "--executor", "local", "--partition", "gpu"], "with --executor local"),
     (["Q?", "--executor", "local", "--time", "1:00:00"], "with --executor local"),
-    (["Q?", "--run", "no/such/run", "--executor", "local"], "run directory 'no/such/run' does not exist"),
+    (
+        ["Q?", "--run", "no/such/run", "--executor", "local"],
+        "run directory 'no/such/run' does not exist",
+    ),
     (["Q?", "--time", "4h"], "time"),
     (["Q?", "--max-turns", "0"], "max-turns"),
     (["Q?", "--budget-usd", "-1"], "budget-usd"),
@@ -136,8 +171,12 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize(("args", "message"), BAD_INPUTS)
 def test_bad_input_is_one_line_and_leaves_no_directory(
-        args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    args: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "runs"
     agent = [] if "--agent" in args else ["--agent", "builtin"]  # no claude probe needed
@@ -152,8 +191,19 @@ def test_bad_input_is_one_line_and_leaves_no_directory(
 
 def test_run_path_without_run_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
-    rc = cli.main(["Q?", "--run", str(tmp_path / "empty"), "--agent", "builtin", "--executor", "local",
-                   "--out", str(tmp_path / "runs")])
+    rc = cli.main(
+        [
+            "Q?",
+            "--run",
+            str(tmp_path / "empty"),
+            "--agent",
+            "builtin",
+            "--executor",
+            "local",
+            "--out",
+            str(tmp_path / "runs"),
+        ]
+    )
     assert rc == 2 and "no run.json" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
@@ -166,8 +216,9 @@ sinfo: fatal: Could not establish a configuration source
 """
 
 
-def test_a_slurm_that_does_not_answer_is_one_short_line(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_slurm_that_does_not_answer_is_one_short_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from spd_mcp.launcher.detect import probe
     from spd_mcp.launcher.layout import InvestigationDir, write_json_atomic
     from spd_mcp.launcher.watch import status_text
@@ -188,7 +239,8 @@ def test_a_slurm_that_does_not_answer_is_one_short_line(tmp_path: Path,
     inv = InvestigationDir(tmp_path / "inv-old")
     inv.root.mkdir()
     old_reason = f"no SLURM here (sinfo rc 1: {SINFO_UNCONFIGURED})"
-    write_json_atomic(inv.metadata, {"status": "completed", "executor": "local",
-                                     "executor_reason": old_reason})
+    write_json_atomic(
+        inv.metadata, {"status": "completed", "executor": "local", "executor_reason": old_reason}
+    )
     executor_line = next(line for line in status_text(inv).splitlines() if "executor:" in line)
     assert executor_line.endswith("job ids [], attempts 0") and "…" in executor_line

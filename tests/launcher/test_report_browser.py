@@ -169,7 +169,9 @@ def test_demo_investigation_and_swarm_pages(
     # has an attribution graph; otherwise its caption names the candidate it shows)
     keys = [n["key"].split(":") for n in art["nodes"] if n["ci"] is not None]
     assert keys and all(f"{layer}:{c} ▸" in drawing for layer, _, c in keys)
-    if not {f"{layer}:{c}" for layer, _, c in keys} >= {c["component"] for c in explanation["components"]}:
+    if not {f"{layer}:{c}" for layer, _, c in keys} >= {
+        c["component"] for c in explanation["components"]
+    }:
         assert "not the explained" in drawing
     # The demo's drawing in Chromium: every node drawn has a label, no two labels overlap, <= 1600 px.
     boxes = measured_labels(chromium, svg_path.read_text(), tmp_path)

@@ -22,9 +22,26 @@ def test_grader_cli_matches_grade_circuit() -> None:
     from spd_core.keys import ComponentKey
     from spd_core.run import load_run
 
-    proc = subprocess.run([sys.executable, "-m", "spd_core.grader", "--run", "demo", "--mechanism", "induction",
-                           "--components", *COMPONENTS, "--max-probes", "4"], capture_output=True, text=True,
-                          cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spd_core.grader",
+            "--run",
+            "demo",
+            "--mechanism",
+            "induction",
+            "--components",
+            *COMPONENTS,
+            "--max-probes",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (cli,) = json.loads(proc.stdout)
     run = load_run("demo")
@@ -37,13 +54,35 @@ def test_grader_cli_matches_grade_circuit() -> None:
     with torch.no_grad():
         g = grade_circuit(run.model, probes_from_prompts(rows, run.tokenizer), "induction", keys)
     assert cli["components"] == COMPONENTS and cli["n_probes"] == g.n_probes == 4
-    for name in ("necessity", "sufficiency", "specificity", "accuracy_before", "accuracy_removed", "accuracy_kept"):
+    for name in (
+        "necessity",
+        "sufficiency",
+        "specificity",
+        "accuracy_before",
+        "accuracy_removed",
+        "accuracy_kept",
+    ):
         assert cli[name] == pytest.approx(getattr(g, name), abs=1e-6), name
     assert set(cli["other_drops"]) == {"pronoun_gender", "number_agreement", "fact_lookup"}
 
 
 def test_grader_cli_rejects_a_mechanism_without_probes() -> None:
-    proc = subprocess.run([sys.executable, "-m", "spd_core.grader", "--mechanism", "nope", "--components",
-                           COMPONENTS[0], "--max-probes", "1"], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spd_core.grader",
+            "--mechanism",
+            "nope",
+            "--components",
+            COMPONENTS[0],
+            "--max-probes",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
     assert proc.returncode != 0 and "no probe has mechanism 'nope'" in proc.stderr

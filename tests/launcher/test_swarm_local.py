@@ -31,8 +31,24 @@ def test_local_swarm_with_a_failed_task(tmp_path: Path, capsys, monkeypatch) -> 
     hyps = tmp_path / "hyps.txt"
     hyps.write_text(HYPOTHESES)
     runs = tmp_path / "runs"
-    rc = cli.main(["How does the model choose between he and she?", "--hypotheses", str(hyps), "--agent", "builtin",
-                   "--executor", "local", "--parallel", "2", "--fail-task", "2", "--out", str(runs), "--follow"])
+    rc = cli.main(
+        [
+            "How does the model choose between he and she?",
+            "--hypotheses",
+            str(hyps),
+            "--agent",
+            "builtin",
+            "--executor",
+            "local",
+            "--parallel",
+            "2",
+            "--fail-task",
+            "2",
+            "--out",
+            str(runs),
+            "--follow",
+        ]
+    )
     printed = capsys.readouterr().out
     assert rc == 0, printed[-4000:]
     (swarm_dir,) = runs.glob("swarm-*")
@@ -50,8 +66,11 @@ def test_local_swarm_with_a_failed_task(tmp_path: Path, capsys, monkeypatch) -> 
     assert mechanisms == {0: "pronoun_gender", 1: "pronoun_gender", 3: "induction"}, mechanisms
     # tasks of one behaviour may converge on the same set (every task also tries the circuit shared by its
     # prompts, whatever its strategy); tasks of different behaviours claim different sets
-    assert {tuple(c["components"]) for c in summary["claims"] if c["mechanism"] == "induction"}.isdisjoint(
-        {tuple(c["components"]) for c in summary["claims"] if c["mechanism"] == "pronoun_gender"})
+    assert {
+        tuple(c["components"]) for c in summary["claims"] if c["mechanism"] == "induction"
+    }.isdisjoint(
+        {tuple(c["components"]) for c in summary["claims"] if c["mechanism"] == "pronoun_gender"}
+    )
     report = sd.report.read_text()
     assert "## Failed tasks" in report and "t02" in report.split("## Failed tasks")[1]
     assert printed.rstrip().endswith(report.rstrip()), "--follow ends with the report"
@@ -67,8 +86,10 @@ def test_local_swarm_with_a_failed_task(tmp_path: Path, capsys, monkeypatch) -> 
     assert cli.main(["report", summary["swarm_id"], "--out", str(runs)]) == 0
     printed_report = capsys.readouterr().out
     best = summary["claims"][0]
-    assert printed_report.startswith(f"answer: {summary['n_ok']}/{summary['n_tasks']} tasks finished, "
-                                     f"{len(summary['claims'])} claims re-tested\n")
+    assert printed_report.startswith(
+        f"answer: {summary['n_ok']}/{summary['n_tasks']} tasks finished, "
+        f"{len(summary['claims'])} claims re-tested\n"
+    )
     assert f"best claim {best['claim_id']}" in printed_report and printed_report.endswith(report)
     assert cli.main(["list", "--out", str(runs)]) == 0
     listed = capsys.readouterr().out

@@ -28,7 +28,9 @@ class SleepResult(Wire):
     thread: str
 
 
-DEVICE_LOG: list[tuple[str, str, float, float]] = []  # (what, thread, start, end) of device work in tests
+DEVICE_LOG: list[
+    tuple[str, str, float, float]
+] = []  # (what, thread, start, end) of device work in tests
 _lock = threading.Lock()
 
 
@@ -44,26 +46,42 @@ def sleep_with_progress(seconds: float, steps: int, progress: Any) -> tuple[int,
 
 async def sleep_job(state: AppState, inp: SleepInput, ctx: Context) -> JobView:
     async def finish(raw: tuple[int, str]) -> SleepResult:
-        return SleepResult(summary=f"slept {inp.seconds} s in {raw[0]} steps", steps_done=raw[0], thread=raw[1])
+        return SleepResult(
+            summary=f"slept {inp.seconds} s in {raw[0]} steps", steps_done=raw[0], thread=raw[1]
+        )
 
     return await run_as_job(
-        state, ctx, "sleep_job", lambda progress: sleep_with_progress(inp.seconds, inp.steps, progress), finish,
-        inp.wait_s, inp.model_dump(),
+        state,
+        ctx,
+        "sleep_job",
+        lambda progress: sleep_with_progress(inp.seconds, inp.steps, progress),
+        finish,
+        inp.wait_s,
+        inp.model_dump(),
     )
 
 
 SLEEP_TOOL = ToolSpec(
-    name="sleep_job", title="Sleep (test)", description="A long test job: sleeps with progress.",
-    input_model=SleepInput, result_model=JobView, handler=sleep_job, read_only=True,
+    name="sleep_job",
+    title="Sleep (test)",
+    description="A long test job: sleeps with progress.",
+    input_model=SleepInput,
+    result_model=JobView,
+    handler=sleep_job,
+    read_only=True,
 )
 
 
-def make_server(run: ServedRun, workspace: Path | None = None, sleep_tool: bool = False, **config: Any):
+def make_server(
+    run: ServedRun, workspace: Path | None = None, sleep_tool: bool = False, **config: Any
+):
     cfg = ServerConfig(run="test", workspace=workspace, device="cpu", **config)
     return build_server(cfg, run, extra_tools=[SLEEP_TOOL] if sleep_tool else [])
 
 
-async def ok(client: Client, name: str, args: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+async def ok(
+    client: Client, name: str, args: dict[str, Any] | None = None, **kw: Any
+) -> dict[str, Any]:
     r = await client.call_tool(name, args or {}, **kw)
     assert not r.is_error, f"{name}({args}) failed: {r.content[0].text if r.content else r}"
     assert r.structured_content is not None
@@ -72,7 +90,9 @@ async def ok(client: Client, name: str, args: dict[str, Any] | None = None, **kw
 
 async def err(client: Client, name: str, args: dict[str, Any] | None = None) -> str:
     r = await client.call_tool(name, args or {})
-    assert r.is_error, f"{name}({args}) should fail but returned {json.dumps(r.structured_content)[:300]}"
+    assert r.is_error, (
+        f"{name}({args}) should fail but returned {json.dumps(r.structured_content)[:300]}"
+    )
     return r.content[0].text
 
 
@@ -85,6 +105,8 @@ async def raw_request(client: Client, method: str, params: Any) -> dict[str, Any
     if isinstance(params, dict):
         try:
             session._stamp(data, opts)  # noqa: SLF001 (the protocol version and client info the server expects)
-        except UnicodeEncodeError:  # a lone surrogate in the tool name cannot go into the Mcp-Name header
+        except (
+            UnicodeEncodeError
+        ):  # a lone surrogate in the tool name cannot go into the Mcp-Name header
             opts = {}
     return await session._dispatcher.send_raw_request(method, data["params"], opts)  # noqa: SLF001

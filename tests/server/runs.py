@@ -6,7 +6,47 @@ from torch import nn
 from spd_core.model import ComponentModel
 from spd_mcp.server.state import ProbePrompt, ServedRun
 
-WORDS = ["[UNK]", "the", "a", "cat", "dog", "sat", "on", "mat", "ran", "to", "park", "is", "big", "small", "red", "blue", "and", "then", "it", "was", "happy", "sad", "Paris", "France", "capital", "of", "city", "when", "Mary", "John", "went", "store", "gave", "drink", "milk", "bird", "tree", "sky", "green"]
+WORDS = [
+    "[UNK]",
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "mat",
+    "ran",
+    "to",
+    "park",
+    "is",
+    "big",
+    "small",
+    "red",
+    "blue",
+    "and",
+    "then",
+    "it",
+    "was",
+    "happy",
+    "sad",
+    "Paris",
+    "France",
+    "capital",
+    "of",
+    "city",
+    "when",
+    "Mary",
+    "John",
+    "went",
+    "store",
+    "gave",
+    "drink",
+    "milk",
+    "bird",
+    "tree",
+    "sky",
+    "green",
+]
 
 
 def word_tokenizer():
@@ -26,13 +66,20 @@ def lm_run(seed: int = 0) -> ServedRun:
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=len(WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, max_position_embeddings=64,
+        vocab_size=len(WORDS),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
     )
     lm = LlamaForCausalLM(cfg).float()
     model = ComponentModel(
-        lm, [("model.layers.*.self_attn.*_proj", 8), ("model.layers.*.mlp.*_proj", 8)],
-        output_attr="logits", target_kwargs={"use_cache": False},
+        lm,
+        [("model.layers.*.self_attn.*_proj", 8), ("model.layers.*.mlp.*_proj", 8)],
+        output_attr="logits",
+        target_kwargs={"use_cache": False},
     )
     probes = [
         ProbePrompt("the cat sat on the", "mat", "copying"),
@@ -41,8 +88,16 @@ def lm_run(seed: int = 0) -> ServedRun:
         ProbePrompt("the dog ran to the", "park", "copying"),
     ]
     return ServedRun(
-        model=model, tokenizer=word_tokenizer(), name="tiny-llama", probes=probes, context_length=64,
-        metrics={"faithfulness": 1e-6, "recon_kl": {"stochastic": 0.01, "ci": 0.02}, "alive": {"0.mlp.up": 5}},
+        model=model,
+        tokenizer=word_tokenizer(),
+        name="tiny-llama",
+        probes=probes,
+        context_length=64,
+        metrics={
+            "faithfulness": 1e-6,
+            "recon_kl": {"stochastic": 0.01, "ci": 0.02},
+            "alive": {"0.mlp.up": 5},
+        },
         description="2-layer Llama, random weights (tests)",
     )
 
@@ -60,4 +115,10 @@ class TinyTMS(nn.Module):
 def toy_run(seed: int = 0) -> ServedRun:
     torch.manual_seed(seed)
     model = ComponentModel(TinyTMS(), [("linear1", 5), ("linear2", 5)])
-    return ServedRun(model=model, tokenizer=None, name="tiny-tms", input_dim=5, description="TMS-like toy (tests)")
+    return ServedRun(
+        model=model,
+        tokenizer=None,
+        name="tiny-tms",
+        input_dim=5,
+        description="TMS-like toy (tests)",
+    )

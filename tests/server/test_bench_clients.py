@@ -10,7 +10,9 @@ import anyio
 
 from bench.bench_server import CALL, RawHttp, RawStdio, _Http, raw_http_overhead, raw_stdio_overhead
 
-SNAPSHOT_NAMES = {t["name"] for t in json.loads((Path(__file__).with_name("tools_snapshot.json")).read_text())}
+SNAPSHOT_NAMES = {
+    t["name"] for t in json.loads((Path(__file__).with_name("tools_snapshot.json")).read_text())
+}
 
 
 def _names(client: RawStdio | RawHttp) -> set[str]:

@@ -34,6 +34,7 @@ async def test_calls_run_in_order_on_one_thread() -> None:
             threads.add(threading.current_thread().name)
             order.append(i)
             return i * i
+
         return fn
 
     results = await asyncio.gather(*(dev.call("t", work(i)) for i in range(8)))
@@ -54,7 +55,9 @@ async def test_short_call_gets_busy_error_naming_the_job() -> None:
     assert job.id in msg and "optimize_circuit" in msg and "step" in msg and "get_job" in msg
     await dev.wait(job, 5)
     assert job.status == "done" and job.result == 10
-    assert await dev.call("run_prompt", lambda: 2) == 2  # the busy call never ran, the next one does
+    assert (
+        await dev.call("run_prompt", lambda: 2) == 2
+    )  # the busy call never ran, the next one does
     await dev.shutdown()
 
 

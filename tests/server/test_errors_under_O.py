@@ -23,20 +23,32 @@ TEXT = "the cat sat on the"  # 5 tokens in the tiny run's word tokenizer
 
 # (tool, arguments, words the message must hold: what was wrong and what is valid)
 BAD_CALLS: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
-    ("ablate", {"text": TEXT, "components": ["0.mlp.up:0"], "position": 99},
-     ("position 99 out of range", "valid: -5..4")),
+    (
+        "ablate",
+        {"text": TEXT, "components": ["0.mlp.up:0"], "position": 99},
+        ("position 99 out of range", "valid: -5..4"),
+    ),
     ("get_component_info", {"component": "9.mlp.up:0"}, ("9.mlp.up", "valid", "0.mlp.up")),
     ("probe_component", {"component": "0.mlp.up:99", "text": TEXT}, ("99", "0..7")),
-    ("ablate", {"text": TEXT, "components": ["0.mlp.up:0"], "regime": "bogus"},
-     ("regime", "deterministic", "stochastic", "adversarial")),
-    ("ablate", {"text": TEXT, "components": ["0.mlp.up:0"], "regime": []},
-     ("at least one regime", "valid: deterministic, stochastic, adversarial")),
+    (
+        "ablate",
+        {"text": TEXT, "components": ["0.mlp.up:0"], "regime": "bogus"},
+        ("regime", "deterministic", "stochastic", "adversarial"),
+    ),
+    (
+        "ablate",
+        {"text": TEXT, "components": ["0.mlp.up:0"], "regime": []},
+        ("at least one regime", "valid: deterministic, stochastic, adversarial"),
+    ),
     ("get_ci", {"text": TEXT, "top_k": 0}, ("top_k", "greater than or equal to 1")),
     ("run_prompt", {"text": TEXT, "edit_id": "e99"}, ("unknown edit_id 'e99'", "known edit ids")),
     # reaches spd_core.analysis.validation.held_out's check (an assert before: under -O the agent
     # was told instead that no example was left once the excluded prompts were removed)
-    ("validate_claim", {"components": ["0.mlp.up:0"], "mechanism": "nonesuch", "wait_s": 0},
-     ("no probe has mechanism 'nonesuch'", "valid: copying, ioi, recall")),
+    (
+        "validate_claim",
+        {"components": ["0.mlp.up:0"], "mechanism": "nonesuch", "wait_s": 0},
+        ("no probe has mechanism 'nonesuch'", "valid: copying, ioi, recall"),
+    ),
 ]
 
 
@@ -44,8 +56,16 @@ def _params(ws: Path, optimize: bool) -> StdioServerParameters:
     flags = ["-O"] if optimize else []
     return StdioServerParameters(
         command=sys.executable,
-        args=[*flags, "-m", "tests.server.serve_tiny", "lm", "--workspace", str(ws),
-              "--device", "cpu"],
+        args=[
+            *flags,
+            "-m",
+            "tests.server.serve_tiny",
+            "lm",
+            "--workspace",
+            str(ws),
+            "--device",
+            "cpu",
+        ],
         cwd=str(ROOT),
     )
 
@@ -55,7 +75,9 @@ async def _messages(ws: Path, optimize: bool) -> list[str]:
     async with Client(_params(ws, optimize)) as c:
         for tool, args, _ in BAD_CALLS:
             r = await c.call_tool(tool, args)
-            assert r.is_error, f"{tool}({args}) should fail (-O: {optimize}): {r.structured_content}"
+            assert r.is_error, (
+                f"{tool}({args}) should fail (-O: {optimize}): {r.structured_content}"
+            )
             out.append(r.content[0].text)
     return out
 
@@ -63,8 +85,9 @@ async def _messages(ws: Path, optimize: bool) -> list[str]:
 def test_the_flag_strips_asserts() -> None:
     """``python -O`` is what the test claims it is: asserts are gone."""
     code = "assert False, 'not stripped'; import sys; print(sys.flags.optimize)"
-    res = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True,
-                         timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 0 and res.stdout.strip() == "1", res.stderr
 
 

@@ -31,14 +31,30 @@ async def test_every_tool_call_is_an_event(lm, tmp_path: Path) -> None:
     assert events[0]["kind"] == "server_start" and events[-1]["kind"] == "server_stop"
     calls = [e for e in events if e["kind"] == "tool_call"]
     assert [(e["tool"], e["outcome"]) for e in calls] == [
-        ("run_prompt", "ok"), ("run_prompt", "error"), ("run_prompt", "error"), ("no_such_tool", "error")]
+        ("run_prompt", "ok"),
+        ("run_prompt", "error"),
+        ("run_prompt", "error"),
+        ("no_such_tool", "error"),
+    ]
     for e in events:
         assert e["schema"] == SCHEMA_VERSION and e["source"] == "server"
         assert e["agent_id"] == "agent-7"
         assert e["ts"].endswith("+00:00") and e["t"] > 0
-    assert calls[0]["args"] == {"text": "the cat"} and calls[0]["duration_ms"] > 0 and calls[0]["error"] is None
-    assert "args" not in calls[1] and len(calls[1]["args_sha256"]) == 64 and calls[1]["args_bytes"] > MAX_INLINE_ARGS_BYTES
-    assert "at most 64" in calls[1]["error"] and "top_k" in calls[2]["error"] and "Unknown tool" in calls[3]["error"]
+    assert (
+        calls[0]["args"] == {"text": "the cat"}
+        and calls[0]["duration_ms"] > 0
+        and calls[0]["error"] is None
+    )
+    assert (
+        "args" not in calls[1]
+        and len(calls[1]["args_sha256"]) == 64
+        and calls[1]["args_bytes"] > MAX_INLINE_ARGS_BYTES
+    )
+    assert (
+        "at most 64" in calls[1]["error"]
+        and "top_k" in calls[2]["error"]
+        and "Unknown tool" in calls[3]["error"]
+    )
 
 
 def test_sequence_continues_after_restart(tmp_path: Path) -> None:
@@ -73,7 +89,9 @@ def test_kill_9_during_heavy_logging_leaves_every_line_intact(tmp_path: Path) ->
     path = tmp_path / "events.jsonl"
     acked = 0
     for _round in range(3):  # kill at three different moments
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout is not None
         deadline = time.monotonic() + 10
         last = 0

@@ -30,29 +30,64 @@ from tests.server.test_tools_records import store_graph
 from tests.server.wire_cases import tool_cases, with_any_of
 
 EXAMPLES = int(os.environ.get("SPD_FUZZ_EXAMPLES", "200"))
-ANSWER_BOUND_S = 120.0  # a call unanswered after this counts as unanswered (heavy fuzz calls take seconds)
+ANSWER_BOUND_S = (
+    120.0  # a call unanswered after this counts as unanswered (heavy fuzz calls take seconds)
+)
 COUNTS: Counter[str] = Counter()
 HELPFUL = re.compile(
     r"valid|should be|must|expected|required|at most|at least|exactly|unknown|give |needs|"
     r"refus|out of range|tokeniz|no probe|not permitted|workspace|letters, digits",
     re.I,
 )
-INTERESTING = ["the cat sat on the", "Paris is the capital of", "0.mlp.up:3", "1.attn.q:7", "0.mlp.up:99",
-               "h1", "j1", "copying", "ioi", "../x", "", " ", "é\u2028"]
+INTERESTING = [
+    "the cat sat on the",
+    "Paris is the capital of",
+    "0.mlp.up:3",
+    "1.attn.q:7",
+    "0.mlp.up:99",
+    "h1",
+    "j1",
+    "copying",
+    "ioi",
+    "../x",
+    "",
+    " ",
+    "é\u2028",
+]
 # Field names whose valid values are rare at random: drawn from meaningful values half the time.
 HINTS = {
-    "component": st.sampled_from(["0.mlp.up:3", "1.attn.q:7", "0.attn.o:0", "1.mlp.down:7", "0.mlp.up:8", "x:1"]),
+    "component": st.sampled_from(
+        ["0.mlp.up:3", "1.attn.q:7", "0.attn.o:0", "1.mlp.down:7", "0.mlp.up:8", "x:1"]
+    ),
     "graph_id": st.integers(0, 3),
     "mechanism": st.sampled_from(["copying", "ioi", "recall", "other"]),
     "text": st.sampled_from(["the cat sat on the", "Paris is the capital of", "the"]),
     "query": st.sampled_from(["the", "capital of", "cat sat", "zzz"]),
 }
-KEYS = ["0.mlp.up:3", "1.attn.o:5", "0.mlp.down:1", "1.mlp.down:0", "0.attn.q:2", "1.mlp.gate:7", "0.mlp.up:8", "x:1",
-        "0.mlp.up"]
-NODES = ["0.mlp.up:4:3", "1.attn.o:-1:5", "0.mlp.down:0:1", "0.mlp.up:9:1", "output:4:7", "1.mlp.down:2"]
+KEYS = [
+    "0.mlp.up:3",
+    "1.attn.o:5",
+    "0.mlp.down:1",
+    "1.mlp.down:0",
+    "0.attn.q:2",
+    "1.mlp.gate:7",
+    "0.mlp.up:8",
+    "x:1",
+    "0.mlp.up",
+]
+NODES = [
+    "0.mlp.up:4:3",
+    "1.attn.o:-1:5",
+    "0.mlp.down:0:1",
+    "0.mlp.up:9:1",
+    "output:4:7",
+    "1.mlp.down:2",
+]
 TOKENS = ["mat", "the", "Paris", "mat cat", "", "output:4:7", "0.mlp.up:4:3", "1.attn.q:0:0"]
 EXAMPLE = st.fixed_dictionaries(
-    {"text": HINTS["text"], "target_token": st.sampled_from(TOKENS)}, optional={"position": st.integers(-6, 6)})
+    {"text": HINTS["text"], "target_token": st.sampled_from(TOKENS)},
+    optional={"position": st.integers(-6, 6)},
+)
 # Field names whose values decide the cost of a call (kept tiny so each long tool's fuzz stays fast) or
 # whose valid values are rare at random: always drawn from these.
 FORCED = {
@@ -74,17 +109,37 @@ FORCED = {
     "edit_id": st.sampled_from([None, None, None, "e1", "e2", "nope"]),
     "examples": st.lists(EXAMPLE, max_size=2),
     "preserve_prompts": st.lists(HINTS["text"], max_size=2),
-    "objective": st.none() | st.fixed_dictionaries({
-        "token": st.sampled_from(TOKENS), "direction": st.sampled_from(["suppress", "promote", "x"]),
-        "prompts": st.lists(HINTS["text"], max_size=2)}),
+    "objective": st.none()
+    | st.fixed_dictionaries(
+        {
+            "token": st.sampled_from(TOKENS),
+            "direction": st.sampled_from(["suppress", "promote", "x"]),
+            "prompts": st.lists(HINTS["text"], max_size=2),
+        }
+    ),
     "regime": st.sampled_from(["deterministic", "stochastic", "adversarial", "all", "none"])
     | st.lists(st.sampled_from(["deterministic", "stochastic", "adversarial"]), max_size=3),
 }
-HEAVY = {"optimize_circuit", "find_components", "edit_component", "export_edit", "steer", "ablate", "get_attributions",
-         "validate_claim"}
+HEAVY = {
+    "optimize_circuit",
+    "find_components",
+    "edit_component",
+    "export_edit",
+    "steer",
+    "ablate",
+    "get_attributions",
+    "validate_claim",
+}
 ANALYSIS = HEAVY | {"get_ci", "probe_component", "run_prompt"}
-JUNK = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False),
-                 st.text(max_size=12), st.lists(st.integers(-5, 5), max_size=3), st.just({"a": 1}))
+JUNK = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=12),
+    st.lists(st.integers(-5, 5), max_size=3),
+    st.just({"a": 1}),
+)
 
 
 def strategy(schema: dict[str, Any], defs: dict[str, Any], depth: int = 0) -> st.SearchStrategy:
@@ -102,12 +157,14 @@ def strategy(schema: dict[str, Any], defs: dict[str, Any], depth: int = 0) -> st
     if kind == "boolean":
         return st.booleans()
     if kind == "integer":
-        lo = schema.get("minimum", schema.get("exclusiveMinimum", -10**4 - 1) + 1)
+        lo = schema.get("minimum", schema.get("exclusiveMinimum", -(10**4) - 1) + 1)
         hi = schema.get("maximum", schema.get("exclusiveMaximum", 10**4 + 1) - 1)
         return st.integers(lo - 1, hi + 1) if depth == 0 else st.integers(lo, hi)
     if kind == "number":
         lo, hi = schema.get("minimum", -1e4), schema.get("maximum", 1e4)
-        return st.floats(lo, hi, allow_nan=False, allow_infinity=False) | st.sampled_from([lo - 1, hi + 1])
+        return st.floats(lo, hi, allow_nan=False, allow_infinity=False) | st.sampled_from(
+            [lo - 1, hi + 1]
+        )
     if kind == "string":
         hi = min(schema.get("maxLength", 80), 80)
         text = st.text(max_size=hi) | st.sampled_from(INTERESTING)
@@ -116,14 +173,20 @@ def strategy(schema: dict[str, Any], defs: dict[str, Any], depth: int = 0) -> st
         return text
     if kind == "array":
         items = strategy(schema.get("items", {}), defs, depth + 1) if schema.get("items") else JUNK
-        return st.lists(items, min_size=schema.get("minItems", 0), max_size=min(schema.get("maxItems", 4), 4))
+        return st.lists(
+            items, min_size=schema.get("minItems", 0), max_size=min(schema.get("maxItems", 4), 4)
+        )
     if kind == "object":
         return object_strategy(schema, defs, depth + 1)
     return JUNK
 
 
 def object_strategy(
-    schema: dict[str, Any], defs: dict[str, Any], depth: int, clean: bool = False, forced: dict[str, Any] | None = None
+    schema: dict[str, Any],
+    defs: dict[str, Any],
+    depth: int,
+    clean: bool = False,
+    forced: dict[str, Any] | None = None,
 ) -> st.SearchStrategy:
     """Objects of the schema; unless ``clean``, fields are sometimes junk or missing and keys unknown."""
     props = schema.get("properties", {})
@@ -162,23 +225,33 @@ def clean_strategy(schema: dict[str, Any], defs: dict[str, Any]) -> st.SearchStr
     if kind == "integer":
         return st.integers(schema.get("minimum", -100), schema.get("maximum", 100))
     if kind == "number":
-        return st.floats(schema.get("minimum", -100.0), min(schema.get("maximum", 100.0), 3.0), allow_nan=False)
+        return st.floats(
+            schema.get("minimum", -100.0), min(schema.get("maximum", 100.0), 3.0), allow_nan=False
+        )
     if kind == "string" and "pattern" in schema:
         return st.from_regex(schema["pattern"], fullmatch=True)
     if kind == "string":
         lo = schema.get("minLength", 0)
-        return st.text(min_size=lo, max_size=max(lo, min(schema.get("maxLength", 40), 40))) | st.sampled_from(INTERESTING[:3])
+        return st.text(
+            min_size=lo, max_size=max(lo, min(schema.get("maxLength", 40), 40))
+        ) | st.sampled_from(INTERESTING[:3])
     if kind == "array":
         items = clean_strategy(schema["items"], defs) if schema.get("items") else JUNK
-        return st.lists(items, min_size=schema.get("minItems", 0), max_size=min(schema.get("maxItems", 3), 3))
+        return st.lists(
+            items, min_size=schema.get("minItems", 0), max_size=min(schema.get("maxItems", 3), 3)
+        )
     if kind == "object":
         return object_strategy(schema, defs, 1, clean=True)
     return strategy(schema, defs, 1)
 
 
-def args_strategy(schema: dict[str, Any], forced: dict[str, Any] | None = None) -> st.SearchStrategy:
+def args_strategy(
+    schema: dict[str, Any], forced: dict[str, Any] | None = None
+) -> st.SearchStrategy:
     defs = schema.get("$defs", {})
-    return object_strategy(schema, defs, 0, clean=True, forced=forced) | object_strategy(schema, defs, 0, forced=forced)
+    return object_strategy(schema, defs, 0, clean=True, forced=forced) | object_strategy(
+        schema, defs, 0, forced=forced
+    )
 
 
 def call(portal: Any, client: Client, name: str, args: Any) -> Any:
@@ -197,7 +270,9 @@ def call(portal: Any, client: Client, name: str, args: Any) -> Any:
     except MCPError as exc:
         if exc.code != -32602:
             COUNTS["crashes"] += 1
-            raise AssertionError(f"{name}({args!r}) -> JSON-RPC error {exc.code}: {exc.message}") from exc
+            raise AssertionError(
+                f"{name}({args!r}) -> JSON-RPC error {exc.code}: {exc.message}"
+            ) from exc
         COUNTS["refusals"] += 1
         return exc
     from mcp_types import CallToolResult
@@ -205,7 +280,9 @@ def call(portal: Any, client: Client, name: str, args: Any) -> Any:
     result = CallToolResult.model_validate(raw)
     if result.is_error:
         text = result.content[0].text if result.content else ""  # type: ignore[union-attr]
-        crashed = not text or "internal error" in text or text.strip() == f"Error executing tool {name}"
+        crashed = (
+            not text or "internal error" in text or text.strip() == f"Error executing tool {name}"
+        )
         COUNTS["crashes" if crashed else "refusals"] += 1
     else:
         COUNTS["ok"] += 1
@@ -223,12 +300,17 @@ def fuzz_client(tmp_path_factory, lm):
     ws = tmp_path_factory.mktemp("fuzz")
     anyio.run(store_graph, ws)
     run = harvested_run(lm, tmp_path_factory.mktemp("fuzz-run"))
-    with start_blocking_portal() as portal, portal.wrap_async_context_manager(Client(make_server(run, ws))) as client:
+    with (
+        start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(Client(make_server(run, ws))) as client,
+    ):
         tools = {t.name: t for t in portal.call(client.list_tools).tools}
         yield portal, client, tools, ws
 
 
-TOOL_NAMES = list(contract.TOOL_NAMES)  # every tool of the contract (test_contract: the server has each)
+TOOL_NAMES = list(
+    contract.TOOL_NAMES
+)  # every tool of the contract (test_contract: the server has each)
 
 
 @pytest.mark.parametrize("name", TOOL_NAMES)
@@ -239,8 +321,17 @@ def test_fuzz_tool(fuzz_client, name: str) -> None:
     outcomes = {"ok": 0, "error": 0}
     n = max(10, EXAMPLES // 4) if name in HEAVY else EXAMPLES
 
-    @settings(max_examples=n, deadline=None, database=None, derandomize=True,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+    @settings(
+        max_examples=n,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+        ],
+    )
     @given(args=args_strategy(schema, FORCED if name in ANALYSIS else None))
     def one(args: dict[str, Any]) -> None:
         r = call(portal, client, name, args)
@@ -292,10 +383,16 @@ def test_hostile_values_in_every_field(fuzz_client, name: str) -> None:
             if value is None and field not in schema.get("required", []):
                 continue  # null is valid for an optional field
             r = call(portal, client, name, {field: value})
-            text = r.message if isinstance(r, MCPError) else (r.content[0].text if r.is_error and r.content else "")
+            text = (
+                r.message
+                if isinstance(r, MCPError)
+                else (r.content[0].text if r.is_error and r.content else "")
+            )
             assert text, f"{name}({field}={value!r}) was accepted"
             check_refusal(name, {field: value}, text)
-            assert field in text, f"{name}({field}={value!r}): the error does not name the field: {text!r}"
+            assert field in text, (
+                f"{name}({field}={value!r}): the error does not name the field: {text!r}"
+            )
             tried += 1
     print(f"\nhostile values {name}: {tried} calls, all refused naming the field")
 
@@ -309,7 +406,10 @@ def test_lone_surrogates_and_non_object_arguments(fuzz_client, name: str) -> Non
         assert isinstance(r, MCPError) and path in r.message, (path, r)
     for args in ([1, 2], "text", 7, True):
         r = call(portal, client, name, args)
-        assert isinstance(r, MCPError) and "params.arguments must be an object" in r.message, (args, r)
+        assert isinstance(r, MCPError) and "params.arguments must be an object" in r.message, (
+            args,
+            r,
+        )
     print(f"\nsurrogates {name}: {len(cases)} string fields; non-object arguments: 4; all refused")
 
 
@@ -318,7 +418,9 @@ WRITERS = {
     "record_hypothesis": ["hypotheses.jsonl", "research_log.md"],
     "save_explanation": ["explanations.jsonl"],
     "set_investigation_summary": ["summary.json"],
-    "save_graph_artifact": [f"artifacts/{a}{x}" for a in ("graph_1", "graph_2", "a", "h1") for x in (".json", ".svg")],
+    "save_graph_artifact": [
+        f"artifacts/{a}{x}" for a in ("graph_1", "graph_2", "a", "h1") for x in (".json", ".svg")
+    ],
     "export_edit": ["exports/e1", "exports/e2"],
 }
 
@@ -346,12 +448,25 @@ def test_fuzz_writers_with_links_planted(fuzz_client, tmp_path: Path, name: str,
         planted.append(path)
     outcomes: Counter[str] = Counter()
 
-    @settings(max_examples=max(10, EXAMPLES // 10), deadline=None, database=None, derandomize=True,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+    @settings(
+        max_examples=max(10, EXAMPLES // 10),
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+        ],
+    )
     @given(args=args_strategy(with_any_of(tools[name].input_schema)))
     def one(args: dict[str, Any]) -> None:
         r = call(portal, client, name, args)
-        text = r.message if isinstance(r, MCPError) else (r.content[0].text if r.is_error and r.content else "")
+        text = (
+            r.message
+            if isinstance(r, MCPError)
+            else (r.content[0].text if r.is_error and r.content else "")
+        )
         outcomes["error" if text else "ok"] += 1
         if text:
             check_refusal(name, args, text)
@@ -367,7 +482,12 @@ def test_fuzz_writers_with_links_planted(fuzz_client, tmp_path: Path, name: str,
 
 def test_fuzz_counts() -> None:
     """Runs last: the totals of every fuzz call above."""
-    print(f"\nfuzz counts: calls={COUNTS['calls']} ok={COUNTS['ok']} refusals={COUNTS['refusals']} "
-          f"crashes={COUNTS['crashes']} unanswered={COUNTS['unanswered']}")
-    assert COUNTS["calls"] == COUNTS["ok"] + COUNTS["refusals"] + COUNTS["crashes"] + COUNTS["unanswered"]
+    print(
+        f"\nfuzz counts: calls={COUNTS['calls']} ok={COUNTS['ok']} refusals={COUNTS['refusals']} "
+        f"crashes={COUNTS['crashes']} unanswered={COUNTS['unanswered']}"
+    )
+    assert (
+        COUNTS["calls"]
+        == COUNTS["ok"] + COUNTS["refusals"] + COUNTS["crashes"] + COUNTS["unanswered"]
+    )
     assert COUNTS["crashes"] == 0 and COUNTS["unanswered"] == 0

@@ -38,7 +38,8 @@ def body_lines(fn: Callable[..., Any]) -> int:
     lines = src.splitlines()
     end = node.end_lineno or node.lineno
     return sum(
-        1 for i in range(body[0].lineno, end + 1)
+        1
+        for i in range(body[0].lineno, end + 1)
         if i not in skip and lines[i - 1].strip() and not lines[i - 1].strip().startswith("#")
     )
 

@@ -39,7 +39,10 @@ async def test_head_and_body_leave_in_one_write_then_close_flushes() -> None:
     t.writelines([b"a", b"b"])
     t.close()  # pending bytes go out before the close
     assert raw.writes[-1] == b"ab" and raw.closed
-    assert t.get_extra_info("peername") == ("127.0.0.1", 1234)  # everything else is the real transport's
+    assert t.get_extra_info("peername") == (
+        "127.0.0.1",
+        1234,
+    )  # everything else is the real transport's
 
 
 async def test_abort_drops_pending_bytes() -> None:

@@ -22,8 +22,17 @@ async def test_long_tool_finishing_within_wait_s_returns_its_result_with_progres
         progress.append((p, total, message))
 
     async with Client(make_server(lm, sleep_tool=True)) as c:
-        view = await ok(c, "sleep_job", {"seconds": 0.8, "steps": 8, "wait_s": 10}, progress_callback=on_progress)
-    assert view["status"] == "done" and view["result"]["steps_done"] == 8 and view["result"]["thread"].startswith("spd-device")
+        view = await ok(
+            c,
+            "sleep_job",
+            {"seconds": 0.8, "steps": 8, "wait_s": 10},
+            progress_callback=on_progress,
+        )
+    assert (
+        view["status"] == "done"
+        and view["result"]["steps_done"] == 8
+        and view["result"]["thread"].startswith("spd-device")
+    )
     steps = [p for p, _, _ in progress]
     assert steps and steps == sorted(set(steps)) and all(t == 8 for _, t, _ in progress)
     assert progress[0][2].startswith("slept")
@@ -52,13 +61,17 @@ async def test_long_tool_becomes_a_job_then_get_job_and_cancel(lm, tmp_path: Pat
     assert finished == {view["job_id"]: "done", long["job_id"]: "cancelled"}
 
 
-async def test_sixteen_concurrent_calls_while_a_long_job_runs(lm, tmp_path: Path, monkeypatch) -> None:
+async def test_sixteen_concurrent_calls_while_a_long_job_runs(
+    lm, tmp_path: Path, monkeypatch
+) -> None:
     real = model_tools.predict_tokens
 
     def traced(*args, **kwargs):
         start = time.monotonic()
         out = real(*args, **kwargs)
-        helpers.DEVICE_LOG.append(("predict", __import__("threading").current_thread().name, start, time.monotonic()))
+        helpers.DEVICE_LOG.append(
+            ("predict", __import__("threading").current_thread().name, start, time.monotonic())
+        )
         return out
 
     monkeypatch.setattr(model_tools, "predict_tokens", traced)
@@ -69,24 +82,42 @@ async def test_sixteen_concurrent_calls_while_a_long_job_runs(lm, tmp_path: Path
     async with Client(make_server(lm, tmp_path, sleep_tool=True, short_wait_s=0.5)) as c:
         # The in-process client pays one-off costs on its first results (it imports jsonschema to check
         # them); pay them before timing, as a separate client process would have.
-        for name, args in [("server_status", {}), ("get_model_info", {}), ("list_probe_prompts", {}),
-                           ("run_prompt", {"text": "the"}), ("sleep_job", {"seconds": 0, "steps": 1})]:
+        for name, args in [
+            ("server_status", {}),
+            ("get_model_info", {}),
+            ("list_probe_prompts", {}),
+            ("run_prompt", {"text": "the"}),
+            ("sleep_job", {"seconds": 0, "steps": 1}),
+        ]:
             await ok(c, name, args)
         job = await ok(c, "sleep_job", {"seconds": 2.5, "steps": 50, "wait_s": 0.1})
 
         async def one(i: int) -> None:
             name, args = [
-                ("server_status", {}), ("run_prompt", {"text": "the cat sat"}), ("server_status", {}),
-                ("get_model_info", {}), ("get_job", {"job_id": job["job_id"], "wait_s": 0}),
-                ("list_probe_prompts", {}), ("server_status", {}), ("run_prompt", {"text": "the dog"}),
+                ("server_status", {}),
+                ("run_prompt", {"text": "the cat sat"}),
+                ("server_status", {}),
+                ("get_model_info", {}),
+                ("get_job", {"job_id": job["job_id"], "wait_s": 0}),
+                ("list_probe_prompts", {}),
+                ("server_status", {}),
+                ("run_prompt", {"text": "the dog"}),
             ][i % 8]
             t0 = time.perf_counter()
             r = await c.call_tool(name, args)
             if name == "server_status":
                 status_ms.append((time.perf_counter() - t0) * 1e3)
                 assert r.structured_content["current"]["job_id"] == job["job_id"]
-            outcome = "ok" if not r.is_error else ("busy" if r.content[0].text.split(": ", 1)[-1].startswith("busy") else "error")
-            outcomes.setdefault(name, []).append(outcome if outcome != "busy" else r.content[0].text)
+            outcome = (
+                "ok"
+                if not r.is_error
+                else (
+                    "busy" if r.content[0].text.split(": ", 1)[-1].startswith("busy") else "error"
+                )
+            )
+            outcomes.setdefault(name, []).append(
+                outcome if outcome != "busy" else r.content[0].text
+            )
 
         with anyio.fail_after(15):
             async with anyio.create_task_group() as tg:
@@ -99,8 +130,12 @@ async def test_sixteen_concurrent_calls_while_a_long_job_runs(lm, tmp_path: Path
     # (the < 100 ms goal is measured by bench/bench_server.py, not asserted here).
     assert len(status_ms) == 6 and max(status_ms) < 1000, status_ms
     busy = outcomes["run_prompt"]
-    assert len(busy) == 4 and all(job["job_id"] in b and "sleep_job" in b and "Retry" in b for b in busy)
-    assert set(outcomes["get_model_info"]) == {"ok"} and set(outcomes["list_probe_prompts"]) == {"ok"}
+    assert len(busy) == 4 and all(
+        job["job_id"] in b and "sleep_job" in b and "Retry" in b for b in busy
+    )
+    assert set(outcomes["get_model_info"]) == {"ok"} and set(outcomes["list_probe_prompts"]) == {
+        "ok"
+    }
     assert done["status"] == "done" and after["tokens"] == ["the", "cat", "sat"]
     # one device user at a time, always the same thread
     spans = sorted(helpers.DEVICE_LOG, key=lambda s: s[2])

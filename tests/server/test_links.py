@@ -27,17 +27,33 @@ from tests.server.test_tools_records import store_graph
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]
 KEEP = "outside: must not change\n"
-EXPL = {"subject_prompt": "p", "behaviour": "b", "explanation": "e", "confidence": "low",
-        "components": [{"component": "0.mlp.up:1", "role": "r"}]}
+EXPL = {
+    "subject_prompt": "p",
+    "behaviour": "b",
+    "explanation": "e",
+    "confidence": "low",
+    "components": [{"component": "0.mlp.up:1", "role": "r"}],
+}
 
 # tool -> (arguments, final names it writes, temporary names earlier versions wrote)
 WRITERS: dict[str, tuple[dict[str, Any], list[str], list[str]]] = {
     "update_research_log": ({"markdown": "note"}, ["research_log.md"], []),
-    "record_hypothesis": ({"hypothesis_id": "h1", "statement": "s"}, ["hypotheses.jsonl", "research_log.md"], []),
+    "record_hypothesis": (
+        {"hypothesis_id": "h1", "statement": "s"},
+        ["hypotheses.jsonl", "research_log.md"],
+        [],
+    ),
     "save_explanation": (EXPL, ["explanations.jsonl"], []),
-    "set_investigation_summary": ({"title": "t", "summary": "s"}, ["summary.json"], [".summary.json.tmp"]),
-    "save_graph_artifact": ({"graph_id": 1, "artifact_id": "evil"}, ["artifacts/evil.json", "artifacts/evil.svg"],
-                            ["artifacts/.evil.json.tmp", "artifacts/.evil.svg.tmp"]),
+    "set_investigation_summary": (
+        {"title": "t", "summary": "s"},
+        ["summary.json"],
+        [".summary.json.tmp"],
+    ),
+    "save_graph_artifact": (
+        {"graph_id": 1, "artifact_id": "evil"},
+        ["artifacts/evil.json", "artifacts/evil.svg"],
+        ["artifacts/.evil.json.tmp", "artifacts/.evil.svg.tmp"],
+    ),
     "export_edit": ({"edit_id": "e1"}, ["exports/e1"], [f"exports/.e1.tmp{os.getpid()}"]),
 }
 
@@ -53,7 +69,10 @@ def plant(ws: Path, rel: str, kind: str, outside: Path) -> None:
 
 
 def outside_state(outside: Path) -> dict[str, str]:
-    return {str(p.relative_to(outside)): p.read_text() if p.is_file() else "<dir>" for p in sorted(outside.rglob("*"))}
+    return {
+        str(p.relative_to(outside)): p.read_text() if p.is_file() else "<dir>"
+        for p in sorted(outside.rglob("*"))
+    }
 
 
 def workspace_files(ws: Path) -> dict[str, tuple[int, int]]:
@@ -75,12 +94,16 @@ def outside(tmp_path: Path) -> Path:
 
 async def _prepare(c: Client, tool: str) -> None:
     if tool == "export_edit":
-        assert (await ok(c, "edit_component", {"components": ["0.mlp.up:3"], "method": "remove"}))["result"]["edit_id"] == "e1"
+        assert (await ok(c, "edit_component", {"components": ["0.mlp.up:3"], "method": "remove"}))[
+            "result"
+        ]["edit_id"] == "e1"
 
 
 @pytest.mark.parametrize("kind", ["symlink", "hardlink"])
 @pytest.mark.parametrize("tool", list(WRITERS))
-async def test_links_at_temporary_names_are_never_used(lm, tmp_path: Path, outside: Path, tool: str, kind: str) -> None:
+async def test_links_at_temporary_names_are_never_used(
+    lm, tmp_path: Path, outside: Path, tool: str, kind: str
+) -> None:
     args, finals, temps = WRITERS[tool]
     ws = tmp_path / "ws"
     await store_graph(ws)
@@ -105,10 +128,14 @@ async def test_links_at_temporary_names_are_never_used(lm, tmp_path: Path, outsi
 
 @pytest.mark.parametrize("kind", ["symlink", "hardlink"])
 @pytest.mark.parametrize("tool", list(WRITERS))
-async def test_links_at_final_names_are_refused_leaving_nothing(lm, tmp_path: Path, outside: Path, tool: str, kind: str) -> None:
+async def test_links_at_final_names_are_refused_leaving_nothing(
+    lm, tmp_path: Path, outside: Path, tool: str, kind: str
+) -> None:
     args, finals, _ = WRITERS[tool]
     if tool == "export_edit" and kind == "hardlink":
-        finals = ["exports/e1/model.safetensors"]  # a directory cannot be hard linked: plant inside an export
+        finals = [
+            "exports/e1/model.safetensors"
+        ]  # a directory cannot be hard linked: plant inside an export
         args = {**args, "overwrite": True}
     ws = tmp_path / "ws"
     await store_graph(ws)
@@ -121,11 +148,15 @@ async def test_links_at_final_names_are_refused_leaving_nothing(lm, tmp_path: Pa
         r = await c.call_tool(tool, args)
         if r.is_error:
             text = r.content[0].text
-            assert "symbolic link" in text or "hard links" in text or "link or not a directory" in text, text
+            assert (
+                "symbolic link" in text or "hard links" in text or "link or not a directory" in text
+            ), text
             assert "internal error" not in text
-            assert {k: v for k, v in workspace_files(ws).items() if not k.startswith("store.sqlite")} == {
-                k: v for k, v in files.items() if not k.startswith("store.sqlite")
-            }, "a refused call left something behind"
+            assert {
+                k: v for k, v in workspace_files(ws).items() if not k.startswith("store.sqlite")
+            } == {k: v for k, v in files.items() if not k.startswith("store.sqlite")}, (
+                "a refused call left something behind"
+            )
         else:  # succeeded inside: only for a hard link inside an export that overwrite replaces whole
             assert tool == "export_edit" and kind == "hardlink", r.structured_content
             st = (ws / finals[0]).lstat()
@@ -133,9 +164,13 @@ async def test_links_at_final_names_are_refused_leaving_nothing(lm, tmp_path: Pa
     assert outside_state(outside) == before
 
 
-@pytest.mark.parametrize("name", ["events.jsonl", "store.sqlite", "store.sqlite-wal", "research_log.md"])
+@pytest.mark.parametrize(
+    "name", ["events.jsonl", "store.sqlite", "store.sqlite-wal", "research_log.md"]
+)
 @pytest.mark.parametrize("kind", ["symlink", "hardlink"])
-async def test_startup_files_planted_as_links_are_refused(tmp_path: Path, outside: Path, name: str, kind: str) -> None:
+async def test_startup_files_planted_as_links_are_refused(
+    tmp_path: Path, outside: Path, name: str, kind: str
+) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
     plant(ws, name, kind, outside)
@@ -152,14 +187,23 @@ async def test_startup_files_planted_as_links_are_refused(tmp_path: Path, outsid
     assert outside_state(outside) == before
 
 
-def test_server_log_planted_as_a_link_stops_the_server_with_one_line(tmp_path: Path, outside: Path) -> None:
+def test_server_log_planted_as_a_link_stops_the_server_with_one_line(
+    tmp_path: Path, outside: Path
+) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
     plant(ws, "server.log", "symlink", outside)
     proc = subprocess.run(
-        [sys.executable, "-c", "from spd_mcp.server.__main__ import parse_args, setup_logging; "
-         f"setup_logging(parse_args(['--run', 'demo', '--workspace', {str(ws)!r}]))"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "from spd_mcp.server.__main__ import parse_args, setup_logging; "
+            f"setup_logging(parse_args(['--run', 'demo', '--workspace', {str(ws)!r}]))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1
     assert "server.log: it is a symbolic link" in proc.stderr, proc.stderr

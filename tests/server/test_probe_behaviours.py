@@ -13,10 +13,17 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_probe_foils_and_behaviours_reach_the_client(lm) -> None:
-    loaded = SimpleNamespace(model=lm.model, tokenizer=lm.tokenizer, path=None, metrics={}, target_spec=None,
-                             probes=[{"text": "the dogs near the cat", "target": "are", "mechanism": "agree",
-                                      "foil": "is"}],
-                             behaviours={"agree": {"description": "is or are", "names": ["agreement"]}})
+    loaded = SimpleNamespace(
+        model=lm.model,
+        tokenizer=lm.tokenizer,
+        path=None,
+        metrics={},
+        target_spec=None,
+        probes=[
+            {"text": "the dogs near the cat", "target": "are", "mechanism": "agree", "foil": "is"}
+        ],
+        behaviours={"agree": {"description": "is or are", "names": ["agreement"]}},
+    )
     served = served_from_loaded(loaded)
     assert served.behaviours == {"agree": Behaviour("is or are", ("agreement",))}
     async with Client(make_server(served)) as c:

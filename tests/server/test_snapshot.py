@@ -56,7 +56,9 @@ async def test_every_tool_is_documented_for_an_agent(lm) -> None:
     for t in await current_tools(lm):
         assert "Example: " in t["description"] and t["name"] + "(" in t["description"], t["name"]
         hints = t["annotations"]
-        assert hints["read_only_hint"] is not None and (hints["read_only_hint"] or hints["destructive_hint"] is not None)
+        assert hints["read_only_hint"] is not None and (
+            hints["read_only_hint"] or hints["destructive_hint"] is not None
+        )
         assert t["input_schema"].get("additionalProperties") is False
         for name, prop in t["input_schema"].get("properties", {}).items():
             text = prop.get("description")

@@ -15,7 +15,9 @@ def test_single_token_targets_and_their_errors() -> None:
     with pytest.raises(ValueError) as info:
         tok.single_token("cat dog")
     msg = str(info.value)
-    assert "tokenizes to 2 tokens" in msg and "must be exactly one" in msg and "['cat', 'dog']" in msg
+    assert (
+        "tokenizes to 2 tokens" in msg and "must be exactly one" in msg and "['cat', 'dog']" in msg
+    )
     assert tok.pieces(tok.encode("the cat")) == ["the", "cat"]
     with pytest.raises(ValueError, match="at most 3"):
         tok.tokenize("the cat sat on", max_tokens=3)
@@ -26,14 +28,18 @@ def test_single_token_targets_and_their_errors() -> None:
 def test_raw_tokenizers_object_works_too() -> None:
     raw = word_tokenizer().backend_tokenizer
     view, hf = TokenizerView(raw), TokenizerView(word_tokenizer())
-    assert view.encode("the cat sat") == hf.encode("the cat sat") and view.vocab_size == hf.vocab_size
+    assert (
+        view.encode("the cat sat") == hf.encode("the cat sat") and view.vocab_size == hf.vocab_size
+    )
 
 
 @pytest.mark.anyio
 async def test_store_round_trips(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "store.sqlite")
     pid = await store.add_prompt("the cat", [1, 3])
-    gid = await store.add_graph({"tokens": ["a"], "edges": []}, kind="attributions", prompt_id=pid, params={"k": 1})
+    gid = await store.add_graph(
+        {"tokens": ["a"], "edges": []}, kind="attributions", prompt_id=pid, params={"k": 1}
+    )
     assert await store.get_graph(gid) == {"tokens": ["a"], "edges": []}
     with pytest.raises(ValueError, match=f"unknown graph_id {gid + 1}; stored graph ids: {gid}"):
         await store.get_graph(gid + 1)
@@ -43,8 +49,12 @@ async def test_store_round_trips(tmp_path: Path) -> None:
         await store.get_edit("e2")
     await store.add_circuit({"nodes": []}, {"steps": 10}, graph_id=gid, prompt_id=pid)
     await store.add_intervention("ablate", {"mode": "remove"}, {"kl": 0.1})
-    await store.put_job("j1", "optimize_circuit", "done", {"steps": 10}, 1.0, {"summary": "s"}, None, 2.0)
-    assert (await store.get_job("j1"))["result"] == {"summary": "s"} and await store.get_job("j2") is None
+    await store.put_job(
+        "j1", "optimize_circuit", "done", {"steps": 10}, 1.0, {"summary": "s"}, None, 2.0
+    )
+    assert (await store.get_job("j1"))["result"] == {"summary": "s"} and await store.get_job(
+        "j2"
+    ) is None
     for i in range(3):
         await store.add_tool_call(i, "run_prompt", {"text": "x"}, 1.0, "ok", None)
     assert await store.count("tool_calls") == 3 and await store.count("circuits") == 1
@@ -54,7 +64,10 @@ async def test_store_round_trips(tmp_path: Path) -> None:
     await reopened.close()
     import sqlite3
 
-    assert sqlite3.connect(tmp_path / "store.sqlite").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert (
+        sqlite3.connect(tmp_path / "store.sqlite").execute("PRAGMA journal_mode").fetchone()[0]
+        == "wal"
+    )
 
 
 @pytest.mark.anyio
@@ -73,7 +86,9 @@ async def test_reads_by_id_name_the_valid_ids_in_each_table() -> None:
     vids = [await store.add_validation({"n": i}, {"verdict": i}) for i in range(3)]
     await store.set_validation(vids[1], {"verdict": "updated"})
     assert [await store.get_validation(v) for v in vids] == [
-        {"verdict": 0}, {"verdict": "updated"}, {"verdict": 2}
+        {"verdict": 0},
+        {"verdict": "updated"},
+        {"verdict": 2},
     ]
     with pytest.raises(ValueError) as info:
         await store.get_validation(vids[-1] + 1)
@@ -103,10 +118,28 @@ def test_a_loaded_run_adapts_to_a_served_run(toy) -> None:
         path: str
         probes: list
 
-    served = served_from_loaded(Loaded(toy.model, None, {"name": "tms_5-2", "n_features": 5}, {}, {"faithfulness": 0.1},
-                                       "/tmp/runs/tms", [{"text": "x", "target_token": "y", "mechanism": "m"}]))
-    assert served.name == "tms" and served.input_dim == 5 and not served.is_lm and served.metrics == {"faithfulness": 0.1}
-    assert served.probes[0].mechanism == "m" and served.path == Path("/tmp/runs/tms") and not served.has_harvest
+    served = served_from_loaded(
+        Loaded(
+            toy.model,
+            None,
+            {"name": "tms_5-2", "n_features": 5},
+            {},
+            {"faithfulness": 0.1},
+            "/tmp/runs/tms",
+            [{"text": "x", "target_token": "y", "mechanism": "m"}],
+        )
+    )
+    assert (
+        served.name == "tms"
+        and served.input_dim == 5
+        and not served.is_lm
+        and served.metrics == {"faithfulness": 0.1}
+    )
+    assert (
+        served.probes[0].mechanism == "m"
+        and served.path == Path("/tmp/runs/tms")
+        and not served.has_harvest
+    )
 
 
 @pytest.mark.parametrize("hf", [True, False])
@@ -117,11 +150,18 @@ def test_unknown_words_are_an_error_naming_them(hf: bool) -> None:
     with pytest.raises(ValueError) as info:
         tok.tokenize("The cat sat on the capitol \x00 \U0001f600", max_tokens=64)
     msg = str(info.value)
-    assert "3 word(s) outside the tokenizer's vocabulary: 'The', 'capitol', '\\x00'" not in msg  # 4, not 3
-    assert "4 word(s) outside the tokenizer's vocabulary: 'The', 'capitol', '\\x00', '\U0001f600'" in msg, msg
+    assert (
+        "3 word(s) outside the tokenizer's vocabulary: 'The', 'capitol', '\\x00'" not in msg
+    )  # 4, not 3
+    assert (
+        "4 word(s) outside the tokenizer's vocabulary: 'The', 'capitol', '\\x00', '\U0001f600'"
+        in msg
+    ), msg
     assert "('the' is in it)" in msg
     assert "\"'capitol': unknown\"" in msg and "'cat'" in msg  # the split
-    assert "Valid words (38, whitespace-separated, case-sensitive): the a cat dog" in msg  # [UNK] left out
+    assert (
+        "Valid words (38, whitespace-separated, case-sensitive): the a cat dog" in msg
+    )  # [UNK] left out
     assert tok.tokenize("the cat sat", max_tokens=64) == tok.encode("the cat sat")
     with pytest.raises(ValueError, match="'Paris!' is not in the tokenizer's vocabulary"):
         tok.single_token("Paris!")
@@ -135,5 +175,7 @@ def test_the_demo_tokenizer_names_unknown_words() -> None:
     tok = TokenizerView(Tokenizer.from_file(str(DEMO_RUN / "tokenizer" / "tokenizer.json")))
     with pytest.raises(ValueError) as info:
         tok.tokenize("Paris is the capital of", max_tokens=64)
-    assert "outside the tokenizer's vocabulary: 'Paris'" in str(info.value) and "'<unk>'" in str(info.value)
+    assert "outside the tokenizer's vocabulary: 'Paris'" in str(info.value) and "'<unk>'" in str(
+        info.value
+    )
     assert len(tok.tokenize("the capital of", max_tokens=64)) == 3

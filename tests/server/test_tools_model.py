@@ -17,7 +17,9 @@ async def test_model_info_matches_the_component_model(lm) -> None:
     async with Client(make_server(lm)) as c:
         info = await ok(c, "get_model_info")
     expected = [(i.name, i.kind, i.d_in, i.d_out, i.C) for i in lm.model.layers.values()]
-    assert [(r["layer"], r["kind"], r["d_in"], r["d_out"], r["C"]) for r in info["layers"]] == expected
+    assert [
+        (r["layer"], r["kind"], r["d_in"], r["d_out"], r["C"]) for r in info["layers"]
+    ] == expected
     assert info["n_components_total"] == sum(i.C for i in lm.model.layers.values())
     assert info["vocab_size"] == len(lm.tokenizer) and info["context_length"] == 64
     assert info["is_language_model"] and info["has_probe_suite"] and not info["has_harvest"]
@@ -71,7 +73,9 @@ async def test_run_prompt_probabilities_equal_a_direct_forward(lm) -> None:
         assert [t["prob"] for t in pred["top"]] == pytest.approx(ref_p.tolist(), abs=1e-6)
     nxt = res["next_token_probs"]
     assert nxt[-1] is None
-    assert nxt[:-1] == pytest.approx([probs[i, ids[i + 1]].item() for i in range(len(ids) - 1)], abs=1e-6)
+    assert nxt[:-1] == pytest.approx(
+        [probs[i, ids[i + 1]].item() for i in range(len(ids) - 1)], abs=1e-6
+    )
     assert res["prompt_id"] >= 1
 
 
@@ -93,7 +97,10 @@ async def test_run_prompt_last_position_only_by_default(lm) -> None:
         ({"text": "   "}, "0 tokens"),
         ({"text": "the", "top_k": 0}, "top_k"),
         ({"text": "the", "top_k": 101}, "top_k"),
-        ({"text": "the", "topk": 3}, "valid arguments: all_positions, edit_id, features, text, top_k"),
+        (
+            {"text": "the", "topk": 3},
+            "valid arguments: all_positions, edit_id, features, text, top_k",
+        ),
     ],
 )
 async def test_run_prompt_errors_on_lm(lm, args, needle) -> None:
@@ -151,12 +158,18 @@ async def test_non_finite_input_and_activation_are_named(toy) -> None:
 @pytest.mark.parametrize(
     ("module", "value", "expected", "core_layer"),
     [  # weight[1, 3]: row 1 is the embedding of 'the' (token id 1), the prompt's first token
-        ("model.layers.1.mlp.down_proj", math.nan,
-         "NaN first appeared in the output of layer 1.mlp.down (module model.layers.1.mlp.down_proj)",
-         "1.mlp.down"),
-        ("model.embed_tokens", math.inf,
-         "Inf first appeared in the output of layer embed (module model.embed_tokens)",
-         "model.embed_tokens"),
+        (
+            "model.layers.1.mlp.down_proj",
+            math.nan,
+            "NaN first appeared in the output of layer 1.mlp.down (module model.layers.1.mlp.down_proj)",
+            "1.mlp.down",
+        ),
+        (
+            "model.embed_tokens",
+            math.inf,
+            "Inf first appeared in the output of layer embed (module model.embed_tokens)",
+            "model.embed_tokens",
+        ),
     ],
 )
 async def test_run_prompt_names_where_a_nan_appeared_like_the_analyses(

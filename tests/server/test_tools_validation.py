@@ -26,8 +26,14 @@ AB = ["lin1:1", "lin2:1"]
 
 @pytest.fixture
 def served():
-    loaded = SimpleNamespace(model=bigram_model(), tokenizer=word_tokenizer(), path=None, metrics={}, target_spec=None,
-                             probes=PROMPTS)
+    loaded = SimpleNamespace(
+        model=bigram_model(),
+        tokenizer=word_tokenizer(),
+        path=None,
+        metrics={},
+        target_spec=None,
+        probes=PROMPTS,
+    )
     return served_from_loaded(loaded)
 
 
@@ -37,9 +43,13 @@ async def _validate(c: Client, **args) -> dict:
     return job["result"]
 
 
-async def test_the_known_circuit_holds_and_its_numbers_equal_the_core_on_the_same_examples(served, tmp_path) -> None:
+async def test_the_known_circuit_holds_and_its_numbers_equal_the_core_on_the_same_examples(
+    served, tmp_path
+) -> None:
     async with Client(make_server(served, workspace=tmp_path)) as c:
-        res = await _validate(c, components=AB, mechanism="ab", exclude=["x a"], n_examples=40, n_controls=12)
+        res = await _validate(
+            c, components=AB, mechanism="ab", exclude=["x a"], n_examples=40, n_controls=12
+        )
     # one answer (b) throughout: sufficiency is accuracy minus leak onto the cd controls, which never say b
     assert (res["necessity"], res["specificity"], res["sufficiency"]) == ("holds", "holds", "holds")
     assert res["n_examples"] == 11 and res["n_controls"] == 12 and res["baseline"] == 1.0
@@ -54,7 +64,9 @@ async def test_the_known_circuit_holds_and_its_numbers_equal_the_core_on_the_sam
         assert by[regime]["necessity"]["mean"] == pytest.approx(n.necessity.mean, abs=1e-9)
         assert by[regime]["broken"] == pytest.approx(n.broken)
         assert by[regime]["accuracy_kept"]["mean"] == pytest.approx(n.accuracy_kept.mean)
-    assert [r["p_removed"] for r in res["examples"]] == pytest.approx([o.p_after for o in v.regimes["deterministic"].removed])
+    assert [r["p_removed"] for r in res["examples"]] == pytest.approx(
+        [o.p_after for o in v.regimes["deterministic"].removed]
+    )
     # an excluded prompt of another mechanism (one a claim was selected on) is not a control either
     control = others[0]
     _, again = held_out(probes, "ab", [*excl, control.token_ids], 40, 12, seed=0)
@@ -64,20 +76,34 @@ async def test_the_known_circuit_holds_and_its_numbers_equal_the_core_on_the_sam
 
 async def test_a_shortcut_is_refuted_and_the_explanation_says_so(served, tmp_path) -> None:
     examples = [{"text": p["text"], "target_token": p["target_token"]} for p in PROMPTS]
-    base = {"subject_prompt": "x a", "behaviour": "next word after the last", "explanation": "the a->b pair",
-            "components": [{"component": k, "role": "r"} for k in AB]}
+    base = {
+        "subject_prompt": "x a",
+        "behaviour": "next word after the last",
+        "explanation": "the a->b pair",
+        "components": [{"component": k, "role": "r"} for k in AB],
+    }
     async with Client(make_server(served, workspace=tmp_path)) as c:
         shortcut = await _validate(c, components=AB, examples=examples, exclude=["x a"])
         assert shortcut["sufficiency"] == "fails" and shortcut["baseline"] == pytest.approx(12 / 23)
         full = await _validate(c, components=[*AB, "lin1:3", "lin2:3"], examples=examples)
         assert full["sufficiency"] == "holds" and full["sufficient_alone"] == "holds"
         assert full["validation_id"] == shortcut["validation_id"] + 1
-        refuted = await ok(c, "save_explanation", {**base, "validation_ids": [shortcut["validation_id"]],
-                                                   "claims": ["sufficient"], "confidence": "high"})
+        refuted = await ok(
+            c,
+            "save_explanation",
+            {
+                **base,
+                "validation_ids": [shortcut["validation_id"]],
+                "claims": ["sufficient"],
+                "confidence": "high",
+            },
+        )
         assert refuted["status"] == "refuted" and refuted["confidence"] == "low"
         unvalidated = await ok(c, "save_explanation", {**base, "confidence": "high"})
         assert unvalidated["status"] == "unvalidated" and unvalidated["confidence"] == "low"
-        wrong_set = await err(c, "save_explanation", {**base, "validation_ids": [full["validation_id"]]})
+        wrong_set = await err(
+            c, "save_explanation", {**base, "validation_ids": [full["validation_id"]]}
+        )
         assert "validate exactly the set you explain" in wrong_set
         unknown = await err(c, "save_explanation", {**base, "validation_ids": [99]})
         assert "unknown validation_id 99" in unknown
@@ -86,13 +112,27 @@ async def test_a_shortcut_is_refuted_and_the_explanation_says_so(served, tmp_pat
     assert {vid: v["validation_id"] for vid, v in stored.items()} == {vid: vid for vid in stored}
     lines = [json.loads(x) for x in (tmp_path / "explanations.jsonl").read_text().splitlines()]
     assert [x["status"] for x in lines] == ["refuted", "unvalidated"]
-    assert lines[0]["agent_confidence"] == "high" and lines[0]["validations"][0]["sufficiency"] == "fails"
+    assert (
+        lines[0]["agent_confidence"] == "high"
+        and lines[0]["validations"][0]["sufficiency"] == "fails"
+    )
 
 
 async def test_bad_arguments_say_what_is_valid(served) -> None:
     async with Client(make_server(served)) as c:
         assert "exactly one of 'mechanism'" in await err(c, "validate_claim", {"components": AB})
-        assert "valid: ab, cd" in await err(c, "validate_claim", {"components": AB, "mechanism": "induction"})
-        assert "no example is left" in await err(c, "validate_claim", {
-            "components": AB, "examples": [{"text": "x a", "target_token": "b"}], "exclude": ["x a"]})
-        assert "regimes" in await err(c, "validate_claim", {"components": AB, "mechanism": "ab", "regimes": ["lucky"]})
+        assert "valid: ab, cd" in await err(
+            c, "validate_claim", {"components": AB, "mechanism": "induction"}
+        )
+        assert "no example is left" in await err(
+            c,
+            "validate_claim",
+            {
+                "components": AB,
+                "examples": [{"text": "x a", "target_token": "b"}],
+                "exclude": ["x a"],
+            },
+        )
+        assert "regimes" in await err(
+            c, "validate_claim", {"components": AB, "mechanism": "ab", "regimes": ["lucky"]}
+        )

@@ -26,7 +26,8 @@ VALUE = 0.75  # one-hot magnitude the public implementation probes TMS with (fea
 
 
 needs_fixtures = pytest.mark.skipif(
-    not TMS.is_dir(), reason=f"upstream SPD fixtures not found at {TMS.parent} (../shared beside the repo)"
+    not TMS.is_dir(),
+    reason=f"upstream SPD fixtures not found at {TMS.parent} (../shared beside the repo)",
 )
 
 
@@ -44,12 +45,24 @@ async def test_load_served_run_dispatches_to_the_upstream_loader() -> None:
 
 @pytest.mark.slow  # starts a server process (torch import: seconds, a minute on a busy machine)
 @needs_fixtures
-async def test_the_five_tms_components_are_found_and_each_is_necessary_and_sufficient(tmp_path: Path) -> None:
+async def test_the_five_tms_components_are_found_and_each_is_necessary_and_sufficient(
+    tmp_path: Path,
+) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "spd_mcp.server", "--run", str(TMS), "--workspace", str(tmp_path),
-                                      "--device", "cpu"],
-        cwd=str(ROOT), env=env,
+        command=sys.executable,
+        args=[
+            "-m",
+            "spd_mcp.server",
+            "--run",
+            str(TMS),
+            "--workspace",
+            str(tmp_path),
+            "--device",
+            "cpu",
+        ],
+        cwd=str(ROOT),
+        env=env,
     )
 
     def onehot(f: int) -> list[float]:
@@ -62,20 +75,43 @@ async def test_the_five_tms_components_are_found_and_each_is_necessary_and_suffi
         for f in range(5):
             ci = await ok(c, "get_ci", {"features": onehot(f), "threshold": 0.5})
             carriers[f] = sorted(e["component"] for e in ci["entries"])
-            assert [k.split(":")[0] for k in carriers[f]] == ["linear1", "linear2"], (f, ci["entries"])
+            assert [k.split(":")[0] for k in carriers[f]] == ["linear1", "linear2"], (
+                f,
+                ci["entries"],
+            )
         found = {k for ks in carriers.values() for k in ks}
         assert len(found) == 10, carriers  # five distinct components in each matrix
 
         for f in range(5):
             base = (await ok(c, "run_prompt", {"features": onehot(f)}))["outputs"]
             assert base[f] > 0.5, base
-            removed = await ok(c, "edit_component", {"components": carriers[f], "method": "remove", "wait_s": 30})
-            without = (await ok(c, "run_prompt", {"features": onehot(f), "edit_id": removed["result"]["edit_id"]}))["outputs"]
-            print(f"feature {f}: {carriers[f]} target {base[f]:.4f} removed {without[f]:.4f}", end=" ")
-            assert without[f] < 0.05 * base[f], (f, base, without)  # necessary: the output collapses
+            removed = await ok(
+                c, "edit_component", {"components": carriers[f], "method": "remove", "wait_s": 30}
+            )
+            without = (
+                await ok(
+                    c,
+                    "run_prompt",
+                    {"features": onehot(f), "edit_id": removed["result"]["edit_id"]},
+                )
+            )["outputs"]
+            print(
+                f"feature {f}: {carriers[f]} target {base[f]:.4f} removed {without[f]:.4f}", end=" "
+            )
+            assert without[f] < 0.05 * base[f], (
+                f,
+                base,
+                without,
+            )  # necessary: the output collapses
             others = sorted(found - set(carriers[f]))
-            kept = await ok(c, "edit_component", {"components": others, "method": "remove", "wait_s": 30})
-            alone = (await ok(c, "run_prompt", {"features": onehot(f), "edit_id": kept["result"]["edit_id"]}))["outputs"]
+            kept = await ok(
+                c, "edit_component", {"components": others, "method": "remove", "wait_s": 30}
+            )
+            alone = (
+                await ok(
+                    c, "run_prompt", {"features": onehot(f), "edit_id": kept["result"]["edit_id"]}
+                )
+            )["outputs"]
             print(f"others removed {alone[f]:.4f}")
             # sufficient: the feature's output keeps >= 90% of its value (the components are 0.998-0.999
             # cosine to the true feature directions, so removing the other four costs a few percent)
@@ -95,7 +131,9 @@ async def test_a_public_language_model_run_is_harvested_when_asked(tmp_path: Pat
     run = tmp_path / "lm"
     shutil.copytree(TMS.parent / "lm_demo_llama", run, ignore=shutil.ignore_patterns("figures"))
     texts = tmp_path / "texts.txt"
-    texts.write_text("the king walked near the castle and then he\nthe queen sat by the lake because she\n")
+    texts.write_text(
+        "the king walked near the castle and then he\nthe queen sat by the lake because she\n"
+    )
     assert harvest_main([str(run), "--texts", str(texts), "--n-texts", "2"]) == 0
     served = served_from_loaded(load_run(run))
     assert served.has_harvest
@@ -103,8 +141,11 @@ async def test_a_public_language_model_run_is_harvested_when_asked(tmp_path: Pat
         info = await ok(c, "get_model_info")
         assert info["has_harvest"] is True and info["alive_source"] != "none", info["alive_source"]
         layer = info["layers"][0]["layer"]
-        ci = await ok(c, "get_ci", {"text": "the king walked near the castle and then he", "threshold": 0.1,
-                                    "top_k": 1})
+        ci = await ok(
+            c,
+            "get_ci",
+            {"text": "the king walked near the castle and then he", "threshold": 0.1, "top_k": 1},
+        )
         comp = ci["entries"][0]["component"] if ci["entries"] else f"{layer}:0"
         examples = await ok(c, "get_activation_examples", {"component": comp})
         assert examples["examples"], examples

@@ -28,13 +28,19 @@ async def _request(c: Client, method: str, params: dict[str, Any]) -> Any:
     return await raw_request(c, method, params)
 
 
-async def test_a_lone_surrogate_in_every_string_field_is_answered_naming_it(lm, tmp_path: Path) -> None:
+async def test_a_lone_surrogate_in_every_string_field_is_answered_naming_it(
+    lm, tmp_path: Path
+) -> None:
     """Each answer within BOUND_S; one later than that is accepted only when a server_status round trip
     right after it is slow too (a starved shared machine), so the bound tests the server, not the load."""
     answered, late, slowest = 0, [], 0.0
     async with Client(make_server(lm, tmp_path)) as c:
         tools = (await c.list_tools()).tools
-        cases = [("tools/call", path, params) for t in tools for path, params in tool_cases(t.name, t.input_schema)]
+        cases = [
+            ("tools/call", path, params)
+            for t in tools
+            for path, params in tool_cases(t.name, t.input_schema)
+        ]
         cases += OTHER_METHODS
         assert len(cases) >= 70, len(cases)  # 83 string fields over the 25 tools, 4 other methods
         for method, path, params in cases:
@@ -43,17 +49,25 @@ async def test_a_lone_surrogate_in_every_string_field_is_answered_naming_it(lm, 
                 await _request(c, method, params)
             elapsed = time.monotonic() - t0
             slowest = max(slowest, elapsed)
-            assert info.value.code == -32602 and path in info.value.message, (method, path, info.value.message)
+            assert info.value.code == -32602 and path in info.value.message, (
+                method,
+                path,
+                info.value.message,
+            )
             answered += 1
             if elapsed > BOUND_S:
                 t1 = time.monotonic()
                 await ok(c, "server_status")
                 late.append((path, round(elapsed, 3), round(time.monotonic() - t1, 3)))
         assert (await ok(c, "server_status"))["run"] == "tiny-llama"  # still serving
-    print(f"\nlone surrogates: {answered} requests, {answered} answered with INVALID_PARAMS naming the field; "
-          f"slowest {slowest:.3f} s; later than {BOUND_S} s: {late}")
+    print(
+        f"\nlone surrogates: {answered} requests, {answered} answered with INVALID_PARAMS naming the field; "
+        f"slowest {slowest:.3f} s; later than {BOUND_S} s: {late}"
+    )
     assert answered == len(cases)
-    assert all(ref > STARVED_S for _, _, ref in late), f"answers later than {BOUND_S} s on a responsive server: {late}"
+    assert all(ref > STARVED_S for _, _, ref in late), (
+        f"answers later than {BOUND_S} s on a responsive server: {late}"
+    )
     assert "\\ud800" in (tmp_path / "events.jsonl").read_text()  # recorded, escaped
 
 
@@ -69,7 +83,9 @@ async def test_malformed_parameters_say_what_is_wrong(lm) -> None:
     async with Client(make_server(lm)) as c:
         with anyio.fail_after(1), pytest.raises(MCPError) as info:
             await _request(c, "tools/call", {"arguments": {}})
-    assert info.value.message.startswith("invalid tools/call parameters: params.name: Field required"), info.value.message
+    assert info.value.message.startswith(
+        "invalid tools/call parameters: params.name: Field required"
+    ), info.value.message
 
 
 @pytest.mark.parametrize(
@@ -78,8 +94,17 @@ async def test_malformed_parameters_say_what_is_wrong(lm) -> None:
         ("run_prompt", {"text": "the", "top_k": True}, "top_k"),
         ("run_prompt", {"text": "the", "all_positions": "yes"}, "all_positions"),
         ("run_prompt", {"text": "the", "all_positions": 1}, "all_positions"),
-        ("save_explanation", {"subject_prompt": "p", "behaviour": "b", "explanation": "e", "confidence": "low",
-                              "components": [{"component": 3, "role": "r"}]}, "component"),
+        (
+            "save_explanation",
+            {
+                "subject_prompt": "p",
+                "behaviour": "b",
+                "explanation": "e",
+                "confidence": "low",
+                "components": [{"component": 3, "role": "r"}],
+            },
+            "component",
+        ),
         ("save_graph_artifact", {"graph_id": 10**30}, "graph_id"),
         ("save_graph_artifact", {"graph_id": -(10**30)}, "graph_id"),
         ("list_probe_prompts", {"offset": 10**30}, "offset"),
@@ -99,10 +124,16 @@ async def test_every_integer_has_bounds_in_the_schema(lm) -> None:
         if "$ref" in schema:
             return walk(defs[schema["$ref"].split("/")[-1]], defs, path)
         bad = [p for sub in schema.get("anyOf", []) for p in walk(sub, defs, path)]
-        if schema.get("type") == "integer" and not ({"minimum", "exclusiveMinimum"} & set(schema)
-                                                    and {"maximum", "exclusiveMaximum"} & set(schema)):
+        if schema.get("type") == "integer" and not (
+            {"minimum", "exclusiveMinimum"} & set(schema)
+            and {"maximum", "exclusiveMaximum"} & set(schema)
+        ):
             bad.append(path)
-        bad += walk(schema.get("items", {}), defs, f"{path}[]") if schema.get("type") == "array" else []
+        bad += (
+            walk(schema.get("items", {}), defs, f"{path}[]")
+            if schema.get("type") == "array"
+            else []
+        )
         for name, sub in schema.get("properties", {}).items():
             bad += walk(sub, defs, f"{path}.{name}")
         return bad
@@ -124,7 +155,9 @@ async def test_every_integer_has_bounds_in_the_schema(lm) -> None:
         ("run_prompt", {"text": "the", "edit_id": "e999999"}, "unknown edit_id"),
     ],
 )
-async def test_ids_that_cannot_exist_are_unknown(lm, tmp_path: Path, tool: str, args: dict[str, Any], expected: str) -> None:
+async def test_ids_that_cannot_exist_are_unknown(
+    lm, tmp_path: Path, tool: str, args: dict[str, Any], expected: str
+) -> None:
     async with Client(make_server(lm, tmp_path)) as c:
         text = await err(c, tool, args)
     assert expected in text and "internal error" not in text, text
@@ -141,4 +174,8 @@ async def test_cancelling_a_queued_job_never_starts_it(lm) -> None:
         await ok(c, "cancel_job", {"job_id": running["job_id"]})
         await asyncio.sleep(0.6)  # longer than the queued job would have taken
         final = await ok(c, "get_job", {"job_id": queued["job_id"], "wait_s": 0})
-    assert final["status"] == "cancelled" and final["step"] == 0 and "at step" not in (final["error"] or ""), final
+    assert (
+        final["status"] == "cancelled"
+        and final["step"] == 0
+        and "at step" not in (final["error"] or "")
+    ), final

@@ -17,8 +17,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 429: "rate_limit_error",
-               500: "api_error", 529: "overloaded_error"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
 
 
 @dataclass(frozen=True)
@@ -112,16 +117,27 @@ class FakeMessagesAPI:
         if turn is None:
             blocks, stop = [{"type": "text", "text": "ok"}], "end_turn"
         elif turn.tool_calls:
-            blocks = [{"type": "tool_use", "id": f"toolu_fake_{n}_{i}", "name": c.name, "input": c.input}
-                      for i, c in enumerate(turn.tool_calls)]
+            blocks = [
+                {"type": "tool_use", "id": f"toolu_fake_{n}_{i}", "name": c.name, "input": c.input}
+                for i, c in enumerate(turn.tool_calls)
+            ]
             stop = "tool_use"
         else:
             blocks, stop = [{"type": "text", "text": turn.text}], "end_turn"
         return {
-            "id": f"msg_fake_{n}", "type": "message", "role": "assistant", "model": self.model,
-            "content": blocks, "stop_reason": stop, "stop_sequence": None,
-            "usage": {"input_tokens": _tokens(body.get("messages", [])), "output_tokens": _tokens(blocks),
-                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+            "id": f"msg_fake_{n}",
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": blocks,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": _tokens(body.get("messages", [])),
+                "output_tokens": _tokens(blocks),
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+            },
         }
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
@@ -143,8 +159,10 @@ class FakeMessagesAPI:
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
-                self._send_json(404, {"type": "error", "error": {"type": "not_found_error",
-                                                                 "message": self.path}})
+                self._send_json(
+                    404,
+                    {"type": "error", "error": {"type": "not_found_error", "message": self.path}},
+                )
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
@@ -159,8 +177,10 @@ class FakeMessagesAPI:
                     api._closing.wait(turn.delay_s)
                 if turn is not None and turn.status != 200:
                     kind = ERROR_TYPES.get(turn.status, "api_error")
-                    self._send_json(turn.status, {"type": "error",
-                                                  "error": {"type": kind, "message": f"fake {kind}"}})
+                    self._send_json(
+                        turn.status,
+                        {"type": "error", "error": {"type": kind, "message": f"fake {kind}"}},
+                    )
                     return
                 msg = api._message(turn, body, len(api.requests))
                 try:
@@ -178,7 +198,9 @@ class FakeMessagesAPI:
                 self.send_header("connection", "close")
                 self.end_headers()
                 for event in sse_events(msg):
-                    self.wfile.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+                    self.wfile.write(
+                        f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+                    )
                     self.wfile.flush()
                 self.close_connection = True
 
@@ -187,25 +209,54 @@ class FakeMessagesAPI:
 
 def sse_events(msg: dict[str, Any]) -> list[dict[str, Any]]:
     """The Messages API's streaming events for one complete message."""
-    start = dict(msg, content=[], stop_reason=None,
-                 usage=dict(msg["usage"], output_tokens=1))
+    start = dict(msg, content=[], stop_reason=None, usage=dict(msg["usage"], output_tokens=1))
     events: list[dict[str, Any]] = [{"type": "message_start", "message": start}]
     for i, block in enumerate(msg["content"]):
         if block["type"] == "text":
-            events.append({"type": "content_block_start", "index": i,
-                           "content_block": {"type": "text", "text": ""}})
-            events.append({"type": "content_block_delta", "index": i,
-                           "delta": {"type": "text_delta", "text": block["text"]}})
+            events.append(
+                {
+                    "type": "content_block_start",
+                    "index": i,
+                    "content_block": {"type": "text", "text": ""},
+                }
+            )
+            events.append(
+                {
+                    "type": "content_block_delta",
+                    "index": i,
+                    "delta": {"type": "text_delta", "text": block["text"]},
+                }
+            )
         else:
-            events.append({"type": "content_block_start", "index": i,
-                           "content_block": {"type": "tool_use", "id": block["id"],
-                                             "name": block["name"], "input": {}}})
-            events.append({"type": "content_block_delta", "index": i,
-                           "delta": {"type": "input_json_delta",
-                                     "partial_json": json.dumps(block["input"])}})
+            events.append(
+                {
+                    "type": "content_block_start",
+                    "index": i,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": block["id"],
+                        "name": block["name"],
+                        "input": {},
+                    },
+                }
+            )
+            events.append(
+                {
+                    "type": "content_block_delta",
+                    "index": i,
+                    "delta": {
+                        "type": "input_json_delta",
+                        "partial_json": json.dumps(block["input"]),
+                    },
+                }
+            )
         events.append({"type": "content_block_stop", "index": i})
-    events.append({"type": "message_delta",
-                   "delta": {"stop_reason": msg["stop_reason"], "stop_sequence": None},
-                   "usage": {"output_tokens": msg["usage"]["output_tokens"]}})
+    events.append(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": msg["stop_reason"], "stop_sequence": None},
+            "usage": {"output_tokens": msg["usage"]["output_tokens"]},
+        }
+    )
     events.append({"type": "message_stop"})
     return events

@@ -67,10 +67,18 @@ class AgentResult:
         return self.status in ("completed", "max_turns", "budget")
 
     def as_event(self) -> dict[str, Any]:
-        return {"status": self.status, "ok": self.ok, "turns": self.turns, "cost_usd": self.cost_usd,
-                "model_tool_calls": self.model_tool_calls, "tool_calls": self.tool_calls,
-                "tool_errors": self.tool_errors, "denials": len(self.denials),
-                "returncode": self.returncode, "error": self.error}
+        return {
+            "status": self.status,
+            "ok": self.ok,
+            "turns": self.turns,
+            "cost_usd": self.cost_usd,
+            "model_tool_calls": self.model_tool_calls,
+            "tool_calls": self.tool_calls,
+            "tool_errors": self.tool_errors,
+            "denials": len(self.denials),
+            "returncode": self.returncode,
+            "error": self.error,
+        }
 
 
 def is_model_tool(bare_name: str | None) -> bool:
@@ -99,5 +107,7 @@ def run_agent(ctx: AgentContext) -> AgentResult:
         from spd_mcp.launcher.agents.builtin import run_builtin
 
         return run_builtin(ctx)
-    raise NotImplementedError(f"agent {ctx.spec.agent!r} is not available in this build; available: "
-                              f"{', '.join(AVAILABLE_AGENTS)}")
+    raise NotImplementedError(
+        f"agent {ctx.spec.agent!r} is not available in this build; available: "
+        f"{', '.join(AVAILABLE_AGENTS)}"
+    )

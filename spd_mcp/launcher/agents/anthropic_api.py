@@ -25,7 +25,9 @@ BACKOFF_BASE_S = 2.0
 BACKOFF_MAX_S = 60.0
 # Dollars per million tokens (input, output) by model family; unknown models are priced as opus.
 PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
-    "opus": (5.0, 25.0), "sonnet": (3.0, 15.0), "haiku": (1.0, 5.0),
+    "opus": (5.0, 25.0),
+    "sonnet": (3.0, 15.0),
+    "haiku": (1.0, 5.0),
 }
 
 
@@ -38,8 +40,11 @@ def price(model: str) -> tuple[float, float]:
 
 def usage_cost(model: str, usage: Any) -> float:
     p_in, p_out = price(model)
-    tokens_in = (getattr(usage, "input_tokens", 0) or 0) + (getattr(usage, "cache_creation_input_tokens", 0) or 0) \
+    tokens_in = (
+        (getattr(usage, "input_tokens", 0) or 0)
+        + (getattr(usage, "cache_creation_input_tokens", 0) or 0)
         + 0.1 * (getattr(usage, "cache_read_input_tokens", 0) or 0)
+    )
     return (tokens_in * p_in + (getattr(usage, "output_tokens", 0) or 0) * p_out) / 1e6
 
 
@@ -59,9 +64,13 @@ def retryable(exc: BaseException) -> bool:
     return False
 
 
-async def create_with_retry(client: anthropic.AsyncAnthropic, request: dict[str, Any],
-                            on_retry: Callable[[int, BaseException, float], None],
-                            retries: int = RETRIES, base_s: float = BACKOFF_BASE_S) -> Any:
+async def create_with_retry(
+    client: anthropic.AsyncAnthropic,
+    request: dict[str, Any],
+    on_retry: Callable[[int, BaseException, float], None],
+    retries: int = RETRIES,
+    base_s: float = BACKOFF_BASE_S,
+) -> Any:
     for attempt in range(retries + 1):
         try:
             return await client.messages.create(**request)
@@ -75,23 +84,49 @@ async def create_with_retry(client: anthropic.AsyncAnthropic, request: dict[str,
 
 
 def run_anthropic_api(ctx: AgentContext, *, backoff_base_s: float = BACKOFF_BASE_S) -> AgentResult:
-    ctx.events.emit("agent_started", agent="anthropic_api", model=ctx.spec.model, tools=len(ctx.tools),
-                    max_turns=ctx.spec.max_turns, budget_usd=ctx.spec.budget_usd)
+    ctx.events.emit(
+        "agent_started",
+        agent="anthropic_api",
+        model=ctx.spec.model,
+        tools=len(ctx.tools),
+        max_turns=ctx.spec.max_turns,
+        budget_usd=ctx.spec.budget_usd,
+    )
     return anyio.run(_loop, ctx, backoff_base_s)
 
 
 async def _loop(ctx: AgentContext, backoff_base_s: float) -> AgentResult:
     spec = ctx.spec
-    tools = [{"name": t.name, "description": t.description[:10_000] or t.name,
-              "input_schema": t.input_schema or {"type": "object"}} for t in ctx.tools]
+    tools = [
+        {
+            "name": t.name,
+            "description": t.description[:10_000] or t.name,
+            "input_schema": t.input_schema or {"type": "object"},
+        }
+        for t in ctx.tools
+    ]
     messages: list[dict[str, Any]] = [{"role": "user", "content": ctx.kickoff}]
     result = AgentResult(status="completed", cost_usd=0.0)
-    ctx.transcript.write({"type": "system", "subtype": "init", "model": spec.model,
-                          "tools": [t["name"] for t in tools], "t": time.time()})
+    ctx.transcript.write(
+        {
+            "type": "system",
+            "subtype": "init",
+            "model": spec.model,
+            "tools": [t["name"] for t in tools],
+            "t": time.time(),
+        }
+    )
 
     def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
-        ctx.transcript.write({"type": "retry", "attempt": attempt, "delay_s": delay,
-                              "error": f"{type(exc).__name__}: {exc}"[:500], "t": time.time()})
+        ctx.transcript.write(
+            {
+                "type": "retry",
+                "attempt": attempt,
+                "delay_s": delay,
+                "error": f"{type(exc).__name__}: {exc}"[:500],
+                "t": time.time(),
+            }
+        )
 
     client = anthropic.AsyncAnthropic(max_retries=0)
     try:
@@ -103,14 +138,26 @@ async def _loop(ctx: AgentContext, backoff_base_s: float) -> AgentResult:
                 if (result.cost_usd or 0.0) >= spec.budget_usd:
                     result.status = "budget"
                     break
-                request = {"model": spec.model, "max_tokens": MAX_TOKENS, "system": ctx.system_prompt,
-                           "messages": messages, "tools": tools}
+                request = {
+                    "model": spec.model,
+                    "max_tokens": MAX_TOKENS,
+                    "system": ctx.system_prompt,
+                    "messages": messages,
+                    "tools": tools,
+                }
                 msg = await create_with_retry(client, request, on_retry, base_s=backoff_base_s)
                 result.turns += 1
                 result.cost_usd = (result.cost_usd or 0.0) + usage_cost(spec.model, msg.usage)
                 content = [b.model_dump(exclude_none=True) for b in msg.content]
-                ctx.transcript.write({"type": "assistant", "turn": result.turns, "message": msg.model_dump(),
-                                      "cost_usd": result.cost_usd, "t": time.time()})
+                ctx.transcript.write(
+                    {
+                        "type": "assistant",
+                        "turn": result.turns,
+                        "message": msg.model_dump(),
+                        "cost_usd": result.cost_usd,
+                        "t": time.time(),
+                    }
+                )
                 messages.append({"role": "assistant", "content": content})
                 calls = [b for b in msg.content if b.type == "tool_use"]
                 result.final_text = "\n".join(b.text for b in msg.content if b.type == "text")
@@ -120,9 +167,14 @@ async def _loop(ctx: AgentContext, backoff_base_s: float) -> AgentResult:
                 for call in calls:
                     tool_results.append(await _call(ctx, mcp, call, result))
                 messages.append({"role": "user", "content": tool_results})
-                ctx.transcript.write({"type": "user", "turn": result.turns,
-                                      "message": {"role": "user", "content": tool_results},
-                                      "t": time.time()})
+                ctx.transcript.write(
+                    {
+                        "type": "user",
+                        "turn": result.turns,
+                        "message": {"role": "user", "content": tool_results},
+                        "t": time.time(),
+                    }
+                )
     except Exception as exc:
         result.status, result.error = "failed", describe(exc)[:1000]
     finally:

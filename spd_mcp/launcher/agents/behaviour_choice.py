@@ -47,8 +47,33 @@ UNKNOWN_TOKENS = frozenset({"<unk>", "[unk]", "<|unk|>"})
 
 _WORD = re.compile(r"[a-z0-9]+")
 _QUOTE = re.compile(r"(?<!\w)['\"‘“]([^'\"‘’“”]+?)['\"’”](?!\w)")
-_SUFFIXES = ("ations", "ation", "ments", "ment", "ings", "ing", "ised", "ized", "ises", "izes",
-             "ise", "ize", "ions", "ion", "ity", "ally", "al", "ers", "er", "ed", "es", "ly", "s", "e", "y")
+_SUFFIXES = (
+    "ations",
+    "ation",
+    "ments",
+    "ment",
+    "ings",
+    "ing",
+    "ised",
+    "ized",
+    "ises",
+    "izes",
+    "ise",
+    "ize",
+    "ions",
+    "ion",
+    "ity",
+    "ally",
+    "al",
+    "ers",
+    "er",
+    "ed",
+    "es",
+    "ly",
+    "s",
+    "e",
+    "y",
+)
 
 
 @dataclass(frozen=True)
@@ -145,8 +170,13 @@ class _Profile:
         self.stems: dict[str, set[str]] = {}
         for t in self.tags:
             b = evidence.behaviours.get(t)
-            text = " ".join([t.replace("_", " ").replace("-", " "), *(b.names if b else ()),
-                             b.description if b else ""])
+            text = " ".join(
+                [
+                    t.replace("_", " ").replace("-", " "),
+                    *(b.names if b else ()),
+                    b.description if b else "",
+                ]
+            )
             self.stems[t] = {stem(w) for w in words(text)}
         self.names: dict[str, set[frozenset[str]]] = {}
         for t in self.tags:
@@ -204,8 +234,13 @@ def choose_behaviour(question: str, evidence: Evidence) -> BehaviourChoice:
     """The run's mechanism the question asks about, or None when no behaviour of the run matches."""
     prof = _Profile(evidence)
     if not prof.tags:
-        return _choice(None, {}, "No behaviour of this run matches the question",
-                       "the run has no probe prompts or behaviour descriptions", {})
+        return _choice(
+            None,
+            {},
+            "No behaviour of this run matches the question",
+            "the run has no probe prompts or behaviour descriptions",
+            {},
+        )
     tally = _Tally(prof.tags)
     quotes = quoted_spans(question)
     quoted_words = {w for q in quotes for w in words(q)}
@@ -267,8 +302,11 @@ def _quote_list(items: list[str]) -> str:
 
 def _because(items: dict[str, list[str]]) -> str:
     def answers(verb: str, ws: list[str]) -> str:
-        return (f"it {verb} {_quote_list(ws)}, "
-                + ("an answer token" if len(ws) == 1 else "answer tokens") + " of this behaviour")
+        return (
+            f"it {verb} {_quote_list(ws)}, "
+            + ("an answer token" if len(ws) == 1 else "answer tokens")
+            + " of this behaviour"
+        )
 
     parts = []
     if items.get("named"):
@@ -282,38 +320,69 @@ def _because(items: dict[str, list[str]]) -> str:
     elif items.get("loose"):
         parts.append(answers("says", items["loose"]))
     if described := items.get("described", [])[:5]:
-        parts.append(f"{'its words' if len(described) > 1 else 'its word'} {_quote_list(described)} "
-                     f"{'occur' if len(described) > 1 else 'occurs'} in the behaviour's description")
+        parts.append(
+            f"{'its words' if len(described) > 1 else 'its word'} {_quote_list(described)} "
+            f"{'occur' if len(described) > 1 else 'occurs'} in the behaviour's description"
+        )
     if items.get("context"):
-        parts.append(f"the words in and around {_quote_list(items['context'][:2])} are typical "
-                     "of its probe prompts")
+        parts.append(
+            f"the words in and around {_quote_list(items['context'][:2])} are typical "
+            "of its probe prompts"
+        )
     return "; ".join(parts) if parts else "only faint matches"
 
 
 def _decide(tally: _Tally, evidence: Evidence) -> BehaviourChoice:
     scores = {t: round(v, 3) for t, v in tally.scores.items()}
-    why = {t: tuple(f"{k}: {', '.join(v)}" for k, v in items.items())
-           for t, items in tally.items.items()}
+    why = {
+        t: tuple(f"{k}: {', '.join(v)}" for k, v in items.items())
+        for t, items in tally.items.items()
+    }
     ranked = sorted(scores, key=lambda t: -scores[t])
     best, runner = ranked[0], (ranked[1] if len(ranked) > 1 else None)
     if scores[best] < MIN_SCORE:
-        near = (f"; the nearest, '{best}', scores {scores[best]:.1f} where {MIN_SCORE:.1f} is "
-                "needed" if scores[best] > 0 else "")
-        return _choice(None, scores, "No behaviour of this run matches the question", (
-            f"neither its words nor its quoted examples point to any of "
-            f"{', '.join(sorted(scores))}{near}"), why)
+        near = (
+            f"; the nearest, '{best}', scores {scores[best]:.1f} where {MIN_SCORE:.1f} is needed"
+            if scores[best] > 0
+            else ""
+        )
+        return _choice(
+            None,
+            scores,
+            "No behaviour of this run matches the question",
+            (
+                f"neither its words nor its quoted examples point to any of "
+                f"{', '.join(sorted(scores))}{near}"
+            ),
+            why,
+        )
     if runner and scores[runner] >= scores[best]:
-        return _choice(None, scores, "The question does not say which behaviour it is about", (
-            f"it fits '{best}' and '{runner}' equally well ({scores[best]:.1f} each)"), why)
+        return _choice(
+            None,
+            scores,
+            "The question does not say which behaviour it is about",
+            (f"it fits '{best}' and '{runner}' equally well ({scores[best]:.1f} each)"),
+            why,
+        )
     about = evidence.behaviours.get(best)
     gist = f" ({_gist(about.description)})" if about else ""
     versus = f" against {scores[runner]:.1f} for '{runner}'" if runner else ""
-    return _choice(best, scores, f"The question is about '{best}'{gist}", (
-        f"{_because(tally.items[best])} (score {scores[best]:.1f}{versus})"), why)
+    return _choice(
+        best,
+        scores,
+        f"The question is about '{best}'{gist}",
+        (f"{_because(tally.items[best])} (score {scores[best]:.1f}{versus})"),
+        why,
+    )
 
 
-def _choice(mechanism: str | None, scores: dict[str, float], verdict: str, grounds: str,
-            why: dict[str, tuple[str, ...]]) -> BehaviourChoice:
+def _choice(
+    mechanism: str | None,
+    scores: dict[str, float],
+    verdict: str,
+    grounds: str,
+    why: dict[str, tuple[str, ...]],
+) -> BehaviourChoice:
     return BehaviourChoice(mechanism, scores, f"{verdict}: {grounds}.", why, grounds)
 
 

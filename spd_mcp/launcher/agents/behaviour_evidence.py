@@ -63,14 +63,19 @@ async def _try(call: Call, model: type[W], tool: str, args: dict[str, Any]) -> W
         return None
 
 
-async def _probes(call: Call, have: Sequence[Mapping[str, Any]] | None) -> tuple[
-        list[Mapping[str, Any]], dict[str, Behaviour]]:
+async def _probes(
+    call: Call, have: Sequence[Mapping[str, Any]] | None
+) -> tuple[list[Mapping[str, Any]], dict[str, Behaviour]]:
     rows: list[Mapping[str, Any]] = list(have or [])
     behaviours: dict[str, Behaviour] = {}
     offset = 0
     while True:
-        page = await _try(call, ProbeList, "list_probe_prompts",
-                          {"offset": offset, "limit": 1 if have is not None else PAGE})
+        page = await _try(
+            call,
+            ProbeList,
+            "list_probe_prompts",
+            {"offset": offset, "limit": 1 if have is not None else PAGE},
+        )
         if page is None:
             break
         for tag, b in page.behaviours.items():
@@ -97,8 +102,9 @@ def _background(tools: Sequence[ToolInfo]) -> tuple[str, ...]:
         props = schema.get("properties") or {}
         return [str(p.get("description") or "") for p in props.values() if isinstance(p, dict)]
 
-    return tuple(" ".join([t.description, *fields(t.input_schema), *_result_notes(t.name)])
-                 for t in tools)
+    return tuple(
+        " ".join([t.description, *fields(t.input_schema), *_result_notes(t.name)]) for t in tools
+    )
 
 
 def _result_notes(tool: str) -> list[str]:
@@ -124,8 +130,12 @@ def _result_notes(tool: str) -> list[str]:
     return out
 
 
-async def gather_evidence(call: Call, question: str, probes: Sequence[Mapping[str, Any]] | None = None,
-                          tools: Sequence[ToolInfo] = ()) -> Evidence:
+async def gather_evidence(
+    call: Call,
+    question: str,
+    probes: Sequence[Mapping[str, Any]] | None = None,
+    tools: Sequence[ToolInfo] = (),
+) -> Evidence:
     """The evidence for `question`; `probes`: list_probe_prompts rows the caller already has."""
     rows, behaviours = await _probes(call, probes)
     predictions: list[Prediction] = []
@@ -137,16 +147,29 @@ async def gather_evidence(call: Call, question: str, probes: Sequence[Mapping[st
                 if pred := await _predict(call, text, completes):
                     predictions.append(pred)
         elif words(span):
-            found = await _try(call, SearchResult, "search_dataset", {"query": span, "limit": SEARCH_LIMIT})
+            found = await _try(
+                call, SearchResult, "search_dataset", {"query": span, "limit": SEARCH_LIMIT}
+            )
             if found is not None:
                 hits[span.lower()] = tuple(m.snippet for m in found.matches)
-    parsed = tuple(Probe(str(p.get("text") or ""), str(p.get("target_token") or ""),
-                         str(p.get("mechanism") or ""), p.get("foil")) for p in rows)
+    parsed = tuple(
+        Probe(
+            str(p.get("text") or ""),
+            str(p.get("target_token") or ""),
+            str(p.get("mechanism") or ""),
+            p.get("foil"),
+        )
+        for p in rows
+    )
     return Evidence(parsed, behaviours, tuple(predictions), hits, _background(tools))
 
 
-async def pick_behaviour(call: Call, question: str, probes: Sequence[Mapping[str, Any]] | None = None,
-                         tools: Sequence[ToolInfo] = ()) -> BehaviourChoice:
+async def pick_behaviour(
+    call: Call,
+    question: str,
+    probes: Sequence[Mapping[str, Any]] | None = None,
+    tools: Sequence[ToolInfo] = (),
+) -> BehaviourChoice:
     """The behaviour `question` is about (or None), from evidence gathered through `call`."""
     return choose_behaviour(question, await gather_evidence(call, question, probes, tools))
 

@@ -47,7 +47,9 @@ from spd_mcp.launcher.strategies import STRATEGIES, strategy_named
 BEHAVIOUR_MIN_TOP1 = 0.5
 FOUND_ON = 8  # prompts of the behaviour that candidate circuits are found on (never validated on)
 CONTRAST_OTHERS = 3  # prompts of each other behaviour used to subtract general-purpose components
-CONTRAST_MIN = 0.25  # a component joins the contrast set when its frequency here minus there is at least this
+CONTRAST_MIN = (
+    0.25  # a component joins the contrast set when its frequency here minus there is at least this
+)
 CANDIDATE_MAX = 20
 HELD_OUT = 40  # held-out examples per validation
 CONTROLS = 45
@@ -57,9 +59,11 @@ SHARED_OTHERS_MAX = 0.5  # the shared circuit's specific part: components active
 SPECIFIC_OTHERS = 6  # prompts of each other behaviour that share is measured on (at the prediction)
 JOB_POLL_S = 20.0
 JOB_DEADLINE_S = 900.0
-NO_LLM = ("No language model was used: this investigation is the built-in protocol of spd-investigate, "
-          "a fixed sequence of tool calls whose conclusions follow from the measured numbers and the "
-          "thresholds stated with them.")
+NO_LLM = (
+    "No language model was used: this investigation is the built-in protocol of spd-investigate, "
+    "a fixed sequence of tool calls whose conclusions follow from the measured numbers and the "
+    "thresholds stated with them."
+)
 STATUS_OF = {"holds": "supported", "fails": "refuted", "inconclusive": "inconclusive"}
 W = TypeVar("W", bound=Wire)
 
@@ -95,8 +99,13 @@ class Findings:
 
 
 def run_builtin(ctx: AgentContext) -> AgentResult:
-    ctx.events.emit("agent_started", agent="builtin", model="none", tools=len(ctx.tools),
-                    note="built-in protocol: no language model")
+    ctx.events.emit(
+        "agent_started",
+        agent="builtin",
+        model="none",
+        tools=len(ctx.tools),
+        note="built-in protocol: no language model",
+    )
     return anyio.run(_run, ctx)
 
 
@@ -126,7 +135,9 @@ class Protocol:
         self.strategy = strategy_named(ctx.spec.strategy) if ctx.spec.strategy else STRATEGIES[0]
         self.probes: list[ProbeRow] = []
         self.toy: ToySteps | None = None
-        self.measured: dict[tuple[tuple[str, ...], str], dict[str, float]] = {}  # frequencies() results
+        self.measured: dict[
+            tuple[tuple[str, ...], str], dict[str, float]
+        ] = {}  # frequencies() results
 
     # --- plumbing ---------------------------------------------------------------------------------
 
@@ -137,15 +148,24 @@ class Protocol:
         self.result.tool_calls += 1
         self.result.turns += 1
         self.result.model_tool_calls += is_model_tool(tool)
-        self.ctx.transcript.write({"type": "tool_call", "tool": tool, "arguments": args, "t": time.time()})
+        self.ctx.transcript.write(
+            {"type": "tool_call", "tool": tool, "arguments": args, "t": time.time()}
+        )
         try:
             res = await self.mcp.call_tool(tool, args)
         except Exception as exc:
             text, is_error, data = f"MCP call failed: {type(exc).__name__}: {exc}", True, None
         else:
             text, is_error, data = result_text(res), bool(res.is_error), res.structured_content
-        self.ctx.transcript.write({"type": "tool_result", "tool": tool, "is_error": is_error,
-                                   "content": text[:20_000], "t": time.time()})
+        self.ctx.transcript.write(
+            {
+                "type": "tool_result",
+                "tool": tool,
+                "is_error": is_error,
+                "content": text[:20_000],
+                "t": time.time(),
+            }
+        )
         if is_error:
             self.result.tool_errors += 1
             self.ctx.events.emit("tool_error", tool_name=tool, message=text[:500])
@@ -173,21 +193,28 @@ class Protocol:
             if view.status in ("error", "cancelled", "done"):
                 raise StepFailed(f"{tool} job {view.job_id} ended {view.status}: {view.error}")
             if time.monotonic() > deadline:
-                raise StepFailed(f"{tool} job {view.job_id} did not finish within {JOB_DEADLINE_S:g} s")
+                raise StepFailed(
+                    f"{tool} job {view.job_id} did not finish within {JOB_DEADLINE_S:g} s"
+                )
             view = JobView.model_validate(
-                await self.call("get_job", {"job_id": view.job_id, "wait_s": JOB_POLL_S}))
+                await self.call("get_job", {"job_id": view.job_id, "wait_s": JOB_POLL_S})
+            )
         return view.result
 
     def record(self, name: str, ok: bool, note: str) -> None:
         self.steps.append(Step(name, ok, note))
-        self.ctx.events.emit("protocol_step", step=name, outcome="ok" if ok else "failed", note=note[:1000])
+        self.ctx.events.emit(
+            "protocol_step", step=name, outcome="ok" if ok else "failed", note=note[:1000]
+        )
 
     async def log(self, heading: str, markdown: str) -> None:
         """A research-log entry (the server dates it); a failure to log is recorded, not raised."""
         try:
             await self.call("update_research_log", {"heading": heading, "markdown": markdown})
         except StepFailed as exc:
-            self.ctx.events.emit("protocol_step", step="log", outcome="failed", note=str(exc)[:1000])
+            self.ctx.events.emit(
+                "protocol_step", step="log", outcome="failed", note=str(exc)[:1000]
+            )
 
     async def step(self, name: str, fn: Any) -> None:
         """Run one step: its own log entry on success, a failure entry otherwise; never raises."""
@@ -198,7 +225,9 @@ class Protocol:
             await self.log(f"{name}: not done", f"This step failed and was skipped: {exc}")
         except Exception as exc:  # a bug or an unexpected result shape: still an honest outcome
             self.record(name, False, f"{type(exc).__name__}: {exc}")
-            await self.log(f"{name}: not done", f"This step failed unexpectedly: {type(exc).__name__}: {exc}")
+            await self.log(
+                f"{name}: not done", f"This step failed unexpectedly: {type(exc).__name__}: {exc}"
+            )
         else:
             self.record(name, True, note)
             await self.log(name, note)
@@ -209,9 +238,11 @@ class Protocol:
         q, spec = self.ctx.spec.question, self.ctx.spec
         start = f"{NO_LLM}\n\nQuestion: {q}"
         if spec.swarm_id is not None:
-            start += (f"\n\nTask {spec.task_index} of swarm {spec.swarm_id}. Hypothesis: "
-                      f"{spec.hypothesis or '(none: the strategy sets the starting point)'}. Strategy "
-                      f"'{self.strategy.name}': {self.strategy.description}")
+            start += (
+                f"\n\nTask {spec.task_index} of swarm {spec.swarm_id}. Hypothesis: "
+                f"{spec.hypothesis or '(none: the strategy sets the starting point)'}. Strategy "
+                f"'{self.strategy.name}': {self.strategy.description}"
+            )
         await self.log("Built-in protocol started", start)
         await self.step("model info", self.model_info)
         if self.info is not None and not self.info.is_language_model:
@@ -223,27 +254,40 @@ class Protocol:
         if self.f.mechanism is None:
             await self.step("survey", self.survey)
         else:
-            for name, fn in [("predictions", self.predictions), ("candidate circuits", self.candidates),
-                             ("validation", self.validation), ("specificity pruning", self.prune),
-                             ("component readouts", self.readouts),
-                             ("steering", self.steer), ("hypotheses", self.hypotheses),
-                             ("graph artifact", self.graph_artifact), ("explanation", self.explanation)]:
+            for name, fn in [
+                ("predictions", self.predictions),
+                ("candidate circuits", self.candidates),
+                ("validation", self.validation),
+                ("specificity pruning", self.prune),
+                ("component readouts", self.readouts),
+                ("steering", self.steer),
+                ("hypotheses", self.hypotheses),
+                ("graph artifact", self.graph_artifact),
+                ("explanation", self.explanation),
+            ]:
                 await self.step(name, fn)
         await self.finish()
 
     async def model_info(self) -> str:
         info = self.info = await self.ask(ModelInfo, "get_model_info", {})
         rows = "\n".join(f"| {r.layer} | {r.d_in} | {r.d_out} | {r.C} |" for r in info.layers)
-        kind = ("a language model" if info.is_language_model
-                else f"a toy model of {info.input_dim} input features")
-        return (f"Model: {info.architecture} ({info.run}), {kind}, "
-                f"{info.n_components_total} components in {len(info.layers)} layers.\n\n"
-                f"| layer | d_in | d_out | C |\n| --- | --- | --- | --- |\n{rows}")
+        kind = (
+            "a language model"
+            if info.is_language_model
+            else f"a toy model of {info.input_dim} input features"
+        )
+        return (
+            f"Model: {info.architecture} ({info.run}), {kind}, "
+            f"{info.n_components_total} components in {len(info.layers)} layers.\n\n"
+            f"| layer | d_in | d_out | C |\n| --- | --- | --- | --- |\n{rows}"
+        )
 
     async def all_probes(self) -> list[ProbeRow]:
         prompts: list[ProbeRow] = []
         while True:
-            page = await self.ask(ProbeList, "list_probe_prompts", {"limit": 200, "offset": len(prompts)})
+            page = await self.ask(
+                ProbeList, "list_probe_prompts", {"limit": 200, "offset": len(prompts)}
+            )
             prompts += page.prompts
             if not page.prompts or len(prompts) >= page.total:
                 return prompts
@@ -255,22 +299,29 @@ class Protocol:
         hypothesis = self.ctx.spec.hypothesis
         tools = self.ctx.tools
         rows = [p.model_dump() for p in prompts]
-        mech, why = (await rd.pick_behaviour(self.call, hypothesis, rows, tools)
-                     if hypothesis else (None, ""))
+        mech, why = (
+            await rd.pick_behaviour(self.call, hypothesis, rows, tools)
+            if hypothesis
+            else (None, "")
+        )
         if mech is not None:
             why = f"{why} (in the task's hypothesis)"
         else:
             mech, why = await rd.pick_behaviour(self.call, self.ctx.spec.question, rows, tools)
         self.f.mechanism, self.f.why = mech, why
         if mech is None:
-            return (f"No behaviour of this run matches the question: {why}. The run's probe behaviours are "
-                    f"{', '.join(self.f.mechanisms) or 'none'}.")
+            return (
+                f"No behaviour of this run matches the question: {why}. The run's probe behaviours are "
+                f"{', '.join(self.f.mechanisms) or 'none'}."
+            )
         mine = [p for p in prompts if p.mechanism == mech]
         first = min(self.strategy.prompt_index, max(len(mine) - FOUND_ON, 0))
-        self.f.prompts = mine[first:first + FOUND_ON]
+        self.f.prompts = mine[first : first + FOUND_ON]
         shown = "\n".join(f"- `{p.text}` -> `{p.target_token}`" for p in self.f.prompts[:3])
-        return (f"The question is about '{mech}': {why}. Circuits are found on {len(self.f.prompts)} of its "
-                f"{len(mine)} probe prompts and validated on the others. The first three:\n{shown}")
+        return (
+            f"The question is about '{mech}': {why}. Circuits are found on {len(self.f.prompts)} of its "
+            f"{len(mine)} probe prompts and validated on the others. The first three:\n{shown}"
+        )
 
     async def survey(self) -> str:
         by_mech: dict[str, list[ProbeRow]] = {}
@@ -281,10 +332,15 @@ class Protocol:
             example = ps[0]
             res = await self.ask(RunPromptResult, "run_prompt", {"text": example.text, "top_k": 3})
             top = rd.top_tokens(res)
-            lines.append(f"- '{mech}' ({len(ps)} probes), e.g. `{example.text[-60:]}` -> expected "
-                         f"`{example.target_token}`, the model says `{top[0][0] if top else 'n/a'}`")
-        return ("What the run can be asked about instead:\n" + "\n".join(lines) if lines
-                else "The run ships no probe prompts, so there is nothing to compare the question with.")
+            lines.append(
+                f"- '{mech}' ({len(ps)} probes), e.g. `{example.text[-60:]}` -> expected "
+                f"`{example.target_token}`, the model says `{top[0][0] if top else 'n/a'}`"
+            )
+        return (
+            "What the run can be asked about instead:\n" + "\n".join(lines)
+            if lines
+            else "The run ships no probe prompts, so there is nothing to compare the question with."
+        )
 
     async def predictions(self) -> str:
         lines = []
@@ -292,21 +348,34 @@ class Protocol:
             res = await self.ask(RunPromptResult, "run_prompt", {"text": p.text, "top_k": 20})
             top = rd.top_tokens(res)
             target = p.target_token
-            entry = {"text": p.text, "target": target, "top1": top[0][0] if top else None,
-                     "top1_prob": top[0][1] if top else None, "p_target": rd.prob_of(top, target)}
+            entry = {
+                "text": p.text,
+                "target": target,
+                "top1": top[0][0] if top else None,
+                "top1_prob": top[0][1] if top else None,
+                "p_target": rd.prob_of(top, target),
+            }
             self.f.predictions.append(entry)
-            lines.append(f"| `{rd.clip(p.text, 70)}` | `{target}` | `{entry['top1']}` "
-                         f"{rd.fmt(entry['top1_prob'])} | {rd.fmt(entry['p_target'])} |")
-        return ("| prompt | expected | top-1 (p) | p(expected), n/a when not in the top 20 |\n"
-                "| --- | --- | --- | --- |\n" + "\n".join(lines))
+            lines.append(
+                f"| `{rd.clip(p.text, 70)}` | `{target}` | `{entry['top1']}` "
+                f"{rd.fmt(entry['top1_prob'])} | {rd.fmt(entry['p_target'])} |"
+            )
+        return (
+            "| prompt | expected | top-1 (p) | p(expected), n/a when not in the top 20 |\n"
+            "| --- | --- | --- | --- |\n" + "\n".join(lines)
+        )
 
     def examples(self, prompts: list[ProbeRow]) -> list[dict[str, Any]]:
         return [{"text": p.text, "target_token": p.target_token} for p in prompts]
 
     async def candidates(self) -> str:
         notes = []
-        for make in (self.contrast_candidate, self.strategy_candidate, self.shared_candidate,
-                     self.specific_shared_candidate):
+        for make in (
+            self.contrast_candidate,
+            self.strategy_candidate,
+            self.shared_candidate,
+            self.specific_shared_candidate,
+        ):
             try:
                 cand = await make()
             except StepFailed as exc:
@@ -314,24 +383,39 @@ class Protocol:
                 continue
             if cand.components and all(c.components != cand.components for c in self.f.candidates):
                 self.f.candidates.append(cand)
-                notes.append(f"- {cand.name}: {len(cand.components)} components ({rd.clip(', '.join(cand.components), 300)})")
+                notes.append(
+                    f"- {cand.name}: {len(cand.components)} components ({rd.clip(', '.join(cand.components), 300)})"
+                )
         if not self.f.candidates:
             raise StepFailed("no candidate circuit could be found:\n" + "\n".join(notes))
         return "Candidate circuits, found on the prompts above only:\n" + "\n".join(notes)
 
     def other_prompts(self, per_behaviour: int) -> list[ProbeRow]:
         """The first ``per_behaviour`` probes of each behaviour but the one investigated."""
-        return [p for m in self.f.mechanisms if m != self.f.mechanism
-                for p in [q for q in self.probes if q.mechanism == m][:per_behaviour]]
+        return [
+            p
+            for m in self.f.mechanisms
+            if m != self.f.mechanism
+            for p in [q for q in self.probes if q.mechanism == m][:per_behaviour]
+        ]
 
     async def frequencies(self, prompts: list[ProbeRow], scope: str = "any") -> dict[str, float]:
         """Each component's share of the prompts on which its CI is above 0.1 (at any position, or at
         the prediction); measured once per set of prompts and scope, none for no prompts."""
         key = (tuple(p.text for p in prompts), scope)
         if prompts and key not in self.measured:
-            res = await self.ask(FindComponentsResult, "find_components", {
-                "examples": self.examples(prompts), "method": "ci", "scope": scope, "ci_threshold": 0.1,
-                "min_frequency": 0.01, "limit": 1000})
+            res = await self.ask(
+                FindComponentsResult,
+                "find_components",
+                {
+                    "examples": self.examples(prompts),
+                    "method": "ci",
+                    "scope": scope,
+                    "ci_threshold": 0.1,
+                    "min_frequency": 0.01,
+                    "limit": 1000,
+                },
+            )
             self.measured[key] = {r.component: r.frequency for r in res.components}
         return self.measured.get(key, {})
 
@@ -341,68 +425,126 @@ class Protocol:
         diff = sorted(((f - there.get(c, 0.0), f, c) for c, f in mine.items()), reverse=True)
         comps = [c for d, _, c in diff if d >= CONTRAST_MIN][:CANDIDATE_MAX]
         if not comps:
-            raise StepFailed("no component is active on the behaviour's prompts much more often than on the others'")
-        return Candidate(f"CI contrast set (the {len(comps)} components most often above CI 0.1 on this behaviour's "
-                         f"prompts compared with the other behaviours', by at least {CONTRAST_MIN:.0%})", comps)
+            raise StepFailed(
+                "no component is active on the behaviour's prompts much more often than on the others'"
+            )
+        return Candidate(
+            f"CI contrast set (the {len(comps)} components most often above CI 0.1 on this behaviour's "
+            f"prompts compared with the other behaviours', by at least {CONTRAST_MIN:.0%})",
+            comps,
+        )
 
     async def strategy_candidate(self) -> Candidate:
         source, p = self.strategy.circuit_source, self.f.prompts[0]
         if source == "get_ci":
-            res = await self.ask(CIResult, "get_ci", {"text": p.text, "position": -1, "threshold": 0.1, "top_k": 5})
-            return Candidate("the top CI components at the prediction (get_ci)", rd.components_from_ci(res, 12))
+            res = await self.ask(
+                CIResult, "get_ci", {"text": p.text, "position": -1, "threshold": 0.1, "top_k": 5}
+            )
+            return Candidate(
+                "the top CI components at the prediction (get_ci)", rd.components_from_ci(res, 12)
+            )
         if source == "find_components":
-            found = await self.ask(FindComponentsResult, "find_components", {"examples": self.examples(self.f.prompts[:4]), "limit": 24,
-                                                      **self.strategy.circuit_args})
+            found = await self.ask(
+                FindComponentsResult,
+                "find_components",
+                {
+                    "examples": self.examples(self.f.prompts[:4]),
+                    "limit": 24,
+                    **self.strategy.circuit_args,
+                },
+            )
             comps = [r.component for r in found.components]
             return Candidate("components needed on most of four prompts (find_components)", comps)
-        args = {"text": p.text, "target_token": p.target_token, "position": -1, "steps": CIRCUIT_STEPS,
-                **self.strategy.circuit_args}
+        args = {
+            "text": p.text,
+            "target_token": p.target_token,
+            "position": -1,
+            "steps": CIRCUIT_STEPS,
+            **self.strategy.circuit_args,
+        }
         circuit = await self.ask(CircuitResult, "optimize_circuit", args)
         comps = rd.circuit_components(circuit)
         if not comps:
-            raise StepFailed(f"optimize_circuit returned no components: {rd.clip(circuit.summary, 300)}")
+            raise StepFailed(
+                f"optimize_circuit returned no components: {rd.clip(circuit.summary, 300)}"
+            )
         mask = self.strategy.circuit_args.get("mask", "ci")
-        return Candidate(f"the optimized circuit of one prompt (optimize_circuit, {mask} masks)", comps,
-                         circuit.graph_id)
+        return Candidate(
+            f"the optimized circuit of one prompt (optimize_circuit, {mask} masks)",
+            comps,
+            circuit.graph_id,
+        )
 
     async def shared_candidate(self) -> Candidate:
-        args = {"prompts": self.examples(self.f.prompts), "mask": "stochastic", "steps": SHARED_STEPS,
-                "limit": 1000, "wait_s": 30}
+        args = {
+            "prompts": self.examples(self.f.prompts),
+            "mask": "stochastic",
+            "steps": SHARED_STEPS,
+            "limit": 1000,
+            "wait_s": 30,
+        }
         shared = await self.ask(SharedCircuitResult, "optimize_circuit", args)
         comps = rd.circuit_components(shared)
         if not comps:
-            raise StepFailed(f"optimize_circuit returned no components: {rd.clip(shared.summary, 300)}")
-        return Candidate(f"one circuit shared by the {len(self.f.prompts)} prompts (optimize_circuit over all of "
-                         "them, stochastic masks)", comps)
+            raise StepFailed(
+                f"optimize_circuit returned no components: {rd.clip(shared.summary, 300)}"
+            )
+        return Candidate(
+            f"one circuit shared by the {len(self.f.prompts)} prompts (optimize_circuit over all of "
+            "them, stochastic masks)",
+            comps,
+        )
 
     async def specific_shared_candidate(self) -> Candidate:
         """The shared circuit less the components the other behaviours use too: what is left should be
         as necessary for this behaviour and touch the others less."""
-        shared = next((c for c in self.f.candidates if c.name.startswith("one circuit shared")), None)
+        shared = next(
+            (c for c in self.f.candidates if c.name.startswith("one circuit shared")), None
+        )
         if shared is None:
             raise StepFailed("needs the shared circuit")
         others = self.other_prompts(SPECIFIC_OTHERS)
         elsewhere = await self.frequencies(others, scope="position")
         comps = [c for c in shared.components if elsewhere.get(c, 0.0) <= SHARED_OTHERS_MAX]
         if not comps or len(comps) == len(shared.components):
-            raise StepFailed("the shared circuit has no part used by the other behaviours to drop"
-                             if comps else "every component of the shared circuit is used by the other behaviours too")
-        return Candidate(f"the shared circuit's components active (CI > 0.1) at the prediction on at most "
-                         f"{SHARED_OTHERS_MAX:.0%} of {len(others)} other behaviours' prompts", comps)
+            raise StepFailed(
+                "the shared circuit has no part used by the other behaviours to drop"
+                if comps
+                else "every component of the shared circuit is used by the other behaviours too"
+            )
+        return Candidate(
+            f"the shared circuit's components active (CI > 0.1) at the prediction on at most "
+            f"{SHARED_OTHERS_MAX:.0%} of {len(others)} other behaviours' prompts",
+            comps,
+        )
 
     async def validation(self) -> str:
         exclude = [p.text for p in self.f.prompts]
         parts = []
         for cand in self.f.candidates:
-            v = cand.validation = await self.ask(ValidationResult, "validate_claim", {
-                "components": cand.components, "mechanism": self.f.mechanism, "exclude": exclude,
-                "n_examples": HELD_OUT, "n_controls": CONTROLS, "wait_s": 30})
-            parts.append(f"**{cand.name}** ({len(cand.components)} components)\n\n" + rd.validation_table(v))
+            v = cand.validation = await self.ask(
+                ValidationResult,
+                "validate_claim",
+                {
+                    "components": cand.components,
+                    "mechanism": self.f.mechanism,
+                    "exclude": exclude,
+                    "n_examples": HELD_OUT,
+                    "n_controls": CONTROLS,
+                    "wait_s": 30,
+                },
+            )
+            parts.append(
+                f"**{cand.name}** ({len(cand.components)} components)\n\n" + rd.validation_table(v)
+            )
         self.f.best = max(self.f.candidates, key=lambda c: rd.validation_score(validated(c)))
-        return ("Each candidate measured on held-out probes of the behaviour (never the prompts it was found on) "
-                "and on the other behaviours' probes; a property holds when the lower end of its 95% interval "
-                "clears the bar.\n\n" + "\n\n".join(parts)
-                + f"\n\nThe strongest is the {self.f.best.name}.")
+        return (
+            "Each candidate measured on held-out probes of the behaviour (never the prompts it was found on) "
+            "and on the other behaviours' probes; a property holds when the lower end of its 95% interval "
+            "clears the bar.\n\n"
+            + "\n\n".join(parts)
+            + f"\n\nThe strongest is the {self.f.best.name}."
+        )
 
     async def prune(self) -> str:
         return await builtin_prune.prune(self)
@@ -425,18 +567,32 @@ class Protocol:
             if promoted:
                 self.f.tokens[comp] = ", ".join(f"`{t}`" for t in promoted[:4])
             lines.append(f"- `{comp}` promotes {self.f.tokens.get(comp, 'nothing recorded')}")
-        return "What the strongest candidate's first components write, read through the unembedding:\n" + "\n".join(lines)
+        return (
+            "What the strongest candidate's first components write, read through the unembedding:\n"
+            + "\n".join(lines)
+        )
 
     async def steer(self) -> str:
         comps = self.best().components
         p = self.held_out_prompt()
-        res = await self.ask(SteerResultWire, "steer", {
-            "text": p.text, "scales": {c: 0.0 for c in comps}, "max_new_tokens": 5, "n_samples": 1,
-            "temperature": 0.0, "seed": 0})
+        res = await self.ask(
+            SteerResultWire,
+            "steer",
+            {
+                "text": p.text,
+                "scales": {c: 0.0 for c in comps},
+                "max_new_tokens": 5,
+                "n_samples": 1,
+                "temperature": 0.0,
+                "seed": 0,
+            },
+        )
         base, steered = rd.steering_text(res)
         self.f.steering = {"baseline": base, "steered": steered, "prompt": p.text}
-        return (f"On a held-out prompt (`{rd.clip(p.text, 80)}`, expected `{p.target_token}`), with the "
-                f"{len(comps)} components at 0 the model continues `{steered}` instead of `{base}`.")
+        return (
+            f"On a held-out prompt (`{rd.clip(p.text, 80)}`, expected `{p.target_token}`), with the "
+            f"{len(comps)} components at 0 the model continues `{steered}` instead of `{base}`."
+        )
 
     def held_out_prompt(self) -> ProbeRow:
         used = {p.text for p in self.f.prompts}
@@ -446,32 +602,64 @@ class Protocol:
     async def hypotheses(self) -> str:
         hyps = []
         if self.f.predictions:
-            hits = sum(1 for e in self.f.predictions if e["top1"] is not None
-                       and rd.norm_token(e["top1"]) == rd.norm_token(e["target"]))
+            hits = sum(
+                1
+                for e in self.f.predictions
+                if e["top1"] is not None and rd.norm_token(e["top1"]) == rd.norm_token(e["target"])
+            )
             share = hits / len(self.f.predictions)
-            hyps.append(("h_behaviour",
-                         f"The model answers the '{self.f.mechanism}' prompts with the expected token as its top-1 "
-                         f"on at least {BEHAVIOUR_MIN_TOP1:.0%} of them.",
-                         "supported" if share >= BEHAVIOUR_MIN_TOP1 else "refuted",
-                         [f"run_prompt: the expected token is top-1 on {hits} of {len(self.f.predictions)} prompts "
-                          f"({share:.0%}; threshold {BEHAVIOUR_MIN_TOP1:.0%})"]))
+            hyps.append(
+                (
+                    "h_behaviour",
+                    f"The model answers the '{self.f.mechanism}' prompts with the expected token as its top-1 "
+                    f"on at least {BEHAVIOUR_MIN_TOP1:.0%} of them.",
+                    "supported" if share >= BEHAVIOUR_MIN_TOP1 else "refuted",
+                    [
+                        f"run_prompt: the expected token is top-1 on {hits} of {len(self.f.predictions)} prompts "
+                        f"({share:.0%}; threshold {BEHAVIOUR_MIN_TOP1:.0%})"
+                    ],
+                )
+            )
         best = self.f.best
         if best is not None and best.validation is not None:
             v, n = best.validation, len(best.components)
             vid = v.validation_id
             for hid, prop, claim in [
-                ("h_necessary", "necessity", f"Removing these {n} components breaks '{self.f.mechanism}' on held-out prompts."),
+                (
+                    "h_necessary",
+                    "necessity",
+                    f"Removing these {n} components breaks '{self.f.mechanism}' on held-out prompts.",
+                ),
                 ("h_specific", "specificity", "Removing them leaves the other behaviours intact."),
-                ("h_sufficient", "sufficiency", f"These {n} components alone (and with everything else random) still "
-                 f"give each held-out prompt its own answer."),
+                (
+                    "h_sufficient",
+                    "sufficiency",
+                    f"These {n} components alone (and with everything else random) still "
+                    f"give each held-out prompt its own answer.",
+                ),
             ]:
-                hyps.append((hid, claim, STATUS_OF[rd.verdict(v, prop)],
-                             [f"validate_claim {vid}: {rd.property_evidence(v, prop)}"]))
+                hyps.append(
+                    (
+                        hid,
+                        claim,
+                        STATUS_OF[rd.verdict(v, prop)],
+                        [f"validate_claim {vid}: {rd.property_evidence(v, prop)}"],
+                    )
+                )
         lines = []
         for hid, statement, status, evidence in hyps:
-            await self.call("record_hypothesis", {"hypothesis_id": hid, "statement": statement,
-                                                  "status": status, "evidence": evidence})
-            self.f.hypotheses.append({"id": hid, "status": status, "evidence": evidence, "statement": statement})
+            await self.call(
+                "record_hypothesis",
+                {
+                    "hypothesis_id": hid,
+                    "statement": statement,
+                    "status": status,
+                    "evidence": evidence,
+                },
+            )
+            self.f.hypotheses.append(
+                {"id": hid, "status": status, "evidence": evidence, "statement": statement}
+            )
             lines.append(f"- {hid}: **{status}**. {statement} ({'; '.join(evidence)})")
         return "Hypotheses, each judged by a measurement:\n" + "\n".join(lines)
 
@@ -483,9 +671,18 @@ class Protocol:
         cand = best if best is not None and best.graph_id is not None else with_graph[0]
         caption = f"{cand.name} on `{rd.clip(self.f.prompts[0].text, 60)}`"
         if cand is not best and best is not None:  # the explained set has no graph of its own
-            caption += f" (a candidate, not the explained {best.name}, which has no attribution graph)"
-        res = await self.ask(GraphArtifactResult, "save_graph_artifact", {
-            "graph_id": cand.graph_id, "artifact_id": f"circuit_{cand.graph_id}", "caption": caption})
+            caption += (
+                f" (a candidate, not the explained {best.name}, which has no attribution graph)"
+            )
+        res = await self.ask(
+            GraphArtifactResult,
+            "save_graph_artifact",
+            {
+                "graph_id": cand.graph_id,
+                "artifact_id": f"circuit_{cand.graph_id}",
+                "caption": caption,
+            },
+        )
         self.f.artifact = res.artifact_id
         return f"Saved {res.json_path} and {res.svg_path}.\n\n{res.markdown}"
 
@@ -497,19 +694,38 @@ class Protocol:
         v = validated(best)
         held = self.held()
         claims = held or ["necessary", "specific"]
-        roles = {comp: (f"promotes {self.f.tokens[comp]}" if comp in self.f.tokens else "member of the set")
-                 for comp in best.components}
-        res = await self.ask(ExplanationResult, "save_explanation", {
-            "subject_prompt": self.f.prompts[0].text,
-            "behaviour": f"{self.f.mechanism}: the model predicts the expected token",
-            "explanation": rd.answer_text(self.f.mechanism or "", best.name, best.components, v, held),
-            "components": [{"component": c, "role": r} for c, r in roles.items()],
-            "evidence": [{"kind": "ablation", "description": rd.clip(v.summary, 2000),
-                          "reference": f"validation {v.validation_id}"}],
-            "validation_ids": [v.validation_id], "claims": claims,
-            "limitations": rd.limitations(v, held)})
-        return (f"Saved explanation #{res.explanation_index}: {res.status}, confidence "
-                f"{res.confidence} (claims: {', '.join(claims)}).")
+        roles = {
+            comp: (
+                f"promotes {self.f.tokens[comp]}" if comp in self.f.tokens else "member of the set"
+            )
+            for comp in best.components
+        }
+        res = await self.ask(
+            ExplanationResult,
+            "save_explanation",
+            {
+                "subject_prompt": self.f.prompts[0].text,
+                "behaviour": f"{self.f.mechanism}: the model predicts the expected token",
+                "explanation": rd.answer_text(
+                    self.f.mechanism or "", best.name, best.components, v, held
+                ),
+                "components": [{"component": c, "role": r} for c, r in roles.items()],
+                "evidence": [
+                    {
+                        "kind": "ablation",
+                        "description": rd.clip(v.summary, 2000),
+                        "reference": f"validation {v.validation_id}",
+                    }
+                ],
+                "validation_ids": [v.validation_id],
+                "claims": claims,
+                "limitations": rd.limitations(v, held),
+            },
+        )
+        return (
+            f"Saved explanation #{res.explanation_index}: {res.status}, confidence "
+            f"{res.confidence} (claims: {', '.join(claims)})."
+        )
 
     async def finish(self) -> None:
         failed = [s for s in self.steps if not s.ok]
@@ -517,23 +733,40 @@ class Protocol:
             answer, conclusive = self.toy.answer()
         else:
             best = self.f.best
-            answer = rd.summary_text(self.f.mechanism, self.f.why, best.name if best else None,
-                                     best.components if best else [], best.validation if best else None,
-                                     self.f.tokens, self.held() if best and best.validation else None)
+            answer = rd.summary_text(
+                self.f.mechanism,
+                self.f.why,
+                best.name if best else None,
+                best.components if best else [],
+                best.validation if best else None,
+                self.f.tokens,
+                self.held() if best and best.validation else None,
+            )
             conclusive = best is not None and best.validation is not None and bool(self.held())
         if failed:
-            answer += " Not done: " + "; ".join(f"{s.name} ({rd.clip(s.note, 200)})" for s in failed) + "."
+            answer += (
+                " Not done: "
+                + "; ".join(f"{s.name} ({rd.clip(s.note, 200)})" for s in failed)
+                + "."
+            )
         text = f"{answer} {NO_LLM}"
         await self.log("Built-in protocol finished", text)
         conclusive = conclusive and not failed
         try:
-            await self.call("set_investigation_summary", {
-                "title": self.ctx.spec.question.splitlines()[0][:200],
-                "summary": text[:20_000], "status": "completed" if conclusive else "inconclusive"})
+            await self.call(
+                "set_investigation_summary",
+                {
+                    "title": self.ctx.spec.question.splitlines()[0][:200],
+                    "summary": text[:20_000],
+                    "status": "completed" if conclusive else "inconclusive",
+                },
+            )
         except StepFailed as exc:
             self.record("summary", False, str(exc))
             failed = [s for s in self.steps if not s.ok]
         self.result.final_text = text
         if failed:
             self.result.status = "incomplete"
-            self.result.error = f"{len(failed)} step(s) not done: " + ", ".join(s.name for s in failed)
+            self.result.error = f"{len(failed)} step(s) not done: " + ", ".join(
+                s.name for s in failed
+            )

@@ -27,8 +27,9 @@ N_SELECT = 32
 N_SELECT_CONTROLS = 36
 
 
-def selection_split(probes: list[ProbeRow], mechanism: str, found_on: list[ProbeRow]) -> tuple[
-        list[ProbeRow], list[ProbeRow]]:
+def selection_split(
+    probes: list[ProbeRow], mechanism: str, found_on: list[ProbeRow]
+) -> tuple[list[ProbeRow], list[ProbeRow]]:
     """The behaviour's last ``N_SELECT`` probes not found on, and the other behaviours' last probes
     (``N_SELECT_CONTROLS`` in all, as even across them as it goes)."""
     used = {p.text for p in found_on}
@@ -62,42 +63,73 @@ async def prune(proto: Protocol) -> str:
     best = proto.best()
     v = validated(best)
     if v.necessity != "holds" or v.specificity == "holds":
-        return (f"Not needed: {the(best.name)} is {'already specific' if v.specificity == 'holds' else 'not necessary'} "
-                "on held-out prompts.")
+        return (
+            f"Not needed: {the(best.name)} is {'already specific' if v.specificity == 'holds' else 'not necessary'} "
+            "on held-out prompts."
+        )
     mech = proto.f.mechanism or ""
     select, controls = selection_split(proto.probes, mech, proto.f.prompts)
     here = await proto.frequencies(proto.f.prompts, scope="position")
-    there = await proto.frequencies(proto.other_prompts(SPECIFIC_OTHERS), scope="position")  # measured once
+    there = await proto.frequencies(
+        proto.other_prompts(SPECIFIC_OTHERS), scope="position"
+    )  # measured once
     order = drop_order(best.components, here, there)
     rows, chosen = [], None
     for share in SHARES:
-        dropped = set(order[:max(1, round(share * len(order)))])
+        dropped = set(order[: max(1, round(share * len(order)))])
         kept = [c for c in best.components if c not in dropped]
-        sv = await proto.ask(ValidationResult, "validate_claim", {
-            "components": kept, "examples": proto.examples(select),
-            "controls": [{"text": p.text, "target_token": p.target_token} for p in controls],
-            "regimes": ["deterministic", "stochastic"], "wait_s": 30})
+        sv = await proto.ask(
+            ValidationResult,
+            "validate_claim",
+            {
+                "components": kept,
+                "examples": proto.examples(select),
+                "controls": [{"text": p.text, "target_token": p.target_token} for p in controls],
+                "regimes": ["deterministic", "stochastic"],
+                "wait_s": 30,
+            },
+        )
         rows.append(f"| {share:.0%} | {len(kept)} | {sv.necessity} | {sv.specificity} |")
         if sv.necessity == "holds" and sv.specificity == "holds":
             chosen = (share, kept)
             break
         if sv.necessity == "fails":  # dropping more only removes more of what the behaviour needs
             break
-    table = ("| dropped | components | necessity | specificity |\n| --- | --- | --- | --- |\n" + "\n".join(rows))
-    head = (f"{the(best.name).capitalize()} is necessary but not specific. Its components, most used by the other behaviours "
-            f"at the prediction first, dropped a share at a time and measured on a selection split ({len(select)} "
-            f"prompts of the behaviour, {len(controls)} of the others, none of them found-on or held-out):\n\n{table}")
+    table = (
+        "| dropped | components | necessity | specificity |\n| --- | --- | --- | --- |\n"
+        + "\n".join(rows)
+    )
+    head = (
+        f"{the(best.name).capitalize()} is necessary but not specific. Its components, most used by the other behaviours "
+        f"at the prediction first, dropped a share at a time and measured on a selection split ({len(select)} "
+        f"prompts of the behaviour, {len(controls)} of the others, none of them found-on or held-out):\n\n{table}"
+    )
     if chosen is None:
         return head + "\n\nNo share made it both necessary and specific there; nothing is added."
     share, kept = chosen
     exclude = [p.text for p in (*proto.f.prompts, *select, *controls)]
-    final = await proto.ask(ValidationResult, "validate_claim", {
-        "components": kept, "mechanism": mech, "exclude": exclude,
-        "n_examples": HELD_OUT, "n_controls": CONTROLS, "wait_s": 30})
-    cand = Candidate(f"{the(best.name)} without its {share:.0%} most used by the other behaviours", kept,
-                     validation=final)
+    final = await proto.ask(
+        ValidationResult,
+        "validate_claim",
+        {
+            "components": kept,
+            "mechanism": mech,
+            "exclude": exclude,
+            "n_examples": HELD_OUT,
+            "n_controls": CONTROLS,
+            "wait_s": 30,
+        },
+    )
+    cand = Candidate(
+        f"{the(best.name)} without its {share:.0%} most used by the other behaviours",
+        kept,
+        validation=final,
+    )
     proto.f.candidates.append(cand)
     proto.f.best = max(proto.f.candidates, key=lambda c: rd.validation_score(validated(c)))
-    return (head + f"\n\nKept at {share:.0%} dropped ({len(kept)} components), then validated on held-out prompts "
-            f"that exclude the found-on and the selection prompts:\n\n{rd.validation_table(final)}\n\n"
-            f"The strongest is now {the(proto.f.best.name)}.")
+    return (
+        head
+        + f"\n\nKept at {share:.0%} dropped ({len(kept)} components), then validated on held-out prompts "
+        f"that exclude the found-on and the selection prompts:\n\n{rd.validation_table(final)}\n\n"
+        f"The strongest is now {the(proto.f.best.name)}."
+    )

@@ -23,8 +23,9 @@ class StepFailed(Exception):
     """A step of the built-in protocol that could not be done; the message says why."""
 
 
-async def pick_behaviour(call: Any, question: str, prompts: list[dict[str, Any]],
-                         tools: Sequence[ToolInfo] = ()) -> tuple[str | None, str]:
+async def pick_behaviour(
+    call: Any, question: str, prompts: list[dict[str, Any]], tools: Sequence[ToolInfo] = ()
+) -> tuple[str | None, str]:
     """The behaviour a question is about, or None, with the grounds (behaviour_choice.py);
     ``call(tool, args)`` reaches the server, ``tools`` (their descriptions) weigh common words."""
     choice = await behaviour_evidence.pick_behaviour(call, question, prompts, tools)
@@ -71,7 +72,10 @@ def circuit_components(res: CircuitResult | SharedCircuitResult) -> list[str]:
 
 def steering_text(res: SteerResultWire) -> tuple[str | None, str | None]:
     """(baseline, steered) first continuation of a steer result, None when there is none."""
-    return (res.baseline[0].text if res.baseline else None, res.steered[0].text if res.steered else None)
+    return (
+        res.baseline[0].text if res.baseline else None,
+        res.steered[0].text if res.steered else None,
+    )
 
 
 def fmt(p: float | None, digits: int = 3) -> str:
@@ -94,11 +98,15 @@ def _regimes(v: ValidationResult) -> dict[str, RegimeView]:
 
 def verdict(v: ValidationResult, prop: str) -> str:
     """The verdict on one of necessity, specificity, sufficiency."""
-    return {"necessity": v.necessity, "specificity": v.specificity, "sufficiency": v.sufficiency}[prop]
+    return {"necessity": v.necessity, "specificity": v.specificity, "sufficiency": v.sufficiency}[
+        prop
+    ]
 
 
 def measured(r: RegimeView, prop: str) -> Span | None:
-    return {"necessity": r.necessity, "specificity": r.specificity, "sufficiency": r.sufficiency}[prop]
+    return {"necessity": r.necessity, "specificity": r.specificity, "sufficiency": r.sufficiency}[
+        prop
+    ]
 
 
 PROPERTIES = ("necessity", "specificity", "sufficiency")
@@ -106,15 +114,24 @@ PROPERTIES = ("necessity", "specificity", "sufficiency")
 
 def validation_table(v: ValidationResult) -> str:
     """A validate_claim result as a markdown table plus its verdicts and notes."""
-    rows = [f"| {name} | {span(r.necessity)} | {span(r.sufficiency)} | {span(r.specificity)} |"
-            for name, r in _regimes(v).items()]
-    verdicts = (f"Verdicts on {v.n_examples} held-out examples and {v.n_controls} controls: necessity "
-                f"**{v.necessity}**, specificity **{v.specificity}**, sufficiency **{v.sufficiency}** "
-                f"(bars: {', '.join(f'{k} {b:g}' for k, b in v.bars.items())}; validation "
-                f"{v.validation_id}).")
+    rows = [
+        f"| {name} | {span(r.necessity)} | {span(r.sufficiency)} | {span(r.specificity)} |"
+        for name, r in _regimes(v).items()
+    ]
+    verdicts = (
+        f"Verdicts on {v.n_examples} held-out examples and {v.n_controls} controls: necessity "
+        f"**{v.necessity}**, specificity **{v.specificity}**, sufficiency **{v.sufficiency}** "
+        f"(bars: {', '.join(f'{k} {b:g}' for k, b in v.bars.items())}; validation "
+        f"{v.validation_id})."
+    )
     notes = " ".join(v.notes)
-    return ("| regime | necessity | sufficiency (chance-corrected) | specificity |\n| --- | --- | --- | --- |\n"
-            + "\n".join(rows) + "\n\n" + verdicts + (f" {notes}" if notes else ""))
+    return (
+        "| regime | necessity | sufficiency (chance-corrected) | specificity |\n| --- | --- | --- | --- |\n"
+        + "\n".join(rows)
+        + "\n\n"
+        + verdicts
+        + (f" {notes}" if notes else "")
+    )
 
 
 def validation_score(v: ValidationResult) -> tuple[bool, int, float]:
@@ -130,35 +147,51 @@ def claimable(v: ValidationResult) -> list[str]:
     of a set that matters: without necessity nothing is claimed (a set of idle components is specific)."""
     if v.necessity != "holds":
         return []
-    return ["necessary"] + [c for c, p in (("specific", "specificity"), ("sufficient", "sufficiency"))
-                            if verdict(v, p) == "holds"]
+    return ["necessary"] + [
+        c
+        for c, p in (("specific", "specificity"), ("sufficient", "sufficiency"))
+        if verdict(v, p) == "holds"
+    ]
 
 
 def property_evidence(v: ValidationResult, prop: str) -> str:
     """One property's verdict with its numbers per regime."""
-    nums = ", ".join(f"{name} {span(s)}" for name, r in _regimes(v).items() if (s := measured(r, prop)))
-    return f"{prop} {verdict(v, prop)} on {v.n_examples} held-out examples ({nums or 'not measured'})"
+    nums = ", ".join(
+        f"{name} {span(s)}" for name, r in _regimes(v).items() if (s := measured(r, prop))
+    )
+    return (
+        f"{prop} {verdict(v, prop)} on {v.n_examples} held-out examples ({nums or 'not measured'})"
+    )
 
 
 def promoted_tokens(info: ComponentInfo) -> list[str]:
     return [t.token for t in info.promotes]
 
 
-_WORDS = {"necessary": "removing them breaks it on held-out prompts", "specific": "removing them spares the other "
-          "behaviours", "sufficient": "they alone still give each held-out prompt its own answer"}
+_WORDS = {
+    "necessary": "removing them breaks it on held-out prompts",
+    "specific": "removing them spares the other behaviours",
+    "sufficient": "they alone still give each held-out prompt its own answer",
+}
 
 
-def answer_text(mechanism: str, source: str, comps: list[str], v: ValidationResult, held: list[str]) -> str:
+def answer_text(
+    mechanism: str, source: str, comps: list[str], v: ValidationResult, held: list[str]
+) -> str:
     """The explanation in words: what held, with the numbers, and what did not."""
     shown = ", ".join(comps[:12]) + (f" and {len(comps) - 12} more" if len(comps) > 12 else "")
     if held:
         said = "; ".join(_WORDS[h] for h in held)
         head = f"For '{mechanism}', the {len(comps)} components of the {source} ({shown}) matter: {said}."
     else:
-        head = (f"For '{mechanism}', no property of the {len(comps)} components of the {source} ({shown}) held on "
-                "held-out prompts.")
-    return f"{head} {property_evidence(v, 'necessity')}; {property_evidence(v, 'specificity')}; " \
-           f"{property_evidence(v, 'sufficiency')}."
+        head = (
+            f"For '{mechanism}', no property of the {len(comps)} components of the {source} ({shown}) held on "
+            "held-out prompts."
+        )
+    return (
+        f"{head} {property_evidence(v, 'necessity')}; {property_evidence(v, 'specificity')}; "
+        f"{property_evidence(v, 'sufficiency')}."
+    )
 
 
 def limitations(v: ValidationResult, held: list[str]) -> list[str]:
@@ -168,15 +201,26 @@ def limitations(v: ValidationResult, held: list[str]) -> list[str]:
     return out[:20]
 
 
-def summary_text(mechanism: str | None, why: str, source: str | None, comps: list[str], v: ValidationResult | None,
-                 tokens: dict[str, str], held: list[str] | None) -> str:
+def summary_text(
+    mechanism: str | None,
+    why: str,
+    source: str | None,
+    comps: list[str],
+    v: ValidationResult | None,
+    tokens: dict[str, str],
+    held: list[str] | None,
+) -> str:
     """The investigation's answer in a few sentences: behaviour, components, numbers, what was not shown."""
     if mechanism is None:
         return f"Inconclusive: the run has no behaviour that matches the question ({why})."
     if source is None or v is None:
-        return f"The question is about '{mechanism}' ({why}), but no candidate circuit was validated."
+        return (
+            f"The question is about '{mechanism}' ({why}), but no candidate circuit was validated."
+        )
     readout = "; ".join(f"{c} promotes {t}" for c, t in list(tokens.items())[:4])
-    text = f"Behaviour: '{mechanism}' ({why}). " + answer_text(mechanism, source, comps, v, held or [])
+    text = f"Behaviour: '{mechanism}' ({why}). " + answer_text(
+        mechanism, source, comps, v, held or []
+    )
     if readout:
         text += f" Readouts: {readout}."
     missing = [p for p in PROPERTIES if verdict(v, p) != "holds"]

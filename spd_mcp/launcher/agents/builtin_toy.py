@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     from spd_mcp.launcher.agents.builtin import Protocol
 
 MAX_FEATURES = 20
-FOUND_AT = 0.75  # the magnitude carriers are found at (the public implementation probes TMS at 0.75)
+FOUND_AT = (
+    0.75  # the magnitude carriers are found at (the public implementation probes TMS at 0.75)
+)
 HELD_OUT_AT = (0.25, 0.5, 1.0)  # magnitudes the checks run on
 CI_MIN = 0.5
 REPRESENTED_MIN = 0.2  # output / input below this: the model does not represent the feature
@@ -48,7 +50,9 @@ SPECIFIC_OTHERS = 10  # other features checked for each carrier set
 @dataclass
 class FeatureFinding:
     feature: int
-    base: dict[float, float] = field(default_factory=dict)  # magnitude -> the feature's own contribution
+    base: dict[float, float] = field(
+        default_factory=dict
+    )  # magnitude -> the feature's own contribution
     carriers: list[str] = field(default_factory=list)
     removed: dict[float, float] = field(default_factory=dict)  # output with the carriers removed
     alone: dict[float, float] = field(default_factory=dict)  # output with everything else removed
@@ -76,9 +80,12 @@ def worst_ratio(after: dict[float, float], base: dict[float, float]) -> float:
 
 def verdicts(f: FeatureFinding) -> dict[str, str]:
     """holds / fails for each property, from the held-out numbers."""
-    out = {"necessary": "holds" if worst_ratio(f.removed, f.base) <= NECESSARY_MAX else "fails",
-           "sufficient": "holds" if max(abs(f.alone[m] / f.base[m] - 1) for m in f.alone) <= SUFFICIENT_TOL
-           else "fails"}
+    out = {
+        "necessary": "holds" if worst_ratio(f.removed, f.base) <= NECESSARY_MAX else "fails",
+        "sufficient": "holds"
+        if max(abs(f.alone[m] / f.base[m] - 1) for m in f.alone) <= SUFFICIENT_TOL
+        else "fails",
+    }
     if f.others_moved is not None:
         out["specific"] = "holds" if f.others_moved <= SPECIFIC_TOL else "fails"
     return out
@@ -86,17 +93,25 @@ def verdicts(f: FeatureFinding) -> dict[str, str]:
 
 def finding_line(f: FeatureFinding) -> str:
     if not f.represented:
-        return (f"- feature {f.feature}: not represented (contribution {f.base.get(FOUND_AT, 0.0):.3f} for input "
-                f"{FOUND_AT})")
+        return (
+            f"- feature {f.feature}: not represented (contribution {f.base.get(FOUND_AT, 0.0):.3f} for input "
+            f"{FOUND_AT})"
+        )
     if not f.carriers:
         return f"- feature {f.feature}: no component with CI ≥ {CI_MIN} on its input"
     held = HELD_OUT_AT
-    nums = (f"removed: {', '.join(f'{f.removed[m]:.3f}/{f.base[m]:.3f}' for m in held)}; alone: "
-            f"{', '.join(f'{f.alone[m]:.3f}' for m in held)}")
-    moved = "" if f.others_moved is None else f"; other features' outputs move ≤ {f.others_moved:.1%}"
-    return (f"- feature {f.feature} → {', '.join(f.carriers)}: **{f.status}** "
-            f"({', '.join(f'{k} {v}' for k, v in f.verdicts.items())}; at inputs {', '.join(map(str, held))}: "
-            f"{nums}{moved})")
+    nums = (
+        f"removed: {', '.join(f'{f.removed[m]:.3f}/{f.base[m]:.3f}' for m in held)}; alone: "
+        f"{', '.join(f'{f.alone[m]:.3f}' for m in held)}"
+    )
+    moved = (
+        "" if f.others_moved is None else f"; other features' outputs move ≤ {f.others_moved:.1%}"
+    )
+    return (
+        f"- feature {f.feature} → {', '.join(f.carriers)}: **{f.status}** "
+        f"({', '.join(f'{k} {v}' for k, v in f.verdicts.items())}; at inputs {', '.join(map(str, held))}: "
+        f"{nums}{moved})"
+    )
 
 
 class ToySteps:
@@ -108,13 +123,19 @@ class ToySteps:
         self.n = (info.input_dim or 0) if info is not None else 0
         self.layers = [(r.layer, r.C) for r in info.layers] if info is not None else []
         self.findings: list[FeatureFinding] = []
-        self.floor: dict[tuple[int, float], float] = {}  # (feature, value) -> output with no component
+        self.floor: dict[
+            tuple[int, float], float
+        ] = {}  # (feature, value) -> output with no component
         self.none_id: str | None = None  # the edit that removes every component
         self.every = [f"{layer}:{c}" for layer, C in self.layers for c in range(C)]
 
     async def run(self) -> None:
-        for name, fn in [("feature outputs", self.outputs), ("carriers", self.carriers),
-                         ("validation", self.validation), ("hypotheses", self.hypotheses)]:
+        for name, fn in [
+            ("feature outputs", self.outputs),
+            ("carriers", self.carriers),
+            ("validation", self.validation),
+            ("hypotheses", self.hypotheses),
+        ]:
             await self.p.step(name, fn)
 
     async def raw(self, i: int, value: float, edit_id: str | None = None) -> list[float]:
@@ -135,8 +156,10 @@ class ToySteps:
             raise StepFailed("get_model_info gave no input_dim for this toy run")
         first = await self.raw(0, FOUND_AT)
         if len(first) != self.n:
-            raise StepFailed(f"the model maps {self.n} features to {len(first)} outputs; this protocol reads "
-                             "feature i's own output i, so it needs as many outputs as inputs")
+            raise StepFailed(
+                f"the model maps {self.n} features to {len(first)} outputs; this protocol reads "
+                "feature i's own output i, so it needs as many outputs as inputs"
+            )
         self.none_id = await self.edit(self.every)
         for i in range(min(self.n, MAX_FEATURES)):
             f = FeatureFinding(i)
@@ -145,27 +168,40 @@ class ToySteps:
             self.findings.append(f)
         rep = [f for f in self.findings if f.represented]
         head = f"the first {MAX_FEATURES} of " if self.n > MAX_FEATURES else ""
-        return (f"{head}{self.n} features, each alone at {FOUND_AT}, and the decomposed layers' contribution "
-                f"to its own output (the output less its value with every component removed): {len(rep)} "
-                f"represented (contribution ≥ {REPRESENTED_MIN:.0%} of the input): "
-                + ", ".join(f"{f.feature}: {f.base[FOUND_AT]:.3f}" for f in self.findings))
+        return (
+            f"{head}{self.n} features, each alone at {FOUND_AT}, and the decomposed layers' contribution "
+            f"to its own output (the output less its value with every component removed): {len(rep)} "
+            f"represented (contribution ≥ {REPRESENTED_MIN:.0%} of the input): "
+            + ", ".join(f"{f.feature}: {f.base[FOUND_AT]:.3f}" for f in self.findings)
+        )
 
     async def carriers(self) -> str:
         for f in self.findings:
             if not f.represented:
                 continue
-            res = await self.p.ask(CIResult, "get_ci", {"features": onehot(self.n, f.feature, FOUND_AT),
-                                                        "threshold": CI_MIN, "top_k": 50})
+            res = await self.p.ask(
+                CIResult,
+                "get_ci",
+                {"features": onehot(self.n, f.feature, FOUND_AT), "threshold": CI_MIN, "top_k": 50},
+            )
             f.carriers = sorted(e.component for e in res.entries)
         if not any(f.carriers for f in self.findings):
             raise StepFailed(f"no component has CI ≥ {CI_MIN} on any feature's input")
-        return (f"Components with CI ≥ {CI_MIN} on each feature alone at {FOUND_AT} (found there only):\n"
-                + "\n".join(f"- feature {f.feature}: {', '.join(f.carriers) or 'none'}"
-                            for f in self.findings if f.represented))
+        return (
+            f"Components with CI ≥ {CI_MIN} on each feature alone at {FOUND_AT} (found there only):\n"
+            + "\n".join(
+                f"- feature {f.feature}: {', '.join(f.carriers) or 'none'}"
+                for f in self.findings
+                if f.represented
+            )
+        )
 
     async def edit(self, components: list[str]) -> str:
-        res = await self.p.ask(EditResult, "edit_component",
-                               {"components": components, "method": "remove", "wait_s": 30})
+        res = await self.p.ask(
+            EditResult,
+            "edit_component",
+            {"components": components, "method": "remove", "wait_s": 30},
+        )
         return res.edit_id
 
     async def validation(self) -> str:
@@ -177,28 +213,45 @@ class ToySteps:
                 f.removed[m] = await self.output(f.feature, m, removed)
                 f.alone[m] = await self.output(f.feature, m, alone)
             others = [g for g in checked if g is not f][:SPECIFIC_OTHERS]
-            moved = [abs(await self.output(g.feature, FOUND_AT, removed) / g.base[FOUND_AT] - 1) for g in others]
+            moved = [
+                abs(await self.output(g.feature, FOUND_AT, removed) / g.base[FOUND_AT] - 1)
+                for g in others
+            ]
             f.others_moved = max(moved) if moved else None
             f.verdicts = verdicts(f)
-        return (f"Each carrier set checked on held-out inputs (the feature alone at {', '.join(map(str, HELD_OUT_AT))}; "
-                f"found at {FOUND_AT}) by removing it (necessary: ≤ {NECESSARY_MAX:.0%} of the output left), "
-                f"removing everything else (sufficient: within {SUFFICIENT_TOL:.0%}) and, removed, running the "
-                f"other features (specific: each moves ≤ {SPECIFIC_TOL:.0%}):\n"
-                + "\n".join(finding_line(f) for f in self.findings))
+        return (
+            f"Each carrier set checked on held-out inputs (the feature alone at {', '.join(map(str, HELD_OUT_AT))}; "
+            f"found at {FOUND_AT}) by removing it (necessary: ≤ {NECESSARY_MAX:.0%} of the output left), "
+            f"removing everything else (sufficient: within {SUFFICIENT_TOL:.0%}) and, removed, running the "
+            f"other features (specific: each moves ≤ {SPECIFIC_TOL:.0%}):\n"
+            + "\n".join(finding_line(f) for f in self.findings)
+        )
 
     async def hypotheses(self) -> str:
         lines = []
         for f in self.findings:
             if not f.verdicts:
                 continue
-            statement = (f"Feature {f.feature} is carried by {', '.join(f.carriers)}: removing them removes its "
-                         "output, they alone reproduce it, and the other features do not need them.")
-            evidence = [f"edit_component + run_prompt on held-out inputs: {finding_line(f)[2:]}"[:2000]]
-            await self.p.call("record_hypothesis", {"hypothesis_id": f"h_feature_{f.feature}",
-                                                    "statement": statement, "status": f.status,
-                                                    "evidence": evidence})
+            statement = (
+                f"Feature {f.feature} is carried by {', '.join(f.carriers)}: removing them removes its "
+                "output, they alone reproduce it, and the other features do not need them."
+            )
+            evidence = [
+                f"edit_component + run_prompt on held-out inputs: {finding_line(f)[2:]}"[:2000]
+            ]
+            await self.p.call(
+                "record_hypothesis",
+                {
+                    "hypothesis_id": f"h_feature_{f.feature}",
+                    "statement": statement,
+                    "status": f.status,
+                    "evidence": evidence,
+                },
+            )
             lines.append(f"- h_feature_{f.feature}: **{f.status}**. {statement}")
-        return "Hypotheses, one per feature, each judged by the held-out numbers:\n" + "\n".join(lines)
+        return "Hypotheses, one per feature, each judged by the held-out numbers:\n" + "\n".join(
+            lines
+        )
 
     def answer(self) -> tuple[str, bool]:
         """(the answer in words, whether it is conclusive)."""
@@ -207,7 +260,11 @@ class ToySteps:
         rep = [f for f in self.findings if f.represented]
         if not checked:
             return "No feature's carrier set could be checked.", False
-        mapping = "; ".join(f"feature {f.feature} → {', '.join(f.carriers)} ({f.status})" for f in checked)
-        text = (f"Which component carries which feature: {mapping}. {len(held)} of {len(rep)} represented "
-                f"features have a carrier set that is necessary, sufficient and specific on held-out inputs.")
+        mapping = "; ".join(
+            f"feature {f.feature} → {', '.join(f.carriers)} ({f.status})" for f in checked
+        )
+        text = (
+            f"Which component carries which feature: {mapping}. {len(held)} of {len(rep)} represented "
+            f"features have a carrier set that is necessary, sufficient and specific on held-out inputs."
+        )
         return text, len(held) == len(rep) > 0

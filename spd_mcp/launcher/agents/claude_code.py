@@ -13,8 +13,11 @@ from spd_mcp.launcher.agents import AgentContext, AgentResult, flag_no_model_too
 from spd_mcp.launcher.sandbox import SandboxPaths, claude_argv, claude_env
 from spd_mcp.launcher.server_proc import die_with_parent
 
-RESULT_STATUS = {"success": "completed", "error_max_turns": "max_turns",
-                 "error_max_budget_usd": "budget"}
+RESULT_STATUS = {
+    "success": "completed",
+    "error_max_turns": "max_turns",
+    "error_max_budget_usd": "budget",
+}
 UNAVAILABLE = "No such tool available"
 
 
@@ -45,12 +48,16 @@ def check_init(init: dict[str, Any] | None, expected_tools: Iterable[str]) -> li
     tools = set(init.get("tools", []))
     expected = {claude_tool_name(t) for t in expected_tools}
     if tools != expected:
-        problems.append(f"tools differ from the server's: extra {sorted(tools - expected)}, "
-                        f"missing {sorted(expected - tools)}")
+        problems.append(
+            f"tools differ from the server's: extra {sorted(tools - expected)}, "
+            f"missing {sorted(expected - tools)}"
+        )
     return problems
 
 
-def analyze_stream(messages: Iterable[dict[str, Any]], expected_tools: Iterable[str]) -> StreamReport:
+def analyze_stream(
+    messages: Iterable[dict[str, Any]], expected_tools: Iterable[str]
+) -> StreamReport:
     report = StreamReport()
     names: dict[str, str] = {}
     init = None
@@ -60,8 +67,13 @@ def analyze_stream(messages: Iterable[dict[str, Any]], expected_tools: Iterable[
         if kind == "system" and sub == "init" and init is None:
             init = msg
         elif kind == "system" and sub == "permission_denied":
-            _add_denial(report, denied_ids, msg.get("tool_name"), msg.get("tool_use_id"),
-                        msg.get("message", ""))
+            _add_denial(
+                report,
+                denied_ids,
+                msg.get("tool_name"),
+                msg.get("tool_use_id"),
+                msg.get("message", ""),
+            )
         elif kind == "assistant":
             for block in _blocks(msg):
                 if block.get("type") == "tool_use":
@@ -72,12 +84,18 @@ def analyze_stream(messages: Iterable[dict[str, Any]], expected_tools: Iterable[
             for block in _blocks(msg):
                 if block.get("type") == "tool_result" and block.get("is_error"):
                     tid = block.get("tool_use_id", "")
-                    entry = {"tool_name": names.get(tid, "?"), "tool_use_id": tid,
-                             "message": _text(block.get("content"))[:500]}
+                    entry = {
+                        "tool_name": names.get(tid, "?"),
+                        "tool_use_id": tid,
+                        "message": _text(block.get("content"))[:500],
+                    }
                     if tid in denied_ids:
                         continue
-                    (report.unavailable if UNAVAILABLE in entry["message"] else
-                     report.tool_errors).append(entry)
+                    (
+                        report.unavailable
+                        if UNAVAILABLE in entry["message"]
+                        else report.tool_errors
+                    ).append(entry)
         elif kind == "result":
             report.result = msg
             for d in msg.get("permission_denials") or []:
@@ -112,17 +130,37 @@ def run_claude_code(ctx: AgentContext) -> AgentResult:
     paths = SandboxPaths.inside(ctx.inv.root)
     paths.prepare()
     tool_names = [t.name for t in ctx.tools]
-    argv = claude_argv(claude_bin=spec.claude_bin, kickoff=ctx.kickoff,
-                       system_prompt_file=ctx.inv.prompt, mcp_config_file=ctx.inv.mcp_config,
-                       tools=tool_names, max_turns=spec.max_turns, budget_usd=spec.budget_usd,
-                       model=spec.model)
-    ctx.events.emit("agent_started", agent="claude_code", model=spec.model, tools=len(tool_names),
-                    max_turns=spec.max_turns, budget_usd=spec.budget_usd)
+    argv = claude_argv(
+        claude_bin=spec.claude_bin,
+        kickoff=ctx.kickoff,
+        system_prompt_file=ctx.inv.prompt,
+        mcp_config_file=ctx.inv.mcp_config,
+        tools=tool_names,
+        max_turns=spec.max_turns,
+        budget_usd=spec.budget_usd,
+        model=spec.model,
+    )
+    ctx.events.emit(
+        "agent_started",
+        agent="claude_code",
+        model=spec.model,
+        tools=len(tool_names),
+        max_turns=spec.max_turns,
+        budget_usd=spec.budget_usd,
+    )
     messages: list[dict[str, Any]] = []
     with (ctx.inv.root / "agent_stderr.log").open("ab") as err:
-        proc = subprocess.Popen(argv, cwd=paths.cwd, env=claude_env(paths), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1,
-                                preexec_fn=die_with_parent)
+        proc = subprocess.Popen(
+            argv,
+            cwd=paths.cwd,
+            env=claude_env(paths),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            bufsize=1,
+            preexec_fn=die_with_parent,
+        )
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -152,14 +190,21 @@ def result_from_stream(ctx: AgentContext, report: StreamReport, rc: int | None) 
     res = report.result or {}
     result = AgentResult(
         status=RESULT_STATUS.get(res.get("subtype", ""), "failed"),
-        turns=int(res.get("num_turns") or 0), cost_usd=res.get("total_cost_usd"),
-        model_tool_calls=report.model_tool_calls, tool_calls=report.tool_calls,
-        tool_errors=len(report.tool_errors), denials=report.denials + report.unavailable,
-        final_text=str(res.get("result") or ""), returncode=rc)
+        turns=int(res.get("num_turns") or 0),
+        cost_usd=res.get("total_cost_usd"),
+        model_tool_calls=report.model_tool_calls,
+        tool_calls=report.tool_calls,
+        tool_errors=len(report.tool_errors),
+        denials=report.denials + report.unavailable,
+        final_text=str(res.get("result") or ""),
+        returncode=rc,
+    )
     if report.init_problems:
         result.status, result.error = "failed", "; ".join(report.init_problems)
     elif report.result is None:
-        result.error = f"claude exited with code {rc} without a result message (see agent_stderr.log)"
+        result.error = (
+            f"claude exited with code {rc} without a result message (see agent_stderr.log)"
+        )
     elif res.get("is_error") and result.status == "completed":
         result.status, result.error = "failed", str(res.get("result"))[:500]
     return flag_no_model_tool(result)

@@ -10,13 +10,7 @@ from spd_core.analysis.editing import MeasuredEdit, Objective, edit_and_measure
 from spd_core.keys import ComponentKey, resolve_position
 from spd_core.run import TOKENIZER_DIR
 from spd_mcp.contract import editing as contract
-from spd_mcp.contract.editing import (
-    EXPORTS,
-    EditInput,
-    EditResult,
-    ExportInput,
-    ExportResult,
-)
+from spd_mcp.contract.editing import EXPORTS, EditInput, EditResult, ExportInput, ExportResult
 from spd_mcp.contract.wire import JobView
 from spd_mcp.server.device import Progress
 from spd_mcp.server.edits import EditEntry, edit_to_bytes, write_export

@@ -14,12 +14,7 @@ from mcp.server.mcpserver import Context
 from pydantic import BaseModel
 
 from spd_mcp.contract import jobs as contract
-from spd_mcp.contract.jobs import (
-    CancelJobInput,
-    GetJobInput,
-    ServerStatus,
-    StatusInput,
-)
+from spd_mcp.contract.jobs import CancelJobInput, GetJobInput, ServerStatus, StatusInput
 from spd_mcp.contract.wire import MAX_WAIT_S, JobBrief, JobView
 from spd_mcp.server.device import Job, Progress
 from spd_mcp.server.state import AppState

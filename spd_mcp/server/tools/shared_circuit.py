@@ -27,11 +27,7 @@ from spd_mcp.contract.wire import JobView
 from spd_mcp.server.inputs import target_token, text_input
 from spd_mcp.server.state import AppState
 from spd_mcp.server.tools.jobs import run_as_job
-from spd_mcp.server.tools.validation import (
-    run_probes,
-    stored_validation,
-    text_probe,
-)
+from spd_mcp.server.tools.validation import run_probes, stored_validation, text_probe
 
 SHARED_SPARSITY = 0.003  # the gates are per component, so the penalty sums over ~C·layers of them
 

@@ -17,7 +17,9 @@ from tests.core.analysis.tms_like import tms_like
 def _masks(model: ComponentModel, x: torch.Tensor, fill: float) -> tuple[dict, dict]:
     with torch.no_grad():
         ci = model.causal_importance(model(x, cache_inputs=True).inputs).lower
-    return {k: torch.full_like(v, fill) for k, v in ci.items()}, {k: torch.full_like(v[..., 0], fill) for k, v in ci.items()}
+    return {k: torch.full_like(v, fill) for k, v in ci.items()}, {
+        k: torch.full_like(v[..., 0], fill) for k, v in ci.items()
+    }
 
 
 def test_node_ablation_matches_direct_forward(llama: ComponentModel, tokens: torch.Tensor) -> None:
@@ -34,7 +36,9 @@ def test_node_ablation_matches_direct_forward(llama: ComponentModel, tokens: tor
     assert res.kl > 0
 
 
-def test_keep_only_everything_is_components_without_delta(llama: ComponentModel, tokens: torch.Tensor) -> None:
+def test_keep_only_everything_is_components_without_delta(
+    llama: ComponentModel, tokens: torch.Tensor
+) -> None:
     every = [ComponentKey(layer, c) for layer, info in llama.layers.items() for c in range(info.C)]
     res = ablate(llama, tokens, components=every, mode="keep_only", position=4)
     masks, _ = _masks(llama, tokens, 1.0)
@@ -44,14 +48,18 @@ def test_keep_only_everything_is_components_without_delta(llama: ComponentModel,
     assert res.kl == pytest.approx(float(kl_div(before, after)), abs=1e-6)
 
 
-def test_stochastic_and_adversarial_regimes_are_seeded(llama: ComponentModel, tokens: torch.Tensor) -> None:
+def test_stochastic_and_adversarial_regimes_are_seeded(
+    llama: ComponentModel, tokens: torch.Tensor
+) -> None:
     keys = [ComponentKey("1.mlp.down", 1)]
     a = ablate(llama, tokens, components=keys, regime="stochastic", n_samples=3, seed=1)
     b = ablate(llama, tokens, components=keys, regime="stochastic", n_samples=3, seed=1)
     assert a == b
     adv = ablate(llama, tokens, components=keys, regime="adversarial", pgd_steps=5, seed=1)
     assert adv.kl >= 0 and adv.regime == "adversarial"
-    with pytest.raises(InvalidInput, match="regime must be 'deterministic', 'stochastic' or 'adversarial'"):
+    with pytest.raises(
+        InvalidInput, match="regime must be 'deterministic', 'stochastic' or 'adversarial'"
+    ):
         ablate(llama, tokens, components=keys, regime="bogus")  # type: ignore[arg-type]
 
 
@@ -64,10 +72,16 @@ def test_steer_identity_and_zero_scale(llama: ComponentModel, tokens: torch.Tens
     res = ablate(llama, tokens, components=[key], k=5)
     assert [t for t, _ in off.steered_top] == [t for t, _ in res.after_top]
     assert [p for _, p in off.steered_top] == pytest.approx([p for _, p in res.after_top], abs=1e-6)
-    gated = steer(llama, tokens, {key: 0.0}, max_new_tokens=2, only_where_ci_above=2.0)  # CI ≤ 1: never applies
+    gated = steer(
+        llama, tokens, {key: 0.0}, max_new_tokens=2, only_where_ci_above=2.0
+    )  # CI ≤ 1: never applies
     assert max(abs(c.logit_change) for c in gated.changes) <= 1e-5
-    sampled = steer(llama, tokens, {key: 3.0}, max_new_tokens=3, n_samples=2, temperature=1.0, seed=4)
-    assert sampled == steer(llama, tokens, {key: 3.0}, max_new_tokens=3, n_samples=2, temperature=1.0, seed=4)
+    sampled = steer(
+        llama, tokens, {key: 3.0}, max_new_tokens=3, n_samples=2, temperature=1.0, seed=4
+    )
+    assert sampled == steer(
+        llama, tokens, {key: 3.0}, max_new_tokens=3, n_samples=2, temperature=1.0, seed=4
+    )
     assert len(sampled.steered) == 2 and all(len(s) == 3 for s in sampled.steered)
 
 
@@ -78,9 +92,18 @@ def test_finder_on_tms_like_finds_the_feature_components() -> None:
         x = torch.zeros(1, 5)
         x[0, 1] = scale
         examples.append(Example(x, target_token=1, position=0))
-    res = find_components(model, examples, min_frequency=1.0, scope="any", ci_threshold=0.1,
-                          circuit=CircuitConfig(steps=100, sparsity=0.05))
-    assert {f.key for f in res.components} == {ComponentKey("linear1", 1), ComponentKey("linear2", 1)}
+    res = find_components(
+        model,
+        examples,
+        min_frequency=1.0,
+        scope="any",
+        ci_threshold=0.1,
+        circuit=CircuitConfig(steps=100, sparsity=0.05),
+    )
+    assert {f.key for f in res.components} == {
+        ComponentKey("linear1", 1),
+        ComponentKey("linear2", 1),
+    }
     assert all(f.frequency == 1.0 and f.count == 3 for f in res.components)
     ci_res = find_components(model, examples, min_frequency=1.0, method="ci")
     assert len(ci_res.components) == 10  # every CI of the hand-built model is 1

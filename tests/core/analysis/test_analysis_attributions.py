@@ -18,10 +18,16 @@ from tests.core.analysis.tiny_models import tiny_gpt2, tiny_llama
 
 
 @pytest.mark.parametrize("through_delta", [False, True])
-def test_batched_equals_reference_llama(llama: ComponentModel, tokens: torch.Tensor, through_delta: bool) -> None:
+def test_batched_equals_reference_llama(
+    llama: ComponentModel, tokens: torch.Tensor, through_delta: bool
+) -> None:
     outputs = [(-1, 3), (-1, 7), (4, 11)]
-    fast = attribution_graph(llama, tokens, threshold=0.05, outputs=outputs, through_delta=through_delta, chunk=7)
-    ref = attribution_graph_reference(llama, tokens, threshold=0.05, outputs=outputs, through_delta=through_delta)
+    fast = attribution_graph(
+        llama, tokens, threshold=0.05, outputs=outputs, through_delta=through_delta, chunk=7
+    )
+    ref = attribution_graph_reference(
+        llama, tokens, threshold=0.05, outputs=outputs, through_delta=through_delta
+    )
     assert fast.nodes == ref.nodes
     assert {"0.attn.o", "1.attn.o"} <= {n.layer for n in fast.nodes}  # cross-position targets
     # Through the delta of an untrained decomposition edges reach ~1e3: compare at float32 resolution.
@@ -61,7 +67,9 @@ def test_logits_come_from_the_graph_pass(llama: ComponentModel, tokens: torch.Te
         assert float(g.node_acts[i]) == pytest.approx(float(g.logits[n.pos, n.c]), abs=1e-6)
 
 
-def test_edit_and_threshold_change_nodes_not_definition(llama: ComponentModel, tokens: torch.Tensor) -> None:
+def test_edit_and_threshold_change_nodes_not_definition(
+    llama: ComponentModel, tokens: torch.Tensor
+) -> None:
     g_all = attribution_graph(llama, tokens, threshold=0.0)
     g_hi = attribution_graph(llama, tokens, threshold=0.6)
     idx = g_all.index()
@@ -108,7 +116,9 @@ def test_max_nodes_error_names_the_fix(tokens: torch.Tensor) -> None:
         attribution_graph(model, tokens, threshold=0.0, max_nodes=10)
 
 
-def test_graph_under_an_edit_uses_the_edited_model(llama: ComponentModel, tokens: torch.Tensor) -> None:
+def test_graph_under_an_edit_uses_the_edited_model(
+    llama: ComponentModel, tokens: torch.Tensor
+) -> None:
     from spd_core.analysis.editing import remove_edit
     from spd_core.analysis.overlay import applied
     from spd_core.keys import ComponentKey
@@ -140,11 +150,15 @@ def test_separating_sets_separate_every_ordered_pair() -> None:
                     assert bool((sel[:, p] & ~sel[:, q]).any()), (seq, p, q)
 
 
-def test_cross_position_edges_exist_only_where_attention_reads(llama: ComponentModel, tokens: torch.Tensor) -> None:
+def test_cross_position_edges_exist_only_where_attention_reads(
+    llama: ComponentModel, tokens: torch.Tensor
+) -> None:
     g = attribution_graph(llama, tokens, threshold=0.0)
     assert any(n.layer.endswith("attn.o") for n in g.nodes)
     nz = g.edges.nonzero().tolist()
-    cross = {(g.nodes[j].layer, g.nodes[i].layer) for i, j in nz if g.nodes[i].pos != g.nodes[j].pos}
+    cross = {
+        (g.nodes[j].layer, g.nodes[i].layer) for i, j in nz if g.nodes[i].pos != g.nodes[j].pos
+    }
     assert cross, "keys/values should feed attention outputs at later positions"
     assert all(t.endswith("attn.o") and s.split(".")[-1] in ("k", "v") for s, t in cross), cross
     assert all(g.nodes[i].pos >= g.nodes[j].pos for i, j in nz), "edges must respect causality"

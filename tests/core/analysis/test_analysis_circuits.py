@@ -19,7 +19,10 @@ def test_circuit_finds_active_feature_component() -> None:
         x = torch.zeros(1, 5)
         x[0, feature] = 1.0
         circ = optimize_circuit(
-            model, x, target_token=feature, position=0,
+            model,
+            x,
+            target_token=feature,
+            position=0,
             config=CircuitConfig(steps=100, lr=0.1, sparsity=0.05, seed=0),
             regimes=RegimeSettings(n_samples=4, pgd_steps=5),
         )
@@ -36,7 +39,15 @@ def test_circuit_is_seeded_and_reports_progress() -> None:
     x[0, 2] = 1.0
     seen: list[int] = []
     cfg = CircuitConfig(steps=20, mask="stochastic", adversarial_steps=2, seed=3)
-    a = optimize_circuit(model, x, 2, 0, cfg, RegimeSettings(n_samples=2, pgd_steps=2), progress=lambda s, n, loss: seen.append(s))
+    a = optimize_circuit(
+        model,
+        x,
+        2,
+        0,
+        cfg,
+        RegimeSettings(n_samples=2, pgd_steps=2),
+        progress=lambda s, n, loss: seen.append(s),
+    )
     b = optimize_circuit(model, x, 2, 0, cfg, RegimeSettings(n_samples=2, pgd_steps=2))
     assert seen == list(range(1, 21))
     assert a.loss_trace == b.loss_trace
@@ -47,7 +58,11 @@ def test_circuit_on_language_model_reports_every_regime(llama, tokens) -> None: 
     with torch.no_grad():
         token = int(llama.target_output(tokens)[0, -1].argmax())
     circ = optimize_circuit(
-        llama, tokens, token, -1, CircuitConfig(steps=8, loss="kl", mask="stochastic", adversarial_steps=1),
+        llama,
+        tokens,
+        token,
+        -1,
+        CircuitConfig(steps=8, loss="kl", mask="stochastic", adversarial_steps=1),
         RegimeSettings(n_samples=2, pgd_steps=2),
     )
     assert set(circ.probs) == {"target", "ci", "stochastic", "adversarial", "unmasked"}

@@ -1,7 +1,6 @@
 """Edits: overlays reproduce the target when empty, removal equals ablation (Linear, Conv1D, Embedding),
 exports load with transformers, fine-tuning changes only the chosen vectors and respects the KL bound."""
 
-
 import pytest
 import torch
 import transformers
@@ -20,7 +19,9 @@ def _state(model: ComponentModel) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_empty_edit_and_ones_masks_reproduce_target(llama: ComponentModel, tokens: torch.Tensor) -> None:
+def test_empty_edit_and_ones_masks_reproduce_target(
+    llama: ComponentModel, tokens: torch.Tensor
+) -> None:
     with torch.no_grad():
         target = llama.target_output(tokens)
         with applied(llama, Edit("empty")):
@@ -33,7 +34,9 @@ def test_empty_edit_and_ones_masks_reproduce_target(llama: ComponentModel, token
     assert (ones - target).abs().max() <= 1e-5
 
 
-def _removal_matches_ablation(model: ComponentModel, x: torch.Tensor, keys: list[ComponentKey]) -> None:
+def _removal_matches_ablation(
+    model: ComponentModel, x: torch.Tensor, keys: list[ComponentKey]
+) -> None:
     before = _state(model)
     with torch.no_grad():
         with applied(model, remove_edit(model, keys)):
@@ -48,7 +51,9 @@ def _removal_matches_ablation(model: ComponentModel, x: torch.Tensor, keys: list
     assert (removed - ablated).abs().max() <= 1e-5
     assert (removed - target).abs().max() > 1e-3, "removing a component should change the output"
     after = _state(model)
-    assert all(torch.equal(before[k], after[k]) for k in before), "an edit must not change the loaded model"
+    assert all(torch.equal(before[k], after[k]) for k in before), (
+        "an edit must not change the loaded model"
+    )
     # the ablation route reports the same distribution
     res = ablate(model, x, components=keys, mode="remove", regime="deterministic", k=3)
     probs = removed[0, -1].softmax(-1)
@@ -56,13 +61,17 @@ def _removal_matches_ablation(model: ComponentModel, x: torch.Tensor, keys: list
 
 
 def test_remove_equals_ablation_linear(llama: ComponentModel, tokens: torch.Tensor) -> None:
-    _removal_matches_ablation(llama, tokens, [ComponentKey("0.mlp.down", 2), ComponentKey("1.attn.v", 5)])
+    _removal_matches_ablation(
+        llama, tokens, [ComponentKey("0.mlp.down", 2), ComponentKey("1.attn.v", 5)]
+    )
 
 
 def test_remove_equals_ablation_conv1d_and_embedding() -> None:
     model = tiny_gpt2()
     x = torch.randint(0, 40, (1, 6), generator=torch.Generator().manual_seed(2))
-    _removal_matches_ablation(model, x, [ComponentKey("0.attn.qkv", 1), ComponentKey("0.mlp.up", 3)])
+    _removal_matches_ablation(
+        model, x, [ComponentKey("0.attn.qkv", 1), ComponentKey("0.mlp.up", 3)]
+    )
     _removal_matches_ablation(model, x, [ComponentKey("embed", 4)])
 
 
@@ -72,7 +81,9 @@ def test_remove_equals_ablation_untied_embedding() -> None:
     _removal_matches_ablation(model, x, [ComponentKey("embed", 0), ComponentKey("embed", 5)])
 
 
-def test_scale_edit_keeps_ci_and_applies_to_analyses(llama: ComponentModel, tokens: torch.Tensor) -> None:
+def test_scale_edit_keeps_ci_and_applies_to_analyses(
+    llama: ComponentModel, tokens: torch.Tensor
+) -> None:
     edit = scale_edit(llama, {ComponentKey("1.mlp.up", 1): 3.0})
     plain, edited = compute_ci(llama, tokens), compute_ci(llama, tokens, edit=edit)
     for layer in ("0.attn.q", "1.mlp.up"):  # upstream of / at the edit: reads unchanged
@@ -80,7 +91,9 @@ def test_scale_edit_keeps_ci_and_applies_to_analyses(llama: ComponentModel, toke
     assert (plain.output - edited.output).abs().max() > 1e-4
 
 
-def test_export_loads_with_transformers(tmp_path, llama: ComponentModel, tokens: torch.Tensor) -> None:
+def test_export_loads_with_transformers(
+    tmp_path, llama: ComponentModel, tokens: torch.Tensor
+) -> None:
     edit = remove_edit(llama, [ComponentKey("0.mlp.up", 4), ComponentKey("1.attn.o", 2)])
     out = export_edit(llama, edit, tmp_path / "edited")
     loaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
@@ -95,7 +108,9 @@ def test_export_conv1d_tied_embedding(tmp_path) -> None:
     model = tiny_gpt2(tied=True)
     x = torch.randint(0, 40, (1, 5), generator=torch.Generator().manual_seed(4))
     edit = remove_edit(model, [ComponentKey("embed", 2), ComponentKey("0.mlp.down", 1)])
-    loaded = transformers.AutoModelForCausalLM.from_pretrained(export_edit(model, edit, tmp_path / "g")).eval()
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(
+        export_edit(model, edit, tmp_path / "g")
+    ).eval()
     with torch.no_grad(), applied(model, edit):
         expected = model.target_output(x)
     assert (loaded(x, use_cache=False).logits - expected).abs().max() <= 1e-5
@@ -110,10 +125,21 @@ def test_finetune_suppresses_within_kl_bound(train: str) -> None:
     heldout = [torch.randint(0, 48, (1, 8), generator=gen) for _ in range(2)]
     with torch.no_grad():
         token = int(model.target_output(prompts[0])[0, -1].argmax())
-    keys = [ComponentKey("1.mlp.down", 0), ComponentKey("1.mlp.down", 3), ComponentKey("1.attn.o", 1)]
+    keys = [
+        ComponentKey("1.mlp.down", 0),
+        ComponentKey("1.mlp.down", 3),
+        ComponentKey("1.attn.o", 1),
+    ]
     before = _state(model)
     res = finetune_edit(
-        model, keys, Objective(prompts, token, "suppress"), preserve, heldout, train=train, steps=25, lr=0.05,
+        model,
+        keys,
+        Objective(prompts, token, "suppress"),
+        preserve,
+        heldout,
+        train=train,
+        steps=25,
+        lr=0.05,
         kl_bound=0.05,
     )
     assert res.token_prob_after < 0.8 * res.token_prob_before

@@ -34,7 +34,9 @@ def test_nan_target_weight_names_the_layer(llama: ComponentModel, tokens: torch.
         attribution_graph(model, tokens, threshold=0.5)
 
 
-def test_inf_embedding_row_names_module_and_position(llama: ComponentModel, tokens: torch.Tensor) -> None:
+def test_inf_embedding_row_names_module_and_position(
+    llama: ComponentModel, tokens: torch.Tensor
+) -> None:
     model = copy.deepcopy(llama)
     tok = int(tokens[0, 4])
     first = int((tokens[0] == tok).nonzero()[0, 0])
@@ -45,12 +47,20 @@ def test_inf_embedding_row_names_module_and_position(llama: ComponentModel, toke
     assert err.value.layer == "model.embed_tokens" and err.value.position == first
 
 
-def test_nan_component_vector_names_the_layer_in_masked_forward(llama: ComponentModel, tokens: torch.Tensor) -> None:
+def test_nan_component_vector_names_the_layer_in_masked_forward(
+    llama: ComponentModel, tokens: torch.Tensor
+) -> None:
     model = copy.deepcopy(llama)
     with torch.no_grad():
         model.comp("0.attn.k").U[2, 0] = float("nan")
     with pytest.raises(NonFiniteError, match="0.attn.k"):
-        ablate(model, tokens, components=[ComponentKey("1.mlp.up", 0)], regime="stochastic", n_samples=1)
+        ablate(
+            model,
+            tokens,
+            components=[ComponentKey("1.mlp.up", 0)],
+            regime="stochastic",
+            n_samples=1,
+        )
 
 
 def test_nan_ci_function_names_the_layer(llama: ComponentModel, tokens: torch.Tensor) -> None:

@@ -14,7 +14,9 @@ def _graph(edges: torch.Tensor) -> AttributionGraph:
     n = edges.shape[0]
     nodes = [NodeKey("L", i, 0) for i in range(n)]
     z = torch.zeros(n)
-    return AttributionGraph(nodes, z, z, edges, torch.zeros(n, 0), torch.zeros(1, 2), torch.zeros(1, 2), 0.0)
+    return AttributionGraph(
+        nodes, z, z, edges, torch.zeros(n, 0), torch.zeros(1, 2), torch.zeros(1, 2), 0.0
+    )
 
 
 def test_signs_are_preserved_and_rows_normalised_by_abs_sums() -> None:
@@ -43,7 +45,11 @@ def test_matches_path_enumeration_on_random_dag() -> None:
         for k in range(0, n - j - 1):
             for mid in itertools.combinations(range(j + 1, n - 1), k):
                 path = [n - 1, *reversed(mid), j]
-                total += float(torch.prod(torch.stack([a_hat[path[i], path[i + 1]] for i in range(len(path) - 1)])))
+                total += float(
+                    torch.prod(
+                        torch.stack([a_hat[path[i], path[i + 1]] for i in range(len(path) - 1)])
+                    )
+                )
         assert abs(float(inf.total[j]) - total) < 1e-5
 
 

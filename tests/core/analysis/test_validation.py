@@ -17,7 +17,10 @@ SMALL = ValidationConfig(min_examples=3, n_bootstrap=400)
 def _tms_probes(n_features: int = 5) -> dict[int, list[Probe]]:
     """Feature i alone at three strengths: the toy should make output i the largest."""
     return {
-        i: [Probe([], i, f"feature{i}", features=[a if j == i else 0.0 for j in range(n_features)]) for a in (2.0, 3.0, 4.0)]
+        i: [
+            Probe([], i, f"feature{i}", features=[a if j == i else 0.0 for j in range(n_features)])
+            for a in (2.0, 3.0, 4.0)
+        ]
         for i in range(n_features)
     }
 
@@ -40,8 +43,12 @@ def test_tms_feature_component_is_necessary_specific_and_sufficient_and_another_
 
 
 BIGRAM_PROMPTS = [
-    {"text": t, "target_token": "b", "mechanism": "ab"} for t in ("e a", "x e a", "c e a", "x x a", "e e a", "d a")
-] + [{"text": t, "target_token": "d", "mechanism": "cd"} for t in ("x c", "e b c", "a c", "x x c", "e c", "b c")]
+    {"text": t, "target_token": "b", "mechanism": "ab"}
+    for t in ("e a", "x e a", "c e a", "x x a", "e e a", "d a")
+] + [
+    {"text": t, "target_token": "d", "mechanism": "cd"}
+    for t in ("x c", "e b c", "a c", "x x c", "e c", "b c")
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +60,9 @@ def test_a_shortcut_that_holds_on_its_own_prompt_is_rejected_on_held_out_ones(bi
     model, probes = bigram
     # "the next word after the last one": found on 'e a' -> b, where the a->b pair alone suffices ...
     shortcut = [ComponentKey("lin1", 1), ComponentKey("lin2", 1)]
-    own = validate(model, [probes[0]], [], shortcut, config=ValidationConfig(min_examples=1, n_bootstrap=200))
+    own = validate(
+        model, [probes[0]], [], shortcut, config=ValidationConfig(min_examples=1, n_bootstrap=200)
+    )
     assert own.regimes["deterministic"].accuracy_kept.mean == 1.0
     # ... but on held-out examples of the same behaviour with other answers it keeps answering b
     held_out = probes[1:]
@@ -67,7 +76,9 @@ def test_a_shortcut_that_holds_on_its_own_prompt_is_rejected_on_held_out_ones(bi
     assert validate(model, held_out, [], both, config=SMALL).sufficiency == "holds"
 
 
-def _hand_logits(ids: list[int], keep: set[int] | None = None, remove: set[int] = frozenset()) -> torch.Tensor:
+def _hand_logits(
+    ids: list[int], keep: set[int] | None = None, remove: set[int] = frozenset()
+) -> torch.Tensor:
     """Second route: the bigram table with columns zeroed by hand (its components are its columns)."""
     v = len(WORDS)
     w2 = torch.zeros(v, v)
@@ -83,7 +94,13 @@ def test_validation_numbers_equal_the_grader_and_a_hand_computation(bigram) -> N
     claim = [ComponentKey("lin1", 1), ComponentKey("lin2", 1)]
     ab = [p for p in probes if p.mechanism == "ab"]
     cd = [p for p in probes if p.mechanism == "cd"]
-    v = validate(model, ab, cd, claim, config=ValidationConfig(min_examples=3, regimes=("deterministic", "stochastic")))
+    v = validate(
+        model,
+        ab,
+        cd,
+        claim,
+        config=ValidationConfig(min_examples=3, regimes=("deterministic", "stochastic")),
+    )
     for regime in ("deterministic", "stochastic"):
         g = grade_circuit(model, probes, "ab", claim, regime=regime)
         r = v.regimes[regime]
@@ -91,13 +108,19 @@ def test_validation_numbers_equal_the_grader_and_a_hand_computation(bigram) -> N
         assert 1 - r.broken == pytest.approx(g.accuracy_removed, abs=1e-9)
         assert r.accuracy_kept.mean == pytest.approx(g.accuracy_kept, abs=1e-9)
         assert r.prob_kept == pytest.approx(g.sufficiency, abs=1e-9)
-        assert r.specificity is not None and r.specificity.mean == pytest.approx(g.specificity, abs=1e-9)
+        assert r.specificity is not None and r.specificity.mean == pytest.approx(
+            g.specificity, abs=1e-9
+        )
     det = v.regimes["deterministic"]
     for probe, removed, kept in zip(ab, det.removed, det.kept, strict=True):
         p_before = float(_hand_logits(probe.token_ids).softmax(-1)[probe.target])
         assert removed.p_before == pytest.approx(p_before, rel=1e-5)
-        assert removed.p_after == pytest.approx(float(_hand_logits(probe.token_ids, remove={1}).softmax(-1)[probe.target]), rel=1e-5)
-        assert kept.p_after == pytest.approx(float(_hand_logits(probe.token_ids, keep={1}).softmax(-1)[probe.target]), rel=1e-5)
+        assert removed.p_after == pytest.approx(
+            float(_hand_logits(probe.token_ids, remove={1}).softmax(-1)[probe.target]), rel=1e-5
+        )
+        assert kept.p_after == pytest.approx(
+            float(_hand_logits(probe.token_ids, keep={1}).softmax(-1)[probe.target]), rel=1e-5
+        )
 
 
 def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_examples() -> None:
@@ -115,7 +138,10 @@ def test_too_few_examples_are_inconclusive_and_bad_input_says_what_is_valid(bigr
     v = validate(model, probes[:2], probes[6:], claim)
     assert (v.necessity, v.sufficiency, v.specificity) == ("inconclusive",) * 3
     assert any("at least 8" in n for n in v.notes)
-    with pytest.raises(InvalidInput, match="regimes must be a non-empty subset of deterministic, stochastic, adversarial"):
+    with pytest.raises(
+        InvalidInput,
+        match="regimes must be a non-empty subset of deterministic, stochastic, adversarial",
+    ):
         validate(model, probes[:2], (), claim, config=ValidationConfig(regimes=("lucky",)))  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="give at least one component"):
         validate(model, probes[:2])

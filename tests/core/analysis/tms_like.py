@@ -27,9 +27,13 @@ def tms_like(n_features: int = 5, n_hidden: int = 2, seed: int = 0) -> Component
     """Component j of each layer is feature j's rank-1 piece of W (so (V U)ᵀ = W exactly); every CI is ~1."""
     g = torch.Generator().manual_seed(seed)
     angles = torch.arange(n_features) * (2 * torch.pi / n_features)
-    W = torch.stack([angles.cos(), angles.sin()])[:n_hidden] * (1.0 + 0.1 * torch.rand(n_features, generator=g))
+    W = torch.stack([angles.cos(), angles.sin()])[:n_hidden] * (
+        1.0 + 0.1 * torch.rand(n_features, generator=g)
+    )
     b = torch.full((n_features,), -0.2)
-    model = ComponentModel(TMSLike(W, b), [("linear1", n_features), ("linear2", n_features)], ci_fn_type="mlp")
+    model = ComponentModel(
+        TMSLike(W, b), [("linear1", n_features), ("linear2", n_features)], ci_fn_type="mlp"
+    )
     eye = torch.eye(n_features)
     with torch.no_grad():
         c1, c2 = model.comp("linear1"), model.comp("linear2")

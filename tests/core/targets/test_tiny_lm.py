@@ -129,16 +129,22 @@ REGEN_ACCURACY_TOL = 0.025
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (DEMO_RUN / "run.json").exists(), reason="demo run not built (make demo-run)")
+@pytest.mark.skipif(
+    not (DEMO_RUN / "run.json").exists(), reason="demo run not built (make demo-run)"
+)
 def test_regenerated_target_reproduces_the_shipped_one(trained_default) -> None:
     """Retraining with the shipped config (same seeds) gives the shipped target's accuracies; on one
     machine the weights are bit-identical (floating-point summation order may differ elsewhere)."""
     model, report = trained_default
     run = load_run("demo")
-    assert run.target_spec.lm == DemoLMConfig(), "the shipped demo target was trained with another config"
+    assert run.target_spec.lm == DemoLMConfig(), (
+        "the shipped demo target was trained with another config"
+    )
     shipped = run.metrics["accuracy_target"]
     for mechanism, score in report.scores.items():
-        assert score.accuracy == pytest.approx(shipped[mechanism], abs=REGEN_ACCURACY_TOL), mechanism
+        assert score.accuracy == pytest.approx(shipped[mechanism], abs=REGEN_ACCURACY_TOL), (
+            mechanism
+        )
     ref = run.model.target.state_dict()
     diff = max(float((v - ref[k]).abs().max()) for k, v in model.state_dict().items() if k in ref)
     print(f"max |weight - shipped weight| = {diff:.3g}")
