@@ -114,7 +114,8 @@ def test_long_tools_name_their_job_results() -> None:
 
 
 def test_literals_equal_the_cores() -> None:
-    """The contract cannot import spd_core, so it states the names the core uses; they must agree."""
+    """The contract cannot import spd_core, so it states the names the core uses; they must
+    agree."""
     assert get_args(interventions.AblationRegime) == get_args(ablation.AblationRegime)
     assert interventions.ABLATION_REGIMES == core_validation.REGIMES
     assert get_args(records.Claim) == get_args(core_validation.Claim)

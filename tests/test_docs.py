@@ -1,4 +1,5 @@
-"""The README's module map names exactly the modules in the tree, and the packaging lists every package."""
+"""The README's module map names exactly the modules in the tree, and the packaging lists every
+package."""
 
 import re
 import tomllib

@@ -1,4 +1,5 @@
-"""requirements.lock pins every dependency pyproject asks for, and the environment under test is the lock's."""
+"""requirements.lock pins every dependency pyproject asks for, and the environment under test is the
+lock's."""
 
 import tomllib
 from importlib import metadata
@@ -37,7 +38,8 @@ def test_the_lock_satisfies_every_requirement_of_pyproject() -> None:
             f"{req.name} is in pyproject.toml but not in requirements.lock: run `make lock`"
         )
         assert req.specifier.contains(pins[name], prereleases=True), (
-            f"requirements.lock pins {req.name}=={pins[name]}, outside pyproject's {req.specifier}: run `make lock`"
+            f"requirements.lock pins {req.name}=={pins[name]}, outside pyproject's "
+            f"{req.specifier}: run `make lock`"
         )
     assert pins["torch"].startswith("2.13.0"), (
         f"torch must stay 2.13.0, the lock has {pins['torch']}"

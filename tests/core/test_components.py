@@ -50,8 +50,8 @@ def test_masked_forward_equals_hand_computation(
     d_in: int, d_out: int, mask_shape: tuple[int, ...]
 ) -> None:
     """The fused product (the delta's mask applied on the narrower side, one matmul-add) against the
-    formula with Δ formed explicitly, in values and in gradients; also with masks that broadcast over
-    more positions than x has."""
+    formula with Δ formed explicitly, in values and in gradients; also with masks that broadcast
+    over more positions than x has."""
     comp = make_components(nn.Linear(d_in, d_out), C=4)
     x, mask, dm = torch.randn(5, d_in), torch.rand(*mask_shape, 4), torch.rand(*mask_shape)
 

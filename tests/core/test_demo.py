@@ -91,8 +91,9 @@ def test_demo_meets_its_agreement_goals(demo) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "faithfulness first: with the components summing to the weights (faithfulness 1e7) the shipped "
-        "run has 154.5 active components per token, stochastic KL 0.0239 and 0.mlp.gate alone at KL "
+        "faithfulness first: with the components summing to the weights (faithfulness 1e7) the "
+        "shipped run has 154.5 active components per token, stochastic KL 0.0239 and 0.mlp.gate "
+        "alone at KL "
         "0.064 (README, demo section); a run that meets these turns this into a failure to update"
     ),
 )

@@ -1,12 +1,12 @@
 """Regenerating the demo with the same seeds follows the shipped run.
 
-The whole recipe (``make demo-run``) took 51.7 minutes end to end on an idle 2-core machine, too long
-for every CI run; that regeneration was compared with the shipped run by hand (components, loss history,
-probes, target weights and harvest rows byte-identical, every metric equal: the README's demo section). Here:
-the decomposition restarted from the shipped target with ``DEMO_CONFIG`` must retrace the first logged
-steps of the shipped ``history.jsonl`` (same batches, same masks, same losses), and the target
-retrained with the shipped config must reach the shipped per-mechanism accuracies
-(tests/core/targets/test_tiny_lm.py trains it; this file checks the decomposition half).
+The whole recipe (``make demo-run``) took 51.7 minutes end to end on an idle 2-core machine, too
+long for every CI run; that regeneration was compared with the shipped run by hand (components, loss
+history, probes, target weights and harvest rows byte-identical, every metric equal: the README's
+demo section). Here: the decomposition restarted from the shipped target with ``DEMO_CONFIG`` must
+retrace the first logged steps of the shipped ``history.jsonl`` (same batches, same masks, same
+losses), and the target retrained with the shipped config must reach the shipped per-mechanism
+accuracies (tests/core/targets/test_tiny_lm.py trains it; this file checks the decomposition half).
 """
 
 import pytest

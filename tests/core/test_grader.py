@@ -1,4 +1,5 @@
-"""Grader on the hand-built bigram model: the known circuit scores high, random sets low, a whole layer unspecific."""
+"""Grader on the hand-built bigram model: the known circuit scores high, random sets low, a whole
+layer unspecific."""
 
 import math
 import random

@@ -162,7 +162,8 @@ def test_errors_say_what_is_valid_and_writes_are_atomic(harvested, tmp_path) -> 
 
 
 def test_top_k_cut_keeps_every_ranked_query_of_at_most_k_rows(harvested, tmp_path) -> None:
-    """Dense random attributions stored whole and cut to each component's top k give identical queries."""
+    """Dense random attributions stored whole and cut to each component's top k give identical
+    queries."""
     from dataclasses import replace
 
     from spd_core.harvest import AttributionSum, _top_k_pairs

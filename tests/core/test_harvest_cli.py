@@ -1,4 +1,5 @@
-"""spd-harvest on a saved language-model run: writes harvest.sqlite equal to an in-process harvest."""
+"""spd-harvest on a saved language-model run: writes harvest.sqlite equal to an in-process
+harvest."""
 
 import random
 from pathlib import Path

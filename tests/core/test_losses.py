@@ -66,8 +66,8 @@ def test_faithfulness_is_mean_squared_delta() -> None:
 
 
 def test_faithfulness_stays_fp32_under_bf16_autocast() -> None:
-    """bf16 keeps about 3 digits: under autocast the loss must still equal the value computed by hand
-    in float64 to 1e-5 (the bf16 product's is 1.2e-3 off here)."""
+    """bf16 keeps about 3 digits: under autocast the loss must still equal the value computed by
+    hand in float64 to 1e-5 (the bf16 product's is 1.2e-3 off here)."""
     model = _model()
     with torch.no_grad():
         for layer in ("a", "b"):

@@ -141,7 +141,8 @@ class _FailsToUnpickle(RandomTokens):
 
 
 # The second case fails before the worker's first step: it joins the group before it unpickles its
-# arguments, so rank 0 sees it go at the first collective instead of waiting out the rendezvous timeout.
+# arguments, so rank 0 sees it go at the first collective instead of waiting out the rendezvous
+# timeout.
 @pytest.mark.parametrize(
     ("data", "planted"),
     [
@@ -161,8 +162,8 @@ def test_a_failing_worker_fails_the_run_instead_of_hanging(
 
 
 def test_a_split_run_leaves_nothing_behind_at_exit(tmp_path: Path) -> None:
-    # worker ranks leave with os._exit, so anything they made that needs cleaning up at exit is leaked;
-    # Python's resource tracker reports that on stderr when the whole program ends
+    # worker ranks leave with os._exit, so anything they made that needs cleaning up at exit is
+    # leaked; Python's resource tracker reports that on stderr when the whole program ends
     argv = [
         sys.executable,
         "-m",

@@ -114,8 +114,9 @@ def test_weight_delta_norms_equal_the_public_implementations(
 
 
 def test_tms_components_are_the_five_feature_directions(loaded: dict[str, Any]) -> None:
-    """Second route: the known answer. Each of the 5 features has one live component per matrix whose
-    rank-1 weight is that feature's column of W1 (and row of W2), and its CI is on for that feature alone."""
+    """Second route: the known answer. Each of the 5 features has one live component per matrix
+    whose rank-1 weight is that feature's column of W1 (and row of W2), and its CI is on for that
+    feature alone."""
     model = loaded["tms_5-2"].model
     W1 = model.comp("linear1").target_weight  # (2, 5)
     x = 0.75 * torch.eye(

@@ -1,4 +1,5 @@
-"""The pinned Claude Code CLI runs, and MCP Inspector's CLI lists and calls tools of a stdio MCP server."""
+"""The pinned Claude Code CLI runs, and MCP Inspector's CLI lists and calls tools of a stdio MCP
+server."""
 
 import subprocess
 import sys

@@ -1,4 +1,5 @@
-"""The single-node SLURM cluster answers, runs sbatch jobs and submitit jobs, and reports cancellations."""
+"""The single-node SLURM cluster answers, runs sbatch jobs and submitit jobs, and reports
+cancellations."""
 
 import operator
 import os

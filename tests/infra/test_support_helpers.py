@@ -1,4 +1,5 @@
-"""The test-support helpers themselves: bounded calls, skip-or-fail switches, pinned tool versions."""
+"""The test-support helpers themselves: bounded calls, skip-or-fail switches, pinned tool
+versions."""
 
 import re
 import threading

@@ -1,4 +1,5 @@
-"""Checks shared by the local and SLURM swarm tests: the report's numbers are the aggregation's own."""
+"""Checks shared by the local and SLURM swarm tests: the report's numbers are the aggregation's
+own."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ def _mean(xs: list[float]) -> float:
 
 
 def check_numbers_are_measured(sd: SwarmDir) -> dict[str, Any]:
-    """Every number of every claim in swarm_summary.json is read from, or computed from, a recorded tool
-    result; the server's own event log shows the same calls; none of the scores appear in the agents' text."""
+    """Every number of every claim in swarm_summary.json is read from, or computed from, a recorded
+    tool result; the server's own event log shows the same calls; none of the scores appear in the
+    agents' text."""
     summary = json.loads(sd.summary.read_text())
     calls = {c["call"]: c for c in _jsonl(sd.tool_calls)}
     assert summary["tool_calls"]["count"] == len(calls) > 0
@@ -102,7 +104,8 @@ def check_numbers_are_measured(sd: SwarmDir) -> dict[str, Any]:
         )
     effects = [c["scores"]["verified_effect"] for c in summary["claims"]]
     assert effects == sorted(effects, reverse=True), "claims are ranked by verified effect"
-    # the server of the aggregation logged the same ablate calls (a second record, written by the server)
+    # the server of the aggregation logged the same ablate calls (a second record, written by the
+    # server)
     server_calls = [
         e
         for e in read_events(sd.aggregate / "events.jsonl")
@@ -110,7 +113,8 @@ def check_numbers_are_measured(sd: SwarmDir) -> dict[str, Any]:
     ]
     recorded = [c for c in calls.values() if c["tool"] == "ablate"]
     assert all(e["outcome"] == "ok" for e in server_calls)
-    # the server logs large arguments as their sha256 and size: compare the same summary of each side
+    # the server logs large arguments as their sha256 and size: compare the same summary of each
+    # side
     key = lambda args: json.dumps(summarize_args(args), sort_keys=True)  # noqa: E731
     logged = Counter(
         json.dumps(
@@ -123,7 +127,8 @@ def check_numbers_are_measured(sd: SwarmDir) -> dict[str, Any]:
     report = sd.report.read_text()
     for c in summary["claims"]:
         assert re.search(
-            rf"\| {c['rank']} \| {re.escape(c['claim_id'])} \|.*\*\*{c['scores']['verified_effect']:.3f}\*\*",
+            rf"\| {c['rank']} \| {re.escape(c['claim_id'])} \|.*"
+            rf"\*\*{c['scores']['verified_effect']:.3f}\*\*",
             report,
         ), c["claim_id"]
     return summary

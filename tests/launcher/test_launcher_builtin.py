@@ -308,7 +308,8 @@ def test_builtin_investigation_through_the_cli_on_the_real_server(
     assert hyps["h_behaviour"]["status"] == ("supported" if share >= 0.5 else "refuted")
     assert f"({share:.0%}; threshold 50%)" in hyps["h_behaviour"]["evidence"][0]
     if "validation" not in failed:
-        # the hypotheses carry the verdicts of the validation they cite, and the explanation claims no more
+        # the hypotheses carry the verdicts of the validation they cite, and the explanation claims
+        # no more
         store = sqlite3.connect(inv.root / "store.sqlite")
         results = {
             vid: json.loads(data) for vid, data in store.execute("SELECT id, data FROM validations")

@@ -1,4 +1,5 @@
-"""The launcher never loads torch, transformers, einops, spd_core or the server; --help is instant."""
+"""The launcher never loads torch, transformers, einops, spd_core or the server; --help is
+instant."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def test_help_is_instant_and_light() -> None:
         "import sys, contextlib, io\nfrom spd_mcp.launcher import cli\n"
         "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
         "    cli.main(['--help'])\n"
-        "print(sorted(m for m in ('pydantic', 'mcp', 'submitit', 'anthropic') if m in sys.modules))\n"
+        "print(sorted(m for m in ('pydantic', 'mcp', 'submitit', 'anthropic') "
+        "if m in sys.modules))\n"
     )
     t0 = time.monotonic()
     out = subprocess.run(

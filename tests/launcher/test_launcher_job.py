@@ -1,4 +1,5 @@
-"""The job body end to end: submitit LocalExecutor, the stand-in server, the API agent on the fake API."""
+"""The job body end to end: submitit LocalExecutor, the stand-in server, the API agent on the fake
+API."""
 
 from __future__ import annotations
 

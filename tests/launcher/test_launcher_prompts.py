@@ -1,4 +1,5 @@
-"""The agent prompt: every tool it names exists, placeholders are all filled, the method is there."""
+"""The agent prompt: every tool it names exists, placeholders are all filled, the method is
+there."""
 
 from __future__ import annotations
 

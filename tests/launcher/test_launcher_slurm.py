@@ -1,4 +1,5 @@
-"""Investigations submitted to a real single-node SLURM cluster through the launcher's SlurmExecutor.
+"""Investigations submitted to a real single-node SLURM cluster through the launcher's
+SlurmExecutor.
 
 `slurm_env` (tests/support/slurm.py) brings the cluster up and sets SLURM_CONF; without SLURM or
 root these tests skip locally and fail in CI (SPD_MCP_REQUIRE_SLURM).
@@ -78,7 +79,8 @@ def test_builtin_investigation_runs_under_slurm(slurm_env, tmp_path: Path) -> No
 def test_scancel_is_recorded_in_the_investigation_directory(
     slurm_env, tmp_path: Path, capsys
 ) -> None:
-    """A running job records its own cancellation (SIGTERM); a pending one is recorded from sacct."""
+    """A running job records its own cancellation (SIGTERM); a pending one is recorded from
+    sacct."""
     ok, note = slurm_answers()
     assert ok, note
     runs = tmp_path / "runs"

@@ -165,15 +165,16 @@ def test_demo_investigation_and_swarm_pages(
     drawing = section(dom, "circuits")
     svg_path = next((inv_dir / "artifacts").glob("*.svg"))
     art = json.loads(svg_path.with_suffix(".json").read_text())
-    # the page labels every component the drawing holds (the drawing is the explained set when that set
-    # has an attribution graph; otherwise its caption names the candidate it shows)
+    # the page labels every component the drawing holds (the drawing is the explained set when that
+    # set has an attribution graph; otherwise its caption names the candidate it shows)
     keys = [n["key"].split(":") for n in art["nodes"] if n["ci"] is not None]
     assert keys and all(f"{layer}:{c} ▸" in drawing for layer, _, c in keys)
     if not {f"{layer}:{c}" for layer, _, c in keys} >= {
         c["component"] for c in explanation["components"]
     }:
         assert "not the explained" in drawing
-    # The demo's drawing in Chromium: every node drawn has a label, no two labels overlap, <= 1600 px.
+    # The demo's drawing in Chromium: every node drawn has a label, no two labels overlap,
+    # <= 1600 px.
     boxes = measured_labels(chromium, svg_path.read_text(), tmp_path)
     drawn = {n["key"] for n in art["nodes"] if n["ci"] is not None} | {
         k for e in art["edges"] for k in (e["src"], e["tgt"])

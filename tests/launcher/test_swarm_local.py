@@ -64,8 +64,8 @@ def test_local_swarm_with_a_failed_task(tmp_path: Path, capsys, monkeypatch) -> 
     assert [tasks[i]["hypothesis"] for i in range(4)] == [h for h in HYPOTHESES.splitlines()[1:]]
     mechanisms = {c["task_index"]: c["mechanism"] for c in summary["claims"]}
     assert mechanisms == {0: "pronoun_gender", 1: "pronoun_gender", 3: "induction"}, mechanisms
-    # tasks of one behaviour may converge on the same set (every task also tries the circuit shared by its
-    # prompts, whatever its strategy); tasks of different behaviours claim different sets
+    # tasks of one behaviour may converge on the same set (every task also tries the circuit shared
+    # by its prompts, whatever its strategy); tasks of different behaviours claim different sets
     assert {
         tuple(c["components"]) for c in summary["claims"] if c["mechanism"] == "induction"
     }.isdisjoint(

@@ -1,4 +1,5 @@
-"""Claims read from task directories, re-test scores by hand, ranking, agreements and contradictions."""
+"""Claims read from task directories, re-test scores by hand, ranking, agreements and
+contradictions."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 The failing task ends FAILED in SLURM's accounting, the other three complete, the aggregation job
 (afterany on the array) starts only after all of them ended, and its report names the failure with
-SLURM's state and ranks the surviving claims by effects it measured (tests/launcher/swarm_checks.py).
+SLURM's state and ranks the surviving claims by effects it measured
+(tests/launcher/swarm_checks.py).
 """
 
 from __future__ import annotations
@@ -69,8 +70,9 @@ def test_slurm_swarm_with_a_failed_task(slurm_env, tmp_path: Path, capsys) -> No
     assert "exited with code 3" in failed["error"] and "TaskFailed" in failed["log_tail"]
     assert "SLURM state FAILED, exit code 1:0" in sd.report.read_text()
     assert {c["task_index"] for c in summary["claims"]} == {0, 2, 3}
-    # tasks 0 and 2 find their circuits on the same prompts and may converge on the same set (every task
-    # also tries the circuit shared by its prompts); task 3 (the other-prompt strategy) starts elsewhere
+    # tasks 0 and 2 find their circuits on the same prompts and may converge on the same set (every
+    # task also tries the circuit shared by its prompts); task 3 (the other-prompt strategy) starts
+    # elsewhere
     assert len({tuple(c["components"]) for c in summary["claims"]}) >= 2, (
         "the strategies claim different circuits"
     )

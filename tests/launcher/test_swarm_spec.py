@@ -1,4 +1,5 @@
-"""Swarm specs without running anything: hypotheses files, flag errors, task specs, strategies, the directory."""
+"""Swarm specs without running anything: hypotheses files, flag errors, task specs, strategies, the
+directory."""
 
 from __future__ import annotations
 
@@ -32,7 +33,10 @@ def _request(out: Path, **kw) -> LaunchRequest:
 
 
 def test_hypotheses_file_one_per_line_skipping_blanks_and_comments() -> None:
-    text = "# pronoun hypotheses\n\n  the he/she choice is an MLP circuit  \n# skipped\ninduction copies the token\n"
+    text = (
+        "# pronoun hypotheses\n\n  the he/she choice is an MLP circuit  \n# skipped\n"
+        "induction copies the token\n"
+    )
     assert parse_hypotheses(text) == [
         "the he/she choice is an MLP circuit",
         "induction copies the token",

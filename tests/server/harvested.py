@@ -1,4 +1,5 @@
-"""A tiny Llama run with a small harvest built in the test (texts from the run's word vocabulary)."""
+"""A tiny Llama run with a small harvest built in the test (texts from the run's word
+vocabulary)."""
 
 import dataclasses
 import random

@@ -97,8 +97,9 @@ async def err(client: Client, name: str, args: dict[str, Any] | None = None) -> 
 
 
 async def raw_request(client: Client, method: str, params: Any) -> dict[str, Any]:
-    """A JSON-RPC request as the SDK client sends it (with its per-request stamp) but with any params:
-    its typed methods check arguments before sending, so they cannot send what a fuzzer needs to."""
+    """A JSON-RPC request as the SDK client sends it (with its per-request stamp) but with any
+    params: its typed methods check arguments before sending, so they cannot send what a fuzzer
+    needs to."""
     session = client.session
     data: dict[str, Any] = {"method": method, "params": params}
     opts: dict[str, Any] = {}

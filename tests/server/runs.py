@@ -1,4 +1,5 @@
-"""Tiny runs built in code for server tests: a 2-layer Llama with a word-level tokenizer, and a TMS-like toy."""
+"""Tiny runs built in code for server tests: a 2-layer Llama with a word-level tokenizer, and a
+TMS-like toy."""
 
 import torch
 from torch import nn
@@ -50,7 +51,8 @@ WORDS = [
 
 
 def word_tokenizer():
-    """A word-level tokenizer wrapped as a transformers fast tokenizer (imported lazily: toy runs skip it)."""
+    """A word-level tokenizer wrapped as a transformers fast tokenizer (imported lazily: toy runs
+    skip it)."""
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
     from tokenizers.pre_tokenizers import WhitespaceSplit

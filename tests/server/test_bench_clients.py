@@ -1,6 +1,6 @@
-"""The bench's bare JSON-RPC clients (bench/bench_server.py) speak the real wire protocol: over stdio
-and HTTP they list the same tools as the checked-in snapshot and get server_status answers. Timings
-are recorded by ``make bench``, never asserted here."""
+"""The bench's bare JSON-RPC clients (bench/bench_server.py) speak the real wire protocol: over
+stdio and HTTP they list the same tools as the checked-in snapshot and get server_status answers.
+Timings are recorded by ``make bench``, never asserted here."""
 
 import json
 import math

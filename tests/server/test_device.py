@@ -1,4 +1,5 @@
-"""The device worker: one thread, in order; bounded waits with busy errors; cooperative cancellation."""
+"""The device worker: one thread, in order; bounded waits with busy errors; cooperative
+cancellation."""
 
 import asyncio
 import threading

@@ -1,4 +1,5 @@
-"""Edits outlive the server (reloaded from the workspace store) and export as plain transformers models.
+"""Edits outlive the server (reloaded from the workspace store) and export as plain transformers
+models.
 
 Second routes: the reloaded edit's outputs equal those before the restart; the exported directory,
 loaded by transformers alone, gives the probabilities run_prompt gives under the edit.
@@ -130,7 +131,8 @@ async def test_a_store_from_before_edit_tensors_gains_the_column(tmp_path: Path)
     path = tmp_path / "store.sqlite"
     with sqlite3.connect(path) as conn:
         conn.execute(
-            "CREATE TABLE edits (id TEXT PRIMARY KEY, params TEXT NOT NULL, data TEXT NOT NULL, created REAL NOT NULL)"
+            "CREATE TABLE edits (id TEXT PRIMARY KEY, params TEXT NOT NULL, data TEXT NOT NULL, "
+            "created REAL NOT NULL)"
         )
         conn.execute("INSERT INTO edits VALUES ('e1', '{}', '{}', 0)")
     store = await Store.open(path)

@@ -1,4 +1,5 @@
-"""events.jsonl: schema of each event, large arguments hashed, and every line intact after kill -9."""
+"""events.jsonl: schema of each event, large arguments hashed, and every line intact after
+kill -9."""
 
 import json
 import os

@@ -1,11 +1,12 @@
-"""Schema-driven fuzzing of every tool: arguments drawn from each tool's own input schema, mixed with
-wrong types, unknown and missing keys. No call may crash the server; every failure is a tool error
-whose message says what is valid; every success matches the tool's output schema.
+"""Schema-driven fuzzing of every tool: arguments drawn from each tool's own input schema, mixed
+with wrong types, unknown and missing keys. No call may crash the server; every failure is a tool
+error whose message says what is valid; every success matches the tool's output schema.
 
 Then what an adversarial probe sends: huge integers and type coercion in every field, a lone
 surrogate in every string field, lists and other non-objects as the arguments, and links planted in
 the workspace before every writing tool. Every call is counted (``COUNTS``: calls, ok, refusals,
-crashes, unanswered) and ``test_fuzz_counts`` prints the totals and requires 0 crashes, 0 unanswered.
+crashes, unanswered) and ``test_fuzz_counts`` prints the totals and requires 0 crashes, 0
+unanswered.
 """
 
 import os
@@ -88,8 +89,8 @@ EXAMPLE = st.fixed_dictionaries(
     {"text": HINTS["text"], "target_token": st.sampled_from(TOKENS)},
     optional={"position": st.integers(-6, 6)},
 )
-# Field names whose values decide the cost of a call (kept tiny so each long tool's fuzz stays fast) or
-# whose valid values are rare at random: always drawn from these.
+# Field names whose values decide the cost of a call (kept tiny so each long tool's fuzz stays fast)
+# or whose valid values are rare at random: always drawn from these.
 FORCED = {
     "steps": st.integers(0, 3),
     "position": st.integers(-6, 6),
@@ -188,7 +189,8 @@ def object_strategy(
     clean: bool = False,
     forced: dict[str, Any] | None = None,
 ) -> st.SearchStrategy:
-    """Objects of the schema; unless ``clean``, fields are sometimes junk or missing and keys unknown."""
+    """Objects of the schema; unless ``clean``, fields are sometimes junk or missing and keys
+    unknown."""
     props = schema.get("properties", {})
     required = set(schema.get("required", []))
 
@@ -373,8 +375,9 @@ HOSTILE = {
 
 @pytest.mark.parametrize("name", TOOL_NAMES)
 def test_hostile_values_in_every_field(fuzz_client, name: str) -> None:
-    """Huge integers and values of the wrong type in each field, the others left out: every call refused
-    with a message naming the field (strict types: true is not 1, "yes" is not a boolean)."""
+    """Huge integers and values of the wrong type in each field, the others left out: every call
+    refused with a message naming the field (strict types: true is not 1, "yes" is not a
+    boolean)."""
     portal, client, tools, _ws = fuzz_client
     schema = with_any_of(tools[name].input_schema)
     tried = 0
@@ -428,7 +431,8 @@ WRITERS = {
 @pytest.mark.parametrize("kind", ["symlink", "hardlink"])
 @pytest.mark.parametrize("name", list(WRITERS))
 def test_fuzz_writers_with_links_planted(fuzz_client, tmp_path: Path, name: str, kind: str) -> None:
-    """Links to a file outside planted at a writing tool's names, then fuzzed calls: outside unchanged."""
+    """Links to a file outside planted at a writing tool's names, then fuzzed calls: outside
+    unchanged."""
     portal, client, tools, ws = fuzz_client
     outside = tmp_path / "outside.txt"
     outside.write_text("keep")

@@ -1,4 +1,5 @@
-"""The HTTP transport wrapper: writes of one loop iteration reach the socket as one write, in order."""
+"""The HTTP transport wrapper: writes of one loop iteration reach the socket as one write, in
+order."""
 
 import asyncio
 

@@ -1,4 +1,5 @@
-"""Long tools as jobs through a real client: progress, get_job, cancel_job, and 16 concurrent calls."""
+"""Long tools as jobs through a real client: progress, get_job, cancel_job, and 16 concurrent
+calls."""
 
 import time
 from pathlib import Path
@@ -80,8 +81,8 @@ async def test_sixteen_concurrent_calls_while_a_long_job_runs(
     outcomes: dict[str, list[str]] = {}
 
     async with Client(make_server(lm, tmp_path, sleep_tool=True, short_wait_s=0.5)) as c:
-        # The in-process client pays one-off costs on its first results (it imports jsonschema to check
-        # them); pay them before timing, as a separate client process would have.
+        # The in-process client pays one-off costs on its first results (it imports jsonschema to
+        # check them); pay them before timing, as a separate client process would have.
         for name, args in [
             ("server_status", {}),
             ("get_model_info", {}),

@@ -1,4 +1,5 @@
-"""Links planted in the workspace before each writing tool: nothing outside changes, nothing is half-written.
+"""Links planted in the workspace before each writing tool: nothing outside changes, nothing is
+half-written.
 
 For every writing tool, a symbolic link and (in a second run) a hard link to a file outside the
 workspace are planted at every name the tool writes: its final names and the temporary names
@@ -157,7 +158,8 @@ async def test_links_at_final_names_are_refused_leaving_nothing(
             } == {k: v for k, v in files.items() if not k.startswith("store.sqlite")}, (
                 "a refused call left something behind"
             )
-        else:  # succeeded inside: only for a hard link inside an export that overwrite replaces whole
+        else:
+            # succeeded inside: only for a hard link inside an export that overwrite replaces whole
             assert tool == "export_edit" and kind == "hardlink", r.structured_content
             st = (ws / finals[0]).lstat()
             assert stat.S_ISREG(st.st_mode) and st.st_nlink == 1

@@ -1,4 +1,5 @@
-"""list_probe_prompts carries each probe's foil and the run's behaviour descriptions (behaviours.json)."""
+"""list_probe_prompts carries each probe's foil and the run's behaviour descriptions
+(behaviours.json)."""
 
 import dataclasses
 from types import SimpleNamespace

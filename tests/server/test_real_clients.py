@@ -1,4 +1,5 @@
-"""Real MCP clients against the real server (`python -m spd_mcp.server --run DIR`, a tiny run on disk).
+"""Real MCP clients against the real server (`python -m spd_mcp.server --run DIR`, a tiny run on
+disk).
 
 MCP Inspector's CLI lists and calls tools over HTTP with the bearer token and is refused without
 it; `claude mcp list` (the real Claude Code CLI, no key, HOME in tmp) reports the server connected
@@ -165,7 +166,8 @@ def test_inspector_cli_without_the_right_token_is_refused(
 
 
 def claude(node_tools: NodeTools, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    # MCP_TIMEOUT: the stdio server imports torch and loads the run, slower than 30 s on a busy CI machine
+    # MCP_TIMEOUT: the stdio server imports torch and loads the run, slower than 30 s on a busy CI
+    # machine
     return subprocess.run(
         [str(node_tools.claude), *args],
         env=isolated_env(home, MCP_TIMEOUT="150000"),
@@ -178,7 +180,8 @@ def claude(node_tools: NodeTools, home: Path, *args: str) -> subprocess.Complete
 
 
 def health(listing: str) -> dict[str, str]:
-    """`claude mcp list` lines `name: target - ✔ Connected` / `- ✘ Failed ...` as {name: 'ok'|'failed'}."""
+    """`claude mcp list` lines `name: target - ✔ Connected` / `- ✘ Failed ...`
+    as {name: 'ok'|'failed'}."""
     out = {}
     for line in listing.splitlines():
         m = re.match(r"^([\w-]+): .* - (✔|✘|✓|✗) ", line)

@@ -44,7 +44,8 @@ async def test_tools_list_matches_the_snapshot(lm) -> None:
         {t["name"] for t in tools if t not in old} | {t["name"] for t in old if t not in tools}
     )
     assert old == tools, (
-        f"the MCP tool contract changed for: {', '.join(changed)}. If this is deliberate, regenerate with "
+        f"the MCP tool contract changed for: {', '.join(changed)}. If this is deliberate, "
+        "regenerate with "
         "SPD_UPDATE_TOOLS_SNAPSHOT=1 python -m pytest tests/server/test_snapshot.py and commit "
         "tests/server/tools_snapshot.json (agents and docs depend on these schemas)."
     )

@@ -72,7 +72,8 @@ async def test_store_round_trips(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_reads_by_id_name_the_valid_ids_in_each_table() -> None:
-    """The three by-id reads share one lookup (Store._get_data): each names its own ids, empty or not."""
+    """The three by-id reads share one lookup (Store._get_data): each names its own ids, empty or
+    not."""
     store = await Store.open(None)
     empty = {
         "graph": (store.get_graph(1), "unknown graph_id 1; stored graph ids: none yet"),
@@ -144,8 +145,8 @@ def test_a_loaded_run_adapts_to_a_served_run(toy) -> None:
 
 @pytest.mark.parametrize("hf", [True, False])
 def test_unknown_words_are_an_error_naming_them(hf: bool) -> None:
-    """NUL, emoji and words outside a word-level vocabulary would all read as [UNK]: an error instead,
-    naming them, showing the split and listing the vocabulary (39 words here)."""
+    """NUL, emoji and words outside a word-level vocabulary would all read as [UNK]: an error
+    instead, naming them, showing the split and listing the vocabulary (39 words here)."""
     tok = TokenizerView(word_tokenizer() if hf else word_tokenizer().backend_tokenizer)
     with pytest.raises(ValueError) as info:
         tok.tokenize("The cat sat on the capitol \x00 \U0001f600", max_tokens=64)

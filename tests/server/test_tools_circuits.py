@@ -1,4 +1,5 @@
-"""get_attributions and optimize_circuit through a real client: numbers against the core, graphs in the store."""
+"""get_attributions and optimize_circuit through a real client: numbers against the core, graphs in
+the store."""
 
 import json
 from pathlib import Path

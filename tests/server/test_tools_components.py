@@ -1,4 +1,5 @@
-"""get_ci, probe_component and find_components through a real in-memory MCP client, checked by a second route."""
+"""get_ci, probe_component and find_components through a real in-memory MCP client, checked by a
+second route."""
 
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""get_component_info, get_activation_examples, search_dataset, get_dataset_attributions through a real client."""
+"""get_component_info, get_activation_examples, search_dataset, get_dataset_attributions through a
+real client."""
 
 import pytest
 import torch
@@ -135,8 +136,8 @@ async def test_errors_say_what_is_valid(served, tool, args, needle) -> None:
 
 
 async def test_alive_counts_come_from_the_harvest_and_match_live_ci(served) -> None:
-    """alive per layer = components with CI above the harvest threshold on some harvested token; checked
-    by a second route: get_ci on every harvested text at that threshold, live."""
+    """alive per layer = components with CI above the harvest threshold on some harvested token;
+    checked by a second route: get_ci on every harvested text at that threshold, live."""
     store = HarvestStore(served.path)
     threshold = store.meta["config"]["threshold"]
     seen: set[tuple[str, int]] = set()

@@ -1,4 +1,5 @@
-"""ablate, steer and edit_component through a real client; edits checked against ablation and run_prompt."""
+"""ablate, steer and edit_component through a real client; edits checked against ablation and
+run_prompt."""
 
 import copy
 import math

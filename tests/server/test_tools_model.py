@@ -161,7 +161,8 @@ async def test_non_finite_input_and_activation_are_named(toy) -> None:
         (
             "model.layers.1.mlp.down_proj",
             math.nan,
-            "NaN first appeared in the output of layer 1.mlp.down (module model.layers.1.mlp.down_proj)",
+            "NaN first appeared in the output of layer 1.mlp.down "
+            "(module model.layers.1.mlp.down_proj)",
             "1.mlp.down",
         ),
         (
@@ -175,8 +176,8 @@ async def test_non_finite_input_and_activation_are_named(toy) -> None:
 async def test_run_prompt_names_where_a_nan_appeared_like_the_analyses(
     lm, module: str, value: float, expected: str, core_layer: str
 ) -> None:
-    """run_prompt locates a NaN/Inf through the analyses' own search (analysis.health); get_ci, which
-    raises the analyses' error, names the same place (a second route)."""
+    """run_prompt locates a NaN/Inf through the analyses' own search (analysis.health); get_ci,
+    which raises the analyses' error, names the same place (a second route)."""
     broken = lm_run()
     broken.model = copy.deepcopy(lm.model)
     with torch.no_grad():

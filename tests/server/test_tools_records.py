@@ -172,12 +172,14 @@ async def test_save_graph_artifact_renders_json_and_svg(lm, tmp_path: Path) -> N
     ]  # sign -> colour, thinnest drawn first
     widths = [float(p.get("stroke-width")) for p in edges]
     assert widths == [pytest.approx(1.0 + 5.0 * 0.5), pytest.approx(6.0)]  # width by |value|
-    # Drawn: both components, the input token a kept edge touches, the target; embed:1:0 is left out.
+    # Drawn: both components, the input token a kept edge touches, the target; embed:1:0 is left
+    # out.
     labels = {
         g.get("data-key"): "".join(g.find(f"{SVG}text").itertext()) for g in svg.iter(f"{SVG}g")
     }
     assert labels.keys() == {"embed:0:0", "0.mlp.up:0:3", "1.mlp.down:2:1", "output:2:7"}
-    # Each component is labelled with the token get_component_info says its write vector promotes most.
+    # Each component is labelled with the token get_component_info says its write vector promotes
+    # most.
     async with Client(make_server(lm, tmp_path)) as c:
         down = await ok(c, "get_component_info", {"component": "1.mlp.down:1", "top_k": 1})
     top = down["promotes"][0]["token"]

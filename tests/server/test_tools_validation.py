@@ -50,7 +50,8 @@ async def test_the_known_circuit_holds_and_its_numbers_equal_the_core_on_the_sam
         res = await _validate(
             c, components=AB, mechanism="ab", exclude=["x a"], n_examples=40, n_controls=12
         )
-    # one answer (b) throughout: sufficiency is accuracy minus leak onto the cd controls, which never say b
+    # one answer (b) throughout: sufficiency is accuracy minus leak onto the cd controls, which
+    # never say b
     assert (res["necessity"], res["specificity"], res["sufficiency"]) == ("holds", "holds", "holds")
     assert res["n_examples"] == 11 and res["n_controls"] == 12 and res["baseline"] == 1.0
     assert all(r["text"] != "x a" for r in res["examples"])

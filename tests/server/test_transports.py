@@ -180,7 +180,8 @@ class HttpServer:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.proc.kill()  # reading stderr of a live server would block forever
                 raise RuntimeError(
-                    f"HTTP server did not start: {self.proc.stderr.read() if self.proc.stderr else ''}"
+                    "HTTP server did not start: "
+                    f"{self.proc.stderr.read() if self.proc.stderr else ''}"
                 )
             time.sleep(0.05)
         self.port = int(self.port_file.read_text())

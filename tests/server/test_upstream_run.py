@@ -1,11 +1,12 @@
-"""The real server CLI serves a run directory written by the public SPD implementation (goodfire-ai/spd).
+"""The real server CLI serves a run directory written by the public SPD implementation
+(goodfire-ai/spd).
 
-``spd-mcp-server --run ../shared/fixtures/upstream_spd/tms_5-2`` over stdio, through the MCP SDK client:
-get_ci on each one-hot feature finds one component per matrix, five distinct ones; each is necessary
-for its feature (removed with edit_component, run_prompt's output for that feature collapses below 5%)
-and sufficient (every other live component removed, the output keeps at least 90% of the target's). Second route: the
-components found are the ones whose rank-1 weights lie along the target's feature columns
-(tests/core/test_upstream.py checks that part on the loaded model).
+``spd-mcp-server --run ../shared/fixtures/upstream_spd/tms_5-2`` over stdio, through the MCP SDK
+client: get_ci on each one-hot feature finds one component per matrix, five distinct ones; each is
+necessary for its feature (removed with edit_component, run_prompt's output for that feature
+collapses below 5%) and sufficient (every other live component removed, the output keeps at least
+90% of the target's). Second route: the components found are the ones whose rank-1 weights lie along
+the target's feature columns (tests/core/test_upstream.py checks that part on the loaded model).
 """
 
 import os
@@ -113,8 +114,9 @@ async def test_the_five_tms_components_are_found_and_each_is_necessary_and_suffi
                 )
             )["outputs"]
             print(f"others removed {alone[f]:.4f}")
-            # sufficient: the feature's output keeps >= 90% of its value (the components are 0.998-0.999
-            # cosine to the true feature directions, so removing the other four costs a few percent)
+            # sufficient: the feature's output keeps >= 90% of its value (the components are
+            # 0.998-0.999 cosine to the true feature directions, so removing the other four costs a
+            # few percent)
             assert alone[f] > 0.9 * base[f], (f, base, alone)
             assert max(v for i, v in enumerate(alone) if i != f) < 0.1, (f, alone)
 
@@ -122,8 +124,8 @@ async def test_the_five_tms_components_are_found_and_each_is_necessary_and_suffi
 @pytest.mark.slow  # harvests (torch, a few seconds)
 @needs_fixtures
 async def test_a_public_language_model_run_is_harvested_when_asked(tmp_path: Path) -> None:
-    """``spd-harvest RUN --texts FILE`` on a copy of the public LM fixture: the server then reads the
-    harvest (activation examples of a component that fired, from the texts given)."""
+    """``spd-harvest RUN --texts FILE`` on a copy of the public LM fixture: the server then reads
+    the harvest (activation examples of a component that fired, from the texts given)."""
     import shutil
 
     from spd_core.harvest_cli import main as harvest_main

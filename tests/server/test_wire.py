@@ -1,7 +1,8 @@
-"""Every request gets an answer, in memory through the SDK client (stdio and HTTP: test_wire_transports.py).
+"""Every request gets an answer, in memory through the SDK client (stdio and HTTP:
+test_wire_transports.py).
 
-A lone surrogate in any string field of any tool is an INVALID_PARAMS error naming the field, within a
-second; a list where the arguments object belongs says an object is expected; strict types and
+A lone surrogate in any string field of any tool is an INVALID_PARAMS error naming the field, within
+a second; a list where the arguments object belongs says an object is expected; strict types and
 bounds stated by the schema; unknown ids are "unknown"; a cancelled queued job never starts.
 """
 
@@ -20,7 +21,8 @@ from tests.server.wire_cases import OTHER_METHODS, tool_cases, with_any_of
 
 pytestmark = pytest.mark.anyio
 BOUND_S = 1.0  # every request answered within a second ...
-STARVED_S = 0.2  # ... unless a server_status round trip right after takes longer than this (a starved machine)
+# ... unless a server_status round trip right after takes longer than this (a starved machine)
+STARVED_S = 0.2
 UNANSWERED_S = 60.0
 
 
@@ -31,8 +33,9 @@ async def _request(c: Client, method: str, params: dict[str, Any]) -> Any:
 async def test_a_lone_surrogate_in_every_string_field_is_answered_naming_it(
     lm, tmp_path: Path
 ) -> None:
-    """Each answer within BOUND_S; one later than that is accepted only when a server_status round trip
-    right after it is slow too (a starved shared machine), so the bound tests the server, not the load."""
+    """Each answer within BOUND_S; one later than that is accepted only when a server_status round
+    trip right after it is slow too (a starved shared machine), so the bound tests the server, not
+    the load."""
     answered, late, slowest = 0, [], 0.0
     async with Client(make_server(lm, tmp_path)) as c:
         tools = (await c.list_tools()).tools
@@ -61,7 +64,8 @@ async def test_a_lone_surrogate_in_every_string_field_is_answered_naming_it(
                 late.append((path, round(elapsed, 3), round(time.monotonic() - t1, 3)))
         assert (await ok(c, "server_status"))["run"] == "tiny-llama"  # still serving
     print(
-        f"\nlone surrogates: {answered} requests, {answered} answered with INVALID_PARAMS naming the field; "
+        f"\nlone surrogates: {answered} requests, {answered} answered with INVALID_PARAMS "
+        "naming the field; "
         f"slowest {slowest:.3f} s; later than {BOUND_S} s: {late}"
     )
     assert answered == len(cases)

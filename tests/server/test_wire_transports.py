@@ -157,8 +157,10 @@ def check_answers(send: Any, tools: list[dict[str, Any]], transport: str) -> int
             send("tools/call", {"name": "server_status", "arguments": {}}, UNANSWERED_S)
             late.append((path, round(elapsed, 3), round(time.monotonic() - t1, 3)))
     print(
-        f"\n{transport}: {len(cases)} requests with a lone surrogate, {len(unanswered)} unanswered, "
-        f"{len(wrong)} answered without naming the field; slowest {slowest:.3f} s; later than {BOUND_S} s: {late}"
+        f"\n{transport}: {len(cases)} requests with a lone surrogate, "
+        f"{len(unanswered)} unanswered, "
+        f"{len(wrong)} answered without naming the field; slowest {slowest:.3f} s; "
+        f"later than {BOUND_S} s: {late}"
     )
     assert unanswered == [] and wrong == [], (unanswered, wrong)
     assert all(ref > STARVED_S for _, _, ref in late), late

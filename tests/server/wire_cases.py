@@ -56,7 +56,8 @@ def _cases(schema: dict[str, Any], defs: dict[str, Any], path: str) -> list[tupl
 
 
 def tool_cases(name: str, input_schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(field path as the error names it, tools/call params) for each string field of tool ``name``."""
+    """(field path as the error names it, tools/call params) for each string field of tool
+    ``name``."""
     input_schema = with_any_of(input_schema)
     cases = _cases(input_schema, input_schema.get("$defs", {}), "params.arguments")
     return [(path, {"name": name, "arguments": args}) for path, args in cases]

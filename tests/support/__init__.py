@@ -1,1 +1,2 @@
-"""Test support shared by every test tier: real external systems (SLURM, node MCP clients) as fixtures."""
+"""Test support shared by every test tier: real external systems (SLURM, node MCP clients) as
+fixtures."""

@@ -1,10 +1,10 @@
 """A scripted Anthropic Messages API on 127.0.0.1 that plays the model from a list of turns.
 
-Each `POST /v1/messages` that offers tools (or answers a tool_use) consumes the next `Turn`: its tool
-calls come back as `tool_use` blocks (stop_reason "tool_use"), else its text ends the turn. Requests
-without tools (side requests a client may make, e.g. titles) get a short text answer and consume
-nothing. Both streaming (`"stream": true`, SSE events as the real API sends them) and plain JSON
-answers are served. Every request is recorded (path, headers, body) so a test can read the
+Each `POST /v1/messages` that offers tools (or answers a tool_use) consumes the next `Turn`: its
+tool calls come back as `tool_use` blocks (stop_reason "tool_use"), else its text ends the turn.
+Requests without tools (side requests a client may make, e.g. titles) get a short text answer and
+consume nothing. Both streaming (`"stream": true`, SSE events as the real API sends them) and plain
+JSON answers are served. Every request is recorded (path, headers, body) so a test can read the
 tool_results a client sent back. A `Turn` with `status` != 200 answers that HTTP error instead
 (529 -> `overloaded_error`) and also consumes the turn, so retries can be scripted.
 """
@@ -79,7 +79,8 @@ class FakeMessagesAPI:
         return self._next
 
     def tool_results(self) -> list[dict[str, Any]]:
-        """Every distinct tool_result block the client sent (any message of any request), in order."""
+        """Every distinct tool_result block the client sent (any message of any request), in
+        order."""
         out: dict[str, dict[str, Any]] = {}
         for rec in self.requests:
             for msg in rec.body.get("messages", []):

@@ -1,8 +1,9 @@
-"""The pinned node MCP clients (Claude Code, MCP Inspector) from scripts/install_node_tools.sh, as fixtures.
+"""The pinned node MCP clients (Claude Code, MCP Inspector) from scripts/install_node_tools.sh, as
+fixtures.
 
-They live in `.tools/node_modules/.bin` (`make node-tools`), or under `SPD_MCP_TOOLS_DIR`. When they are
-missing, tests using them skip, or fail when `SPD_MCP_REQUIRE_NODE_TOOLS` is set (CI). The pinned
-versions are read from the install script, the single place they are written.
+They live in `.tools/node_modules/.bin` (`make node-tools`), or under `SPD_MCP_TOOLS_DIR`. When they
+are missing, tests using them skip, or fail when `SPD_MCP_REQUIRE_NODE_TOOLS` is set (CI). The
+pinned versions are read from the install script, the single place they are written.
 """
 
 import json
@@ -47,8 +48,8 @@ def tools_dir() -> Path:
 
 
 def isolated_env(home: Path, **extra: str) -> dict[str, str]:
-    """A minimal environment for the node tools: PATH (with node), HOME and Claude's config dir in `home`,
-    no telemetry or update checks. Nothing else of os.environ leaks in (no API keys)."""
+    """A minimal environment for the node tools: PATH (with node), HOME and Claude's config dir in
+    `home`, no telemetry or update checks. Nothing else of os.environ leaks in (no API keys)."""
     home.mkdir(parents=True, exist_ok=True)
     env = {
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
@@ -90,7 +91,8 @@ class NodeTools:
 
 @pytest.fixture(scope="session")
 def node_tools() -> NodeTools:
-    """The pinned Claude Code and MCP Inspector CLIs; skips (or fails, see module docstring) if absent."""
+    """The pinned Claude Code and MCP Inspector CLIs; skips (or fails, see module docstring) if
+    absent."""
     bin_dir = tools_dir() / "node_modules" / ".bin"
     pins = pinned_versions()
     claude, inspector = bin_dir / "claude", bin_dir / "mcp-inspector"

@@ -1,4 +1,5 @@
-"""Skip-or-fail for tests that need an external system: skip locally, fail in CI where it is required."""
+"""Skip-or-fail for tests that need an external system: skip locally, fail in CI where it is
+required."""
 
 import os
 
@@ -6,7 +7,8 @@ import pytest
 
 
 def required(env_var: str) -> bool:
-    """True when `env_var` is set to anything but "" or "0" (CI sets it so a broken install never skips)."""
+    """True when `env_var` is set to anything but "" or "0" (CI sets it so a broken install never
+    skips)."""
     return os.environ.get(env_var, "") not in ("", "0")
 
 

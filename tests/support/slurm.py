@@ -1,12 +1,13 @@
-"""A real single-node SLURM cluster (scripts/slurm/up.sh, with accounting) as a pytest session fixture.
+"""A real single-node SLURM cluster (scripts/slurm/up.sh, with accounting) as a pytest session
+fixture.
 
 The cluster lives in `$SPD_MCP_SLURM_DIR` (default `/tmp/spd-mcp-slurm`, the one `make slurm-up`
-starts). Pytest sessions share it: each registers its pid in `DIR/.fixture-users/` under a file lock.
-A session that finds the cluster stopped starts it and marks it `DIR/.fixture-started`; the last
-session to leave stops a cluster so marked, and leaves alone one started by hand (`make slurm-up`).
-Registrations of dead sessions are pruned, so a killed session delays the stop until the next one ends.
-Without `sbatch`, without root, or when the cluster does not come up, tests using it skip, or fail
-when `SPD_MCP_REQUIRE_SLURM` is set (CI).
+starts). Pytest sessions share it: each registers its pid in `DIR/.fixture-users/` under a file
+lock. A session that finds the cluster stopped starts it and marks it `DIR/.fixture-started`; the
+last session to leave stops a cluster so marked, and leaves alone one started by hand
+(`make slurm-up`). Registrations of dead sessions are pruned, so a killed session delays the stop
+until the next one ends. Without `sbatch`, without root, or when the cluster does not come up,
+tests using it skip, or fail when `SPD_MCP_REQUIRE_SLURM` is set (CI).
 """
 
 import fcntl
@@ -53,18 +54,21 @@ class SlurmCluster:
         )
         if check and proc.returncode != 0:
             raise AssertionError(
-                f"{' '.join(args)} exited {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
+                f"{' '.join(args)} exited {proc.returncode}\nstdout: {proc.stdout}\n"
+                f"stderr: {proc.stderr}"
             )
         return proc
 
     def sacct_state(self, job_id: str) -> str:
-        """The accounting state of a job or array task (e.g. COMPLETED, CANCELLED by 0); "" if not yet recorded."""
+        """The accounting state of a job or array task (e.g. COMPLETED, CANCELLED by 0); "" if not
+        yet recorded."""
         out = self.run("sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id).stdout.split("\n")
         return out[0].strip()
 
 
 def _pid_alive(pid: int) -> bool:
-    """The process exists and is not a zombie (PID 1 here may be slow to reap daemonized parents)."""
+    """The process exists and is not a zombie (PID 1 here may be slow to reap daemonized
+    parents)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
@@ -97,7 +101,8 @@ def start_cluster(directory: Path, accounting: bool = True) -> subprocess.Comple
 
 
 def stop_cluster(directory: Path, purge: bool = False) -> subprocess.CompletedProcess[str]:
-    """Runs down.sh: stops the cluster's daemons by their PID files; `purge` deletes the directory too."""
+    """Runs down.sh: stops the cluster's daemons by their PID files; `purge` deletes the directory
+    too."""
     args = [str(SCRIPTS / "down.sh"), str(directory)] + (["--purge"] if purge else [])
     return subprocess.run(
         args, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
@@ -157,7 +162,8 @@ def release_cluster(directory: Path) -> None:
 
 
 def bounded(fn: Callable[[], T], timeout_s: float) -> T:
-    """Calls `fn` in a daemon thread; returns its result, re-raises its exception, or raises TimeoutError.
+    """Calls `fn` in a daemon thread; returns its result, re-raises its exception, or raises
+    TimeoutError.
 
     For calls that can hang (submitit's `job.result()` without accounting); a hung thread does not
     keep the interpreter alive.
@@ -196,7 +202,8 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     if proc.returncode != 0:
         unavailable(
             REQUIRE_ENV,
-            f"the SLURM cluster in {directory} did not come up:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}",
+            f"the SLURM cluster in {directory} did not come up:\n"
+            f"{proc.stdout[-2000:]}{proc.stderr[-3000:]}",
         )
     conf = directory / "slurm.conf"
     try:
@@ -207,7 +214,8 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
 
 @pytest.fixture
 def slurm_env(slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> SlurmCluster:
-    """The cluster, with SLURM_CONF set in os.environ for this test (submitit runs sbatch/sacct itself)."""
+    """The cluster, with SLURM_CONF set in os.environ for this test (submitit runs sbatch/sacct
+    itself)."""
     for key, value in slurm_cluster.env.items():
         monkeypatch.setenv(key, value)
     return slurm_cluster

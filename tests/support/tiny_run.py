@@ -1,8 +1,10 @@
-"""A tiny language-model run directory, saved with spd_core.run.save_run, for tests that start the real server.
+"""A tiny language-model run directory, saved with spd_core.run.save_run, for tests that start the
+real server.
 
 A 1-layer Llama (random weights, seeded) over a word-level tokenizer, MLP layers decomposed into 4
 components each (untrained: the tools' plumbing is under test, not the decomposition), and probe
-prompts of two mechanisms, one of them the gendered pronoun. `python -m spd_mcp.server --run DIR` loads it.
+prompts of two mechanisms, one of them the gendered pronoun. `python -m spd_mcp.server --run DIR`
+loads it.
 """
 
 from pathlib import Path

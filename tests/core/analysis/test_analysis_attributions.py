@@ -1,5 +1,6 @@
-"""Attribution graphs: the batched route equals the one-backward-per-node reference; on a linear model an
-attribution equals the exact logit change of ablating the component; logits come from the graph's pass."""
+"""Attribution graphs: the batched route equals the one-backward-per-node reference; on a linear
+model an attribution equals the exact logit change of ablating the component; logits come from the
+graph's pass."""
 
 import pytest
 import torch
@@ -30,7 +31,8 @@ def test_batched_equals_reference_llama(
     )
     assert fast.nodes == ref.nodes
     assert {"0.attn.o", "1.attn.o"} <= {n.layer for n in fast.nodes}  # cross-position targets
-    # Through the delta of an untrained decomposition edges reach ~1e3: compare at float32 resolution.
+    # Through the delta of an untrained decomposition edges reach ~1e3: compare at float32
+    # resolution.
     scale = 1.0 if not through_delta else max(1.0, float(ref.edges.abs().max()))
     assert (fast.edges - ref.edges).abs().max() <= 1e-5 * scale
     assert (fast.edges_abs - ref.edges_abs).abs().max() <= 1e-5 * scale

@@ -1,4 +1,5 @@
-"""CI and inner activations from one pass agree with the model's own CI route; profiles agree with them."""
+"""CI and inner activations from one pass agree with the model's own CI route; profiles agree with
+them."""
 
 import torch
 

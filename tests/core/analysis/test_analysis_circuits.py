@@ -1,4 +1,5 @@
-"""Circuit optimisation finds the known circuit of a hand-built TMS-like model; regimes are consistent."""
+"""Circuit optimisation finds the known circuit of a hand-built TMS-like model; regimes are
+consistent."""
 
 import torch
 

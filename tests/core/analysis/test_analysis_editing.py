@@ -1,5 +1,6 @@
-"""Edits: overlays reproduce the target when empty, removal equals ablation (Linear, Conv1D, Embedding),
-exports load with transformers, fine-tuning changes only the chosen vectors and respects the KL bound."""
+"""Edits: overlays reproduce the target when empty, removal equals ablation (Linear, Conv1D,
+Embedding), exports load with transformers, fine-tuning changes only the chosen vectors and respects
+the KL bound."""
 
 import pytest
 import torch
@@ -104,7 +105,8 @@ def test_export_loads_with_transformers(
 
 
 def test_export_conv1d_tied_embedding(tmp_path) -> None:
-    """With tied embeddings an embedding edit also changes the unembedding, in the overlay as in the export."""
+    """With tied embeddings an embedding edit also changes the unembedding, in the overlay as in the
+    export."""
     model = tiny_gpt2(tied=True)
     x = torch.randint(0, 40, (1, 5), generator=torch.Generator().manual_seed(4))
     edit = remove_edit(model, [ComponentKey("embed", 2), ComponentKey("0.mlp.down", 1)])

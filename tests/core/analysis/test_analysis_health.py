@@ -1,4 +1,5 @@
-"""NaN/Inf in an input, a target weight, a component or a CI function is an error naming where it appeared."""
+"""NaN/Inf in an input, a target weight, a component or a CI function is an error naming where it
+appeared."""
 
 import copy
 

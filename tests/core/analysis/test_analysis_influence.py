@@ -28,7 +28,8 @@ def test_signs_are_preserved_and_rows_normalised_by_abs_sums() -> None:
     assert torch.allclose(a_hat[2], torch.tensor([0.25, 0.75, 0, 0]))
     assert torch.allclose(a_hat[3], torch.tensor([0.0, -0.5, 0.5, 0]))
     inf = influence_on(_graph(e), NodeKey("L", 3, 0))
-    # paths to 3: 2->3 (0.5); 1->3 (-0.5) and 1->2->3 (0.75*0.5); 0->2->3 (0.25*0.5), 0->1->3, 0->1->2->3 (a_hat[1,0] = -1)
+    # paths to 3: 2->3 (0.5); 1->3 (-0.5) and 1->2->3 (0.75*0.5); 0->2->3 (0.25*0.5), 0->1->3,
+    # 0->1->2->3 (a_hat[1,0] = -1)
     expected = torch.tensor([0.125 + 0.5 - 0.375, -0.5 + 0.375, 0.5, 0.0])
     assert torch.allclose(inf.total, expected)
     assert inf.total[1] < 0  # net inhibitory: a plain abs normalisation would lose this

@@ -1,5 +1,5 @@
-"""Validation of claimed circuits: ground truth on a TMS-like toy and a bigram LM, a shortcut rejected,
-and the numbers checked against the grader and against weights edited by hand."""
+"""Validation of claimed circuits: ground truth on a TMS-like toy and a bigram LM, a shortcut
+rejected, and the numbers checked against the grader and against weights edited by hand."""
 
 import pytest
 import torch
@@ -58,7 +58,8 @@ def bigram():
 
 def test_a_shortcut_that_holds_on_its_own_prompt_is_rejected_on_held_out_ones(bigram) -> None:
     model, probes = bigram
-    # "the next word after the last one": found on 'e a' -> b, where the a->b pair alone suffices ...
+    # "the next word after the last one": found on 'e a' -> b, where the a->b pair alone
+    # suffices ...
     shortcut = [ComponentKey("lin1", 1), ComponentKey("lin2", 1)]
     own = validate(
         model, [probes[0]], [], shortcut, config=ValidationConfig(min_examples=1, n_bootstrap=200)
@@ -79,7 +80,8 @@ def test_a_shortcut_that_holds_on_its_own_prompt_is_rejected_on_held_out_ones(bi
 def _hand_logits(
     ids: list[int], keep: set[int] | None = None, remove: set[int] = frozenset()
 ) -> torch.Tensor:
-    """Second route: the bigram table with columns zeroed by hand (its components are its columns)."""
+    """Second route: the bigram table with columns zeroed by hand (its components are its
+    columns)."""
     v = len(WORDS)
     w2 = torch.zeros(v, v)
     for src, dst in BIGRAMS.items():

@@ -1,4 +1,5 @@
-"""Tiny seeded language models for the analysis tests: a 2-block Llama and a GPT-2 (Conv1D), decomposed."""
+"""Tiny seeded language models for the analysis tests: a 2-block Llama and a GPT-2 (Conv1D),
+decomposed."""
 
 import torch
 import transformers

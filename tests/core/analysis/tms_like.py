@@ -1,4 +1,5 @@
-"""A TMS-like component model whose components are set by hand to the per-feature rank-1 pieces of W."""
+"""A TMS-like component model whose components are set by hand to the per-feature rank-1 pieces of
+W."""
 
 import torch
 from torch import nn
@@ -24,7 +25,8 @@ class TMSLike(nn.Module):
 
 
 def tms_like(n_features: int = 5, n_hidden: int = 2, seed: int = 0) -> ComponentModel:
-    """Component j of each layer is feature j's rank-1 piece of W (so (V U)ᵀ = W exactly); every CI is ~1."""
+    """Component j of each layer is feature j's rank-1 piece of W (so (V U)ᵀ = W exactly); every CI
+    is ~1."""
     g = torch.Generator().manual_seed(seed)
     angles = torch.arange(n_features) * (2 * torch.pi / n_features)
     W = torch.stack([angles.cos(), angles.sin()])[:n_hidden] * (

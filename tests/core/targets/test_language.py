@@ -1,4 +1,5 @@
-"""The demo language: determinism, vocabulary, and every probe's answer re-derived by a parser of its own."""
+"""The demo language: determinism, vocabulary, and every probe's answer re-derived by a parser of
+its own."""
 
 from pathlib import Path
 
@@ -97,7 +98,8 @@ def test_corpus_texts_fit_and_use_only_vocabulary_words() -> None:
 
 
 def test_corpus_obeys_every_mechanism() -> None:
-    """Each place in a training text where a mechanism decides the next word, the text follows it."""
+    """Each place in a training text where a mechanism decides the next word, the text follows
+    it."""
     seen = dict.fromkeys(L.MECHANISMS, 0)
     for text in L.training_corpus(1, 300):
         words = text.split()

@@ -70,8 +70,11 @@ def test_grouped_query_tied_llama_round_trips_through_save_pretrained(tmp_path: 
 
 def test_uncovered_configs_are_named_and_left_to_transformers(tmp_path: Path) -> None:
     config = json.loads((DEMO_RUN / "target" / "config.json").read_text())
-    for key, value, reason in [("attention_bias", True, "no attention bias"), ("model_type", "gpt2", "model_type is llama"),
-                               ("rope_parameters", {"rope_type": "linear", "factor": 2.0}, "default RoPE")]:  # fmt: skip
+    for key, value, reason in [
+        ("attention_bias", True, "no attention bias"),
+        ("model_type", "gpt2", "model_type is llama"),
+        ("rope_parameters", {"rope_type": "linear", "factor": 2.0}, "default RoPE"),
+    ]:
         bad = {**config, key: value}
         assert supports(bad) == (False, reason)
         with pytest.raises(InvalidInput, match=reason):
@@ -82,7 +85,8 @@ def test_uncovered_configs_are_named_and_left_to_transformers(tmp_path: Path) ->
 
 def test_serving_the_demo_run_never_imports_transformers() -> None:
     code = (
-        "import sys; from spd_mcp.server.state import load_served_run; run = load_served_run('demo'); "
+        "import sys; from spd_mcp.server.state import load_served_run; "
+        "run = load_served_run('demo'); "
         "print(type(run.model.target).__name__, 'transformers' in sys.modules)"
     )
     out = subprocess.run(
@@ -131,7 +135,8 @@ def test_native_copy_of_a_fresh_model_writes_the_config_transformers_would(tmp_p
         tmp_path / "hf" / "config.json"
     ).read_bytes()
 
-    # against the shipped file, everything but the writer's version (a new transformers release may run the test)
+    # against the shipped file, everything but the writer's version (a new transformers release may
+    # run the test)
     def unversioned(path: Path) -> dict[str, object]:
         return {
             k: v for k, v in json.loads(path.read_text()).items() if k != "transformers_version"

@@ -1,4 +1,5 @@
-"""The demo LM: config validation, deterministic training, scoring checked probe by probe, save/load."""
+"""The demo LM: config validation, deterministic training, scoring checked probe by probe,
+save/load."""
 
 import time
 from pathlib import Path
@@ -121,10 +122,10 @@ def test_default_config_learns_mechanism(trained_default, mechanism: str) -> Non
     assert score.foil_win_rate is not None and score.foil_win_rate >= 0.95, score
 
 
-# per mechanism, between a regenerated target and the shipped one: 5 of 200 probes. The shipped target
-# was trained on an AMD EPYC; retrained on an Intel Xeon (2026-12-04, same torch, same seeds) it scores
-# induction 0.985 against 0.965 (4 probes), pronoun 0.980 against 0.985: float summation order differs
-# between CPUs, so the weights are bit-identical only on one kind of machine.
+# per mechanism, between a regenerated target and the shipped one: 5 of 200 probes. The shipped
+# target was trained on an AMD EPYC; retrained on an Intel Xeon (2026-12-04, same torch, same seeds)
+# it scores induction 0.985 against 0.965 (4 probes), pronoun 0.980 against 0.985: float summation
+# order differs between CPUs, so the weights are bit-identical only on one kind of machine.
 REGEN_ACCURACY_TOL = 0.025
 
 
