@@ -1,1 +1,2 @@
-"""spd-investigate: specs, submission, the job body, agent back ends, lockdown, swarms. Never imports torch."""
+"""spd-investigate: specs, submission, the job body, agent back ends, lockdown, swarms. Never
+imports torch."""

@@ -1,10 +1,11 @@
-"""The aggregation job of a swarm: read every task, re-test every claim on a fresh server, write the report.
+"""The aggregation job of a swarm: read every task, re-test every claim on a fresh server, write the
+report.
 
-Runs after the tasks end however they ended (SLURM `afterany`; locally after the pool). It starts its
-own server with `aggregate/` as the workspace (its events.jsonl records every tool call server-side),
-re-tests the claims through retest.py (each call and full result in `aggregate/tool_calls.jsonl`),
-grades each claim with `python -m spd_core.grader` as a subprocess (recorded there too, tool
-`spd_core.grader`), and writes swarm_summary.json and swarm_report.md.
+Runs after the tasks end however they ended (SLURM `afterany`; locally after the pool). It starts
+its own server with `aggregate/` as the workspace (its events.jsonl records every tool call
+server-side), re-tests the claims through retest.py (each call and full result in
+`aggregate/tool_calls.jsonl`), grades each claim with `python -m spd_core.grader` as a subprocess
+(recorded there too, tool `spd_core.grader`), and writes swarm_summary.json and swarm_report.md.
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ def grade(
     if error is not None or not isinstance(result, list) or len(result) != len(todo):
         return {}, f"the grader failed (call {call}): {error or 'unexpected output'}"
     note = (
-        f"python -m {GRADER_TOOL} on the first {GRADER_MAX_PROBES} probe prompts of every mechanism "
-        f"(call {call})"
+        f"python -m {GRADER_TOOL} on the first {GRADER_MAX_PROBES} probe prompts of every "
+        f"mechanism (call {call})"
     )
     return {
         c.claim_id: {"call": call, "scores": g} for c, g in zip(todo, result, strict=True)

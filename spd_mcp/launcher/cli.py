@@ -22,10 +22,12 @@ SLURM_FLAGS = ("partition", "time", "gpus", "cpus", "mem", "account", "qos")
 
 EPILOG = """watching:
   spd-investigate list                 investigations under --out, newest last
-  spd-investigate status ID            metadata, outcome and last events (ID: id, part of one, latest)
+  spd-investigate status ID            metadata, outcome and last events (ID: id, part of one, \
+latest)
   spd-investigate follow ID            print the research log and events as they grow
   spd-investigate report ID            the answer: summary, components, key numbers, caveats
-  spd-investigate report ID --html     the same as one self-contained page (report.html in its directory)
+  spd-investigate report ID --html     the same as one self-contained page (report.html in its \
+directory)
   spd-investigate serve [--port N]     every investigation's page on 127.0.0.1, live while it runs
   (ID may name a swarm, swarm-...: status shows every task, follow ends with the
    aggregation, report prints swarm_report.md; follow SWARM --task N follows one task)
@@ -260,7 +262,8 @@ def swarm_main(a: argparse.Namespace) -> int:
     out = sys.stdout
     out.write(f"agent: {spec.agent} ({spec.tasks[0].agent_reason})\n")
     out.write(
-        f"executor: {spec.executor} ({spec.tasks[0].executor_reason}), {spec.parallelism} task(s) at once\n"
+        f"executor: {spec.executor} ({spec.tasks[0].executor_reason}), {spec.parallelism} task(s) "
+        "at once\n"
     )
     for t in spec.tasks:
         out.write(f"  t{t.task_index:02d} {t.inv_id}: {t.hypothesis or t.strategy}\n")
@@ -268,8 +271,8 @@ def swarm_main(a: argparse.Namespace) -> int:
 
     jobs = submit_swarm(spec)
     out.write(
-        f"submitted swarm {spec.swarm_id} (jobs {', '.join(f'{k}={j.job_id}' for k, j in jobs.items())}): "
-        f"{spec.swarm_dir}\n"
+        f"submitted swarm {spec.swarm_id} (jobs "
+        f"{', '.join(f'{k}={j.job_id}' for k, j in jobs.items())}): {spec.swarm_dir}\n"
     )
     out.write(f"watch it with: spd-investigate status {spec.swarm_id} --out {a.out}\n")
     out.flush()
@@ -401,8 +404,8 @@ def watch_main(a: argparse.Namespace) -> int:
             )
         for r in list_swarms(root):
             out.write(
-                f"{r['id']}  {r['status']:<22} {str(r['tasks']) + ' tasks':<14} {r['executor'] or '?':<6} "
-                f"{r['question']}\n"
+                f"{r['id']}  {r['status']:<22} {str(r['tasks']) + ' tasks':<14} "
+                f"{r['executor'] or '?':<6} {r['question']}\n"
             )
         if not rows:
             out.write(f"no investigations under {root}\n")

@@ -1,4 +1,5 @@
-"""Probe the machine once: is the claude CLI there and authenticated, is there an API key, does SLURM answer."""
+"""Probe the machine once: is the claude CLI there and authenticated, is there an API key, does
+SLURM answer."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ AUTH_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOK
 
 
 def find_claude() -> str | None:
-    """$SPD_CLAUDE_BIN, else `claude` on PATH, else the project's .tools/node_modules/.bin/claude."""
+    """$SPD_CLAUDE_BIN, else `claude` on PATH, else the project's
+    .tools/node_modules/.bin/claude."""
     explicit = os.environ.get(CLAUDE_BIN_ENV)
     if explicit:
         return explicit if os.access(explicit, os.X_OK) else None
@@ -31,7 +33,8 @@ def find_claude() -> str | None:
 
 
 def claude_auth(claude_bin: str, timeout_s: float = 20.0) -> tuple[bool, str]:
-    """Whether claude is logged in *inside the lockdown* (allowlisted env, HOME in a scratch dir)."""
+    """Whether claude is logged in *inside the lockdown* (allowlisted env, HOME in a scratch
+    dir)."""
     with tempfile.TemporaryDirectory(prefix="spd-claude-auth-") as tmp:
         paths = SandboxPaths.inside(Path(tmp))
         paths.prepare()

@@ -337,6 +337,7 @@ def verdict_lines(explanation: dict[str, Any]) -> list[str]:
         ]
         summary = f": {one_line(v['summary'])}" if v.get("summary") else ""
         out.append(
-            f"validation {v.get('validation_id', '?')}: {', '.join(short) or 'no verdicts'}{summary}"
+            f"validation {v.get('validation_id', '?')}: "
+            f"{', '.join(short) or 'no verdicts'}{summary}"
         )
     return out

@@ -51,7 +51,8 @@ TERMINATED = threading.Event()
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    # Like submitit's own handler it does not exit (SLURM's SIGKILL follows); the job records why it ends.
+    # Like submitit's own handler it does not exit (SLURM's SIGKILL follows); the job records why it
+    # ends.
     TERMINATED.set()
 
 

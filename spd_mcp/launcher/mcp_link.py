@@ -72,7 +72,8 @@ class ServerNotReady(RuntimeError):
 def wait_until_answers(
     url: str, token: str, proc: subprocess.Popen[bytes] | None, timeout_s: float, log_hint: str = ""
 ) -> list[ToolInfo]:
-    """Poll `tools/list` until the server answers; its tools. Raises ServerNotReady with the cause."""
+    """Poll `tools/list` until the server answers; its tools. Raises ServerNotReady with the
+    cause."""
     deadline = time.monotonic() + timeout_s
     last = "no attempt"
     while True:

@@ -30,7 +30,8 @@ def template(name: str) -> str:
 
 
 def fill(text: str, values: Mapping[str, str]) -> str:
-    """Replace every `{{name}}`; every placeholder must have a value and every value a placeholder."""
+    """Replace every `{{name}}`; every placeholder must have a value and every value a
+    placeholder."""
     used = set(PLACEHOLDER.findall(text))
     missing = used - set(values)
     assert not missing, f"no value for placeholders {sorted(missing)}; given {sorted(values)}"
@@ -42,7 +43,8 @@ def fill(text: str, values: Mapping[str, str]) -> str:
 
 
 def render_tool_groups(tools: Sequence[ToolInfo]) -> str:
-    """The live tools as markdown, grouped as the contract groups them; unknown tools under 'other'."""
+    """The live tools as markdown, grouped as the contract groups them; unknown tools under
+    'other'."""
     by_name = {t.name: t for t in tools}
     lines: list[str] = []
     seen: set[str] = set()
@@ -125,7 +127,8 @@ def render_swarm_context(
 
 
 def render_kickoff(research_log: str | None) -> str:
-    """The first user message; on a restart it carries the research log so far (its tail if long)."""
+    """The first user message; on a restart it carries the research log so far (its tail if
+    long)."""
     resume = ""
     if research_log is not None:
         log = research_log.strip() or "(the log is empty)"

@@ -37,7 +37,8 @@ REGIMES = ("deterministic", "stochastic")
 MODES = {"remove": "necessity", "keep_only": "sufficiency"}
 STOCHASTIC_SAMPLES = 8
 SEED = 0
-# A verdict of the re-test without a mechanism: necessity (sufficiency) at least this in both regimes.
+# A verdict of the re-test without a mechanism: necessity (sufficiency) at least this in both
+# regimes.
 VERDICT_MIN = 0.5
 HELD_OUT = 40
 STATUS = {"holds": "supported", "fails": "refuted", "inconclusive": "inconclusive"}
@@ -45,7 +46,8 @@ JOB_POLL_S = 30
 
 
 class Recorder:
-    """Calls tools through an MCP client and appends {call, tool, arguments, result} to a JSONL file."""
+    """Calls tools through an MCP client and appends {call, tool, arguments, result} to a JSONL
+    file."""
 
     def __init__(self, client: Any, path: Path) -> None:
         self.client, self.path = client, path
@@ -116,7 +118,8 @@ async def all_probe_prompts(rec: Recorder) -> list[ProbeRow]:
 
 
 def choose_prompts(claim: Claim, probes: list[ProbeRow]) -> tuple[str | None, list[ProbeRow]]:
-    """The claim's mechanism (None if its subject is no probe prompt) and the prompts to re-test on."""
+    """The claim's mechanism (None if its subject is no probe prompt) and the prompts to re-test
+    on."""
     subject = next((p for p in probes if p.text == claim.subject_prompt), None)
     if subject is None:
         return None, []
@@ -201,7 +204,8 @@ async def retest_claim(rec: Recorder, claim: Claim, probes: list[ProbeRow]) -> R
 
 
 async def validate(rec: Recorder, out: Retest, claim: Claim) -> None:
-    """The claim's verdicts from validate_claim on held-out probes of its mechanism (polled as a job)."""
+    """The claim's verdicts from validate_claim on held-out probes of its mechanism (polled as a
+    job)."""
     call, data = await rec.call(
         "validate_claim",
         {

@@ -37,7 +37,8 @@ from pathlib import Path
 
 from spd_mcp.contract import SERVER_NAME, claude_tool_name
 
-# Variables copied from the launcher's environment when set (credentials, endpoint, proxies, locale).
+# Variables copied from the launcher's environment when set (credentials, endpoint, proxies,
+# locale).
 ENV_PASSTHROUGH: tuple[str, ...] = (
     "ANTHROPIC_API_KEY",
     "ANTHROPIC_AUTH_TOKEN",

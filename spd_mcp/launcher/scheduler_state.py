@@ -1,4 +1,5 @@
-"""Notice a SLURM job that the scheduler ended before the job body could (scancel, node failure, OOM).
+"""Notice a SLURM job that the scheduler ended before the job body could (scancel, node failure,
+OOM).
 
 A cancelled job is killed without finishing its records, so the watcher asks `sacct` about the
 investigation's last job and, if SLURM reports it ended, records that in metadata.json (status and

@@ -88,7 +88,8 @@ def start_server(argv: Sequence[str], log_path: Path, port_file: Path) -> Server
 
 
 def wait_for_port(server: ServerProcess, timeout_s: float) -> int:
-    """The port from the port file, once written; raises RuntimeError if the server dies or stalls."""
+    """The port from the port file, once written; raises RuntimeError if the server dies or
+    stalls."""
     deadline = time.monotonic() + timeout_s
     while True:
         if server.port_file.exists():
@@ -123,7 +124,8 @@ def stop_server(server: ServerProcess, grace_s: float = 10.0) -> int | None:
 
 
 def die_with_parent() -> None:
-    """In the child before exec: ask Linux to SIGTERM it if the launcher's job dies (best effort)."""
+    """In the child before exec: ask Linux to SIGTERM it if the launcher's job dies (best
+    effort)."""
     if sys.platform.startswith("linux"):
         import ctypes
 

@@ -45,7 +45,8 @@ class Frozen(BaseModel):
 
 
 def slurm_time_minutes(text: str) -> int:
-    """Minutes in a SLURM time string: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS (rounded up)."""
+    """Minutes in a SLURM time string: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS (rounded
+    up)."""
     m = _TIME.match(text.strip())
     if not m:
         raise ValueError(f"time {text!r} is not a SLURM time: use MM, HH:MM:SS or D-HH:MM:SS")

@@ -1,4 +1,5 @@
-"""The starting strategies of a swarm's agents: a sentence for a language model, parameters for the built-in one.
+"""The starting strategies of a swarm's agents: a sentence for a language model, parameters for the
+built-in one.
 
 `--swarm N` gives task i the strategy `STRATEGIES[i % len(STRATEGIES)]` and, once every strategy
 is used, moves the subject to a later probe prompt (`prompt_shift`), so no two tasks start alike.
@@ -79,13 +80,14 @@ def strategy_for_task(index: int) -> Strategy:
         base,
         name=f"{base.name}@prompt{base.prompt_index + shift * 2}",
         prompt_index=base.prompt_index + shift * 2,
-        description=f"{base.description} Use probe prompt number {base.prompt_index + shift * 2 + 1} "
-        "of the mechanism as the subject.",
+        description=f"{base.description} Use probe prompt number "
+        f"{base.prompt_index + shift * 2 + 1} of the mechanism as the subject.",
     )
 
 
 def strategy_named(name: str) -> Strategy:
-    """The strategy a task was given (including the `@promptK` variants); ValueError naming the choices."""
+    """The strategy a task was given (including the `@promptK` variants); ValueError naming the
+    choices."""
     base, _, shifted = name.partition("@prompt")
     if base not in BY_NAME or (shifted and not shifted.isdigit()):
         raise ValueError(

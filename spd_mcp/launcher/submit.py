@@ -158,7 +158,8 @@ class LocalSwarmJob:
 def submit_swarm(spec: SwarmSpec) -> dict[str, submitit.Job[Any]]:
     """Create the swarm's directories, submit its tasks and aggregation; the jobs by role.
 
-    SLURM: {'tNN': task job, ..., 'aggregate': job}; local: {'coordinator': job} (it runs everything).
+    SLURM: {'tNN': task job, ..., 'aggregate': job}; local: {'coordinator': job} (it runs
+    everything).
     """
     sd = init_swarm_dir(spec)
     for task in spec.tasks:

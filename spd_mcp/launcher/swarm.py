@@ -1,4 +1,5 @@
-"""A swarm: N investigations of one question from different hypotheses or strategies, and its directory.
+"""A swarm: N investigations of one question from different hypotheses or strategies, and its
+directory.
 
 `resolve_swarm` turns a LaunchRequest plus `--hypotheses FILE` or `--swarm N` into a SwarmSpec
 (one JobSpec per task) without touching the disk. Every task is an ordinary investigation directory
@@ -205,7 +206,8 @@ class SwarmDir:
 
     @property
     def tool_calls(self) -> Path:
-        """Every tool call of the aggregation with its full result (what the report's numbers cite)."""
+        """Every tool call of the aggregation with its full result (what the report's numbers
+        cite)."""
         return self.aggregate / "tool_calls.jsonl"
 
     def task_link(self, index: int) -> Path:

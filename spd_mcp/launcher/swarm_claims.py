@@ -1,4 +1,5 @@
-"""Read a swarm's task directories: how each task ended (and why, if it failed) and the circuits it claims.
+"""Read a swarm's task directories: how each task ended (and why, if it failed) and the circuits it
+claims.
 
 A claim is one saved explanation (`explanations.jsonl`): a set of components, the prompt it was
 found on and the behaviour. The agent's own verdicts on it come from its hypotheses
@@ -70,7 +71,8 @@ def components_in(text: str) -> set[str]:
 
 
 def sacct_exit(job_id: str, timeout_s: float = 15.0) -> tuple[str | None, str | None]:
-    """(State, ExitCode) of a SLURM job or array task from sacct; (None, None) when it cannot tell."""
+    """(State, ExitCode) of a SLURM job or array task from sacct; (None, None) when it cannot
+    tell."""
     try:
         proc = subprocess.run(
             ["sacct", "-X", "-n", "-P", "-o", "State,ExitCode", "-j", job_id],
@@ -86,7 +88,8 @@ def sacct_exit(job_id: str, timeout_s: float = 15.0) -> tuple[str | None, str | 
 
 
 def job_log_tail(submitit_root: Path, job_id: str, lines: int = 12) -> str:
-    """The end of the submitit log of a job (stderr, else stdout), searched under the swarm's folder."""
+    """The end of the submitit log of a job (stderr, else stdout), searched under the swarm's
+    folder."""
     for suffix in ("err", "out"):
         hits = sorted(submitit_root.rglob(f"{job_id}_0_log.{suffix}"))
         text = hits[0].read_text(errors="replace").strip() if hits else ""
@@ -96,7 +99,8 @@ def job_log_tail(submitit_root: Path, job_id: str, lines: int = 12) -> str:
 
 
 def read_task(spec: JobSpec, submitit_root: Path) -> TaskRecord:
-    """How one task ended; for a failure: the recorded error, SLURM's state and exit code, the log's end."""
+    """How one task ended; for a failure: the recorded error, SLURM's state and exit code, the log's
+    end."""
     inv = InvestigationDir(Path(spec.inv_dir))
     reconcile(inv)
     meta = read_json(inv.metadata)

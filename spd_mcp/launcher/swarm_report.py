@@ -1,4 +1,5 @@
-"""The swarm's findings from the aggregation's own measurements: swarm_summary.json and swarm_report.md.
+"""The swarm's findings from the aggregation's own measurements: swarm_summary.json and
+swarm_report.md.
 
 Claims are ranked by `verified_effect` (the re-test's, never the agents' numbers), then by fewer
 components. Two tasks' claims about the same mechanism agree on a property (necessary, sufficient)
@@ -25,13 +26,17 @@ from spd_mcp.launcher.swarm_claims import Claim, TaskRecord
 
 PROPERTIES = ("necessary", "sufficient")
 DEFINITIONS = {
-    "necessity_<regime>": "mean over the re-test prompts of 1 - p_after/p_before, removing the claimed components",
-    "sufficiency_<regime>": "mean over the re-test prompts of min(p_after/p_before, 1), keeping only them",
-    "verified_effect": "mean of necessity and sufficiency in the deterministic and stochastic regimes",
-    "verdict": "validate_claim's verdict on held-out probes of the claim's mechanism (holds: supported, fails: "
-    f"refuted, else inconclusive); without a mechanism, supported when the score is at least "
-    f"{VERDICT_MIN} in both regimes, else refuted",
-    "grader": "spd_core.grader on the run's probe prompts (deterministic): necessity, sufficiency, specificity",
+    "necessity_<regime>": "mean over the re-test prompts of 1 - p_after/p_before, removing the "
+    "claimed components",
+    "sufficiency_<regime>": "mean over the re-test prompts of min(p_after/p_before, 1), keeping "
+    "only them",
+    "verified_effect": "mean of necessity and sufficiency in the deterministic and stochastic "
+    "regimes",
+    "verdict": "validate_claim's verdict on held-out probes of the claim's mechanism (holds: "
+    "supported, fails: refuted, else inconclusive); without a mechanism, supported when the score "
+    f"is at least {VERDICT_MIN} in both regimes, else refuted",
+    "grader": "spd_core.grader on the run's probe prompts (deterministic): necessity, "
+    "sufficiency, specificity",
 }
 
 
@@ -55,7 +60,8 @@ def build_summary(
     grader_note: str,
     tool_calls: dict[str, Any],
 ) -> dict[str, Any]:
-    """The whole summary (JSON-ready); `grades` maps claim_id -> {'call': id, 'scores': grader dict}."""
+    """The whole summary (JSON-ready); `grades` maps claim_id -> {'call': id, 'scores': grader
+    dict}."""
     by_task = {t.index: t for t in tasks}
     rows = []
     for c in claims:
@@ -153,19 +159,21 @@ def f3(x: Any) -> str:
 def _claim_table(claims: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| rank | claim | task (strategy) | mechanism | components | necessity det / sto | "
-        "sufficiency det / sto | verified effect | grader nec / suf / spec | agent said nec / suf | "
-        "re-test nec / suf |",
+        "sufficiency det / sto | verified effect | grader nec / suf / spec | agent said nec / suf "
+        "| re-test nec / suf |",
         "|" + " --- |" * 11,
     ]
     for c in claims:
         s, g = c["scores"], c["grader"] or {}
         av, vv = c["agent_verdicts"], c["verified_verdicts"]
         lines.append(
-            f"| {c['rank']} | {c['claim_id']} | t{c['task_index']:02d} ({c['strategy']}) | {c['mechanism'] or '?'} | "
-            f"{c['n_components']} | {f3(s.get('necessity_deterministic'))} / {f3(s.get('necessity_stochastic'))} | "
+            f"| {c['rank']} | {c['claim_id']} | t{c['task_index']:02d} ({c['strategy']}) | "
+            f"{c['mechanism'] or '?'} | {c['n_components']} | "
+            f"{f3(s.get('necessity_deterministic'))} / {f3(s.get('necessity_stochastic'))} | "
             f"{f3(s.get('sufficiency_deterministic'))} / {f3(s.get('sufficiency_stochastic'))} | "
-            f"**{f3(s.get('verified_effect'))}** | {f3(g.get('necessity'))} / {f3(g.get('sufficiency'))} / "
-            f"{f3(g.get('specificity'))} | {av.get('necessary', '-')} / {av.get('sufficient', '-')} | "
+            f"**{f3(s.get('verified_effect'))}** | {f3(g.get('necessity'))} / "
+            f"{f3(g.get('sufficiency'))} / {f3(g.get('specificity'))} | "
+            f"{av.get('necessary', '-')} / {av.get('sufficient', '-')} | "
             f"{vv.get('necessary', '-')} / {vv.get('sufficient', '-')} |"
         )
     return lines
@@ -177,17 +185,18 @@ def render_report(s: dict[str, Any]) -> str:
         f"# Swarm report: {s['question'].splitlines()[0]}",
         "",
         f"Swarm `{s['swarm_id']}` on run `{s['run']}`: {s['n_tasks']} tasks ({s['source']}), agent "
-        f"`{s['agent']}`, executor `{s['executor']}`; {s['n_ok']} finished, {len(s['failed_tasks'])} failed. "
-        f"Generated {s['generated']}.",
+        f"`{s['agent']}`, executor `{s['executor']}`; {s['n_ok']} finished, "
+        f"{len(s['failed_tasks'])} failed. Generated {s['generated']}.",
         "",
         "## How the claims were re-tested",
         "",
-        f"A fresh server re-ran every claimed circuit (each saved explanation) on its subject prompt and "
-        f"up to {s['method']['prompts_per_claim'] - 1} more probe prompts of the same mechanism, removing "
-        f"(necessity) and keeping only (sufficiency) the claimed components, in the deterministic and "
-        f"stochastic ({s['method']['stochastic_samples']} samples, seed {s['method']['seed']}) regimes. "
-        f"The numbers below are the aggregation's own measurements ({s['tool_calls']['count']} tool calls in "
-        f"`{s['tool_calls']['file']}`), not the agents'. Grader: {s['method']['grader']}.",
+        "A fresh server re-ran every claimed circuit (each saved explanation) on its subject "
+        f"prompt and up to {s['method']['prompts_per_claim'] - 1} more probe prompts of the same "
+        "mechanism, removing (necessity) and keeping only (sufficiency) the claimed components, in "
+        f"the deterministic and stochastic ({s['method']['stochastic_samples']} samples, seed "
+        f"{s['method']['seed']}) regimes. The numbers below are the aggregation's own measurements "
+        f"({s['tool_calls']['count']} tool calls in `{s['tool_calls']['file']}`), not the "
+        f"agents'. Grader: {s['method']['grader']}.",
         "",
     ]
     out += [f"- `{k}`: {v}" for k, v in s["method"]["definitions"].items()]
@@ -214,15 +223,17 @@ def render_report(s: dict[str, Any]) -> str:
         out += ["", f"## {title} between agents", ""]
         if not items:
             out.append(
-                f"None: no two tasks' claims about the same mechanism {'share' if title == 'Agreements' else 'oppose'} "
-                "a verdict on necessity or sufficiency."
+                "None: no two tasks' claims about the same mechanism "
+                f"{'share' if title == 'Agreements' else 'oppose'} a verdict on necessity or "
+                "sufficiency."
             )
         for e in items:
             (a, b), (ta, tb) = e["claims"], e["tasks"]
             out.append(
-                f"- {e['mechanism']}, {e['property']}: t{ta:02d} ({a}) said {e['agent_verdicts'][0]}, "
-                f"t{tb:02d} ({b}) said {e['agent_verdicts'][1]}; re-test: {e['retest_verdicts'][0]} / "
-                f"{e['retest_verdicts'][1]}; component overlap (Jaccard) {e['component_overlap']:.2f}."
+                f"- {e['mechanism']}, {e['property']}: t{ta:02d} ({a}) said "
+                f"{e['agent_verdicts'][0]}, t{tb:02d} ({b}) said {e['agent_verdicts'][1]}; "
+                f"re-test: {e['retest_verdicts'][0]} / {e['retest_verdicts'][1]}; component "
+                f"overlap (Jaccard) {e['component_overlap']:.2f}."
             )
     out += ["", "## Failed tasks", ""]
     if not s["failed_tasks"]:
@@ -251,13 +262,14 @@ def render_report(s: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     out += [
-        f"| t{t['index']:02d} | `{t['inv_id']}` | {t['strategy']} | {t['hypothesis'] or '-'} | {t['status']} | "
-        f"{t['n_explanations']} |"
+        f"| t{t['index']:02d} | `{t['inv_id']}` | {t['strategy']} | {t['hypothesis'] or '-'} | "
+        f"{t['status']} | {t['n_explanations']} |"
         for t in s["tasks"]
     ]
     counts = Counter(s["tool_calls"].get("by_tool", {}))
     out += [
         "",
-        f"Tool calls of the aggregation: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}.",
+        "Tool calls of the aggregation: "
+        f"{', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}.",
     ]
     return "\n".join(out) + "\n"

@@ -1,4 +1,5 @@
-"""Watch swarms: find one, every task's status at a glance, follow it until the report, print the report."""
+"""Watch swarms: find one, every task's status at a glance, follow it until the report, print the
+report."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ SWARM_DONE = frozenset({"completed", "failed"})
 
 
 def find_swarm(ref: str, out_root: Path) -> SwarmDir | None:
-    """The swarm a reference names (path, id or unique id fragment), or None if it names no swarm."""
+    """The swarm a reference names (path, id or unique id fragment), or None if it names no
+    swarm."""
     found, _, _ = match_dir(ref, out_root, "swarm.json", "swarm", "latest-swarm")
     return None if found is None else SwarmDir(found)
 
@@ -98,7 +100,8 @@ def swarm_status_text(sd: SwarmDir) -> str:
         f"swarm {sd.root.name}: {meta.get('status', '?')}",
         f"  question: {cut(meta.get('question', ''), 200)}",
         f"  {len(meta.get('tasks', []))} tasks ({meta.get('source')}), agent {meta.get('agent')}, "
-        f"executor {meta.get('executor')}, {meta.get('parallelism')} at once, job ids {meta.get('job_ids', {})}",
+        f"executor {meta.get('executor')}, {meta.get('parallelism')} at once, job ids "
+        f"{meta.get('job_ids', {})}",
         f"  directory: {sd.root}",
         "  tasks:",
     ]
@@ -113,7 +116,8 @@ def swarm_status_text(sd: SwarmDir) -> str:
     if outcome:
         lines.append(
             f"  aggregation: {outcome.get('status')} ({outcome.get('claims')} claims from "
-            f"{outcome.get('ok_tasks')} of {outcome.get('tasks')} tasks) error={outcome.get('error')}"
+            f"{outcome.get('ok_tasks')} of {outcome.get('tasks')} tasks) "
+            f"error={outcome.get('error')}"
         )
     lines += ["  " + line for line in swarm_answer_lines(read_json(sd.summary))]
     if sd.report.exists():
@@ -137,7 +141,8 @@ def follow_swarm(
     timeout_s: float | None = None,
     job_done: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
-    """Print each task's status changes and the aggregation's events until the swarm ends; its outcome."""
+    """Print each task's status changes and the aggregation's events until the swarm ends; its
+    outcome."""
     seen: dict[int, str] = {}
     agg = EventTail(sd.aggregate / "events.jsonl")
     deadline = None if timeout_s is None else time.monotonic() + timeout_s

@@ -1,4 +1,5 @@
-"""Watch investigations: list them, show one's status, follow its log and events live, print its report."""
+"""Watch investigations: list them, show one's status, follow its log and events live, print its
+report."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def match_dir(
 
 
 def find_investigation(ref: str, out_root: Path) -> InvestigationDir:
-    """An investigation by path, id, unique id fragment, or `latest`; ValueError naming the choices."""
+    """An investigation by path, id, unique id fragment, or `latest`; ValueError naming the
+    choices."""
     found, ids, hits = match_dir(ref, out_root, "metadata.json", "inv", "latest")
     if found is not None:
         return InvestigationDir(found)

@@ -1,1 +1,2 @@
-"""The MCP server: one loaded run, tool handlers, one device worker, workspace files, SQLite store."""
+"""The MCP server: one loaded run, tool handlers, one device worker, workspace files, SQLite
+store."""

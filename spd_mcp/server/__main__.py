@@ -1,4 +1,5 @@
-"""Command line: ``spd-mcp-server --run demo|PATH [--workspace DIR] [--transport stdio|http] ...``."""
+"""Command line: ``spd-mcp-server --run demo|PATH [--workspace DIR] [--transport stdio|http]
+...``."""
 
 import argparse
 import gc
@@ -100,7 +101,8 @@ def setup_logging(config: ServerConfig) -> None:
 
 
 def loop_options() -> dict[str, Any]:
-    """uvloop when installed (a faster event loop: less per-call overhead), else the standard asyncio loop."""
+    """uvloop when installed (a faster event loop: less per-call overhead), else the standard
+    asyncio loop."""
     try:
         import uvloop  # noqa: F401
     except ImportError:
@@ -111,7 +113,8 @@ def loop_options() -> dict[str, Any]:
 def serve(
     config: ServerConfig, run: "ServedRun | None" = None, extra_tools: Sequence["ToolSpec"] = ()
 ) -> None:
-    """Serve until the transport closes; ``run`` given: serve it instead of loading ``config.run``."""
+    """Serve until the transport closes; ``run`` given: serve it instead of loading
+    ``config.run``."""
     import torch
 
     torch.set_num_threads(max(1, config.threads))
@@ -139,8 +142,9 @@ def serve(
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
     setup_logging(config)
-    # Start-up allocates millions of long-lived objects (torch, transformers, the SDK, the model) and
-    # frees almost none: the cyclic GC would only rescan them. The lifespan freezes them and turns it back on.
+    # Start-up allocates millions of long-lived objects (torch, transformers, the SDK, the model)
+    # and frees almost none: the cyclic GC would only rescan them. The lifespan freezes them and
+    # turns it back on.
     gc.disable()
     serve(config)
 

@@ -1,4 +1,5 @@
-"""Builds the MCP server "spd": its tools, the call-logging middleware and the lifespan that owns AppState."""
+"""Builds the MCP server "spd": its tools, the call-logging middleware and the lifespan that owns
+AppState."""
 
 import functools
 import gc
@@ -69,8 +70,9 @@ async def open_state(config: ServerConfig, run: ServedRun | None) -> AppState:
         events.close()
         raise
     # The model and imports live as long as the server: keep them out of every later GC pass, so
-    # collections stay short and server_status answers fast (no collect first: it costs start-up time
-    # and start-up leaves little garbage). The CLI disables the GC while starting; it is on from here.
+    # collections stay short and server_status answers fast (no collect first: it costs start-up
+    # time and start-up leaves little garbage). The CLI disables the GC while starting; it is on
+    # from here.
     gc.freeze()
     gc.enable()
     state = AppState(
@@ -96,7 +98,8 @@ async def open_state(config: ServerConfig, run: ServedRun | None) -> AppState:
 async def reload_edits(state: AppState) -> None:
     """Register the edits stored by an earlier server on this workspace, under their ids.
 
-    An edit made on another run, or one that no longer fits the model, is skipped (server.log says why).
+    An edit made on another run, or one that no longer fits the model, is skipped (server.log says
+    why).
     """
     blobs = await state.store.edit_blobs()
     if not blobs:

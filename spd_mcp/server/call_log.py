@@ -1,4 +1,5 @@
-"""Every tool call becomes an event (events.jsonl) and a row (store): tool, arguments, duration, outcome.
+"""Every tool call becomes an event (events.jsonl) and a row (store): tool, arguments, duration,
+outcome.
 
 Runs as MCP server middleware, so calls rejected by the input schema or naming an unknown tool are
 recorded too. The event is written (and fsynced) before the answer leaves the server.

@@ -1,4 +1,5 @@
-"""The device worker: all model work runs in order on one thread; long work becomes a cancellable job.
+"""The device worker: all model work runs in order on one thread; long work becomes a cancellable
+job.
 
 ``DeviceWorker.call`` runs a short function, waiting at most ``short_wait_s`` for the device before
 raising a retryable ``BusyError`` that names the running job. ``DeviceWorker.submit`` queues a long
@@ -67,7 +68,10 @@ class Job:
     def describe(self) -> str:
         where = f"step {self.step:g}" + (f"/{self.total:g}" if self.total else "")
         msg = f" '{self.message}'" if self.message else ""
-        return f"{self.kind} {self.id} ({self.tool}) {self.status} for {self.elapsed_s():.1f} s, {where}{msg}"
+        return (
+            f"{self.kind} {self.id} ({self.tool}) {self.status} for {self.elapsed_s():.1f} s, "
+            f"{where}{msg}"
+        )
 
 
 class DeviceWorker:
@@ -139,7 +143,8 @@ class DeviceWorker:
         params: dict[str, Any] | None = None,
         finish: Callable[[Any], Awaitable[Any]] | None = None,
     ) -> Job:
-        """Queue ``fn(progress)`` as a job; ``finish(raw)`` (async, on the loop) makes its result."""
+        """Queue ``fn(progress)`` as a job; ``finish(raw)`` (async, on the loop) makes its
+        result."""
         job = self._enqueue(tool, "job", params or {}, fn, finish)
         self._jobs[job.id] = job
         while len(self._jobs) > self._keep:
@@ -168,7 +173,8 @@ class DeviceWorker:
         return job
 
     def cancel(self, job: Job) -> str:
-        """Request cancellation; a queued job is cancelled at once, a running one at its next progress call."""
+        """Request cancellation; a queued job is cancelled at once, a running one at its next
+        progress call."""
         if job.is_finished:
             return f"job {job.id} already {job.status}; nothing to cancel"
         job.cancel_requested.set()

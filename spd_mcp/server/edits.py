@@ -67,7 +67,8 @@ class EditRegistry:
 
 
 def edit_to_bytes(entry: EditEntry, run_name: str) -> bytes:
-    """The edit's tensors (CPU copies) and what describes it, as safetensors bytes (call on the device thread)."""
+    """The edit's tensors (CPU copies) and what describes it, as safetensors bytes (call on the
+    device thread)."""
     tensors = {f"dV.{k}": v.detach().cpu().contiguous() for k, v in entry.edit.dV.items()}
     tensors |= {f"dU.{k}": v.detach().cpu().contiguous() for k, v in entry.edit.dU.items()}
     meta = {
@@ -100,7 +101,8 @@ def edit_from_bytes(blob: bytes, device: torch.device) -> tuple[EditEntry, str]:
 
 
 def _metadata(blob: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of safetensors bytes (an 8-byte little-endian header length, then JSON)."""
+    """The ``__metadata__`` of safetensors bytes (an 8-byte little-endian header length, then
+    JSON)."""
     size = int.from_bytes(blob[:8], "little")
     return json.loads(blob[8 : 8 + size]).get("__metadata__", {})
 
@@ -113,12 +115,13 @@ def write_export(
     tokenizer_dir: Path | None = None,
     overwrite: bool = False,
 ) -> dict[str, int]:
-    """Save the edited target (and tokenizer) to ``out``, replacing it whole; returns {file name: bytes}.
+    """Save the edited target (and tokenizer) to ``out``, replacing it whole; returns {file name:
+    bytes}.
 
     The tokenizer's files are copied from ``tokenizer_dir`` (the run's saved tokenizer) when given,
-    else written by ``tokenizer.save_pretrained``. Written into a fresh private directory made inside
-    ``out``'s folder and renamed into place (``safe_files``), so ``out`` is never half written and no
-    planted link is followed.
+    else written by ``tokenizer.save_pretrained``. Written into a fresh private directory made
+    inside ``out``'s folder and renamed into place (``safe_files``), so ``out`` is never half
+    written and no planted link is followed.
     """
     tmp = safe_files.new_dir(out.parent, out.name)
     try:

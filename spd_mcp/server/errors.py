@@ -1,4 +1,5 @@
-"""The server's error boundary: core errors become ToolErrors that carry their message to the agent."""
+"""The server's error boundary: core errors become ToolErrors that carry their message to the
+agent."""
 
 import logging
 import math
@@ -24,7 +25,8 @@ _EXPECTED = (ValueError, KeyError, IndexError, LookupError, TypeError)
 
 
 def to_tool_error(exc: BaseException, tool: str) -> ToolError:
-    """Map any exception raised by a handler or core function to a ToolError with a useful message."""
+    """Map any exception raised by a handler or core function to a ToolError with a useful
+    message."""
     if isinstance(exc, ToolError):
         return exc
     if isinstance(exc, _EXPECTED):

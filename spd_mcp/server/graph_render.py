@@ -75,7 +75,8 @@ class Layout:
 
 
 def select(graph: StoredGraph, min_ci: float, max_edges: int) -> GraphSelection:
-    """Nodes with CI ≥ min_ci (pseudo-nodes without CI always), then the top max_edges edges by |value|."""
+    """Nodes with CI ≥ min_ci (pseudo-nodes without CI always), then the top max_edges edges by
+    |value|."""
     nodes = {n.key: n for n in graph.nodes if n.ci is None or n.ci >= min_ci}
     edges = [e for e in graph.edges if e.src in nodes and e.tgt in nodes]
     edges.sort(key=lambda e: abs(e.value), reverse=True)
@@ -201,8 +202,8 @@ def render_svg(
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
         f'font-family="DejaVu Sans, Arial, sans-serif" font-size="{FONT_PX}">',
         f'<rect width="{w}" height="{h}" fill="white"/>',
-        f'<text x="10" y="22" font-size="15" '
-        f'font-weight="bold">{escape(_fit(caption or "attribution graph", w - 20, TITLE_CHAR_W))}</text>',
+        '<text x="10" y="22" font-size="15" font-weight="bold">'
+        f"{escape(_fit(caption or 'attribution graph', w - 20, TITLE_CHAR_W))}</text>",
         f'<text x="10" y="42" fill="#4b5563">{escape(_subtitle(graph, w))}</text>',
     ]
     for i, (layer, top, bottom) in enumerate(lay.rows):

@@ -30,7 +30,8 @@ TOKEN_FILE = "server_token"
 
 
 def resolve_token(config: ServerConfig) -> str:
-    """The bearer token: $SPD_MCP_TOKEN, else --token-file (created if missing), else <workspace>/server_token."""
+    """The bearer token: $SPD_MCP_TOKEN, else --token-file (created if missing), else
+    <workspace>/server_token."""
     if os.environ.get(TOKEN_ENV):
         return os.environ[TOKEN_ENV].strip()
     path = config.token_file or (config.workspace / TOKEN_FILE if config.workspace else None)
@@ -59,7 +60,8 @@ def write_port_file(path: Path, port: int) -> None:
 
 
 class LocalGuard:
-    """ASGI middleware: only Host 127.0.0.1/localhost:<port>, same Origin if any, and the bearer token."""
+    """ASGI middleware: only Host 127.0.0.1/localhost:<port>, same Origin if any, and the bearer
+    token."""
 
     def __init__(self, app: ASGIApp, token: str, port: int) -> None:
         self.app = app
@@ -95,7 +97,8 @@ class LocalGuard:
 
 
 def _bearer_token(header: bytes) -> bytes:
-    """The credentials of an ``Authorization: Bearer <token>`` header (the scheme is case-insensitive)."""
+    """The credentials of an ``Authorization: Bearer <token>`` header (the scheme is
+    case-insensitive)."""
     scheme, _, credentials = header.strip().partition(b" ")
     return credentials.strip() if scheme.lower() == b"bearer" else b""
 
@@ -111,10 +114,12 @@ async def _reject(
 
 
 class CoalescingTransport:
-    """Hands the socket one write per loop iteration: a response's head and body leave as one segment.
+    """Hands the socket one write per loop iteration: a response's head and body leave as one
+    segment.
 
     uvicorn writes the status line and headers, then the body, as separate writes; on a TCP_NODELAY
-    socket that is two segments and two wake-ups of the client. Everything else is the real transport's.
+    socket that is two segments and two wake-ups of the client. Everything else is the real
+    transport's.
     """
 
     def __init__(self, transport: asyncio.Transport) -> None:
@@ -150,7 +155,8 @@ class CoalescingTransport:
 
 
 def _protocol_class() -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol when installed (C parser), else h11; writes coalesced per iteration."""
+    """uvicorn's httptools protocol when installed (C parser), else h11; writes coalesced per
+    iteration."""
     try:
         from uvicorn.protocols.http.httptools_impl import (
             HttpToolsProtocol as Base,  # needs httptools

@@ -1,4 +1,5 @@
-"""Tool arguments as core inputs: text or features as a model input, component and node keys, target tokens.
+"""Tool arguments as core inputs: text or features as a model input, component and node keys, target
+tokens.
 
 Keys are parsed only by ``spd_core.keys``; token strings go through the server's ``TokenizerView``.
 """
@@ -19,7 +20,8 @@ TOY_TOKEN = "<input>"  # the single "position" of a toy model's feature vector
 
 @dataclass(frozen=True)
 class ModelInput:
-    """``x``: token ids (1, seq) or features (1, d_in) on the model's device; ``tokens``: display strings."""
+    """``x``: token ids (1, seq) or features (1, d_in) on the model's device; ``tokens``: display
+    strings."""
 
     x: Tensor
     tokens: list[str]
@@ -38,9 +40,9 @@ def model_device(state: AppState) -> torch.device:
 def require_lm(state: AppState, tool: str) -> None:
     if not state.run.is_lm:
         raise ValueError(
-            f"{tool} needs a language model (text and tokens); run {state.run.name!r} is a toy model taking a "
-            f"feature vector of length {state.run.input_dim}. Valid tools for it: run_prompt, get_ci, "
-            "probe_component, get_attributions (with 'features')"
+            f"{tool} needs a language model (text and tokens); run {state.run.name!r} is a toy "
+            f"model taking a feature vector of length {state.run.input_dim}. Valid tools for it: "
+            "run_prompt, get_ci, probe_component, get_attributions (with 'features')"
         )
 
 
@@ -65,7 +67,8 @@ def checked_features(state: AppState, features: Sequence[float]) -> list[float]:
 
 
 def model_input(state: AppState, text: str | None, features: list[float] | None) -> ModelInput:
-    """Text for language models, a feature vector for toy models; the error says which one is valid."""
+    """Text for language models, a feature vector for toy models; the error says which one is
+    valid."""
     run = state.run
     if (text is None) == (features is None):
         need = "'text'" if run.is_lm else f"'features' (a list of {run.input_dim} numbers)"
@@ -96,7 +99,8 @@ def output_width(state: AppState) -> int:
 
 
 def graph_node_key(state: AppState, key: str, seq: int) -> NodeKey:
-    """A node of an attribution graph: a component node, 'output:<pos>:<token id>' or 'embed:<pos>:0'."""
+    """A node of an attribution graph: a component node, 'output:<pos>:<token id>' or
+    'embed:<pos>:0'."""
     layer_c = {**state.layer_c(), EMBED: 1, OUTPUT: output_width(state)}
     return parse_node_key(key, layer_c, seq)
 

@@ -1,4 +1,5 @@
-"""Next-token predictions of the target model (and output vectors of toy models), with NaN/Inf located."""
+"""Next-token predictions of the target model (and output vectors of toy models), with NaN/Inf
+located."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,8 +33,8 @@ class VectorOutput:
 
 
 def locate_nonfinite(model: ComponentModel, run: Callable[[], Tensor]) -> str:
-    """Re-run ``run`` with hooks (``analysis.health.locate_nonfinite``); name the first module of the
-    target model whose output holds a NaN or Inf."""
+    """Re-run ``run`` with hooks (``analysis.health.locate_nonfinite``); name the first module of
+    the target model whose output holds a NaN or Inf."""
     site = health.locate_nonfinite(model, run)
     if site is None:
         return "NaN/Inf appeared in the model output"
@@ -45,7 +46,8 @@ def locate_nonfinite(model: ComponentModel, run: Callable[[], Tensor]) -> str:
 def predict_tokens(
     model: ComponentModel, token_ids: list[int], top_k: int, all_positions: bool
 ) -> TokenPredictions:
-    """Target-model next-token distribution: top-k at the last (or every) position, and P(actual next token)."""
+    """Target-model next-token distribution: top-k at the last (or every) position, and P(actual
+    next token)."""
     device = next(model.parameters()).device
     ids = torch.tensor([token_ids], device=device)
     logits = model.target_output(ids)[0]  # (seq, vocab)

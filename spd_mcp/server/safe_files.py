@@ -1,4 +1,5 @@
-"""Writing files inside a folder without following or reusing a link: every writer of the server uses this.
+"""Writing files inside a folder without following or reusing a link: every writer of the server
+uses this.
 
 - ``write_files`` replaces whole files: each is written to a temporary name created exclusively
   (``O_CREAT | O_EXCL | O_NOFOLLOW``) in the target folder, then renamed over its final name; the
@@ -32,7 +33,8 @@ class UnsafePathError(ValueError):
 
 
 def check_folder(folder: Path) -> Path:
-    """``folder`` if it is an absolute path of real directories (no symbolic link anywhere in it)."""
+    """``folder`` if it is an absolute path of real directories (no symbolic link anywhere in
+    it)."""
     folder = Path(os.path.abspath(folder))
     if os.path.realpath(folder) != str(folder):
         raise UnsafePathError(
@@ -70,7 +72,8 @@ def _refusal(folder: Path, name: str, st: os.stat_result) -> UnsafePathError | N
         return UnsafePathError(f"refusing to write {where}: it is not a regular file")
     if st.st_nlink > 1:
         return UnsafePathError(
-            f"refusing to write {where}: it has {st.st_nlink} hard links (a file elsewhere shares it); remove it first"
+            f"refusing to write {where}: it has {st.st_nlink} hard links (a file elsewhere shares "
+            "it); remove it first"
         )
     return None
 
@@ -83,7 +86,8 @@ def _lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
 
 
 def check_replaceable(folder: Path, names: list[str]) -> None:
-    """Raise UnsafePathError if any of ``names`` in ``folder`` exists as a link or a non-regular file."""
+    """Raise UnsafePathError if any of ``names`` in ``folder`` exists as a link or a non-regular
+    file."""
     with _open_folder(folder) as dfd:
         for name in names:
             _check_name(name)
@@ -98,7 +102,8 @@ def tmp_name(name: str) -> str:
 
 
 def _create_exclusive(dir_fd: int, name: str) -> tuple[str, int]:
-    """A new temporary file (never an existing entry or link); retried under other names on a clash."""
+    """A new temporary file (never an existing entry or link); retried under other names on a
+    clash."""
     for _ in range(_TMP_TRIES):
         tmp = tmp_name(name)
         try:
@@ -113,7 +118,8 @@ def _create_exclusive(dir_fd: int, name: str) -> tuple[str, int]:
 
 
 def write_files(folder: Path, files: Mapping[str, bytes]) -> list[Path]:
-    """Replace each ``name -> data`` in ``folder`` atomically, all or none (see the module docstring)."""
+    """Replace each ``name -> data`` in ``folder`` atomically, all or none (see the module
+    docstring)."""
     check_replaceable(folder, list(files))
     made: dict[str, tuple[str, int]] = {}  # final name -> (temporary name, inode)
     with _open_folder(folder) as dfd:
@@ -152,7 +158,8 @@ def write_file(folder: Path, name: str, data: bytes) -> Path:
 
 
 def open_append(folder: Path, name: str) -> int:
-    """A descriptor appending to ``folder/name`` (created if missing); links and shared files refused."""
+    """A descriptor appending to ``folder/name`` (created if missing); links and shared files
+    refused."""
     _check_name(name)
     with _open_folder(folder) as dfd:
         flags = (
@@ -185,7 +192,8 @@ def append_bytes(folder: Path, name: str, data: bytes) -> None:
 
 
 def check_plain(path: Path) -> None:
-    """Raise UnsafePathError unless ``path`` is absent or a plain file with one link in a link-free folder."""
+    """Raise UnsafePathError unless ``path`` is absent or a plain file with one link in a link-free
+    folder."""
     check_replaceable(path.parent, [path.name])
 
 
@@ -196,7 +204,8 @@ def new_dir(folder: Path, name: str) -> Path:
 
 
 def move_dir_into_place(tmp_dir: Path, folder: Path, name: str, replace: bool) -> Path:
-    """Rename ``tmp_dir`` (made by ``new_dir``) to ``folder/name``; an existing directory only if ``replace``.
+    """Rename ``tmp_dir`` (made by ``new_dir``) to ``folder/name``; an existing directory only if
+    ``replace``.
 
     A link or file at ``name`` is refused; the moved directory is checked to be the one renamed.
     """

@@ -2,7 +2,8 @@
 
 ``ServerConfig`` (the command line) lives in ``config`` and is re-exported here.
 ``ServedRun`` is the seam to ``spd_core.run``: ``load_served_run`` adapts a ``LoadedRun`` (model,
-tokenizer, metrics, probes, behaviours, path) into what the tools need; tests build a ``ServedRun`` in code.
+tokenizer, metrics, probes, behaviours, path) into what the tools need; tests build a ``ServedRun``
+in code.
 """
 
 import asyncio
@@ -77,7 +78,8 @@ class ServedRun:
 
 
 def served_from_loaded(loaded: Any) -> ServedRun:
-    """Adapt ``spd_core.run.LoadedRun`` (model, tokenizer, target_spec, config, metrics, path, probes)."""
+    """Adapt ``spd_core.run.LoadedRun`` (model, tokenizer, target_spec, config, metrics, path,
+    probes)."""
     model: ComponentModel = loaded.model
     path = Path(loaded.path) if getattr(loaded, "path", None) else None
     probes = [
@@ -126,8 +128,8 @@ def load_served_run(spec: str) -> ServedRun:
         from spd_core.run import load_run  # type: ignore[import-not-found]
     except ImportError as exc:
         raise RuntimeError(
-            f"cannot load run {spec!r}: spd_core.run (the run-directory loader) is not available in this "
-            f"installation ({exc})"
+            f"cannot load run {spec!r}: spd_core.run (the run-directory loader) is not available "
+            f"in this installation ({exc})"
         ) from exc
     if spec != "demo" and not Path(spec).exists():
         raise FileNotFoundError(
@@ -157,8 +159,8 @@ class AppState:
     def tok(self) -> TokenizerView:
         if self.run.tokenizer is None:
             raise ValueError(
-                f"run {self.run.name!r} is a toy model without a tokenizer; it takes a feature vector "
-                f"of length {self.run.input_dim} (use the 'features' argument), not text"
+                f"run {self.run.name!r} is a toy model without a tokenizer; it takes a feature "
+                f"vector of length {self.run.input_dim} (use the 'features' argument), not text"
             )
         return TokenizerView(self.run.tokenizer)
 

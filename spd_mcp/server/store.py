@@ -1,5 +1,5 @@
-"""The SQLite store (aiosqlite, WAL): prompts, graphs, circuits, interventions, validations, edits, jobs,
-tool calls.
+"""The SQLite store (aiosqlite, WAL): prompts, graphs, circuits, interventions, validations, edits,
+jobs, tool calls.
 
 Rows keep their payload as JSON text; graphs are retrievable by their integer ``graph_id``.
 Without a workspace the store lives in memory.
@@ -17,23 +17,29 @@ from spd_mcp.server.safe_files import check_replaceable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS prompts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, text TEXT NOT NULL, token_ids TEXT NOT NULL, created REAL NOT NULL);
+    id INTEGER PRIMARY KEY AUTOINCREMENT, text TEXT NOT NULL, token_ids TEXT NOT NULL, \
+created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS graphs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, prompt_id INTEGER, params TEXT NOT NULL,
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, prompt_id INTEGER, \
+params TEXT NOT NULL,
     data TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS circuits (
     id INTEGER PRIMARY KEY AUTOINCREMENT, graph_id INTEGER, prompt_id INTEGER, params TEXT NOT NULL,
     data TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS interventions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, params TEXT NOT NULL, data TEXT NOT NULL,
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, params TEXT NOT NULL, \
+data TEXT NOT NULL,
     created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS edits (
-    id TEXT PRIMARY KEY, params TEXT NOT NULL, data TEXT NOT NULL, created REAL NOT NULL, tensors BLOB);
+    id TEXT PRIMARY KEY, params TEXT NOT NULL, data TEXT NOT NULL, created REAL NOT NULL, \
+tensors BLOB);
 CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY, tool TEXT NOT NULL, status TEXT NOT NULL, params TEXT NOT NULL, result TEXT,
+    id TEXT PRIMARY KEY, tool TEXT NOT NULL, status TEXT NOT NULL, params TEXT NOT NULL, \
+result TEXT,
     error TEXT, created REAL NOT NULL, finished REAL);
 CREATE TABLE IF NOT EXISTS validations (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, params TEXT NOT NULL, data TEXT NOT NULL, created REAL NOT NULL);
+    id INTEGER PRIMARY KEY AUTOINCREMENT, params TEXT NOT NULL, data TEXT NOT NULL, \
+created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tool_calls (
     id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER, tool TEXT NOT NULL, args TEXT NOT NULL,
     duration_ms REAL NOT NULL, outcome TEXT NOT NULL, error TEXT, created REAL NOT NULL);
@@ -44,7 +50,8 @@ _KEYED = ("graphs", "validations", "edits")  # tables whose rows are read back b
 
 
 def _text(s: str) -> str:
-    """``s`` storable as UTF-8 (a lone surrogate from a client becomes its escape, never a failed write)."""
+    """``s`` storable as UTF-8 (a lone surrogate from a client becomes its escape, never a failed
+    write)."""
     return s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
@@ -110,7 +117,8 @@ class Store:
         self, table: str, key: int | str, order: str, unknown: Callable[[list[Any]], str]
     ) -> dict[str, Any]:
         """The JSON ``data`` of row ``key`` of ``table``; if there is none, ValueError with the
-        message ``unknown(ids)`` (the table's ids in ``order``), so that it can say what is valid."""
+        message ``unknown(ids)`` (the table's ids in ``order``), so that it can say what is
+        valid."""
         assert table in _KEYED and order in ("id", "created"), (table, order)
         async with self._conn.execute(f"SELECT data FROM {table} WHERE id = ?", (key,)) as cur:
             row = await cur.fetchone()
@@ -141,7 +149,8 @@ class Store:
         prompt_id: int | None = None,
     ) -> int:
         return await self._insert(
-            "INSERT INTO circuits (graph_id, prompt_id, params, data, created) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO circuits (graph_id, prompt_id, params, data, created) "
+            "VALUES (?, ?, ?, ?, ?)",
             (graph_id, prompt_id, _dump(params), _dump(data), time.time()),
         )
 
@@ -185,10 +194,12 @@ class Store:
         data: dict[str, Any],
         tensors: bytes | None = None,
     ) -> None:
-        """Record an edit: its tool arguments, its result and (to reload it) ``edits.edit_to_bytes`` output."""
+        """Record an edit: its tool arguments, its result and (to reload it) ``edits.edit_to_bytes``
+        output."""
         await self._flush_calls()
         await self._conn.execute(
-            "INSERT OR REPLACE INTO edits (id, params, data, created, tensors) VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO edits (id, params, data, created, tensors) "
+            "VALUES (?, ?, ?, ?, ?)",
             (edit_id, _dump(params), _dump(data), time.time(), tensors),
         )
         await self._conn.commit()
@@ -222,7 +233,8 @@ class Store:
     ) -> None:
         await self._flush_calls()
         await self._conn.execute(
-            "INSERT OR REPLACE INTO jobs (id, tool, status, params, result, error, created, finished) "
+            "INSERT OR REPLACE INTO jobs "
+            "(id, tool, status, params, result, error, created, finished) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job_id,
@@ -259,7 +271,8 @@ class Store:
         outcome: str,
         error: str | None,
     ) -> None:
-        """Buffered; written with the next write, every 50 calls, or at close (events.jsonl is the durable record)."""
+        """Buffered; written with the next write, every 50 calls, or at close (events.jsonl is the
+        durable record)."""
         err = None if error is None else _text(error)
         self._calls.append((seq, _text(tool), _dump(args), duration_ms, outcome, err, time.time()))
         if len(self._calls) >= 50:
@@ -269,7 +282,8 @@ class Store:
         if self._calls:
             rows, self._calls = self._calls, []
             await self._conn.executemany(
-                "INSERT INTO tool_calls (seq, tool, args, duration_ms, outcome, error, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO tool_calls (seq, tool, args, duration_ms, outcome, error, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
 

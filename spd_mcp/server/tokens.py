@@ -1,4 +1,5 @@
-"""One view over the run's tokenizer (HF or ``tokenizers``): encode without special tokens, display, single tokens.
+"""One view over the run's tokenizer (HF or ``tokenizers``): encode without special tokens, display,
+single tokens.
 
 Text with words the vocabulary lacks (they would silently become the unknown token) is an error that
 names the words, shows how the text splits and says what the vocabulary is.
@@ -77,9 +78,9 @@ class TokenizerView:
                 hints.append(f"{lower} is")
         hint = f" ({', '.join(hints)} in it)" if hints else ""
         raise ValueError(
-            f"text has {len(words)} word(s) outside the tokenizer's vocabulary: {', '.join(dict.fromkeys(words))}{hint}; "
-            f"they would all read as the unknown token {self._unk_name()!r}. The text splits as {split}. "
-            f"{self.vocabulary()}"
+            f"text has {len(words)} word(s) outside the tokenizer's vocabulary: "
+            f"{', '.join(dict.fromkeys(words))}{hint}; they would all read as the unknown token "
+            f"{self._unk_name()!r}. The text splits as {split}. {self.vocabulary()}"
         )
 
     def vocabulary(self) -> str:
@@ -92,7 +93,10 @@ class TokenizerView:
         ]
         words = [w for w in words if not (w.startswith("[") and w.endswith("]"))]
         if len(words) <= MAX_LISTED_VOCAB:
-            return f"Valid words ({len(words)}, whitespace-separated, case-sensitive): {' '.join(words)}"
+            return (
+                f"Valid words ({len(words)}, whitespace-separated, case-sensitive): "
+                f"{' '.join(words)}"
+            )
         return f"The vocabulary has {len(vocab)} tokens, e.g. {' '.join(words[:40])}"
 
     def display(self, token_id: int) -> str:
@@ -111,12 +115,14 @@ class TokenizerView:
         self.check_known(text, ids)
         if max_tokens is not None and len(ids) > max_tokens:
             raise ValueError(
-                f"text tokenizes to {len(ids)} tokens; the model's context holds at most {max_tokens}"
+                f"text tokenizes to {len(ids)} tokens; the model's context holds at most "
+                f"{max_tokens}"
             )
         return ids
 
     def single_token(self, token: str) -> int:
-        """The id of a string that must be exactly one token; else the error lists the tokenizations."""
+        """The id of a string that must be exactly one token; else the error lists the
+        tokenizations."""
         ids = self.encode(token)
         if len(ids) == 1 and ids[0] != self.unk_id:
             return ids[0]
@@ -134,6 +140,6 @@ class TokenizerView:
             tag = "one token" if len(cids) == 1 else f"{len(cids)} tokens"
             variants.append(f"{cand!r} -> {self.pieces(cids)} ({tag})")
         raise ValueError(
-            f"target token {token!r} tokenizes to {len(ids)} tokens, but it must be exactly one; tokenizations: "
-            + "; ".join(variants)
+            f"target token {token!r} tokenizes to {len(ids)} tokens, but it must be exactly one; "
+            "tokenizations: " + "; ".join(variants)
         )

@@ -2,9 +2,9 @@
 
 A ``ToolSpec`` names a pydantic input model, a result model and an async handler
 ``handler(state, inp, ctx) -> result``; ``bind`` makes them from the contract's entries
-(``spd_mcp.contract``) and one handler each. ``build_tool`` turns it into an SDK ``Tool`` whose input
-schema has one top-level property per input field (unknown arguments are rejected with the valid
-names) and whose failures are ToolErrors carrying their message.
+(``spd_mcp.contract``) and one handler each. ``build_tool`` turns it into an SDK ``Tool`` whose
+input schema has one top-level property per input field (unknown arguments are rejected with the
+valid names) and whose failures are ToolErrors carrying their message.
 """
 
 import contextvars
@@ -147,7 +147,8 @@ def build_tool(spec: ToolSpec) -> Tool:
         name=spec.name,
         title=spec.title,
         description=spec.description,
-        annotations=ToolAnnotations.model_validate(  # the title is the tool's own, not repeated here
+        # the title is the tool's own, not repeated here
+        annotations=ToolAnnotations.model_validate(
             tool_hints(spec.read_only, spec.destructive, spec.idempotent)
         ),
         structured_output=True,

@@ -1,7 +1,8 @@
-"""Every request gets an answer: parameters the SDK cannot decode become JSON-RPC errors naming the field.
+"""Every request gets an answer: parameters the SDK cannot decode become JSON-RPC errors naming the
+field.
 
-A lone UTF-16 surrogate (``"\\ud800"``) is valid JSON text but not Unicode: the SDK's stdio reader and
-its HTTP transport fail to decode such a message and, over stdio, drop it without a reply. Three
+A lone UTF-16 surrogate (``"\\ud800"``) is valid JSON text but not Unicode: the SDK's stdio reader
+and its HTTP transport fail to decode such a message and, over stdio, drop it without a reply. Three
 guards answer it instead, with INVALID_PARAMS naming the field:
 
 - ``CheckedLines`` wraps the stdio input: a line holding one is answered on the output stream.
@@ -31,7 +32,8 @@ _ESCAPE = re.compile(
 
 
 def lone_surrogate(value: Any, path: str) -> str | None:
-    """The path of the first string (or key) in ``value`` holding a lone surrogate, with where it is."""
+    """The path of the first string (or key) in ``value`` holding a lone surrogate, with where it
+    is."""
     if isinstance(value, str):
         for i, ch in enumerate(value):
             if "\ud800" <= ch <= "\udfff":
@@ -54,20 +56,25 @@ def lone_surrogate(value: Any, path: str) -> str | None:
 def invalid_params(method: str, params: Any) -> str | None:
     """What is wrong with a request's parameters that the SDK would not say (None: nothing)."""
     if (hit := lone_surrogate(params, "params")) is not None:
-        return f"invalid text in {hit}; every string must be valid Unicode (UTF-16 surrogates only in pairs)"
+        return (
+            f"invalid text in {hit}; every string must be valid Unicode (UTF-16 surrogates "
+            "only in pairs)"
+        )
     if method == "tools/call" and isinstance(params, dict):
         args = params.get("arguments")
         if args is not None and not isinstance(args, dict):
             kind = type(args).__name__.replace("dict", "object").replace("list", "array")
             return (
-                f'params.arguments must be an object mapping argument names to values (e.g. {{"text": "..."}}), '
+                "params.arguments must be an object mapping argument names to values (e.g. "
+                '{"text": "..."}), '
                 f"not a JSON {kind}; tools/list gives each tool's arguments"
             )
     return None
 
 
 def rejection(text: str | bytes) -> JSONRPCError | None:
-    """The error answering a raw JSON-RPC request that holds a lone surrogate (None: let the SDK decode it)."""
+    """The error answering a raw JSON-RPC request that holds a lone surrogate (None: let the SDK
+    decode it)."""
     raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
     if not _ESCAPE.search(raw):
         return None
@@ -99,7 +106,8 @@ def rejection(text: str | bytes) -> JSONRPCError | None:
 
 
 async def check_request(ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
-    """Server middleware: refuse undecodable or non-object parameters, say what failed validation."""
+    """Server middleware: refuse undecodable or non-object parameters, say what failed
+    validation."""
     problem = invalid_params(ctx.method, ctx.params)
     if problem is not None:
         raise MCPError(code=INVALID_PARAMS, message=problem, data={"method": ctx.method})
@@ -120,7 +128,8 @@ async def check_request(ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) ->
 
 
 class CheckedLines:
-    """The stdio input as lines; a request holding a lone surrogate is answered on ``reply`` and skipped."""
+    """The stdio input as lines; a request holding a lone surrogate is answered on ``reply`` and
+    skipped."""
 
     def __init__(self, lines: Any) -> None:
         self._lines = lines
@@ -189,7 +198,8 @@ def _replay(bodies: list[bytes], last: Message | None, receive: Receive) -> Rece
 
 
 async def run_stdio(server: Any) -> None:
-    """Serve ``server`` (an MCPServer) over stdio with ``CheckedLines`` in front of the SDK's reader."""
+    """Serve ``server`` (an MCPServer) over stdio with ``CheckedLines`` in front of the SDK's
+    reader."""
     from mcp.server.stdio import stdio_server
 
     with open(os.dup(sys.stdin.fileno()), encoding="utf-8", errors="replace", newline="\n") as text:

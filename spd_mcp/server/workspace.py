@@ -1,7 +1,7 @@
 """The workspace directory: the investigation's files, written so nothing can escape the directory.
 
-Agent-chosen names (artifact ids, hypothesis ids) must match ``ID_PATTERN``; every write goes through
-``safe_files`` (exclusive temporary files in the target folder, no link followed or reused).
+Agent-chosen names (artifact ids, hypothesis ids) must match ``ID_PATTERN``; every write goes
+through ``safe_files`` (exclusive temporary files in the target folder, no link followed or reused).
 """
 
 import json
@@ -44,7 +44,8 @@ class Workspace:
         return self.root / name
 
     def exports_dir(self) -> Path:
-        """``exports/``, created if missing; refused unless a real directory inside the workspace."""
+        """``exports/``, created if missing; refused unless a real directory inside the
+        workspace."""
         exports = self.root / EXPORTS
         if not exports.is_symlink():
             exports.mkdir(exist_ok=True)
@@ -55,7 +56,8 @@ class Workspace:
         return exports
 
     def export_path(self, name: str, overwrite: bool) -> Path:
-        """``exports/<name>`` for a new model directory (an existing one only with ``overwrite``)."""
+        """``exports/<name>`` for a new model directory (an existing one only with
+        ``overwrite``)."""
         validate_id(name, "export name")
         path = self.exports_dir() / name
         if path.is_symlink():
@@ -68,7 +70,8 @@ class Workspace:
             )
         if path.exists() and not overwrite:
             raise ValueError(
-                f"export {name!r} already exists at {EXPORTS}/{name}; pass overwrite=true or another name (valid: {ID_RULE})"
+                f"export {name!r} already exists at {EXPORTS}/{name}; pass overwrite=true or "
+                f"another name (valid: {ID_RULE})"
             )
         return path
 

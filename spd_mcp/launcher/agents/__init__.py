@@ -48,8 +48,8 @@ class AgentContext:
 
 @dataclass
 class AgentResult:
-    """How an agent run ended. `status`: completed, max_turns, budget, no_model_tool_called, failed, or
-    incomplete (the built-in protocol reached its end but some steps could not be done)."""
+    """How an agent run ended. `status`: completed, max_turns, budget, no_model_tool_called, failed,
+    or incomplete (the built-in protocol reached its end but some steps could not be done)."""
 
     status: str
     turns: int = 0

@@ -6,11 +6,12 @@ matches, and then the investigation ends inconclusive after a short survey); the
 the prompts circuits are found on; candidate circuits found on those prompts only (components whose
 CI is frequent on the behaviour's prompts and rare on the others'; the strategy's own candidate:
 an optimized circuit, the top CI components or find_components; one circuit optimised over all of
-those prompts at once under stochastic masks, and its part the other behaviours do not use); each candidate
-validated with validate_claim on held-out probes of the behaviour and on the other behaviours'
-(necessity, specificity and sufficiency in three regimes, with intervals); steering with the best
-set removed; hypotheses whose status is the validation's verdict; a graph artifact; an explanation
-that cites the validation, claiming only what held; and a summary that states the answer.
+those prompts at once under stochastic masks, and its part the other behaviours do not use); each
+candidate validated with validate_claim on held-out probes of the behaviour and on the other
+behaviours' (necessity, specificity and sufficiency in three regimes, with intervals); steering with
+the best set removed; hypotheses whose status is the validation's verdict; a graph artifact; an
+explanation that cites the validation, claiming only what held; and a summary that states the
+answer.
 
 A step whose tool is missing or fails is recorded (research log, events.jsonl, transcript) and the
 protocol carries on with what it has; the summary lists what was not done. In a swarm the task's
@@ -55,7 +56,8 @@ HELD_OUT = 40  # held-out examples per validation
 CONTROLS = 45
 CIRCUIT_STEPS = 200
 SHARED_STEPS = 300  # optimize_circuit over all FOUND_ON prompts at once, under stochastic masks
-SHARED_OTHERS_MAX = 0.5  # the shared circuit's specific part: components active on at most this share of other prompts
+# the shared circuit's specific part: components active on at most this share of other prompts
+SHARED_OTHERS_MAX = 0.5
 SPECIFIC_OTHERS = 6  # prompts of each other behaviour that share is measured on (at the prediction)
 JOB_POLL_S = 20.0
 JOB_DEADLINE_S = 900.0
@@ -142,7 +144,8 @@ class Protocol:
     # --- plumbing ---------------------------------------------------------------------------------
 
     async def call(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-        """The tool's structured result; StepFailed when it is not offered, errs or cannot be called."""
+        """The tool's structured result; StepFailed when it is not offered, errs or cannot be
+        called."""
         if tool not in self.offered:
             raise StepFailed(f"the server does not offer the tool {tool}")
         self.result.tool_calls += 1
@@ -311,16 +314,17 @@ class Protocol:
         self.f.mechanism, self.f.why = mech, why
         if mech is None:
             return (
-                f"No behaviour of this run matches the question: {why}. The run's probe behaviours are "
-                f"{', '.join(self.f.mechanisms) or 'none'}."
+                f"No behaviour of this run matches the question: {why}. The run's probe behaviours "
+                f"are {', '.join(self.f.mechanisms) or 'none'}."
             )
         mine = [p for p in prompts if p.mechanism == mech]
         first = min(self.strategy.prompt_index, max(len(mine) - FOUND_ON, 0))
         self.f.prompts = mine[first : first + FOUND_ON]
         shown = "\n".join(f"- `{p.text}` -> `{p.target_token}`" for p in self.f.prompts[:3])
         return (
-            f"The question is about '{mech}': {why}. Circuits are found on {len(self.f.prompts)} of its "
-            f"{len(mine)} probe prompts and validated on the others. The first three:\n{shown}"
+            f"The question is about '{mech}': {why}. Circuits are found on {len(self.f.prompts)} "
+            f"of its {len(mine)} probe prompts and validated on the others. The first "
+            f"three:\n{shown}"
         )
 
     async def survey(self) -> str:
@@ -384,7 +388,8 @@ class Protocol:
             if cand.components and all(c.components != cand.components for c in self.f.candidates):
                 self.f.candidates.append(cand)
                 notes.append(
-                    f"- {cand.name}: {len(cand.components)} components ({rd.clip(', '.join(cand.components), 300)})"
+                    f"- {cand.name}: {len(cand.components)} components "
+                    f"({rd.clip(', '.join(cand.components), 300)})"
                 )
         if not self.f.candidates:
             raise StepFailed("no candidate circuit could be found:\n" + "\n".join(notes))
@@ -400,8 +405,8 @@ class Protocol:
         ]
 
     async def frequencies(self, prompts: list[ProbeRow], scope: str = "any") -> dict[str, float]:
-        """Each component's share of the prompts on which its CI is above 0.1 (at any position, or at
-        the prediction); measured once per set of prompts and scope, none for no prompts."""
+        """Each component's share of the prompts on which its CI is above 0.1 (at any position, or
+        at the prediction); measured once per set of prompts and scope, none for no prompts."""
         key = (tuple(p.text for p in prompts), scope)
         if prompts and key not in self.measured:
             res = await self.ask(
@@ -426,11 +431,13 @@ class Protocol:
         comps = [c for d, _, c in diff if d >= CONTRAST_MIN][:CANDIDATE_MAX]
         if not comps:
             raise StepFailed(
-                "no component is active on the behaviour's prompts much more often than on the others'"
+                "no component is active on the behaviour's prompts much more often than on the "
+                "others'"
             )
         return Candidate(
-            f"CI contrast set (the {len(comps)} components most often above CI 0.1 on this behaviour's "
-            f"prompts compared with the other behaviours', by at least {CONTRAST_MIN:.0%})",
+            f"CI contrast set (the {len(comps)} components most often above CI 0.1 on this "
+            "behaviour's prompts compared with the other behaviours', by at least "
+            f"{CONTRAST_MIN:.0%})",
             comps,
         )
 
@@ -490,14 +497,14 @@ class Protocol:
                 f"optimize_circuit returned no components: {rd.clip(shared.summary, 300)}"
             )
         return Candidate(
-            f"one circuit shared by the {len(self.f.prompts)} prompts (optimize_circuit over all of "
-            "them, stochastic masks)",
+            f"one circuit shared by the {len(self.f.prompts)} prompts (optimize_circuit over all "
+            "of them, stochastic masks)",
             comps,
         )
 
     async def specific_shared_candidate(self) -> Candidate:
-        """The shared circuit less the components the other behaviours use too: what is left should be
-        as necessary for this behaviour and touch the others less."""
+        """The shared circuit less the components the other behaviours use too: what is left should
+        be as necessary for this behaviour and touch the others less."""
         shared = next(
             (c for c in self.f.candidates if c.name.startswith("one circuit shared")), None
         )
@@ -539,9 +546,9 @@ class Protocol:
             )
         self.f.best = max(self.f.candidates, key=lambda c: rd.validation_score(validated(c)))
         return (
-            "Each candidate measured on held-out probes of the behaviour (never the prompts it was found on) "
-            "and on the other behaviours' probes; a property holds when the lower end of its 95% interval "
-            "clears the bar.\n\n"
+            "Each candidate measured on held-out probes of the behaviour (never the prompts it was "
+            "found on) and on the other behaviours' probes; a property holds when the lower end of "
+            "its 95% interval clears the bar.\n\n"
             + "\n\n".join(parts)
             + f"\n\nThe strongest is the {self.f.best.name}."
         )
@@ -590,8 +597,8 @@ class Protocol:
         base, steered = rd.steering_text(res)
         self.f.steering = {"baseline": base, "steered": steered, "prompt": p.text}
         return (
-            f"On a held-out prompt (`{rd.clip(p.text, 80)}`, expected `{p.target_token}`), with the "
-            f"{len(comps)} components at 0 the model continues `{steered}` instead of `{base}`."
+            f"On a held-out prompt (`{rd.clip(p.text, 80)}`, expected `{p.target_token}`), with "
+            f"the {len(comps)} components at 0 the model continues `{steered}` instead of `{base}`."
         )
 
     def held_out_prompt(self) -> ProbeRow:
@@ -611,12 +618,13 @@ class Protocol:
             hyps.append(
                 (
                     "h_behaviour",
-                    f"The model answers the '{self.f.mechanism}' prompts with the expected token as its top-1 "
-                    f"on at least {BEHAVIOUR_MIN_TOP1:.0%} of them.",
+                    f"The model answers the '{self.f.mechanism}' prompts with the expected token "
+                    f"as its top-1 on at least {BEHAVIOUR_MIN_TOP1:.0%} of them.",
                     "supported" if share >= BEHAVIOUR_MIN_TOP1 else "refuted",
                     [
-                        f"run_prompt: the expected token is top-1 on {hits} of {len(self.f.predictions)} prompts "
-                        f"({share:.0%}; threshold {BEHAVIOUR_MIN_TOP1:.0%})"
+                        f"run_prompt: the expected token is top-1 on {hits} of "
+                        f"{len(self.f.predictions)} prompts ({share:.0%}; threshold "
+                        f"{BEHAVIOUR_MIN_TOP1:.0%})"
                     ],
                 )
             )
@@ -628,7 +636,8 @@ class Protocol:
                 (
                     "h_necessary",
                     "necessity",
-                    f"Removing these {n} components breaks '{self.f.mechanism}' on held-out prompts.",
+                    f"Removing these {n} components breaks '{self.f.mechanism}' on held-out "
+                    "prompts.",
                 ),
                 ("h_specific", "specificity", "Removing them leaves the other behaviours intact."),
                 (

@@ -1,9 +1,9 @@
-"""The built-in protocol's pruning step: a necessary but unspecific circuit, made specific on prompts
-set aside for choosing, then validated on prompts neither step has seen.
+"""The built-in protocol's pruning step: a necessary but unspecific circuit, made specific on
+prompts set aside for choosing, then validated on prompts neither step has seen.
 
-When the strongest validated candidate is necessary and not specific (it includes machinery the other
-behaviours need), its components are dropped in order of how much more often the other behaviours
-use them at the prediction than this one does (CI > 0.1 there), a growing share at a time
+When the strongest validated candidate is necessary and not specific (it includes machinery the
+other behaviours need), its components are dropped in order of how much more often the other
+behaviours use them at the prediction than this one does (CI > 0.1 there), a growing share at a time
 (``SHARES``). Each pruned set is measured with ``validate_claim`` on a selection split: ``N_SELECT``
 prompts of the behaviour and ``N_SELECT_CONTROLS`` of the others, which no candidate was found on.
 The first share at which necessity and specificity both hold there is kept, and then validated like
@@ -64,8 +64,9 @@ async def prune(proto: Protocol) -> str:
     v = validated(best)
     if v.necessity != "holds" or v.specificity == "holds":
         return (
-            f"Not needed: {the(best.name)} is {'already specific' if v.specificity == 'holds' else 'not necessary'} "
-            "on held-out prompts."
+            f"Not needed: {the(best.name)} is "
+            f"{'already specific' if v.specificity == 'holds' else 'not necessary'} on held-out "
+            "prompts."
         )
     mech = proto.f.mechanism or ""
     select, controls = selection_split(proto.probes, mech, proto.f.prompts)
@@ -100,9 +101,10 @@ async def prune(proto: Protocol) -> str:
         + "\n".join(rows)
     )
     head = (
-        f"{the(best.name).capitalize()} is necessary but not specific. Its components, most used by the other behaviours "
-        f"at the prediction first, dropped a share at a time and measured on a selection split ({len(select)} "
-        f"prompts of the behaviour, {len(controls)} of the others, none of them found-on or held-out):\n\n{table}"
+        f"{the(best.name).capitalize()} is necessary but not specific. Its components, most used "
+        "by the other behaviours at the prediction first, dropped a share at a time and measured "
+        f"on a selection split ({len(select)} prompts of the behaviour, {len(controls)} of the "
+        f"others, none of them found-on or held-out):\n\n{table}"
     )
     if chosen is None:
         return head + "\n\nNo share made it both necessary and specific there; nothing is added."
@@ -129,7 +131,8 @@ async def prune(proto: Protocol) -> str:
     proto.f.best = max(proto.f.candidates, key=lambda c: rd.validation_score(validated(c)))
     return (
         head
-        + f"\n\nKept at {share:.0%} dropped ({len(kept)} components), then validated on held-out prompts "
-        f"that exclude the found-on and the selection prompts:\n\n{rd.validation_table(final)}\n\n"
-        f"The strongest is now {the(proto.f.best.name)}."
+        + f"\n\nKept at {share:.0%} dropped ({len(kept)} components), then validated on held-out "
+        "prompts that exclude the found-on and the selection "
+        f"prompts:\n\n{rd.validation_table(final)}\n\nThe strongest is now "
+        f"{the(proto.f.best.name)}."
     )

@@ -126,7 +126,8 @@ def validation_table(v: ValidationResult) -> str:
     )
     notes = " ".join(v.notes)
     return (
-        "| regime | necessity | sufficiency (chance-corrected) | specificity |\n| --- | --- | --- | --- |\n"
+        "| regime | necessity | sufficiency (chance-corrected) | specificity |\n"
+        "| --- | --- | --- | --- |\n"
         + "\n".join(rows)
         + "\n\n"
         + verdicts
@@ -135,7 +136,8 @@ def validation_table(v: ValidationResult) -> str:
 
 
 def validation_score(v: ValidationResult) -> tuple[bool, int, float]:
-    """Orders candidates: necessity holds, then how many properties hold, then deterministic necessity."""
+    """Orders candidates: necessity holds, then how many properties hold, then deterministic
+    necessity."""
     held = sum(verdict(v, p) == "holds" for p in PROPERTIES)
     det = _regimes(v).get("deterministic")
     nec = det.necessity if det is not None else None
@@ -143,8 +145,9 @@ def validation_score(v: ValidationResult) -> tuple[bool, int, float]:
 
 
 def claimable(v: ValidationResult) -> list[str]:
-    """What an explanation may claim of a validated set. Specificity and sufficiency say something only
-    of a set that matters: without necessity nothing is claimed (a set of idle components is specific)."""
+    """What an explanation may claim of a validated set. Specificity and sufficiency say something
+    only of a set that matters: without necessity nothing is claimed (a set of idle components is
+    specific)."""
     if v.necessity != "holds":
         return []
     return ["necessary"] + [
@@ -182,11 +185,14 @@ def answer_text(
     shown = ", ".join(comps[:12]) + (f" and {len(comps) - 12} more" if len(comps) > 12 else "")
     if held:
         said = "; ".join(_WORDS[h] for h in held)
-        head = f"For '{mechanism}', the {len(comps)} components of the {source} ({shown}) matter: {said}."
+        head = (
+            f"For '{mechanism}', the {len(comps)} components of the {source} ({shown}) matter: "
+            f"{said}."
+        )
     else:
         head = (
-            f"For '{mechanism}', no property of the {len(comps)} components of the {source} ({shown}) held on "
-            "held-out prompts."
+            f"For '{mechanism}', no property of the {len(comps)} components of the {source} "
+            f"({shown}) held on held-out prompts."
         )
     return (
         f"{head} {property_evidence(v, 'necessity')}; {property_evidence(v, 'specificity')}; "
@@ -210,7 +216,8 @@ def summary_text(
     tokens: dict[str, str],
     held: list[str] | None,
 ) -> str:
-    """The investigation's answer in a few sentences: behaviour, components, numbers, what was not shown."""
+    """The investigation's answer in a few sentences: behaviour, components, numbers, what was not
+    shown."""
     if mechanism is None:
         return f"Inconclusive: the run has no behaviour that matches the question ({why})."
     if source is None or v is None:

@@ -9,16 +9,17 @@ which subtracts a component's rank-1 weight) and ``run_prompt``. Each output is 
 decomposed layers' contribution: its value minus its value with every component removed (zero for a
 TMS model; the input itself where a residual stream carries it past the decomposed layers):
 
-- necessary: with the carriers removed, feature i's contribution keeps at most ``NECESSARY_MAX`` of its value;
+- necessary: with the carriers removed, feature i's contribution keeps at most ``NECESSARY_MAX`` of
+  its value;
 - sufficient: with every other component removed (the carriers kept), it keeps within
   ``SUFFICIENT_TOL`` of its value;
 - specific: with the carriers removed, every other investigated feature's output on its own input
   moves by at most ``SPECIFIC_TOL`` of its value.
 
-A feature whose contribution is below ``REPRESENTED_MIN`` of its input is reported as not represented. A
-feature's hypothesis is supported when all three hold, refuted when one fails. The answer names
-each feature's carriers with the numbers; the investigation is completed only when every
-represented feature investigated has a supported carrier set.
+A feature whose contribution is below ``REPRESENTED_MIN`` of its input is reported as not
+represented. A feature's hypothesis is supported when all three hold, refuted when one fails. The
+answer names each feature's carriers with the numbers; the investigation is completed only when
+every represented feature investigated has a supported carrier set.
 """
 
 from __future__ import annotations
@@ -94,8 +95,8 @@ def verdicts(f: FeatureFinding) -> dict[str, str]:
 def finding_line(f: FeatureFinding) -> str:
     if not f.represented:
         return (
-            f"- feature {f.feature}: not represented (contribution {f.base.get(FOUND_AT, 0.0):.3f} for input "
-            f"{FOUND_AT})"
+            f"- feature {f.feature}: not represented (contribution {f.base.get(FOUND_AT, 0.0):.3f} "
+            f"for input {FOUND_AT})"
         )
     if not f.carriers:
         return f"- feature {f.feature}: no component with CI ≥ {CI_MIN} on its input"
@@ -109,13 +110,14 @@ def finding_line(f: FeatureFinding) -> str:
     )
     return (
         f"- feature {f.feature} → {', '.join(f.carriers)}: **{f.status}** "
-        f"({', '.join(f'{k} {v}' for k, v in f.verdicts.items())}; at inputs {', '.join(map(str, held))}: "
-        f"{nums}{moved})"
+        f"({', '.join(f'{k} {v}' for k, v in f.verdicts.items())}; at inputs "
+        f"{', '.join(map(str, held))}: {nums}{moved})"
     )
 
 
 class ToySteps:
-    """The toy protocol's steps, run through a ``Protocol``'s plumbing (calls, log, step records)."""
+    """The toy protocol's steps, run through a ``Protocol``'s plumbing (calls, log, step
+    records)."""
 
     def __init__(self, proto: Protocol) -> None:
         self.p = proto
@@ -169,10 +171,10 @@ class ToySteps:
         rep = [f for f in self.findings if f.represented]
         head = f"the first {MAX_FEATURES} of " if self.n > MAX_FEATURES else ""
         return (
-            f"{head}{self.n} features, each alone at {FOUND_AT}, and the decomposed layers' contribution "
-            f"to its own output (the output less its value with every component removed): {len(rep)} "
-            f"represented (contribution ≥ {REPRESENTED_MIN:.0%} of the input): "
-            + ", ".join(f"{f.feature}: {f.base[FOUND_AT]:.3f}" for f in self.findings)
+            f"{head}{self.n} features, each alone at {FOUND_AT}, and the decomposed layers' "
+            "contribution to its own output (the output less its value with every component "
+            f"removed): {len(rep)} represented (contribution ≥ {REPRESENTED_MIN:.0%} of the "
+            "input): " + ", ".join(f"{f.feature}: {f.base[FOUND_AT]:.3f}" for f in self.findings)
         )
 
     async def carriers(self) -> str:
@@ -188,7 +190,8 @@ class ToySteps:
         if not any(f.carriers for f in self.findings):
             raise StepFailed(f"no component has CI ≥ {CI_MIN} on any feature's input")
         return (
-            f"Components with CI ≥ {CI_MIN} on each feature alone at {FOUND_AT} (found there only):\n"
+            f"Components with CI ≥ {CI_MIN} on each feature alone at {FOUND_AT} (found there "
+            "only):\n"
             + "\n".join(
                 f"- feature {f.feature}: {', '.join(f.carriers) or 'none'}"
                 for f in self.findings
@@ -220,10 +223,11 @@ class ToySteps:
             f.others_moved = max(moved) if moved else None
             f.verdicts = verdicts(f)
         return (
-            f"Each carrier set checked on held-out inputs (the feature alone at {', '.join(map(str, HELD_OUT_AT))}; "
-            f"found at {FOUND_AT}) by removing it (necessary: ≤ {NECESSARY_MAX:.0%} of the output left), "
-            f"removing everything else (sufficient: within {SUFFICIENT_TOL:.0%}) and, removed, running the "
-            f"other features (specific: each moves ≤ {SPECIFIC_TOL:.0%}):\n"
+            "Each carrier set checked on held-out inputs (the feature alone at "
+            f"{', '.join(map(str, HELD_OUT_AT))}; found at {FOUND_AT}) by removing it (necessary: "
+            f"≤ {NECESSARY_MAX:.0%} of the output left), removing everything else (sufficient: "
+            f"within {SUFFICIENT_TOL:.0%}) and, removed, running the other features (specific: "
+            f"each moves ≤ {SPECIFIC_TOL:.0%}):\n"
             + "\n".join(finding_line(f) for f in self.findings)
         )
 
@@ -233,8 +237,8 @@ class ToySteps:
             if not f.verdicts:
                 continue
             statement = (
-                f"Feature {f.feature} is carried by {', '.join(f.carriers)}: removing them removes its "
-                "output, they alone reproduce it, and the other features do not need them."
+                f"Feature {f.feature} is carried by {', '.join(f.carriers)}: removing them removes "
+                "its output, they alone reproduce it, and the other features do not need them."
             )
             evidence = [
                 f"edit_component + run_prompt on held-out inputs: {finding_line(f)[2:]}"[:2000]
@@ -264,7 +268,8 @@ class ToySteps:
             f"feature {f.feature} → {', '.join(f.carriers)} ({f.status})" for f in checked
         )
         text = (
-            f"Which component carries which feature: {mapping}. {len(held)} of {len(rep)} represented "
-            f"features have a carrier set that is necessary, sufficient and specific on held-out inputs."
+            f"Which component carries which feature: {mapping}. {len(held)} of {len(rep)} "
+            "represented features have a carrier set that is necessary, sufficient and specific "
+            "on held-out inputs."
         )
         return text, len(held) == len(rep) > 0
