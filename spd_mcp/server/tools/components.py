@@ -1,4 +1,5 @@
-"""Component tools: get_ci (which components matter here), probe_component (where one fires), find_components."""
+"""Component tools: get_ci (which components matter here), probe_component (where one fires),
+find_components."""
 
 from collections.abc import Callable
 from functools import partial
@@ -29,7 +30,7 @@ from spd_mcp.server.state import AppState
 from spd_mcp.server.tooling import bind
 from spd_mcp.server.tools.jobs import run_as_job
 
-# --- get_ci ----------------------------------------------------------------------------------------
+# --- get_ci ---------------------------------------------------------------------------------------
 
 
 def _compute_get_ci(state: AppState, inp: GetCIInput, mi: ModelInput) -> CIResult:
@@ -39,7 +40,10 @@ def _compute_get_ci(state: AppState, inp: GetCIInput, mi: ModelInput) -> CIResul
     if inp.layers is not None:
         unknown = [name for name in inp.layers if name not in res.ci]
         if unknown:
-            raise ValueError(f"unknown layer(s) {', '.join(map(repr, unknown))}; valid layers: {', '.join(res.ci)}")
+            raise ValueError(
+                f"unknown layer(s) {', '.join(map(repr, unknown))}; "
+                f"valid layers: {', '.join(res.ci)}"
+            )
         layers = [name for name in layers if name in set(inp.layers)]
     seq = next(iter(res.ci.values())).shape[0]
     positions = list(range(seq))
@@ -54,25 +58,32 @@ def _compute_get_ci(state: AppState, inp: GetCIInput, mi: ModelInput) -> CIResul
             order = above[g[above].argsort(descending=True)][: inp.top_k]
             for c in order.tolist():
                 entries.append(CIEntry(
-                    node=f"{layer}:{pos}:{c}", component=f"{layer}:{c}", position=pos, token=mi.tokens[pos],
-                    ci=float(g[c]), inner_act=float(acts[c]),
+                    node=f"{layer}:{pos}:{c}", component=f"{layer}:{c}", position=pos,
+                    token=mi.tokens[pos], ci=float(g[c]), inner_act=float(acts[c]),
                 ))
     counts = res.l0(inp.threshold)
     for layer in layers:
         l0[layer] = float(counts[layer][positions].float().mean())
     page = entries[inp.offset : inp.offset + inp.limit]
     busiest = sorted(l0.items(), key=lambda kv: -kv[1])[:3]
-    where = f"position {positions[0]} ({mi.tokens[positions[0]]!r})" if len(positions) == 1 else f"{len(positions)} positions"
+    where = (
+        f"position {positions[0]} ({mi.tokens[positions[0]]!r})" if len(positions) == 1
+        else f"{len(positions)} positions"
+    )
     top = sorted(entries, key=lambda e: -e.ci)[:3]
     summary = (
-        f"At {where}, {len(entries)} (position, component) entries have CI > {inp.threshold:g} in {len(layers)} layers"
-        + ("; busiest layers by L0: " + ", ".join(f"{k} ({v:.1f})" for k, v in busiest) if busiest else "")
+        f"At {where}, {len(entries)} (position, component) entries have CI > {inp.threshold:g} "
+        f"in {len(layers)} layers"
+        + (
+            "; busiest layers by L0: " + ", ".join(f"{k} ({v:.1f})" for k, v in busiest)
+            if busiest else ""
+        )
         + ("; largest CI: " + ", ".join(f"{e.node} ({e.ci:.2f})" for e in top) if top else "")
         + (f". Showing {len(page)} from offset {inp.offset}." if len(page) < len(entries) else ".")
     )
     return CIResult(
-        summary=summary, tokens=mi.tokens, token_ids=mi.token_ids, positions=positions, l0=l0, total=len(entries),
-        offset=inp.offset, limit=inp.limit, entries=page,
+        summary=summary, tokens=mi.tokens, token_ids=mi.token_ids, positions=positions, l0=l0,
+        total=len(entries), offset=inp.offset, limit=inp.limit, entries=page,
     )
 
 
@@ -82,10 +93,12 @@ async def get_ci(state: AppState, inp: GetCIInput, ctx: Context) -> CIResult:
     return await state.device.call("get_ci", lambda: _compute_get_ci(state, inp, mi))
 
 
-# --- probe_component -------------------------------------------------------------------------------
+# --- probe_component ------------------------------------------------------------------------------
 
 
-async def probe_component(state: AppState, inp: ProbeComponentInput, ctx: Context) -> ProbeComponentResult:
+async def probe_component(
+    state: AppState, inp: ProbeComponentInput, ctx: Context
+) -> ProbeComponentResult:
     key = parse_component_key(inp.component, state.layer_c())
     mi = model_input(state, inp.text, inp.features)
     edit = state.edits.edit(inp.edit_id)
@@ -93,23 +106,27 @@ async def probe_component(state: AppState, inp: ProbeComponentInput, ctx: Contex
         "probe_component", lambda: component_profile(state.run.model, mi.x, key.layer, key.c, edit)
     )
     rows = [
-        TokenFiring(position=p, token=mi.tokens[p], ci=float(prof.ci[p]), inner_act=float(prof.inner_acts[p]))
+        TokenFiring(position=p, token=mi.tokens[p], ci=float(prof.ci[p]),
+                    inner_act=float(prof.inner_acts[p]))
         for p in range(prof.ci.shape[0])
     ]
     page = rows[inp.offset : inp.offset + inp.limit]
     firing = [r.position for r in rows if r.ci > 0.1]
     return ProbeComponentResult(
         summary=(
-            f"{key} peaks at CI {prof.max_ci:.3f} at position {prof.argmax_ci} ({mi.tokens[prof.argmax_ci]!r}); "
-            f"CI > 0.1 at {len(firing)} of {len(rows)} positions; largest |inner activation| {prof.max_abs_act:.3g} "
+            f"{key} peaks at CI {prof.max_ci:.3f} at position {prof.argmax_ci} "
+            f"({mi.tokens[prof.argmax_ci]!r}); "
+            f"CI > 0.1 at {len(firing)} of {len(rows)} positions; largest |inner activation| "
+            f"{prof.max_abs_act:.3g} "
             f"at position {prof.argmax_abs_act}."
         ),
-        component=str(key), max_ci=prof.max_ci, argmax_ci=prof.argmax_ci, max_abs_act=prof.max_abs_act,
-        argmax_abs_act=prof.argmax_abs_act, total=len(rows), offset=inp.offset, limit=inp.limit, positions=page,
+        component=str(key), max_ci=prof.max_ci, argmax_ci=prof.argmax_ci,
+        max_abs_act=prof.max_abs_act, argmax_abs_act=prof.argmax_abs_act, total=len(rows),
+        offset=inp.offset, limit=inp.limit, positions=page,
     )
 
 
-# --- find_components -------------------------------------------------------------------------------
+# --- find_components ------------------------------------------------------------------------------
 
 
 async def _found_result(inp: FindComponentsInput, raw: FinderResult) -> FindComponentsResult:
@@ -136,7 +153,8 @@ def _per_example(progress: Progress) -> Callable[[int, int, float], None]:
 async def find_components(state: AppState, inp: FindComponentsInput, ctx: Context) -> JobView:
     require_lm(state, "find_components")
     examples = [
-        Example(text_input(state, e.text).x, target_token(state, e.target_token), e.position) for e in inp.examples
+        Example(text_input(state, e.text).x, target_token(state, e.target_token), e.position)
+        for e in inp.examples
     ]
     for e, ex in zip(inp.examples, examples, strict=True):
         resolve_position(e.position, ex.tokens.shape[1])

@@ -1,4 +1,5 @@
-"""Editing tools: edit_component (named overlays, kept across restarts) and export_edit (a plain model directory)."""
+"""Editing tools: edit_component (named overlays, kept across restarts) and export_edit (a plain
+model directory)."""
 
 from collections.abc import Sequence
 from functools import partial
@@ -19,7 +20,7 @@ from spd_mcp.server.state import AppState
 from spd_mcp.server.tooling import bind
 from spd_mcp.server.tools.jobs import run_as_job
 
-# --- edit_component --------------------------------------------------------------------------------
+# --- edit_component -------------------------------------------------------------------------------
 
 
 def _tensors(state: AppState, texts: Sequence[str]) -> list[torch.Tensor]:
@@ -126,7 +127,7 @@ async def edit_component(state: AppState, inp: EditInput, ctx: Context) -> JobVi
     return await run_as_job(state, ctx, "edit_component", work, finish, inp.wait_s, params)
 
 
-# --- export_edit -----------------------------------------------------------------------------------
+# --- export_edit ----------------------------------------------------------------------------------
 
 
 async def export_edit(state: AppState, inp: ExportInput, ctx: Context) -> ExportResult:
@@ -135,23 +136,28 @@ async def export_edit(state: AppState, inp: ExportInput, ctx: Context) -> Export
     target = state.run.model.target
     if not hasattr(target, "save_pretrained"):
         raise ValueError(
-            f"export_edit needs a transformers model; run {state.run.name!r} has a {type(target).__name__} target. "
+            f"export_edit needs a transformers model; run {state.run.name!r} has a "
+            f"{type(target).__name__} target. "
             "Its edits still work through edit_id in run_prompt and get_ci"
         )
     name = inp.name or inp.edit_id
     out = ws.export_path(name, inp.overwrite)
     tok_dir = state.run.path / TOKENIZER_DIR if state.run.path is not None else None
     sizes = await state.device.call(
-        "export_edit", lambda: write_export(state.run.model, entry.edit, state.run.tokenizer, out, tok_dir, inp.overwrite), inp.model_dump()
+        "export_edit", lambda: write_export(
+            state.run.model, entry.edit, state.run.tokenizer, out, tok_dir, inp.overwrite
+        ), inp.model_dump()
     )
     files, size = sorted(sizes), sum(sizes.values())
     rel = f"{EXPORTS}/{name}"
     return ExportResult(
-        summary=f"Edit {entry.edit_id} ({entry.edit.description}) exported to {rel} ({len(files)} files, "
-        f"{size / 1e6:.2f} MB): a plain transformers model directory with the edited weights in "
-        f"{', '.join(entry.edit.layers)}. Load it with AutoModelForCausalLM.from_pretrained('{out}'); its "
-        f"logits equal run_prompt with edit_id='{entry.edit_id}'.",
-        edit_id=entry.edit_id, path=str(out), workspace_path=rel, files=files, layers=entry.edit.layers,
+        summary=f"Edit {entry.edit_id} ({entry.edit.description}) exported to {rel} "
+        f"({len(files)} files, {size / 1e6:.2f} MB): a plain transformers model directory with "
+        f"the edited weights in {', '.join(entry.edit.layers)}. Load it with "
+        f"AutoModelForCausalLM.from_pretrained('{out}'); its logits equal run_prompt with "
+        f"edit_id='{entry.edit_id}'.",
+        edit_id=entry.edit_id, path=str(out), workspace_path=rel, files=files,
+        layers=entry.edit.layers,
         includes_tokenizer=state.run.tokenizer is not None, size_bytes=size,
     )
 

@@ -1,4 +1,5 @@
-"""Intervention tools: ablate (necessity / sufficiency) and steer (scale components and generate)."""
+"""Intervention tools: ablate (necessity / sufficiency) and steer (scale components and
+generate)."""
 
 from collections.abc import Sequence
 from functools import partial
@@ -40,7 +41,7 @@ def _probs(state: AppState, top: Sequence[tuple[int, float]]) -> list[TokenProb]
     return [TokenProb(token=state.tok.display(i), token_id=i, prob=p) for i, p in top]
 
 
-# --- ablate ----------------------------------------------------------------------------------------
+# --- ablate ---------------------------------------------------------------------------------------
 
 
 def _regimes(regime: Any) -> list[AblationRegime]:
@@ -60,8 +61,8 @@ def _ablate_result(
     first = results[0]
     pos, tid = first.position, first.token
     outcomes = [
-        RegimeOutcome(regime=r.regime, after=_probs(state, r.after_top), kl=r.kl, token_prob_after=r.token_prob_after,
-                      token_prob_change=r.token_prob_change)
+        RegimeOutcome(regime=r.regime, after=_probs(state, r.after_top), kl=r.kl,
+                      token_prob_after=r.token_prob_after, token_prob_change=r.token_prob_change)
         for r in results
     ]
     label = None if tid is None else state.tok.display(tid)
@@ -74,8 +75,10 @@ def _ablate_result(
     verb = "Removing" if inp.mode == "remove" else "Keeping only"
     return AblateResult(
         summary=f"{verb} {what} at position {pos} ({mi.tokens[pos]!r}); before, the top token is "
-        f"{state.tok.display(first.before_top[0][0])!r} ({first.before_top[0][1]:.3f}). " + "; ".join(parts) + ".",
-        mode=inp.mode, position=pos, tokens=mi.tokens, before=_probs(state, first.before_top), token=label, token_id=tid,
+        f"{state.tok.display(first.before_top[0][0])!r} ({first.before_top[0][1]:.3f}). "
+        + "; ".join(parts) + ".",
+        mode=inp.mode, position=pos, tokens=mi.tokens, before=_probs(state, first.before_top),
+        token=label, token_id=tid,
         token_prob_before=first.token_prob_before, regimes=outcomes,
     )
 
@@ -86,7 +89,9 @@ async def ablate(state: AppState, inp: AblateInput, ctx: Context) -> AblateResul
     comps = component_keys(state, inp.components)
     nodes = node_keys(state, inp.nodes, mi.seq)
     if not comps and not nodes:
-        raise ValueError("give at least one component ('<layer>:<c>') or node ('<layer>:<pos>:<c>') to ablate")
+        raise ValueError(
+            "give at least one component ('<layer>:<c>') or node ('<layer>:<pos>:<c>') to ablate"
+        )
     work = partial(
         ablate_regimes, state.run.model, mi.x, components=comps, nodes=nodes, mode=inp.mode,
         position=resolve_position(inp.position, mi.seq),
@@ -101,7 +106,7 @@ async def ablate(state: AppState, inp: AblateInput, ctx: Context) -> AblateResul
     return _ablate_result(state, inp, mi, what, results)
 
 
-# --- steer -----------------------------------------------------------------------------------------
+# --- steer ----------------------------------------------------------------------------------------
 
 
 def _cont(state: AppState, ids: list[int]) -> Continuation:
@@ -127,9 +132,12 @@ async def steer(state: AppState, inp: SteerInput, ctx: Context) -> SteerResultWi
                     baseline_prob=c.baseline_prob, steered_prob=c.steered_prob)
         for c in res.changes
     ]
-    await state.store.add_intervention("steer", inp.model_dump(mode="json"), {"baseline": base[0].text, "steered": steered[0].text})
+    await state.store.add_intervention(
+        "steer", inp.model_dump(mode="json"), {"baseline": base[0].text, "steered": steered[0].text}
+    )
     return SteerResultWire(
-        summary=f"Baseline continues {base[0].text!r}; steered continues {steered[0].text!r}. Largest logit change: "
+        summary=f"Baseline continues {base[0].text!r}; steered continues {steered[0].text!r}. "
+        "Largest logit change: "
         + ", ".join(f"{c.token!r} {c.logit_change:+.3g}" for c in changes[:3]) + ".",
         baseline=base, steered=steered, baseline_top=_probs(state, res.baseline_top),
         steered_top=_probs(state, res.steered_top), logit_changes=changes,

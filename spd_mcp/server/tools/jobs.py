@@ -1,8 +1,9 @@
 """Jobs and status: get_job, cancel_job, server_status; and ``run_as_job`` for long tools.
 
-A long tool calls ``run_as_job(state, ctx, tool, fn, finish, wait_s, params)`` where ``fn(progress)``
-is the core function (``progress(step, total, message)`` also raises once the job is cancelled) and
-``finish(raw)`` turns its raw result into the tool's pydantic result (it may use the store).
+A long tool calls ``run_as_job(state, ctx, tool, fn, finish, wait_s, params)`` where
+``fn(progress)`` is the core function (``progress(step, total, message)`` also raises once the job
+is cancelled) and ``finish(raw)`` turns its raw result into the tool's pydantic result (it may use
+the store).
 """
 
 import os
@@ -26,25 +27,30 @@ PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 def job_view(job: Job) -> JobView:
     result = job.result if job.status == "done" and isinstance(job.result, dict) else None
     if job.status == "done":
-        summary = (result or {}).get("summary") or f"job {job.id} ({job.tool}) finished in {job.elapsed_s():.1f} s"
+        summary = (result or {}).get("summary") or (
+            f"job {job.id} ({job.tool}) finished in {job.elapsed_s():.1f} s"
+        )
     elif job.status in ("queued", "running"):
         of = f" of {job.total:g}" if job.total else ""
         summary = (
-            f"job {job.id} ({job.tool}) is {job.status} after {job.elapsed_s():.1f} s, at step {job.step:g}{of}"
-            f"{' (' + job.message + ')' if job.message else ''}; call get_job(job_id='{job.id}', wait_s=30) to wait for it"
+            f"job {job.id} ({job.tool}) is {job.status} after {job.elapsed_s():.1f} s, "
+            f"at step {job.step:g}{of}"
+            f"{' (' + job.message + ')' if job.message else ''}; "
+            f"call get_job(job_id='{job.id}', wait_s=30) to wait for it"
         )
     else:
         summary = f"job {job.id} ({job.tool}) {job.status}: {job.error}"
     return JobView(
-        job_id=job.id, tool=job.tool, status=job.status, step=job.step, total=job.total, message=job.message,
-        elapsed_s=round(job.elapsed_s(), 3), result=result, error=job.error, summary=summary,
+        job_id=job.id, tool=job.tool, status=job.status, step=job.step, total=job.total,
+        message=job.message, elapsed_s=round(job.elapsed_s(), 3), result=result, error=job.error,
+        summary=summary,
     )
 
 
 def job_brief(job: Job) -> JobBrief:
     return JobBrief(
-        job_id=job.id, kind=job.kind, tool=job.tool, status=job.status, step=job.step, total=job.total,
-        message=job.message, elapsed_s=round(job.elapsed_s(), 3),
+        job_id=job.id, kind=job.kind, tool=job.tool, status=job.status, step=job.step,
+        total=job.total, message=job.message, elapsed_s=round(job.elapsed_s(), 3),
     )
 
 
@@ -64,7 +70,8 @@ async def run_as_job(
     wait_s: float,
     params: dict[str, Any] | None = None,
 ) -> JobView:
-    """Queue ``fn`` on the device as a job; wait up to ``wait_s`` with MCP progress; return its view."""
+    """Queue ``fn`` on the device as a job; wait up to ``wait_s`` with MCP progress; return its
+    view."""
 
     async def finish_dump(raw: Any) -> dict[str, Any]:
         return (await finish(raw)).model_dump(mode="json")
@@ -79,7 +86,7 @@ async def run_as_job(
     return job_view(job)
 
 
-# --- get_job ---------------------------------------------------------------------------------------
+# --- get_job --------------------------------------------------------------------------------------
 
 
 async def get_job(state: AppState, inp: GetJobInput, ctx: Context) -> JobView:
@@ -88,9 +95,10 @@ async def get_job(state: AppState, inp: GetJobInput, ctx: Context) -> JobView:
         row = await state.store.get_job(inp.job_id)
         if row is not None:
             return JobView(
-                job_id=row["id"], tool=row["tool"], status=row["status"], step=0, total=None, message="",
-                elapsed_s=round((row["finished"] or time.time()) - row["created"], 3), result=row["result"],
-                error=row["error"], summary=f"job {row['id']} ({row['tool']}) {row['status']} (from the store)",
+                job_id=row["id"], tool=row["tool"], status=row["status"], step=0, total=None,
+                message="", elapsed_s=round((row["finished"] or time.time()) - row["created"], 3),
+                result=row["result"], error=row["error"],
+                summary=f"job {row['id']} ({row['tool']}) {row['status']} (from the store)",
             )
         known = ", ".join(j.id for j in state.device.recent_jobs(10)) or "none yet"
         raise ValueError(f"unknown job_id {inp.job_id!r}; recent jobs: {known}")
@@ -100,7 +108,7 @@ async def get_job(state: AppState, inp: GetJobInput, ctx: Context) -> JobView:
     return job_view(job)
 
 
-# --- cancel_job ------------------------------------------------------------------------------------
+# --- cancel_job -----------------------------------------------------------------------------------
 
 
 async def cancel_job(state: AppState, inp: CancelJobInput, ctx: Context) -> JobView:
@@ -114,11 +122,12 @@ async def cancel_job(state: AppState, inp: CancelJobInput, ctx: Context) -> JobV
     return view.model_copy(update={"summary": f"{note}. {view.summary}"})
 
 
-# --- server_status ---------------------------------------------------------------------------------
+# --- server_status --------------------------------------------------------------------------------
 
 
 def rss_mb() -> float:
-    """Resident memory from /proc/self/statm (one short line; cheap enough for every status call)."""
+    """Resident memory from /proc/self/statm (one short line; cheap enough for every status
+    call)."""
     try:
         with open("/proc/self/statm", "rb") as f:
             return int(f.read().split()[1]) * PAGE_BYTES / 2**20
@@ -136,7 +145,8 @@ async def server_status(state: AppState, inp: StatusInput, ctx: Context) -> Serv
     busy = f"running {cur.describe()}" if cur else "idle"
     dev = state.device_name
     return ServerStatus(
-        summary=f"Serving run {state.run.name!r} on {dev}; device {busy}; {len(queue)} queued; {served} calls served.",
+        summary=f"Serving run {state.run.name!r} on {dev}; device {busy}; {len(queue)} queued; "
+        f"{served} calls served.",
         run=state.run.name,
         device=dev,
         uptime_s=round(time.time() - state.started, 3),

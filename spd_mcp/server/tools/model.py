@@ -33,7 +33,7 @@ from spd_mcp.server.tooling import bind
 
 T = TypeVar("T")
 
-# --- get_model_info --------------------------------------------------------------------------------
+# --- get_model_info -------------------------------------------------------------------------------
 
 
 def _clean(value: Any, depth: int = 0) -> Any:
@@ -54,7 +54,8 @@ def _clean(value: Any, depth: int = 0) -> Any:
 
 
 def _alive(state: AppState) -> tuple[dict[str, Any], str]:
-    """Alive components per layer and where the numbers come from (the harvest when the run has one)."""
+    """Alive components per layer and where the numbers come from (the harvest when the run has
+    one)."""
     run = state.run
     if run.has_harvest and run.path is not None:
         store = HarvestStore(run.path)
@@ -84,14 +85,18 @@ def _info_summary(
     """``alive_source`` is None when nothing says which components are alive."""
     run, delta = state.run, state.weight_delta
     n_comp = sum(r.C for r in layers)
-    kind = f"language model, vocab {state.tok.vocab_size}, context {run.context_length}" if run.is_lm else (
-        f"toy model taking a feature vector of length {run.input_dim}"
+    kind = (
+        f"language model, vocab {state.tok.vocab_size}, context {run.context_length}" if run.is_lm
+        else f"toy model taking a feature vector of length {run.input_dim}"
     )
     return (
         f"Run {run.name!r}: {arch} ({kind}) with {len(layers)} decomposed layers and "
         f"{n_comp} components in total. Harvest data: {'yes' if run.has_harvest else 'no'}; "
         f"probe prompts: {len(run.probes)}."
-        + (f" Alive: {sum(r.alive or 0 for r in layers)} of {n_comp} ({alive_source})." if alive_source else "")
+        + (
+            f" Alive: {sum(r.alive or 0 for r in layers)} of {n_comp} ({alive_source})."
+            if alive_source else ""
+        )
         + ("" if delta.negligible else " " + delta.warning())
     )
 
@@ -125,7 +130,7 @@ async def get_model_info(state: AppState, inp: ModelInfoInput, ctx: Context) -> 
     )
 
 
-# --- run_prompt ------------------------------------------------------------------------------------
+# --- run_prompt -----------------------------------------------------------------------------------
 
 
 def _under(model: ComponentModel, edit: Edit | None, fn: Callable[[], T]) -> T:
@@ -151,7 +156,8 @@ def _tokens_result(
     predictions = [
         PositionPrediction(
             position=pos, token=pieces[pos],
-            top=[TokenProb(token=state.tok.display(t.token_id), token_id=t.token_id, prob=t.prob) for t in top],
+            top=[TokenProb(token=state.tok.display(t.token_id), token_id=t.token_id, prob=t.prob)
+                 for t in top],
         )
         for pos, top in zip(pred.positions, pred.top, strict=True)
     ]
@@ -177,23 +183,28 @@ async def run_prompt(state: AppState, inp: RunPromptInput, ctx: Context) -> RunP
     ids = state.tok.tokenize(inp.text, state.run.context_length)
     pred = await state.device.call(
         "run_prompt",
-        lambda: _under(model, edit, lambda: predict_tokens(model, ids, inp.top_k, inp.all_positions)),
+        lambda: _under(
+            model, edit, lambda: predict_tokens(model, ids, inp.top_k, inp.all_positions)
+        ),
     )
     prompt_id = await state.store.add_prompt(inp.text, ids)
     return _tokens_result(state, ids, pred, prompt_id)
 
 
-# --- list_probe_prompts ----------------------------------------------------------------------------
+# --- list_probe_prompts ---------------------------------------------------------------------------
 
 
 async def list_probe_prompts(state: AppState, inp: ProbeInput, ctx: Context) -> ProbeList:
     probes = state.run.probes
     tags = Counter(p.mechanism for p in probes)
     if inp.mechanism is not None and inp.mechanism not in tags:
-        raise ValueError(f"unknown mechanism {inp.mechanism!r}; valid: {', '.join(sorted(tags)) or 'none (no probe suite)'}")
+        raise ValueError(
+            f"unknown mechanism {inp.mechanism!r}; "
+            f"valid: {', '.join(sorted(tags)) or 'none (no probe suite)'}"
+        )
     rows = [
-        ProbeRow(index=i, text=p.text, target_token=p.target_token, mechanism=p.mechanism, position=p.position,
-                 foil=p.foil)
+        ProbeRow(index=i, text=p.text, target_token=p.target_token, mechanism=p.mechanism,
+                 position=p.position, foil=p.foil)
         for i, p in enumerate(probes)
         if inp.mechanism is None or p.mechanism == inp.mechanism
     ]
@@ -202,13 +213,15 @@ async def list_probe_prompts(state: AppState, inp: ProbeInput, ctx: Context) -> 
         summary = f"Run {state.run.name!r} ships no probe prompts."
     else:
         summary = (
-            f"{len(rows)} probe prompts{' tagged ' + repr(inp.mechanism) if inp.mechanism else ''}; showing "
-            f"{len(page)} from offset {inp.offset}. Mechanisms: " + ", ".join(f"{k} ({v})" for k, v in sorted(tags.items()))
+            f"{len(rows)} probe prompts"
+            f"{' tagged ' + repr(inp.mechanism) if inp.mechanism else ''}; "
+            f"showing {len(page)} from offset {inp.offset}. Mechanisms: "
+            + ", ".join(f"{k} ({v})" for k, v in sorted(tags.items()))
         )
     behaviours = {tag: BehaviourRow(description=b.description, names=list(b.names))
                   for tag, b in state.run.behaviours.items()}
-    return ProbeList(summary=summary, total=len(rows), offset=inp.offset, limit=inp.limit, mechanisms=dict(tags), prompts=page,
-                     behaviours=behaviours)
+    return ProbeList(summary=summary, total=len(rows), offset=inp.offset, limit=inp.limit,
+                     mechanisms=dict(tags), prompts=page, behaviours=behaviours)
 
 
 TOOLS = bind(

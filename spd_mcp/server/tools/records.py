@@ -1,4 +1,5 @@
-"""Records of the investigation: research log, hypotheses, explanations, summary, graph artifacts."""
+"""Records of the investigation: research log, hypotheses, explanations, summary, graph
+artifacts."""
 
 import json
 from typing import Any
@@ -41,17 +42,20 @@ from spd_mcp.server.workspace import (
     now_iso,
 )
 
-# --- update_research_log ---------------------------------------------------------------------------
+# --- update_research_log --------------------------------------------------------------------------
 
 
 async def update_research_log(state: AppState, inp: LogInput, ctx: Context) -> LogResult:
     ws = state.require_workspace()
     head = await state.run_io(ws.append_log, inp.heading, inp.markdown)
     size = await state.run_io(ws.log_size)
-    return LogResult(summary=f"Appended {len(inp.markdown)} characters under '{head}'.", path=RESEARCH_LOG, heading=head, log_bytes=size)
+    return LogResult(
+        summary=f"Appended {len(inp.markdown)} characters under '{head}'.", path=RESEARCH_LOG,
+        heading=head, log_bytes=size,
+    )
 
 
-# --- record_hypothesis -----------------------------------------------------------------------------
+# --- record_hypothesis ----------------------------------------------------------------------------
 
 
 def _record_hypothesis(ws: Workspace, inp: HypothesisInput) -> tuple[int, HypStatus | None, int]:
@@ -60,8 +64,8 @@ def _record_hypothesis(ws: Workspace, inp: HypothesisInput) -> tuple[int, HypSta
     version = len(mine) + 1
     previous: HypStatus | None = mine[-1].get("status") if mine else None
     ws.append_jsonl(HYPOTHESES, {
-        "id": inp.hypothesis_id, "version": version, "statement": inp.statement, "status": inp.status,
-        "evidence": list(inp.evidence), "ts": now_iso(),
+        "id": inp.hypothesis_id, "version": version, "statement": inp.statement,
+        "status": inp.status, "evidence": list(inp.evidence), "ts": now_iso(),
     })
     change = f"{previous} -> {inp.status}" if previous else inp.status
     evidence = "".join(f"\n- {e}" for e in inp.evidence)
@@ -70,17 +74,21 @@ def _record_hypothesis(ws: Workspace, inp: HypothesisInput) -> tuple[int, HypSta
     return version, previous, n
 
 
-async def record_hypothesis(state: AppState, inp: HypothesisInput, ctx: Context) -> HypothesisResult:
+async def record_hypothesis(
+    state: AppState, inp: HypothesisInput, ctx: Context
+) -> HypothesisResult:
     ws = state.require_workspace()
     version, previous, n = await state.run_io(_record_hypothesis, ws, inp)
     verb = "Added" if version == 1 else f"Updated (version {version})"
     return HypothesisResult(
-        summary=f"{verb} hypothesis {inp.hypothesis_id}, status {inp.status}; {n} hypotheses recorded.",
-        hypothesis_id=inp.hypothesis_id, version=version, status=inp.status, previous_status=previous, n_hypotheses=n,
+        summary=f"{verb} hypothesis {inp.hypothesis_id}, status {inp.status}; "
+        f"{n} hypotheses recorded.",
+        hypothesis_id=inp.hypothesis_id, version=version, status=inp.status,
+        previous_status=previous, n_hypotheses=n,
     )
 
 
-# --- save_explanation ------------------------------------------------------------------------------
+# --- save_explanation -----------------------------------------------------------------------------
 
 
 def _save_explanation(ws: Workspace, record: dict) -> int:
@@ -110,46 +118,58 @@ async def _validations(
     validations = [await state.store.get_validation(v) for v in inp.validation_ids]
     for vid, v in zip(inp.validation_ids, validations, strict=True):
         if sorted(v["components"]) != sorted(keys):
-            raise ValueError(f"validation {vid} measured {sorted(v['components'])}, not this explanation's components "
+            raise ValueError(f"validation {vid} measured {sorted(v['components'])}, "
+                             f"not this explanation's components "
                              f"{sorted(keys)}: validate exactly the set you explain")
     return validations
 
 
-async def save_explanation(state: AppState, inp: ExplanationInput, ctx: Context) -> ExplanationResult:
+async def save_explanation(
+    state: AppState, inp: ExplanationInput, ctx: Context
+) -> ExplanationResult:
     ws = state.require_workspace()
     keys = _explained_keys(state, inp)
     validations = await _validations(state, inp, keys)
     judged = judge_claims(inp.claims, validations)
     record = {**inp.model_dump(mode="json"), "ts": now_iso(), "agent": state.config.agent_id,
-              "agent_confidence": inp.confidence, "confidence": judged.confidence, "status": judged.status,
-              "verdict": judged.reasons,
+              "agent_confidence": inp.confidence, "confidence": judged.confidence,
+              "status": judged.status, "verdict": judged.reasons,
               "validations": [{"validation_id": vid, **{k: v.get(k) for k in _VALIDATION_KEYS}}
                               for vid, v in zip(inp.validation_ids, validations, strict=True)]}
     for item, key in zip(record["components"], keys, strict=True):
         item["component"] = key
     index = await state.run_io(_save_explanation, ws, record)
     return ExplanationResult(
-        summary=f"Saved explanation #{index} of '{inp.behaviour[:80]}' with {len(keys)} components: {judged.status} "
+        summary=f"Saved explanation #{index} of '{inp.behaviour[:80]}' with {len(keys)} "
+        f"components: {judged.status} "
         f"({'; '.join(judged.reasons)}), confidence {judged.confidence}.",
-        explanation_index=index, components=keys, status=judged.status, confidence=judged.confidence,
+        explanation_index=index, components=keys, status=judged.status,
+        confidence=judged.confidence,
     )
 
 
-_VALIDATION_KEYS = ("behaviour", "necessity", "sufficiency", "specificity", "sufficient_alone", "robust_to_adversary",
-                    "n_examples", "n_controls", "regimes", "summary")
+_VALIDATION_KEYS = ("behaviour", "necessity", "sufficiency", "specificity", "sufficient_alone",
+                    "robust_to_adversary", "n_examples", "n_controls", "regimes", "summary")
 
 
-# --- set_investigation_summary ---------------------------------------------------------------------
+# --- set_investigation_summary --------------------------------------------------------------------
 
 
-async def set_investigation_summary(state: AppState, inp: SummaryInput, ctx: Context) -> SummaryResult:
+async def set_investigation_summary(
+    state: AppState, inp: SummaryInput, ctx: Context
+) -> SummaryResult:
     ws = state.require_workspace()
     updated = now_iso()
-    await state.run_io(ws.write_json, SUMMARY, {"title": inp.title, "summary": inp.summary, "status": inp.status, "updated_at": updated})
-    return SummaryResult(summary=f"summary.json now says '{inp.title}' ({inp.status}).", path=SUMMARY, status=inp.status, updated_at=updated)
+    await state.run_io(ws.write_json, SUMMARY, {
+        "title": inp.title, "summary": inp.summary, "status": inp.status, "updated_at": updated,
+    })
+    return SummaryResult(
+        summary=f"summary.json now says '{inp.title}' ({inp.status}).", path=SUMMARY,
+        status=inp.status, updated_at=updated,
+    )
 
 
-# --- save_graph_artifact ---------------------------------------------------------------------------
+# --- save_graph_artifact --------------------------------------------------------------------------
 
 
 def _write_artifact(ws: Workspace, artifact_id: str, payload: dict, svg: str) -> None:
@@ -158,9 +178,12 @@ def _write_artifact(ws: Workspace, artifact_id: str, payload: dict, svg: str) ->
 
 
 def _promoted_tokens(state: AppState, sel: GraphSelection) -> dict[str, str | None]:
-    """'<layer>:<c>' -> the token its write vector promotes most, for every component node drawn."""
+    """'<layer>:<c>' -> the token its write vector promotes most, for every component node
+    drawn."""
     model = state.run.model
-    keys = sorted({(n.layer, n.c) for n in sel.nodes if n.ci is not None and n.layer in model.layers})
+    keys = sorted(
+        {(n.layer, n.c) for n in sel.nodes if n.ci is not None and n.layer in model.layers}
+    )
     out: dict[str, str | None] = {}
     for layer, c in keys:
         top = top_promoted_token(model, layer, c) if state.run.is_lm else None
@@ -168,7 +191,9 @@ def _promoted_tokens(state: AppState, sel: GraphSelection) -> dict[str, str | No
     return out
 
 
-async def save_graph_artifact(state: AppState, inp: GraphArtifactInput, ctx: Context) -> GraphArtifactResult:
+async def save_graph_artifact(
+    state: AppState, inp: GraphArtifactInput, ctx: Context
+) -> GraphArtifactResult:
     ws = state.require_workspace()
     graph = StoredGraph.model_validate(await state.store.get_graph(inp.graph_id))
     artifact_id = inp.artifact_id or f"graph_{inp.graph_id}"
@@ -178,9 +203,11 @@ async def save_graph_artifact(state: AppState, inp: GraphArtifactInput, ctx: Con
     svg = render_svg(graph, sel, inp.caption or f"graph {inp.graph_id}", promotes)
     await state.run_io(_write_artifact, ws, artifact_id, payload, svg)
     return GraphArtifactResult(
-        summary=f"Saved graph {inp.graph_id} as artifacts/{artifact_id}.json and .svg: {len(sel.nodes)} nodes, "
+        summary=f"Saved graph {inp.graph_id} as artifacts/{artifact_id}.json and .svg: "
+        f"{len(sel.nodes)} nodes, "
         f"{len(sel.edges)} of {sel.n_edges_total} edges.",
-        artifact_id=artifact_id, json_path=f"artifacts/{artifact_id}.json", svg_path=f"artifacts/{artifact_id}.svg",
+        artifact_id=artifact_id, json_path=f"artifacts/{artifact_id}.json",
+        svg_path=f"artifacts/{artifact_id}.svg",
         n_nodes=len(sel.nodes), n_edges=len(sel.edges), n_edges_total=sel.n_edges_total,
         markdown=markdown_snippet(artifact_id, inp.caption),
     )
@@ -190,5 +217,7 @@ _NEEDS_WS = " Needs the server to run with --workspace."
 
 
 TOOLS = bind(
-    contract.TOOLS, update_research_log=update_research_log, record_hypothesis=record_hypothesis, save_explanation=save_explanation, set_investigation_summary=set_investigation_summary, save_graph_artifact=save_graph_artifact,
+    contract.TOOLS, update_research_log=update_research_log, record_hypothesis=record_hypothesis,
+    save_explanation=save_explanation, set_investigation_summary=set_investigation_summary,
+    save_graph_artifact=save_graph_artifact,
 )

@@ -1,4 +1,5 @@
-"""validate_claim: a claimed set of components measured on held-out examples of its behaviour (a job)."""
+"""validate_claim: a claimed set of components measured on held-out examples of its behaviour (a
+job)."""
 
 from typing import Any
 
@@ -38,7 +39,9 @@ def text_probe(state: AppState, text: str, target: str | None, foil: str | None,
 
 
 def run_probes(state: AppState) -> list[Probe]:
-    return [text_probe(state, p.text, p.target_token, p.foil, p.mechanism) for p in state.run.probes]
+    return [
+        text_probe(state, p.text, p.target_token, p.foil, p.mechanism) for p in state.run.probes
+    ]
 
 
 def _span(i: Interval | None) -> Span | None:
@@ -50,7 +53,8 @@ def _regime_view(n: RegimeNumbers) -> RegimeView:
     return RegimeView(
         regime=n.regime, necessity=_span(n.necessity), broken=n.broken,
         sufficiency=_span(n.sufficiency), accuracy_kept=_span(n.accuracy_kept),
-        leak=n.leak, distinct_answers_kept=n.distinct_answers_kept, specificity=_span(n.specificity),
+        leak=n.leak, distinct_answers_kept=n.distinct_answers_kept,
+        specificity=_span(n.specificity),
     )
 
 
@@ -61,39 +65,57 @@ def _summary(v: Validation, comps: list[str], behaviour: str) -> str:
         return "n/a" if i is None or i.n == 0 else f"{i.mean:.2f} [{i.low:.2f}, {i.high:.2f}]"
 
     return (
-        f"{len(comps)} components on {v.n_examples} held-out examples of {behaviour} ({v.n_others} controls): "
+        f"{len(comps)} components on {v.n_examples} held-out examples of {behaviour} "
+        f"({v.n_others} controls): "
         f"necessity {v.necessity} (deterministic {num('deterministic', 'necessity')}, stochastic "
-        f"{num('stochastic', 'necessity')}), sufficiency {v.sufficiency} (alone {num('deterministic', 'sufficiency')}, "
-        f"stochastic {num('stochastic', 'sufficiency')}, adversarial {num('adversarial', 'sufficiency')}), "
+        f"{num('stochastic', 'necessity')}), sufficiency {v.sufficiency} "
+        f"(alone {num('deterministic', 'sufficiency')}, "
+        f"stochastic {num('stochastic', 'sufficiency')}, "
+        f"adversarial {num('adversarial', 'sufficiency')}), "
         f"specificity {v.specificity} (deterministic {num('deterministic', 'specificity')}). "
         + " ".join(v.notes)
     ).strip()
 
 
 async def stored_validation(
-    state: AppState, v: Validation, examples: list[Probe], comps: list[ComponentKey], behaviour: str,
-    params: dict[str, Any],
+    state: AppState, v: Validation, examples: list[Probe], comps: list[ComponentKey],
+    behaviour: str, params: dict[str, Any],
 ) -> ValidationResult:
-    """The wire result of a validation of ``comps`` on ``examples``, stored; with its validation_id."""
+    """The wire result of a validation of ``comps`` on ``examples``, stored; with its
+    validation_id."""
     keys = [str(k) for k in comps]
     det = v.regimes.get("deterministic")
     rows = [] if det is None else [
-        ExampleRow(text=state.tok.raw.decode(p.token_ids), target=state.tok.display(p.target), p_before=r.p_before,
-                   p_removed=r.p_after, p_kept=k.p_after,
+        ExampleRow(text=state.tok.raw.decode(p.token_ids), target=state.tok.display(p.target),
+                   p_before=r.p_before, p_removed=r.p_after, p_kept=k.p_after,
                    answer_kept="" if k.answer_after < 0 else state.tok.display(k.answer_after))
         for p, r, k in zip([examples[i] for i in v.used], det.removed, det.kept, strict=True)
     ]
     result = ValidationResult(
         summary=_summary(v, keys, behaviour), validation_id=0, components=keys, behaviour=behaviour,
         necessity=v.necessity, sufficiency=v.sufficiency, specificity=v.specificity,
-        sufficient_alone=v.sufficient_alone, robust_to_adversary=v.sufficient_adversarial, bars=v.bars,
+        sufficient_alone=v.sufficient_alone, robust_to_adversary=v.sufficient_adversarial,
+        bars=v.bars,
         n_examples=v.n_examples, n_dropped=v.n_dropped, n_controls=v.n_others, baseline=v.baseline,
         regimes=[_regime_view(n) for n in v.regimes.values()], examples=rows, notes=v.notes,
     )
     vid = await state.store.add_validation(params, {})
-    final = result.model_copy(update={"validation_id": vid, "summary": f"Validation {vid}: {result.summary}"})
-    await state.store.set_validation(vid, final.model_dump(mode="json"))  # the stored copy carries its own id
+    final = result.model_copy(
+        update={"validation_id": vid, "summary": f"Validation {vid}: {result.summary}"}
+    )
+    # the stored copy carries its own id
+    await state.store.set_validation(vid, final.model_dump(mode="json"))
     return final
+
+
+def _claim_examples(state: AppState, inp: ValidateInput, exclude: list[list[int]]) -> list[Probe]:
+    """The agent's own examples as probes, less those whose tokens are in ``exclude``."""
+    skip = {tuple(e) for e in exclude}
+    return [
+        p for e in inp.examples
+        if tuple((p := text_probe(state, e.text, e.target_token, e.foil, "claim")).token_ids)
+        not in skip
+    ]
 
 
 async def validate_claim(state: AppState, inp: ValidateInput, ctx: Context) -> JobView:
@@ -101,19 +123,21 @@ async def validate_claim(state: AppState, inp: ValidateInput, ctx: Context) -> J
     comps = component_keys(state, inp.components)
     exclude = [text_input(state, t).token_ids for t in inp.exclude]
     if inp.mechanism is not None:
-        examples, others = held_out(run_probes(state), inp.mechanism, exclude, inp.n_examples, inp.n_controls, inp.seed)
+        examples, others = held_out(run_probes(state), inp.mechanism, exclude, inp.n_examples,
+                                    inp.n_controls, inp.seed)
         behaviour = f"mechanism {inp.mechanism!r}"
     else:
-        skip = {tuple(e) for e in exclude}
-        examples = [p for e in inp.examples if tuple((p := text_probe(state, e.text, e.target_token, e.foil, "claim")).token_ids)
-                    not in skip]
+        examples = _claim_examples(state, inp, exclude)
         others = []
         behaviour = f"your {len(examples)} examples"
     if inp.controls:
         others = [text_probe(state, c.text, c.target_token, None, "control") for c in inp.controls]
     if not examples:
-        raise ValueError("no example is left once the excluded prompts are removed: give held-out examples")
-    config = ValidationConfig(regimes=tuple(dict.fromkeys(inp.regimes)), measure=MeasureSettings(seed=inp.seed))
+        raise ValueError(
+            "no example is left once the excluded prompts are removed: give held-out examples"
+        )
+    config = ValidationConfig(regimes=tuple(dict.fromkeys(inp.regimes)),
+                              measure=MeasureSettings(seed=inp.seed))
 
     def work(progress) -> Validation:
         controls = with_model_answers(state.run.model, others)
@@ -121,9 +145,11 @@ async def validate_claim(state: AppState, inp: ValidateInput, ctx: Context) -> J
                         progress=lambda i, n: progress(i, n, f"measurement {i}/{n}"))
 
     async def finish(v: Validation) -> ValidationResult:
-        return await stored_validation(state, v, examples, comps, behaviour, inp.model_dump(mode="json"))
+        return await stored_validation(state, v, examples, comps, behaviour,
+                                       inp.model_dump(mode="json"))
 
-    return await run_as_job(state, ctx, "validate_claim", work, finish, inp.wait_s, inp.model_dump(mode="json"))
+    return await run_as_job(state, ctx, "validate_claim", work, finish, inp.wait_s,
+                            inp.model_dump(mode="json"))
 
 
 TOOLS = bind(
