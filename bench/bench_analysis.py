@@ -1,4 +1,5 @@
-"""Benchmark of the analysis engine: batched vs per-node attribution graphs, and circuit optimisation.
+"""Benchmark of the analysis engine: batched vs per-node attribution graphs, and circuit
+optimisation.
 
 Model: a 2-block Llama, d_model 64, C = 64 on each of its 14 matrices (untrained components, which
 is fine for timing). Attribution nodes: a seeded random CI with ~48 active components per token in
@@ -56,8 +57,9 @@ def _interleaved_medians(fns: list, repeats: int) -> list[float]:  # noqa: ANN00
 def bench_analysis(
     repeats: int = 5, seq: int = 32, active_per_token: int = 48, circuit_steps: int = 200
 ) -> dict:
-    """Median seconds of the batched and per-node attribution graph, their ratio and max edge difference
-    (default one-hop edges and the through-delta variant), and of ``circuit_steps`` circuit steps."""
+    """Median seconds of the batched and per-node attribution graph, their ratio and max edge
+    difference (default one-hop edges and the through-delta variant), and of ``circuit_steps``
+    circuit steps."""
     torch.set_num_threads(1)
     model = demo_size_model()
     x = torch.randint(0, 128, (1, seq), generator=torch.Generator().manual_seed(1))

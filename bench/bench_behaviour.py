@@ -1,4 +1,5 @@
-"""Behaviour choice: which of the demo run's mechanisms each question of bench/questions.jsonl is about.
+"""Behaviour choice: which of the demo run's mechanisms each question of bench/questions.jsonl is
+about.
 
 Run: OMP_NUM_THREADS=1 python -m bench.bench_behaviour [--show]
 Starts the real MCP server on the demo run as a process, gathers evidence through the launcher's

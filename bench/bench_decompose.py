@@ -1,8 +1,8 @@
 """Decomposition step time on the built-in toy configs (tms_5-2, resid_mlp1), against the public
 implementation's figures measured on this kind of machine (shared/reference/anchor_perf.md), and on
 the demo language model's recipe (``DEMO_CONFIG``), with the subset term's routing folded into the
-masks against the two-path routing it replaced (interleaved, same masks), and the whole loop with each
-batch split over one and two CPU processes (``workers``)."""
+masks against the two-path routing it replaced (interleaved, same masks), and the whole loop with
+each batch split over one and two CPU processes (``workers``)."""
 
 import statistics
 import time
@@ -21,9 +21,9 @@ from spd_core.masks import fold_routing, layer_subset_routing, stochastic_masks
 from spd_core.run import build_component_model, load_run
 from spd_core.targets.spec import AnySpec, corpus_texts, data_source, untrained_target
 
-# Public implementation as configured (CPU bf16 autocast), 1 CPU thread: the fastest of its plain-step
-# medians in anchor_perf.md §4.1-4.2 (TMS 31.7, resid_mlp1 205.8) and of the side-by-side runs the
-# issue on training speed records (TMS 32.3-37.2, resid_mlp1 179-184 ms).
+# Public implementation as configured (CPU bf16 autocast), 1 CPU thread: the fastest of its
+# plain-step medians in anchor_perf.md §4.1-4.2 (TMS 31.7, resid_mlp1 205.8) and of the side-by-side
+# runs the issue on training speed records (TMS 32.3-37.2, resid_mlp1 179-184 ms).
 ANCHOR_MS_PER_STEP = {"tms_5-2": 31.7, "resid_mlp1": 179.0}
 
 
@@ -35,8 +35,9 @@ def step_times(
     warmup: int = 5,
     step: int | None = None,
 ) -> tuple[list[float], list[float]]:
-    """Wall and CPU seconds of ``n_steps`` training steps (the loop body of ``decompose``) of ``config``
-    on ``target``; ``step`` fixes the schedule step the losses see (default: the loop index)."""
+    """Wall and CPU seconds of ``n_steps`` training steps (the loop body of ``decompose``) of
+    ``config`` on ``target``; ``step`` fixes the schedule step the losses see (default: the loop
+    index)."""
     dev = pick_device(config.device)
     pin_malloc_thresholds()  # as the training loop does
     torch.manual_seed(0)
@@ -74,8 +75,9 @@ def experiment_step_times(
 
 
 def demo_subset_ab(n: int) -> dict:
-    """The subset term (forward + backward) on the demo, routing folded into the masks vs the two-path
-    routing (each routed layer's component output and target output, picked per position)."""
+    """The subset term (forward + backward) on the demo, routing folded into the masks vs the
+    two-path routing (each routed layer's component output and target output, picked per
+    position)."""
     shipped = load_run("demo")
     model = shipped.model
     x = data_source(shipped.target_spec, model.target, DEMO_CONFIG.seq_len).batch(
@@ -148,8 +150,8 @@ def demo_workers(n: int, worlds: tuple[int, ...] = (1, 2)) -> dict:
 
 
 def demo_harvest(n: int) -> dict:
-    """Seconds per text of the demo's harvest (``DEMO_HARVEST``) on 1 and on 2 CPU processes, over the
-    first ``n`` texts of its corpus, and the minutes that puts on ``DEMO_HARVEST_TEXTS``."""
+    """Seconds per text of the demo's harvest (``DEMO_HARVEST``) on 1 and on 2 CPU processes, over
+    the first ``n`` texts of its corpus, and the minutes that puts on ``DEMO_HARVEST_TEXTS``."""
     shipped = load_run("demo")
     cfg = replace(DEMO_HARVEST, max_tokens=int(shipped.model.target.config.max_position_embeddings))  # type: ignore[union-attr]
     texts = corpus_texts(shipped.target_spec, n)
@@ -195,7 +197,8 @@ def run(quick: bool = False) -> list[dict]:
                 ratio = ANCHOR_MS_PER_STEP[name] / ms
                 verdict = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
                 row["vs_public_impl"] = (
-                    f"{verdict} than the public implementation ({ANCHOR_MS_PER_STEP[name]} ms/step, its fastest recorded)"
+                    f"{verdict} than the public implementation ({ANCHOR_MS_PER_STEP[name]} "
+                    "ms/step, its fastest recorded)"
                 )
             rows.append(row)
     n = 8 if quick else 30
@@ -211,7 +214,10 @@ def run(quick: bool = False) -> list[dict]:
     ms = statistics.median(wall) * 1000
     rows.append(
         {
-            "bench": "decompose step demo LM, DEMO_CONFIG's losses on its whole batch in one process (cpu)",
+            "bench": (
+                "decompose step demo LM, DEMO_CONFIG's losses on its whole batch in one process "
+                "(cpu)"
+            ),
             "median_ms": round(ms, 1),
             "steps_per_s": round(1000 / ms, 2),
             "n": n,

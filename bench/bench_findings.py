@@ -1,16 +1,16 @@
-"""Findings of the built-in protocol on the question set: behaviour chosen, honest "inconclusive", and
-each saved explanation's held-out numbers.
+"""Findings of the built-in protocol on the question set: behaviour chosen, honest "inconclusive",
+and each saved explanation's held-out numbers.
 
 Run: OMP_NUM_THREADS=1 python -m bench.bench_findings
 Every question of bench/questions.jsonl goes through the behaviour choice (bench_behaviour, real
 server). After that choice the protocol depends on the behaviour alone (its prompts, candidates and
-validation are seeded), so one full investigation (`spd-investigate --agent builtin`, local executor,
-the demo run) per distinct behaviour chosen, plus one for a question answered "none", gives every
-question's outcome; tests/launcher/test_findings.py checks that two questions of one behaviour give
-the same validation. Rows: choice accuracy, inconclusive on the "none" questions, and per behaviour
-the explanation's status with held-out necessity (goal >= 0.5), specificity (>= 0.8) and, where
-claimed, sufficiency (>= 0.5), each the lower end of its 95% interval in the deterministic and the
-stochastic regime (the verdict's own rule).
+validation are seeded), so one full investigation (`spd-investigate --agent builtin`, local
+executor, the demo run) per distinct behaviour chosen, plus one for a question answered "none",
+gives every question's outcome; tests/launcher/test_findings.py checks that two questions of one
+behaviour give the same validation. Rows: choice accuracy, inconclusive on the "none" questions, and
+per behaviour the explanation's status with held-out necessity (goal >= 0.5), specificity (>= 0.8)
+and, where claimed, sufficiency (>= 0.5), each the lower end of its 95% interval in the
+deterministic and the stochastic regime (the verdict's own rule).
 """
 
 import contextlib

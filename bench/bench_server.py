@@ -6,7 +6,8 @@ Prints one JSON object of medians. The server is the real CLI serving a tiny run
 Each transport is timed twice: through the SDK's ``Client`` (what an agent's Python client pays,
 its own CPU included) and through a bare JSON-RPC client (``RawStdio`` / ``RawHttp``: one JSON line
 on a pipe, one keep-alive HTTP POST), whose round trip is the server's overhead plus the wire.
-Start-up is measured on the shipped demo run through the real CLI, up to its first answered run_prompt.
+Start-up is measured on the shipped demo run through the real CLI, up to its first answered
+run_prompt.
 """
 
 import argparse
@@ -65,8 +66,8 @@ def _children() -> set[int]:
 async def _round_trips(
     call: Callable[[], Awaitable[object]], n: int, server_pid: int | None
 ) -> dict[str, float]:
-    """Median round trip of ``call`` (ms) after 20 warm-up calls, and CPU per call (ms) of the server
-    and of this client."""
+    """Median round trip of ``call`` (ms) after 20 warm-up calls, and CPU per call (ms) of the
+    server and of this client."""
     for _ in range(20):
         await call()
     times = []
@@ -133,10 +134,11 @@ DEMO_PROBES = ROOT / "spd_core" / "demo_run" / "prompts.jsonl"
 
 
 async def start_to_first_call_s(run: str = "demo") -> float:
-    """Spawn the real CLI (``spd-mcp-server --run demo``) over stdio until its first run_prompt is answered.
+    """Spawn the real CLI (``spd-mcp-server --run demo``) over stdio until its first run_prompt is
+    answered.
 
-    run_prompt on the run's first probe prompt needs the loaded model and tokenizer (a forward pass),
-    so this covers imports, loading the run, the MCP handshake and one real call.
+    run_prompt on the run's first probe prompt needs the loaded model and tokenizer (a forward
+    pass), so this covers imports, loading the run, the MCP handshake and one real call.
     """
     text = json.loads(DEMO_PROBES.read_text().splitlines()[0])["text"]
     t0 = time.perf_counter()
@@ -208,7 +210,8 @@ class RawStdio:
 
     def __init__(self, run: str = "toy") -> None:
         self.proc = subprocess.Popen([sys.executable, *_args(run, None, [])], cwd=ROOT, env=_env(),
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL)  # fmt: skip
         self.next_id = 0
         self.request("initialize", INIT)
         self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
@@ -235,7 +238,8 @@ class RawStdio:
 
 
 class RawHttp:
-    """A bare JSON-RPC client over one keep-alive HTTP connection to the streamable-HTTP endpoint."""
+    """A bare JSON-RPC client over one keep-alive HTTP connection to the streamable-HTTP
+    endpoint."""
 
     def __init__(self, server: "_Http") -> None:
         self.port = int(server.port_file.read_text())
@@ -321,16 +325,18 @@ async def _bench(calls: int, repeats: int, mixed: int) -> dict[str, Any]:
     )
     out.update(await rss_growth_mb(mixed))
     out["note"] = (
-        "overheads: server_status on a tiny run built in code (cpu_ms: CPU per call of the server process "
-        "and of the client); stdio_/http_: the SDK Client, raw_stdio_/raw_http_: a bare JSON-RPC client (one "
-        "JSON line; one keep-alive POST); workspace variants fsync events.jsonl per call; start: "
+        "overheads: server_status on a tiny run built in code (cpu_ms: CPU per call of the server "
+        "process and of the client); stdio_/http_: the SDK Client, raw_stdio_/raw_http_: a bare "
+        "JSON-RPC client (one JSON line; one keep-alive POST); workspace variants fsync "
+        "events.jsonl per call; start: "
         "`spd-mcp-server --run demo` over stdio to its first answered run_prompt"
     )
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
 
 
 def bench_server(calls: int = 200, repeats: int = 3, mixed: int = 1000) -> dict[str, Any]:
-    """Medians of ``repeats`` runs: overhead per call (ms) over stdio and HTTP, start time (s), RSS growth (MB)."""
+    """Medians of ``repeats`` runs: overhead per call (ms) over stdio and HTTP, start time (s), RSS
+    growth (MB)."""
     return anyio.run(_bench, calls, repeats, mixed)
 
 

@@ -1,8 +1,10 @@
-"""Swarm benchmark: N built-in investigations of the demo run at once as local processes, then the aggregation.
+"""Swarm benchmark: N built-in investigations of the demo run at once as local processes, then the
+aggregation.
 
 Run: OMP_NUM_THREADS=1 python -m bench.bench_swarm [--tasks 8]
 Prints one JSON object: wall time until every task ended and until the report, whether every task
-completed, and the peak RSS (VmHWM) of every task's server process, sampled from /proc while it runs.
+completed, and the peak RSS (VmHWM) of every task's server process, sampled from /proc while it
+runs.
 """
 
 import argparse

@@ -64,7 +64,8 @@ def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
-        f"{cpu}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+        f"{cpu}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s), "
         f"Python {platform.python_version()}; load average at start {load:.2f}"
     )
 
@@ -80,7 +81,10 @@ def main() -> int:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     header = f"## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · commit {commit}\n\n"
-    header += f"- command: `{' '.join(['python -m bench.run', *sys.argv[1:]])}` (via `make bench`)\n- machine: {machine()}\n\n"
+    header += (
+        f"- command: `{' '.join(['python -m bench.run', *sys.argv[1:]])}` (via `make bench`)\n"
+        f"- machine: {machine()}\n\n"
+    )
     lines = []
     for name in wanted:
         rows = _rows(name, args.quick)
@@ -92,7 +96,8 @@ def main() -> int:
     old = (
         RESULTS.read_text()
         if RESULTS.exists()
-        else "# Benchmark results\n\nNewest first. Timings on shared CPUs are noisy: compare ratios within one run.\n\n"
+        else "# Benchmark results\n\n"
+        "Newest first. Timings on shared CPUs are noisy: compare ratios within one run.\n\n"
     )
     head, _, rest = old.partition("\n## ")
     RESULTS.write_text(head.rstrip() + "\n\n" + section + ("## " + rest if rest else ""))

@@ -1,1 +1,2 @@
-"""SPD maths over a loaded decomposition: components, causal importance, losses, training, analyses."""
+"""SPD maths over a loaded decomposition: components, causal importance, losses, training,
+analyses."""

@@ -38,7 +38,8 @@ class _LowerLeakyHard(torch.autograd.Function):
 
 
 def lower_leaky_hard_sigmoid(x: Tensor, alpha: float = LEAK) -> Tensor:
-    """Clamp to [0, 1] with a leaky backward below 0 (used for masks and for the CI that is reported)."""
+    """Clamp to [0, 1] with a leaky backward below 0 (used for masks and for the CI that is
+    reported)."""
     return _LowerLeakyHard.apply(x, alpha)  # type: ignore[return-value]
 
 
@@ -67,8 +68,9 @@ class MLPCI(nn.Module):
         n_live = int(live.sum())
         if n_live * 4 > flat.shape[0] * 3:
             return self._mlp(flat).reshape(*lead, C)
-        # Sparse inputs (toy models): rows whose inner activations are all exactly 0 share one value,
-        # so the MLP runs on the live rows plus a single zero row. Same outputs and gradients.
+        # Sparse inputs (toy models): rows whose inner activations are all exactly 0 share one
+        # value, so the MLP runs on the live rows plus a single zero row. Same outputs and
+        # gradients.
         zero_out = self._mlp(flat.new_zeros(1, C))
         out = zero_out.expand(flat.shape[0], C)
         if n_live:
@@ -121,7 +123,8 @@ def make_ci_fn(fn_type: CIFnType, d_in: int, C: int, hidden: int) -> nn.Module:
 
 @dataclass
 class CausalImportance:
-    """Per layer: ``lower`` (masks, reporting), ``upper`` (sparsity penalty), ``pre`` (pre-sigmoid)."""
+    """Per layer: ``lower`` (masks, reporting), ``upper`` (sparsity penalty), ``pre``
+    (pre-sigmoid)."""
 
     lower: dict[str, Tensor]
     upper: dict[str, Tensor]

@@ -1,4 +1,5 @@
-"""spd-decompose: train (or load) a target, decompose it with a progress bar, save the run directory.
+"""spd-decompose: train (or load) a target, decompose it with a progress bar, save the run
+directory.
 
 spd-decompose tms_5-2                      # a built-in experiment
 spd-decompose my_config.json --steps 500    # {"target": {...}, "decomposition": {...}}
@@ -132,7 +133,8 @@ def hf_experiment(path: Path, modules: list[str], seq_len: int) -> Experiment:
         pattern, sep, c = spec.rpartition(":")
         if not sep or not c.isdigit() or int(c) < 1:
             raise ValueError(
-                f"malformed --module {spec!r}; expected PATTERN:C with C ≥ 1, e.g. 'transformer.h.*.mlp.c_fc:32'"
+                f"malformed --module {spec!r}; expected PATTERN:C with C ≥ 1, e.g. "
+                "'transformer.h.*.mlp.c_fc:32'"
             )
         patterns.append(ModulePattern(pattern=pattern, C=int(c)))
     config = DecompositionConfig(
@@ -216,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, exp in EXPERIMENTS.items():
             d = exp.decomposition
             print(
-                f"{name:14s} {exp.target.kind:10s} steps={d.steps} batch={d.batch_size} modules={[m.pattern for m in d.modules]}"
+                f"{name:14s} {exp.target.kind:10s} steps={d.steps} batch={d.batch_size} "
+                f"modules={[m.pattern for m in d.modules]}"
             )
         return 0
     if not args.experiment and args.hf is None:

@@ -25,7 +25,8 @@ class Components(nn.Module):
     tied_to: str | None = None
 
     def __init__(self, weight: Tensor, bias: Tensor | None, C: int) -> None:
-        """``weight`` is the target weight in Linear orientation (d_out × d_in), detached and frozen."""
+        """``weight`` is the target weight in Linear orientation (d_out × d_in), detached and
+        frozen."""
         super().__init__()
         require(
             weight.ndim == 2, f"weight must be 2-D (d_out × d_in), got shape {tuple(weight.shape)}"
@@ -73,7 +74,8 @@ class Components(nn.Module):
         delta_mask: Tensor | None = None,
         acts: Tensor | None = None,
     ) -> Tensor:
-        """Masked component output. ``mask`` (..., C) defaults to ones; ``delta_mask`` (...) to no delta.
+        """Masked component output. ``mask`` (..., C) defaults to ones; ``delta_mask`` (...) to no
+        delta.
 
         ``acts`` may pass precomputed inner activations (x·V) to avoid computing them twice.
         """
@@ -83,9 +85,10 @@ class Components(nn.Module):
     def _masked_out(
         self, x: Tensor, a: Tensor, mask: Tensor | None, delta_mask: Tensor | None
     ) -> Tensor:
-        """(a ⊙ m)·U + d·(x·Δᵀ) + b, computed as (a ⊙ (m − d))·U + d·(x·Wᵀ) + b: the same function of V
-        and U without forming Δ or its weight gradient. The last sum is one fused matmul-add, with the
-        bias inside the products, in their dtype (bf16 under autocast, as in the target's own layer)."""
+        """(a ⊙ m)·U + d·(x·Δᵀ) + b, computed as (a ⊙ (m − d))·U + d·(x·Wᵀ) + b: the same function
+        of V and U without forming Δ or its weight gradient. The last sum is one fused matmul-add,
+        with the bias inside the products, in their dtype (bf16 under autocast, as in the target's
+        own layer)."""
         if delta_mask is None:
             return _matmul_add(a if mask is None else a * mask, self.U, self.bias)
         d = delta_mask.unsqueeze(-1)
@@ -93,8 +96,8 @@ class Components(nn.Module):
         return _matmul_add(masked, self.U, self._scaled_frozen_out(x, d))
 
     def _scaled_frozen_out(self, x: Tensor, d: Tensor) -> Tensor:
-        """d·(x·Wᵀ) + b with the frozen target weight, scaling x instead of the output when the input
-        is the narrower side (a per-position scalar commutes with the product)."""
+        """d·(x·Wᵀ) + b with the frozen target weight, scaling x instead of the output when the
+        input is the narrower side (a per-position scalar commutes with the product)."""
         if self.d_in < self.d_out:
             return _matmul_add(x * d, self.target_weight.T, self.bias)
         prod = x @ self.target_weight.T
@@ -124,7 +127,8 @@ class LinearComponents(Components):
 
 
 class Conv1DComponents(Components):
-    """transformers' Conv1D stores its weight as (d_in × d_out); components use Linear orientation."""
+    """transformers' Conv1D stores its weight as (d_in × d_out); components use Linear
+    orientation."""
 
     kind: ComponentKind = "conv1d"
 
@@ -136,10 +140,11 @@ class Conv1DComponents(Components):
 
 
 class EmbeddingComponents(Components):
-    """Embedding W (vocab × d_embed) as components: V (vocab × C) indexed by token id, U (C × d_embed).
+    """Embedding W (vocab × d_embed) as components: V (vocab × C) indexed by token id, U (C ×
+    d_embed).
 
-    In Linear orientation the weight is Wᵀ (d_embed × vocab) with a one-hot input; the one-hot product
-    is done by indexing.
+    In Linear orientation the weight is Wᵀ (d_embed × vocab) with a one-hot input; the one-hot
+    product is done by indexing.
     """
 
     kind: ComponentKind = "embedding"
@@ -179,7 +184,8 @@ def make_components(module: nn.Module, C: int) -> Components:
     if is_conv1d(module):
         return Conv1DComponents.from_module(module, C)
     raise TypeError(
-        f"cannot decompose a {type(module).__name__}; supported: nn.Linear, nn.Embedding, transformers Conv1D"
+        f"cannot decompose a {type(module).__name__}; supported: nn.Linear, nn.Embedding, "
+        "transformers Conv1D"
     )
 
 

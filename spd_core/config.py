@@ -1,4 +1,5 @@
-"""DecompositionConfig: every hyper-parameter of one SPD run, frozen and closed to unknown fields."""
+"""DecompositionConfig: every hyper-parameter of one SPD run, frozen and closed to unknown
+fields."""
 
 import json
 import math
@@ -59,7 +60,9 @@ class DecompositionConfig(BaseModel):
     ci_recon_mode: ReconMode = "all"
     ci_recon_layer_sampling: Literal["uniform", "loss"] = Field(
         default="uniform",
-        description="random_layer mode: draw the layer uniformly, or more often where its loss is high",
+        description=(
+            "random_layer mode: draw the layer uniformly, or more often where its loss is high"
+        ),
     )
     pgd_recon_coeff: float = 0.0
     pgd_steps: int = 1
@@ -88,8 +91,8 @@ class DecompositionConfig(BaseModel):
         )
         require(
             self.ci_recon_layer_sampling == "uniform" or self.ci_recon_mode == "random_layer",
-            f"ci_recon_layer_sampling {self.ci_recon_layer_sampling!r} needs ci_recon_mode 'random_layer', "
-            f"got {self.ci_recon_mode!r}; with other modes use 'uniform'",
+            f"ci_recon_layer_sampling {self.ci_recon_layer_sampling!r} needs ci_recon_mode "
+            f"'random_layer', got {self.ci_recon_mode!r}; with other modes use 'uniform'",
         )
         require(
             self.batch_size % self.workers == 0,
@@ -97,7 +100,8 @@ class DecompositionConfig(BaseModel):
         )
         require(
             self.workers == 1 or self.ci_recon_layer_sampling == "uniform",
-            "ci_recon_layer_sampling 'loss' keeps per-process loss statistics; with workers > 1 use 'uniform'",
+            "ci_recon_layer_sampling 'loss' keeps per-process loss statistics; with workers > 1 "
+            "use 'uniform'",
         )
         return self
 

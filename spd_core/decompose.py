@@ -1,5 +1,6 @@
 """The SPD training loop: faithfulness warm-up, then AdamW on components and CI functions with the
-configured losses, a live progress bar, periodic evaluation, and checkpoints that resume after a kill.
+configured losses, a live progress bar, periodic evaluation, and checkpoints that resume after a
+kill.
 """
 
 import logging
@@ -248,7 +249,8 @@ def _train(
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         require(
             state["config"] == config.model_dump(),
-            f"checkpoint {ckpt_path} was written with a different config; delete it or use another --out",
+            f"checkpoint {ckpt_path} was written with a different config; delete it or use another "
+            "--out",
         )
         model.load_state_dict(state["model"], strict=False)
         opt.load_state_dict(state["optimizer"])

@@ -108,7 +108,8 @@ def probe_batch(tokenizer, probes: Sequence[Probe]) -> tuple[Tensor, Tensor, Ten
 def regime_report(
     model: ComponentModel, tokenizer, probes: Sequence[Probe], n_stochastic: int = 5
 ) -> dict:
-    """Per-mechanism accuracy under each mask regime, stochastic KL, L0 and per-matrix CI-masked KL."""
+    """Per-mechanism accuracy under each mask regime, stochastic KL, L0 and per-matrix CI-masked
+    KL."""
     ids, last, targets = probe_batch(tokenizer, probes)
     tgt = model(ids, cache_inputs=True)
     ci = model.causal_importance(tgt.inputs).lower
@@ -132,8 +133,8 @@ def regime_report(
             for m in mechanisms
         }
 
-    # accuracy: top-1 is the probe's answer; agreement: top-1 is the target model's own top-1 (what a
-    # faithful decomposition must reproduce, right or wrong)
+    # accuracy: top-1 is the probe's answer; agreement: top-1 is the target model's own top-1 (what
+    # a faithful decomposition must reproduce, right or wrong)
     report: dict = {}
     for name, reference in (("accuracy", targets), ("agreement", target_last.argmax(-1))):
         report |= {f"{name}_{k}": rate(v.argmax(-1) == reference) for k, v in logits.items()}
@@ -224,8 +225,8 @@ def build_demo(
 def harvest_demo(
     out: Path, model: ComponentModel, tokenizer, spec: DemoLMSpec, n_texts: int, progress: bool
 ) -> float:
-    """Harvest ``n_texts`` of the run's corpus with ``DEMO_HARVEST`` into ``out/harvest.sqlite``, over
-    ``DEMO_HARVEST_PROCESSES`` CPU processes; seconds taken."""
+    """Harvest ``n_texts`` of the run's corpus with ``DEMO_HARVEST`` into ``out/harvest.sqlite``,
+    over ``DEMO_HARVEST_PROCESSES`` CPU processes; seconds taken."""
     t0 = time.perf_counter()
     cfg = replace(DEMO_HARVEST, max_tokens=int(model.target.config.max_position_embeddings))  # type: ignore[union-attr]
     texts = corpus_texts(spec, n_texts)

@@ -12,6 +12,7 @@ class InvalidInput(ValueError):
 
 
 def require(cond: object, message: str) -> None:
-    """Raise ``InvalidInput(message)`` unless ``cond`` is truthy; ``message`` names what is valid."""
+    """Raise ``InvalidInput(message)`` unless ``cond`` is truthy; ``message`` names what is
+    valid."""
     if not cond:
         raise InvalidInput(message)

@@ -2,11 +2,12 @@
 
 Hyper-parameters follow the SPD paper and the public implementation's configs, with these
 differences: none in the TMS parametrisation (linear2's components are linear1's, transposed, as
-the target's weights are tied); step counts are the public configs' (TMS 10k rather than the paper's 40k).
-Precision: the public implementation trains everything under CPU bf16 autocast. We train TMS in fp32
-(with bf16 autocast our TMS 5-2 run merged linear2's five features into two components, seen once;
-its step is also slower in bf16) and the residual MLPs under bf16 autocast (the step is about 2x
-faster; resid_mlp1 still gives each feature its own mlp_in component, tests/core/test_recovery.py).
+the target's weights are tied); step counts are the public configs' (TMS 10k rather than the paper's
+40k). Precision: the public implementation trains everything under CPU bf16 autocast. We train TMS
+in fp32 (with bf16 autocast our TMS 5-2 run merged linear2's five features into two components, seen
+once; its step is also slower in bf16) and the residual MLPs under bf16 autocast (the step is about
+2x faster; resid_mlp1 still gives each feature its own mlp_in component,
+tests/core/test_recovery.py).
 """
 
 from pydantic import BaseModel, ConfigDict

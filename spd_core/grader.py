@@ -1,4 +1,5 @@
-"""Grader: functional scores of a claimed circuit for a mechanism, and a simple search that finds one.
+"""Grader: functional scores of a claimed circuit for a mechanism, and a simple search that finds
+one.
 
 Given probe prompts (token ids, target token, mechanism tag, optional foil, position) and a set of
 components, measured per probe by ``spd_core.analysis.validation.measure`` (shared with validation):
@@ -75,7 +76,8 @@ def grade_circuit(
     regime: AblationRegime = "deterministic",
     seed: int = 0,
 ) -> Grade:
-    """Necessity, sufficiency and specificity of ``components`` for ``mechanism``; see the module doc."""
+    """Necessity, sufficiency and specificity of ``components`` for ``mechanism``; see the module
+    doc."""
     mine = [p for p in probes if p.mechanism == mechanism]
     tags = sorted({p.mechanism for p in probes})
     require(mine, f"no probe has mechanism {mechanism!r}; valid: {', '.join(tags)}")
@@ -107,7 +109,8 @@ def grade_circuit(
 def rank_by_ci(
     model: ComponentModel, probes: Sequence[Probe], mechanism: str
 ) -> list[tuple[ComponentKey, float]]:
-    """Components by contrast: mean max-CI over the mechanism's probes minus that over the other probes.
+    """Components by contrast: mean max-CI over the mechanism's probes minus that over the other
+    probes.
 
     Max-CI is taken over the positions up to the prediction position (where the mechanism can act).
     """
@@ -137,8 +140,9 @@ def search_circuit(
     max_size: int = 8,
     pool: int = 16,
 ) -> list[ComponentKey]:
-    """Greedy ablation search: from the ``pool`` best components by ``rank_by_ci``, repeatedly add the
-    one that most raises necessity + sufficiency + specificity, stopping at ``max_size`` or when nothing helps."""
+    """Greedy ablation search: from the ``pool`` best components by ``rank_by_ci``, repeatedly add
+    the one that most raises necessity + sufficiency + specificity, stopping at ``max_size`` or when
+    nothing helps."""
     candidates = [k for k, _ in rank_by_ci(model, probes, mechanism)[:pool]]
     chosen: list[ComponentKey] = []
     best_score = float("-inf")
@@ -172,7 +176,8 @@ def grade_claims(
     max_probes: int | None = None,
     regime: AblationRegime = "deterministic",
 ) -> list[dict[str, Any]]:
-    """Grades of claims {mechanism, components: ['<layer>:<c>', ...]} on a run's probe prompts, as dicts.
+    """Grades of claims {mechanism, components: ['<layer>:<c>', ...]} on a run's probe prompts, as
+    dicts.
 
     ``max_probes`` keeps the first that many probes of every mechanism (all when None).
     """
@@ -217,7 +222,8 @@ def grade_claims(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m spd_core.grader --run demo --mechanism M --components a b`` or ``--claims FILE``: JSON grades."""
+    """``python -m spd_core.grader --run demo --mechanism M --components a b`` or ``--claims FILE``:
+    JSON grades."""
     import argparse
     import json
     import sys

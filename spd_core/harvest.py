@@ -58,7 +58,8 @@ class HarvestConfig:
         )
         require(
             self.n_examples >= 1 and self.window >= 0 and self.batch_size >= 1,
-            f"n_examples and batch_size must be ≥ 1 and window ≥ 0; got {self.n_examples}, {self.batch_size}, {self.window}",
+            f"n_examples and batch_size must be ≥ 1 and window ≥ 0; got {self.n_examples}, "
+            f"{self.batch_size}, {self.window}",
         )
 
 
@@ -125,7 +126,8 @@ class Harvest:
 
 
 def encode(tokenizer: Any, text: str) -> list[int]:
-    """Token ids without special tokens, for a transformers tokenizer or a ``tokenizers.Tokenizer``."""
+    """Token ids without special tokens, for a transformers tokenizer or a
+    ``tokenizers.Tokenizer``."""
     out = tokenizer.encode(text, add_special_tokens=False)
     return list(out.ids if hasattr(out, "ids") else out)
 
@@ -328,7 +330,8 @@ class _Accumulator:
 
 
 def _top_k_pairs(value: Tensor, present: Tensor, k: int) -> Tensor:
-    """(target, source) pairs among each row's or each column's top k by value, -value and |value|."""
+    """(target, source) pairs among each row's or each column's top k by value, -value and
+    |value|."""
     keep = torch.zeros_like(present)
     for scores in (value, -value, value.abs()):
         masked = torch.where(present, scores, torch.full_like(scores, -math.inf))
@@ -347,11 +350,12 @@ def harvest(
     progress: bool = True,
     processes: int = 1,
 ) -> Harvest:
-    """Harvest ``texts`` (tokenized without special tokens, cut to ``config.max_tokens``); see the module doc.
+    """Harvest ``texts`` (tokenized without special tokens, cut to ``config.max_tokens``); see the
+    module doc.
 
-    Texts that tokenize to nothing are skipped. The model runs as the target (CI from its cached inputs).
-    ``processes`` > 1 splits the texts into that many contiguous shards on forked CPU processes and adds
-    their counts (same counts; sums of floats equal up to summation order).
+    Texts that tokenize to nothing are skipped. The model runs as the target (CI from its cached
+    inputs). ``processes`` > 1 splits the texts into that many contiguous shards on forked CPU
+    processes and adds their counts (same counts; sums of floats equal up to summation order).
     """
     config = config or HarvestConfig()
     require(processes >= 1, f"processes must be >= 1, got {processes}")
@@ -397,7 +401,8 @@ _FORKED: tuple[ComponentModel, HarvestConfig, list[tuple[str, list[int]]]] | Non
 
 
 def _forked_shard(lo: int, hi: int) -> "_Accumulator":
-    """A shard in a forked worker: the model and texts come from the parent's memory, not a pickle."""
+    """A shard in a forked worker: the model and texts come from the parent's memory, not a
+    pickle."""
     assert _FORKED is not None, "a harvest worker runs only in a process forked by harvest()"
     torch.set_num_threads(1)
     acc = _harvest_shard(*_FORKED, lo, hi, progress=False)

@@ -5,8 +5,9 @@
 
 Without --texts the corpus is the run's own (``spd_core.targets.corpus_for_run``: the demo
 language, or an HF run's text file); a run without one needs --texts. The defaults here are the
-general ones; the shipped demo run was harvested with narrower limits (``spd_core.demo.DEMO_HARVEST``,
-to stay under 10 MB), which ``python -m spd_core.demo --out RUN --harvest-only`` reproduces.
+general ones; the shipped demo run was harvested with narrower limits
+(``spd_core.demo.DEMO_HARVEST``, to stay under 10 MB), which
+``python -m spd_core.demo --out RUN --harvest-only`` reproduces.
 """
 
 import argparse
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     h = harvest(run.model, run.tokenizer, texts, cfg, processes=args.processes)
     path = write_harvest(run.path, h)
     sys.stderr.write(
-        f"harvested {len(h.texts)} texts ({h.n_tokens} tokens) in {time.perf_counter() - start:.1f} s -> {path}\n"
+        f"harvested {len(h.texts)} texts ({h.n_tokens} tokens) in "
+        f"{time.perf_counter() - start:.1f} s -> {path}\n"
     )
     return 0
 

@@ -38,16 +38,23 @@ FILENAME = "harvest.sqlite"
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE texts (id INTEGER PRIMARY KEY, text TEXT NOT NULL, token_ids TEXT NOT NULL);
-CREATE TABLE components (layer TEXT, c INTEGER, n_firing INTEGER, density REAL, mean_ci REAL, max_ci REAL,
+CREATE TABLE components (layer TEXT, c INTEGER, n_firing INTEGER, density REAL, mean_ci REAL, \
+max_ci REAL,
                          PRIMARY KEY (layer, c));
-CREATE TABLE token_stats (layer TEXT, c INTEGER, side TEXT, token_id INTEGER, count INTEGER, token_count INTEGER,
-                          recall REAL, precision REAL, pmi REAL, PRIMARY KEY (layer, c, side, token_id)) WITHOUT ROWID;
-CREATE TABLE examples (layer TEXT, c INTEGER, rank INTEGER, text_id INTEGER, pos INTEGER, max_ci REAL,
-                       start INTEGER, token_ids TEXT, ci TEXT, PRIMARY KEY (layer, c, rank)) WITHOUT ROWID;
-CREATE TABLE cofiring (layer TEXT, c INTEGER, other_layer TEXT, other_c INTEGER, count INTEGER, jaccard REAL,
+CREATE TABLE token_stats (layer TEXT, c INTEGER, side TEXT, token_id INTEGER, count INTEGER, \
+token_count INTEGER,
+                          recall REAL, precision REAL, pmi REAL, \
+PRIMARY KEY (layer, c, side, token_id)) WITHOUT ROWID;
+CREATE TABLE examples (layer TEXT, c INTEGER, rank INTEGER, text_id INTEGER, pos INTEGER, \
+max_ci REAL,
+                       start INTEGER, token_ids TEXT, ci TEXT, \
+PRIMARY KEY (layer, c, rank)) WITHOUT ROWID;
+CREATE TABLE cofiring (layer TEXT, c INTEGER, other_layer TEXT, other_c INTEGER, count INTEGER, \
+jaccard REAL,
                        PRIMARY KEY (layer, c, other_layer, other_c)) WITHOUT ROWID;
 CREATE TABLE attributions (src_layer TEXT, src_c INTEGER, tgt_layer TEXT, tgt_c INTEGER, value REAL,
-                           abs_value REAL, count INTEGER, PRIMARY KEY (tgt_layer, tgt_c, src_layer, src_c)) WITHOUT ROWID;
+                           abs_value REAL, count INTEGER, \
+PRIMARY KEY (tgt_layer, tgt_c, src_layer, src_c)) WITHOUT ROWID;
 CREATE TABLE attribution_inflow (layer TEXT, c INTEGER, total REAL, PRIMARY KEY (layer, c));
 CREATE INDEX attributions_src ON attributions (src_layer, src_c);
 CREATE TABLE labels (layer TEXT, c INTEGER, label TEXT, PRIMARY KEY (layer, c));
@@ -61,7 +68,8 @@ def harvest_path(run_dir: str | Path) -> Path:
 def write_harvest(
     run_dir: str | Path, h: Harvest, labels: dict[tuple[str, int], str] | None = None
 ) -> Path:
-    """Write ``h`` as ``run_dir/harvest.sqlite`` atomically (temp file in the same directory, then replace)."""
+    """Write ``h`` as ``run_dir/harvest.sqlite`` atomically (temp file in the same directory, then
+    replace)."""
     run_dir = Path(run_dir)
     require(run_dir.is_dir(), f"run directory {run_dir} does not exist")
     fd, tmp_name = tempfile.mkstemp(prefix=".harvest-", suffix=".sqlite.tmp", dir=run_dir)
@@ -157,7 +165,8 @@ def write_harvest(
 
 
 class HarvestStore:
-    """Read-only view of a harvest.sqlite file. Opens a connection per query (safe across threads)."""
+    """Read-only view of a harvest.sqlite file. Opens a connection per query (safe across
+    threads)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -165,13 +174,15 @@ class HarvestStore:
             self.path = harvest_path(self.path)
         if not self.path.is_file():
             raise FileNotFoundError(
-                f"no harvest data at {self.path}; create it with: spd-harvest {self.path.parent} --texts FILE"
+                f"no harvest data at {self.path}; create it with: spd-harvest {self.path.parent} "
+                "--texts FILE"
             )
         self.meta = {k: json.loads(v) for k, v in self._rows("SELECT key, value FROM meta")}
         version = self.meta.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ValueError(
-                f"{self.path}: harvest schema version {version!r}; this spd-mcp reads {SCHEMA_VERSION}. Re-run spd-harvest"
+                f"{self.path}: harvest schema version {version!r}; this spd-mcp reads "
+                f"{SCHEMA_VERSION}. Re-run spd-harvest"
             )
         self.layers: dict[str, int] = self.meta["layers"]
 
@@ -187,7 +198,8 @@ class HarvestStore:
             raise ValueError(f"unknown layer {layer!r}; valid layers: {', '.join(self.layers)}")
         if not 0 <= c < self.layers[layer]:
             raise ValueError(
-                f"component index {c} out of range for layer {layer!r}; valid: 0..{self.layers[layer] - 1}"
+                f"component index {c} out of range for layer {layer!r}; valid: "
+                f"0..{self.layers[layer] - 1}"
             )
 
     def text(self, text_id: int) -> tuple[str, list[int]]:
@@ -197,7 +209,8 @@ class HarvestStore:
 
 
 def alive_counts(store: HarvestStore) -> dict[str, int]:
-    """Per layer, the components whose CI exceeded the harvest threshold on at least one harvested token."""
+    """Per layer, the components whose CI exceeded the harvest threshold on at least one harvested
+    token."""
     rows = dict(
         store._rows("SELECT layer, COUNT(*) FROM components WHERE n_firing > 0 GROUP BY layer")
     )
@@ -223,7 +236,8 @@ def component_summary(
     order: TokenOrder = "pmi",
     min_count: int = 1,
 ) -> dict[str, Any]:
-    """Density, mean/max CI, top input and output tokens (by ``order``, count ≥ ``min_count``), co-firing, label."""
+    """Density, mean/max CI, top input and output tokens (by ``order``, count ≥ ``min_count``),
+    co-firing, label."""
     store.check(layer, c)
     require(
         order in ("pmi", "precision", "recall", "count"),
@@ -238,7 +252,8 @@ def component_summary(
     for side in ("input", "output"):
         rows = store._rows(
             f"SELECT token_id, count, token_count, recall, precision, pmi FROM token_stats "
-            f"WHERE layer = ? AND c = ? AND side = ? AND count >= ? ORDER BY {order} DESC, count DESC, token_id LIMIT ?",
+            f"WHERE layer = ? AND c = ? AND side = ? AND count >= ? "
+            f"ORDER BY {order} DESC, count DESC, token_id LIMIT ?",
             (layer, c, side, min_count, top_k),
         )
         tokens[side] = [
@@ -252,7 +267,8 @@ def component_summary(
             for r in rows
         ]
     cof = store._rows(
-        "SELECT other_layer, other_c, count, jaccard FROM cofiring WHERE layer = ? AND c = ? ORDER BY jaccard DESC LIMIT ?",
+        "SELECT other_layer, other_c, count, jaccard FROM cofiring WHERE layer = ? AND c = ? "
+        "ORDER BY jaccard DESC LIMIT ?",
         (layer, c, top_k),
     )
     label = store._rows("SELECT label FROM labels WHERE layer = ? AND c = ?", (layer, c))
@@ -273,7 +289,8 @@ def component_summary(
 def activation_examples(
     store: HarvestStore, layer: str, c: int, limit: int = 10, offset: int = 0
 ) -> Page:
-    """Top activating contexts, largest CI first: dicts with text_id, pos, max_ci, start, token_ids, ci."""
+    """Top activating contexts, largest CI first: dicts with text_id, pos, max_ci, start, token_ids,
+    ci."""
     store.check(layer, c)
     total = store._rows("SELECT COUNT(*) FROM examples WHERE layer = ? AND c = ?", (layer, c))[0][0]
     rows = store._rows(
@@ -298,7 +315,8 @@ def activation_examples(
 def search_texts(
     store: HarvestStore, query: str, limit: int = 10, offset: int = 0, context_chars: int = 60
 ) -> Page:
-    """Occurrences of ``query`` (case-insensitive substring) in the corpus: text_id, char offset, snippet."""
+    """Occurrences of ``query`` (case-insensitive substring) in the corpus: text_id, char offset,
+    snippet."""
     require(query, "query must be a non-empty string")
     needle = query.lower()
     hits = []
@@ -327,9 +345,9 @@ def dataset_attributions(
     """Top sources (what feeds ``layer:c``) and targets (what it feeds) across the corpus.
 
     Ranked by signed value (``positive``: largest first; ``negative``: most negative first) or by
-    |value| (``abs``). ``normalised`` divides a pair's signed sum by the total |sum| flowing into the
-    pair's target: for a source, its share of everything that feeds ``layer:c``; for a target, the
-    share of that target's inputs that comes from ``layer:c``.
+    |value| (``abs``). ``normalised`` divides a pair's signed sum by the total |sum| flowing into
+    the pair's target: for a source, its share of everything that feeds ``layer:c``; for a target,
+    the share of that target's inputs that comes from ``layer:c``.
     """
     store.check(layer, c)
     require(
@@ -345,7 +363,8 @@ def dataset_attributions(
     inflow = dict(
         ((lay, cc), v)
         for lay, cc, v in store._rows(
-            "SELECT layer, c, total FROM attribution_inflow WHERE (layer = ? AND c = ?) OR (layer, c) IN "
+            "SELECT layer, c, total FROM attribution_inflow WHERE (layer = ? AND c = ?) "
+            "OR (layer, c) IN "
             "(SELECT tgt_layer, tgt_c FROM attributions WHERE src_layer = ? AND src_c = ?)",
             (layer, c, layer, c),
         )
@@ -353,7 +372,8 @@ def dataset_attributions(
     out: dict[str, list[dict[str, Any]]] = {}
     for role, me, other in (("sources", "tgt", "src"), ("targets", "src", "tgt")):
         rows = store._rows(
-            f"SELECT {other}_layer, {other}_c, tgt_layer, tgt_c, value, abs_value, count FROM attributions "
+            f"SELECT {other}_layer, {other}_c, tgt_layer, tgt_c, value, abs_value, count "
+            "FROM attributions "
             f"WHERE {me}_layer = ? AND {me}_c = ? {cond} ORDER BY {order} LIMIT ?",
             (layer, c, top_k),
         )

@@ -51,7 +51,8 @@ def parse_node_key(key: str, layer_c: Mapping[str, int], seq_len: int | None = N
     parts = key.strip().rsplit(":", 2)
     if len(parts) != 3 or not all(re.fullmatch(r"-?\d+", p) for p in parts[1:]):
         raise ValueError(
-            f"malformed node key {key!r}; expected '<layer>:<pos>:<c>', e.g. '{_example(layer_c)}:0:0'"
+            f"malformed node key {key!r}; expected '<layer>:<pos>:<c>', e.g. "
+            f"'{_example(layer_c)}:0:0'"
         )
     layer, pos, c = parts[0], int(parts[1]), int(parts[2])
     _check_layer_and_c(layer, c, layer_c)

@@ -1,5 +1,6 @@
-"""SPD losses: faithfulness, importance minimality, stochastic / CI-masked reconstruction (all layers,
-layerwise, per-position layer subsets, one random layer per step or per sequence) and PGD reconstruction.
+"""SPD losses: faithfulness, importance minimality, stochastic / CI-masked reconstruction (all
+layers, layerwise, per-position layer subsets, one random layer per step or per sequence) and PGD
+reconstruction.
 
 Reconstruction compares the masked model's output with the target's: MSE (mean over elements) for
 toys, KL(target ‖ masked) per position, averaged over positions, for language models.
@@ -27,7 +28,8 @@ ReconMode = Literal["all", "layerwise", "subset", "random_layer", "sequence_laye
 
 
 def output_loss(pred: Tensor, target: Tensor, kind: OutputLoss) -> Tensor:
-    """MSE over all elements, or KL(target ‖ pred) over the last (vocab) dim, averaged over positions."""
+    """MSE over all elements, or KL(target ‖ pred) over the last (vocab) dim, averaged over
+    positions."""
     if kind == "mse":
         return F.mse_loss(pred.float(), target.float())
     if kind == "kl":
@@ -80,7 +82,8 @@ def _layer_sets(
     if mode == "random_layer":
         return [[layers[int(torch.randint(len(layers), ()))]]]
     raise ValueError(
-        f"unknown reconstruction mode {mode!r}; valid: all, layerwise, subset, random_layer, sequence_layer"
+        f"unknown reconstruction mode {mode!r}; valid: all, layerwise, subset, random_layer, "
+        "sequence_layer"
     )
 
 
@@ -205,10 +208,11 @@ def signed_gradient_masks(
     init: Literal["random", "ones", "zeros"] = "random",
     maximize: bool = True,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Masks m = g + (1 − g)·s and delta masks d = s_δ whose sources s ∈ [0, 1] are chosen by ``steps``
-    signed-gradient steps of size ``step_size`` on ``objective(masks, delta)`` (ascent when
-    ``maximize``, else descent). The one PGD loop of the project: training's adversarial masks and the
-    analyses' worst cases both come from here. Gradients flow back to g through the returned masks."""
+    """Masks m = g + (1 − g)·s and delta masks d = s_δ whose sources s ∈ [0, 1] are chosen by
+    ``steps`` signed-gradient steps of size ``step_size`` on ``objective(masks, delta)`` (ascent
+    when ``maximize``, else descent). The one PGD loop of the project: training's adversarial masks
+    and the analyses' worst cases both come from here. Gradients flow back to g through the returned
+    masks."""
     g_d = {k: g.detach() for k, g in lower.items()}
     make = {"random": torch.rand_like, "ones": torch.ones_like, "zeros": torch.zeros_like}[init]
     sources = {k: make(torch.cat([g, g[..., :1]], dim=-1)) for k, g in g_d.items()}

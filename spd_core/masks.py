@@ -1,5 +1,6 @@
-"""Masks over components: CI, stochastic (continuous or binomial), rounded, all-ones, and per-position
-random layer subsets (routing). Adversarial (PGD) masks live in ``losses.py`` next to their loss.
+"""Masks over components: CI, stochastic (continuous or binomial), rounded, all-ones, and
+per-position random layer subsets (routing). Adversarial (PGD) masks live in ``losses.py`` next to
+their loss.
 
 A stochastic mask is m = g + (1 − g)·s with g the lower-leaky CI and s ~ U(0, 1) (``continuous``) or
 s ∈ {0, 1} with probability ½ (``binomial``): m is uniform in [g, 1] and gradients reach g.
@@ -61,8 +62,8 @@ def layer_subset_routing(
 def sequence_layer_routing(
     layers: Sequence[str], leading_shape: torch.Size, device: torch.device
 ) -> Masks:
-    """Per sequence (first leading dim), one layer drawn uniformly routes through components at every
-    position; the rest run the target. Each layer is then exactly "alone" on its sequences."""
+    """Per sequence (first leading dim), one layer drawn uniformly routes through components at
+    every position; the rest run the target. Each layer is then exactly "alone" on its sequences."""
     n = len(layers)
     assert n >= 1, "routing needs at least one layer"
     pick = torch.randint(n, leading_shape[:1], device=device).view(

@@ -51,7 +51,8 @@ def match_modules(target: nn.Module, patterns: Sequence[tuple[str, int]]) -> dic
         hits = [name for name in candidates if fnmatch.fnmatchcase(name, pattern)]
         if not hits:
             raise ValueError(
-                f"module pattern {pattern!r} matches no decomposable module; candidates: {', '.join(candidates)}"
+                f"module pattern {pattern!r} matches no decomposable module; candidates: "
+                f"{', '.join(candidates)}"
             )
         for name in hits:
             out.setdefault(name, C)
@@ -97,7 +98,8 @@ class ComponentModel(nn.Module):
         for layer, source in (tied or {}).items():
             require(
                 layer in self.layers and source in self.layers,
-                f"tie {layer!r} -> {source!r}: both must be decomposed layers; valid: {', '.join(self.layers)}",
+                f"tie {layer!r} -> {source!r}: both must be decomposed layers; valid: "
+                f"{', '.join(self.layers)}",
             )
             own = components[_key(layer)]
             components[_key(layer)] = TransposedComponents(

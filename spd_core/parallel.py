@@ -39,7 +39,8 @@ class Group:
         return slice(self.rank * per, (self.rank + 1) * per)
 
     def seed(self, seed: int) -> int:
-        """Rank 0 keeps ``seed`` (so one worker is exactly the serial run); the others get their own."""
+        """Rank 0 keeps ``seed`` (so one worker is exactly the serial run); the others get their
+        own."""
         return seed + 1_000_003 * self.rank
 
 
@@ -68,7 +69,8 @@ def average_grads(params: Sequence[torch.nn.Parameter], group: Group) -> None:
 
 
 def broadcast_params(params: Sequence[torch.nn.Parameter], group: Group) -> None:
-    """Give every rank rank 0's parameter values (after a warm-up or a resume, so all start equal)."""
+    """Give every rank rank 0's parameter values (after a warm-up or a resume, so all start
+    equal)."""
     if group.world == 1:
         return
     flat = parameters_to_vector([p.detach() for p in params])
@@ -116,8 +118,9 @@ def _child(
     dist.barrier()  # rank 0 is past its last collective too
     sys.stdout.flush()
     sys.stderr.flush()
-    # Leave without tearing the group down: gloo's destructors can abort ("terminate called without an
-    # active exception") when rank 0 closes its side first. Rank 0 destroys the group after this exit.
+    # Leave without tearing the group down: gloo's destructors can abort ("terminate called without
+    # an active exception") when rank 0 closes its side first. Rank 0 destroys the group after this
+    # exit.
     os._exit(0)
 
 
@@ -152,8 +155,8 @@ def workers(fn: Callable[..., object], args: tuple[object, ...], world: int) -> 
 
 
 def _stop(ctx: ProcessContext, err: BaseException) -> None:
-    """After a failure in rank 0: add any other rank's own error to ``err`` (so the cause is not hidden
-    behind a closed connection), then stop the ranks still running."""
+    """After a failure in rank 0: add any other rank's own error to ``err`` (so the cause is not
+    hidden behind a closed connection), then stop the ranks still running."""
     if dist.is_initialized():
         dist.destroy_process_group()  # ranks blocked on rank 0 now fail instead of waiting
     try:

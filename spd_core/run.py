@@ -137,8 +137,8 @@ def check_behaviours(behaviours: Any) -> dict[str, dict[str, Any]]:
 def load_tokenizer(directory: Path, light: bool = False) -> Any:
     """The run's tokenizer through transformers' ``AutoTokenizer``; None when the run has none.
 
-    ``light`` (the server): a bare ``tokenizers.Tokenizer`` from ``tokenizer.json`` when there is one,
-    which skips importing transformers (~0.6 s of start-up); it encodes the same ids with
+    ``light`` (the server): a bare ``tokenizers.Tokenizer`` from ``tokenizer.json`` when there is
+    one, which skips importing transformers (~0.6 s of start-up); it encodes the same ids with
     ``add_special_tokens=False``, the only way the server, harvest and grader encode."""
     if light and (directory / "tokenizer.json").is_file():
         from tokenizers import Tokenizer
@@ -154,9 +154,10 @@ def load_tokenizer(directory: Path, light: bool = False) -> Any:
 def load_run(
     path: str | Path, device: str | torch.device = "cpu", light_tokenizer: bool = False
 ) -> LoadedRun:
-    """Load a run directory, or the shipped demo run by the name ``demo``; a directory written by the
-    public SPD implementation (``final_config.yaml``) goes to ``spd_core.upstream``. ``light_tokenizer``: the
-    tokenizer as a bare ``tokenizers.Tokenizer`` (see ``load_tokenizer``) instead of transformers'."""
+    """Load a run directory, or the shipped demo run by the name ``demo``; a directory written by
+    the public SPD implementation (``final_config.yaml``) goes to ``spd_core.upstream``.
+    ``light_tokenizer``: the tokenizer as a bare ``tokenizers.Tokenizer`` (see ``load_tokenizer``)
+    instead of transformers'."""
     run_dir = DEMO_RUN if str(path) == "demo" else Path(path)
     meta_path = run_dir / "run.json"
     if not meta_path.is_file() and (run_dir / "final_config.yaml").is_file():
@@ -166,13 +167,15 @@ def load_run(
     if not meta_path.is_file():
         hint = " (the demo run is not built yet: make demo-run)" if str(path) == "demo" else ""
         raise FileNotFoundError(
-            f"{run_dir} is not a run directory: no run.json (ours) or final_config.yaml (goodfire-ai/spd){hint}"
+            f"{run_dir} is not a run directory: no run.json (ours) or final_config.yaml "
+            f"(goodfire-ai/spd){hint}"
         )
     meta = json.loads(meta_path.read_text())
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(
-            f"{run_dir}: run format version {version!r}; this spd-mcp reads version {FORMAT_VERSION}"
+            f"{run_dir}: run format version {version!r}; this spd-mcp reads version "
+            f"{FORMAT_VERSION}"
         )
     spec = parse_target_spec(meta["target_spec"])
     config = DecompositionConfig.model_validate(meta["config"])

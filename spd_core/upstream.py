@@ -1,14 +1,14 @@
 """Runs written by the public SPD implementation (goodfire-ai/spd), loaded as our ``LoadedRun``.
 
 Such a directory holds ``final_config.yaml`` and ``model_<step>.pth`` (a state dict with
-``target_model.<param>``, ``_components.<path with '.'->'-'>.V/.U`` and ``_ci_fns.<path>.layers.<i>.W/.b``).
-The target is rebuilt with our own classes (``TMSModel``, ``ResidMLP``, ``NativeLlama`` or
-transformers) from the checkpoint the config names, or, when that path is not on this machine, from a
-copy next to the run (``target_run/``, the file at the top, a ``target/`` directory), from ``target``
-passed by the caller, or (language models) from our demo target when its weights are the ones stored
-in the checkpoint. Whatever is found must equal the checkpoint's own copy of the target's weights.
-Anything we do not implement exactly (another CI function type, sigmoid, identity insertion, global
-CI) is refused by name.
+``target_model.<param>``, ``_components.<path with '.'->'-'>.V/.U`` and
+``_ci_fns.<path>.layers.<i>.W/.b``). The target is rebuilt with our own classes (``TMSModel``,
+``ResidMLP``, ``NativeLlama`` or transformers) from the checkpoint the config names, or, when that
+path is not on this machine, from a copy next to the run (``target_run/``, the file at the top, a
+``target/`` directory), from ``target`` passed by the caller, or (language models) from our demo
+target when its weights are the ones stored in the checkpoint. Whatever is found must equal the
+checkpoint's own copy of the target's weights. Anything we do not implement exactly (another CI
+function type, sigmoid, identity insertion, global CI) is refused by name.
 """
 
 import json
@@ -49,7 +49,8 @@ class UpstreamCI:
 
 
 def is_upstream_run(path: Path) -> bool:
-    """A directory the public implementation wrote: ``final_config.yaml`` and no ``run.json`` of ours."""
+    """A directory the public implementation wrote: ``final_config.yaml`` and no ``run.json`` of
+    ours."""
     return (path / CONFIG_FILE).is_file() and not (path / "run.json").is_file()
 
 
@@ -75,8 +76,8 @@ def ci_settings(cfg: dict[str, Any]) -> UpstreamCI:
         mode = ci_config.get("mode", "layerwise")
         if mode != "layerwise":
             raise UpstreamRunError(
-                f"ci_config mode {mode!r} (CI function {ci_config.get('fn_type')!r}) is not implemented here; "
-                f"valid: layerwise with fn_type one of {', '.join(CI_TYPES)}"
+                f"ci_config mode {mode!r} (CI function {ci_config.get('fn_type')!r}) is not "
+                f"implemented here; valid: layerwise with fn_type one of {', '.join(CI_TYPES)}"
             )
         fn_type, hidden = ci_config.get("fn_type"), ci_config.get("hidden_dims")
     else:
@@ -100,7 +101,8 @@ def ci_settings(cfg: dict[str, Any]) -> UpstreamCI:
         )
     if cfg.get("use_delta_component", True) is not True:
         raise UpstreamRunError(
-            "use_delta_component false is not supported: our tools add the weight delta; valid: true"
+            "use_delta_component false is not supported: our tools add the weight delta; valid: "
+            "true"
         )
     return UpstreamCI(str(fn_type), int(hidden[0]))
 
@@ -132,7 +134,8 @@ def _toy_target_file(run_dir: Path, cfg: dict[str, Any], target: Path | None) ->
         )
         raise UpstreamRunError(
             f"{run_dir}: the target checkpoint {configured or name!r} is {where}; looked for "
-            f"{', '.join(str(p) for p in candidates)}. Put {name} in {run_dir / 'target_run'} or pass the target path"
+            f"{', '.join(str(p) for p in candidates)}. Put {name} in {run_dir / 'target_run'} or "
+            "pass the target path"
         )
     return found
 
@@ -146,11 +149,12 @@ def _train_config(target_file: Path) -> dict[str, Any]:
 
 
 def _check_same_weights(found: dict[str, Tensor], stored: dict[str, Tensor], where: str) -> None:
-    """The target found must be the one the decomposition was made of (the checkpoint keeps a copy)."""
+    """The target found must be the one the decomposition was made of (the checkpoint keeps a
+    copy)."""
     if set(found) != set(stored):
         raise UpstreamRunError(
-            f"{where}: parameters {sorted(set(found) ^ set(stored))} differ between this target and the "
-            "checkpoint's target_model.*; it is not the decomposed model"
+            f"{where}: parameters {sorted(set(found) ^ set(stored))} differ between this target "
+            "and the checkpoint's target_model.*; it is not the decomposed model"
         )
     diff = [
         k
@@ -159,7 +163,8 @@ def _check_same_weights(found: dict[str, Tensor], stored: dict[str, Tensor], whe
     ]
     if diff:
         raise UpstreamRunError(
-            f"{where}: weights {diff[:5]} differ from the checkpoint's target_model.*; not the decomposed model"
+            f"{where}: weights {diff[:5]} differ from the checkpoint's target_model.*; not the "
+            "decomposed model"
         )
 
 
@@ -257,9 +262,9 @@ def _lm_target(
         return model, DemoLMSpec(), directory
     if directory is None:
         raise UpstreamRunError(
-            f"{run_dir}: the target model {configured!r} is not on this machine; looked for a transformers "
-            f"directory (config.json) at {', '.join(str(p) for p in candidates)}. Copy it to {run_dir / 'target'} "
-            "or pass the target path"
+            f"{run_dir}: the target model {configured!r} is not on this machine; looked for a "
+            f"transformers directory (config.json) at {', '.join(str(p) for p in candidates)}. "
+            f"Copy it to {run_dir / 'target'} or pass the target path"
         )
     spec = HFSpec(source=str(directory))
     model = load_target(spec, directory)
@@ -287,8 +292,8 @@ def _tokenizer(run_dir: Path, cfg: dict[str, Any], target_dir: Path, light: bool
 
 
 def _ci_state(fn_type: str, src: dict[str, Tensor], prefix: str, ours: str) -> dict[str, Tensor]:
-    """Our CI-function parameters from the public implementation's ``layers.0`` (in) and ``layers.2``
-    (out) weights; their Linear weights are stored (in, out), ours (out, in)."""
+    """Our CI-function parameters from the public implementation's ``layers.0`` (in) and
+    ``layers.2`` (out) weights; their Linear weights are stored (in, out), ours (out, in)."""
     W0, b0, W2, b2 = (
         src[f"{prefix}.layers.{i}.{n}"] for i, n in ((0, "W"), (0, "b"), (2, "W"), (2, "b"))
     )
@@ -391,7 +396,8 @@ def load_upstream_run(
     light_tokenizer: bool = False,
     target: str | Path | None = None,
 ) -> LoadedRun:
-    """Load a run directory of the public implementation; ``target`` overrides where its target is."""
+    """Load a run directory of the public implementation; ``target`` overrides where its target
+    is."""
     run_dir = Path(path)
     cfg = read_config(run_dir)
     for key in ("module_info", "pretrained_model_class"):

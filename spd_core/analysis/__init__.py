@@ -1,1 +1,2 @@
-"""Analyses over a loaded decomposition: CI, attributions, influence, circuits, interventions, editing."""
+"""Analyses over a loaded decomposition: CI, attributions, influence, circuits, interventions,
+editing."""

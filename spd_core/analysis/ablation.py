@@ -44,8 +44,9 @@ AblationRegime = Literal["deterministic", "stochastic", "adversarial"]
 
 @dataclass(frozen=True)
 class AblationResult:
-    """Distributions at ``position``: top-k (token id, prob) before and after; ``kl`` = KL(before ‖ after)
-    in nats (mean over samples for stochastic); token probability before/after when ``token`` given."""
+    """Distributions at ``position``: top-k (token id, prob) before and after; ``kl`` = KL(before ‖
+    after) in nats (mean over samples for stochastic); token probability before/after when ``token``
+    given."""
 
     mode: AblationMode
     regime: AblationRegime
@@ -102,8 +103,8 @@ def selection_masks(
 def _lower_bounds(
     g: Mapping[str, Tensor], sel: Mapping[str, Tensor], mode: AblationMode
 ) -> dict[str, Tensor]:
-    """The lowest mask each component may take: its CI, except the set (remove) or everything outside
-    the set (keep_only), which has 0."""
+    """The lowest mask each component may take: its CI, except the set (remove) or everything
+    outside the set (keep_only), which has 0."""
     return {k: v * (1 - sel[k]) if mode == "remove" else v * sel[k] for k, v in g.items()}
 
 
@@ -131,7 +132,8 @@ def ablate(
     seed: int = 0,
     edit: Edit | None = None,
 ) -> AblationResult:
-    """Ablate ``components`` (all positions) and/or ``nodes`` (one position) of ``x``; see module doc."""
+    """Ablate ``components`` (all positions) and/or ``nodes`` (one position) of ``x``; see module
+    doc."""
     check_single_input(x)
     require(mode in ("remove", "keep_only"), f"mode must be 'remove' or 'keep_only'; got {mode!r}")
     require(

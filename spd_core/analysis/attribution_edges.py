@@ -124,7 +124,8 @@ def leaky_sources(gp: GraphPass, layout: Layout) -> set[str]:
 
 @dataclass
 class _Packing:
-    """Row r of ``cot`` (m, *target shape) selects the r-th alive node of the target at every position."""
+    """Row r of ``cot`` (m, *target shape) selects the r-th alive node of the target at every
+    position."""
 
     target: str
     t_pos: Tensor  # (n_t,) position of each alive target node
@@ -180,8 +181,8 @@ def packed_edges_group(
     targets: list[str],
     sources: list[str],
 ) -> None:
-    """Edges from sources known to be local to every target in ``targets``: one batched backward with
-    the targets' packed rows stacked (each target's rows are zero on the other targets)."""
+    """Edges from sources known to be local to every target in ``targets``: one batched backward
+    with the targets' packed rows stacked (each target's rows are zero on the other targets)."""
     pks = [_packing(gp, layout, t) for t in targets]
     total = sum(pk.m for pk in pks)
     grad_outputs, offset = [], 0

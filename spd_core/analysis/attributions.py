@@ -56,9 +56,9 @@ class AttributionGraph:
 
     ``nodes`` are in topological order (embedding, decomposed layers in execution order, outputs).
     ``node_ci``: CI for component nodes, 1 for embedding nodes, probability for output nodes.
-    ``node_acts``: inner activation, embedding norm, or logit. ``edges_abs`` sums |grad × act| (equal
-    to |edges| except for embedding sources, whose d_model terms are summed after abs; those columns
-    are ``embed_abs``, (n_nodes, seq), or (n_nodes, 0) when the embedding is decomposed).
+    ``node_acts``: inner activation, embedding norm, or logit. ``edges_abs`` sums |grad × act|
+    (equal to |edges| except for embedding sources, whose d_model terms are summed after abs; those
+    columns are ``embed_abs``, (n_nodes, seq), or (n_nodes, 0) when the embedding is decomposed).
     ``logits`` (seq, vocab) and ``probs`` are from the graph's own forward pass.
     """
 
@@ -73,7 +73,8 @@ class AttributionGraph:
 
     @property
     def edges_abs(self) -> Tensor:
-        """|grad × act| edges; embedding sources sum |grad × act| over d_model (kept in ``embed_abs``)."""
+        """|grad × act| edges; embedding sources sum |grad × act| over d_model (kept in
+        ``embed_abs``)."""
         out = self.edges.abs()
         out[:, : self.embed_abs.shape[1]] = self.embed_abs  # embedding nodes come first
         return out
@@ -82,7 +83,8 @@ class AttributionGraph:
         return {n: i for i, n in enumerate(self.nodes)}
 
     def top_edges(self, k: int, signed: bool = True) -> list[tuple[NodeKey, NodeKey, float]]:
-        """(source, target, value) of the k largest edges by |value| (signed value, or the abs variant)."""
+        """(source, target, value) of the k largest edges by |value| (signed value, or the abs
+        variant)."""
         vals = self.edges if signed else self.edges_abs
         flat = vals.abs().flatten()
         k = min(k, int((flat > 0).sum()))
@@ -123,14 +125,14 @@ def attribution_graph(
 ) -> AttributionGraph:
     """The one-hop attribution graph of ``x`` (token ids (1, seq) or features (1, d_in)).
 
-    Component nodes are those with CI > ``threshold``; output nodes are ``outputs`` [(position, token
-    id)] or, by default, the ``top_k_outputs`` most probable tokens at the last position. ``ci``
-    (layer -> (seq, C)) replaces the natural CI when choosing nodes, e.g. an optimised circuit's CI;
-    the edges are always those of the full (target) model. ``through_delta`` lets gradients also flow
-    through the weight-delta term of intermediate decomposed layers (the public implementation's
-    choice); by default that term is a constant at its value, so an edge never crosses a decomposed
-    layer and each backward stops at the layers that feed its target. ``method`` ``reference`` runs
-    one backward per target node (slow; for tests).
+    Component nodes are those with CI > ``threshold``; output nodes are ``outputs`` [(position,
+    token id)] or, by default, the ``top_k_outputs`` most probable tokens at the last position.
+    ``ci`` (layer -> (seq, C)) replaces the natural CI when choosing nodes, e.g. an optimised
+    circuit's CI; the edges are always those of the full (target) model. ``through_delta`` lets
+    gradients also flow through the weight-delta term of intermediate decomposed layers (the public
+    implementation's choice); by default that term is a constant at its value, so an edge never
+    crosses a decomposed layer and each backward stops at the layers that feed its target.
+    ``method`` ``reference`` runs one backward per target node (slow; for tests).
     """
     check_single_input(x)
     require(threshold >= 0.0, f"threshold must be ≥ 0 (CI is in [0, 1]); got {threshold}")
@@ -152,7 +154,8 @@ def attribution_graph(
         n = len(layout.nodes)
         require(
             n <= max_nodes,
-            f"{n} alive nodes exceed max_nodes={max_nodes}; raise the CI threshold (now {threshold}) or max_nodes",
+            f"{n} alive nodes exceed max_nodes={max_nodes}; raise the CI threshold (now "
+            f"{threshold}) or max_nodes",
         )
         edges = torch.zeros(n, n, dtype=torch.float32)
         n_embed = layout.flat[EMBED].numel() if gp.embed is not None else 0
@@ -264,5 +267,6 @@ def _node_values(gp: GraphPass, layout: Layout, ci: dict[str, Tensor]) -> tuple[
 def attribution_graph_reference(
     model: ComponentModel, x: Tensor, **kwargs: Any
 ) -> AttributionGraph:
-    """``attribution_graph`` with one backward per target node (the slow route the fast one is checked against)."""
+    """``attribution_graph`` with one backward per target node (the slow route the fast one is
+    checked against)."""
     return attribution_graph(model, x, method="reference", **kwargs)

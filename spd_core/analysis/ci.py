@@ -1,4 +1,5 @@
-"""CI and inner activations of every (layer, position, component) for one input, from one forward pass.
+"""CI and inner activations of every (layer, position, component) for one input, from one forward
+pass.
 
 Also the profile of a single component over an input (its CI and inner activation per position).
 """
@@ -18,8 +19,8 @@ from spd_core.model import ComponentModel
 
 @dataclass(frozen=True)
 class CIResult:
-    """``ci[layer]`` and ``inner_acts[layer]`` are (seq, C); ``output`` (seq, d_out) is the target's output
-    from the same pass (logits for language models)."""
+    """``ci[layer]`` and ``inner_acts[layer]`` are (seq, C); ``output`` (seq, d_out) is the target's
+    output from the same pass (logits for language models)."""
 
     ci: dict[str, Tensor]
     inner_acts: dict[str, Tensor]
@@ -52,7 +53,8 @@ def model_ci(
 
 
 def compute_ci(model: ComponentModel, x: Tensor, edit: Edit | None = None) -> CIResult:
-    """Lower-leaky CI and inner activation of every decomposed layer for one input (no gradients)."""
+    """Lower-leaky CI and inner activation of every decomposed layer for one input (no
+    gradients)."""
     check_single_input(x)
     with torch.no_grad(), applied(model, edit):
         ci, inputs, output = model_ci(model, x)

@@ -81,7 +81,8 @@ def optimize_circuit(
     progress: Progress | None = None,
     edit: Edit | None = None,
 ) -> Circuit:
-    """Optimise CI so that ``x`` still predicts ``target_token`` at ``position`` with as few components as possible."""
+    """Optimise CI so that ``x`` still predicts ``target_token`` at ``position`` with as few
+    components as possible."""
     check_single_input(x)
     config = config or CircuitConfig()
     regimes = regimes or RegimeSettings()
@@ -101,7 +102,8 @@ def optimize_circuit(
             f"target token id {target_token} out of range; valid: 0..{vocab - 1}",
         )
         pos = resolve(position, per_position(target_out).shape[0])
-        # All layers share the leading (1, seq) shape: one (1, seq, ΣC) parameter, split into layer views.
+        # All layers share the leading (1, seq) shape: one (1, seq, ΣC) parameter, split into layer
+        # views.
         names = list(ci0.pre)
         sizes = [ci0.pre[k].shape[-1] for k in names]
         alive = torch.cat([ci0.lower[k] > 0 for k in names], dim=-1)

@@ -15,7 +15,8 @@ from spd_core.losses import kl_div as kl_div  # re-exported: the analyses' KL is
 
 def check_single_input(x: Tensor) -> None:
     assert x.ndim >= 2 and x.shape[0] == 1, (
-        f"analyses take one input with a batch dim of 1: token ids (1, seq) or features (1, d_in); got shape {tuple(x.shape)}"
+        "analyses take one input with a batch dim of 1: token ids (1, seq) or features (1, d_in); "
+        f"got shape {tuple(x.shape)}"
     )
 
 

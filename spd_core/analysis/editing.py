@@ -1,8 +1,8 @@
 """Edits of components: scale, remove, fine-tune as rank-1 LoRA terms, and export as a plain model.
 
 Every edit is an ``overlay.Edit`` (changes of U rows and V columns); the loaded model is never
-changed. ``scale`` and ``remove`` change write vectors only (U[c] ← s·U[c]; remove is s = 0, i.e. the
-component's rank-1 weight is subtracted, in the module's own orientation for Linear, Conv1D and
+changed. ``scale`` and ``remove`` change write vectors only (U[c] ← s·U[c]; remove is s = 0, i.e.
+the component's rank-1 weight is subtracted, in the module's own orientation for Linear, Conv1D and
 Embedding), so CI and inner activations are unchanged. ``finetune`` trains only the chosen U rows
 and/or V columns (gradients of everything else are masked to zero), starting from the exact target
 (zero change, weight delta kept), on suppressing or promoting a token, with a KL penalty on preserve
@@ -79,13 +79,15 @@ def edit_norms(model: ComponentModel, edit: Edit) -> EditNorms:
 
 
 def export_edit(model: ComponentModel, edit: Edit, out_dir: str | Path) -> Path:
-    """Save the edited target as a plain model directory (``save_pretrained``; loads with transformers)."""
+    """Save the edited target as a plain model directory (``save_pretrained``; loads with
+    transformers)."""
     check_edit(model, edit)
     target = copy.deepcopy(model.target)
     save = getattr(target, "save_pretrained", None)
     if not callable(save):
         raise InvalidInput(
-            f"only transformers models can be exported as a model directory; target is {type(target).__name__}"
+            "only transformers models can be exported as a model directory; target is "
+            f"{type(target).__name__}"
         )
     with torch.no_grad():
         for layer in edit.layers:
@@ -96,7 +98,8 @@ def export_edit(model: ComponentModel, edit: Edit, out_dir: str | Path) -> Path:
     fresh = not out.exists() or (out.is_dir() and not any(out.iterdir()))
     require(
         not out.is_symlink() and fresh,
-        f"export_edit writes a new model directory: {out} must be absent or an empty directory, not a link",
+        f"export_edit writes a new model directory: {out} must be absent or an empty directory, "
+        "not a link",
     )
     save(out)
     return out
@@ -114,8 +117,8 @@ class Objective:
 
 @dataclass(frozen=True)
 class FinetuneResult:
-    """``edit``: the best step within the KL bound. Probabilities are the mean over objective prompts;
-    KLs are mean per-position KL(original ‖ edited) in nats."""
+    """``edit``: the best step within the KL bound. Probabilities are the mean over objective
+    prompts; KLs are mean per-position KL(original ‖ edited) in nats."""
 
     edit: Edit
     token_prob_before: float

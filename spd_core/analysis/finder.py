@@ -1,4 +1,5 @@
-"""Component finder: components needed in at least a given fraction of several examples of a behaviour.
+"""Component finder: components needed in at least a given fraction of several examples of a
+behaviour.
 
 Per example, a component counts as needed when it is in the optimised circuit for the example's
 prediction (``method="circuit"``) or has natural CI above ``ci_threshold`` (``method="ci"``), either
@@ -22,7 +23,8 @@ from spd_core.model import ComponentModel
 
 @dataclass(frozen=True)
 class Example:
-    """Token ids (1, seq); the model should predict ``target_token`` at ``position`` (the logit position)."""
+    """Token ids (1, seq); the model should predict ``target_token`` at ``position`` (the logit
+    position)."""
 
     tokens: Tensor
     target_token: int
@@ -38,8 +40,8 @@ class FoundComponent:
 
 @dataclass(frozen=True)
 class FinderResult:
-    """Components needed in ≥ ``min_frequency`` of the examples, most frequent first; ``per_example``
-    lists each example's needed set."""
+    """Components needed in ≥ ``min_frequency`` of the examples, most frequent first;
+    ``per_example`` lists each example's needed set."""
 
     components: list[FoundComponent]
     n_examples: int

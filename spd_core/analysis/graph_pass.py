@@ -88,7 +88,8 @@ def releafed(model: ComponentModel, gp: GraphPass, through_delta: bool) -> Itera
 def graph_pass(model: ComponentModel, x: Tensor, through_delta: bool) -> GraphPass:
     gp = GraphPass({}, {}, [], None, torch.empty(0))
     check_input(x)
-    # The math attention kernel has batching rules; the fused CPU kernel falls back to a loop under vmap.
+    # The math attention kernel has batching rules; the fused CPU kernel falls back to a loop under
+    # vmap.
     with (
         torch.enable_grad(),
         releafed(model, gp, through_delta),
@@ -144,7 +145,8 @@ def sources_of(gp: GraphPass, layout: Layout, target: str) -> list[str]:
 
 
 def reachable(gp: GraphPass, layout: Layout) -> dict[str, set[str]]:
-    """Per target layer, the source layers its autograd graph reaches (one memoised walk of the graph)."""
+    """Per target layer, the source layers its autograd graph reaches (one memoised walk of the
+    graph)."""
     leaf_ids = {id(gp.leaves[k]): k for k in gp.order}
     if gp.embed is not None:
         leaf_ids[id(gp.embed)] = EMBED

@@ -1,4 +1,5 @@
-"""Numerical health of forward passes: a NaN or Inf is an error naming the first layer where it appeared.
+"""Numerical health of forward passes: a NaN or Inf is an error naming the first layer where it
+appeared.
 
 ``checked_forward`` runs the model with cheap hooks that flag a non-finite output of any decomposed
 layer (some kernels, e.g. CPU fused attention, can swallow a NaN so the final output looks fine),
@@ -19,21 +20,23 @@ from spd_core.model import ComponentModel, ForwardOutput
 
 
 class NonFiniteError(ValueError):
-    """A NaN or Inf in a forward pass; ``layer`` is where it first appeared, ``position`` the token index."""
+    """A NaN or Inf in a forward pass; ``layer`` is where it first appeared, ``position`` the token
+    index."""
 
     def __init__(self, layer: str, position: int | None, what: str) -> None:
         self.layer, self.position = layer, position
         where = f"layer {layer!r}" + ("" if position is None else f" at position {position}")
         super().__init__(
-            f"non-finite values (NaN/Inf) first appeared in {where} ({what}); results would be meaningless"
+            f"non-finite values (NaN/Inf) first appeared in {where} ({what}); results would be "
+            "meaningless"
         )
 
 
 @dataclass(frozen=True)
 class Site:
-    """Where a non-finite value first appeared: ``layer`` (the decomposed layer's name, else the module
-    path), ``position`` (token index, None without a position axis), ``module`` (the module path) and
-    ``kind`` ("NaN" if the output holds one, else "Inf")."""
+    """Where a non-finite value first appeared: ``layer`` (the decomposed layer's name, else the
+    module path), ``position`` (token index, None without a position axis), ``module`` (the module
+    path) and ``kind`` ("NaN" if the output holds one, else "Inf")."""
 
     layer: str
     position: int | None
@@ -42,7 +45,8 @@ class Site:
 
 
 def first_nonfinite_position(t: Tensor) -> int | None:
-    """Index along the position axis (dim 1 of (batch, seq, ...)) of the first non-finite entry, else None."""
+    """Index along the position axis (dim 1 of (batch, seq, ...)) of the first non-finite entry,
+    else None."""
     bad = ~torch.isfinite(t)
     if t.ndim < 3:
         return None
@@ -93,7 +97,8 @@ def _watch(model: ComponentModel, found: list[Site]) -> Iterator[None]:
 
 
 def locate_nonfinite(model: ComponentModel, run: Callable[[], Any]) -> Site | None:
-    """Re-run ``run`` (a forward pass of ``model``) with hooks; the first module with a non-finite output."""
+    """Re-run ``run`` (a forward pass of ``model``) with hooks; the first module with a non-finite
+    output."""
     found: list[Site] = []
     with torch.no_grad(), _watch(model, found):
         run()
@@ -102,7 +107,8 @@ def locate_nonfinite(model: ComponentModel, run: Callable[[], Any]) -> Site | No
 
 @contextmanager
 def flagged(model: ComponentModel) -> Iterator[list[Tensor]]:
-    """Collect, without synchronising, one "has a non-finite value" flag per decomposed-layer output."""
+    """Collect, without synchronising, one "has a non-finite value" flag per decomposed-layer
+    output."""
     flags: list[Tensor] = []
 
     def hook(module: nn.Module, args: Any, out: Any) -> None:
@@ -128,7 +134,8 @@ def raise_if_nonfinite(
     what: str,
     flags: list[Tensor] | None = None,
 ) -> None:
-    """Raise ``NonFiniteError`` naming the first bad module if ``out`` (or a flagged layer) is not finite."""
+    """Raise ``NonFiniteError`` naming the first bad module if ``out`` (or a flagged layer) is not
+    finite."""
     layers_ok = not flags or not bool(torch.stack(flags).any())
     if layers_ok and bool(torch.isfinite(out).all()):
         return

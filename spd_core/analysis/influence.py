@@ -2,9 +2,9 @@
 
 The one-hop edge matrix A (targets × sources) is normalised per target row by the sum of the
 absolute values of its incoming edges, Â[i, j] = A[i, j] / Σ_j |A[i, j]|, so a node's incoming
-weights have total magnitude 1 while keeping their signs. The influence of j on t is the sum over all
-paths of the products of normalised edges, Σ_{k≥1} (Â^k)[t, j]; the graph is acyclic (edges point
-from earlier to later layers), so the sum is finite.
+weights have total magnitude 1 while keeping their signs. The influence of j on t is the sum over
+all paths of the products of normalised edges, Σ_{k≥1} (Â^k)[t, j]; the graph is acyclic (edges
+point from earlier to later layers), so the sum is finite.
 """
 
 from dataclasses import dataclass
@@ -19,7 +19,8 @@ from spd_core.keys import NodeKey
 
 @dataclass(frozen=True)
 class Influence:
-    """``total[j]``: signed multi-hop influence of node j on ``target``; ``direct[j]``: the one-hop part."""
+    """``total[j]``: signed multi-hop influence of node j on ``target``; ``direct[j]``: the one-hop
+    part."""
 
     target: NodeKey
     nodes: list[NodeKey]
@@ -43,7 +44,8 @@ def normalise_rows(edges: Tensor) -> Tensor:
 def influence_on(
     graph: AttributionGraph, target: NodeKey, max_hops: int | None = None
 ) -> Influence:
-    """Signed influence of every node of ``graph`` on ``target`` through all paths (see module doc)."""
+    """Signed influence of every node of ``graph`` on ``target`` through all paths (see module
+    doc)."""
     index = graph.index()
     require(
         target in index,

@@ -20,7 +20,8 @@ from spd_core.model import ComponentModel
 
 @dataclass(frozen=True)
 class Edit:
-    """A named overlay: ``dV[layer]`` (d_in, C) and ``dU[layer]`` (C, d_out) are added to V and U."""
+    """A named overlay: ``dV[layer]`` (d_in, C) and ``dU[layer]`` (C, d_out) are added to V and
+    U."""
 
     name: str
     dV: dict[str, Tensor] = field(default_factory=dict)
@@ -41,17 +42,20 @@ def check_edit(model: ComponentModel, edit: Edit) -> None:
         comp = model.comp(layer)
         require(
             comp.tied_to is None,
-            f"layer {layer!r} shares the components of {comp.tied_to!r} (tied); edit that layer instead",
+            f"layer {layer!r} shares the components of {comp.tied_to!r} (tied); edit that layer "
+            "instead",
         )
         if layer in edit.dV:
             require(
                 edit.dV[layer].shape == comp.V.shape,
-                f"edit {edit.name!r}: dV[{layer!r}] has shape {tuple(edit.dV[layer].shape)}, valid: {tuple(comp.V.shape)}",
+                f"edit {edit.name!r}: dV[{layer!r}] has shape {tuple(edit.dV[layer].shape)}, "
+                f"valid: {tuple(comp.V.shape)}",
             )
         if layer in edit.dU:
             require(
                 edit.dU[layer].shape == comp.U.shape,
-                f"edit {edit.name!r}: dU[{layer!r}] has shape {tuple(edit.dU[layer].shape)}, valid: {tuple(comp.U.shape)}",
+                f"edit {edit.name!r}: dU[{layer!r}] has shape {tuple(edit.dU[layer].shape)}, "
+                f"valid: {tuple(comp.U.shape)}",
             )
 
 
@@ -72,7 +76,8 @@ def weight_change(model: ComponentModel, edit: Edit, layer: str) -> Tensor:
 
 
 def module_weight_change(model: ComponentModel, edit: Edit, layer: str) -> Tensor:
-    """The weight change in the target module's own orientation (Conv1D and Embedding are transposed)."""
+    """The weight change in the target module's own orientation (Conv1D and Embedding are
+    transposed)."""
     change = weight_change(model, edit, layer)
     return change if model.layers[layer].kind == "linear" else change.T
 
@@ -89,7 +94,8 @@ def _tied_owners(root: nn.Module, param: Tensor) -> list[tuple[nn.Module, str]]:
 
 @contextmanager
 def applied(model: ComponentModel, edit: Edit | None) -> Iterator[None]:
-    """Run the body with ``edit`` overlaid on ``model`` (no-op for None); everything is restored on exit.
+    """Run the body with ``edit`` overlaid on ``model`` (no-op for None); everything is restored on
+    exit.
 
     Tied parameters (e.g. GPT-2's embedding and unembedding) change together, as they would in an
     exported model.

@@ -43,7 +43,8 @@ def _final_gain(target: nn.Module, d_model: int) -> Tensor | None:
 
 
 def write_vector_logits(model: ComponentModel, layer: str, c: int) -> Readout:
-    """The direct logit effect of ``layer:c`` per unit of its inner activation (see the module doc)."""
+    """The direct logit effect of ``layer:c`` per unit of its inner activation (see the module
+    doc)."""
     require(
         layer in model.layers, f"unknown layer {layer!r}; valid layers: {', '.join(model.layers)}"
     )
@@ -66,7 +67,8 @@ def write_vector_logits(model: ComponentModel, layer: str, c: int) -> Readout:
     if not _RESIDUAL_WRITERS.match(layer) or w_u.shape[1] != info.d_out:
         return Readout(
             None,
-            f"not applicable: {layer} does not write into the residual stream (d_out={info.d_out}); "
+            f"not applicable: {layer} does not write into the residual stream "
+            f"(d_out={info.d_out}); "
             "only the embedding, attn.o and mlp.down have a direct path to the logits",
         )
     gain = _final_gain(model.target, info.d_out)

@@ -1,8 +1,10 @@
 """The named mask regimes under which probabilities are reported (the tools' `regime` argument):
 
-- ``target``: the original model; ``unmasked``: all components with the weight delta (equals target);
+- ``target``: the original model; ``unmasked``: all components with the weight delta (equals
+  target);
 - ``ci``: masks = CI, no delta (optimistic); ``stochastic``: masks uniform in [CI, 1] with the delta
-  mask uniform in [0, 1], mean over samples; ``adversarial``: PGD worst case in [CI, 1] (``losses.pgd_masks``).
+  mask uniform in [0, 1], mean over samples; ``adversarial``: PGD worst case in [CI, 1]
+  (``losses.pgd_masks``).
 """
 
 from collections.abc import Mapping

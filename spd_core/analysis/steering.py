@@ -37,8 +37,8 @@ class TokenChange:
 
 @dataclass(frozen=True)
 class SteerResult:
-    """Continuations are new token ids only (one list per sample); ``changes`` are at the prompt's last
-    position, the ``k`` tokens with the largest |logit change|."""
+    """Continuations are new token ids only (one list per sample); ``changes`` are at the prompt's
+    last position, the ``k`` tokens with the largest |logit change|."""
 
     baseline: list[list[int]]
     steered: list[list[int]]
@@ -94,7 +94,8 @@ def steer(
     k: int = 10,
     edit: Edit | None = None,
 ) -> SteerResult:
-    """Baseline and steered continuations of token ids ``x`` (1, seq) and the logit change at its last position."""
+    """Baseline and steered continuations of token ids ``x`` (1, seq) and the logit change at its
+    last position."""
     check_single_input(x)
     require(
         not x.is_floating_point(),

@@ -1,10 +1,12 @@
-"""Validation of a claimed circuit on examples it was not found on: necessity, specificity, sufficiency.
+"""Validation of a claimed circuit on examples it was not found on: necessity, specificity,
+sufficiency.
 
 A claim is a set of components (every position) and/or nodes (one position) and a behaviour given
 as examples: token ids, the correct next token, optionally a foil (the wrong answer the behaviour
 rules out) and the position. Every example is measured with ``ablation.ablate`` in each regime
 (deterministic, stochastic, adversarial; see that module for the masks). An example is *correct*
-when the target is the most probable token (strictly: a tie answers nothing), or, with a foil, when p(target) > p(foil).
+when the target is the most probable token (strictly: a tie answers nothing), or, with a foil, when
+p(target) > p(foil).
 
 - necessity (remove the set): per example the relative drop (p_before − p_after) / p_before;
   ``broken`` is the share of examples no longer correct.
@@ -43,7 +45,8 @@ REGIMES: tuple[AblationRegime, ...] = ("deterministic", "stochastic", "adversari
 
 @dataclass(frozen=True)
 class Probe:
-    """One example of a behaviour: the model should predict ``target`` after ``token_ids`` at ``position``.
+    """One example of a behaviour: the model should predict ``target`` after ``token_ids`` at
+    ``position``.
 
     A toy model's example gives ``features`` (its input vector) instead of token ids; ``target`` is
     then the output index that should be largest."""
@@ -63,7 +66,8 @@ class Probe:
 
 @dataclass(frozen=True)
 class Outcome:
-    """One example under one intervention: the target's probability and correctness before and after."""
+    """One example under one intervention: the target's probability and correctness before and
+    after."""
 
     p_before: float
     p_after: float
@@ -254,8 +258,9 @@ def validate(
     config: ValidationConfig | None = None,
     progress: Progress | None = None,
 ) -> Validation:
-    """Necessity, sufficiency and specificity of the set on ``examples`` (held out from where the claim
-    was found) and ``others`` (other behaviours or controls), per regime, with intervals; see module doc."""
+    """Necessity, sufficiency and specificity of the set on ``examples`` (held out from where the
+    claim was found) and ``others`` (other behaviours or controls), per regime, with intervals; see
+    module doc."""
     cfg = config or ValidationConfig()
     require(
         components or nodes,
@@ -285,7 +290,8 @@ def validate(
     notes: list[str] = []
     if len(mine) < len(examples):
         notes.append(
-            f"{len(examples) - len(mine)} of {len(examples)} examples dropped: the model itself answers them wrongly"
+            f"{len(examples) - len(mine)} of {len(examples)} examples dropped: the model itself "
+            "answers them wrongly"
         )
     answers = [p.target for p in mine]
     counts = {a: answers.count(a) for a in set(answers)}
@@ -381,7 +387,8 @@ def _judge(
     few = n < cfg.min_examples
     if few:
         notes.append(
-            f"only {n} usable examples (at least {cfg.min_examples} are needed for a verdict): inconclusive"
+            f"only {n} usable examples (at least {cfg.min_examples} are needed for a verdict): "
+            "inconclusive"
         )
     pair: tuple[AblationRegime, AblationRegime] = ("deterministic", "stochastic")
     both: list[AblationRegime] = [r for r in pair if r in numbers]
@@ -411,8 +418,8 @@ def _judge(
 
     if distinct < 2:
         notes.append(
-            "every example has the same correct answer: sufficiency is accuracy minus leak on the other "
-            "examples"
+            "every example has the same correct answer: sufficiency is accuracy minus leak on the "
+            "other examples"
             if n_others
             else "every example has the same correct answer and no other examples "
             "were given: a constant answer cannot be told from a sufficient set, so sufficiency is "
@@ -449,9 +456,9 @@ def held_out(
     n_others: int = 40,
     seed: int = 0,
 ) -> tuple[list[Probe], list[Probe]]:
-    """A seeded sample of ``mechanism``'s probes whose token ids are not in ``exclude`` (the prompts a
-    claim was found on or selected on), and a sample of the other mechanisms' probes (as even across them
-    as it can), also without the excluded prompts."""
+    """A seeded sample of ``mechanism``'s probes whose token ids are not in ``exclude`` (the prompts
+    a claim was found on or selected on), and a sample of the other mechanisms' probes (as even
+    across them as it can), also without the excluded prompts."""
     tags = sorted({p.mechanism for p in probes})
     require(
         mechanism in tags,
@@ -513,13 +520,13 @@ class ClaimJudgement:
 def judge_claims(
     claims: Sequence[Claim], verdicts: Sequence[Mapping[str, object]]
 ) -> ClaimJudgement:
-    """What an explanation may say, from the validations it rests on (each a mapping with the verdicts
-    'necessity', 'sufficiency', 'specificity', 'robust_to_adversary' and 'n_examples').
+    """What an explanation may say, from the validations it rests on (each a mapping with the
+    verdicts 'necessity', 'sufficiency', 'specificity', 'robust_to_adversary' and 'n_examples').
 
-    Refuted when any validation finds a claimed property failing; supported when every claimed property
-    holds in some validation and fails in none; else inconclusive. Confidence: high when supported on
-    ≥ 30 examples in every validation (and, for sufficiency, robust to the adversary), medium when
-    supported otherwise, low otherwise. No validation: unvalidated, low.
+    Refuted when any validation finds a claimed property failing; supported when every claimed
+    property holds in some validation and fails in none; else inconclusive. Confidence: high when
+    supported on ≥ 30 examples in every validation (and, for sufficiency, robust to the adversary),
+    medium when supported otherwise, low otherwise. No validation: unvalidated, low.
     """
     require(claims, f"claim at least one property; valid: {', '.join(PROPERTY)}")
     bad = [c for c in claims if c not in PROPERTY]

@@ -1,4 +1,5 @@
-"""The demo synthetic language: a seeded generator of texts with four planted mechanisms and its probes.
+"""The demo synthetic language: a seeded generator of texts with four planted mechanisms and its
+probes.
 
 Words are lower-case and separated by single spaces; every word is one token (see ``tokenizer.py``).
 A text is a sequence of sentences, each ending in ``.``; its length is drawn from
@@ -15,8 +16,9 @@ Grammar (``[x]`` optional, ``X|Y`` a choice, CAPITALS word classes listed below)
                                        mostly 2 when any (RUN_COUNT_WEIGHTS),
                                        no NONCE word twice in a text outside its run's repeats)
     recall     := code A B C* .       (the same run again, RECALLS times, after its mention)
-    repeat     := code X1 .. Xn . code X1 .. Xn .   (a whole text, share REPEAT_TEXT_P; n in REPEAT_LEN:
-                                       long repeats make the model copy by content, not by position)
+    repeat     := code X1 .. Xn . code X1 .. Xn .   (a whole text, share REPEAT_TEXT_P;
+                                       n in REPEAT_LEN: long repeats make the model copy by
+                                       content, not by position)
 
 Probe runs are RUN_MIN..RUN_MAX words long too; the probe asks only for the word after the first.
 
@@ -54,10 +56,9 @@ MIN_WORDS = 12  # texts stop at a length drawn from MIN_WORDS..MAX_WORDS
 RUN_MIN, RUN_MAX = 3, 5  # NONCE words per code sentence
 RUN_COUNT_WEIGHTS = (0.3, 0.1, 0.6)  # P(0, 1, 2 nonce runs in a training text)
 RECALLS = (1, 1, 2)
-REPEAT_TEXT_P, REPEAT_LEN = (
-    0.15,
-    (6, 18),
-)  # share of texts that are one long run said twice, its length  # times a run is recalled after its mention
+# share of texts that are one long run said twice, its length
+# times a run is recalled after its mention
+REPEAT_TEXT_P, REPEAT_LEN = 0.15, (6, 18)
 
 MALE_NAMES = (
     "john", "james", "peter", "paul", "david", "mark", "tom", "george", "henry", "jack",
@@ -253,8 +254,9 @@ def _repeat_text(rng: random.Random) -> str:
 def _training_text(rng: random.Random) -> str:
     if rng.random() < REPEAT_TEXT_P:
         return _repeat_text(rng)
-    # Mostly two runs per text, so copying "whatever followed the last code sentence" fails often and
-    # only real induction (find the earlier ``code A``, copy what came next) predicts the recalls.
+    # Mostly two runs per text, so copying "whatever followed the last code sentence" fails often
+    # and only real induction (find the earlier ``code A``, copy what came next) predicts the
+    # recalls.
     runs = _nonce_runs(rng, rng.choices((0, 1, 2), weights=RUN_COUNT_WEIGHTS)[0])
     mentions = [_code(r) for r in runs]
     recalls = [_code(r) for r in runs for _ in range(rng.choice(RECALLS))]
@@ -264,9 +266,9 @@ def _training_text(rng: random.Random) -> str:
     order = _fill(rng, max(0, length - len(_words(mentions + recalls))))
     if not order and not mentions:
         order = [_free_sentence(rng)]
-    # All sentences in a uniformly random order, except that each run's mention takes the earliest of
-    # its run's slots: the gap between a mention and its recalls (other runs, free sentences) varies
-    # as widely as in the probes, so no "copy the previous code sentence" shortcut holds.
+    # All sentences in a uniformly random order, except that each run's mention takes the earliest
+    # of its run's slots: the gap between a mention and its recalls (other runs, free sentences)
+    # varies as widely as in the probes, so no "copy the previous code sentence" shortcut holds.
     order += mentions + recalls
     rng.shuffle(order)
     for m in mentions:
@@ -326,7 +328,8 @@ def _probe(rng: random.Random, mechanism: str) -> Probe:
 
 
 def probe_prompts(seed: int, n_per_mechanism: int) -> list[Probe]:
-    """``n_per_mechanism`` distinct probes for each mechanism, from ``random.Random("probes:{seed}")``."""
+    """``n_per_mechanism`` distinct probes for each mechanism, from
+    ``random.Random("probes:{seed}")``."""
     assert n_per_mechanism >= 0, f"n_per_mechanism must be >= 0, got {n_per_mechanism}"
     rng = random.Random(f"probes:{seed}")
     out: list[Probe] = []

@@ -1,11 +1,13 @@
-"""A plain-PyTorch forward for saved Llama checkpoints, so serving a demo run needs no ``transformers``.
+"""A plain-PyTorch forward for saved Llama checkpoints, so serving a demo run needs no
+``transformers``.
 
 Importing transformers' Llama pulls in torch._dynamo, torch.distributed.tensor and sympy (~3 s of a
 ~5 s server start). ``NativeLlama`` holds the same module tree and parameter names as
 ``LlamaForCausalLM`` (``model.layers.0.self_attn.q_proj`` ...), so module patterns, component
-weights and ``save_pretrained`` directories are interchangeable; ``tests/core/targets/test_llama_native.py``
-checks its logits against transformers' on the demo target. Only the plain architecture is covered
-(default RoPE, no biases, untied or tied embeddings); ``supports`` says whether a config fits.
+weights and ``save_pretrained`` directories are interchangeable;
+``tests/core/targets/test_llama_native.py`` checks its logits against transformers' on the demo
+target. Only the plain architecture is covered (default RoPE, no biases, untied or tied embeddings);
+``supports`` says whether a config fits.
 """
 
 import json
@@ -144,7 +146,8 @@ class Decoder(nn.Module):
 
 
 class NativeLlama(nn.Module):
-    """``LlamaForCausalLM``'s forward (logits only, causal, no cache) with the same parameter names."""
+    """``LlamaForCausalLM``'s forward (logits only, causal, no cache) with the same parameter
+    names."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
@@ -172,7 +175,10 @@ class NativeLlama(nn.Module):
     @property
     def architecture(self) -> str:
         """What the checkpoint is, for reports: e.g. ``LlamaForCausalLM (NativeLlama forward)``."""
-        return f"{(self.config_dict.get('architectures') or ['LlamaForCausalLM'])[0]} (NativeLlama forward)"
+        return (
+            f"{(self.config_dict.get('architectures') or ['LlamaForCausalLM'])[0]}"
+            " (NativeLlama forward)"
+        )
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens
@@ -194,8 +200,8 @@ class NativeLlama(nn.Module):
 def native_copy(model: nn.Module) -> nn.Module:
     """A transformers Llama as a ``NativeLlama`` with the same weights (``model`` itself when its
     config is not covered), so a freshly trained target runs the same forward as a loaded one."""
-    # the config transformers' save_pretrained writes (defaults dropped, architecture and dtype named),
-    # so a fresh target saves the same config.json as one trained, saved and loaded back
+    # the config transformers' save_pretrained writes (defaults dropped, architecture and dtype
+    # named), so a fresh target saves the same config.json as one trained, saved and loaded back
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     diff = model.config.to_diff_dict()  # type: ignore[union-attr, operator]
     config = {**diff, "architectures": [type(model).__name__], "dtype": dtype}

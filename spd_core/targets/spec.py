@@ -1,4 +1,5 @@
-"""Target specs (a tagged union) and how each kind of target is built, saved, loaded and fed data."""
+"""Target specs (a tagged union) and how each kind of target is built, saved, loaded and fed
+data."""
 
 import json
 from pathlib import Path
@@ -15,8 +16,8 @@ from spd_core.targets.tms import SparseFeatures, TMSModel, TMSSpec, train_tms
 
 
 class HFSpec(BaseModel):
-    """A local transformers causal-LM directory (Llama-style or GPT-2); data are random token sequences
-    unless a text file is given."""
+    """A local transformers causal-LM directory (Llama-style or GPT-2); data are random token
+    sequences unless a text file is given."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["hf"] = "hf"
@@ -63,7 +64,8 @@ def model_kwargs(spec: BaseModel) -> dict[str, Any]:
 
 
 def build_target(spec: AnySpec) -> tuple[nn.Module, dict[str, Any]]:
-    """Train (toys) or load (HF) the target; returns it with facts worth recording (e.g. seed used)."""
+    """Train (toys) or load (HF) the target; returns it with facts worth recording (e.g. seed
+    used)."""
     if isinstance(spec, TMSSpec):
         model, seed = train_tms(spec)
         return model, {"target_seed_used": seed}
@@ -96,7 +98,8 @@ def untrained_target(spec: AnySpec) -> nn.Module:
 
 
 def load_hf_model(path: Path) -> nn.Module:
-    """Load a local causal LM; never touches the network. A missing or malformed directory is an error."""
+    """Load a local causal LM; never touches the network. A missing or malformed directory is an
+    error."""
     from transformers import AutoModelForCausalLM
 
     path = Path(path)
@@ -122,7 +125,8 @@ def save_target(spec: BaseModel, model: nn.Module, out: Path) -> None:
 
 def load_target(spec: AnySpec, directory: Path) -> nn.Module:
     """The saved target. The demo LM loads as ``NativeLlama`` (same weights, names and logits as
-    transformers' Llama, without importing transformers); other language models through transformers."""
+    transformers' Llama, without importing transformers); other language models through
+    transformers."""
     if isinstance(spec, DemoLMSpec):
         from spd_core.targets.llama_native import load_native_llama
 
@@ -158,7 +162,8 @@ class CorpusTokens:
 
 
 def corpus_texts(spec: AnySpec, n: int | None = None) -> list[str]:
-    """The texts a language-model run was decomposed on (the demo language's corpus, or a text file)."""
+    """The texts a language-model run was decomposed on (the demo language's corpus, or a text
+    file)."""
     if isinstance(spec, DemoLMSpec):
         from spd_core.targets.language import probe_prompts, training_corpus
 

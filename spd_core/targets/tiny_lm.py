@@ -1,4 +1,5 @@
-"""The demo language model: a 2-block Llama trained on the synthetic language, and its mechanism scores.
+"""The demo language model: a 2-block Llama trained on the synthetic language, and its mechanism
+scores.
 
 ``train_demo_lm`` is seeded and deterministic on CPU: the same config gives the same weights. It
 trains on ``language.training_corpus`` with the probe prompts excluded, then scores the held-out
@@ -104,7 +105,8 @@ def _lr_factor(step: int, config: DemoLMConfig) -> float:
 def train_demo_lm(
     config: DemoLMConfig, progress: bool = True
 ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast, DemoLMReport]:
-    """Train the demo LM on CPU; returns (model in eval mode, tokenizer, report on held-out probes)."""
+    """Train the demo LM on CPU; returns (model in eval mode, tokenizer, report on held-out
+    probes)."""
     tokenizer = build_tokenizer()
     probes = probe_prompts(config.seed, config.n_probes_per_mechanism)
     corpus = training_corpus(config.seed, config.n_train_texts, exclude=[p.text for p in probes])

@@ -1,9 +1,11 @@
-"""Toy Models of Superposition (TMS): x̂ = ReLU(W2 · [hidden identity layers] · W1 x + b), trained in code.
+"""Toy Models of Superposition (TMS): x̂ = ReLU(W2 · [hidden identity layers] · W1 x + b), trained
+in code.
 
 Features are independently active with probability ``feature_prob`` and then uniform in [0, 1]. A
 target is clean when every feature is represented (its column of W1 has non-negligible norm and
 its reconstruction is good); some seeds learn only n_hidden² features or drop one (seen with the
-public training script's default seed), so ``train_tms`` scans seeds from ``seed`` until one is clean.
+public training script's default seed), so ``train_tms`` scans seeds from ``seed`` until one is
+clean.
 """
 
 from typing import Literal
