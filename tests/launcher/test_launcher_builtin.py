@@ -413,3 +413,48 @@ def test_pruning_chooses_on_a_split_that_validation_never_sees() -> None:
     assert drop_order(
         ["p", "q", "r", "s"], here={"p": 0.9, "q": 0.1}, there={"q": 0.8, "r": 0.5}
     ) == ["q", "r", "s", "p"]
+
+
+def two_regimes(nec: str, spec: str, nec_low: float, spec_low: float) -> ValidationResult:
+    """A validation whose deterministic and stochastic spans start at ``nec_low`` / ``spec_low``
+    (means 0.1 above)."""
+    v = validation(nec, spec, "inconclusive", 0.8).model_dump()
+
+    def at(low: float) -> dict:
+        return {"mean": low + 0.1, "low": low, "high": low + 0.2, "n": 40}
+
+    v["bars"] = {"necessity": 0.5, "specificity": 0.8, "sufficiency": 0.5}
+    v["regimes"] = [
+        {**v["regimes"][0], "regime": r, "necessity": at(nec_low), "specificity": at(spec_low)}
+        for r in ("deterministic", "stochastic")
+    ]
+    return ValidationResult.model_validate(v)
+
+
+def test_pruning_keeps_the_step_with_the_largest_margin_and_orders_by_give_back() -> None:
+    from spd_mcp.launcher.agents.builtin import Candidate, validated
+    from spd_mcp.launcher.agents.builtin_prune import loo_order, margin, pruning_base, sweep_sizes
+
+    # margin: the nearer of the two lowest interval ends to its bar; none unless both hold
+    assert margin(two_regimes("holds", "holds", 0.9, 0.85)) == pytest.approx(0.05)
+    assert margin(two_regimes("holds", "holds", 0.6, 0.95)) == pytest.approx(0.1)
+    assert margin(two_regimes("holds", "inconclusive", 0.9, 0.75)) is None
+    # leave-one-out: specificity given back minus necessity given back (deterministic means)
+    full = two_regimes("holds", "fails", 0.8, 0.5)  # means: necessity 0.9, specificity 0.6
+    without = {
+        "a": two_regimes("holds", "fails", 0.8, 0.7),  # +0.2 specificity, no necessity lost
+        "b": two_regimes("holds", "fails", 0.6, 0.7),  # +0.2 specificity, -0.2 necessity: 0
+        "c": two_regimes("holds", "fails", 0.8, 0.6),  # +0.1
+        "d": two_regimes("holds", "fails", 0.7, 0.5),  # -0.1
+    }
+    assert loo_order(["a", "b", "c", "d"], full, without) == ["a", "c"]
+    assert sweep_sizes(0) == [0] and sweep_sizes(12) == [0, 1, 2, 3, 4, 5, 7, 9, 12]
+    # the base: necessary, not specific, nearest to specific; nothing when all are specific
+    near = Candidate("near", ["x", "y"], validation=two_regimes("holds", "inconclusive", 0.9, 0.7))
+    far = Candidate("far", ["x"], validation=two_regimes("holds", "fails", 0.9, 0.4))
+    idle = Candidate("idle", ["z"], validation=two_regimes("fails", "holds", 0.1, 0.9))
+    assert pruning_base([far, near, idle]) is near
+    done = Candidate("done", ["x"], validation=two_regimes("holds", "holds", 0.9, 0.9))
+    assert pruning_base([done, idle]) is None
+    # and candidates rank by how near specificity is when the same properties hold
+    assert rd.validation_score(validated(near)) > rd.validation_score(validated(far))

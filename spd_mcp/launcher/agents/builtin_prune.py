@@ -1,18 +1,24 @@
 """The built-in protocol's pruning step: a necessary but unspecific circuit, made specific on
 prompts set aside for choosing, then validated on prompts neither step has seen.
 
-When the strongest validated candidate is necessary and not specific (it includes machinery the
-other behaviours need), its components are dropped in order of how much more often the other
-behaviours use them at the prediction than this one does (CI > 0.1 there), a growing share at a time
-(``SHARES``). Each pruned set is measured with ``validate_claim`` on a selection split: ``N_SELECT``
-prompts of the behaviour and ``N_SELECT_CONTROLS`` of the others, which no candidate was found on.
-The first share at which necessity and specificity both hold there is kept, and then validated like
-every candidate on held-out prompts that exclude the found-on and the selection prompts, so the
-numbers it is judged by were not used to choose it.
+The base is the validated candidate that is necessary but not specific and nearest to specific.
+Everything is measured with ``validate_claim`` on a selection split: ``N_SELECT`` prompts of the
+behaviour and ``N_SELECT_CONTROLS`` of the others, which no candidate was found on.
+
+1. A base of more than ``LOO_MAX`` components is first cut down by usage: its components most used
+   by the other behaviours at the prediction (CI > 0.1 there) compared with this one are dropped a
+   growing share at a time (``SHARES``), down to the smallest set still necessary.
+2. Each remaining component is left out of the removed set once: how much that gives back to the
+   other behaviours (specificity) minus how much it gives back to this one (necessity) orders them.
+3. They are dropped in that order, a growing number at a time, until necessity fails; the step at
+   which necessity and specificity both hold with the largest margin (lowest interval ends above
+   their bars) is kept and validated on held-out prompts that exclude the found-on and the
+   selection prompts, so the numbers it is judged by were not used to choose it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from spd_mcp.contract.model import ProbeRow
@@ -20,11 +26,12 @@ from spd_mcp.contract.validation import ValidationResult
 from spd_mcp.launcher.agents import builtin_read as rd
 
 if TYPE_CHECKING:
-    from spd_mcp.launcher.agents.builtin import Protocol
+    from spd_mcp.launcher.agents.builtin import Candidate, Protocol
 
 SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 N_SELECT = 32
 N_SELECT_CONTROLS = 36
+LOO_MAX = 60  # a larger set is first cut down by usage: leaving each out once costs a validation
 
 
 def selection_split(
@@ -51,64 +58,130 @@ def drop_order(components: list[str], here: dict[str, float], there: dict[str, f
     return sorted(components, key=lambda c: here.get(c, 0.0) - there.get(c, 0.0))
 
 
-async def prune(proto: Protocol) -> str:
-    from spd_mcp.launcher.agents.builtin import (
-        CONTROLS,
-        HELD_OUT,
-        SPECIFIC_OTHERS,
-        Candidate,
-        validated,
+def pruning_base(candidates: list[Candidate]) -> Candidate | None:
+    """The candidate to make specific: necessary and not specific on held-out prompts, the one whose
+    specificity is nearest to holding (fewer components on a tie); None when there is none."""
+    fit = [
+        c
+        for c in candidates
+        if c.validation is not None
+        and c.validation.necessity == "holds"
+        and c.validation.specificity != "holds"
+    ]
+    return max(
+        fit,
+        key=lambda c: (rd.lowest(c.validation, "specificity") or -1.0, -len(c.components)),  # type: ignore[arg-type]
+        default=None,
     )
 
-    best = proto.best()
-    v = validated(best)
-    if v.necessity != "holds" or v.specificity == "holds":
-        return (
-            f"Not needed: {the(best.name)} is "
-            f"{'already specific' if v.specificity == 'holds' else 'not necessary'} on held-out "
-            "prompts."
-        )
+
+def margin(v: ValidationResult) -> float | None:
+    """How far necessity and specificity both clear their bars (the smaller of the two distances
+    from the lowest interval end to the bar); None unless both hold."""
+    if v.necessity != "holds" or v.specificity != "holds":
+        return None
+    nec, spec = rd.lowest(v, "necessity"), rd.lowest(v, "specificity")
+    if nec is None or spec is None:
+        return None
+    return min(nec - v.bars.get("necessity", 0.5), spec - v.bars.get("specificity", 0.8))
+
+
+def loo_order(
+    comps: list[str], full: ValidationResult, without: dict[str, ValidationResult]
+) -> list[str]:
+    """Components whose return (leaving them out of the removed set) restores the other behaviours
+    more than it restores this one, most first; only those with a positive balance."""
+
+    def det(v: ValidationResult, prop: str) -> float:
+        r = next((r for r in v.regimes if r.regime == "deterministic"), None)
+        s = None if r is None else rd.measured(r, prop)
+        return 0.0 if s is None else s.mean
+
+    score = {
+        c: (det(without[c], "specificity") - det(full, "specificity"))
+        - (det(full, "necessity") - det(without[c], "necessity"))
+        for c in comps
+    }
+    return [c for c in sorted(comps, key=lambda c: -score[c]) if score[c] > 0]
+
+
+def sweep_sizes(n: int) -> list[int]:
+    """How many of the ordered components to drop at each step: 0, then 1, 2, 3, 4, 6, 8, 11, ...
+    (growing by about a third) up to ``n``."""
+    sizes, k = [0], 1
+    while k <= n:
+        sizes.append(k)
+        k = max(k + 1, round(k * 4 / 3))
+    return sizes
+
+
+async def prune(proto: Protocol) -> str:
+    from spd_mcp.launcher.agents.builtin import CONTROLS, HELD_OUT, Candidate, validated
+
+    base = pruning_base(proto.f.candidates)
+    if base is None:
+        best = proto.best()
+        v = validated(best)
+        why = "already specific" if v.specificity == "holds" else "not necessary"
+        return f"Not needed: {the(best.name)} is {why} on held-out prompts."
     mech = proto.f.mechanism or ""
     select, controls = selection_split(proto.probes, mech, proto.f.prompts)
-    here = await proto.frequencies(proto.f.prompts, scope="position")
-    there = await proto.frequencies(
-        proto.other_prompts(SPECIFIC_OTHERS), scope="position"
-    )  # measured once
-    order = drop_order(best.components, here, there)
-    rows, chosen = [], None
-    for share in SHARES:
-        dropped = set(order[: max(1, round(share * len(order)))])
-        kept = [c for c in best.components if c not in dropped]
-        sv = await proto.ask(
-            ValidationResult,
-            "validate_claim",
-            {
-                "components": kept,
-                "examples": proto.examples(select),
-                "controls": [{"text": p.text, "target_token": p.target_token} for p in controls],
-                "regimes": ["deterministic", "stochastic"],
-                "wait_s": 30,
-            },
+
+    async def on_selection(kept: list[str], regimes: list[str]) -> ValidationResult:
+        args = {
+            "components": kept,
+            "examples": proto.examples(select),
+            "controls": [{"text": p.text, "target_token": p.target_token} for p in controls],
+            "regimes": regimes,
+            "wait_s": 30,
+        }
+        return await proto.ask(ValidationResult, "validate_claim", args)
+
+    parts = [
+        f"{the(base.name).capitalize()} is necessary but not specific on held-out prompts. It is "
+        f"made specific on a selection split ({len(select)} prompts of the behaviour, "
+        f"{len(controls)} of the others, none of them found-on or held-out)."
+    ]
+    comps = base.components
+    if len(comps) > LOO_MAX:
+        comps, table = await by_usage(proto, base, on_selection)
+        parts.append(
+            f"It has more than {LOO_MAX} components, so first its components most used by the "
+            "other behaviours at the prediction are dropped a share at a time, down to the "
+            f"smallest set still necessary there:\n\n{table}"
         )
-        rows.append(f"| {share:.0%} | {len(kept)} | {sv.necessity} | {sv.specificity} |")
-        if sv.necessity == "holds" and sv.specificity == "holds":
-            chosen = (share, kept)
-            break
+        if not comps:
+            return "\n\n".join([*parts, "Necessity failed at the first share; nothing is added."])
+    full = await on_selection(comps, ["deterministic"])
+    without = {
+        c: await on_selection([k for k in comps if k != c], ["deterministic"]) for c in comps
+    }
+    order = loo_order(comps, full, without)
+    rows, best_k, best_margin = [], None, 0.0
+    for k in sweep_sizes(len(order)):
+        kept = [c for c in comps if c not in set(order[:k])]
+        sv = await on_selection(kept, ["deterministic", "stochastic"])
+        m = margin(sv)
+        rows.append(
+            f"| {k} | {len(kept)} | {sv.necessity} | {sv.specificity} | "
+            f"{'n/a' if m is None else f'{m:.2f}'} |"
+        )
+        if m is not None and (best_k is None or m > best_margin):
+            best_k, best_margin = k, m
         if sv.necessity == "fails":  # dropping more only removes more of what the behaviour needs
             break
-    table = (
-        "| dropped | components | necessity | specificity |\n| --- | --- | --- | --- |\n"
-        + "\n".join(rows)
+    parts.append(
+        f"Each of its {len(comps)} components was left out of the removed set once (deterministic "
+        f"regime); {len(order)} gave back more to the other behaviours than to this one. "
+        "Dropped in that order, the largest balance first (margin: how far necessity and "
+        "specificity both clear their bars at the lower ends of their intervals):\n\n"
+        "| dropped | components | necessity | specificity | margin |\n"
+        "| --- | --- | --- | --- | --- |\n" + "\n".join(rows)
     )
-    head = (
-        f"{the(best.name).capitalize()} is necessary but not specific. Its components, most used "
-        "by the other behaviours at the prediction first, dropped a share at a time and measured "
-        f"on a selection split ({len(select)} prompts of the behaviour, {len(controls)} of the "
-        f"others, none of them found-on or held-out):\n\n{table}"
-    )
-    if chosen is None:
-        return head + "\n\nNo share made it both necessary and specific there; nothing is added."
-    share, kept = chosen
+    if best_k is None:
+        parts.append("No step made it both necessary and specific there; nothing is added.")
+        return "\n\n".join(parts)
+    kept = [c for c in comps if c not in set(order[:best_k])]
     exclude = [p.text for p in (*proto.f.prompts, *select, *controls)]
     final = await proto.ask(
         ValidationResult,
@@ -123,16 +196,43 @@ async def prune(proto: Protocol) -> str:
         },
     )
     cand = Candidate(
-        f"{the(best.name)} without its {share:.0%} most used by the other behaviours",
+        f"{the(base.name)} made specific ({len(kept)} of its {len(base.components)} components)",
         kept,
         validation=final,
     )
     proto.f.candidates.append(cand)
     proto.f.best = max(proto.f.candidates, key=lambda c: rd.validation_score(validated(c)))
-    return (
-        head
-        + f"\n\nKept at {share:.0%} dropped ({len(kept)} components), then validated on held-out "
-        "prompts that exclude the found-on and the selection "
-        f"prompts:\n\n{rd.validation_table(final)}\n\nThe strongest is now "
-        f"{the(proto.f.best.name)}."
+    parts.append(
+        f"Kept the step with the largest margin ({best_k} dropped, {len(kept)} components), then "
+        "validated on held-out prompts that exclude the found-on and the selection prompts:\n\n"
+        f"{rd.validation_table(final)}\n\nThe strongest is now {the(proto.f.best.name)}."
     )
+    return "\n\n".join(parts)
+
+
+async def by_usage(
+    proto: Protocol,
+    base: Candidate,
+    on_selection: Callable[[list[str], list[str]], Awaitable[ValidationResult]],
+) -> tuple[list[str], str]:
+    """The base without its components most used by the other behaviours (a growing share at a
+    time, ``SHARES``): the smallest set whose necessity still holds on the selection split, or the
+    first at which specificity holds too; empty when the first share is not necessary."""
+    from spd_mcp.launcher.agents.builtin import SPECIFIC_OTHERS
+
+    here = await proto.frequencies(proto.f.prompts, scope="position")
+    there = await proto.frequencies(proto.other_prompts(SPECIFIC_OTHERS), scope="position")
+    order = drop_order(base.components, here, there)
+    rows, chosen = [], []
+    for share in SHARES:
+        dropped = set(order[: max(1, round(share * len(order)))])
+        kept = [c for c in base.components if c not in dropped]
+        sv = await on_selection(kept, ["deterministic", "stochastic"])
+        rows.append(f"| {share:.0%} | {len(kept)} | {sv.necessity} | {sv.specificity} |")
+        if sv.necessity != "holds":
+            break
+        chosen = kept
+        if sv.specificity == "holds" or len(kept) <= LOO_MAX // 2:
+            break
+    table = "| dropped | components | necessity | specificity |\n| --- | --- | --- | --- |\n"
+    return chosen, table + "\n".join(rows)

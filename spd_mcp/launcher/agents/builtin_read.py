@@ -135,13 +135,28 @@ def validation_table(v: ValidationResult) -> str:
     )
 
 
-def validation_score(v: ValidationResult) -> tuple[bool, int, float]:
-    """Orders candidates: necessity holds, then how many properties hold, then deterministic
-    necessity."""
+def lowest(v: ValidationResult, prop: str) -> float | None:
+    """The lowest interval end of ``prop`` over the deterministic and stochastic regimes (the two a
+    verdict needs); None when either is missing."""
+    regimes = _regimes(v)
+    spans = [regimes[r] for r in ("deterministic", "stochastic") if r in regimes]
+    lows = [s.low for r in spans if (s := measured(r, prop)) is not None]
+    return min(lows) if len(lows) == 2 else None
+
+
+def validation_score(v: ValidationResult) -> tuple[bool, int, float, float]:
+    """Orders candidates: necessity holds, then how many properties hold, then the lowest end of the
+    specificity interval (the nearer to holding, the better), then deterministic necessity."""
     held = sum(verdict(v, p) == "holds" for p in PROPERTIES)
     det = _regimes(v).get("deterministic")
     nec = det.necessity if det is not None else None
-    return v.necessity == "holds", held, nec.mean if nec is not None else 0.0
+    spec = lowest(v, "specificity")
+    return (
+        v.necessity == "holds",
+        held,
+        spec if spec is not None else -1.0,
+        nec.mean if nec is not None else 0.0,
+    )
 
 
 def claimable(v: ValidationResult) -> list[str]:
