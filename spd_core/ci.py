@@ -137,3 +137,9 @@ def sigmoids(pre: dict[str, Tensor]) -> CausalImportance:
         upper={k: upper_leaky_hard_sigmoid(v) for k, v in pre.items()},
         pre=pre,
     )
+
+
+def active_counts(ci: dict[str, Tensor], threshold: float) -> dict[str, Tensor]:
+    """Per layer, how many components have CI above ``threshold`` at each position: the L0 (shape
+    of ``ci[layer]`` without its last axis)."""
+    return {k: (g > threshold).sum(-1) for k, g in ci.items()}

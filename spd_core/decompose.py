@@ -16,6 +16,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from spd_core.allocator import pin_malloc_thresholds
+from spd_core.ci import active_counts
 from spd_core.config import DecompositionConfig
 from spd_core.errors import require
 from spd_core.losses import (
@@ -66,9 +67,7 @@ def pick_device(name: str) -> torch.device:
 
 def l0_per_layer(ci_lower: dict[str, Tensor], threshold: float) -> dict[str, float]:
     """Mean number of components with CI > threshold per position, per layer."""
-    return {
-        k: float((g > threshold).float().flatten(0, -2).sum(-1).mean()) for k, g in ci_lower.items()
-    }
+    return {k: float(n.float().mean()) for k, n in active_counts(ci_lower, threshold).items()}
 
 
 def loss_terms(

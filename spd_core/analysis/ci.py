@@ -12,7 +12,7 @@ from torch import Tensor
 from spd_core.analysis.common import check_single_input, per_position
 from spd_core.analysis.health import check_ci_finite, checked_forward
 from spd_core.analysis.overlay import Edit, applied
-from spd_core.ci import CausalImportance
+from spd_core.ci import CausalImportance, active_counts
 from spd_core.errors import require
 from spd_core.model import ComponentModel
 
@@ -28,7 +28,7 @@ class CIResult:
 
     def l0(self, threshold: float = 0.0) -> dict[str, Tensor]:
         """Per layer, the number of components with CI > threshold at each position, (seq,)."""
-        return {k: (g > threshold).sum(-1) for k, g in self.ci.items()}
+        return active_counts(self.ci, threshold)
 
     def active(self, threshold: float = 0.0) -> list[tuple[str, int, int, float, float]]:
         """(layer, pos, c, ci, inner act) of every node with CI > threshold, in network order."""
