@@ -550,7 +550,7 @@ class Protocol:
             "found on) and on the other behaviours' probes; a property holds when the lower end of "
             "its 95% interval clears the bar.\n\n"
             + "\n\n".join(parts)
-            + f"\n\nThe strongest is the {self.f.best.name}."
+            + f"\n\nThe strongest is {rd.the(self.f.best.name)}."
         )
 
     async def prune(self) -> str:
@@ -681,7 +681,8 @@ class Protocol:
         caption = f"{cand.name} on `{rd.clip(self.f.prompts[0].text, 60)}`"
         if cand is not best and best is not None:  # the explained set has no graph of its own
             caption += (
-                f" (a candidate, not the explained {best.name}, which has no attribution graph)"
+                f" (a candidate, not the explained {best.name.removeprefix('the ')}, which has no "
+                "attribution graph)"
             )
         res = await self.ask(
             GraphArtifactResult,

@@ -49,10 +49,6 @@ def selection_split(
     return mine, controls
 
 
-def the(name: str) -> str:
-    return name if name.startswith("the ") else f"the {name}"
-
-
 def drop_order(components: list[str], here: dict[str, float], there: dict[str, float]) -> list[str]:
     """Most used elsewhere and least here first (ties keep the circuit's own order)."""
     return sorted(components, key=lambda c: here.get(c, 0.0) - there.get(c, 0.0))
@@ -123,7 +119,7 @@ async def prune(proto: Protocol) -> str:
         best = proto.best()
         v = validated(best)
         why = "already specific" if v.specificity == "holds" else "not necessary"
-        return f"Not needed: {the(best.name)} is {why} on held-out prompts."
+        return f"Not needed: {rd.the(best.name)} is {why} on held-out prompts."
     mech = proto.f.mechanism or ""
     select, controls = selection_split(proto.probes, mech, proto.f.prompts)
 
@@ -138,8 +134,8 @@ async def prune(proto: Protocol) -> str:
         return await proto.ask(ValidationResult, "validate_claim", args)
 
     parts = [
-        f"{the(base.name).capitalize()} is necessary but not specific on held-out prompts. It is "
-        f"made specific on a selection split ({len(select)} prompts of the behaviour, "
+        f"{rd.the(base.name).capitalize()} is necessary but not specific on held-out prompts. "
+        f"It is made specific on a selection split ({len(select)} prompts of the behaviour, "
         f"{len(controls)} of the others, none of them found-on or held-out)."
     ]
     comps = base.components
@@ -196,7 +192,7 @@ async def prune(proto: Protocol) -> str:
         },
     )
     cand = Candidate(
-        f"{the(base.name)} made specific ({len(kept)} of its {len(base.components)} components)",
+        f"{rd.the(base.name)} made specific ({len(kept)} of its {len(base.components)} components)",
         kept,
         validation=final,
     )
@@ -205,7 +201,7 @@ async def prune(proto: Protocol) -> str:
     parts.append(
         f"Kept the step with the largest margin ({best_k} dropped, {len(kept)} components), then "
         "validated on held-out prompts that exclude the found-on and the selection prompts:\n\n"
-        f"{rd.validation_table(final)}\n\nThe strongest is now {the(proto.f.best.name)}."
+        f"{rd.validation_table(final)}\n\nThe strongest is now {rd.the(proto.f.best.name)}."
     )
     return "\n\n".join(parts)
 

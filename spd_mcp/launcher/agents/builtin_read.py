@@ -193,6 +193,11 @@ _WORDS = {
 }
 
 
+def the(name: str) -> str:
+    """A candidate's name with one leading "the" (names may or may not start with one)."""
+    return name if name.startswith("the ") else f"the {name}"
+
+
 def answer_text(
     mechanism: str, source: str, comps: list[str], v: ValidationResult, held: list[str]
 ) -> str:
@@ -201,12 +206,12 @@ def answer_text(
     if held:
         said = "; ".join(_WORDS[h] for h in held)
         head = (
-            f"For '{mechanism}', the {len(comps)} components of the {source} ({shown}) matter: "
+            f"For '{mechanism}', the {len(comps)} components of {the(source)} ({shown}) matter: "
             f"{said}."
         )
     else:
         head = (
-            f"For '{mechanism}', no property of the {len(comps)} components of the {source} "
+            f"For '{mechanism}', no property of the {len(comps)} components of {the(source)} "
             f"({shown}) held on held-out prompts."
         )
     return (
