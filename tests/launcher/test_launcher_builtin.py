@@ -433,7 +433,13 @@ def two_regimes(nec: str, spec: str, nec_low: float, spec_low: float) -> Validat
 
 def test_pruning_keeps_the_step_with_the_largest_margin_and_orders_by_give_back() -> None:
     from spd_mcp.launcher.agents.builtin import Candidate, validated
-    from spd_mcp.launcher.agents.builtin_prune import loo_order, margin, pruning_base, sweep_sizes
+    from spd_mcp.launcher.agents.builtin_prune import (
+        best_step,
+        loo_order,
+        margin,
+        pruning_base,
+        sweep_sizes,
+    )
 
     # margin: the nearer of the two lowest interval ends to its bar; none unless both hold
     assert margin(two_regimes("holds", "holds", 0.9, 0.85)) == pytest.approx(0.05)
@@ -449,6 +455,16 @@ def test_pruning_keeps_the_step_with_the_largest_margin_and_orders_by_give_back(
     }
     assert loo_order(["a", "b", "c", "d"], full, without) == ["a", "c"]
     assert sweep_sizes(0) == [0] and sweep_sizes(12) == [0, 1, 2, 3, 4, 5, 7, 9, 12]
+    # the step kept: largest margin, never the base itself (already validated on held-out prompts)
+    base = ["a", "b", "c", "d"]
+    steps = [
+        (base, two_regimes("holds", "holds", 0.9, 0.95)),  # the base: margin 0.15, not eligible
+        (["b", "c", "d"], two_regimes("holds", "holds", 0.9, 0.85)),  # 0.05
+        (["c", "d"], two_regimes("holds", "holds", 0.62, 0.95)),  # 0.12
+        (["d"], two_regimes("inconclusive", "holds", 0.4, 0.99)),  # necessity does not hold
+    ]
+    assert best_step(steps, base) == 2
+    assert best_step(steps[:1] + steps[3:], base) is None
     # the base: necessary, not specific, nearest to specific; nothing when all are specific
     near = Candidate("near", ["x", "y"], validation=two_regimes("holds", "inconclusive", 0.9, 0.7))
     far = Candidate("far", ["x"], validation=two_regimes("holds", "fails", 0.9, 0.4))

@@ -10,10 +10,11 @@ behaviour and ``N_SELECT_CONTROLS`` of the others, which no candidate was found 
    growing share at a time (``SHARES``), down to the smallest set still necessary.
 2. Each remaining component is left out of the removed set once: how much that gives back to the
    other behaviours (specificity) minus how much it gives back to this one (necessity) orders them.
-3. They are dropped in that order, a growing number at a time, until necessity fails; the step at
-   which necessity and specificity both hold with the largest margin (lowest interval ends above
-   their bars) is kept and validated on held-out prompts that exclude the found-on and the
-   selection prompts, so the numbers it is judged by were not used to choose it.
+3. They are dropped in that order, a growing number at a time, until necessity fails. The step
+   (other than the base itself) at which necessity and specificity both hold with the largest
+   margin (lowest interval ends above their bars) is kept and validated on held-out prompts that
+   exclude the found-on and the selection prompts, so the numbers it is judged by were not used to
+   choose it.
 """
 
 from __future__ import annotations
@@ -101,6 +102,17 @@ def loo_order(
     return [c for c in sorted(comps, key=lambda c: -score[c]) if score[c] > 0]
 
 
+def best_step(steps: list[tuple[list[str], ValidationResult]], base: list[str]) -> int | None:
+    """The index of the step, among (kept components, validation on the selection split), where
+    necessity and specificity both hold with the largest margin; None when none does. The base
+    itself is never chosen: it was already validated on held-out prompts, and validating it again
+    on others would only pick the luckier of two samples."""
+    scored = [
+        (m, i) for i, (kept, v) in enumerate(steps) if kept != base and (m := margin(v)) is not None
+    ]
+    return max(scored, key=lambda t: (t[0], -t[1]))[1] if scored else None
+
+
 def sweep_sizes(n: int) -> list[int]:
     """How many of the ordered components to drop at each step: 0, then 1, 2, 3, 4, 6, 8, 11, ...
     (growing by about a third) up to ``n``."""
@@ -153,19 +165,19 @@ async def prune(proto: Protocol) -> str:
         c: await on_selection([k for k in comps if k != c], ["deterministic"]) for c in comps
     }
     order = loo_order(comps, full, without)
-    rows, best_k, best_margin = [], None, 0.0
+    rows, steps = [], []
     for k in sweep_sizes(len(order)):
         kept = [c for c in comps if c not in set(order[:k])]
         sv = await on_selection(kept, ["deterministic", "stochastic"])
         m = margin(sv)
+        steps.append((kept, sv))
         rows.append(
             f"| {k} | {len(kept)} | {sv.necessity} | {sv.specificity} | "
             f"{'n/a' if m is None else f'{m:.2f}'} |"
         )
-        if m is not None and (best_k is None or m > best_margin):
-            best_k, best_margin = k, m
         if sv.necessity == "fails":  # dropping more only removes more of what the behaviour needs
             break
+    best = best_step(steps, base.components)
     parts.append(
         f"Each of its {len(comps)} components was left out of the removed set once (deterministic "
         f"regime); {len(order)} gave back more to the other behaviours than to this one. "
@@ -174,10 +186,14 @@ async def prune(proto: Protocol) -> str:
         "| dropped | components | necessity | specificity | margin |\n"
         "| --- | --- | --- | --- | --- |\n" + "\n".join(rows)
     )
-    if best_k is None:
-        parts.append("No step made it both necessary and specific there; nothing is added.")
+    if best is None:
+        parts.append(
+            "No step that drops anything made it both necessary and specific there; nothing is "
+            "added."
+        )
         return "\n\n".join(parts)
-    kept = [c for c in comps if c not in set(order[:best_k])]
+    kept = steps[best][0]
+    best_k = len(comps) - len(kept)
     exclude = [p.text for p in (*proto.f.prompts, *select, *controls)]
     final = await proto.ask(
         ValidationResult,
