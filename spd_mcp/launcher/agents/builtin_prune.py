@@ -59,17 +59,12 @@ def pruning_base(candidates: list[Candidate]) -> Candidate | None:
     """The candidate to make specific: necessary and not specific on held-out prompts, the one whose
     specificity is nearest to holding (fewer components on a tie); None when there is none."""
     fit = [
-        c
+        (c, spec if (spec := rd.lowest(v, "specificity")) is not None else -1.0)
         for c in candidates
-        if c.validation is not None
-        and c.validation.necessity == "holds"
-        and c.validation.specificity != "holds"
+        if (v := c.validation) is not None and v.necessity == "holds" and v.specificity != "holds"
     ]
-    return max(
-        fit,
-        key=lambda c: (rd.lowest(c.validation, "specificity") or -1.0, -len(c.components)),  # type: ignore[arg-type]
-        default=None,
-    )
+    best = max(fit, key=lambda cs: (cs[1], -len(cs[0].components)), default=None)
+    return None if best is None else best[0]
 
 
 def margin(v: ValidationResult) -> float | None:
@@ -80,7 +75,7 @@ def margin(v: ValidationResult) -> float | None:
     nec, spec = rd.lowest(v, "necessity"), rd.lowest(v, "specificity")
     if nec is None or spec is None:
         return None
-    return min(nec - v.bars.get("necessity", 0.5), spec - v.bars.get("specificity", 0.8))
+    return min(nec - v.bars["necessity"], spec - v.bars["specificity"])
 
 
 def loo_order(
@@ -90,9 +85,7 @@ def loo_order(
     more than it restores this one, most first; only those with a positive balance."""
 
     def det(v: ValidationResult, prop: str) -> float:
-        r = next((r for r in v.regimes if r.regime == "deterministic"), None)
-        s = None if r is None else rd.measured(r, prop)
-        return 0.0 if s is None else s.mean
+        return rd.regime_mean(v, "deterministic", prop) or 0.0
 
     score = {
         c: (det(without[c], "specificity") - det(full, "specificity"))
@@ -167,7 +160,8 @@ async def prune(proto: Protocol) -> str:
     order = loo_order(comps, full, without)
     rows, steps = [], []
     for k in sweep_sizes(len(order)):
-        kept = [c for c in comps if c not in set(order[:k])]
+        dropped = set(order[:k])
+        kept = [c for c in comps if c not in dropped]
         sv = await on_selection(kept, ["deterministic", "stochastic"])
         m = margin(sv)
         steps.append((kept, sv))

@@ -135,12 +135,19 @@ def validation_table(v: ValidationResult) -> str:
     )
 
 
+def regime_mean(v: ValidationResult, regime: str, prop: str) -> float | None:
+    """The mean of ``prop`` in one regime; None when that regime or its number is missing."""
+    r = _regimes(v).get(regime)
+    s = None if r is None else measured(r, prop)
+    return None if s is None else s.mean
+
+
 def lowest(v: ValidationResult, prop: str) -> float | None:
     """The lowest interval end of ``prop`` over the deterministic and stochastic regimes (the two a
     verdict needs); None when either is missing."""
     regimes = _regimes(v)
-    spans = [regimes[r] for r in ("deterministic", "stochastic") if r in regimes]
-    lows = [s.low for r in spans if (s := measured(r, prop)) is not None]
+    views = [regimes[r] for r in ("deterministic", "stochastic") if r in regimes]
+    lows = [s.low for r in views if (s := measured(r, prop)) is not None]
     return min(lows) if len(lows) == 2 else None
 
 
@@ -148,14 +155,13 @@ def validation_score(v: ValidationResult) -> tuple[bool, int, float, float]:
     """Orders candidates: necessity holds, then how many properties hold, then the lowest end of the
     specificity interval (the nearer to holding, the better), then deterministic necessity."""
     held = sum(verdict(v, p) == "holds" for p in PROPERTIES)
-    det = _regimes(v).get("deterministic")
-    nec = det.necessity if det is not None else None
     spec = lowest(v, "specificity")
+    nec = regime_mean(v, "deterministic", "necessity")
     return (
         v.necessity == "holds",
         held,
         spec if spec is not None else -1.0,
-        nec.mean if nec is not None else 0.0,
+        nec if nec is not None else 0.0,
     )
 
 
