@@ -7,6 +7,9 @@ FIND_LINKS := $(or $(PIP_FIND_LINKS),$(shell pip config get global.find-links 2>
 UV_FLAGS := $(foreach d,$(FIND_LINKS),--find-links $(d))
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): CI has 2 cores. A module's tests stay on one worker (tests/conftest.py).
+PYTEST_WORKERS ?= 2
+XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
 
 .PHONY: install lock test test-fast check bench demo-run clean investigate
 
@@ -36,11 +39,11 @@ lock:
 
 # The README's test command: installs what is missing, then runs every tier.
 test: install infra check
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
 # Local loop: skip the slow tiers.
 test-fast: install
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # Lint and type-check (also the first step of make test).
 check: install

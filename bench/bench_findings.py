@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_behaviour import accuracy, choose_all, is_right, load_questions
+from spd_mcp.contract.validation import ValidationResult
 from spd_mcp.launcher import cli
+from spd_mcp.launcher.agents.builtin_read import lowest
 from spd_mcp.launcher.layout import InvestigationDir, read_json
 
 GOALS = {"necessity": 0.5, "specificity": 0.8, "sufficiency": 0.5}
@@ -67,13 +69,10 @@ def investigate(question: str, out: Path, run: str = "demo") -> dict[str, Any]:
 
 
 def lows(v: dict[str, Any]) -> dict[str, float | None]:
-    """Each property's lowest interval end over the deterministic and stochastic regimes."""
-    out: dict[str, float | None] = {}
-    regimes = {r["regime"]: r for r in v.get("regimes") or []}
-    for prop in GOALS:
-        spans = [regimes[r].get(prop) for r in ("deterministic", "stochastic") if r in regimes]
-        out[prop] = min(s["low"] for s in spans if s) if spans and all(spans) else None
-    return out
+    """Each property's lowest interval end over the deterministic and stochastic regimes, by the
+    protocol's own reading (``builtin_read.lowest``) of the stored validation."""
+    parsed = ValidationResult.model_validate(v)
+    return {prop: lowest(parsed, prop) for prop in GOALS}
 
 
 def run(quick: bool = False) -> list[dict]:
