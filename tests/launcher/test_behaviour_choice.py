@@ -100,6 +100,17 @@ def test_common_background_words_weigh_less_than_rare_ones() -> None:
     assert damped.scores["agreement"] < plain.scores["agreement"]
 
 
+def test_an_unquoted_word_typical_of_one_behaviours_prompts_counts_by_its_rarity() -> None:
+    question = "What do you know about peru?"  # no other word of it is in any description
+    choice = choose_behaviour(question, EVIDENCE)
+    # 'peru' is in every 'capital' prompt and no other: df * df / sum of df = 1 * 1 / 1
+    assert choice.scores == {"agreement": 0.0, "pronoun": 0.0, "capital": pytest.approx(1.0)}
+    assert "context: the question's words" in choice.evidence["capital"]
+    # a word every background text holds says nothing (rarity 1 - 2 * 1, floored at 0)
+    common = Evidence(PROBES, BEHAVIOURS, background=("peru here", "peru there"))
+    assert choose_behaviour(question, common).scores["capital"] == 0.0
+
+
 def test_a_tie_is_no_choice_and_a_run_without_probes_has_none() -> None:
     ev = Evidence((Probe("a", "x", "m1"), Probe("b", "x", "m2")))
     assert choose_behaviour("Why 'x'?", ev).mechanism is None

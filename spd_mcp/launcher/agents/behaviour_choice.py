@@ -18,7 +18,8 @@ share the piece, which divides its weight among them):
 - the words of quoted phrases, and the sentences around quoted words in search_dataset hits, by
   how typical they are of its probe prompts (df * df / sum of df over mechanisms, where df is the
   share of a mechanism's prompts holding the word and that share of the sum is at least half),
-  at most ``CONTEXT_CAP`` per quote.
+  at most ``CONTEXT_CAP`` per quote; the question's unquoted words the same way, each times its
+  rarity, at most ``CONTEXT_CAP`` in all.
 
 Words are weighted, never dropped. Rarity is 1 - 2 * (share of the background texts, the
 server's tool descriptions, that hold the word), floored at 0: 'the' and 'components' say little
@@ -292,6 +293,13 @@ def choose_behaviour(question: str, evidence: Evidence) -> BehaviourChoice:
     for q, ws in contexts:
         for t, weight in prof.context_weight(ws).items():
             tally.add([t], weight, "context", q)
+    own: dict[str, float] = {}  # the question's words typical of the prompts ('capital'), by rarity
+    for w in loose:
+        for t, weight in prof.context_weight({w}).items():
+            own[t] = own.get(t, 0.0) + weight * prof.rarity(w)
+    for t, weight in own.items():
+        if weight > 0:
+            tally.add([t], min(weight, CONTEXT_CAP), "context", "the question's words")
     return _decide(tally, evidence)
 
 
