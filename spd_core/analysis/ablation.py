@@ -69,6 +69,21 @@ class AblationResult:
         return self.token_prob_after - self.token_prob_before
 
 
+@dataclass(frozen=True)
+class TargetPass:
+    """One input's target pass: every layer's lower-leaky CI (model shape) and the target output.
+    Computed once, it serves every ablation of that input (``ablate``'s ``pre``)."""
+
+    ci_lower: dict[str, Tensor]
+    output: Tensor
+
+
+def target_pass(model: ComponentModel, x: Tensor) -> TargetPass:
+    with torch.no_grad():
+        ci, _, out = model_ci(model, x)
+    return TargetPass({k: v.detach() for k, v in ci.lower.items()}, out)
+
+
 def selection_masks(
     model: ComponentModel,
     seq: int,
@@ -131,9 +146,10 @@ def ablate(
     pgd_step_size: float = 0.1,
     seed: int = 0,
     edit: Edit | None = None,
+    pre: TargetPass | None = None,
 ) -> AblationResult:
     """Ablate ``components`` (all positions) and/or ``nodes`` (one position) of ``x``; see module
-    doc."""
+    doc. ``pre``: ``x``'s target pass when the caller has it (not with an ``edit``)."""
     check_single_input(x)
     require(mode in ("remove", "keep_only"), f"mode must be 'remove' or 'keep_only'; got {mode!r}")
     require(
@@ -144,11 +160,12 @@ def ablate(
         components or nodes,
         "give at least one component ('layer:c') or node ('layer:pos:c') to ablate",
     )
+    require(pre is None or edit is None, "a precomputed target pass cannot be used with an edit")
     with applied(model, edit), torch.random.fork_rng():
         torch.manual_seed(seed)
-        with torch.no_grad():
-            ci, _, target_out = model_ci(model, x)
-        like = next(iter(ci.lower.values()))
+        tp = pre or target_pass(model, x)
+        target_out = tp.output
+        like = next(iter(tp.ci_lower.values()))
         seq = per_position(like).shape[0]
         out_seq = per_position(target_out).shape[0]
         pos = resolve(position, out_seq)
@@ -159,12 +176,13 @@ def ablate(
             kk: model_shaped(v, like)
             for kk, v in selection_masks(model, seq, components, nodes).items()
         }
-        g = {kk: v.detach() for kk, v in ci.lower.items()}
+        g = tp.ci_lower
         outs: list[Tensor] = []
 
-        def forward(masks: Mapping[str, Tensor], delta: Mapping[str, Tensor]) -> Tensor:
+        def forward(masks: Mapping[str, Tensor], delta: Mapping[str, Tensor], n: int = 1) -> Tensor:
+            inp = x if n == 1 else x.expand(n, *x.shape[1:])  # n mask samples as one batch
             return checked_forward(
-                model, x, masks=dict(masks), delta_masks=dict(delta), what="ablated forward"
+                model, inp, masks=dict(masks), delta_masks=dict(delta), what="ablated forward"
             ).output
 
         lower = _lower_bounds(g, sel, mode)
@@ -176,9 +194,11 @@ def ablate(
                 outs.append(forward(masks, delta))
         elif regime == "stochastic":
             with torch.no_grad():
-                for _ in range(n_samples):
-                    masks, delta = stochastic_masks(lower)
-                    outs.append(forward(_constrain(masks, sel, mode), delta))
+                masks, delta = stochastic_masks(
+                    {kk: v.expand(n_samples, *v.shape[1:]) for kk, v in lower.items()}
+                )
+                out = forward(_constrain(masks, sel, mode), delta, n_samples)
+                outs.extend(out[i : i + 1] for i in range(n_samples))
         else:
             ref = per_position(target_out)[pos]
             masks, delta = signed_gradient_masks(

@@ -56,15 +56,16 @@ def regime_outputs(
                 model, x, masks=ones, delta_masks=ones_delta, what="unmasked forward"
             ).output
         ]
-        samples = []
-        for _ in range(settings.n_samples):
-            masks, delta = stochastic_masks(ci)
-            samples.append(
-                checked_forward(
-                    model, x, masks=masks, delta_masks=delta, what="stochastic forward"
-                ).output
-            )
-        out["stochastic"] = samples
+        n = settings.n_samples  # the samples as one batch
+        masks, delta = stochastic_masks({k: v.expand(n, *v.shape[1:]) for k, v in ci.items()})
+        batch = checked_forward(
+            model,
+            x.expand(n, *x.shape[1:]),
+            masks=masks,
+            delta_masks=delta,
+            what="stochastic forward",
+        ).output
+        out["stochastic"] = [batch[i : i + 1] for i in range(n)]
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
         with torch.enable_grad():

@@ -34,7 +34,7 @@ from typing import Literal
 
 import torch
 
-from spd_core.analysis.ablation import AblationMode, AblationRegime, ablate
+from spd_core.analysis.ablation import AblationMode, AblationRegime, TargetPass, ablate, target_pass
 from spd_core.errors import require
 from spd_core.keys import ComponentKey, NodeKey
 from spd_core.model import ComponentModel
@@ -95,8 +95,10 @@ def measure(
     components: Sequence[ComponentKey] = (),
     nodes: Sequence[NodeKey] = (),
     settings: MeasureSettings | None = None,
+    pre: TargetPass | None = None,
 ) -> Outcome:
-    """``probe`` with ``components`` / ``nodes`` removed or kept alone, in one regime."""
+    """``probe`` with ``components`` / ``nodes`` removed or kept alone, in one regime (``pre``: the
+    probe's target pass, when the caller measures it more than once)."""
     s = settings or MeasureSettings()
     x = probe.as_input(next(model.parameters()).device)
     also = () if probe.foil is None else (probe.foil,)
@@ -114,6 +116,7 @@ def measure(
         n_samples=s.n_samples,
         pgd_steps=s.pgd_steps,
         seed=s.seed,
+        pre=pre,
     )
     assert r.token_prob_before is not None and r.token_prob_after is not None
     if probe.foil is None:
@@ -274,10 +277,13 @@ def validate(
     )
     total = len(cfg.regimes) * 2 * (len(examples) + len(others))
     done = 0
+    passes: dict[int, TargetPass] = {}  # each example's target pass, computed once
 
     def run(probe: Probe, mode: AblationMode, regime: AblationRegime) -> Outcome:
         nonlocal done
-        out = measure(model, probe, mode, regime, components, nodes, cfg.measure)
+        if id(probe) not in passes:
+            passes[id(probe)] = target_pass(model, probe.as_input(next(model.parameters()).device))
+        out = measure(model, probe, mode, regime, components, nodes, cfg.measure, passes[id(probe)])
         done += 1
         if progress is not None:
             progress(done, total)

@@ -158,7 +158,7 @@ def test_toy_circuit_validated_on_held_out_examples_holds() -> None:
         others,
         SharedCircuitConfig(steps=150, sparsity=0.05),
         FAST,
-        ValidationConfig(measure=MeasureSettings(n_samples=2, pgd_steps=2)),
+        ValidationConfig(measure=MeasureSettings(n_samples=8, pgd_steps=2)),
     )
     assert {k for k, _ in res.circuit.components} == {
         ComponentKey("linear1", 2),
