@@ -7,9 +7,10 @@ FIND_LINKS := $(or $(PIP_FIND_LINKS),$(shell pip config get global.find-links 2>
 UV_FLAGS := $(foreach d,$(FIND_LINKS),--find-links $(d))
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-# Test processes (pytest-xdist): CI has 2 cores. A module's tests stay on one worker (tests/conftest.py).
+# Test processes (pytest-xdist): CI has 2 cores. A module's tests stay on one worker (loadfile), so
+# its module fixtures (a trained model, a finished investigation) are built once.
 PYTEST_WORKERS ?= 2
-XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
+XDIST := -n $(PYTEST_WORKERS) --dist loadfile
 
 .PHONY: install lock test test-fast check bench demo-run clean investigate
 
