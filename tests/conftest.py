@@ -20,4 +20,3 @@ torch.set_num_threads(1)
 def _seed() -> None:
     random.seed(0)
     torch.manual_seed(0)
-
