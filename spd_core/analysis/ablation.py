@@ -14,6 +14,7 @@ whose causal importance is 0 may take any mask in [0, 1] without changing the ou
 A component is ablated at every position; a node only at its position.
 """
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -82,6 +83,30 @@ def target_pass(model: ComponentModel, x: Tensor) -> TargetPass:
     with torch.no_grad():
         ci, _, out = model_ci(model, x)
     return TargetPass({k: v.detach() for k, v in ci.lower.items()}, out)
+
+
+class TargetPasses:
+    """Target passes of recent inputs, least recently used dropped past ``max_bytes``: for a caller
+    that validates many sets on the same prompts with the model unchanged (no edit applied)."""
+
+    def __init__(self, max_bytes: int = 256 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[int, bytes], tuple[TargetPass, int]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, model: ComponentModel, x: Tensor) -> TargetPass:
+        key = (id(model), x.detach().cpu().numpy().tobytes() + str(tuple(x.shape)).encode())
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key][0]
+        tp = target_pass(model, x)
+        size = tp.output.nbytes + sum(v.nbytes for v in tp.ci_lower.values())
+        self._items[key] = (tp, size)
+        self._bytes += size
+        while self._bytes > self.max_bytes and len(self._items) > 1:
+            _, (_, dropped) = self._items.popitem(last=False)
+            self._bytes -= dropped
+        return tp
 
 
 def selection_masks(

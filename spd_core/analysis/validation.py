@@ -34,7 +34,13 @@ from typing import Literal
 
 import torch
 
-from spd_core.analysis.ablation import AblationMode, AblationRegime, TargetPass, ablate, target_pass
+from spd_core.analysis.ablation import (
+    AblationMode,
+    AblationRegime,
+    TargetPass,
+    TargetPasses,
+    ablate,
+)
 from spd_core.errors import require
 from spd_core.keys import ComponentKey, NodeKey
 from spd_core.model import ComponentModel
@@ -260,10 +266,12 @@ def validate(
     nodes: Sequence[NodeKey] = (),
     config: ValidationConfig | None = None,
     progress: Progress | None = None,
+    passes: TargetPasses | None = None,
 ) -> Validation:
     """Necessity, sufficiency and specificity of the set on ``examples`` (held out from where the
     claim was found) and ``others`` (other behaviours or controls), per regime, with intervals; see
-    module doc."""
+    module doc. ``passes``: the caller's cache of the examples' target passes (each is computed
+    once either way)."""
     cfg = config or ValidationConfig()
     require(
         components or nodes,
@@ -277,13 +285,13 @@ def validate(
     )
     total = len(cfg.regimes) * 2 * (len(examples) + len(others))
     done = 0
-    passes: dict[int, TargetPass] = {}  # each example's target pass, computed once
+    cache = passes if passes is not None else TargetPasses()
+    device = next(model.parameters()).device
 
     def run(probe: Probe, mode: AblationMode, regime: AblationRegime) -> Outcome:
         nonlocal done
-        if id(probe) not in passes:
-            passes[id(probe)] = target_pass(model, probe.as_input(next(model.parameters()).device))
-        out = measure(model, probe, mode, regime, components, nodes, cfg.measure, passes[id(probe)])
+        pre = cache.get(model, probe.as_input(device))
+        out = measure(model, probe, mode, regime, components, nodes, cfg.measure, pre)
         done += 1
         if progress is not None:
             progress(done, total)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from spd_core.analysis.ablation import TargetPasses
 from spd_core.model import ComponentModel
 from spd_core.weight_delta import DeltaReport, weight_delta_report
 from spd_mcp.common.events import EventLog
@@ -154,6 +155,9 @@ class AppState:
     started: float = field(default_factory=time.time)
     calls: Counter[str] = field(default_factory=Counter)
     edits: EditRegistry = field(default_factory=EditRegistry)
+    # the target passes (CI, output) of prompts validated lately: the served model never changes
+    # outside an edit's overlay, and validate_claim applies none
+    target_passes: TargetPasses = field(default_factory=TargetPasses)
 
     @functools.cached_property
     def tok(self) -> TokenizerView:

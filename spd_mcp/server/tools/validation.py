@@ -142,7 +142,8 @@ async def validate_claim(state: AppState, inp: ValidateInput, ctx: Context) -> J
     def work(progress) -> Validation:
         controls = with_model_answers(state.run.model, others)
         return validate(state.run.model, examples, controls, comps, config=config,
-                        progress=lambda i, n: progress(i, n, f"measurement {i}/{n}"))
+                        progress=lambda i, n: progress(i, n, f"measurement {i}/{n}"),
+                        passes=state.target_passes)
 
     async def finish(v: Validation) -> ValidationResult:
         return await stored_validation(state, v, examples, comps, behaviour,

@@ -4,6 +4,7 @@ rejected, and the numbers checked against the grader and against weights edited 
 import pytest
 import torch
 
+from spd_core.analysis.ablation import TargetPasses
 from spd_core.analysis.validation import Probe, ValidationConfig, bootstrap, validate
 from spd_core.errors import InvalidInput
 from spd_core.grader import grade_circuit, probes_from_prompts
@@ -147,3 +148,29 @@ def test_too_few_examples_are_inconclusive_and_bad_input_says_what_is_valid(bigr
         validate(model, probes[:2], (), claim, config=ValidationConfig(regimes=("lucky",)))  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="give at least one component"):
         validate(model, probes[:2])
+
+
+def test_a_shared_cache_of_target_passes_changes_no_number_and_stays_within_its_bound(
+    bigram,
+) -> None:
+    model, probes = bigram
+    ab, cd = [p for p in probes if p.mechanism == "ab"], [p for p in probes if p.mechanism == "cd"]
+    cache = TargetPasses()
+    for comps in ([ComponentKey("lin1", 1)], [ComponentKey("lin1", 3), ComponentKey("lin2", 3)]):
+        fresh = validate(model, ab, cd, comps, config=SMALL)
+        for _ in range(2):  # the second call reads every pass from the cache
+            cached = validate(model, ab, cd, comps, config=SMALL, passes=cache)
+            for r, n in fresh.regimes.items():
+                assert cached.regimes[r].removed == n.removed and cached.regimes[r].kept == n.kept
+                assert cached.regimes[r].others_removed == n.others_removed
+    assert len(cache._items) == len({tuple(p.token_ids) for p in probes})  # one pass per prompt
+    cpu = torch.device("cpu")
+    one = cache.get(model, ab[0].as_input(cpu))
+    small = TargetPasses(
+        max_bytes=3 * (one.output.nbytes + sum(v.nbytes for v in one.ci_lower.values()))
+    )
+    seen = [small.get(model, p.as_input(cpu)) for p in probes]
+    held = [tp for tp, _ in small._items.values()]
+    assert small._bytes <= small.max_bytes and 1 <= len(held) < len(cache._items)
+    assert held[-1] is seen[-1] and all(tp is not seen[0] for tp in held)  # the oldest dropped
+    assert small.get(model, probes[-1].as_input(cpu)) is seen[-1]  # a hit: no new pass
