@@ -8,9 +8,10 @@ UV_FLAGS := $(foreach d,$(FIND_LINKS),--find-links $(d))
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist): CI has 2 cores. A module's tests stay on one worker (loadfile), so
-# its module fixtures (a trained model, a finished investigation) are built once.
+# its module fixtures (a trained model, a finished investigation) are built once; modules go out in
+# collection order (xdist's default puts the modules with fewest tests, here the longest, last).
 PYTEST_WORKERS ?= 2
-XDIST := -n $(PYTEST_WORKERS) --dist loadfile
+XDIST := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: install lock test test-fast check bench demo-run clean investigate
 
