@@ -34,6 +34,14 @@ def stochastic_masks(
     return masks, delta
 
 
+def stochastic_mask_batch(
+    ci: Mapping[str, Tensor], n: int, sampling: Sampling = "continuous"
+) -> tuple[Masks, Masks]:
+    """``n`` independent stochastic samples for one input as one batch: each CI (1, ...) is expanded
+    to (n, ...) before sampling."""
+    return stochastic_masks({k: g.expand(n, *g.shape[1:]) for k, g in ci.items()}, sampling)
+
+
 def rounded_masks(ci: Mapping[str, Tensor], threshold: float) -> Masks:
     """1 where CI > threshold, else 0."""
     return {k: (g > threshold).to(g.dtype) for k, g in ci.items()}

@@ -36,7 +36,7 @@ from spd_core.analysis.overlay import Edit, applied
 from spd_core.errors import require
 from spd_core.keys import ComponentKey, NodeKey
 from spd_core.losses import signed_gradient_masks
-from spd_core.masks import stochastic_masks
+from spd_core.masks import stochastic_mask_batch
 from spd_core.model import ComponentModel
 
 AblationMode = Literal["remove", "keep_only"]
@@ -219,9 +219,7 @@ def ablate(
                 outs.append(forward(masks, delta))
         elif regime == "stochastic":
             with torch.no_grad():
-                masks, delta = stochastic_masks(
-                    {kk: v.expand(n_samples, *v.shape[1:]) for kk, v in lower.items()}
-                )
+                masks, delta = stochastic_mask_batch(lower, n_samples)
                 out = forward(_constrain(masks, sel, mode), delta, n_samples)
                 outs.extend(out[i : i + 1] for i in range(n_samples))
         else:

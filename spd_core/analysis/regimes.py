@@ -17,7 +17,7 @@ from torch import Tensor
 from spd_core.analysis.common import ones_like_ci
 from spd_core.analysis.health import checked_forward
 from spd_core.losses import OutputLoss, pgd_masks
-from spd_core.masks import stochastic_masks
+from spd_core.masks import stochastic_mask_batch
 from spd_core.model import ComponentModel
 
 Regime = Literal["target", "ci", "stochastic", "adversarial", "unmasked"]
@@ -57,7 +57,7 @@ def regime_outputs(
             ).output
         ]
         n = settings.n_samples  # the samples as one batch
-        masks, delta = stochastic_masks({k: v.expand(n, *v.shape[1:]) for k, v in ci.items()})
+        masks, delta = stochastic_mask_batch(ci, n)
         batch = checked_forward(
             model,
             x.expand(n, *x.shape[1:]),
