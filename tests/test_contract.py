@@ -143,6 +143,17 @@ async def finished_results(run: Any) -> dict[str, list[dict[str, Any]]]:
                 "validate_claim",
                 {"components": [comp], "mechanism": mech, "n_examples": 2, "n_controls": 1},
             ),
+            (
+                "optimize_removal",
+                {
+                    "mechanism": mech,
+                    "n_examples": 2,
+                    "n_controls": 2,
+                    "n_heldout": 1,
+                    "n_heldout_controls": 1,
+                    "steps": 10,
+                },
+            ),
         ]
         out: dict[str, list[dict[str, Any]]] = {}
         for tool, args in calls:

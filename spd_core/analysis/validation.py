@@ -213,6 +213,7 @@ class RegimeNumbers:
     prob_kept: float  # mean of min(p_kept / p_before, 1)
     distinct_answers_kept: int
     specificity: Interval | None  # None without other examples
+    specificity_by: dict[str, float]  # its mean per behaviour (mechanism) of the other examples
     removed: list[Outcome]
     kept: list[Outcome]
     others_removed: list[Outcome]
@@ -247,6 +248,7 @@ class ValidationConfig:
     necessity_bar: float = 0.5
     specificity_bar: float = 0.8
     sufficiency_bar: float = 0.5
+    sufficiency: bool = True  # False skips the keep-only runs (half the work): verdict inconclusive
 
 
 Progress = Callable[[int, int], None]
@@ -283,7 +285,7 @@ def validate(
         not bad and cfg.regimes,
         f"regimes must be a non-empty subset of {', '.join(REGIMES)}; got {list(cfg.regimes)}",
     )
-    total = len(cfg.regimes) * 2 * (len(examples) + len(others))
+    total = len(cfg.regimes) * (1 + cfg.sufficiency) * (len(examples) + len(others))
     done = 0
     cache = passes if passes is not None else TargetPasses()
     device = next(model.parameters()).device
@@ -317,22 +319,32 @@ def validate(
             if regime == cfg.regimes[0]
             else [run(p, "remove", regime) for p in mine]
         )
-        kept = [run(p, "keep_only", regime) for p in mine]
+        kept = [run(p, "keep_only", regime) for p in mine] if cfg.sufficiency else []
         free = (
             regime != "adversarial"
         )  # the others' worst case is not the claim's: measured in the two others
         others_removed = [run(p, "remove", regime) for p in others] if free else []
-        others_kept = [run(p, "keep_only", regime) for p in others] if free else []
+        others_kept = (
+            [run(p, "keep_only", regime) for p in others] if free and cfg.sufficiency else []
+        )
         leaked = (
             [
                 float(o.answer_after in counts and o.answer_after != p.target and o.correct_before)
                 for p, o in zip(others, others_kept, strict=True)
             ]
-            if free
+            if others_kept
             else []
         )
         numbers[regime] = _regime_numbers(
-            regime, removed, kept, others_removed, others_kept, leaked, baseline, cfg
+            regime,
+            removed,
+            kept,
+            others_removed,
+            others_kept,
+            leaked,
+            baseline,
+            cfg,
+            [p.mechanism for p in others] if others_removed else [],
         )
     return _judge(
         numbers, keep, len(examples) - len(mine), baseline, len(counts), len(others), cfg, notes
@@ -348,6 +360,7 @@ def _regime_numbers(
     leaked: list[float],
     baseline: float,
     cfg: ValidationConfig,
+    other_tags: Sequence[str] = (),
 ) -> RegimeNumbers:
     def interval(
         values: Sequence[float], stat: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -363,7 +376,8 @@ def _regime_numbers(
         suff = _two_sample(correct_kept, leaked, cfg)
     else:
         suff = None
-    spec = interval([1.0 - min(max(o.relative_drop, 0.0), 1.0) for o in others]) if others else None
+    spared = [1.0 - min(max(o.relative_drop, 0.0), 1.0) for o in others]
+    spec = interval(spared) if others else None
     return RegimeNumbers(
         regime=regime,
         necessity=interval([o.relative_drop for o in removed]),
@@ -375,11 +389,21 @@ def _regime_numbers(
         / max(len(kept), 1),
         distinct_answers_kept=len({o.answer_after for o in kept} - {-1}),
         specificity=spec,
+        specificity_by=by_tag(spared, other_tags),
         removed=removed,
         kept=kept,
         others_removed=others,
         others_kept=others_kept,
     )
+
+
+def by_tag(values: Sequence[float], tags: Sequence[str]) -> dict[str, float]:
+    """The mean of ``values`` per tag (``values`` and ``tags`` in one order), tags sorted; empty
+    when there are no values."""
+    groups: dict[str, list[float]] = {}
+    for v, t in zip(values, tags, strict=True):
+        groups.setdefault(t, []).append(v)
+    return {t: sum(g) / len(g) for t, g in sorted(groups.items())}
 
 
 def _judge(
@@ -430,7 +454,9 @@ def _judge(
         s = numbers[regime].sufficiency
         return "inconclusive" if s is None else s.status(cfg.sufficiency_bar)
 
-    if distinct < 2:
+    if not cfg.sufficiency:
+        notes.append("sufficiency was not measured (not asked for): inconclusive")
+    elif distinct < 2:
         notes.append(
             "every example has the same correct answer: sufficiency is accuracy minus leak on the "
             "other examples"

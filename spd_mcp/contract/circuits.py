@@ -200,6 +200,47 @@ class CircuitResult(Wire):
     loss: LossSummary
 
 
+class RemovalInput(LongInput):
+    mechanism: str = Field(
+        max_length=200, description="the behaviour: a probe mechanism of the run"
+    )
+    n_examples: int = Field(
+        100, ge=2, le=500, description="the behaviour's probes to optimise on (a seeded sample)"
+    )
+    n_controls: int = Field(
+        150,
+        ge=2,
+        le=1000,
+        description="other behaviours' probes to optimise on (as even as it goes)",
+    )
+    n_heldout: int = Field(
+        40, ge=0, le=200, description="held-out probes of the behaviour to validate on (0: none)"
+    )
+    n_heldout_controls: int = Field(45, ge=0, le=200)
+    exclude: list[str] = Field(
+        default_factory=list, max_length=200, description="prompts never used, in either step"
+    )
+    steps: int = Field(300, ge=10, le=2000)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class RemovalResult(Wire):
+    summary: str
+    mechanism: str
+    components: list[str] = Field(description="the set, the most surely removed first")
+    n_examples: int
+    n_controls: int
+    kept_behaviour: float = Field(
+        description="training number: mean share of p(target) kept with the set removed "
+        "(deterministic) on the behaviour's probes it was optimised on (0: all broken)"
+    )
+    kept_others: float = Field(description="the same on the other behaviours' probes (1: spared)")
+    loss: LossSummary
+    validation: ValidationResult | None = Field(
+        description="necessity and specificity on held-out probes, none of them optimised on"
+    )
+
+
 TOOLS = (
     ToolContract(
         name="get_attributions",
@@ -227,6 +268,21 @@ TOOLS = (
             "Example: optimize_circuit(mechanism='induction')."
         ),
         input_model=CircuitInput,
+        result_model=JobView,
+        read_only=False,
+    ),
+    ToolContract(
+        name="optimize_removal",
+        group="circuits and attributions",
+        job_results=(RemovalResult,),
+        title="A set whose removal breaks one behaviour and spares the others",
+        description=(
+            "A job (about a minute): the components whose removal breaks a behaviour's probes "
+            "and spares the other behaviours', optimised over many of both in the deterministic "
+            "and stochastic regimes, then validated on held-out probes. For a circuit that is "
+            "necessary but not specific. Example: optimize_removal(mechanism='pronoun_gender')."
+        ),
+        input_model=RemovalInput,
         result_model=JobView,
         read_only=False,
     ),

@@ -45,6 +45,11 @@ class ValidateInput(LongInput):
         default_factory=lambda: list(ABLATION_REGIMES), min_length=1, max_length=3
     )
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    sufficiency: bool = Field(
+        True,
+        description="false: skip the keep-only runs (half the work; sufficiency is then "
+        "inconclusive), for when only necessity and specificity are needed",
+    )
 
     @model_validator(mode="after")
     def _one_behaviour(self) -> "ValidateInput":
@@ -83,6 +88,11 @@ class RegimeView(Wire):
     specificity: Span | None = Field(
         description="1 - mean clamped relative drop on the controls (1: unharmed)"
     )
+    specificity_by_behaviour: dict[str, float] = Field(
+        default_factory=dict,
+        description="the same mean per behaviour of the controls (the probe mechanism; "
+        "'control' for your own controls): which behaviours the removal harms",
+    )
 
 
 class ExampleRow(Wire):
@@ -90,8 +100,12 @@ class ExampleRow(Wire):
     target: str
     p_before: float
     p_removed: float = Field(description="deterministic regime")
-    p_kept: float = Field(description="deterministic regime (the set alone)")
-    answer_kept: str = Field(description="the kept set's top-1 answer ('' when tied)")
+    p_kept: float | None = Field(
+        description="deterministic regime (the set alone); null when sufficiency was not measured"
+    )
+    answer_kept: str = Field(
+        description="the kept set's top-1 answer ('' when tied or not measured)"
+    )
 
 
 Status = Literal["holds", "fails", "inconclusive"]

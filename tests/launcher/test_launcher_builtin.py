@@ -37,7 +37,7 @@ STEPS = [
     "predictions",
     "candidate circuits",
     "validation",
-    "specificity pruning",
+    "specific set",
     "component readouts",
     "steering",
     "hypotheses",
@@ -280,7 +280,7 @@ def test_builtin_investigation_through_the_cli_on_the_real_server(
     assert set(failed) <= {
         "candidate circuits",
         "validation",
-        "specificity pruning",
+        "specific set",
         "component readouts",
         "steering",
         "hypotheses",
@@ -381,40 +381,6 @@ def test_a_question_no_behaviour_matches_ends_inconclusive_after_a_survey(
     )
 
 
-def test_pruning_chooses_on_a_split_that_validation_never_sees() -> None:
-    from spd_mcp.contract.model import ProbeRow
-    from spd_mcp.launcher.agents.builtin_prune import (
-        N_SELECT,
-        N_SELECT_CONTROLS,
-        drop_order,
-        selection_split,
-    )
-
-    rows = [
-        ProbeRow.model_validate(
-            {
-                "index": 60 * k + i,
-                "text": f"{m} {i}",
-                "target_token": "x",
-                "mechanism": m,
-                "position": None,
-                "foil": None,
-            }
-        )
-        for k, m in enumerate(("a", "b", "c"))
-        for i in range(60)
-    ]
-    found_on = [r for r in rows if r.mechanism == "a"][:8]
-    select, controls = selection_split(rows, "a", found_on)
-    assert len(select) == N_SELECT and not {r.text for r in select} & {r.text for r in found_on}
-    assert {r.mechanism for r in select} == {"a"} and len(controls) == N_SELECT_CONTROLS
-    assert sorted({r.mechanism for r in controls}) == ["b", "c"]
-    # most used elsewhere and least here first; ties keep the circuit's order
-    assert drop_order(
-        ["p", "q", "r", "s"], here={"p": 0.9, "q": 0.1}, there={"q": 0.8, "r": 0.5}
-    ) == ["q", "r", "s", "p"]
-
-
 def two_regimes(nec: str, spec: str, nec_low: float, spec_low: float) -> ValidationResult:
     """A validation whose deterministic and stochastic spans start at ``nec_low`` / ``spec_low``
     (means 0.1 above)."""
@@ -431,46 +397,39 @@ def two_regimes(nec: str, spec: str, nec_low: float, spec_low: float) -> Validat
     return ValidationResult.model_validate(v)
 
 
-def test_pruning_keeps_the_step_with_the_largest_margin_and_orders_by_give_back() -> None:
+def test_the_specific_set_step_runs_only_without_one_and_leaves_probes_to_validate_on() -> None:
+    from spd_mcp.contract.model import ProbeRow
     from spd_mcp.launcher.agents.builtin import Candidate, validated
     from spd_mcp.launcher.agents.builtin_prune import (
-        best_step,
-        loo_order,
-        margin,
-        pruning_base,
-        sweep_sizes,
+        POOL_CONTROLS,
+        POOL_EXAMPLES,
+        necessary_and_specific,
+        pool_sizes,
     )
 
-    # margin: the nearer of the two lowest interval ends to its bar; none unless both hold
-    assert margin(two_regimes("holds", "holds", 0.9, 0.85)) == pytest.approx(0.05)
-    assert margin(two_regimes("holds", "holds", 0.6, 0.95)) == pytest.approx(0.1)
-    assert margin(two_regimes("holds", "inconclusive", 0.9, 0.75)) is None
-    # leave-one-out: specificity given back minus necessity given back (deterministic means)
-    full = two_regimes("holds", "fails", 0.8, 0.5)  # means: necessity 0.9, specificity 0.6
-    without = {
-        "a": two_regimes("holds", "fails", 0.8, 0.7),  # +0.2 specificity, no necessity lost
-        "b": two_regimes("holds", "fails", 0.6, 0.7),  # +0.2 specificity, -0.2 necessity: 0
-        "c": two_regimes("holds", "fails", 0.8, 0.6),  # +0.1
-        "d": two_regimes("holds", "fails", 0.7, 0.5),  # -0.1
-    }
-    assert loo_order(["a", "b", "c", "d"], full, without) == ["a", "c"]
-    assert sweep_sizes(0) == [0] and sweep_sizes(12) == [0, 1, 2, 3, 4, 5, 7, 9, 12]
-    # the step kept: largest margin, never the base itself (already validated on held-out prompts)
-    base = ["a", "b", "c", "d"]
-    steps = [
-        (base, two_regimes("holds", "holds", 0.9, 0.95)),  # the base: margin 0.15, not eligible
-        (["b", "c", "d"], two_regimes("holds", "holds", 0.9, 0.85)),  # 0.05
-        (["c", "d"], two_regimes("holds", "holds", 0.62, 0.95)),  # 0.12
-        (["d"], two_regimes("inconclusive", "holds", 0.4, 0.99)),  # necessity does not hold
-    ]
-    assert best_step(steps, base) == 2
-    assert best_step(steps[:1] + steps[3:], base) is None
-    # the base: necessary, not specific, nearest to specific; nothing when all are specific
     near = Candidate("near", ["x", "y"], validation=two_regimes("holds", "inconclusive", 0.9, 0.7))
     far = Candidate("far", ["x"], validation=two_regimes("holds", "fails", 0.9, 0.4))
     idle = Candidate("idle", ["z"], validation=two_regimes("fails", "holds", 0.1, 0.9))
-    assert pruning_base([far, near, idle]) is near
     done = Candidate("done", ["x"], validation=two_regimes("holds", "holds", 0.9, 0.9))
-    assert pruning_base([done, idle]) is None
-    # and candidates rank by how near specificity is when the same properties hold
+    assert necessary_and_specific([far, near, idle]) is None  # the step runs
+    assert necessary_and_specific([far, done, idle]) is done  # not needed
+    # candidates rank by how near specificity is when the same properties hold
     assert rd.validation_score(validated(near)) > rd.validation_score(validated(far))
+    assert rd.validation_score(validated(done)) > rd.validation_score(validated(near))
+
+    def rows(counts: dict[str, int]) -> list[ProbeRow]:
+        return [
+            ProbeRow(
+                index=i, text=f"{m} {i}", target_token="x", mechanism=m, position=None, foil=None
+            )
+            for m, n in counts.items()
+            for i in range(n)
+        ]
+
+    # the demo's 200 probes per behaviour: full pools; a small run: what validation leaves
+    assert pool_sizes(rows({"a": 200, "b": 200, "c": 200}), "a", 40, 45) == (
+        POOL_EXAMPLES,
+        POOL_CONTROLS,
+    )
+    assert pool_sizes(rows({"a": 60, "b": 60}), "a", 40, 45) == (20, 15)
+    assert pool_sizes(rows({"a": 30, "b": 30}), "a", 40, 45) == (2, 2)

@@ -261,7 +261,7 @@ class Protocol:
                 ("predictions", self.predictions),
                 ("candidate circuits", self.candidates),
                 ("validation", self.validation),
-                ("specificity pruning", self.prune),
+                ("specific set", self.prune),
                 ("component readouts", self.readouts),
                 ("steering", self.steer),
                 ("hypotheses", self.hypotheses),

@@ -179,13 +179,19 @@ def claimable(v: ValidationResult) -> list[str]:
 
 
 def property_evidence(v: ValidationResult, prop: str) -> str:
-    """One property's verdict with its numbers per regime."""
+    """One property's verdict with its numbers per regime; a specificity that does not hold also
+    names how much of each other behaviour survives the removal (deterministic), worst first."""
     nums = ", ".join(
         f"{name} {span(s)}" for name, r in _regimes(v).items() if (s := measured(r, prop))
     )
-    return (
-        f"{prop} {verdict(v, prop)} on {v.n_examples} held-out examples ({nums or 'not measured'})"
-    )
+    nums = nums or "not measured"
+    line = f"{prop} {verdict(v, prop)} on {v.n_examples} held-out examples ({nums})"
+    det = _regimes(v).get("deterministic")
+    by = {} if det is None else det.specificity_by_behaviour
+    if prop == "specificity" and verdict(v, prop) != "holds" and len(by) > 1:
+        worst = sorted(by.items(), key=lambda t: t[1])
+        line += "; deterministic, by behaviour: " + ", ".join(f"{t} {m:.2f}" for t, m in worst)
+    return line
 
 
 def promoted_tokens(info: ComponentInfo) -> list[str]:

@@ -41,6 +41,7 @@ from spd_mcp.server.schemas import GraphEdge, GraphNode, StoredGraph
 from spd_mcp.server.state import AppState
 from spd_mcp.server.tooling import bind
 from spd_mcp.server.tools.jobs import run_as_job
+from spd_mcp.server.tools.removal import optimize_removal_tool
 from spd_mcp.server.tools.shared_circuit import loss_summary, optimize_shared
 
 STORED_EDGES = 20_000  # the largest edges (by |value|) kept with a stored graph
@@ -290,4 +291,5 @@ async def optimize_circuit(state: AppState, inp: CircuitInput, ctx: Context) -> 
 
 TOOLS = bind(
     contract.TOOLS, get_attributions=get_attributions, optimize_circuit=optimize_circuit,
+    optimize_removal=optimize_removal_tool,
 )

@@ -54,7 +54,7 @@ def _regime_view(n: RegimeNumbers) -> RegimeView:
         regime=n.regime, necessity=_span(n.necessity), broken=n.broken,
         sufficiency=_span(n.sufficiency), accuracy_kept=_span(n.accuracy_kept),
         leak=n.leak, distinct_answers_kept=n.distinct_answers_kept,
-        specificity=_span(n.specificity),
+        specificity=_span(n.specificity), specificity_by_behaviour=n.specificity_by,
     )
 
 
@@ -85,11 +85,14 @@ async def stored_validation(
     validation_id."""
     keys = [str(k) for k in comps]
     det = v.regimes.get("deterministic")
+    kept = [None] * len(v.used) if det is None or not det.kept else det.kept
     rows = [] if det is None else [
         ExampleRow(text=state.tok.raw.decode(p.token_ids), target=state.tok.display(p.target),
-                   p_before=r.p_before, p_removed=r.p_after, p_kept=k.p_after,
-                   answer_kept="" if k.answer_after < 0 else state.tok.display(k.answer_after))
-        for p, r, k in zip([examples[i] for i in v.used], det.removed, det.kept, strict=True)
+                   p_before=r.p_before, p_removed=r.p_after,
+                   p_kept=None if k is None else k.p_after,
+                   answer_kept="" if k is None or k.answer_after < 0
+                   else state.tok.display(k.answer_after))
+        for p, r, k in zip([examples[i] for i in v.used], det.removed, kept, strict=True)
     ]
     result = ValidationResult(
         summary=_summary(v, keys, behaviour), validation_id=0, components=keys, behaviour=behaviour,
@@ -137,7 +140,7 @@ async def validate_claim(state: AppState, inp: ValidateInput, ctx: Context) -> J
             "no example is left once the excluded prompts are removed: give held-out examples"
         )
     config = ValidationConfig(regimes=tuple(dict.fromkeys(inp.regimes)),
-                              measure=MeasureSettings(seed=inp.seed))
+                              measure=MeasureSettings(seed=inp.seed), sufficiency=inp.sufficiency)
 
     def work(progress) -> Validation:
         controls = with_model_answers(state.run.model, others)

@@ -41,6 +41,14 @@ def test_tms_feature_component_is_necessary_specific_and_sufficient_and_another_
     wrong = validate(model, probes[2], others, _claim(1), config=SMALL)
     assert wrong.necessity == "fails" and wrong.sufficiency == "fails"
     assert wrong.regimes["deterministic"].accuracy_kept.mean == 0.0
+    # specificity per behaviour: removing feature 1's component harms feature 1 only, and the
+    # per-behaviour means (3 examples each) average back to the overall specificity
+    for regime in ("deterministic", "stochastic"):
+        by, spec = wrong.regimes[regime].specificity_by, wrong.regimes[regime].specificity
+        assert sorted(by) == ["feature0", "feature1", "feature3", "feature4"]
+        assert spec is not None and sum(by.values()) / 4 == pytest.approx(spec.mean)
+        assert by["feature1"] < 0.5 and min(v for t, v in by.items() if t != "feature1") > 0.9
+    assert right.regimes["adversarial"].specificity_by == {}
 
 
 BIGRAM_PROMPTS = [
