@@ -63,7 +63,9 @@ async def prune(proto: Protocol) -> str:
     mech = proto.f.mechanism
     if not mech:
         return "Not run: the question matches no behaviour of the run."
-    n_examples, n_controls = pool_sizes(proto.probes, mech, HELD_OUT, CONTROLS)
+    found_on = {p.text for p in proto.f.prompts}
+    left = [p for p in proto.probes if p.text not in found_on]
+    n_examples, n_controls = pool_sizes(left, mech, HELD_OUT, CONTROLS)
     res = await proto.ask(
         RemovalResult,
         "optimize_removal",
@@ -73,6 +75,9 @@ async def prune(proto: Protocol) -> str:
             "n_controls": n_controls,
             "n_heldout": HELD_OUT,
             "n_heldout_controls": CONTROLS,
+            "exclude": sorted(
+                found_on
+            ),  # the prompts the candidates were found on: in neither step
             "wait_s": 30,
         },
     )
