@@ -280,7 +280,7 @@ TOOLS = (
             "A job (about a minute): the components whose removal breaks a behaviour's probes "
             "and spares the other behaviours', optimised over many of both in the deterministic "
             "and stochastic regimes, then validated on held-out probes. For a circuit that is "
-            "necessary but not specific. Example: optimize_removal(mechanism='pronoun_gender')."
+            "necessary but not specific. Example: optimize_removal(mechanism='induction')."
         ),
         input_model=RemovalInput,
         result_model=JobView,
