@@ -86,23 +86,38 @@ class Components(nn.Module):
         self, x: Tensor, a: Tensor, mask: Tensor | None, delta_mask: Tensor | None
     ) -> Tensor:
         """(a ⊙ m)·U + d·(x·Δᵀ) + b, computed as (a ⊙ (m − d))·U + d·(x·Wᵀ) + b: the same function
-        of V and U without forming Δ or its weight gradient. The last sum is one fused matmul-add,
-        with the bias inside the products, in their dtype (bf16 under autocast, as in the target's
-        own layer)."""
+        of V and U without forming Δ or its weight gradient. The sum is one fused matmul-add, with
+        the bias inside the products, in their dtype (bf16 under autocast, as in the target's own
+        layer); where the input is the narrower side of W it is a single product,
+        [a ⊙ (m − d), d·x]·[U; Wᵀ] + b. Masks are cast to the dtype of a (the autocast dtype) before
+        they multiply it, so that the masked activations are not promoted to fp32 and cast back."""
         if delta_mask is None:
-            return _matmul_add(a if mask is None else a * mask, self.U, self.bias)
+            return _matmul_add(a if mask is None else a * _like(mask, a), self.U, self.bias)
         d = delta_mask.unsqueeze(-1)
-        masked = a * ((mask if mask is not None else 1.0) - d)
+        masked = a * _like((mask if mask is not None else 1.0) - d, a)
+        if self.d_in < self.d_out and self.kind != "embedding":
+            scaled_x = x * _like(d, x)
+            if scaled_x.shape[:-1] == masked.shape[:-1]:
+                lhs = torch.cat([masked, scaled_x.to(masked.dtype)], dim=-1)
+                return _matmul_add(lhs, torch.cat([self.U, self.target_weight.T]), self.bias)
         return _matmul_add(masked, self.U, self._scaled_frozen_out(x, d))
 
     def _scaled_frozen_out(self, x: Tensor, d: Tensor) -> Tensor:
         """d·(x·Wᵀ) + b with the frozen target weight, scaling x instead of the output when the
         input is the narrower side (a per-position scalar commutes with the product)."""
         if self.d_in < self.d_out:
-            return _matmul_add(x * d, self.target_weight.T, self.bias)
+            return _matmul_add(x * _like(d, x), self.target_weight.T, self.bias)
         prod = x @ self.target_weight.T
         d = d.to(prod.dtype)
         return d * prod if self.bias is None else torch.addcmul(self.bias.to(prod.dtype), d, prod)
+
+
+def _like(mask: Tensor, a: Tensor) -> Tensor:
+    """``mask`` in the dtype of ``a`` where ``a`` is in a lower-precision float dtype (the autocast
+    dtype), else ``mask`` itself: a · mask then stays in that dtype for the product it feeds."""
+    if a.is_floating_point() and a.dtype != mask.dtype and a.element_size() < mask.element_size():
+        return mask.to(a.dtype)
+    return mask
 
 
 def _matmul_add(a: Tensor, b: Tensor, base: Tensor | None) -> Tensor:

@@ -83,7 +83,7 @@ def loss_terms(
         tgt = model(x, cache_inputs=True)
     acts = model.inner_acts(tgt.inputs)
     ci = model.causal_importance(tgt.inputs, acts)
-    y = tgt.output
+    y = tgt.output.float()  # once here, not in every loss term (output_loss compares in fp32)
     kind = config.output_loss
     terms: dict[str, tuple[float, Callable[[], Tensor]]] = {
         "faithfulness": (config.faithfulness_coeff, lambda: faithfulness_loss(model)),
@@ -94,7 +94,15 @@ def loss_terms(
         "stochastic": (
             config.stochastic_recon_coeff,
             lambda: stochastic_recon_loss(
-                model, x, y, ci.lower, kind, "all", config.sampling, config.n_mask_samples
+                model,
+                x,
+                y,
+                ci.lower,
+                kind,
+                "all",
+                config.sampling,
+                config.n_mask_samples,
+                acts=acts,
             ),
         ),
         "stochastic_layerwise": (

@@ -87,6 +87,12 @@ def _layer_sets(
     )
 
 
+def _first_run(acts: Mapping[str, Tensor], layer_set: Sequence[str]) -> str | None:
+    """The layer of ``layer_set`` that runs first: ``acts`` are keyed in the order the layers ran
+    in the target pass (``ComponentModel.forward`` caches inputs as they arrive)."""
+    return next((k for k in acts if k in layer_set), None)
+
+
 def masked_recon_loss(
     model: ComponentModel,
     x: Tensor,
@@ -100,9 +106,10 @@ def masked_recon_loss(
 ) -> Tensor:
     """Mean output loss over the layer sets of ``mode`` with the given masks.
 
-    ``acts`` (inner activations from the target pass) are reused where a layer runs alone, since
-    its input is then the target's. ``layer`` fixes the layer of ``random_layer`` mode (else drawn
-    uniformly).
+    ``acts`` (inner activations from the target pass, in the order the layers run) are reused for
+    the first masked layer to run, since nothing before it is masked and its input is then the
+    target's (a layer that runs alone is that layer). ``layer`` fixes the layer of
+    ``random_layer`` mode (else drawn uniformly).
     """
     sets = _layer_sets(model, mode, layer)
     total = torch.zeros((), device=target_out.device)
@@ -126,8 +133,10 @@ def masked_recon_loss(
             ):  # one masked path instead of two
                 sub_masks, sub_delta = fold_routing(sub_masks, sub_delta, routing)
                 routing = None
-        alone = acts is not None and len(layer_set) == 1 and mode not in _ROUTING
-        sub_acts = {layer_set[0]: acts[layer_set[0]]} if alone and acts is not None else None
+        sub_acts = None
+        if acts is not None and mode not in _ROUTING:
+            first = _first_run(acts, layer_set)
+            sub_acts = None if first is None else {first: acts[first]}
         out = model(
             x, masks=sub_masks, delta_masks=sub_delta, routing=routing, acts=sub_acts
         ).output
