@@ -73,17 +73,25 @@ class Components(nn.Module):
         mask: Tensor | None = None,
         delta_mask: Tensor | None = None,
         acts: Tensor | None = None,
+        target_out: Tensor | None = None,
     ) -> Tensor:
         """Masked component output. ``mask`` (..., C) defaults to ones; ``delta_mask`` (...) to no
         delta.
 
-        ``acts`` may pass precomputed inner activations (x·V) to avoid computing them twice.
+        ``acts`` may pass precomputed inner activations (x·V) to avoid computing them twice, and
+        ``target_out`` the target layer's own output on this x (x·Wᵀ + b), used by the delta path
+        where it saves a product.
         """
         a = self.inner_acts(x) if acts is None else acts
-        return self._masked_out(x, a, mask, delta_mask)
+        return self._masked_out(x, a, mask, delta_mask, target_out)
 
     def _masked_out(
-        self, x: Tensor, a: Tensor, mask: Tensor | None, delta_mask: Tensor | None
+        self,
+        x: Tensor,
+        a: Tensor,
+        mask: Tensor | None,
+        delta_mask: Tensor | None,
+        target_out: Tensor | None = None,
     ) -> Tensor:
         """(a ⊙ m)·U + d·(x·Δᵀ) + b, computed as (a ⊙ (m − d))·U + d·(x·Wᵀ) + b: the same function
         of V and U without forming Δ or its weight gradient. The sum is one fused matmul-add, with
@@ -100,14 +108,18 @@ class Components(nn.Module):
             if scaled_x.shape[:-1] == masked.shape[:-1]:
                 lhs = torch.cat([masked, scaled_x.to(masked.dtype)], dim=-1)
                 return _matmul_add(lhs, torch.cat([self.U, self.target_weight.T]), self.bias)
-        return _matmul_add(masked, self.U, self._scaled_frozen_out(x, d))
+        return _matmul_add(masked, self.U, self._scaled_frozen_out(x, d, target_out))
 
-    def _scaled_frozen_out(self, x: Tensor, d: Tensor) -> Tensor:
+    def _scaled_frozen_out(self, x: Tensor, d: Tensor, target_out: Tensor | None = None) -> Tensor:
         """d·(x·Wᵀ) + b with the frozen target weight, scaling x instead of the output when the
-        input is the narrower side (a per-position scalar commutes with the product)."""
-        if self.d_in < self.d_out:
+        input is the narrower side (a per-position scalar commutes with the product); x·Wᵀ is
+        taken from ``target_out`` (the target layer's output on x) when given."""
+        if self.d_in < self.d_out and target_out is None:
             return _matmul_add(x * _like(d, x), self.target_weight.T, self.bias)
-        prod = x @ self.target_weight.T
+        if target_out is None:
+            prod = x @ self.target_weight.T
+        else:
+            prod = target_out if self.bias is None else target_out - self.bias
         d = d.to(prod.dtype)
         return d * prod if self.bias is None else torch.addcmul(self.bias.to(prod.dtype), d, prod)
 
@@ -181,7 +193,7 @@ class EmbeddingComponents(Components):
     def target_forward(self, x: Tensor) -> Tensor:
         return self.target_weight.T[x]
 
-    def _scaled_frozen_out(self, x: Tensor, d: Tensor) -> Tensor:
+    def _scaled_frozen_out(self, x: Tensor, d: Tensor, target_out: Tensor | None = None) -> Tensor:
         rows = self.target_weight.T[x]
         return d.to(rows.dtype) * rows
 
