@@ -106,8 +106,9 @@ class Components(nn.Module):
         if self.d_in < self.d_out and self.kind != "embedding":
             scaled_x = x * _like(d, x)
             if scaled_x.shape[:-1] == masked.shape[:-1]:
-                lhs = torch.cat([masked, scaled_x.to(masked.dtype)], dim=-1)
-                return _matmul_add(lhs, torch.cat([self.U, self.target_weight.T]), self.bias)
+                return _NarrowProduct.apply(
+                    masked, scaled_x.to(masked.dtype), self.U, self.target_weight.T, self.bias
+                )  # type: ignore[no-any-return]
         return _matmul_add(masked, self.U, self._scaled_frozen_out(x, d, target_out))
 
     def _scaled_frozen_out(self, x: Tensor, d: Tensor, target_out: Tensor | None = None) -> Tensor:
@@ -122,6 +123,41 @@ class Components(nn.Module):
             prod = target_out if self.bias is None else target_out - self.bias
         d = d.to(prod.dtype)
         return d * prod if self.bias is None else torch.addcmul(self.bias.to(prod.dtype), d, prod)
+
+
+class _NarrowProduct(torch.autograd.Function):
+    """[m, s]·[U; F] + b as one product (m: masked inner activations, s: the scaled input, F the
+    frozen transposed target weight): one pass over the wide output instead of a product, a second
+    product and their sum. The backward forms only the gradients needed: none for F or b, and for
+    s only where s needs one."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, masked: Tensor, scaled_x: Tensor, U: Tensor, frozen: Tensor, bias: Tensor | None
+    ) -> Tensor:
+        dtype = masked.dtype
+        weight = torch.cat([U.to(dtype), frozen.to(dtype)])
+        lhs = torch.cat([masked, scaled_x], dim=-1)
+        ctx.save_for_backward(masked, weight)
+        ctx.U_dtype = U.dtype
+        return _matmul_add(lhs, weight, None if bias is None else bias.to(dtype))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        masked, weight = ctx.saved_tensors
+        C = masked.shape[-1]
+        rows = grad.reshape(-1, grad.shape[-1])
+        grad_masked = grad_x = grad_U = None
+        if ctx.needs_input_grad[0] and ctx.needs_input_grad[1]:
+            grad_lhs = (rows @ weight.T).view(*grad.shape[:-1], -1)
+            grad_masked, grad_x = grad_lhs[..., :C], grad_lhs[..., C:]
+        elif ctx.needs_input_grad[0]:
+            grad_masked = (rows @ weight[:C].T).view(*grad.shape[:-1], C)
+        elif ctx.needs_input_grad[1]:
+            grad_x = (rows @ weight[C:].T).view(*grad.shape[:-1], -1)
+        if ctx.needs_input_grad[2]:
+            grad_U = (masked.reshape(-1, C).T @ rows).to(ctx.U_dtype)
+        return grad_masked, grad_x, grad_U, None, None
 
 
 def _like(mask: Tensor, a: Tensor) -> Tensor:
