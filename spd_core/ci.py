@@ -89,7 +89,7 @@ class MLPCI(nn.Module):
     def forward(self, acts: Tensor) -> Tensor:
         lead, C = acts.shape[:-1], acts.shape[-1]
         flat = acts.reshape(-1, C)
-        live = flat.any(dim=-1)
+        live = flat.abs().sum(dim=-1) != 0  # = flat.any(-1) (no cancellation), a faster kernel
         n_live = int(live.sum())
         if n_live * 4 > flat.shape[0] * 3:
             return self._mlp(flat).reshape(*lead, C)
