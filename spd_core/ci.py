@@ -73,6 +73,25 @@ class _LeakyHardPair(torch.autograd.Function):
         return torch.where(x > 0, above, below), None
 
 
+class _RowScatter(torch.autograd.Function):
+    """(N, C) rows from ``vals`` (n_live + 1, C): the live rows (``idx``, where ``live``) take the
+    first n_live, every other row the last one. The backward gives the last row the summed
+    gradient of the other rows directly (no (N, C) expansion to sum)."""
+
+    @staticmethod
+    def forward(ctx, vals: Tensor, idx: Tensor, live: Tensor) -> Tensor:  # type: ignore[override]
+        out = vals[-1:].expand(live.shape[0], vals.shape[-1]).clone()
+        out.index_copy_(0, idx, vals[:-1])
+        ctx.save_for_backward(idx, live)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        idx, live = ctx.saved_tensors
+        dead = torch.where(live.unsqueeze(-1), 0.0, grad).sum(0, keepdim=True)
+        return torch.cat([grad.index_select(0, idx), dead]), None, None
+
+
 class MLPCI(nn.Module):
     """Per-component scalar MLPs 1 → hidden → 1, evaluated in parallel for all C components.
 
@@ -94,13 +113,11 @@ class MLPCI(nn.Module):
         if n_live * 4 > flat.shape[0] * 3:
             return self._mlp(flat).reshape(*lead, C)
         # Sparse inputs (toy models): rows whose inner activations are all exactly 0 share one
-        # value, so the MLP runs on the live rows plus a single zero row. Same outputs and
-        # gradients.
-        zero_out = self._mlp(flat.new_zeros(1, C))
-        out = zero_out.expand(flat.shape[0], C)
-        if n_live:
-            out = out.index_put((live.nonzero().squeeze(-1),), self._mlp(flat[live]))
-        return out.reshape(*lead, C)
+        # value, so the MLP runs on the live rows plus a single zero row (one call). Same outputs
+        # and gradients.
+        idx = live.nonzero().squeeze(-1)
+        vals = self._mlp(torch.cat([flat.index_select(0, idx), flat.new_zeros(1, C)]))
+        return _RowScatter.apply(vals, idx, live).reshape(*lead, C)  # type: ignore[union-attr]
 
     def _mlp(self, flat: Tensor) -> Tensor:
         a = flat.T.unsqueeze(-1)  # (C, N, 1)
