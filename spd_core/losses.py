@@ -60,7 +60,8 @@ def importance_minimality_loss(
     """Σ_layers Σ_c mean over batch and positions of (g_upper + ε)^p."""
     total = torch.zeros((), device=next(iter(ci_upper.values())).device)
     for g in ci_upper.values():
-        total = total + (g.float() + eps).pow(p).flatten(0, -2).mean(0).sum()
+        rows = g.numel() // g.shape[-1]  # the mean over positions, taken after the sum over all
+        total = total + (g.float() + eps).pow(p).sum() / rows
     return total
 
 
