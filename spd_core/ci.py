@@ -69,7 +69,9 @@ class _LeakyHardPair(torch.autograd.Function):
         above = torch.where(x > 1, alpha * grad_upper, grad_lower + grad_upper)
         # x ≤ 0: the lower one's leak (negative gradients only), and the upper one's slope 1 at
         # exactly 0 (its clamp passes the gradient at the bound, as autograd's clamp does).
-        below = torch.add(torch.where(x < 0, 0.0, grad_upper), grad_lower.clamp(max=0.0), alpha=alpha)
+        below = torch.add(
+            torch.where(x < 0, 0.0, grad_upper), grad_lower.clamp(max=0.0), alpha=alpha
+        )
         return torch.where(x > 0, above, below), None
 
 

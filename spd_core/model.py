@@ -108,7 +108,6 @@ class ComponentModel(nn.Module):
             )
         self.components = nn.ModuleDict(components)
         self.ci_fns = nn.ModuleDict(ci_fns)
-        self._out_versions: dict[str, int] = {}
 
     # --- accessors -------------------------------------------------------------------------------
     def comp(self, layer: str) -> Components:
@@ -159,7 +158,7 @@ class ComponentModel(nn.Module):
                     f"mask for unknown layer {name!r}; valid layers: {', '.join(self.layers)}"
                 )
         inputs: dict[str, Tensor] = {}
-        outputs: dict[str, Tensor] = {}
+        outputs: dict[str, tuple[Tensor, int]] = {}  # each output and its version when returned
         if not masks and not cache_inputs and not cache_outputs:
             return ForwardOutput(self.target_output(x))
         with self._patched(
@@ -173,9 +172,8 @@ class ComponentModel(nn.Module):
         ):
             out = self.target_output(x)
         # An output the target changed in place after the layer returned it is not the layer's.
-        outputs = {k: v for k, v in outputs.items() if v._version == self._out_versions[k]}
-        self._out_versions.clear()
-        return ForwardOutput(out, inputs, outputs)
+        kept = {k: t for k, (t, version) in outputs.items() if t._version == version}
+        return ForwardOutput(out, inputs, kept)
 
     @contextmanager
     def _patched(
@@ -186,7 +184,7 @@ class ComponentModel(nn.Module):
         acts: Mapping[str, Tensor],
         cache: dict[str, Tensor] | None,
         target_outs: Mapping[str, Tensor],
-        out_cache: dict[str, Tensor] | None,
+        out_cache: dict[str, tuple[Tensor, int]] | None,
     ) -> Iterator[None]:
         patched: list[nn.Module] = []
         watch = cache is not None or out_cache is not None
@@ -195,7 +193,14 @@ class ComponentModel(nn.Module):
                 if name not in masks and name not in target_outs and not watch:
                     continue
                 module.forward = self._layer_forward(
-                    name, module.forward, masks, delta_masks, routing, acts, cache, target_outs,
+                    name,
+                    module.forward,
+                    masks,
+                    delta_masks,
+                    routing,
+                    acts,
+                    cache,
+                    target_outs,
                     out_cache,
                 )  # type: ignore[method-assign]
                 patched.append(module)
@@ -214,10 +219,9 @@ class ComponentModel(nn.Module):
         acts: Mapping[str, Tensor],
         cache: dict[str, Tensor] | None,
         target_outs: Mapping[str, Tensor],
-        out_cache: dict[str, Tensor] | None,
+        out_cache: dict[str, tuple[Tensor, int]] | None,
     ) -> Callable[..., Tensor]:
         comp = self.comp(name)
-        versions = self._out_versions
 
         def forward(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
             if cache is not None:
@@ -227,8 +231,7 @@ class ComponentModel(nn.Module):
                     return target_outs[name]
                 out = original(x, *args, **kwargs)
                 if out_cache is not None:
-                    out_cache[name] = out
-                    versions[name] = out._version
+                    out_cache[name] = (out, out._version)
                 return out
             out = comp(x, masks[name], delta_masks.get(name), acts.get(name), target_outs.get(name))
             if name in routing:
