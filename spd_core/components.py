@@ -73,36 +73,99 @@ class Components(nn.Module):
         mask: Tensor | None = None,
         delta_mask: Tensor | None = None,
         acts: Tensor | None = None,
+        target_out: Tensor | None = None,
     ) -> Tensor:
         """Masked component output. ``mask`` (..., C) defaults to ones; ``delta_mask`` (...) to no
         delta.
 
-        ``acts`` may pass precomputed inner activations (x·V) to avoid computing them twice.
+        ``acts`` may pass precomputed inner activations (x·V) to avoid computing them twice, and
+        ``target_out`` the target layer's own output on this x (x·Wᵀ + b), used by the delta path
+        where it saves a product.
         """
         a = self.inner_acts(x) if acts is None else acts
-        return self._masked_out(x, a, mask, delta_mask)
+        return self._masked_out(x, a, mask, delta_mask, target_out)
 
     def _masked_out(
-        self, x: Tensor, a: Tensor, mask: Tensor | None, delta_mask: Tensor | None
+        self,
+        x: Tensor,
+        a: Tensor,
+        mask: Tensor | None,
+        delta_mask: Tensor | None,
+        target_out: Tensor | None = None,
     ) -> Tensor:
         """(a ⊙ m)·U + d·(x·Δᵀ) + b, computed as (a ⊙ (m − d))·U + d·(x·Wᵀ) + b: the same function
-        of V and U without forming Δ or its weight gradient. The last sum is one fused matmul-add,
-        with the bias inside the products, in their dtype (bf16 under autocast, as in the target's
-        own layer)."""
+        of V and U without forming Δ or its weight gradient. The sum is one fused matmul-add, with
+        the bias inside the products, in their dtype (bf16 under autocast, as in the target's own
+        layer); where the input is the narrower side of W it is a single product,
+        [a ⊙ (m − d), d·x]·[U; Wᵀ] + b. Masks are cast to the dtype of a (the autocast dtype) before
+        they multiply it, so that the masked activations are not promoted to fp32 and cast back."""
         if delta_mask is None:
-            return _matmul_add(a if mask is None else a * mask, self.U, self.bias)
+            return _matmul_add(a if mask is None else a * _like(mask, a), self.U, self.bias)
         d = delta_mask.unsqueeze(-1)
-        masked = a * ((mask if mask is not None else 1.0) - d)
-        return _matmul_add(masked, self.U, self._scaled_frozen_out(x, d))
+        masked = a * _like((mask if mask is not None else 1.0) - d, a)
+        if self.d_in < self.d_out and self.kind != "embedding":
+            scaled_x = x * _like(d, x)
+            if scaled_x.shape[:-1] == masked.shape[:-1]:
+                return _NarrowProduct.apply(
+                    masked, scaled_x.to(masked.dtype), self.U, self.target_weight.T, self.bias
+                )  # type: ignore[no-any-return]
+        return _matmul_add(masked, self.U, self._scaled_frozen_out(x, d, target_out))
 
-    def _scaled_frozen_out(self, x: Tensor, d: Tensor) -> Tensor:
+    def _scaled_frozen_out(self, x: Tensor, d: Tensor, target_out: Tensor | None = None) -> Tensor:
         """d·(x·Wᵀ) + b with the frozen target weight, scaling x instead of the output when the
-        input is the narrower side (a per-position scalar commutes with the product)."""
-        if self.d_in < self.d_out:
-            return _matmul_add(x * d, self.target_weight.T, self.bias)
-        prod = x @ self.target_weight.T
+        input is the narrower side (a per-position scalar commutes with the product); x·Wᵀ is
+        taken from ``target_out`` (the target layer's output on x) when given."""
+        if self.d_in < self.d_out and target_out is None:
+            return _matmul_add(x * _like(d, x), self.target_weight.T, self.bias)
+        if target_out is None:
+            prod = x @ self.target_weight.T
+        else:
+            prod = target_out if self.bias is None else target_out - self.bias
         d = d.to(prod.dtype)
         return d * prod if self.bias is None else torch.addcmul(self.bias.to(prod.dtype), d, prod)
+
+
+class _NarrowProduct(torch.autograd.Function):
+    """[m, s]·[U; F] + b as one product (m: masked inner activations, s: the scaled input, F the
+    frozen transposed target weight): one pass over the wide output instead of a product, a second
+    product and their sum. The backward forms only the gradients needed: none for F or b, and for
+    s only where s needs one."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, masked: Tensor, scaled_x: Tensor, U: Tensor, frozen: Tensor, bias: Tensor | None
+    ) -> Tensor:
+        dtype = masked.dtype
+        weight = torch.cat([U.to(dtype), frozen.to(dtype)])
+        lhs = torch.cat([masked, scaled_x], dim=-1)
+        ctx.save_for_backward(masked, weight)
+        ctx.U_dtype = U.dtype
+        return _matmul_add(lhs, weight, None if bias is None else bias.to(dtype))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        masked, weight = ctx.saved_tensors
+        C = masked.shape[-1]
+        rows = grad.reshape(-1, grad.shape[-1])
+        grad_masked = grad_x = grad_U = None
+        if ctx.needs_input_grad[0] and ctx.needs_input_grad[1]:
+            grad_lhs = (rows @ weight.T).view(*grad.shape[:-1], -1)
+            grad_masked, grad_x = grad_lhs[..., :C], grad_lhs[..., C:]
+        elif ctx.needs_input_grad[0]:
+            grad_masked = (rows @ weight[:C].T).view(*grad.shape[:-1], C)
+        elif ctx.needs_input_grad[1]:
+            grad_x = (rows @ weight[C:].T).view(*grad.shape[:-1], -1)
+        if ctx.needs_input_grad[2]:
+            grad_U = (masked.reshape(-1, C).T @ rows).to(ctx.U_dtype)
+        return grad_masked, grad_x, grad_U, None, None
+
+
+def _like(mask: Tensor, a: Tensor) -> Tensor:
+    """``mask`` in the dtype of ``a`` where ``a`` is in a lower-precision float dtype (the autocast
+    dtype), else ``mask`` itself: a · mask then stays in that dtype for the product it feeds."""
+    if a.is_floating_point() and a.dtype != mask.dtype and a.element_size() < mask.element_size():
+        return mask.to(a.dtype)
+    return mask
 
 
 def _matmul_add(a: Tensor, b: Tensor, base: Tensor | None) -> Tensor:
@@ -166,7 +229,7 @@ class EmbeddingComponents(Components):
     def target_forward(self, x: Tensor) -> Tensor:
         return self.target_weight.T[x]
 
-    def _scaled_frozen_out(self, x: Tensor, d: Tensor) -> Tensor:
+    def _scaled_frozen_out(self, x: Tensor, d: Tensor, target_out: Tensor | None = None) -> Tensor:
         rows = self.target_weight.T[x]
         return d.to(rows.dtype) * rows
 

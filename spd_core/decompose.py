@@ -80,10 +80,10 @@ def loss_terms(
     """Total loss at ``step`` with each weighted term's value, and the lower CI (for logging).
     ``ci_layer`` fixes the layer of a ``random_layer`` CI-masked term (else drawn uniformly)."""
     with torch.no_grad():
-        tgt = model(x, cache_inputs=True)
-    acts = model.inner_acts(tgt.inputs)
+        tgt = model(x, cache_inputs=True, cache_outputs=True)
+    acts, outs = model.inner_acts(tgt.inputs), tgt.outputs
     ci = model.causal_importance(tgt.inputs, acts)
-    y = tgt.output
+    y = tgt.output.float()  # once here, not in every loss term (output_loss compares in fp32)
     kind = config.output_loss
     terms: dict[str, tuple[float, Callable[[], Tensor]]] = {
         "faithfulness": (config.faithfulness_coeff, lambda: faithfulness_loss(model)),
@@ -94,7 +94,16 @@ def loss_terms(
         "stochastic": (
             config.stochastic_recon_coeff,
             lambda: stochastic_recon_loss(
-                model, x, y, ci.lower, kind, "all", config.sampling, config.n_mask_samples
+                model,
+                x,
+                y,
+                ci.lower,
+                kind,
+                "all",
+                config.sampling,
+                config.n_mask_samples,
+                acts=acts,
+                target_outs=outs,
             ),
         ),
         "stochastic_layerwise": (
@@ -109,6 +118,7 @@ def loss_terms(
                 config.sampling,
                 config.n_mask_samples,
                 acts=acts,
+                target_outs=outs,
             ),
         ),
         "stochastic_subset": (
@@ -120,7 +130,7 @@ def loss_terms(
         "ci_recon": (
             config.ci_recon_coeff,
             lambda: ci_recon_loss(
-                model, x, y, ci.lower, kind, config.ci_recon_mode, acts, ci_layer
+                model, x, y, ci.lower, kind, config.ci_recon_mode, acts, ci_layer, outs
             ),
         ),
         "pgd": (

@@ -60,7 +60,8 @@ def importance_minimality_loss(
     """Σ_layers Σ_c mean over batch and positions of (g_upper + ε)^p."""
     total = torch.zeros((), device=next(iter(ci_upper.values())).device)
     for g in ci_upper.values():
-        total = total + (g.float() + eps).pow(p).flatten(0, -2).mean(0).sum()
+        rows = g.numel() // g.shape[-1]  # the mean over positions, taken after the sum over all
+        total = total + (g.float() + eps).pow(p).sum() / rows
     return total
 
 
@@ -87,6 +88,12 @@ def _layer_sets(
     )
 
 
+def _first_run(acts: Mapping[str, Tensor], layer_set: Sequence[str]) -> str | None:
+    """The layer of ``layer_set`` that runs first: ``acts`` are keyed in the order the layers ran
+    in the target pass (``ComponentModel.forward`` caches inputs as they arrive)."""
+    return next((k for k in acts if k in layer_set), None)
+
+
 def masked_recon_loss(
     model: ComponentModel,
     x: Tensor,
@@ -97,12 +104,17 @@ def masked_recon_loss(
     mode: ReconMode = "all",
     acts: Mapping[str, Tensor] | None = None,
     layer: str | None = None,
+    target_outs: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     """Mean output loss over the layer sets of ``mode`` with the given masks.
 
-    ``acts`` (inner activations from the target pass) are reused where a layer runs alone, since
-    its input is then the target's. ``layer`` fixes the layer of ``random_layer`` mode (else drawn
-    uniformly).
+    ``acts`` (inner activations from the target pass, in the order the layers run) are reused for
+    the first masked layer to run, since nothing before it is masked and its input is then the
+    target's (a layer that runs alone is that layer). ``layer`` fixes the layer of
+    ``random_layer`` mode (else drawn uniformly). ``target_outs`` (with ``acts``: the decomposed
+    layers' outputs from the same target pass) are reused likewise: the layers that run before the
+    first masked one return them without running, and the first masked one takes its weight-delta
+    product from its own.
     """
     sets = _layer_sets(model, mode, layer)
     total = torch.zeros((), device=target_out.device)
@@ -126,10 +138,21 @@ def masked_recon_loss(
             ):  # one masked path instead of two
                 sub_masks, sub_delta = fold_routing(sub_masks, sub_delta, routing)
                 routing = None
-        alone = acts is not None and len(layer_set) == 1 and mode not in _ROUTING
-        sub_acts = {layer_set[0]: acts[layer_set[0]]} if alone and acts is not None else None
+        sub_acts, sub_outs = None, None
+        first = None if acts is None or mode in _ROUTING else _first_run(acts, layer_set)
+        if acts is not None and first is not None:
+            sub_acts = {first: acts[first]}
+            if target_outs is not None:
+                ran = list(acts)
+                ran = ran[: ran.index(first) + 1]
+                sub_outs = {k: target_outs[k] for k in ran if k in target_outs}
         out = model(
-            x, masks=sub_masks, delta_masks=sub_delta, routing=routing, acts=sub_acts
+            x,
+            masks=sub_masks,
+            delta_masks=sub_delta,
+            routing=routing,
+            acts=sub_acts,
+            target_outs=sub_outs,
         ).output
         total = total + output_loss(out, target_out, kind)
     return total / len(sets)
@@ -146,13 +169,22 @@ def stochastic_recon_loss(
     n_samples: int = 1,
     use_delta: bool = True,
     acts: Mapping[str, Tensor] | None = None,
+    target_outs: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     """Reconstruction under masks sampled uniformly in [ci, 1] (mean over ``n_samples``)."""
     total = torch.zeros((), device=target_out.device)
     for _ in range(n_samples):
         masks, delta = stochastic_masks(ci_lower, sampling)
         total = total + masked_recon_loss(
-            model, x, target_out, masks, delta if use_delta else None, kind, mode, acts
+            model,
+            x,
+            target_out,
+            masks,
+            delta if use_delta else None,
+            kind,
+            mode,
+            acts,
+            target_outs=target_outs,
         )
     return total / n_samples
 
@@ -166,9 +198,12 @@ def ci_recon_loss(
     mode: ReconMode = "all",
     acts: Mapping[str, Tensor] | None = None,
     layer: str | None = None,
+    target_outs: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     """Reconstruction with the CI itself as the mask and no weight delta."""
-    return masked_recon_loss(model, x, target_out, ci_lower, None, kind, mode, acts, layer)
+    return masked_recon_loss(
+        model, x, target_out, ci_lower, None, kind, mode, acts, layer, target_outs
+    )
 
 
 class LossWeightedLayers:

@@ -25,11 +25,18 @@ def _source(shape: torch.Size, like: Tensor, sampling: Sampling) -> Tensor:
     raise ValueError(f"unknown sampling {sampling!r}; valid: continuous, binomial")
 
 
+def _between(g: Tensor, s: Tensor) -> Tensor:
+    """g + (1 − g)·s, computed as s + g·(1 − s): one fused product and a single pass back to g.
+    With s a multiple of 2⁻²⁴ in [0, 1] (torch.rand, or 0 / 1), 1 − s is exact, so the mask stays
+    in [s, 1] and equals g at s = 0 and 1 at s = 1 exactly."""
+    return torch.addcmul(s, g, 1 - s)
+
+
 def stochastic_masks(
     ci: Mapping[str, Tensor], sampling: Sampling = "continuous"
 ) -> tuple[Masks, Masks]:
     """(component masks uniform in [ci, 1], delta masks) for every layer in ``ci``."""
-    masks = {k: g + (1 - g) * _source(g.shape, g, sampling) for k, g in ci.items()}
+    masks = {k: _between(g, _source(g.shape, g, sampling)) for k, g in ci.items()}
     delta = {k: _source(g.shape[:-1], g, sampling) for k, g in ci.items()}
     return masks, delta
 

@@ -34,6 +34,7 @@ class LayerInfo:
 class ForwardOutput:
     output: Tensor
     inputs: dict[str, Tensor] = field(default_factory=dict)
+    outputs: dict[str, Tensor] = field(default_factory=dict)
 
 
 def _decomposable(module: nn.Module) -> bool:
@@ -136,6 +137,8 @@ class ComponentModel(nn.Module):
         routing: Mapping[str, Tensor] | None = None,
         cache_inputs: bool = False,
         acts: Mapping[str, Tensor] | None = None,
+        cache_outputs: bool = False,
+        target_outs: Mapping[str, Tensor] | None = None,
     ) -> ForwardOutput:
         """Run the target with the layers in ``masks`` replaced by masked components.
 
@@ -143,7 +146,10 @@ class ComponentModel(nn.Module):
         delta); ``routing[layer]`` (...) bool picks components (True) or the target layer (False)
         per position. ``cache_inputs`` records each decomposed layer's input. ``acts[layer]`` may
         supply that layer's inner activations when its input is known to equal the cached one (e.g.
-        when it is the only masked layer), saving the x·V product.
+        when it is the only masked layer), saving the x·V product. ``cache_outputs`` records each
+        unmasked decomposed layer's output; ``target_outs[layer]`` may supply it back when the
+        layer's input is known to equal the cached one: an unmasked layer then returns it without
+        running, a masked one uses it for its weight-delta path (x·Wᵀ + b).
         """
         masks = masks or {}
         for name in masks:
@@ -152,13 +158,22 @@ class ComponentModel(nn.Module):
                     f"mask for unknown layer {name!r}; valid layers: {', '.join(self.layers)}"
                 )
         inputs: dict[str, Tensor] = {}
-        if not masks and not cache_inputs:
+        outputs: dict[str, tuple[Tensor, int]] = {}  # each output and its version when returned
+        if not masks and not cache_inputs and not cache_outputs:
             return ForwardOutput(self.target_output(x))
         with self._patched(
-            masks, delta_masks or {}, routing or {}, acts or {}, inputs if cache_inputs else None
+            masks,
+            delta_masks or {},
+            routing or {},
+            acts or {},
+            inputs if cache_inputs else None,
+            target_outs or {},
+            outputs if cache_outputs else None,
         ):
             out = self.target_output(x)
-        return ForwardOutput(out, inputs)
+        # An output the target changed in place after the layer returned it is not the layer's.
+        kept = {k: t for k, (t, version) in outputs.items() if t._version == version}
+        return ForwardOutput(out, inputs, kept)
 
     @contextmanager
     def _patched(
@@ -168,14 +183,25 @@ class ComponentModel(nn.Module):
         routing: Mapping[str, Tensor],
         acts: Mapping[str, Tensor],
         cache: dict[str, Tensor] | None,
+        target_outs: Mapping[str, Tensor],
+        out_cache: dict[str, tuple[Tensor, int]] | None,
     ) -> Iterator[None]:
         patched: list[nn.Module] = []
+        watch = cache is not None or out_cache is not None
         try:
             for name, module in self._modules_by_layer.items():
-                if name not in masks and cache is None:
+                if name not in masks and name not in target_outs and not watch:
                     continue
                 module.forward = self._layer_forward(
-                    name, module.forward, masks, delta_masks, routing, acts, cache
+                    name,
+                    module.forward,
+                    masks,
+                    delta_masks,
+                    routing,
+                    acts,
+                    cache,
+                    target_outs,
+                    out_cache,
                 )  # type: ignore[method-assign]
                 patched.append(module)
             yield
@@ -192,6 +218,8 @@ class ComponentModel(nn.Module):
         routing: Mapping[str, Tensor],
         acts: Mapping[str, Tensor],
         cache: dict[str, Tensor] | None,
+        target_outs: Mapping[str, Tensor],
+        out_cache: dict[str, tuple[Tensor, int]] | None,
     ) -> Callable[..., Tensor]:
         comp = self.comp(name)
 
@@ -199,8 +227,13 @@ class ComponentModel(nn.Module):
             if cache is not None:
                 cache[name] = x
             if name not in masks:
-                return original(x, *args, **kwargs)
-            out = comp(x, masks[name], delta_masks.get(name), acts.get(name))
+                if name in target_outs:
+                    return target_outs[name]
+                out = original(x, *args, **kwargs)
+                if out_cache is not None:
+                    out_cache[name] = (out, out._version)
+                return out
+            out = comp(x, masks[name], delta_masks.get(name), acts.get(name), target_outs.get(name))
             if name in routing:
                 out = torch.where(routing[name].unsqueeze(-1), out, comp.target_forward(x))
             return out

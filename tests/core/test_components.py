@@ -46,25 +46,76 @@ def test_component_weights_sum_to_weight_and_delta_closes_the_gap() -> None:
 @pytest.mark.parametrize(
     ("d_in", "d_out", "mask_shape"), [(3, 2, (5,)), (2, 7, (5,)), (3, 2, (4, 5)), (2, 7, (4, 5))]
 )
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("x_grad", [True, False])
 def test_masked_forward_equals_hand_computation(
-    d_in: int, d_out: int, mask_shape: tuple[int, ...]
+    d_in: int, d_out: int, mask_shape: tuple[int, ...], bias: bool, x_grad: bool
 ) -> None:
-    """The fused product (the delta's mask applied on the narrower side, one matmul-add) against the
-    formula with Δ formed explicitly, in values and in gradients; also with masks that broadcast
-    over more positions than x has."""
-    comp = make_components(nn.Linear(d_in, d_out), C=4)
-    x, mask, dm = torch.randn(5, d_in), torch.rand(*mask_shape, 4), torch.rand(*mask_shape)
+    """The fused product (the delta's mask applied on the narrower side; for a narrow input one
+    product [a ⊙ (m − d), d·x]·[U; Wᵀ]) against the formula with Δ formed explicitly, in values
+    and in gradients (V, U, the mask and x where x needs one); also with masks that broadcast over
+    more positions than x has."""
+    comp = make_components(nn.Linear(d_in, d_out, bias=bias), C=4)
+    x = torch.randn(5, d_in, requires_grad=x_grad)
+    mask = torch.rand(*mask_shape, 4, requires_grad=True)
+    dm = torch.rand(*mask_shape)
+    wrt = [comp.V, comp.U, mask] + ([x] if x_grad else [])
 
     def grads(out: torch.Tensor) -> list[torch.Tensor]:
-        return list(torch.autograd.grad(out.pow(2).sum(), [comp.V, comp.U]))
+        return list(torch.autograd.grad((out * torch.linspace(-1, 2, d_out)).pow(2).sum(), wrt))
 
+    bias_term = 0.0 if comp.bias is None else comp.bias
     expected = (
-        ((x @ comp.V) * mask) @ comp.U + dm[..., None] * (x @ comp.weight_delta().T) + comp.bias
+        ((x @ comp.V) * mask) @ comp.U + dm[..., None] * (x @ comp.weight_delta().T) + bias_term
     )
     got = comp(x, mask, dm)
     torch.testing.assert_close(got, expected)
     for g, e in zip(grads(got), grads(expected), strict=True):
         torch.testing.assert_close(g, e)
+
+
+@pytest.mark.parametrize(("d_in", "d_out"), [(30, 5), (5, 30)])
+def test_masked_forward_under_bf16_autocast_stays_within_bf16_of_fp32(
+    d_in: int, d_out: int
+) -> None:
+    """Under autocast the masks are cast to bf16 before they multiply the inner activations; the
+    output and gradients stay within bf16 rounding of the fp32 computation."""
+    torch.manual_seed(0)
+    comp = make_components(nn.Linear(d_in, d_out), C=8)
+    x = torch.randn(64, d_in, requires_grad=True)
+    mask, dm = torch.rand(64, 8, requires_grad=True), torch.rand(64)
+    routes = []
+    for bf16 in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = comp(x, mask, dm)
+        grads = torch.autograd.grad(out.float().pow(2).sum(), [comp.V, comp.U, mask, x])
+        routes.append([out.detach().float(), *grads])
+    for lo, hi in zip(routes[1], routes[0], strict=True):
+        assert lo.dtype == hi.dtype == torch.float32
+        rel = float((lo - hi).norm() / hi.norm())
+        assert rel < 2e-2, rel
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize(("d_in", "d_out"), [(6, 3), (3, 6)])
+def test_target_output_route_equals_the_computed_delta_product(
+    d_in: int, d_out: int, bias: bool
+) -> None:
+    """Passing the target layer's own output (x·Wᵀ + b) for the delta path gives the same values
+    and gradients as computing it."""
+    module = nn.Linear(d_in, d_out, bias=bias)
+    comp = make_components(module, C=4)
+    x, mask, dm = torch.randn(7, d_in), torch.rand(7, 4, requires_grad=True), torch.rand(7)
+    with torch.no_grad():
+        target_out = module(x)
+    computed, reused = comp(x, mask, dm), comp(x, mask, dm, target_out=target_out)
+    torch.testing.assert_close(reused, computed)
+    for a, b in zip(
+        torch.autograd.grad(computed.pow(2).sum(), [comp.V, comp.U, mask]),
+        torch.autograd.grad(reused.pow(2).sum(), [comp.V, comp.U, mask]),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b)
 
 
 def _tiny_llama() -> LlamaForCausalLM:

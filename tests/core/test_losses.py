@@ -104,6 +104,25 @@ def test_leaky_hard_sigmoids_values_and_gradients() -> None:
     assert grad_down.tolist() == pytest.approx([0.0, 1.0, 0.0])
 
 
+def test_stochastic_masks_are_ci_plus_the_rest_times_the_source() -> None:
+    """Second route: with the same draws, m = g + (1 − g)·s as written, to within one rounding;
+    exactly g where s = 0 and exactly 1 where s = 1 (binomial), and exactly 1 where g = 1."""
+    g = torch.rand(256, 7)
+    g[:3] = 1.0
+    g[3:6] = 0.0
+    torch.manual_seed(5)
+    masks, _ = stochastic_masks({"a": g})
+    torch.manual_seed(5)
+    s = torch.rand(256, 7)
+    torch.testing.assert_close(masks["a"], g + (1 - g) * s, rtol=0, atol=1.2e-7)
+    assert (masks["a"][:3] == 1).all() and torch.equal(masks["a"][3:6], s[3:6])
+    torch.manual_seed(6)
+    binomial, _ = stochastic_masks({"a": g}, "binomial")
+    torch.manual_seed(6)
+    s = torch.randint(0, 2, (256, 7)).float()
+    assert torch.equal(binomial["a"], torch.where(s == 1, 1.0, g))
+
+
 def test_stochastic_masks_lie_between_ci_and_one() -> None:
     ci = {"a": torch.rand(64, 5)}
     masks, delta = stochastic_masks(ci, "continuous")
@@ -276,25 +295,63 @@ def test_gradients_reach_components_and_ci_functions(ci_fn_type: str) -> None:
             assert p.grad is None, f"the frozen target got a gradient at {name}"
 
 
-def test_layerwise_reuse_of_inner_acts_changes_nothing() -> None:
-    model = _model()
-    x = torch.randn(32, 3)
-    tgt = model(x, cache_inputs=True)
-    acts = model.inner_acts(tgt.inputs)
-    ci = {k: v.detach() for k, v in model.causal_importance(tgt.inputs, acts).lower.items()}
-    masks, delta = stochastic_masks(ci)
-    plain = masked_recon_loss(model, x, tgt.output, masks, delta, "mse", "layerwise")
-    reused = masked_recon_loss(model, x, tgt.output, masks, delta, "mse", "layerwise", acts)
-    assert reused.item() == pytest.approx(plain.item(), rel=1e-6)
-    g_plain = torch.autograd.grad(plain, [model.comp("a").V, model.comp("b").U])
-    g_reused = torch.autograd.grad(
-        masked_recon_loss(
-            model, x, tgt.output, masks, delta, "mse", "layerwise", model.inner_acts(tgt.inputs)
-        ),
-        [model.comp("a").V, model.comp("b").U],
-    )
-    for a, b in zip(g_plain, g_reused, strict=True):
-        torch.testing.assert_close(a, b)
+class Stack(nn.Module):
+    """Three decomposed layers; ``inplace`` doubles the first one's output in place."""
+
+    def __init__(self, dims: tuple[int, ...], inplace: bool = False) -> None:
+        super().__init__()
+        self.a = nn.Linear(dims[0], dims[1], bias=False)
+        self.b = nn.Linear(dims[1], dims[2], bias=True)
+        self.c = nn.Linear(dims[2], dims[3], bias=True)
+        self.inplace = inplace
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        if self.inplace:
+            h.mul_(2.0)
+        return self.c(torch.relu(self.b(torch.relu(h))) + 0.5)
+
+
+@pytest.mark.parametrize("mode", ["all", "layerwise", "random_layer"])
+@pytest.mark.parametrize("dims", [(3, 4, 2, 5), (6, 3, 7, 2)])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_reuse_of_target_pass_acts_and_outputs_changes_nothing(
+    mode: str, dims: tuple[int, ...], inplace: bool
+) -> None:
+    """Second route: the masked loss with the target pass's inner activations and layer outputs
+    reused (the first masked layer's x·V and delta product, the outputs of the layers before it)
+    equals the loss computed from scratch, in value and in every gradient (components, CI masks).
+    A layer output the target changes in place after the layer returned it is not reused."""
+    model = ComponentModel(Stack(dims, inplace), [("a", 3), ("b", 4), ("c", 2)])
+    x = torch.randn(32, dims[0])
+    with torch.no_grad():
+        tgt = model(x, cache_inputs=True, cache_outputs=True)
+    assert list(tgt.inputs) == ["a", "b", "c"]  # the order the layers ran
+    assert set(tgt.outputs) == ({"b", "c"} if inplace else {"a", "b", "c"})
+    for layer in ("a", "b", "c"):
+        if layer in tgt.outputs:
+            expected = model.comp(layer).target_forward(tgt.inputs[layer])
+            torch.testing.assert_close(tgt.outputs[layer], expected)
+    ci = {k: v.detach() for k, v in model.causal_importance(tgt.inputs).lower.items()}
+    lower = {k: v.clone().requires_grad_() for k, v in ci.items()}
+    params = [p for n, p in model.named_parameters() if n.startswith("components.")]
+    results = []
+    for reuse in (False, True):
+        torch.manual_seed(3)  # the same masks, and the same layer for random_layer
+        masks, delta = stochastic_masks(lower)
+        acts = model.inner_acts(tgt.inputs) if reuse else None
+        outs = tgt.outputs if reuse else None
+        loss = masked_recon_loss(
+            model, x, tgt.output, masks, delta, "mse", mode, acts, target_outs=outs
+        )
+        wrt = params + list(lower.values())
+        grads = torch.autograd.grad(loss, wrt, allow_unused=True)  # random_layer: one layer
+        results.append(
+            [loss]
+            + [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt, strict=True)]
+        )
+    for plain, reused in zip(*results, strict=True):
+        torch.testing.assert_close(reused, plain)
 
 
 def test_random_layer_with_a_fixed_layer_is_that_layer_alone() -> None:
