@@ -65,13 +65,13 @@ def step_times(
 
 
 def experiment_step_times(
-    name: str, device: str, n_steps: int, **overrides: object
+    name: str, device: str, n_steps: int, warmup: int = 5, **overrides: object
 ) -> tuple[list[float], list[float]]:
     """``step_times`` of a built-in experiment's config (with ``overrides``) on its untrained target
     (step cost does not depend on the target's training)."""
     exp = get_experiment(name)
     config = exp.decomposition.model_copy(update={"device": device, **overrides})
-    return step_times(exp.target, untrained_target(exp.target), config, n_steps)
+    return step_times(exp.target, untrained_target(exp.target), config, n_steps, warmup)
 
 
 def demo_subset_ab(n: int) -> dict:
@@ -172,22 +172,27 @@ def demo_harvest(n: int) -> dict:
 def run(quick: bool = False) -> list[dict]:
     rows = []
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    # (recipe, steps timed, warm-up steps, overrides). The process's memory grows over its first
+    # ~200 steps (page faults cost a few ms a step there), so the second resid_mlp1 row times the
+    # steady state that almost all of a 20000-step run is in.
     cases = [
-        ("tms_5-2", 60 if quick else 300, {}),
-        ("resid_mlp1", 10 if quick else 40, {}),
-        ("resid_mlp1", 10 if quick else 40, {"autocast_bf16": False}),
+        ("tms_5-2", 60 if quick else 300, 5, {}),
+        ("resid_mlp1", 10 if quick else 40, 5, {}),
+        ("resid_mlp1", 10 if quick else 60, 20 if quick else 250, {}),
+        ("resid_mlp1", 10 if quick else 40, 5, {"autocast_bf16": False}),
     ]
-    for name, n, overrides in cases:
+    for name, n, warmup, overrides in cases:
         for device in devices:
-            wall, cpu = experiment_step_times(name, device, n, **overrides)
+            wall, cpu = experiment_step_times(name, device, n, warmup, **overrides)
             ms = statistics.median(wall) * 1000
             precision = (
                 "bf16 autocast"
                 if get_experiment(name).decomposition.model_copy(update=overrides).autocast_bf16
                 else "fp32"
             )
+            steady = f", after {warmup} warm-up steps" if warmup > 5 else ""
             row = {
-                "bench": f"decompose step {name} ({device}, {precision})",
+                "bench": f"decompose step {name} ({device}, {precision}{steady})",
                 "median_ms": round(ms, 2),
                 "steps_per_s": round(1000 / ms, 1),
                 "cpu_ms": round(statistics.median(cpu) * 1000, 2),
