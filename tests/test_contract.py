@@ -144,15 +144,8 @@ async def finished_results(run: Any) -> dict[str, list[dict[str, Any]]]:
                 {"components": [comp], "mechanism": mech, "n_examples": 2, "n_controls": 1},
             ),
             (
-                "optimize_removal",
-                {
-                    "mechanism": mech,
-                    "n_examples": 2,
-                    "n_controls": 2,
-                    "n_heldout": 1,
-                    "n_heldout_controls": 1,
-                    "steps": 10,
-                },
+                "optimize_circuit",
+                {"mechanism": mech, "remove": True, "n_prompts": 2, "n_heldout": 1, "steps": 10},
             ),
         ]
         out: dict[str, list[dict[str, Any]]] = {}
@@ -177,7 +170,8 @@ def test_every_long_tools_result_parses_into_its_job_results() -> None:
         for result in found:
             parsed = [m for m in models if _fits(m, result)]
             assert len(parsed) == 1, (tool, [m.__name__ for m in parsed], sorted(result))
-    one, shared = results["optimize_circuit"]
+    one, shared, removal = results["optimize_circuit"]
+    assert circuits.RemovalResult.model_validate(removal).kept_others >= 0
     assert circuits.CircuitResult.model_validate(one).graph_id >= 1
     assert circuits.SharedCircuitResult.model_validate(shared).circuit_id >= 1
     assert len(results) == sum(bool(t.job_results) for t in contract.TOOLS)

@@ -156,7 +156,7 @@ class CircuitInput(LongInput):
         None, max_length=200, description="other behaviours, for specificity"
     )
     mechanism: str | None = Field(None, max_length=200)
-    n_prompts: int = Field(16, ge=1, le=64)
+    n_prompts: int = Field(16, ge=1, le=200)
     n_heldout: int = Field(32, ge=0, le=200, description="held-out probes to validate on (0: none)")
     steps: int = Field(200, ge=1, le=5000)
     sparsity: float | None = Field(
@@ -173,6 +173,11 @@ class CircuitInput(LongInput):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     edit_id: str | None = Field(None, max_length=64)
     limit: int = Field(100, ge=1, le=1000)
+    remove: bool = Field(
+        False,
+        description="with mechanism: a set whose removal breaks it, spares 1.5x n_prompts others",
+    )
+    exclude: list[str] = Field(default_factory=list, max_length=200, description="never used")
 
 
 class CircuitNode(Wire):
@@ -198,30 +203,6 @@ class CircuitResult(Wire):
         "adversarial, unmasked"
     )
     loss: LossSummary
-
-
-class RemovalInput(LongInput):
-    mechanism: str = Field(
-        max_length=200, description="the behaviour: a probe mechanism of the run"
-    )
-    n_examples: int = Field(
-        100, ge=2, le=500, description="the behaviour's probes to optimise on (a seeded sample)"
-    )
-    n_controls: int = Field(
-        150,
-        ge=2,
-        le=1000,
-        description="other behaviours' probes to optimise on (as even as it goes)",
-    )
-    n_heldout: int = Field(
-        40, ge=0, le=200, description="held-out probes of the behaviour to validate on (0: none)"
-    )
-    n_heldout_controls: int = Field(45, ge=0, le=200)
-    exclude: list[str] = Field(
-        default_factory=list, max_length=200, description="prompts never used, in either step"
-    )
-    steps: int = Field(300, ge=10, le=2000)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
 class RemovalResult(Wire):
@@ -259,30 +240,16 @@ TOOLS = (
     ToolContract(
         name="optimize_circuit",
         group="circuits and attributions",
-        job_results=(CircuitResult, SharedCircuitResult),
+        job_results=(CircuitResult, SharedCircuitResult, RemovalResult),
         title="Smallest circuit for a prediction",
         description=(
             "A job: the smallest component set that keeps a prediction, with the target's "
             "probability in every regime. One prompt (text, target_token): nodes and a graph_id. "
-            "Several ('prompts' or a probe 'mechanism'): one set, validated on held-out prompts. "
+            "Several ('prompts' or a probe 'mechanism'): one set, validated on held-out prompts; "
+            "remove=true: the set whose removal breaks the mechanism and spares the others. "
             "Example: optimize_circuit(mechanism='induction')."
         ),
         input_model=CircuitInput,
-        result_model=JobView,
-        read_only=False,
-    ),
-    ToolContract(
-        name="optimize_removal",
-        group="circuits and attributions",
-        job_results=(RemovalResult,),
-        title="A set whose removal breaks one behaviour and spares the others",
-        description=(
-            "A job (about a minute): the components whose removal breaks a behaviour's probes "
-            "and spares the other behaviours', optimised over many of both in the deterministic "
-            "and stochastic regimes, then validated on held-out probes. For a circuit that is "
-            "necessary but not specific. Example: optimize_removal(mechanism='induction')."
-        ),
-        input_model=RemovalInput,
         result_model=JobView,
         read_only=False,
     ),

@@ -45,11 +45,6 @@ class ValidateInput(LongInput):
         default_factory=lambda: list(ABLATION_REGIMES), min_length=1, max_length=3
     )
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    sufficiency: bool = Field(
-        True,
-        description="false: skip the keep-only runs (half the work; sufficiency is then "
-        "inconclusive), for when only necessity and specificity are needed",
-    )
 
     @model_validator(mode="after")
     def _one_behaviour(self) -> "ValidateInput":
@@ -100,12 +95,8 @@ class ExampleRow(Wire):
     target: str
     p_before: float
     p_removed: float = Field(description="deterministic regime")
-    p_kept: float | None = Field(
-        description="deterministic regime (the set alone); null when sufficiency was not measured"
-    )
-    answer_kept: str = Field(
-        description="the kept set's top-1 answer ('' when tied or not measured)"
-    )
+    p_kept: float = Field(description="deterministic regime (the set alone)")
+    answer_kept: str = Field(description="the kept set's top-1 answer ('' when tied)")
 
 
 Status = Literal["holds", "fails", "inconclusive"]

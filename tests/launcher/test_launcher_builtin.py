@@ -401,7 +401,6 @@ def test_the_specific_set_step_runs_only_without_one_and_leaves_probes_to_valida
     from spd_mcp.contract.model import ProbeRow
     from spd_mcp.launcher.agents.builtin import Candidate, validated
     from spd_mcp.launcher.agents.builtin_prune import (
-        POOL_CONTROLS,
         POOL_EXAMPLES,
         necessary_and_specific,
         pool_sizes,
@@ -426,10 +425,8 @@ def test_the_specific_set_step_runs_only_without_one_and_leaves_probes_to_valida
             for i in range(n)
         ]
 
-    # the demo's 200 probes per behaviour: full pools; a small run: what validation leaves
-    assert pool_sizes(rows({"a": 200, "b": 200, "c": 200}), "a", 40, 45) == (
-        POOL_EXAMPLES,
-        POOL_CONTROLS,
-    )
-    assert pool_sizes(rows({"a": 60, "b": 60}), "a", 40, 45) == (20, 15)
-    assert pool_sizes(rows({"a": 30, "b": 30}), "a", 40, 45) == (2, 2)
+    # the demo's 200 probes per behaviour: the full pool (100, and 150 of the others); a small run:
+    # what validation leaves
+    assert pool_sizes(rows({"a": 200, "b": 200, "c": 200}), "a", 40, 45) == POOL_EXAMPLES
+    assert pool_sizes(rows({"a": 60, "b": 60}), "a", 40, 45) == 10
+    assert pool_sizes(rows({"a": 30, "b": 30}), "a", 40, 45) == 2

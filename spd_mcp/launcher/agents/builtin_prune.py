@@ -1,11 +1,11 @@
 """The built-in protocol's specificity step: when no candidate circuit is both necessary and
 specific on held-out prompts, one set is optimised for exactly that and validated.
 
-``optimize_removal`` chooses, over every component at once, the set whose removal breaks the
-behaviour's probes and spares the other behaviours', on a seeded pool of each (``pool_sizes``), in
-the deterministic and stochastic regimes; the tool then validates it on held-out probes of the
-behaviour and controls, none of them in the pools. The set joins the candidates with that
-validation, so it is judged like the others.
+``optimize_circuit(remove=true)`` chooses, over every component at once, the set whose removal
+breaks the behaviour's probes and spares the other behaviours', on a seeded pool of each
+(``pool_sizes``), in the deterministic and stochastic regimes; the tool then validates it on
+held-out probes of the behaviour and controls, none of them in the pools. The set joins the
+candidates with that validation, so it is judged like the others.
 
 It replaced pruning a found circuit one component at a time on a small selection split (32
 prompts, 36 controls): the sets chosen there fitted the few controls they were chosen on. On the
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from spd_mcp.launcher.agents.builtin import Candidate, Protocol
 
 POOL_EXAMPLES = 100
-POOL_CONTROLS = 150
 
 
 def necessary_and_specific(candidates: list[Candidate]) -> Candidate | None:
@@ -43,19 +42,18 @@ def necessary_and_specific(candidates: list[Candidate]) -> Candidate | None:
     )
 
 
-def pool_sizes(
-    probes: list[ProbeRow], mechanism: str, held_out: int, controls: int
-) -> tuple[int, int]:
-    """How many of the behaviour's probes and of the others' to optimise on: at most
-    ``POOL_EXAMPLES`` and ``POOL_CONTROLS``, leaving ``held_out`` and ``controls`` of them for the
-    validation (at least 2 of each are asked for)."""
+def pool_sizes(probes: list[ProbeRow], mechanism: str, held_out: int, controls: int) -> int:
+    """How many of the behaviour's probes to optimise on (the others': 1.5x as many): at most
+    ``POOL_EXAMPLES``, leaving ``held_out`` of the behaviour's and ``controls`` of the others' for
+    the validation (at least 2)."""
     mine = sum(p.mechanism == mechanism for p in probes)
     rest = len(probes) - mine
-    return max(2, min(POOL_EXAMPLES, mine - held_out)), max(2, min(POOL_CONTROLS, rest - controls))
+    return max(2, min(POOL_EXAMPLES, mine - held_out, int((rest - controls) / 1.5)))
 
 
 async def prune(proto: Protocol) -> str:
     from spd_mcp.launcher.agents.builtin import CONTROLS, HELD_OUT, Candidate, validated
+    from spd_mcp.launcher.strategies import STRATEGIES
 
     done = necessary_and_specific(proto.f.candidates)
     if done is not None:
@@ -65,26 +63,28 @@ async def prune(proto: Protocol) -> str:
         return "Not run: the question matches no behaviour of the run."
     found_on = {p.text for p in proto.f.prompts}
     left = [p for p in proto.probes if p.text not in found_on]
-    n_examples, n_controls = pool_sizes(left, mech, HELD_OUT, CONTROLS)
+    n_examples = pool_sizes(left, mech, HELD_OUT, CONTROLS)
     res = await proto.ask(
         RemovalResult,
-        "optimize_removal",
+        "optimize_circuit",
         {
             "mechanism": mech,
-            "n_examples": n_examples,
-            "n_controls": n_controls,
-            "n_heldout": HELD_OUT,
-            "n_heldout_controls": CONTROLS,
-            "exclude": sorted(
-                found_on
-            ),  # the prompts the candidates were found on: in neither step
+            "remove": True,
+            "n_prompts": n_examples,  # the others' probes: 1.5x as many
+            "n_heldout": HELD_OUT,  # held-out controls: 9/8 as many (45 for 40)
+            # the prompts the candidates were found on are in neither step; a swarm's tasks
+            # (one strategy each) make independent draws
+            "exclude": sorted(found_on),
+            "seed": STRATEGIES.index(proto.strategy),
+            "steps": 300,
             "wait_s": 30,
         },
     )
     parts = [
         "No candidate is both necessary and specific on held-out prompts, so one set is optimised "
-        f"for exactly that (optimize_removal): over {res.n_examples} of the behaviour's probes and "
-        f"{res.n_controls} of the other behaviours', the components whose removal breaks the "
+        "for exactly that (optimize_circuit, remove=true): over "
+        f"{res.n_examples} of the behaviour's probes and {res.n_controls} of the other "
+        "behaviours', the components whose removal breaks the "
         "first and spares the second, in the deterministic and stochastic regimes. "
         f"{len(res.components)} components; with them removed the behaviour keeps "
         f"{res.kept_behaviour:.2f} of p(target) and the others {res.kept_others:.2f} on those "
@@ -95,7 +95,7 @@ async def prune(proto: Protocol) -> str:
         return "\n\n".join(parts)
     cand = Candidate(
         f"removal set optimised over {res.n_examples} prompts of the behaviour and "
-        f"{res.n_controls} of the others (optimize_removal)",
+        f"{res.n_controls} of the others (optimize_circuit, remove=true)",
         res.components,
         validation=res.validation,
     )

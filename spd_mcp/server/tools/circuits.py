@@ -41,7 +41,7 @@ from spd_mcp.server.schemas import GraphEdge, GraphNode, StoredGraph
 from spd_mcp.server.state import AppState
 from spd_mcp.server.tooling import bind
 from spd_mcp.server.tools.jobs import run_as_job
-from spd_mcp.server.tools.removal import optimize_removal_tool
+from spd_mcp.server.tools.removal import optimize_removal_job
 from spd_mcp.server.tools.shared_circuit import loss_summary, optimize_shared
 
 STORED_EDGES = 20_000  # the largest edges (by |value|) kept with a stored graph
@@ -272,6 +272,8 @@ async def _circuit_result(
 async def optimize_circuit(state: AppState, inp: CircuitInput, ctx: Context) -> JobView:
     require_lm(state, "optimize_circuit")
     _one_form(inp)
+    if inp.remove:
+        return await optimize_removal_job(state, inp, ctx)
     if inp.text is None:
         return await optimize_shared(state, inp, ctx)
     if inp.target_token is None:
@@ -291,5 +293,4 @@ async def optimize_circuit(state: AppState, inp: CircuitInput, ctx: Context) -> 
 
 TOOLS = bind(
     contract.TOOLS, get_attributions=get_attributions, optimize_circuit=optimize_circuit,
-    optimize_removal=optimize_removal_tool,
 )

@@ -85,14 +85,11 @@ async def stored_validation(
     validation_id."""
     keys = [str(k) for k in comps]
     det = v.regimes.get("deterministic")
-    kept = [None] * len(v.used) if det is None or not det.kept else det.kept
     rows = [] if det is None else [
         ExampleRow(text=state.tok.raw.decode(p.token_ids), target=state.tok.display(p.target),
-                   p_before=r.p_before, p_removed=r.p_after,
-                   p_kept=None if k is None else k.p_after,
-                   answer_kept="" if k is None or k.answer_after < 0
-                   else state.tok.display(k.answer_after))
-        for p, r, k in zip([examples[i] for i in v.used], det.removed, kept, strict=True)
+                   p_before=r.p_before, p_removed=r.p_after, p_kept=k.p_after,
+                   answer_kept="" if k.answer_after < 0 else state.tok.display(k.answer_after))
+        for p, r, k in zip([examples[i] for i in v.used], det.removed, det.kept, strict=True)
     ]
     result = ValidationResult(
         summary=_summary(v, keys, behaviour), validation_id=0, components=keys, behaviour=behaviour,
@@ -140,7 +137,7 @@ async def validate_claim(state: AppState, inp: ValidateInput, ctx: Context) -> J
             "no example is left once the excluded prompts are removed: give held-out examples"
         )
     config = ValidationConfig(regimes=tuple(dict.fromkeys(inp.regimes)),
-                              measure=MeasureSettings(seed=inp.seed), sufficiency=inp.sufficiency)
+                              measure=MeasureSettings(seed=inp.seed))
 
     def work(progress) -> Validation:
         controls = with_model_answers(state.run.model, others)
