@@ -248,7 +248,6 @@ class ValidationConfig:
     necessity_bar: float = 0.5
     specificity_bar: float = 0.8
     sufficiency_bar: float = 0.5
-    sufficiency: bool = True  # False skips the keep-only runs (half the work): verdict inconclusive
 
 
 Progress = Callable[[int, int], None]
@@ -285,7 +284,7 @@ def validate(
         not bad and cfg.regimes,
         f"regimes must be a non-empty subset of {', '.join(REGIMES)}; got {list(cfg.regimes)}",
     )
-    total = len(cfg.regimes) * (1 + cfg.sufficiency) * (len(examples) + len(others))
+    total = len(cfg.regimes) * 2 * (len(examples) + len(others))
     done = 0
     cache = passes if passes is not None else TargetPasses()
     device = next(model.parameters()).device
@@ -319,20 +318,18 @@ def validate(
             if regime == cfg.regimes[0]
             else [run(p, "remove", regime) for p in mine]
         )
-        kept = [run(p, "keep_only", regime) for p in mine] if cfg.sufficiency else []
+        kept = [run(p, "keep_only", regime) for p in mine]
         free = (
             regime != "adversarial"
         )  # the others' worst case is not the claim's: measured in the two others
         others_removed = [run(p, "remove", regime) for p in others] if free else []
-        others_kept = (
-            [run(p, "keep_only", regime) for p in others] if free and cfg.sufficiency else []
-        )
+        others_kept = [run(p, "keep_only", regime) for p in others] if free else []
         leaked = (
             [
                 float(o.answer_after in counts and o.answer_after != p.target and o.correct_before)
                 for p, o in zip(others, others_kept, strict=True)
             ]
-            if others_kept
+            if free
             else []
         )
         numbers[regime] = _regime_numbers(
@@ -454,9 +451,7 @@ def _judge(
         s = numbers[regime].sufficiency
         return "inconclusive" if s is None else s.status(cfg.sufficiency_bar)
 
-    if not cfg.sufficiency:
-        notes.append("sufficiency was not measured (not asked for): inconclusive")
-    elif distinct < 2:
+    if distinct < 2:
         notes.append(
             "every example has the same correct answer: sufficiency is accuracy minus leak on the "
             "other examples"
